@@ -1,0 +1,5 @@
+"""`python -m flasher` runs the command-line interface."""
+
+from flasher.cli.main import main
+
+raise SystemExit(main())

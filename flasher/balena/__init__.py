@@ -1,0 +1,1 @@
+"""The balena side: HTTP session, OS model, versions, device types and config.json."""

@@ -1,0 +1,1 @@
+"""Command-line faces of Flasher: argparse commands, progress output and exit codes."""

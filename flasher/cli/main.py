@@ -1,0 +1,115 @@
+"""The `flasher` command: global options, command registration, error-to-exit-code mapping.
+
+Each command module exposes `register(groups)`, where `groups` maps a group name ("" for the
+top level, "os", "image", "config", "cache", "sandbox") to an argparse sub-parsers object; a
+command sets `handler=fn(args, ctx) -> int` with `set_defaults`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from flasher import __version__
+from flasher.cli.context import CliContext
+from flasher.cli.output import Output
+from flasher.errors import EXIT_CANCELLED, EXIT_USAGE, Cancelled, FlasherError
+
+COMMAND_MODULES = (
+    "flasher.cli.catalog_cmds",
+    "flasher.cli.configure_cmds",
+    "flasher.cli.image_cmds",
+    "flasher.cli.cache_cmds",
+    "flasher.cli.sandbox_cmds",
+    "flasher.cli.drives_cmds",
+    "flasher.cli.flash_cmds",
+)
+
+GROUPS = {
+    "os": "balenaOS versions, downloads and image configuration",
+    "image": "inspect disk images",
+    "config": "generate config.json",
+    "cache": "the downloaded-image cache",
+    "sandbox": "the built-in offline balena API",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Exits with the usage code (2) and a hint, as every other error path does."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"error: {message}\nhint: run '{self.prog} --help'\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="flasher",
+        description="Provision balenaOS devices: pick an OS, configure it, flash and verify.",
+    )
+    parser.add_argument("--version", action="version", version=f"flasher {__version__}")
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use the built-in offline balena API (no account, no network)",
+    )
+    parser.add_argument(
+        "--api-url", metavar="URL", help="balena API base URL (env FLASHER_API_URL)"
+    )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="balena API token (prefer env BALENA_API_KEY or `balena login`)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    groups: dict[str, Any] = {"": top}
+    for name, help_text in GROUPS.items():
+        group = top.add_parser(name, help=help_text, description=help_text)
+        groups[name] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+        group.set_defaults(handler=_group_help(group))
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(groups)
+    return parser
+
+
+def _group_help(group: argparse.ArgumentParser) -> Any:
+    def show(_args: argparse.Namespace, _ctx: CliContext) -> int:
+        group.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    return show
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    out = Output(json_mode=args.json)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    ctx = CliContext(args=args, out=out)
+    try:
+        return int(handler(args, ctx))
+    except FlasherError as err:
+        out.error(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        out.error(Cancelled("Interrupted."))
+        return EXIT_CANCELLED
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Image engine: sources, partition tables, FAT, keyfiles, overlay configuration, allocation maps."""
