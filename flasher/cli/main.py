@@ -21,7 +21,7 @@ from flasher.errors import EXIT_CANCELLED, EXIT_USAGE, Cancelled, FlasherError
 
 COMMAND_MODULES = (
     "flasher.cli.catalog_cmds",
-    "flasher.cli.configure_cmds",
+    "flasher.cli.config_cmds",
     "flasher.cli.image_cmds",
     "flasher.cli.cache_cmds",
     "flasher.cli.sandbox_cmds",

@@ -1,0 +1,135 @@
+"""Positional byte access shared by the image engine: files, partition slices, overlays.
+
+`ReadAt` and `WriteAt` are what partition, FAT, ext4 and allocation-map code read through, so the
+same code works on a raw image file, on one partition of it, and on a copy-on-write overlay.
+Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class ReadAt(Protocol):
+    @property
+    def size(self) -> int: ...
+
+    def pread(self, length: int, offset: int) -> bytes:
+        """Up to `length` bytes at `offset`; fewer only at the end."""
+        ...
+
+
+@runtime_checkable
+class WriteAt(ReadAt, Protocol):
+    def pwrite(self, data: bytes, offset: int) -> None: ...
+
+
+class FileReader:
+    """Read-only positional access to a file (the base image is never opened for writing)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._size = os.fstat(self._fd).st_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def pread(self, length: int, offset: int) -> bytes:
+        chunks: list[bytes] = []
+        while length > 0:
+            chunk = os.pread(self._fd, length, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            length -= len(chunk)
+            offset += len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> FileReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class FileReadWriter(FileReader):
+    """Read-write positional access, for editing an image in place (`os configure` without -o)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        self._size = os.fstat(self._fd).st_size
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def __enter__(self) -> FileReadWriter:
+        return self
+
+
+class MemoryIO:
+    """A fixed-size in-memory image, for building small images and for tests."""
+
+    def __init__(self, size: int) -> None:
+        self._buf = bytearray(size)
+
+    @property
+    def size(self) -> int:
+        return len(self._buf)
+
+    def pread(self, length: int, offset: int) -> bytes:
+        return bytes(self._buf[offset : offset + length])
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        end = offset + len(data)
+        if end > len(self._buf):
+            raise ValueError(f"write of {len(data)} bytes at {offset} exceeds size {len(self._buf)}")
+        self._buf[offset:end] = data
+
+    def getvalue(self) -> bytes:
+        return bytes(self._buf)
+
+
+class SliceIO:
+    """A window [offset, offset+size) of another ReadAt/WriteAt, e.g. one partition."""
+
+    def __init__(self, base: ReadAt, offset: int, size: int) -> None:
+        if offset < 0 or size < 0:
+            raise ValueError("negative slice")
+        self._base = base
+        self.offset = offset
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pread(self, length: int, offset: int) -> bytes:
+        if offset >= self._size:
+            return b""
+        length = min(length, self._size - offset)
+        return self._base.pread(length, self.offset + offset)
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        if offset + len(data) > self._size:
+            raise ValueError("write past the end of the slice")
+        if not isinstance(self._base, WriteAt):
+            raise TypeError("the underlying image is read-only")
+        self._base.pwrite(data, self.offset + offset)
