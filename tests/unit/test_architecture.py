@@ -1,0 +1,80 @@
+"""Import rules: the core never imports Qt or the faces; the root helper stays small."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "flasher"
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(PACKAGE.parent).as_posix()
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_relative)
+def test_core_never_imports_qt_or_faces(path: Path) -> None:
+    rel = _relative(path)
+    if rel.startswith(("flasher/gui/", "flasher/cli/")):
+        return
+    bad = {m for m in _imports(path) if m.split(".")[0] == "PySide6"}
+    bad |= {m for m in _imports(path) if m.startswith(("flasher.gui", "flasher.cli"))}
+    assert not bad, f"{rel} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_relative)
+def test_only_gui_imports_pyside(path: Path) -> None:
+    rel = _relative(path)
+    if rel.startswith("flasher/gui/"):
+        return
+    assert not {m for m in _imports(path) if m.startswith("PySide6")}, rel
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_relative)
+def test_every_module_says_what_it_does(path: Path) -> None:
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    assert doc and doc.strip(), f"{_relative(path)} has no module docstring"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_relative)
+def test_no_module_grows_past_the_size_limit(path: Path) -> None:
+    lines = path.read_text(encoding="utf-8").count("\n")
+    assert lines <= 550, f"{_relative(path)} has {lines} lines; split it"
+
+
+def test_writer_helper_loads_only_stdlib_and_writer_modules() -> None:
+    """Importing the root helper must not drag in requests, the pipeline, the balena client or Qt."""
+    helper = PACKAGE / "writer" / "helper.py"
+    if not helper.exists():
+        pytest.skip("the writer helper is not part of this build")
+    code = (
+        "import sys, flasher.writer.helper\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('requests', 'urllib3', 'PySide6', 'semver', 'pyudev', 'psutil', 'isal', 'zstandard')"
+        " or m.startswith(('flasher.balena', 'flasher.pipeline', 'flasher.sandbox', "
+        "'flasher.image', 'flasher.gui', 'flasher.cli', 'flasher.download', 'flasher.cache')))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"the writer helper imports {out}"
