@@ -133,10 +133,17 @@ class OsVersion:
 
 @dataclass(frozen=True)
 class DrivePartition:
+    """A partition of a drive (or the whole disk when it is mounted without a partition table).
+
+    `dev` is its "major:minor"; `holders` are the devices stacked on it (dm, LVM, md).
+    """
+
     path: str
     mountpoints: tuple[str, ...] = ()
     fstype: str | None = None
     label: str | None = None
+    dev: str = ""
+    holders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
