@@ -1,0 +1,62 @@
+"""Shared pytest fixtures: session-cached balenaOS-layout images built with the real tools.
+
+The cached images are read-only; a test that modifies one copies it first
+(`tests.support.images.copy_image`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.images import BuiltImage, build_image, compress
+
+ImageFactory = Callable[..., BuiltImage]
+
+
+@pytest.fixture(scope="session")
+def image_factory(tmp_path_factory: pytest.TempPathFactory) -> ImageFactory:
+    """`image_factory(**build_image_options) -> BuiltImage`, built once per option set."""
+    built: dict[str, BuiltImage] = {}
+    root = tmp_path_factory.mktemp("images")
+
+    def make(**options: Any) -> BuiltImage:
+        key = repr(sorted(options.items()))
+        if key not in built:
+            image = build_image(root / f"build{len(built)}", **options)
+            os.chmod(image.path, 0o444)
+            built[key] = image
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def mbr_image(image_factory: ImageFactory) -> ImageFactory:
+    """`mbr_image(**options)`: an MBR balenaOS image (boot, rootA, rootB, extended, state, data)."""
+    return lambda **options: image_factory(scheme="mbr", **options)
+
+
+@pytest.fixture(scope="session")
+def gpt_image(image_factory: ImageFactory) -> ImageFactory:
+    """`gpt_image(**options)`: a GPT balenaOS image with five named partitions."""
+    return lambda **options: image_factory(scheme="gpt", **options)
+
+
+@pytest.fixture(scope="session")
+def compressed_image() -> Callable[[Path, str], Path]:
+    """`compressed_image(path, kind) -> Path`: `compress` once per (path, kind), read-only."""
+    made: dict[tuple[Path, str], Path] = {}
+
+    def make(path: Path, kind: str) -> Path:
+        if (path, kind) not in made:
+            out = compress(path, kind)
+            os.chmod(out, 0o444)
+            made[path, kind] = out
+        return made[path, kind]
+
+    return make

@@ -1,0 +1,1 @@
+"""Test support: image builders with the real tools, a local HTTP server, small helpers."""
