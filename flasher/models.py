@@ -94,6 +94,9 @@ class DeviceConfig:
     persistent_logging: bool = False
     extra_keyfiles: tuple[Keyfile, ...] = ()
     base_config: Mapping[str, Any] | None = field(default=None, repr=False, hash=False)
+    # The balena API the device is provisioned against (endpoints derive from it); None means
+    # balena-cloud.com.
+    api_url: str | None = None
 
 
 @dataclass(frozen=True)
