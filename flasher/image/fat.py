@@ -9,6 +9,8 @@ fat* modules.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -232,23 +234,27 @@ class FatFilesystem:
         """Create or replace the file at `path` (its directory must exist) with `data`.
 
         An existing file keeps its cluster chain as far as it goes; extra clusters are freed or
-        new ones taken from the lowest free cluster up.
+        new ones taken from the lowest free cluster up. Nothing is written when it cannot fit.
         """
-        parent, record, leaf = self._lookup(path)
-        stamp = fat_stamp(mtime)
-        if record is None:
-            self._check_name(leaf)
-        elif record.is_dir:
-            raise self._error(f"{path} is a directory", "is_a_directory")
-        old = self._fat.chain(record.first_cluster) if record and record.first_cluster else []
-        clusters = self._resize_chain(old, len(data))
-        self._write_clusters(clusters, data)
-        first = clusters[0] if clusters else 0
-        if record is None:
-            self._insert(parent, leaf, ATTR_ARCHIVE, first, len(data), stamp)
-        else:
+        with self._undo_on_error():
+            parent, record, leaf = self._lookup(path)
+            stamp = fat_stamp(mtime)
+            needed = -(-len(data) // self._geo.cluster_size)
+            if record is None:
+                plan = self._plan_insert(parent, leaf, extra_clusters=needed)
+                clusters = self._resize_chain([], len(data))
+                self._write_clusters(clusters, data)
+                self._commit_insert(parent, plan, ATTR_ARCHIVE, clusters[0] if clusters else 0,
+                                    len(data), stamp)
+                return
+            if record.is_dir:
+                raise self._error(f"{path} is a directory", "is_a_directory")
+            old = self._fat.chain(record.first_cluster) if record.first_cluster else []
+            clusters = self._resize_chain(old, len(data))
+            self._write_clusters(clusters, data)
             at = record.slot * ENTRY_SIZE
-            entry = updated_entry(bytes(parent.data[at:at + ENTRY_SIZE]), first, len(data), stamp)
+            entry = updated_entry(bytes(parent.data[at:at + ENTRY_SIZE]),
+                                  clusters[0] if clusters else 0, len(data), stamp)
             self._fat.flush(self._writer)
             self._put_slots(parent, record.slot, [entry])
 
@@ -256,46 +262,52 @@ class FatFilesystem:
         """Create `path` and any missing parents; existing directories are left as they are."""
         parts = _split(path)
         stamp = fat_stamp(mtime)
-        d = self._root()
-        for i, part in enumerate(parts):
-            record = self._find(self._listing(d), part)
-            if record is None:
-                self._check_name(part)
-                (cluster,) = self._fat.allocate(1)
-                body = bytearray(self._geo.cluster_size)
-                body[:ENTRY_SIZE] = short_entry(DOT_NAME, ATTR_DIRECTORY, cluster, 0, stamp)
-                body[ENTRY_SIZE:2 * ENTRY_SIZE] = short_entry(DOTDOT_NAME, ATTR_DIRECTORY,
-                                                              0 if d.is_root else d.cluster,
-                                                              0, stamp)
-                self._writer.pwrite(bytes(body), self._geo.cluster_offset(cluster))
-                self._insert(d, part, ATTR_DIRECTORY, cluster, 0, stamp)
-                d = self._chain_dir(cluster)
-            elif record.is_dir:
-                d = self._chain_dir(record.first_cluster) if record.first_cluster else self._root()
-            else:
-                where = "/" + "/".join(parts[:i + 1])
-                raise self._error(f"{where} is a file, not a directory", "not_a_directory")
+        with self._undo_on_error():
+            d = self._root()
+            for i, part in enumerate(parts):
+                record = self._find(self._listing(d), part)
+                if record is None:
+                    plan = self._plan_insert(d, part, extra_clusters=1)
+                    (cluster,) = self._fat.allocate(1)
+                    body = bytearray(self._geo.cluster_size)
+                    body[:ENTRY_SIZE] = short_entry(DOT_NAME, ATTR_DIRECTORY, cluster, 0, stamp)
+                    body[ENTRY_SIZE:2 * ENTRY_SIZE] = short_entry(
+                        DOTDOT_NAME, ATTR_DIRECTORY, 0 if d.is_root else d.cluster, 0, stamp)
+                    self._writer.pwrite(bytes(body), self._geo.cluster_offset(cluster))
+                    self._commit_insert(d, plan, ATTR_DIRECTORY, cluster, 0, stamp)
+                    d = self._chain_dir(cluster)
+                elif record.is_dir:
+                    d = (self._chain_dir(record.first_cluster) if record.first_cluster
+                         else self._root())
+                else:
+                    where = "/" + "/".join(parts[:i + 1])
+                    raise self._error(f"{where} is a file, not a directory", "not_a_directory")
 
     def remove(self, path: str) -> None:
         """Delete a file or an empty directory."""
-        parent, record, _ = self._lookup(path)
-        if record is None:
-            raise self._error(f"{path} does not exist", "not_found")
-        clusters = self._fat.chain(record.first_cluster) if record.first_cluster else []
-        if record.is_dir and self._listing(self._chain_dir(record.first_cluster)).records:
-            raise self._error(f"{path} is a directory that is not empty", "not_empty")
-        self._fat.free(clusters)
-        self._fat.flush(self._writer)
-        slots = range(record.first_slot, record.slot + 1)
-        self._put_slots(parent, record.first_slot,
-                        [bytes([DELETED]) + bytes(parent.data[s * ENTRY_SIZE + 1:
-                                                              (s + 1) * ENTRY_SIZE])
-                         for s in slots])
+        with self._undo_on_error():
+            parent, record, _ = self._lookup(path)
+            if record is None:
+                raise self._error(f"{path} does not exist", "not_found")
+            clusters = self._fat.chain(record.first_cluster) if record.first_cluster else []
+            if record.is_dir and self._listing(self._chain_dir(record.first_cluster)).records:
+                raise self._error(f"{path} is a directory that is not empty", "not_empty")
+            self._fat.free(clusters)
+            self._fat.flush(self._writer)
+            deleted = []
+            for slot in range(record.first_slot, record.slot + 1):
+                at = slot * ENTRY_SIZE
+                deleted.append(bytes([DELETED]) + bytes(parent.data[at + 1:at + ENTRY_SIZE]))
+            self._put_slots(parent, record.first_slot, deleted)
 
-    def _check_name(self, name: str) -> None:
-        problem = long_name_problem(name)
-        if problem:
-            raise self._error(f"the name {name!r} {problem}", "bad_name")
+    @contextmanager
+    def _undo_on_error(self) -> Iterator[None]:
+        """Forget in-memory table changes when an operation fails, so the next one starts clean."""
+        try:
+            yield
+        except BaseException:
+            self._fat_cache = None
+            raise
 
     def _resize_chain(self, old: list[int], size: int) -> list[int]:
         needed = -(-size // self._geo.cluster_size)
@@ -315,34 +327,48 @@ class FatFilesystem:
             self._writer.pwrite(padded[at:at + length], offset)
             at += length
 
-    def _insert(self, d: _Dir, name: str, attr: int, cluster: int, size: int,
-                stamp: Stamp) -> None:
-        """Add a record for `name` to `d`, growing the directory by a cluster if it is full."""
+    def _plan_insert(self, d: _Dir, name: str, *, extra_clusters: int) -> _Insert:
+        """Choose the names and slots for a new record in `d`, before anything is written.
+
+        Raises bad_name, or no_space when the directory cannot grow or the `extra_clusters`
+        the caller needs do not fit beside its growth.
+        """
+        problem = long_name_problem(name)
+        if problem:
+            raise self._error(f"the name {name!r} {problem}", "bad_name")
         listing = self._listing(d)
-        taken = {r.short for r in listing.records}
-        short = short_name_for(name, taken)
-        entries = [] if display_short(short, 0) == name else lfn_entries(name, short)
-        entries.append(short_entry(short, attr, cluster, size, stamp))
-        start = _free_run(d.data, listing.end_slot, len(entries))
+        short = short_name_for(name, {r.short for r in listing.records})
+        lfn = [] if display_short(short, 0) == name else lfn_entries(name, short)
+        count = len(lfn) + 1
+        start = _free_run(d.data, listing.end_slot, count)
+        grow = 0
         if start is None:
             if d.cluster == 0:
                 raise self._error("the root directory is full", "no_space")
-            last = self._fat.chain(d.cluster)[-1]
+            start = listing.end_slot
             slots_per_cluster = self._geo.cluster_size // ENTRY_SIZE
-            total = len(d.data) // ENTRY_SIZE
-            grow = -(-(listing.end_slot + len(entries) - total) // slots_per_cluster)
-            added = self._fat.allocate(grow, after=last)
+            grow = -(-(start + count - len(d.data) // ENTRY_SIZE) // slots_per_cluster)
+        if grow + extra_clusters > self._fat.free_count:
+            raise self._error(f"not enough free space: {grow + extra_clusters} clusters needed, "
+                              f"{self._fat.free_count} free", "no_space")
+        return _Insert(short, lfn, start, grow, listing.end_slot)
+
+    def _commit_insert(self, d: _Dir, plan: _Insert, attr: int, cluster: int, size: int,
+                       stamp: Stamp) -> None:
+        if plan.grow:
+            added = self._fat.allocate(plan.grow, after=self._fat.chain(d.cluster)[-1])
             blank = bytes(self._geo.cluster_size)
             for c in added:
                 self._writer.pwrite(blank, self._geo.cluster_offset(c))
             d.extents += self._extents(added)
             d.data += bytes(len(added) * self._geo.cluster_size)
-            start = listing.end_slot
-        end = start + len(entries)
-        if end >= listing.end_slot and end < len(d.data) // ENTRY_SIZE and d.data[end * 32]:
+        entries = [*plan.lfn, short_entry(plan.short, attr, cluster, size, stamp)]
+        end = plan.start + len(entries)
+        # Slots past the old end marker may hold stale bytes: keep an end marker after ours.
+        if plan.end_slot <= end < len(d.data) // ENTRY_SIZE and d.data[end * ENTRY_SIZE]:
             entries.append(bytes(ENTRY_SIZE))
         self._fat.flush(self._writer)
-        self._put_slots(d, start, entries)
+        self._put_slots(d, plan.start, entries)
 
     def _put_slots(self, d: _Dir, first_slot: int, entries: list[bytes]) -> None:
         blob = b"".join(entries)
@@ -357,6 +383,15 @@ class FatFilesystem:
             at = (slot - first_slot) * ENTRY_SIZE
             self._writer.pwrite(blob[at:at + run * ENTRY_SIZE], offset)
             slot += run
+
+
+@dataclass(frozen=True)
+class _Insert:
+    short: bytes
+    lfn: list[bytes]
+    start: int
+    grow: int
+    end_slot: int
 
 
 def _free_run(data: bytearray, end_slot: int, count: int) -> int | None:
