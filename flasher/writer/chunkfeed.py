@@ -1,0 +1,189 @@
+"""Chunk feeds for the engine: per-target prefetching, and a stream fanned out to many targets.
+
+Standard library plus flasher.errors, flasher.events and flasher.writer modules only.
+`Prefetch` fills a small pool of page-aligned buffers ahead of one consumer (a target reading
+the random-access image at its own pace, or a read-back). `FanOut` reads a stream once and
+offers each chunk to every target's bounded `Inbox`; a target that does not take a chunk within
+the stall timeout is dropped, so memory stays bounded and one dead card cannot stop the rest.
+"""
+
+from __future__ import annotations
+
+import mmap
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from flasher.errors import FlasherError, WriteFailed
+from flasher.events import CancelToken
+from flasher.writer.imagesource import ImageSourceLike
+from flasher.writer.plan import ChunkDigests, WritePlan, round_up
+
+QUEUE_DEPTH = 3
+POLL_S = 0.1
+
+
+class Feed:
+    """Chunks for one target, in plan order: (index, buffer); this base feed is empty."""
+
+    def __iter__(self) -> Iterator[tuple[int, mmap.mmap]]:
+        return iter(())
+
+    def release(self, buf: mmap.mmap) -> None:
+        """Return a buffer once its bytes have been used."""
+
+    def close(self) -> None:
+        """Stop producing; called when the target finishes or fails."""
+
+
+class Prefetch(Feed):
+    """A thread filling a small pool of aligned buffers ahead of the consumer."""
+
+    def __init__(
+        self,
+        indices: Sequence[int],
+        fill: Callable[[int, memoryview], None],
+        *,
+        buf_bytes: int,
+        depth: int = QUEUE_DEPTH,
+    ) -> None:
+        self._free: queue.Queue[mmap.mmap] = queue.Queue()
+        for _ in range(depth):
+            self._free.put(mmap.mmap(-1, buf_bytes))
+        self._ready: queue.Queue[tuple[int, mmap.mmap] | BaseException | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._indices = indices
+        self._fill = fill
+        self._thread = threading.Thread(target=self._run, name="flasher-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for index in self._indices:
+                buf = self._take()
+                if buf is None:
+                    return
+                self._fill(index, memoryview(buf))
+                self._ready.put((index, buf))
+            self._ready.put(None)
+        except BaseException as err:  # handed to the consumer, which reports it
+            self._ready.put(err)
+
+    def _take(self) -> mmap.mmap | None:
+        while not self._stop.is_set():
+            try:
+                return self._free.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+        return None
+
+    def __iter__(self) -> Iterator[tuple[int, mmap.mmap]]:
+        while True:
+            item = self._ready.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def release(self, buf: mmap.mmap) -> None:
+        self._free.put(buf)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Inbox(Feed):
+    """One target's bounded queue of chunks fanned out from a shared stream reader."""
+
+    def __init__(self, cancel: CancelToken, depth: int = QUEUE_DEPTH) -> None:
+        self._items: queue.Queue[tuple[int, mmap.mmap] | BaseException | None] = queue.Queue(
+            maxsize=depth
+        )
+        self._cancel = cancel
+        self.closed = threading.Event()
+        self._dropped: FlasherError | None = None
+
+    def offer(self, item: tuple[int, mmap.mmap] | BaseException | None, timeout_s: float) -> bool:
+        """Queue an item; False if the target is gone or did not take it within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not self.closed.is_set():
+            try:
+                self._items.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                if time.monotonic() > deadline or self._cancel.cancelled:
+                    return False
+        return False
+
+    def __iter__(self) -> Iterator[tuple[int, mmap.mmap]]:
+        while True:
+            try:
+                item = self._items.get(timeout=POLL_S)
+            except queue.Empty:
+                self._cancel.check()
+                if self._dropped is not None:
+                    raise self._dropped from None
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def drop(self, error: FlasherError) -> None:
+        """Stop feeding this target; it fails with `error` once its queue runs dry."""
+        self._dropped = error
+        self.closed.set()
+
+
+class FanOut(threading.Thread):
+    """Reads a stream once, hashes each chunk once, and offers it to every live target."""
+
+    def __init__(
+        self,
+        source: ImageSourceLike,
+        plan: WritePlan,
+        digests: ChunkDigests,
+        inboxes: Sequence[Inbox],
+        stall_timeout_s: float,
+    ) -> None:
+        super().__init__(name="flasher-fanout", daemon=True)
+        self._source = source
+        self._plan = plan
+        self._digests = digests
+        self._inboxes = list(inboxes)
+        self._stall_timeout_s = stall_timeout_s
+
+    def _live(self) -> list[Inbox]:
+        return [box for box in self._inboxes if not box.closed.is_set()]
+
+    def _broadcast(self, item: tuple[int, mmap.mmap] | BaseException | None) -> None:
+        for box in self._live():
+            if not box.offer(item, self._stall_timeout_s) and not box.closed.is_set():
+                box.drop(
+                    WriteFailed(
+                        f"The target stopped accepting data for {self._stall_timeout_s:.0f} s "
+                        "and was dropped so the others could go on.",
+                        hint="The card or reader is not responding; try another one.",
+                    )
+                )
+
+    def run(self) -> None:
+        try:
+            for index, chunk in enumerate(self._plan.chunks):
+                if not self._live():
+                    return
+                # A fresh buffer per chunk: targets hold it read-only until they release it.
+                buf = mmap.mmap(-1, round_up(chunk.length, 4096))
+                self._source.read_into(memoryview(buf), chunk)
+                self._digests.ensure(index, memoryview(buf)[: chunk.length])
+                self._broadcast((index, buf))
+            self._broadcast(None)
+        except BaseException as err:
+            self._broadcast(err)

@@ -1,0 +1,415 @@
+"""Writing one image to N targets at once, then verifying each one from the medium.
+
+Standard library plus flasher.errors, flasher.events and flasher.writer modules only (the root
+helper runs it; the unprivileged process runs it too, for regular-file targets).
+
+Per target, in order: zero the first and last MiB (a half-written card never looks valid), write
+every chunk except the first MiB in large aligned O_DIRECT writes, fsync, write the first MiB
+(the partition table) last, fsync; then drop cached pages and read everything back, comparing
+per-chunk sha256 digests. Targets are independent threads: a random-access source is read by
+each target at its own pace (the page cache is shared); a stream is read once and fanned out
+through small per-target queues, where a failed target is dropped and a stalled one is dropped
+after `stall_timeout_s`, so no card holds the others back for long.
+
+Card readers can cache, so a read-back can pass falsely on a lying reader; it never fails
+falsely.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import mmap
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from flasher.errors import (
+    Cancelled,
+    DriveGone,
+    DriveRejected,
+    FlasherError,
+    VerificationFailed,
+    WriteFailed,
+    WriterError,
+)
+from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMeter
+from flasher.writer.blockdev import OpenTarget, TargetKind
+from flasher.writer.chunkfeed import FanOut, Feed, Inbox, Prefetch
+from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
+from flasher.writer.plan import HEAD_BYTES, ChunkDigests, WritePlan, round_up
+
+STALL_TIMEOUT_S = 120.0
+GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ENOMEDIUM, errno.ESHUTDOWN})
+
+EmitFn = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class TargetOutcome:
+    """How one target ended: written (and verified) or the error that stopped it."""
+
+    path: str
+    ok: bool
+    bytes_written: int = 0
+    sha256: str | None = None
+    verified: bool = False
+    seconds: float = 0.0
+    error: FlasherError | None = None
+
+
+def io_error(err: OSError, path: str, doing: str, offset: int | None = None) -> FlasherError:
+    """A typed error for an OSError on a target, naming the operation and the byte offset."""
+    where = f" at byte {offset}" if offset is not None else ""
+    code = err.errno or 0
+    fields: dict[str, object] = {"target": path, "errno": code}
+    if offset is not None:
+        fields["offset"] = offset
+    if code in GONE_ERRNOS:
+        return DriveGone(
+            f"{path} disappeared while {doing}{where}.",
+            hint="Check that the card and reader are firmly connected, then try again.",
+            **fields,
+        )
+    return WriteFailed(
+        f"{path}: {os.strerror(code)} while {doing}{where}.",
+        hint="The card may be faulty, worn out or counterfeit; try another card or reader.",
+        **fields,
+    )
+
+
+# -- one target -------------------------------------------------------------------------------
+
+
+class _TargetJob:
+    def __init__(
+        self,
+        target: OpenTarget,
+        plan: WritePlan,
+        digests: ChunkDigests,
+        source: ImageSourceLike,
+        emit: EmitFn,
+        cancel: CancelToken,
+    ) -> None:
+        self.target = target
+        self.plan = plan
+        self.digests = digests
+        self.source = source
+        self.emit = emit
+        self.cancel = cancel
+        self._zeros = mmap.mmap(-1, HEAD_BYTES)
+
+    # I/O primitives ----------------------------------------------------------------------
+
+    def _io_len(self, length: int) -> int:
+        return round_up(length, self.target.block_size) if self.target.direct else length
+
+    def _pwrite(self, buf: memoryview, offset: int, doing: str = "writing") -> None:
+        done = 0
+        while done < len(buf):
+            try:
+                n = os.pwritev(self.target.fd, [buf[done:]], offset + done)
+            except OSError as err:
+                raise io_error(err, self.target.path, doing, offset + done) from None
+            if n == 0:
+                raise WriteFailed(
+                    f"{self.target.path} accepted no bytes at byte {offset + done}.",
+                    target=self.target.path,
+                    offset=offset + done,
+                )
+            done += n
+
+    def _fsync(self) -> None:
+        try:
+            os.fsync(self.target.fd)
+        except OSError as err:
+            raise io_error(err, self.target.path, "flushing its cache") from None
+
+    def _zero(self, offset: int, length: int) -> None:
+        zeros = memoryview(self._zeros)
+        while length > 0:
+            step = min(length, len(zeros))
+            self._pwrite(zeros[:step], offset, "erasing")
+            offset += step
+            length -= step
+
+    # phases ------------------------------------------------------------------------------
+
+    def check_fits(self) -> None:
+        if not self.plan.chunks:
+            return
+        last = self.plan.chunks[-1]
+        needed = last.offset + self._io_len(last.length)
+        if needed > self.target.size_bytes and self.target.kind is TargetKind.BLOCK:
+            raise DriveRejected(
+                f"{self.target.path} is too small: {self.target.size_bytes} bytes for an image "
+                f"of {self.plan.image_size_bytes}.",
+                hint="Use a larger card.",
+                target=self.target.path,
+                problem="too_small",
+            )
+
+    def write(self, feed: Feed) -> int:
+        t = self.target
+        self.emit(PhaseChanged(Phase.WRITING, t.path))
+        self._zero(0, min(HEAD_BYTES, t.size_bytes))
+        if t.kind is TargetKind.BLOCK and t.size_bytes > HEAD_BYTES:
+            tail = max(HEAD_BYTES, (t.size_bytes - HEAD_BYTES) // t.block_size * t.block_size)
+            self._zero(tail, t.size_bytes - tail)
+        self._fsync()
+        meter = RateMeter(Phase.WRITING, self.plan.total_bytes, target=t.path)
+        head = mmap.mmap(-1, HEAD_BYTES)
+        head_view = memoryview(head)
+        done = 0
+        for index, buf in feed:
+            self.cancel.check()
+            chunk = self.plan.chunks[index]
+            n = self._io_len(chunk.length)
+            if chunk.offset < HEAD_BYTES:
+                # Held back: the partition table goes on last, once everything else is durable.
+                n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
+                head_view[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
+            else:
+                self._pwrite(memoryview(buf)[:n], chunk.offset)
+            feed.release(buf)
+            done += chunk.length
+            if (progress := meter.update(done)) is not None:
+                self.emit(progress)
+        self.cancel.check()
+        self.emit(PhaseChanged(Phase.SYNCING, t.path))
+        self._fsync()
+        for index in self.plan.head_indices():
+            chunk = self.plan.chunks[index]
+            self._pwrite(
+                head_view[chunk.offset : chunk.offset + self._io_len(chunk.length)], chunk.offset
+            )
+        self._fsync()
+        if t.kind is TargetKind.FILE and os.fstat(t.fd).st_size > t.size_bytes:
+            os.ftruncate(t.fd, t.size_bytes)  # drop the O_DIRECT padding past the image end
+        return done
+
+    def _read_target(self, index: int, buf: memoryview) -> None:
+        chunk = self.plan.chunks[index]
+        want = self._io_len(chunk.length)
+        got = 0
+        while got < chunk.length:
+            try:
+                n = os.preadv(self.target.fd, [buf[got:want]], chunk.offset + got)
+            except OSError as err:
+                raise io_error(err, self.target.path, "reading back", chunk.offset + got) from None
+            if n == 0:
+                raise VerificationFailed(
+                    f"{self.target.path} ends at byte {chunk.offset + got}, inside the image.",
+                    target=self.target.path,
+                    offset=chunk.offset + got,
+                )
+            got += n
+
+    def _expected(self, index: int) -> bytes:
+        known = self.digests.get(index)
+        if known is not None:
+            return known
+        if not isinstance(self.source, RandomAccessSource):
+            raise WriterError("nothing to verify against: the stream was not read")
+        chunk = self.plan.chunks[index]
+        scratch = mmap.mmap(-1, round_up(chunk.length, 4096))
+        self.source.read_into(memoryview(scratch), chunk)
+        return self.digests.ensure(index, memoryview(scratch)[: chunk.length])
+
+    def _first_difference(self, index: int, actual: memoryview) -> int:
+        chunk = self.plan.chunks[index]
+        if not isinstance(self.source, RandomAccessSource):
+            return chunk.offset
+        expected = mmap.mmap(-1, round_up(chunk.length, 4096))
+        self.source.read_into(memoryview(expected), chunk)
+        want = memoryview(expected)
+        step = 4096
+        for pos in range(0, chunk.length, step):
+            a, b = actual[pos : pos + step], want[pos : pos + step]
+            if a != b:
+                a_bytes, b_bytes = a.tobytes(), b.tobytes()
+                return (
+                    chunk.offset
+                    + pos
+                    + next(i for i in range(len(a_bytes)) if a_bytes[i] != b_bytes[i])
+                )
+        return chunk.offset
+
+    def verify(self) -> None:
+        t = self.target
+        self.emit(PhaseChanged(Phase.VERIFYING, t.path))
+        try:
+            t.drop_cache()
+        except OSError as err:
+            self.emit(Log("warning", f"could not drop cached pages: {err.strerror}", t.path))
+        meter = RateMeter(Phase.VERIFYING, self.plan.total_bytes, target=t.path)
+        feed = Prefetch(
+            range(len(self.plan.chunks)),
+            self._read_target,
+            buf_bytes=round_up(self.plan.chunk_bytes, 4096),
+        )
+        done = 0
+        try:
+            for index, buf in feed:
+                self.cancel.check()
+                chunk = self.plan.chunks[index]
+                view = memoryview(buf)[: chunk.length]
+                if hashlib.sha256(view).digest() != self._expected(index):
+                    offset = self._first_difference(index, view)
+                    raise VerificationFailed(
+                        f"{t.path} differs from the image at byte {offset} "
+                        f"(in bytes {chunk.offset}-{chunk.end - 1}).",
+                        hint="The card may be faulty, worn out or counterfeit; "
+                        "try another card or reader.",
+                        target=t.path,
+                        offset=offset,
+                        range_start=chunk.offset,
+                        range_end=chunk.end,
+                    )
+                feed.release(buf)
+                done += chunk.length
+                if (progress := meter.update(done)) is not None:
+                    self.emit(progress)
+        finally:
+            feed.close()
+
+    def invalidate(self) -> None:
+        """Best effort after a cancel: zero the first MiB so the card cannot pass for good."""
+        try:
+            self._zero(0, min(HEAD_BYTES, self.target.size_bytes))
+            self._fsync()
+        except FlasherError as err:
+            self.emit(Log("warning", f"could not erase the first MiB: {err}", self.target.path))
+
+    def run(self, feed: Feed, *, write: bool, verify: bool) -> TargetOutcome:
+        started = time.monotonic()
+        t = self.target
+        written = 0
+        try:
+            if write:
+                self.check_fits()
+                written = self.write(feed)
+            feed.close()
+            if verify:
+                self.verify()
+            if write:
+                reason = t.reread_partitions()
+                if reason:
+                    self.emit(Log("info", f"partition table not re-read: {reason}", t.path))
+            return TargetOutcome(
+                t.path,
+                True,
+                bytes_written=written,
+                sha256=self.digests.root(),
+                verified=verify,
+                seconds=time.monotonic() - started,
+            )
+        except Cancelled as err:
+            if write:
+                self.invalidate()
+            return self._failed(err, started)
+        except FlasherError as err:
+            return self._failed(err, started)
+        except OSError as err:
+            return self._failed(io_error(err, t.path, "writing"), started)
+        finally:
+            feed.close()
+
+    def _failed(self, err: FlasherError, started: float) -> TargetOutcome:
+        return TargetOutcome(self.target.path, False, seconds=time.monotonic() - started, error=err)
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+OutcomeFn = Callable[[TargetOutcome], None]
+
+
+def _run_all(
+    jobs: Sequence[Callable[[], TargetOutcome]], on_outcome: OutcomeFn | None
+) -> list[TargetOutcome]:
+    results: list[TargetOutcome | None] = [None] * len(jobs)
+
+    def runner(n: int) -> None:
+        results[n] = outcome = jobs[n]()
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    threads = [
+        threading.Thread(target=runner, args=(n,), name=f"flasher-target-{n}", daemon=True)
+        for n in range(len(jobs))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [r for r in results if r is not None]
+
+
+def write_targets(
+    source: ImageSourceLike,
+    plan: WritePlan,
+    targets: Sequence[OpenTarget],
+    *,
+    verify: bool = True,
+    on_event: EmitFn,
+    cancel: CancelToken,
+    on_outcome: OutcomeFn | None = None,
+    stall_timeout_s: float = STALL_TIMEOUT_S,
+) -> list[TargetOutcome]:
+    """Write (and verify) every target; one outcome per target, in order.
+
+    `on_event` and `on_outcome` (called as each target ends) run on several threads at once
+    and must be thread-safe.
+    """
+    digests = ChunkDigests(plan)
+    jobs = [_TargetJob(t, plan, digests, source, on_event, cancel) for t in targets]
+    if isinstance(source, RandomAccessSource):
+        random_source = source
+        buf_bytes = round_up(plan.chunk_bytes, 4096)
+
+        def fill(index: int, buf: memoryview) -> None:
+            chunk = plan.chunks[index]
+            random_source.read_into(buf, chunk)
+            digests.ensure(index, buf[: chunk.length])
+
+        def run_one(job: _TargetJob) -> TargetOutcome:
+            feed = Prefetch(range(len(plan.chunks)), fill, buf_bytes=buf_bytes)
+            return job.run(feed, write=True, verify=verify)
+
+        return _run_all([partial(run_one, job) for job in jobs], on_outcome)
+    inboxes = [Inbox(cancel) for _ in jobs]
+    fanout = FanOut(source, plan, digests, inboxes, stall_timeout_s)
+    fanout.start()
+    try:
+        return _run_all(
+            [
+                partial(job.run, box, write=True, verify=verify)
+                for job, box in zip(jobs, inboxes, strict=True)
+            ],
+            on_outcome,
+        )
+    finally:
+        for box in inboxes:
+            box.close()
+        fanout.join()
+
+
+def verify_targets(
+    source: RandomAccessSource,
+    plan: WritePlan,
+    targets: Sequence[OpenTarget],
+    *,
+    on_event: EmitFn,
+    cancel: CancelToken,
+    on_outcome: OutcomeFn | None = None,
+) -> list[TargetOutcome]:
+    """Read every target back and compare it with the image, without writing."""
+    digests = ChunkDigests(plan)
+    jobs = [_TargetJob(t, plan, digests, source, on_event, cancel) for t in targets]
+    return _run_all(
+        [partial(job.run, Feed(), write=False, verify=True) for job in jobs], on_outcome
+    )
