@@ -97,6 +97,11 @@ class FatFilesystem:
         return f"fat{self._geo.bits}"
 
     @property
+    def geometry(self) -> Geometry:
+        """Where the boot sector, FATs, root directory and data area lie."""
+        return self._geo
+
+    @property
     def cluster_size(self) -> int:
         return self._geo.cluster_size
 
