@@ -1,0 +1,265 @@
+"""Device-configuration options shared by `os configure`, `config generate` and `flash`: argparse
+arguments and their conversion into a validated DeviceConfig.
+
+Option names follow the balena CLI where it has one (`--config-network`, `--config-wifi-ssid`,
+`--config-wifi-key`, `--config-app-update-poll-interval`, `-c/--system-connection`), with
+shorter spellings as the primary names. Secrets can come from the environment (FLASHER_WIFI_KEY,
+FLASHER_PROVISIONING_KEY) or, for the Wi-Fi key, a prompt, because a command line is visible to
+every user of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from flasher.balena.config import load_config_file
+from flasher.errors import ConfigError
+from flasher.models import DeviceConfig, Keyfile, NetworkKind, NetworkSettings, Secret, StaticIPv4
+from flasher.validation import validate_device_config
+
+WIFI_KEY_ENV = "FLASHER_WIFI_KEY"
+PROVISIONING_KEY_ENV = "FLASHER_PROVISIONING_KEY"
+API_URL_ENV = "FLASHER_API_URL"
+WIFI_KEY_PROMPT = "Wi-Fi key (leave empty for an open network): "
+KEYFILE_MAX_BYTES = 64 * 1024
+
+
+def add_device_config_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("device configuration")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        dest="config_file",
+        help="start from this config.json (e.g. from 'balena config generate'); "
+        "the options below are applied on top",
+    )
+    group.add_argument("--device-type", metavar="SLUG", help="device type, e.g. raspberrypi4-64")
+    group.add_argument(
+        "--version", dest="os_version", metavar="VERSION", help="balenaOS version, e.g. 6.5.50+rev8"
+    )
+    group.add_argument(
+        "--network",
+        "--config-network",
+        choices=[kind.value for kind in NetworkKind],
+        help="network type (default: ethernet, or wifi when --wifi-ssid is given)",
+    )
+    group.add_argument("--wifi-ssid", "--config-wifi-ssid", metavar="SSID", help="Wi-Fi name")
+    group.add_argument(
+        "--wifi-key",
+        "--config-wifi-key",
+        metavar="KEY",
+        help=f"Wi-Fi passphrase (prefer env {WIFI_KEY_ENV}; asked for on a terminal; "
+        "empty for an open network)",
+    )
+    group.add_argument("--hidden", action="store_true", help="the Wi-Fi network hides its name")
+    group.add_argument("--ip", metavar="ADDRESS", help="static IPv4 address (default: DHCP)")
+    group.add_argument("--netmask", metavar="MASK", help="netmask: 24 or 255.255.255.0")
+    group.add_argument("--gateway", metavar="ADDRESS", help="IPv4 gateway for --ip")
+    group.add_argument(
+        "--dns",
+        action="append",
+        metavar="SERVER",
+        help="DNS server for --ip (repeatable, or comma-separated)",
+    )
+    group.add_argument(
+        "--poll-interval",
+        "--config-app-update-poll-interval",
+        dest="poll_interval",
+        metavar="MINUTES",
+        help="how often the device checks for updates, 10-1440 minutes",
+    )
+    group.add_argument("--hostname", help="device hostname; reachable as <hostname>.local")
+    group.add_argument("--dev", action="store_true", help="enable development mode")
+    group.add_argument("--persistent-logging", action="store_true", help="keep logs across reboots")
+    group.add_argument(
+        "-c",
+        "--system-connection",
+        action="append",
+        metavar="FILE",
+        dest="system_connections",
+        help="NetworkManager keyfile to add to system-connections/ (repeatable)",
+    )
+    group.add_argument("--fleet", metavar="ID", help="numeric ID of the fleet the device joins")
+    group.add_argument(
+        "--provisioning-key",
+        metavar="KEY",
+        help=f"the fleet's provisioning key (prefer env {PROVISIONING_KEY_ENV})",
+    )
+
+
+def _print_hint(message: str) -> None:
+    print(f"hint: {message}", file=sys.stderr)
+
+
+def _prompt_wifi_key(prompt: str) -> str:
+    return getpass.getpass(prompt)
+
+
+def _text(args: argparse.Namespace, name: str) -> str | None:
+    value = getattr(args, name, None)
+    return value if isinstance(value, str) else None
+
+
+def _network(
+    args: argparse.Namespace,
+    base: Mapping[str, Any] | None,
+    environ: Mapping[str, str],
+    hint: Callable[[str], None],
+) -> tuple[NetworkSettings, bool]:
+    """The network settings, and whether the Wi-Fi key is still to be asked for."""
+    kind_arg = _text(args, "network")
+    ssid = _text(args, "wifi_ssid")
+    key = _text(args, "wifi_key")
+    if key is not None:
+        hint(f"other users can see --wifi-key in the process list; prefer env {WIFI_KEY_ENV}")
+    else:
+        key = environ.get(WIFI_KEY_ENV)
+    base_ssid = base.get("wifiSsid") if base is not None else None
+    # As `balena os configure --config` does: a config.json carrying Wi-Fi settings means Wi-Fi,
+    # unless the command line says otherwise.
+    from_base = kind_arg is None and ssid is None and isinstance(base_ssid, str) and bool(base_ssid)
+    if from_base and base is not None:
+        ssid = str(base_ssid)
+        if key is None:
+            base_key = base.get("wifiKey")
+            key = base_key if isinstance(base_key, str) else ""
+    if kind_arg is not None:
+        kind = NetworkKind(kind_arg)
+    else:
+        kind = NetworkKind.WIFI if ssid is not None else NetworkKind.ETHERNET
+    settings = NetworkSettings(
+        kind=kind,
+        wifi_ssid=ssid,
+        wifi_key=Secret(key) if key else None,
+        hidden=bool(getattr(args, "hidden", False)),
+        ipv4=_static_ipv4(args),
+    )
+    return settings, kind is NetworkKind.WIFI and key is None
+
+
+def _static_ipv4(args: argparse.Namespace) -> StaticIPv4 | None:
+    address = _text(args, "ip")
+    netmask = _text(args, "netmask")
+    gateway = _text(args, "gateway")
+    dns_args = getattr(args, "dns", None) or []
+    dns = tuple(item.strip() for arg in dns_args for item in arg.split(",") if item.strip())
+    if address is None:
+        if netmask is not None or gateway is not None or dns:
+            raise ConfigError(
+                "ipv4.address",
+                "is required with --netmask, --gateway or --dns",
+                hint="add '--ip <address>', or drop them to use DHCP",
+            )
+        return None
+    if netmask is None:
+        raise ConfigError("ipv4.netmask", "is required with --ip (e.g. 24 or 255.255.255.0)")
+    if gateway is None:
+        raise ConfigError("ipv4.gateway", "is required with --ip")
+    return StaticIPv4(address=address, netmask=netmask, gateway=gateway, dns=dns)
+
+
+def _whole_number(text: str | None, field: str, rule: str) -> int | None:
+    if text is None:
+        return None
+    stripped = text.strip()
+    if not stripped.isdecimal():
+        raise ConfigError(field, rule)
+    return int(stripped)
+
+
+def _read_keyfile(path_text: str) -> Keyfile:
+    path = Path(path_text)
+    field = f"keyfile:{path.name or path_text}"
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read(KEYFILE_MAX_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(field, f"cannot read {path_text}: {err.strerror or err}") from None
+    if len(content) > KEYFILE_MAX_BYTES:
+        raise ConfigError(field, f"{path_text} is larger than 64 KiB; it is not a keyfile")
+    return Keyfile(name=path.name, content=content)
+
+
+def device_config_from_args(
+    args: argparse.Namespace,
+    *,
+    device_type: str | None = None,
+    os_version: str | None = None,
+    expect_remote_config: bool = False,
+    environ: Mapping[str, str] | None = None,
+    prompt: Callable[[str], str] | None = None,
+    hint: Callable[[str], None] | None = None,
+) -> DeviceConfig:
+    """A validated DeviceConfig from the options above; ConfigError before any image or network
+    I/O (only the named files are read).
+
+    `device_type`/`os_version` are the caller's defaults (e.g. read from the image); the command
+    line wins, then the caller, then the `--config` file's deviceType. `expect_remote_config`:
+    the caller fetches config.json from the API, so `--fleet` needs no provisioning key.
+    `environ`, `prompt` and `hint` default to os.environ, getpass on a terminal, and stderr.
+    """
+    env = os.environ if environ is None else environ
+    say = hint or _print_hint
+    config_path = _text(args, "config_file")
+    base = load_config_file(config_path) if config_path is not None else None
+    base_type = base.get("deviceType") if base is not None else None
+    chosen_type = (
+        _text(args, "device_type")
+        or device_type
+        or (base_type if isinstance(base_type, str) else None)
+    )
+    if not chosen_type:
+        raise ConfigError("device_type", "is required", hint="add '--device-type <slug>'")
+    network, ask_key = _network(args, base, env, say)
+    provisioning_key = _text(args, "provisioning_key")
+    if provisioning_key is not None:
+        say(
+            "other users can see --provisioning-key in the process list; "
+            f"prefer env {PROVISIONING_KEY_ENV}"
+        )
+    else:
+        provisioning_key = env.get(PROVISIONING_KEY_ENV) or None
+    # A device configured against the throwaway in-process sandbox could never reach it; it
+    # gets the default endpoints instead.
+    api_url = None
+    if not getattr(args, "sandbox", False):
+        api_url = _text(args, "api_url") or env.get(API_URL_ENV) or None
+    cfg = DeviceConfig(
+        device_type=chosen_type,
+        os_version=_text(args, "os_version") or os_version,
+        fleet_id=_whole_number(
+            _text(args, "fleet"),
+            "fleet_id",
+            "must be the fleet's numeric ID (see its dashboard URL)",
+        ),
+        provisioning_key=Secret(provisioning_key) if provisioning_key is not None else None,
+        network=network,
+        poll_interval_min=_whole_number(
+            _text(args, "poll_interval"), "poll_interval_min", "must be a whole number of minutes"
+        ),
+        hostname=_text(args, "hostname"),
+        development_mode=bool(getattr(args, "dev", False)),
+        persistent_logging=bool(getattr(args, "persistent_logging", False)),
+        extra_keyfiles=tuple(
+            _read_keyfile(p) for p in getattr(args, "system_connections", None) or ()
+        ),
+        base_config=base,
+        api_url=api_url,
+    )
+    validate_device_config(cfg, expect_remote_config=expect_remote_config)
+    if ask_key:
+        # Asked only once everything else is known to be valid, so a typo elsewhere does not
+        # cost the user a retyped passphrase.
+        ask = prompt or (_prompt_wifi_key if sys.stdin.isatty() else None)
+        key = ask(WIFI_KEY_PROMPT) if ask is not None else ""
+        network = replace(network, wifi_key=Secret(key) if key else None)
+        cfg = replace(cfg, network=network)
+        validate_device_config(cfg, expect_remote_config=expect_remote_config)
+    return cfg
