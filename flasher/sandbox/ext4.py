@@ -376,11 +376,11 @@ class Ext4Builder:
             used_inodes = dirs = 0
             for index in range(ipg):
                 ino = g * ipg + index + 1
-                node = inodes.get(ino)
-                if node is not None:
-                    table_bytes[index * INODE_SIZE : (index + 1) * INODE_SIZE] = self._inode(node)
-                    dirs += node.kind == "dir"
-                if node is not None or ino < FIRST_INO:
+                entry = inodes.get(ino)
+                if entry is not None:
+                    table_bytes[index * INODE_SIZE : (index + 1) * INODE_SIZE] = self._inode(entry)
+                    dirs += entry.kind == "dir"
+                if entry is not None or ino < FIRST_INO:
                     inode_bits[index >> 3] |= 1 << (index & 7)
                     used_inodes += 1
             for bit in range(ipg, BLOCK_SIZE * 8):

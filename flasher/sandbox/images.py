@@ -108,7 +108,9 @@ def _align(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment
 
 
-def plan_layout(spec: ImageSpec, scale: ImageScale, *, root_bytes: int | None = None) -> ImageLayout:
+def plan_layout(
+    spec: ImageSpec, scale: ImageScale, *, root_bytes: int | None = None
+) -> ImageLayout:
     """Where each partition goes; labels follow the raw/flasher naming of meta-balena."""
     flasher = spec.image_type == "flasher"
     prefix = "flash" if flasher else "resin"
@@ -119,7 +121,10 @@ def plan_layout(spec: ImageSpec, scale: ImageScale, *, root_bytes: int | None = 
         (f"{prefix}-rootB", scale.root_bytes // (4 if flasher else 1), "ext4"),
     ]
     if not flasher:
-        sizes += [("resin-state", scale.state_bytes, "ext4"), ("resin-data", scale.data_bytes, "ext4")]
+        sizes += [
+            ("resin-state", scale.state_bytes, "ext4"),
+            ("resin-data", scale.data_bytes, "ext4"),
+        ]
     gpt = spec.device_type.partition_scheme == "gpt"
     align = scale.alignment_bytes
     parts = []
@@ -127,8 +132,15 @@ def plan_layout(spec: ImageSpec, scale: ImageScale, *, root_bytes: int | None = 
     for number, (label, size, fs) in enumerate(sizes, start=1):
         if not gpt and number >= 4:
             offset += align  # room for each logical partition's extended boot record
-        parts.append(PartitionInfo(number + (1 if not gpt and number >= 4 else 0), label,
-                                   offset, _align(size, BLOCK_SIZE), fs))
+        parts.append(
+            PartitionInfo(
+                number + (1 if not gpt and number >= 4 else 0),
+                label,
+                offset,
+                _align(size, BLOCK_SIZE),
+                fs,
+            )
+        )
         offset = _align(offset + size, align)
     total = offset + (align if gpt else 0)  # GPT keeps its backup header after the last one
     return ImageLayout("gpt" if gpt else "mbr", total, tuple(parts))
@@ -228,11 +240,17 @@ def _splash_png(spec: ImageSpec) -> bytes:
     rows = b"".join(b"\0" + bytes((x * 4 + y) % 256 for x in range(64)) for y in range(64))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     header = struct.pack(">IIBBBBB", 64, 64, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def boot_files(spec: ImageSpec, scale: ImageScale) -> dict[str, bytes]:
@@ -256,8 +274,13 @@ def boot_files(spec: ImageSpec, scale: ImageScale) -> dict[str, bytes]:
 def _write_boot(io: WriteAt, part: PartitionInfo, spec: ImageSpec, scale: ImageScale) -> None:
     fs_io = SliceIO(io, part.start_bytes, part.size_bytes)
     volume_id = int.from_bytes(_uuid(spec, "boot")[:4], "little")
-    format_fat(fs_io, label=part.label, fat_bits=16, volume_id=volume_id,
-               hidden_sectors=part.start_bytes // 512)
+    format_fat(
+        fs_io,
+        label=part.label,
+        fat_bits=16,
+        volume_id=volume_id,
+        hidden_sectors=part.start_bytes // 512,
+    )
     fs = FatFilesystem(fs_io, name=part.label)
     for path, data in sorted(boot_files(spec, scale).items()):
         if "/" in path:
@@ -266,8 +289,13 @@ def _write_boot(io: WriteAt, part: PartitionInfo, spec: ImageSpec, scale: ImageS
 
 
 def _root_builder(part: PartitionInfo, spec: ImageSpec, scale: ImageScale) -> Ext4Builder:
-    fs = Ext4Builder(part.size_bytes, label=part.label, uuid=_uuid(spec, part.label),
-                     mtime=spec.mtime, journal_blocks=scale.journal_blocks)
+    fs = Ext4Builder(
+        part.size_bytes,
+        label=part.label,
+        uuid=_uuid(spec, part.label),
+        mtime=spec.mtime,
+        journal_blocks=scale.journal_blocks,
+    )
     fs.add_file("etc/os-release", os_release(spec))
     fs.add_file("etc/hostname", b"balena\n")
     fs.add_file("etc/issue", f"balenaOS {spec.release.raw_version} \\n \\l\n".encode())
@@ -284,8 +312,13 @@ def _write_ext4(io: WriteAt, part: PartitionInfo, builder: Ext4Builder) -> None:
 
 
 def _simple_fs(part: PartitionInfo, spec: ImageSpec, scale: ImageScale) -> Ext4Builder:
-    fs = Ext4Builder(part.size_bytes, label=part.label, uuid=_uuid(spec, part.label),
-                     mtime=spec.mtime, journal_blocks=scale.journal_blocks)
+    fs = Ext4Builder(
+        part.size_bytes,
+        label=part.label,
+        uuid=_uuid(spec, part.label),
+        mtime=spec.mtime,
+        journal_blocks=scale.journal_blocks,
+    )
     if part.label == "resin-state":
         fs.add_file("remove_me_to_reset", b"")
         fs.add_dir("root-overlay/etc/NetworkManager/system-connections")
@@ -308,8 +341,9 @@ def synthesize(path: str | os.PathLike[str], spec: ImageSpec, scale: ImageScale)
         finally:
             inner_path.unlink(missing_ok=True)
         stored = sum(
-            BLOCK_SIZE for i in range(0, len(inner), BLOCK_SIZE)
-            if inner[i:i + BLOCK_SIZE].count(0) != min(BLOCK_SIZE, len(inner) - i)
+            BLOCK_SIZE
+            for i in range(0, len(inner), BLOCK_SIZE)
+            if inner[i : i + BLOCK_SIZE].count(0) != min(BLOCK_SIZE, len(inner) - i)
         )
         root_bytes = _align(scale.root_bytes + stored + 2 * MiB, MiB)
     layout = plan_layout(spec, scale, root_bytes=root_bytes)
@@ -317,10 +351,14 @@ def synthesize(path: str | os.PathLike[str], spec: ImageSpec, scale: ImageScale)
         f.truncate(layout.size_bytes)
     with FileReadWriter(path) as io:
         specs = [
-            PartitionSpec(p.start_bytes, p.size_bytes,
-                          _gpt_type(p) if layout.scheme == "gpt" else _mbr_type(p),
-                          name=p.label if layout.scheme == "gpt" else "",
-                          bootable=p.number == 1, logical=p.number >= 5)
+            PartitionSpec(
+                p.start_bytes,
+                p.size_bytes,
+                _gpt_type(p) if layout.scheme == "gpt" else _mbr_type(p),
+                name=p.label if layout.scheme == "gpt" else "",
+                bootable=p.number == 1,
+                logical=p.number >= 5,
+            )
             for p in layout.partitions
         ]
         if layout.scheme == "gpt":
