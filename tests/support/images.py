@@ -409,9 +409,10 @@ def compress(path: Path, kind: str, *, member_name: str = "payload.bin") -> Path
     cmd = COMPRESSORS[kind]
     require_tools(cmd[0])
     tmp = out.with_name(out.name + ".tmp")
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
+    # the input is named (not piped) so zstd records the content size, as `zstd file.img` does
+    with open(tmp, "wb") as dst:
         result = subprocess.run(
-            [*cmd, "-"], stdin=src, stdout=dst, stderr=subprocess.PIPE, env=_env(), check=False
+            [*cmd, str(path)], stdout=dst, stderr=subprocess.PIPE, env=_env(), check=False
         )
     if result.returncode != 0:
         tmp.unlink()

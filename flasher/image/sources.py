@@ -1,0 +1,476 @@
+"""Image sources: what a file is (sniffed from its bytes, never its name) and its raw content.
+
+`open_source(path)` recognises raw disk images, zip (the disk image member is found by its
+content), gzip, xz, zstd and bzip2; rejects empty files, text (an HTML error page, say), other
+archives and other disk formats with an ImageError naming the file and a `problem` word
+(not_found, unreadable, empty, not_an_image, unsupported, no_image_in_archive, corrupt,
+truncated). `ImageSource.open_stream()` gives the raw bytes sequentially with bounded memory;
+`unpack_to()` decompresses once into a sparse raw file, atomically. Imports only the standard
+library, isal, zstandard and flasher (errors, events, image.decoders).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import io
+import os
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from isal import isal_zlib
+
+from flasher.errors import ImageError
+from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
+from flasher.image import decoders as dec
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+SECTOR_BYTES = 512
+HEAD_BYTES = 64 * 1024  # enough for the MBR, the GPT header and the ISO 9660 descriptor
+MIN_UNPARTITIONED_BYTES = 1024 * 1024  # smallest member taken as an image without a table
+ZIP_MEMBERS_SCANNED = 32
+HOLE_BLOCK_BYTES = 4096
+_ZERO_BLOCK = bytes(HOLE_BLOCK_BYTES)
+_ZERO_CHUNK = bytes(dec.OUT_CHUNK_BYTES)
+
+
+class SourceKind(enum.StrEnum):
+    RAW = "raw"
+    ZIP = "zip"
+    GZIP = "gz"
+    XZ = "xz"
+    ZSTD = "zst"
+    BZIP2 = "bz2"
+
+
+_CONVERT_HINT = "Convert it to a raw image first, e.g. `qemu-img convert -O raw IN OUT.img`."
+_EXTRACT_HINT = "Extract the disk image (.img) from the archive and use that file."
+# (offset, magic, what it is, hint) for formats that are not raw disk images
+_FOREIGN: tuple[tuple[int, bytes, str, str], ...] = (
+    (257, b"ustar", "a tar archive", _EXTRACT_HINT),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", _EXTRACT_HINT),
+    (0, b"Rar!\x1a\x07", "a RAR archive", _EXTRACT_HINT),
+    (0, b"xar!", "a XAR archive", _EXTRACT_HINT),
+    (0, b"070701", "a cpio archive", _EXTRACT_HINT),
+    (0, b"\x04\x22\x4d\x18", "LZ4-compressed", "Decompress it with `lz4 -d` first."),
+    (0, b"LZIP", "lzip-compressed", "Decompress it with `lzip -d` first."),
+    (0, b"\x1f\x9d", "compress(1)-compressed (.Z)", "Decompress it with `uncompress` first."),
+    (0, b"\x1f\x8b", "gzip with an unknown method", "Recompress it with plain gzip."),
+    (0, b"PK\x07\x08", "a split zip archive", "Join the parts into one zip first."),
+    (0, b"QFI\xfb", "a QCOW disk image", _CONVERT_HINT),
+    (0, b"KDMV", "a VMDK disk image", _CONVERT_HINT),
+    (0, b"# Disk DescriptorFile", "a VMDK descriptor", _CONVERT_HINT),
+    (0, b"vhdxfile", "a VHDX disk image", _CONVERT_HINT),
+    (64, b"\x7f\x10\xda\xbe", "a VirtualBox VDI disk image", _CONVERT_HINT),
+    (0, b"\x3a\xff\x26\xed", "an Android sparse image", "Convert it with `simg2img` first."),
+)
+_NESTED = (dec.GZIP_MAGIC, dec.XZ_MAGIC, dec.ZSTD_MAGIC, b"PK\x03\x04")
+
+
+def _unsupported(name: str, what: str, hint: str) -> ImageError:
+    return ImageError(name, f"this is {what}, not a disk image", problem="unsupported", hint=hint)
+
+
+def _is_bzip2(head: bytes) -> bool:
+    return (
+        head[:3] == dec.BZIP2_MAGIC
+        and head[3:4].isdigit()
+        and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")
+    )
+
+
+def _is_zstd(head: bytes) -> bool:
+    magic = int.from_bytes(head[:4], "little")
+    return head[:4] == dec.ZSTD_MAGIC or magic & 0xFFFFFFF0 == 0x184D2A50
+
+
+def check_payload(name: str, head: bytes, size_bytes: int | None) -> None:
+    """Reject raw content that cannot be a disk image: empty, tiny, text, an archive or
+    another disk format. `head` is the first bytes (up to HEAD_BYTES) of the raw content."""
+    if not head:
+        raise ImageError(
+            name,
+            "the image is empty (0 bytes)",
+            problem="empty",
+            hint="Download or copy the image again.",
+        )
+    if size_bytes is not None and size_bytes < SECTOR_BYTES:
+        raise ImageError(
+            name,
+            f"only {size_bytes} bytes: too small to hold a partition table or a filesystem",
+            problem="not_an_image",
+        )
+    if any(head.startswith(m) for m in _NESTED) or _is_bzip2(head) or _is_zstd(head):
+        raise _unsupported(name, "compressed twice", "Decompress the outer layer first.")
+    for offset, magic, what, hint in _FOREIGN:
+        if head[offset : offset + len(magic)] == magic:
+            raise _unsupported(name, what, hint)
+    sample = head[:SECTOR_BYTES]
+    if b"\0" not in sample:
+        try:
+            text = sample.decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        looks = "an HTML page" if "<html" in text.lower() or "<!doctype" in text.lower() else "text"
+        raise ImageError(
+            name,
+            f"this looks like {looks}, not a disk image",
+            problem="not_an_image",
+            hint="Check the download: a server error page may have been saved instead.",
+        )
+
+
+def _has_table(head: bytes) -> bool:
+    return head[510:512] == b"\x55\xaa" or head[512:520] == b"EFI PART"
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    name: str
+    method: int  # 0 stored, 8 deflate
+    data_offset: int
+    compressed_size: int
+    file_size: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A sniffed image file. `compressed_size` counts the bytes the decoder reads (the file, or
+    the zip member's data); `uncompressed_size` is the raw size when the format records it."""
+
+    path: Path
+    kind: SourceKind
+    compressed_size: int
+    uncompressed_size: int | None
+    member: ZipMember | None = None
+
+    @property
+    def name(self) -> str:
+        """How errors name the source: the file, plus the zip member."""
+        return f"{self.path}:{self.member.name}" if self.member else str(self.path)
+
+    @contextmanager
+    def _chunks(self) -> Iterator[tuple[dec.Chunks, dec.Input]]:
+        try:
+            file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+        except OSError as err:
+            raise _open_error(self.path, err) from None
+        try:
+            start, limit = (
+                (self.member.data_offset, self.compressed_size) if self.member else (0, None)
+            )
+            file.seek(start)
+            src = dec.Input(file, limit)
+            chunks = self._decoder(src, file.fileno())
+            try:
+                yield chunks, src
+            finally:
+                chunks.close()
+        finally:
+            file.close()
+
+    def _decoder(self, src: dec.Input, fd: int) -> dec.Chunks:
+        name = self.name
+        if self.kind is SourceKind.RAW:
+            return dec.raw_chunks(src)
+        if self.kind is SourceKind.GZIP:
+            return dec.gzip_chunks(src, name)
+        if self.kind is SourceKind.XZ:
+            return dec.xz_chunks(src, name)
+        if self.kind is SourceKind.BZIP2:
+            return dec.bzip2_chunks(src, name)
+        if self.kind is SourceKind.ZSTD:
+            return dec.zstd_chunks(src, name, dec.file_pread(fd), self.compressed_size)
+        assert self.member is not None
+        m = self.member
+        return dec.zip_member_chunks(
+            src, name, method=m.method, file_size=m.file_size, crc32=m.crc32
+        )
+
+    def open_stream(self) -> BinaryIO:
+        """The raw image bytes, sequentially; corrupt or truncated data raises ImageError when
+        the reader reaches it (the end is verified when the last byte is read)."""
+        manager = self._chunks()
+        chunks, _src = manager.__enter__()
+        return io.BufferedReader(_ChunkStream(chunks, manager), buffer_size=dec.OUT_CHUNK_BYTES)
+
+    def unpack_to(
+        self,
+        dest_path: str | os.PathLike[str],
+        *,
+        on_event: EventCallback = ignore_event,
+        cancel: CancelToken | None = None,
+    ) -> int:
+        """Write the raw image to `dest_path` (zero blocks become holes) through a temporary
+        file renamed into place once complete and synced; returns the raw size in bytes.
+        Progress counts raw bytes when the size is known, else compressed bytes read."""
+        dest = Path(dest_path)
+        by_output = self.uncompressed_size is not None
+        meter = RateMeter(
+            Phase.UNPACKING, self.uncompressed_size if by_output else self.compressed_size
+        )
+        try:
+            fd, tmp_name = tempfile.mkstemp(
+                dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
+            )
+        except OSError as err:
+            raise _write_error(dest, err) from None
+        done = 0
+        try:
+            with self._chunks() as (chunks, src):
+                for chunk in chunks:
+                    if cancel is not None:
+                        cancel.check()
+                    _write_sparse(fd, chunk, done, dest)
+                    done += len(chunk)
+                    event = meter.update(done if by_output else src.consumed_bytes)
+                    if event is not None:
+                        on_event(event)
+            try:
+                os.ftruncate(fd, done)
+                os.fchmod(fd, 0o644)
+                os.fsync(fd)
+            except OSError as err:
+                raise _write_error(dest, err) from None
+            os.close(fd)
+            fd = -1
+            os.replace(tmp_name, dest)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        on_event(meter.snapshot(done if by_output else self.compressed_size))
+        return done
+
+
+class _ChunkStream(io.RawIOBase):
+    """A raw reader over decoded chunks; an error stays raised on every later read."""
+
+    def __init__(self, chunks: dec.Chunks, manager: AbstractContextManager[object]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._manager = manager
+        self._pending = memoryview(b"")
+        self._error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._error is not None:
+            raise self._error
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+            except BaseException as err:
+                self._error = err
+                raise
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._manager.__exit__(None, None, None)
+        super().close()
+
+
+def _write_error(dest: Path, err: OSError) -> ImageError:
+    hint = "Free some disk space and try again." if err.errno == errno.ENOSPC else None
+    return ImageError(
+        str(dest),
+        f"cannot write the unpacked image: {err.strerror}",
+        problem="unwritable",
+        hint=hint,
+    )
+
+
+def _write_sparse(fd: int, chunk: bytes, offset: int, dest: Path) -> None:
+    """pwrite the non-zero blocks of `chunk` (block boundaries at absolute offsets); the file is
+    new, so skipped zero blocks read back as zeros and stay holes."""
+    size = len(chunk)
+    if size <= len(_ZERO_CHUNK) and _ZERO_CHUNK.startswith(chunk):
+        return
+    view = memoryview(chunk)
+    run_start = -1
+    pos = 0
+    step = (-offset) % HOLE_BLOCK_BYTES or HOLE_BLOCK_BYTES
+    try:
+        while pos < size:
+            end = min(size, pos + step)
+            if end - pos == HOLE_BLOCK_BYTES:
+                zero = chunk.startswith(_ZERO_BLOCK, pos)
+            else:
+                zero = chunk.count(0, pos, end) == end - pos
+            if zero:
+                if run_start >= 0:
+                    _pwrite_all(fd, view[run_start:pos], offset + run_start)
+                    run_start = -1
+            elif run_start < 0:
+                run_start = pos
+            pos, step = end, HOLE_BLOCK_BYTES
+        if run_start >= 0:
+            _pwrite_all(fd, view[run_start:], offset + run_start)
+    except OSError as err:
+        raise _write_error(dest, err) from None
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _open_error(path: Path, err: OSError) -> ImageError:
+    if err.errno == errno.ENOENT:
+        return ImageError(
+            str(path),
+            "no such file",
+            problem="not_found",
+            hint="Check the path, or download the image first.",
+        )
+    if err.errno == errno.EISDIR:
+        return ImageError(str(path), "this is a folder, not an image file", problem="not_a_file")
+    return ImageError(str(path), f"cannot read the file: {err.strerror}", problem="unreadable")
+
+
+def _head(source: ImageSource) -> bytes:
+    with source._chunks() as (chunks, _src):
+        head = b""
+        for chunk in chunks:
+            head += chunk[: HEAD_BYTES - len(head)]
+            if len(head) >= HEAD_BYTES:
+                break
+        return head
+
+
+def _zip_member(path: Path, fd: int) -> ZipMember:
+    name = str(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [i for i in archive.infolist() if not i.is_dir() and i.file_size > 0]
+    except zipfile.BadZipFile as err:
+        if "not a zip file" in str(err):
+            raise dec.truncated(name, "the zip archive has no central directory") from None
+        raise dec.corrupt(name, f"zip: {err}") from None
+    except OSError as err:
+        raise _open_error(path, err) from None
+    infos.sort(key=lambda i: i.file_size, reverse=True)
+    with_table: list[ZipMember] = []
+    plausible: list[ZipMember] = []
+    skipped: list[str] = []
+    for info in infos[:ZIP_MEMBERS_SCANNED]:
+        if info.flag_bits & 0x1:
+            skipped.append(f"{info.filename} is encrypted")
+            continue
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            skipped.append(f"{info.filename} uses compression method {info.compress_type}")
+            continue
+        local = os.pread(fd, 30, info.header_offset)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise dec.corrupt(name, f"zip: no local header for {info.filename}")
+        data_offset = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+        data_offset += int.from_bytes(local[28:30], "little")
+        member = ZipMember(
+            info.filename,
+            info.compress_type,
+            data_offset,
+            info.compress_size,
+            info.file_size,
+            info.CRC,
+        )
+        raw = os.pread(fd, min(info.compress_size, 4 * HEAD_BYTES), data_offset)
+        try:
+            head = (
+                raw
+                if member.method == 0
+                else isal_zlib.decompressobj(-15).decompress(raw, HEAD_BYTES)
+            )
+        except dec.INFLATE_ERROR as err:
+            raise dec.corrupt(f"{name}:{info.filename}", f"deflate: {err}") from None
+        if _has_table(head):
+            with_table.append(member)
+        elif info.file_size >= MIN_UNPARTITIONED_BYTES:
+            try:
+                check_payload(name, head, info.file_size)
+            except ImageError:
+                continue
+            plausible.append(member)
+    if with_table or plausible:
+        return (with_table or plausible)[0]
+    if skipped:
+        raise ImageError(
+            name,
+            f"the zip archive's image cannot be read: {skipped[0]}",
+            problem="unsupported",
+            hint="Repack the image as a plain zip, gz or xz.",
+        )
+    listed = ", ".join(i.filename for i in infos[:5]) or "nothing"
+    raise ImageError(
+        name,
+        f"no disk image inside the zip archive (it holds {listed})",
+        problem="no_image_in_archive",
+        hint="Use the .img file itself, or an archive that contains one.",
+    )
+
+
+def _sniff(path: Path, fd: int, size: int) -> ImageSource:
+    head = os.pread(fd, HEAD_BYTES, 0)
+    pread = dec.file_pread(fd)
+    name = str(path)
+    if head.startswith(dec.GZIP_MAGIC):
+        return ImageSource(path, SourceKind.GZIP, size, dec.gzip_uncompressed_size(pread, size))
+    if head.startswith(dec.XZ_MAGIC):
+        return ImageSource(path, SourceKind.XZ, size, dec.xz_uncompressed_size(pread, size))
+    if _is_zstd(head):
+        layout = dec.zstd_layout(pread, size)
+        return ImageSource(path, SourceKind.ZSTD, size, layout.content_size)
+    if _is_bzip2(head):
+        return ImageSource(path, SourceKind.BZIP2, size, None)
+    if head.startswith(b"PK\x03\x04"):
+        member = _zip_member(path, fd)
+        return ImageSource(path, SourceKind.ZIP, member.compressed_size, member.file_size, member)
+    if head.startswith(b"PK\x05\x06"):
+        raise ImageError(name, "the zip archive is empty", problem="no_image_in_archive")
+    if size >= SECTOR_BYTES and os.pread(fd, 4, size - SECTOR_BYTES) == b"koly":
+        raise _unsupported(name, "an Apple disk image (.dmg)", _CONVERT_HINT)
+    check_payload(name, head, size)
+    return ImageSource(path, SourceKind.RAW, size, size)
+
+
+def open_source(path: str | os.PathLike[str]) -> ImageSource:
+    """Sniff `path` and return its ImageSource; compressed payloads are checked to start like a
+    disk image. Raises ImageError (not_found, unsupported, corrupt, ...) naming the file."""
+    source_path = Path(path)
+    try:
+        fd = os.open(source_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise _open_error(source_path, err) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise _open_error(source_path, OSError(errno.EISDIR, "Is a directory"))
+        if info.st_size == 0:
+            check_payload(str(source_path), b"", 0)
+        source = _sniff(source_path, fd, info.st_size)
+    except OSError as err:
+        raise _open_error(source_path, err) from None
+    finally:
+        os.close(fd)
+    if source.kind is not SourceKind.RAW:
+        check_payload(source.name, _head(source), source.uncompressed_size)
+    return source
