@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,9 +55,9 @@ def sfdisk_image(tmp_path: Path, script: str, size: int = IMAGE_BYTES) -> Path:
     return path
 
 
-def sfdisk_json(path: Path) -> dict[str, object]:
+def sfdisk_json(path: Path) -> dict[str, Any]:
     out = subprocess.run(["sfdisk", "-J", str(path)], check=True, capture_output=True).stdout
-    table: dict[str, object] = json.loads(out)["partitiontable"]
+    table: dict[str, Any] = json.loads(out)["partitiontable"]
     return table
 
 
@@ -104,7 +105,7 @@ def test_mbr_with_logical_partitions_matches_sfdisk(tmp_path: Path) -> None:
     got = [(f"{image}{p.number}", p.start_bytes // 512, p.size_bytes // 512,
             p.type_id.removeprefix("0x").lstrip("0"), p.bootable) for p in table.partitions]
     want = [(p["node"], p["start"], p["size"], p["type"], p.get("bootable", False))
-            for p in expected["partitions"]]  # type: ignore[attr-defined]
+            for p in expected["partitions"]]
     assert got == want
     assert [p.number for p in table.partitions if p.is_extended] == [4]
     assert [p.number for p in table.data_partitions()] == [1, 2, 3, 5, 6]
@@ -132,7 +133,7 @@ def test_gpt_matches_sfdisk(tmp_path: Path) -> None:
             p.uuid.upper(), p.name, p.bootable) for p in table.partitions]
     want = [(p["node"], p["start"], p["size"], p["type"], p["uuid"], p["name"],
              "LegacyBIOSBootable" in p.get("attrs", ""))
-            for p in expected["partitions"]]  # type: ignore[attr-defined]
+            for p in expected["partitions"]]
     assert got == want
 
 
