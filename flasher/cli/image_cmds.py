@@ -1,0 +1,290 @@
+"""`flasher os configure` (write config.json and network keyfiles into an image) and
+`flasher image inspect` (show what an image is).
+
+os configure IMAGE [-o OUTPUT] [device options]
+    Without -o the raw IMAGE is edited in place, as `balena os configure` does; a compressed
+    IMAGE needs -o. With -o, OUTPUT becomes a configured raw image made from any supported
+    source (.img, .zip, .gz, .xz, .zst, .bz2); IMAGE is never changed. The device type and
+    balenaOS version default to the image's own. Settings are checked before the image is read
+    (except the device type, which may come from the image). Same image + same settings = same
+    bytes = same SHA-256.
+
+    --json prints one object: image, output (null in place), in_place, source_kind, size_bytes,
+    boot_partition, boot_label, device_type, device_type_aliases, device_type_name, os_version,
+    variant, meta_balena_version, installer, files_written, config_sha256, overlay_ranges,
+    overlay_bytes, image_sha256 (null in place).
+
+image inspect IMAGE
+    Partitions, boot partition, device type, balenaOS version, config.json (secrets shown as
+    "***"), keyfiles in system-connections/ and how much of the image holds data. Compressed
+    images are unpacked to a temporary file first (TMPDIR), then removed.
+
+    --json prints one object (stable; keys are only ever added):
+      path, source_kind ("raw"|"zip"|"gz"|"xz"|"zst"|"bz2"), file_size_bytes, size_bytes (raw),
+      unpacked (bool), partition_table {scheme "mbr"|"gpt"|"none", disk_id},
+      partitions [{number, start_bytes, size_bytes, type_id, filesystem, label, name, bootable,
+      is_boot}], boot_partition (number|null), device_type, device_type_aliases [],
+      device_type_name, os_version, variant, meta_balena_version, installer (bool),
+      config (redacted object|null), keyfiles [names], allocation {mapped_bytes, size_bytes,
+      mapped_percent, source}, problems [{code, message, hint}].
+    Problems (no boot partition, no config.json, unreadable manifests) do not fail the command;
+    unreadable, corrupt or truncated images do (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flasher.cli.config_opts import add_device_config_arguments, device_config_from_args
+from flasher.cli.context import CliContext
+from flasher.cli.output import human_bytes
+from flasher.errors import EXIT_OK, ConfigError, ImageError
+from flasher.image.configure import PreparedImage, prepare_image
+from flasher.image.inspect import (
+    ImageIdentity,
+    ImageInfo,
+    boot_filesystem,
+    inspect_image,
+    open_boot_partition,
+    read_identity,
+)
+from flasher.image.io import FileReader, FileReadWriter
+from flasher.image.partitions import read_partition_table
+from flasher.image.sources import ImageSource, SourceKind, open_source
+from flasher.models import DeviceConfig
+
+# Stands in for the device type while the other settings are checked before the image is read;
+# the real one then comes from the image.
+_PROVISIONAL_DEVICE_TYPE = "generic"
+
+
+def register(groups: dict[str, Any]) -> None:
+    description = (
+        "Write config.json and network settings into a balenaOS image: in place (raw .img), "
+        "or into a new raw image with -o."
+    )
+    configure = groups["os"].add_parser("configure", help=description, description=description)
+    configure.add_argument("image", metavar="IMAGE", help="balenaOS image (.img, .zip, .gz, ...)")
+    configure.add_argument(
+        "-o", "--output", metavar="OUTPUT", help="write a configured raw image here instead"
+    )
+    _add_json(configure)
+    add_device_config_arguments(configure)
+    configure.set_defaults(handler=configure_command)
+
+    description = "Show an image's partitions, device type, OS version and configuration."
+    inspect = groups["image"].add_parser("inspect", help=description, description=description)
+    inspect.add_argument("image", metavar="IMAGE", help="disk image (.img, .zip, .gz, ...)")
+    _add_json(inspect)
+    inspect.set_defaults(handler=inspect_command)
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    # Also accepted after the command; SUPPRESS keeps a `flasher --json ...` from being reset.
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+    )
+
+
+# -- os configure ----------------------------------------------------------------------------
+
+
+def _image_identity(raw_path: Path, name: str) -> ImageIdentity:
+    with FileReader(raw_path) as io:
+        table = read_partition_table(io, name=name)
+        boot = open_boot_partition(io, table, name=name)
+        return read_identity(boot_filesystem(io, boot, name=name))
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Reject bad settings before the image is touched; silent (no prompt, no hints)."""
+    if args.device_type is None:
+        device_config_from_args(
+            args, device_type=_PROVISIONAL_DEVICE_TYPE, prompt=lambda _: "", hint=lambda _: None
+        )
+    else:
+        device_config_from_args(args, prompt=lambda _: "", hint=lambda _: None)
+
+
+def _device_config(args: argparse.Namespace, raw_path: Path, name: str) -> DeviceConfig:
+    identity = _image_identity(raw_path, name)
+    return device_config_from_args(
+        args, device_type=identity.device_type, os_version=identity.os_version
+    )
+
+
+def _check_output(image: Path, output: Path) -> None:
+    if output.exists():
+        if image.exists() and os.path.samefile(image, output):
+            raise ConfigError(
+                "output", "is the input image", hint="leave -o out to edit the image in place"
+            )
+        if not output.is_file():
+            raise ConfigError(
+                "output",
+                f"{output} is not a regular file",
+                hint="to write a drive, use 'flasher flash'",
+            )
+    if not output.parent.is_dir():
+        raise ConfigError("output", f"the folder {output.parent} does not exist")
+
+
+def _configure_in_place(
+    args: argparse.Namespace, image: Path, source: ImageSource
+) -> PreparedImage:
+    if source.kind is not SourceKind.RAW:
+        raise ImageError(
+            str(image),
+            f"is a {source.kind.value} file and cannot be configured in place",
+            problem="compressed",
+            hint="use -o OUTPUT to write a configured raw image",
+        )
+    cfg = _device_config(args, image, str(image))
+    prepared = prepare_image(image, cfg)
+    try:
+        try:
+            target = FileReadWriter(image)
+        except OSError as err:
+            raise ImageError(
+                str(image),
+                f"cannot be opened for writing: {err.strerror or err}",
+                problem="not_writable",
+                hint="use -o OUTPUT to write a configured copy",
+            ) from None
+        with target:
+            prepared.overlay.apply_in_place(target)
+    except BaseException:
+        prepared.close()
+        raise
+    return prepared
+
+
+def _configure_copy(
+    args: argparse.Namespace, ctx: CliContext, image: Path, source: ImageSource, output: Path
+) -> PreparedImage:
+    _check_output(image, output)
+    if source.kind is SourceKind.RAW:
+        cfg = _device_config(args, image, str(image))
+        prepared = prepare_image(image, cfg)
+        try:
+            prepared.overlay.write_to(output)
+        except BaseException:
+            prepared.close()
+            raise
+        return prepared
+    # Decompress once straight into the output's folder, configure that file, then rename it.
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
+        raw = Path(tmp) / "image.raw"
+        source.unpack_to(raw, on_event=ctx.out.event)
+        cfg = _device_config(args, raw, str(image))
+        prepared = prepare_image(raw, cfg)
+        try:
+            with FileReadWriter(raw) as target:
+                prepared.overlay.apply_in_place(target)
+            prepared.sha256()
+            os.replace(raw, output)
+        except BaseException:
+            prepared.close()
+            raise
+    return prepared
+
+
+def configure_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    _precheck(args)
+    image = Path(args.image)
+    output = Path(args.output) if args.output else None
+    source = open_source(image)
+    if output is None:
+        prepared = _configure_in_place(args, image, source)
+    else:
+        prepared = _configure_copy(args, ctx, image, source, output)
+    with prepared:
+        result = {
+            **prepared.summary(),
+            "image": str(image),
+            "output": str(output) if output else None,
+            "in_place": output is None,
+            "source_kind": source.kind.value,
+            "image_sha256": prepared.sha256() if output else None,
+        }
+    ctx.out.result(result, _configure_text(result))
+    return EXIT_OK
+
+
+def _configure_text(r: dict[str, Any]) -> str:
+    where = f"Configured {r['image']} in place" if r["in_place"] else f"Wrote {r['output']}"
+    version = r["os_version"] or "unknown"
+    if r["variant"]:
+        version += f" ({r['variant']})"
+    lines = [
+        f"{where}.",
+        f"  device type     {r['device_type'] or 'unknown'}",
+        f"  balenaOS        {version}",
+        f"  boot partition  {r['boot_partition']} ({r['boot_label'] or 'no label'})",
+        f"  files written   {', '.join(r['files_written'])}",
+        f"  config sha256   {r['config_sha256']}",
+    ]
+    if r["image_sha256"]:
+        lines.append(f"  image sha256    {r['image_sha256']}")
+    return "\n".join(lines)
+
+
+# -- image inspect ---------------------------------------------------------------------------
+
+
+def inspect_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    info = inspect_image(args.image, on_event=ctx.out.event)
+    ctx.out.result(info.to_dict(), _inspect_text(info))
+    return EXIT_OK
+
+
+def _inspect_text(info: ImageInfo) -> str:
+    size = f"{human_bytes(info.size_bytes)} ({info.size_bytes} bytes)"
+    if info.source_kind != "raw":
+        size += f", {human_bytes(info.file_size_bytes)} as {info.source_kind}"
+        if info.unpacked:
+            size += " (unpacked to a temporary file to inspect)"
+    table = info.scheme.upper() + (f", disk id {info.disk_id}" if info.disk_id else "")
+    lines = [
+        f"Image          {info.path}",
+        f"Size           {size}",
+        f"Data           {human_bytes(info.mapped_bytes)} mapped, "
+        f"{100 * info.mapped_fraction:.1f} % of the image",
+        f"Table          {table}",
+        "Partitions",
+    ]
+    type_width = max([4, *(len(p.type_id) for p in info.partitions)])
+    lines.append(
+        f"  {'#':>2}  {'start':>10}  {'size':>10}  {'type':<{type_width}}  {'fs':<8}  label / name"
+    )
+    for p in info.partitions:
+        names = " / ".join(n for n in (p.label, p.name) if n) or "-"
+        mark = "  (boot)" if p.is_boot else ""
+        lines.append(
+            f"  {p.number:>2}  {human_bytes(p.start_bytes):>10}  {human_bytes(p.size_bytes):>10}  "
+            f"{p.type_id:<{type_width}}  {p.filesystem:<8}  {names}{mark}"
+        )
+    ident = info.identity
+    if ident.device_type:
+        named = f" ({ident.device_type_name})" if ident.device_type_name else ""
+        kind = ", installer image" if ident.installer else ""
+        lines.append(f"Device type    {ident.device_type}{named}{kind}")
+    if ident.os_version:
+        variant = f", variant {ident.variant}" if ident.variant else ""
+        lines.append(f"balenaOS       {ident.os_version}{variant}")
+    if info.config is not None:
+        lines.append("config.json    (secrets shown as ***)")
+        pretty = json.dumps(info.config, indent=2, ensure_ascii=False)
+        lines += [f"  {line}" for line in pretty.splitlines()]
+    if info.boot_partition is not None:
+        lines.append(f"Keyfiles       {', '.join(info.keyfiles) or 'none'}")
+    for problem in info.problems:
+        lines.append(f"Problem        {problem.message}")
+        if problem.hint:
+            lines.append(f"               hint: {problem.hint}")
+    return "\n".join(lines)
