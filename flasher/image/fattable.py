@@ -144,10 +144,8 @@ class Fat:
             if sys.byteorder == "big":
                 values.byteswap()
             self._values = array("I", values)
-            if geo.bits == 32:
-                for c, v in enumerate(self._values):
-                    if v > FAT32_MASK:
-                        self._values[c] = v & FAT32_MASK
+            if geo.bits == 32 and max(self._values) > FAT32_MASK:
+                self._values = array("I", (v & FAT32_MASK for v in self._values))
         self.free_count = self._values[2:].count(0)
 
     def _decode12(self, cluster: int) -> int:

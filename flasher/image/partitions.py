@@ -315,7 +315,8 @@ def whole_image(io: ReadAt) -> Partition:
 def find_boot_partition(io: ReadAt, table: PartitionTable) -> Partition | None:
     """The boot partition, chosen as balena's tools choose it.
 
-    By GPT name or filesystem label (resin-boot, flash-boot, balena-boot); else the first FAT
+    By GPT name or filesystem label (resin-boot, flash-boot, balena-boot; FAT labels are
+    case-insensitive, so the comparison is too); else the first FAT
     partition holding /device-type.json; else partition 1. No table: the whole image.
     """
     if table.scheme == "none":

@@ -98,6 +98,8 @@ WRITE_CASES = [
     ("/CONFIG.TXT", 100),
     ("/config.json", 700),
     ("/résumé ☃ long name.txt", 3),
+    ("/thirteen-char", 10),
+    ("/twenty-six-characters.txt", 10),
     ("/empty", 0),
     ("/one-cluster", -1),
     ("/many-clusters.bin", -37),
@@ -117,6 +119,18 @@ def test_written_file_reads_back_with_mtools_and_fsck_is_clean(
     fsck_clean(image)
     assert mtools_read(image, name) == data
     assert mdir_names(image) == [name.lstrip("/")]
+
+
+def test_names_beyond_the_bmp_are_stored_as_utf16_surrogate_pairs(tmp_path: Path) -> None:
+    # mtools 4.0 cannot decode surrogate pairs, so fsck and the raw entry are the witnesses.
+    image = make_fat(tmp_path, 16)
+    with FileReadWriter(image) as io:
+        FatFilesystem(io).write_file("/emoji 😀.txt", b"smile", mtime=EPOCH)
+    fsck_clean(image)
+    assert "😀".encode("utf-16-le") == b"\x3d\xd8\x00\xde"
+    assert b"\x3d\xd8\x00\xde" in image.read_bytes()
+    assert FatFilesystem(FileReader(image)).read_file("/EMOJI 😀.TXT") == b"smile"
+    assert [e.name for e in FatFilesystem(FileReader(image)).listdir("/")] == ["emoji 😀.txt"]
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -338,11 +352,15 @@ def test_format_fat_passes_fsck_and_works_with_mtools(tmp_path: Path, bits: int)
     with image.open("wb") as f:
         f.truncate(GEOMETRY[bits][0])
     with FileReadWriter(image) as io:
-        format_fat(io, label="resin-boot", fat_bits=bits, volume_id=0x0BADCAFE)
+        format_fat(io, label="resin-boot", fat_bits=bits, volume_id=0x0BADCAFE,
+                   hidden_sectors=2048)
         fs = FatFilesystem(io)
         assert (fs.fat_type, fs.label) == (f"fat{bits}", "resin-boot")
         fs.write_file("/device-type.json", b'{"slug":"x"}', mtime=EPOCH)
     fsck_clean(image)
+    verbose = subprocess.run(["fsck.fat", "-n", "-v", str(image)], capture_output=True,
+                             text=True).stdout
+    assert "2048 hidden sectors" in verbose
     mtools_write(image, "/from mtools.txt", payload(5000), tmp_path)
     fsck_clean(image)
     assert mdir_names(image) == ["device-type.json", "from mtools.txt"]
