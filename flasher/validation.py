@@ -350,8 +350,8 @@ def _validate_provisioning(cfg: DeviceConfig, *, expect_remote_config: bool) -> 
         raise ConfigError(
             "provisioning_key",
             "is required with a fleet: without it the device cannot register",
-            hint="pass it in the FLASHER_PROVISIONING_KEY environment variable, or log in "
-            "so that the balena API generates config.json",
+            hint="pass one of the fleet's provisioning keys in the FLASHER_PROVISIONING_KEY "
+            "environment variable",
         )
 
 

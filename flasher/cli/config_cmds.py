@@ -4,6 +4,10 @@ The output is the product: stdout (or `-o FILE`) gets the exact bytes an image w
 secrets included, like `balena config generate`. With --json, stdout gets `{"config": {...}}`
 holding the same values; with `-o FILE` it gets the path, size and a redacted copy instead.
 
+With `--fleet` and no provisioning key (neither FLASHER_PROVISIONING_KEY nor `--config` with
+one), the balena API generates the file (POST /download-config, which mints a provisioning key)
+when logged in; the options are then layered on its answer.
+
 As with the balena API, Wi-Fi settings go into the `wifiSsid`/`wifiKey` keys so that the file
 can be fed back to `flasher os configure --config` or `balena os configure --config`. Settings
 config.json cannot carry (static IP, extra keyfiles, a hidden network) are refused here: they
@@ -19,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from flasher.balena.config import dump_config, redact_config, render_config_json
-from flasher.cli.config_opts import add_device_config_arguments, device_config_from_args
+from flasher.cli.config_opts import (
+    add_device_config_arguments,
+    device_config_from_args,
+    with_fleet_config_from_api,
+)
 from flasher.cli.context import CliContext
 from flasher.errors import EXIT_OK, ConfigError
 
@@ -71,7 +79,7 @@ def write_private_file(path: Path, data: bytes) -> None:
 
 def generate(args: argparse.Namespace, ctx: CliContext) -> int:
     _reject_image_only_options(args)
-    cfg = device_config_from_args(args)
+    cfg = with_fleet_config_from_api(device_config_from_args(args, expect_remote_config=True), ctx)
     config = render_config_json(cfg, include_wifi=True)
     data = dump_config(config)
     output = getattr(args, "output", None)

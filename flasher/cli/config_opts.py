@@ -5,7 +5,8 @@ Option names follow the balena CLI where it has one (`--config-network`, `--conf
 `--config-wifi-key`, `--config-app-update-poll-interval`, `-c/--system-connection`), with
 shorter spellings as the primary names. Secrets can come from the environment (FLASHER_WIFI_KEY,
 FLASHER_PROVISIONING_KEY) or, for the Wi-Fi key, a prompt, because a command line is visible to
-every user of the machine.
+every user of the machine. `with_fleet_config_from_api` lets the balena API generate a fleet's
+config.json when the user is logged in but has no provisioning key.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from flasher.balena.config import load_config_file
+from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN, load_config_file
+from flasher.balena.os import OsModel
+from flasher.cli.context import CliContext
 from flasher.errors import ConfigError
 from flasher.models import DeviceConfig, Keyfile, NetworkKind, NetworkSettings, Secret, StaticIPv4
 from flasher.validation import validate_device_config
@@ -263,3 +266,49 @@ def device_config_from_args(
         cfg = replace(cfg, network=network)
         validate_device_config(cfg, expect_remote_config=expect_remote_config)
     return cfg
+
+
+def _lacks_credentials(cfg: DeviceConfig) -> bool:
+    base = cfg.base_config or {}
+    return cfg.provisioning_key is None and not any(
+        base.get(key) for key in ("apiKey", "deviceApiKey")
+    )
+
+
+def with_fleet_config_from_api(cfg: DeviceConfig, ctx: CliContext) -> DeviceConfig:
+    """For a fleet without credentials (no provisioning key, no key in `--config`): `cfg` on top
+    of the config.json the API generates (POST /download-config, which mints a provisioning
+    key), validated. Otherwise `cfg` unchanged. Pair it with
+    `device_config_from_args(..., expect_remote_config=True)`."""
+    fleet_id = cfg.fleet_id
+    if fleet_id is None or not _lacks_credentials(cfg):
+        return cfg
+    if cfg.os_version is None:
+        raise ConfigError(
+            "os_version",
+            "is required for the balena API to generate a fleet's config.json",
+            hint="add '--version <balenaOS version>' (see 'flasher os versions <device type>')",
+        )
+    session = ctx.session()
+    if not session.authenticated:
+        raise ConfigError(
+            "provisioning_key",
+            "is required with --fleet when not logged in",
+            hint=f"set {PROVISIONING_KEY_ENV} to one of the fleet's provisioning keys, or log in "
+            "('balena login' or BALENA_API_KEY) so that the API creates one",
+        )
+    network = cfg.network
+    wifi = network.kind is NetworkKind.WIFI
+    api_config = OsModel(session).get_config(
+        fleet_id,
+        version=cfg.os_version,
+        network="wifi" if wifi else "ethernet",
+        app_update_poll_interval_min=cfg.poll_interval_min or DEFAULT_FLEET_POLL_INTERVAL_MIN,
+        wifi_ssid=network.wifi_ssid if wifi else None,
+        wifi_key=network.wifi_key if wifi else None,
+        device_type=cfg.device_type,
+        development_mode=True if cfg.development_mode else None,
+    )
+    with_base = replace(cfg, base_config=api_config)
+    validate_device_config(with_base)
+    return with_base

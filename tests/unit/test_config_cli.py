@@ -25,7 +25,14 @@ from flasher.models import DeviceConfig, Keyfile, NetworkKind, Secret, StaticIPv
 KEY = "hunter2-correct-horse"
 PROV = "Xq3mVb9Lr2TzKp7WnY4sHd8cFj1GaE6u"
 DT = ["--device-type", "raspberrypi4-64"]
-SECRET_ENV = ("FLASHER_WIFI_KEY", "FLASHER_PROVISIONING_KEY", "FLASHER_API_URL")
+SECRET_ENV = (
+    "FLASHER_WIFI_KEY",
+    "FLASHER_PROVISIONING_KEY",
+    "FLASHER_API_URL",
+    "BALENA_API_KEY",
+    "BALENA_TOKEN",
+)
+FLEET = ["--fleet", "1958513", "--version", "6.5.50+rev8"]  # the sandbox's demo fleet
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -227,11 +234,15 @@ def test_bad_options_name_the_field(argv: list[str], field: str) -> None:
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]) -> Any:
+def run(
+    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
+) -> Any:
     """`run(*argv, env={})` -> (exit code, stdout bytes, stderr text) through the real CLI root,
     with only this command registered (the others belong to their own tests)."""
     monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("flasher.cli.config_cmds",))
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    # No saved `balena login` token from this machine.
+    monkeypatch.setenv("BALENARC_DATA_DIRECTORY", str(tmp_path / "balenarc"))
 
     def invoke(*argv: str, env: dict[str, str] | None = None) -> tuple[int, bytes, str]:
         for name in SECRET_ENV:
@@ -246,8 +257,8 @@ def run(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[byt
 
 
 def test_generate_prints_exactly_the_config_json_bytes(run: Any) -> None:
-    code, out, _ = run("config", "generate", *DT, "--fleet", "5", env={
-        "FLASHER_PROVISIONING_KEY": PROV})  # fmt: skip
+    env = {"FLASHER_PROVISIONING_KEY": PROV}
+    code, out, _ = run("config", "generate", *DT, "--fleet", "5", env=env)
     expected = config_json_bytes(
         DeviceConfig("raspberrypi4-64", fleet_id=5, provisioning_key=Secret(PROV))
     )
@@ -255,8 +266,8 @@ def test_generate_prints_exactly_the_config_json_bytes(run: Any) -> None:
 
 
 def test_generate_keeps_wifi_in_the_api_keys(run: Any) -> None:
-    code, out, _ = run("config", "generate", *DT, "--wifi-ssid", "Lab", env={
-        "FLASHER_WIFI_KEY": KEY})  # fmt: skip
+    env = {"FLASHER_WIFI_KEY": KEY}
+    code, out, _ = run("config", "generate", *DT, "--wifi-ssid", "Lab", env=env)
     assert code == EXIT_OK
     assert json.loads(out)["wifiKey"] == KEY
 
@@ -274,9 +285,10 @@ def test_generate_json_wraps_the_config(run: Any) -> None:
 
 
 def test_generate_to_a_file_is_private_and_reports_redacted(run: Any, tmp_path: Path) -> None:
-    target = tmp_path / "config.json"
-    code, out, _ = run("--json", "config", "generate", *DT, "--fleet", "5", "-o", str(target),
-                       env={"FLASHER_PROVISIONING_KEY": PROV})  # fmt: skip
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "config.json"
+    argv = ["--json", "config", "generate", *DT, "--fleet", "5", "-o", str(target)]
+    code, out, _ = run(*argv, env={"FLASHER_PROVISIONING_KEY": PROV})
     assert code == EXIT_OK
     assert json.loads(target.read_bytes())["apiKey"] == PROV
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
@@ -284,7 +296,7 @@ def test_generate_to_a_file_is_private_and_reports_redacted(run: Any, tmp_path: 
     assert summary["path"] == str(target)
     assert summary["size_bytes"] == target.stat().st_size
     assert summary["config"]["apiKey"] == "***"
-    assert list(tmp_path.iterdir()) == [target]
+    assert list(target.parent.iterdir()) == [target]
 
 
 @pytest.mark.parametrize(
@@ -304,8 +316,51 @@ def test_generate_refuses_settings_config_json_cannot_hold(
 
 
 def test_generate_errors_never_show_secrets(run: Any) -> None:
-    code, out, err = run("--json", "config", "generate", *DT, "--wifi-ssid", "Lab",
-                         env={"FLASHER_WIFI_KEY": KEY + "x" * 60})  # fmt: skip
+    argv = ["--json", "config", "generate", *DT, "--wifi-ssid", "Lab"]
+    code, out, err = run(*argv, env={"FLASHER_WIFI_KEY": KEY + "x" * 60})
     assert code == EXIT_USAGE
     assert json.loads(out)["details"]["field"] == "wifi_key"
     assert KEY not in out.decode() and KEY not in err
+
+
+def test_generate_has_the_api_make_a_fleet_config_when_logged_in(run: Any) -> None:
+    argv = ["--poll-interval", "20", "--hostname", "bench01", "--dev"]
+    code, out, _ = run("--sandbox", "--token", "t", "config", "generate", *DT, *FLEET, *argv)
+    assert code == EXIT_OK
+    config = json.loads(out)
+    assert config["applicationId"] == 1958513
+    assert len(config["apiKey"]) == 32 and config["apiKey"].isalnum()
+    assert config["appUpdatePollInterval"] == 20 * 60 * 1000
+    assert (config["developmentMode"], config["hostname"]) == (True, "bench01")
+    assert list(config)[:2] == ["applicationId", "deviceType"]
+
+
+def test_generate_passes_wifi_to_the_api(run: Any) -> None:
+    argv = ["--sandbox", "--token", "t", "config", "generate", *DT, *FLEET, "--wifi-ssid", "Lab"]
+    code, out, _ = run(*argv, env={"FLASHER_WIFI_KEY": KEY})
+    assert code == EXIT_OK
+    assert (json.loads(out)["wifiSsid"], json.loads(out)["wifiKey"]) == ("Lab", KEY)
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--sandbox", "config", "generate", *DT, *FLEET], "provisioning_key"),
+        (["--sandbox", "--token", "t", "config", "generate", *DT, "--fleet", "5"], "os_version"),
+    ],
+    ids=["not logged in", "no version"],
+)
+def test_generate_needs_a_login_and_version_for_the_api(
+    run: Any, argv: list[str], field: str
+) -> None:
+    code, out, _ = run("--json", *argv)
+    assert code == EXIT_USAGE
+    assert json.loads(out)["details"]["field"] == field
+
+
+def test_generate_uses_a_given_key_without_asking_the_api(run: Any) -> None:
+    # No --sandbox and no token: any API call would fail, so success proves none was made.
+    env = {"FLASHER_PROVISIONING_KEY": PROV, "FLASHER_API_URL": "http://127.0.0.1:9"}
+    code, out, _ = run("config", "generate", *DT, *FLEET, env=env)
+    assert code == EXIT_OK
+    assert json.loads(out)["apiKey"] == PROV

@@ -277,7 +277,7 @@ def test_load_config_file_returns_the_object_in_file_order(tmp_path: Path) -> No
         (b'{"deviceType": ""}', "deviceType must be a non-empty string"),
         (b'{"installer": {"secureboot": "yes"}}', "secureboot must be true or false"),
         (b'{"appUpdatePollInterval": "10"}', "appUpdatePollInterval"),
-        (b" " * (1024 * 1024 + 1), "larger than 1 MiB"),
+        pytest.param(b" " * (1024 * 1024 + 1), "larger than 1 MiB", id="over 1 MiB"),
     ],
 )
 def test_load_config_file_rejects_bad_files(tmp_path: Path, data: bytes, fragment: str) -> None:
