@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -129,7 +129,7 @@ class BalenaSession:
     def __repr__(self) -> str:
         return f"BalenaSession(api_url={self.api_url!r}, authenticated={self.authenticated})"
 
-    def __enter__(self) -> BalenaSession:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
