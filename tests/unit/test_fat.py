@@ -491,3 +491,13 @@ def test_reading_wrong_paths_names_the_problem(path: str, problem: str) -> None:
     with pytest.raises(ImageError) as err:
         fs.read_file(path)
     assert err.value.problem == problem
+
+
+def test_long_name_with_a_wrong_checksum_falls_back_to_the_short_name() -> None:
+    io = MemoryIO(GEOMETRY[16][0])
+    format_fat(io, label="", fat_bits=16)
+    fs = FatFilesystem(io)
+    fs.write_file("/config.json", b"{}", mtime=EPOCH)
+    root = fs.geometry.root_offset
+    io.pwrite(b"\x00", root + 13)  # checksum byte of the (only) long-name entry
+    assert [e.name for e in FatFilesystem(io).listdir("/")] == ["CONFIG~1.JSO"]
