@@ -1,4 +1,4 @@
-"""The writer: protocol, block-device checks, the copy/verify engine, the root helper and its client.
+"""The writer: protocol, block-device checks, the write/verify engine, the root helper, its client.
 
 Must not import requests, Qt, the pipeline or the balena client (the helper runs as root).
 """

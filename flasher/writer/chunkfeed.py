@@ -184,6 +184,7 @@ class FanOut(threading.Thread):
                 self._source.read_into(memoryview(buf), chunk)
                 self._digests.ensure(index, memoryview(buf)[: chunk.length])
                 self._broadcast((index, buf))
+            self._source.finish()
             self._broadcast(None)
         except BaseException as err:
             self._broadcast(err)

@@ -9,6 +9,7 @@ and then zero-padded to the next 4 KiB, so O_DIRECT writes of the image's tail a
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import os
 import threading
@@ -88,6 +89,9 @@ class RandomAccessSource:
         self.size_bytes = size_bytes
         self.overlay = overlay or Overlay()
 
+    def finish(self) -> None:
+        """Nothing to check: the fd is the client's already verified image file."""
+
     def read_into(self, buf: memoryview, chunk: Chunk) -> None:
         got = 0
         while got < chunk.length:
@@ -104,7 +108,12 @@ class RandomAccessSource:
 
 
 class StreamSource:
-    """The image as a sequential byte stream (a pipe fd, or any object with `readinto`)."""
+    """The image as a sequential byte stream (a pipe fd, or any object with `readinto`).
+
+    With `expected_sha256`, every byte of the stream (before the overlay) is hashed and
+    `finish()` reads to the end and compares, so a corrupt decompression is caught before the
+    partition table is written.
+    """
 
     random_access = False
 
@@ -113,6 +122,8 @@ class StreamSource:
         readinto: Callable[[memoryview], int],
         size_bytes: int,
         overlay: Overlay | None = None,
+        *,
+        expected_sha256: str | None = None,
     ) -> None:
         self._readinto = readinto
         self.size_bytes = size_bytes
@@ -120,10 +131,41 @@ class StreamSource:
         self._pos = 0
         self._lock = threading.Lock()
         self._skip = bytearray(1024 * 1024)
+        self._expected = expected_sha256
+        self._hash = hashlib.sha256() if expected_sha256 else None
 
     @classmethod
-    def from_fd(cls, fd: int, size_bytes: int, overlay: Overlay | None = None) -> StreamSource:
-        return cls(lambda buf: os.readv(fd, [buf]), size_bytes, overlay)
+    def from_fd(
+        cls,
+        fd: int,
+        size_bytes: int,
+        overlay: Overlay | None = None,
+        *,
+        expected_sha256: str | None = None,
+    ) -> StreamSource:
+        return cls(
+            lambda buf: os.readv(fd, [buf]), size_bytes, overlay, expected_sha256=expected_sha256
+        )
+
+    def _skip_to(self, offset: int) -> None:
+        skip = memoryview(self._skip)
+        while self._pos < offset:
+            self._fill(skip[: min(len(skip), offset - self._pos)])
+
+    def finish(self) -> None:
+        """Consume the rest of the stream and check its sha256, when one was given."""
+        if self._hash is None:
+            return
+        with self._lock:
+            self._skip_to(self.size_bytes)
+            actual = self._hash.hexdigest()
+        if actual != self._expected:
+            raise ImageError(
+                STREAM_NAME,
+                f"the decompressed image has sha256 {actual}, not the expected {self._expected}",
+                problem="checksum",
+                hint="The download or the cached image is corrupt; download it again.",
+            )
 
     def _fill(self, buf: memoryview) -> None:
         got = 0
@@ -136,6 +178,8 @@ class StreamSource:
                     problem="truncated",
                 )
             got += n
+        if self._hash is not None:
+            self._hash.update(buf)
         self._pos += got
 
     def read_into(self, buf: memoryview, chunk: Chunk) -> None:
@@ -143,9 +187,7 @@ class StreamSource:
         with self._lock:
             if chunk.offset < self._pos:
                 raise ValueError("a stream can only be read forward")
-            skip = memoryview(self._skip)
-            while self._pos < chunk.offset:
-                self._fill(skip[: min(len(skip), chunk.offset - self._pos)])
+            self._skip_to(chunk.offset)
             self._fill(buf[: chunk.length])
         self.overlay.apply(buf, chunk.offset, chunk.length)
         _pad(buf, chunk.length)

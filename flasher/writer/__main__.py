@@ -1,0 +1,5 @@
+"""`python -m flasher.writer`: the privileged writer helper (see flasher.writer.helper)."""
+
+from flasher.writer.helper import main
+
+raise SystemExit(main())

@@ -1,0 +1,498 @@
+"""The unprivileged side of the writer: start the helper, send it the image, follow its events.
+
+`write_image()` is the API the pipeline uses: block-device targets go to the privileged helper
+(pkexec, or directly when root); regular-file targets are written by this process with the same
+engine. Events arrive as flasher.events values with `target` set; the result is one
+TargetResult per target, in order. Never prints; imports no Qt and no network code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from flasher.errors import (
+    Cancelled,
+    FlasherError,
+    ImageError,
+    WriterError,
+    WriterProtocolError,
+)
+from flasher.events import (
+    CancelToken,
+    Event,
+    EventCallback,
+    Log,
+    Phase,
+    PhaseChanged,
+    RateMeter,
+    ignore_event,
+)
+from flasher.models import Drive
+from flasher.writer import engine
+from flasher.writer.blockdev import open_regular_file
+from flasher.writer.framing import LineReader, send_request
+from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
+from flasher.writer.launchers import Launcher, authorization_denied, default_launcher
+from flasher.writer.plan import WritePlan
+from flasher.writer.protocol import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_EVENT_BYTES,
+    PROTOCOL_VERSION,
+    Hello,
+    ImageSpec,
+    JobEnd,
+    LogEvent,
+    PhaseEvent,
+    ProgressEvent,
+    SourceKind,
+    TargetDone,
+    TargetError,
+    TargetSpec,
+    WriteOptions,
+    WriteRequest,
+    decode_event,
+)
+
+PIPE_BYTES = 1024 * 1024
+DEFAULT_OPTIONS = WriteOptions()
+StreamOpener = Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class ImageFeed:
+    """The prepared image: a raw file (read-only) or a decompressed stream, plus the overlay.
+
+    `overlay` holds (offset, bytes) ranges that replace the base bytes (the configured boot
+    partition clusters). `sha256`, for streams, is the expected hash of the stream's bytes.
+    """
+
+    size_bytes: int
+    path: str | None = None
+    open_stream: StreamOpener | None = None
+    overlay: tuple[tuple[int, bytes], ...] = ()
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.open_stream is None):
+            raise ValueError("an ImageFeed has either a path or a stream opener")
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], *, overlay: Sequence[tuple[int, bytes]] = ()
+    ) -> ImageFeed:
+        path = os.fspath(path)
+        return cls(os.stat(path).st_size, path=path, overlay=tuple(overlay))
+
+    @classmethod
+    def from_stream(
+        cls,
+        open_stream: StreamOpener,
+        size_bytes: int,
+        *,
+        overlay: Sequence[tuple[int, bytes]] = (),
+        sha256: str | None = None,
+    ) -> ImageFeed:
+        return cls(size_bytes, open_stream=open_stream, overlay=tuple(overlay), sha256=sha256)
+
+    @property
+    def overlay_ranges(self) -> tuple[tuple[int, int], ...]:
+        return tuple((off, len(data)) for off, data in sorted(self.overlay) if data)
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    target: str
+    ok: bool
+    bytes_written: int = 0
+    seconds: float = 0.0
+    verified: bool = False
+    sha256: str | None = None
+    error: FlasherError | None = None
+
+
+def _overlay_memfd(feed: ImageFeed) -> int:
+    fd = os.memfd_create("flasher-overlay", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    for _off, data in sorted(feed.overlay):
+        os.write(fd, data)
+    # Sealed, so what the helper reads is exactly what was prepared.
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
+    return fd
+
+
+def _readinto(stream: BinaryIO) -> Callable[[memoryview], int]:
+    method = getattr(stream, "readinto", None)
+    if method is not None:
+        return lambda buf: int(method(buf) or 0)
+
+    def copy(buf: memoryview) -> int:
+        data = stream.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    return copy
+
+
+class _StreamPump(threading.Thread):
+    """Copies a decompressed stream into the helper's pipe; keeps the first decoding error."""
+
+    def __init__(self, open_stream: StreamOpener, size_bytes: int, fd: int, cancel: CancelToken):
+        super().__init__(name="flasher-stream-pump", daemon=True)
+        self._open = open_stream
+        self._size = size_bytes
+        self._fd = fd
+        self._cancel = cancel
+        self.error: FlasherError | None = None
+
+    def discard(self) -> None:
+        """Release the pipe when the pump is never started."""
+        os.close(self._fd)
+
+    def run(self) -> None:
+        buf = bytearray(PIPE_BYTES)
+        view = memoryview(buf)
+        left = self._size
+        try:
+            with self._open() as stream:
+                readinto = _readinto(stream)
+                while left > 0 and not self._cancel.cancelled:
+                    n = readinto(view[: min(len(view), left)])
+                    if n == 0:
+                        break
+                    done = 0
+                    while done < n:
+                        done += os.write(self._fd, view[done:n])
+                    left -= n
+        except FlasherError as err:
+            self.error = err
+        except BrokenPipeError:
+            pass  # the helper stopped reading: every target already failed or was cancelled
+        except OSError as err:
+            self.error = ImageError("<stream>", f"reading the image failed: {err.strerror}")
+        finally:
+            os.close(self._fd)
+
+
+class WriterClient:
+    """Runs one job through a helper started by `launcher` and collects per-target results."""
+
+    def __init__(self, launcher: Launcher | None = None) -> None:
+        self.launcher = launcher or default_launcher()
+
+    def write(
+        self,
+        image: ImageFeed,
+        targets: Sequence[Drive],
+        *,
+        ranges: Sequence[tuple[int, int]] | None = None,
+        options: WriteOptions = DEFAULT_OPTIONS,
+        on_event: EventCallback = ignore_event,
+        cancel: CancelToken | None = None,
+    ) -> list[TargetResult]:
+        cancel = cancel or CancelToken()
+        request = WriteRequest(
+            targets=tuple(TargetSpec(d.path, d.dev, d.size_bytes, d.serial) for d in targets),
+            image=ImageSpec(
+                image.size_bytes,
+                SourceKind.FD if image.path is not None else SourceKind.STREAM,
+                image.sha256 if image.path is None else None,
+            ),
+            ranges=None if ranges is None else tuple(ranges),
+            overlay=image.overlay_ranges,
+            options=options,
+        )
+        fds: list[int] = []
+        pump: _StreamPump | None = None
+        try:
+            if image.path is not None:
+                fds.append(os.open(image.path, os.O_RDONLY | os.O_CLOEXEC))
+            else:
+                assert image.open_stream is not None
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                fds.append(read_end)
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+                pump = _StreamPump(image.open_stream, image.size_bytes, write_end, cancel)
+            if request.overlay:
+                fds.append(_overlay_memfd(image))
+        except BaseException:
+            _close_fds(fds)
+            if pump is not None:
+                pump.discard()
+            raise
+        return _Session(self.launcher, request, on_event, cancel).run(fds, pump)
+
+
+def _close_fds(fds: list[int]) -> None:
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.pop())
+
+
+class _Session:
+    def __init__(
+        self,
+        launcher: Launcher,
+        request: WriteRequest,
+        on_event: EventCallback,
+        cancel: CancelToken,
+    ) -> None:
+        self.launcher = launcher
+        self.request = request
+        self.on_event = on_event
+        self.cancel = cancel
+        self.results: dict[str, TargetResult] = {}
+        self.meters: dict[tuple[str, Phase], RateMeter] = {}
+        self.job_error: FlasherError | None = None
+
+    def run(self, fds: list[int], pump: _StreamPump | None) -> list[TargetResult]:
+        """Run the job; takes ownership of `fds` (closed once the helper holds copies)."""
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            handle = self.launcher.launch(theirs)
+        except BaseException:
+            _close_fds(fds)
+            if pump is not None:
+                pump.discard()
+            raise
+        self.cancel.on_cancel(lambda: _shutdown_send(ours))
+        reader = LineReader(ours)
+        try:
+            first = reader.read_line(MAX_EVENT_BYTES)
+            if first is None:
+                ours.close()
+                code = handle.wait()
+                raise authorization_denied(code) or WriterError(
+                    f"The writer helper exited before starting (exit code {code}).",
+                    hint="Run with -v for details, or reinstall Flasher.",
+                    exit_code=code,
+                    stderr=handle.diagnostics(),
+                )
+            hello = decode_event(first)
+            if not isinstance(hello, Hello) or hello.v != PROTOCOL_VERSION:
+                raise WriterProtocolError(
+                    f"The writer helper speaks protocol {getattr(hello, 'v', '?')}, "
+                    f"this app speaks {PROTOCOL_VERSION}.",
+                    hint="Reinstall Flasher so the app and its helper match.",
+                )
+            if not self.cancel.cancelled:
+                send_request(ours, self.request, fds)
+                # The helper has its own copies now; ours would keep the stream pipe open.
+                _close_fds(fds)
+                if pump is not None:
+                    pump.start()
+            while (line := reader.read_line(MAX_EVENT_BYTES)) is not None:
+                if self._dispatch(decode_event(line)):
+                    break
+        except BrokenPipeError:
+            pass  # the helper went away; its exit code explains below
+        finally:
+            _close_fds(fds)
+            ours.close()
+            code = handle.wait()
+            if pump is not None:
+                if pump.ident is None:
+                    pump.discard()
+                else:
+                    pump.join()
+        return self._collect(code, handle.diagnostics(), pump)
+
+    def _dispatch(self, event: object) -> bool:
+        if isinstance(event, ProgressEvent):
+            key = (event.target, event.phase)
+            meter = self.meters.get(key)
+            if meter is None:
+                meter = self.meters[key] = RateMeter(
+                    event.phase, event.total_bytes, target=event.target
+                )
+            self.on_event(meter.update(event.done_bytes, force=True) or meter.snapshot(0))
+        elif isinstance(event, PhaseEvent):
+            self.on_event(PhaseChanged(event.phase, event.target))
+        elif isinstance(event, LogEvent):
+            self.on_event(Log(event.level, event.message, event.target))
+        elif isinstance(event, TargetDone):
+            self.results[event.target] = TargetResult(
+                event.target,
+                True,
+                event.bytes_written,
+                event.seconds,
+                event.verified,
+                event.sha256,
+            )
+            self.on_event(PhaseChanged(Phase.DONE, event.target))
+        elif isinstance(event, TargetError):
+            self.results[event.target] = TargetResult(event.target, False, error=event.error)
+            self.on_event(PhaseChanged(Phase.FAILED, event.target))
+        elif isinstance(event, JobEnd):
+            self.job_error = event.error
+            return True
+        else:
+            raise WriterProtocolError("Writer protocol: a second hello in one job.")
+        return False
+
+    def _collect(self, code: int, stderr: str, pump: _StreamPump | None) -> list[TargetResult]:
+        if self.job_error is not None and not self.results:
+            raise self.job_error
+        out: list[TargetResult] = []
+        for spec in self.request.targets:
+            result = self.results.get(spec.path)
+            if result is None:
+                if self.cancel.cancelled:
+                    error: FlasherError = Cancelled()
+                else:
+                    error = self.job_error or WriterError(
+                        f"The writer helper ended without a result for {spec.path} "
+                        f"(exit code {code}).",
+                        hint="Run with -v for details.",
+                        target=spec.path,
+                        stderr=stderr,
+                    )
+                result = TargetResult(spec.path, False, error=error)
+            elif (
+                pump is not None and pump.error is not None and isinstance(result.error, ImageError)
+            ):
+                # The helper only saw the stream end early; the pump knows why.
+                result = TargetResult(spec.path, False, error=pump.error)
+            out.append(result)
+        return out
+
+
+def _shutdown_send(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+
+
+def _serialized(on_event: EventCallback) -> EventCallback:
+    lock = threading.Lock()
+
+    def emit(event: Event) -> None:
+        with lock:
+            on_event(event)
+
+    return emit
+
+
+def write_file_targets(
+    image: ImageFeed,
+    paths: Sequence[str],
+    *,
+    ranges: Sequence[tuple[int, int]] | None = None,
+    options: WriteOptions = DEFAULT_OPTIONS,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+) -> list[TargetResult]:
+    """Write regular-file targets in this process (no helper, no root), same engine and order."""
+    cancel = cancel or CancelToken()
+    emit = _serialized(on_event)
+    opened = []
+    results: dict[str, TargetResult] = {}
+    for path in paths:
+        try:
+            opened.append(open_regular_file(path, size_bytes=image.size_bytes, create=True))
+        except OSError as err:
+            results[path] = TargetResult(path, False, error=engine.io_error(err, path, "creating"))
+    overlay = Overlay(image.overlay)
+    stream: BinaryIO | None = None
+    fd = -1
+    try:
+        source: ImageSourceLike
+        if image.path is not None:
+            fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
+            source = RandomAccessSource(fd, image.size_bytes, overlay)
+        else:
+            assert image.open_stream is not None
+            stream = image.open_stream()
+            source = StreamSource(
+                _readinto(stream), image.size_bytes, overlay, expected_sha256=image.sha256
+            )
+        plan = WritePlan.build(
+            image.size_bytes,
+            ranges,
+            chunk_bytes=options.chunk_bytes,
+            write_all=options.write_all,
+        )
+        for outcome in engine.write_targets(
+            source, plan, opened, verify=options.verify, on_event=emit, cancel=cancel
+        ):
+            results[outcome.path] = TargetResult(
+                outcome.path,
+                outcome.ok,
+                outcome.bytes_written,
+                outcome.seconds,
+                outcome.verified,
+                outcome.sha256,
+                outcome.error,
+            )
+            emit(PhaseChanged(Phase.DONE if outcome.ok else Phase.FAILED, outcome.path))
+    finally:
+        for target in opened:
+            target.close()
+        if fd >= 0:
+            os.close(fd)
+        if stream is not None:
+            stream.close()
+    return [results[p] for p in paths]
+
+
+def write_image(
+    image: ImageFeed,
+    targets: Sequence[Drive],
+    *,
+    ranges: Sequence[tuple[int, int]] | None = None,
+    verify: bool = True,
+    write_all: bool = False,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+    launcher: Launcher | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> list[TargetResult]:
+    """Write `image` to every target at once; one TargetResult per target, in order.
+
+    Drives with `is_file` are written by this process; the others by the privileged helper
+    started by `launcher` (default: directly when root, else pkexec). `ranges` is the allocation
+    map (None: the whole image). Raises only for job-level failures (permission refused, helper
+    missing or incompatible); per-target failures are in the results. `on_event` is called from
+    one thread at a time, though not always the caller's.
+    """
+    cancel = cancel or CancelToken()
+    emit = _serialized(on_event)
+    options = WriteOptions(verify=verify, write_all=write_all, chunk_bytes=chunk_bytes)
+    files = [d.path for d in targets if d.is_file]
+    devices = [d for d in targets if not d.is_file]
+    results: dict[str, TargetResult] = {}
+    file_error: list[BaseException] = []
+
+    def write_files() -> None:
+        try:
+            for r in write_file_targets(
+                image, files, ranges=ranges, options=options, on_event=emit, cancel=cancel
+            ):
+                results[r.target] = r
+        except BaseException as err:  # re-raised on the caller's thread
+            file_error.append(err)
+
+    file_thread = threading.Thread(target=write_files, name="flasher-files", daemon=True)
+    if files:
+        file_thread.start()
+    try:
+        if devices:
+            client = WriterClient(launcher)
+            for r in client.write(
+                image, devices, ranges=ranges, options=options, on_event=emit, cancel=cancel
+            ):
+                results[r.target] = r
+    except BaseException:
+        cancel.cancel()
+        raise
+    finally:
+        if files:
+            file_thread.join()
+    if file_error:
+        raise file_error[0]
+    return [results[d.path] for d in targets]

@@ -1,0 +1,246 @@
+"""The privileged writer helper: `flasher-writer` (or `python -m flasher.writer`), run as root.
+
+Imports only the standard library, flasher.errors, flasher.events and flasher.writer modules:
+no network, no settings, no user files. It talks over its stdin, which must be one end of a
+unix socketpair (see flasher.writer.protocol): it sends `hello`, reads one request with the
+image fd (and overlay memfd) attached, re-checks and opens every target through the policy it
+was given, runs the engine, and reports. `main()` always uses BlockDevicePolicy; `run()` takes
+the policy as an argument so tests can hand in a regular-file policy in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Sequence
+
+from flasher.errors import (
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    Cancelled,
+    FlasherError,
+)
+from flasher.events import CancelToken, Event, Log, PhaseChanged, Progress
+from flasher.writer import engine
+from flasher.writer.blockdev import BlockDevicePolicy, OpenTarget, TargetPolicy
+from flasher.writer.framing import LineReader
+from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
+from flasher.writer.plan import WritePlan
+from flasher.writer.protocol import (
+    MAX_EVENT_BYTES,
+    MAX_REQUEST_BYTES,
+    Hello,
+    JobEnd,
+    LogEvent,
+    Op,
+    PhaseEvent,
+    ProgressEvent,
+    SourceKind,
+    TargetDone,
+    TargetError,
+    WireEvent,
+    WriteRequest,
+    decode_request,
+    encode_event,
+)
+from flasher.writer.strictjson import fail
+
+
+class _Emitter:
+    """Sends events from any thread; a vanished client counts as a cancel."""
+
+    def __init__(self, sock: socket.socket, cancel: CancelToken) -> None:
+        self._sock = sock
+        self._cancel = cancel
+        self._lock = threading.Lock()
+
+    def send(self, event: WireEvent) -> None:
+        line = encode_event(event)
+        with self._lock:
+            try:
+                self._sock.sendall(line)
+            except OSError:
+                self._cancel.cancel()
+
+    def engine_event(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            self.send(
+                ProgressEvent(
+                    event.target or "", event.phase, event.done_bytes, event.total_bytes or 0
+                )
+            )
+        elif isinstance(event, PhaseChanged):
+            self.send(PhaseEvent(event.target or "", event.phase))
+        elif isinstance(event, Log):
+            self.send(LogEvent(event.level, event.message, event.target))
+
+    def outcome(self, outcome: engine.TargetOutcome) -> None:
+        if outcome.ok:
+            self.send(
+                TargetDone(
+                    outcome.path,
+                    outcome.bytes_written,
+                    outcome.sha256 or "",
+                    outcome.verified,
+                    outcome.seconds,
+                )
+            )
+        elif outcome.error is not None:
+            self.send(TargetError(outcome.path, outcome.error))
+
+
+def _check_fd(fd: int, what: str, *, fifo: bool = False, read_only: bool = True) -> None:
+    mode = os.fstat(fd).st_mode
+    if fifo and not stat.S_ISFIFO(mode):
+        fail(f"the {what} must be a pipe")
+    if not fifo and not stat.S_ISREG(mode):
+        fail(f"the {what} must be a regular file or memfd")
+    if read_only and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY:
+        fail(f"the {what} must be opened read-only")
+
+
+def _open_source(request: WriteRequest, fds: Sequence[int]) -> ImageSourceLike:
+    if len(fds) != request.fd_count:
+        fail(f"expected {request.fd_count} file descriptor(s) with the request, got {len(fds)}")
+    overlay = Overlay()
+    if request.overlay:
+        _check_fd(fds[1], "overlay", read_only=False)
+        overlay = Overlay.from_fd(fds[1], request.overlay)
+    size = request.image.size_bytes
+    if request.image.source is SourceKind.STREAM:
+        _check_fd(fds[0], "image stream", fifo=True)
+        return StreamSource.from_fd(fds[0], size, overlay, expected_sha256=request.image.sha256)
+    _check_fd(fds[0], "image")
+    return RandomAccessSource(fds[0], size, overlay)
+
+
+def _watch_for_eof(reader: LineReader, cancel: CancelToken) -> None:
+    # The client sends nothing after the request: EOF (or anything at all) means cancel.
+    with contextlib.suppress(OSError, FlasherError):
+        reader.read_line(MAX_EVENT_BYTES)
+    cancel.cancel()
+
+
+def _open_targets(
+    request: WriteRequest, policy: TargetPolicy, emitter: _Emitter, cancel: CancelToken
+) -> list[OpenTarget]:
+    opened: list[OpenTarget] = []
+    for spec in request.targets:
+        if cancel.cancelled:
+            emitter.send(TargetError(spec.path, Cancelled()))
+            continue
+
+        def log(message: str, path: str = spec.path) -> None:
+            emitter.send(LogEvent("info", message, path))
+
+        try:
+            opened.append(policy.open_target(spec, log))
+        except FlasherError as err:
+            emitter.send(TargetError(spec.path, err))
+        except OSError as err:
+            emitter.send(TargetError(spec.path, engine.io_error(err, spec.path, "opening")))
+    return opened
+
+
+def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None = None) -> int:
+    """Serve one job on `sock`; returns the exit code (0 only if every target succeeded)."""
+    cancel = cancel or CancelToken()
+    emitter = _Emitter(sock, cancel)
+    reader = LineReader(sock, max_fds=2)
+    emitter.send(Hello())
+    try:
+        line = reader.read_line(MAX_REQUEST_BYTES)
+    except FlasherError as err:
+        _close_all(reader.fds)
+        emitter.send(JobEnd(False, err))
+        return EXIT_USAGE
+    if line is None:
+        _close_all(reader.fds)
+        return EXIT_CANCELLED  # the client left before asking for anything
+    try:
+        request = decode_request(line)
+        source = _open_source(request, reader.fds)
+    except (FlasherError, OSError) as err:
+        _close_all(reader.fds)
+        wrapped = err if isinstance(err, FlasherError) else engine.io_error(err, "image", "reading")
+        emitter.send(JobEnd(False, wrapped))
+        return EXIT_USAGE
+    watcher = threading.Thread(target=_watch_for_eof, args=(reader, cancel), daemon=True)
+    watcher.start()
+    targets = _open_targets(request, policy, emitter, cancel)
+    try:
+        opts = request.options
+        plan = WritePlan.build(
+            request.image.size_bytes,
+            request.ranges,
+            chunk_bytes=opts.chunk_bytes,
+            write_all=opts.write_all,
+        )
+        if request.op is Op.VERIFY and isinstance(source, RandomAccessSource):
+            outcomes = engine.verify_targets(
+                source,
+                plan,
+                targets,
+                on_event=emitter.engine_event,
+                cancel=cancel,
+                on_outcome=emitter.outcome,
+            )
+        else:
+            outcomes = engine.write_targets(
+                source,
+                plan,
+                targets,
+                verify=opts.verify,
+                on_event=emitter.engine_event,
+                cancel=cancel,
+                on_outcome=emitter.outcome,
+            )
+    finally:
+        for target in targets:
+            target.close()
+        _close_all(reader.fds)
+    ok = len(outcomes) == len(request.targets) and all(o.ok for o in outcomes)
+    emitter.send(JobEnd(ok))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # also wakes the EOF watcher
+    watcher.join()
+    if ok:
+        return EXIT_OK
+    return EXIT_CANCELLED if cancel.cancelled else EXIT_ERROR
+
+
+def _close_all(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: stdin must be the socket Flasher passed; there are no options."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args:
+        sys.stderr.write("flasher-writer takes no arguments; Flasher starts it.\n")
+        return EXIT_USAGE
+    try:
+        is_socket = stat.S_ISSOCK(os.fstat(0).st_mode)
+    except OSError:
+        is_socket = False
+    if not is_socket:
+        sys.stderr.write("flasher-writer: stdin must be the socket Flasher passes to it.\n")
+        return EXIT_USAGE
+    sock = socket.socket(fileno=0)
+    try:
+        return run(sock, BlockDevicePolicy())
+    finally:
+        sock.detach()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

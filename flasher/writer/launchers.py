@@ -1,0 +1,187 @@
+"""How the unprivileged app starts the writer helper: pkexec, directly as root, or in-process.
+
+Every launcher hands the helper one end of a socketpair as its stdin, which is all pkexec keeps
+(it drops the environment and every other fd). Imports only the standard library and
+flasher.writer modules.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from typing import IO, Protocol
+
+from flasher.errors import AuthorizationDenied, WriterError
+from flasher.events import CancelToken
+from flasher.writer import helper
+from flasher.writer.blockdev import TargetPolicy
+
+# Where packaging installs the helper; the polkit action's exec.path names this file.
+INSTALLED_HELPER = "/usr/libexec/flasher/flasher-writer"
+POLKIT_ACTION = "io.balena.flasher.write"
+PKEXEC_DISMISSED = 126
+PKEXEC_NOT_AUTHORIZED = 127
+
+
+class WriterHandle(Protocol):
+    def wait(self) -> int:
+        """Wait for the helper to end and return its exit code."""
+        ...
+
+    def diagnostics(self) -> str:
+        """The last lines the helper wrote to stderr, for error details."""
+        ...
+
+
+class Launcher(Protocol):
+    def launch(self, sock: socket.socket) -> WriterHandle:
+        """Start the helper on `sock` (its stdin); the launcher takes ownership of `sock`."""
+        ...
+
+
+class _ProcessHandle:
+    def __init__(self, argv: list[str], sock: socket.socket, env: dict[str, str] | None) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=sock.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as err:
+            raise WriterError(
+                f"The writer helper could not be started: {err.strerror}.",
+                hint="Reinstall Flasher.",
+                argv0=argv[0],
+            ) from err
+        finally:
+            sock.close()
+        self._tail: deque[str] = deque(maxlen=20)
+        stderr = self._proc.stderr
+        if stderr is None:
+            raise WriterError("The writer helper started without a stderr pipe.")
+        self._drain = threading.Thread(target=self._read, args=(stderr,), daemon=True)
+        self._drain.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        # Drained on a thread so a chatty helper can never block on a full pipe.
+        for raw in stream:
+            self._tail.append(raw.decode("utf-8", "replace").rstrip())
+
+    def wait(self) -> int:
+        code = self._proc.wait()
+        self._drain.join()
+        return code
+
+    def diagnostics(self) -> str:
+        return "\n".join(self._tail)
+
+
+class PkexecLauncher:
+    """Runs the installed helper through pkexec, so polkit asks for the administrator."""
+
+    def __init__(self, helper_path: str | None = None, pkexec: str = "pkexec") -> None:
+        self.helper_path = helper_path
+        self.pkexec = pkexec
+
+    def _helper(self) -> str:
+        if self.helper_path:
+            return self.helper_path
+        if os.access(INSTALLED_HELPER, os.X_OK):
+            return INSTALLED_HELPER
+        found = shutil.which("flasher-writer")
+        if found is None:
+            raise WriterError(
+                "The writer helper (flasher-writer) is not installed.",
+                hint="Reinstall Flasher, or run the command as root.",
+            )
+        return found
+
+    def launch(self, sock: socket.socket) -> WriterHandle:
+        pkexec = shutil.which(self.pkexec)
+        if pkexec is None:
+            sock.close()
+            raise WriterError(
+                "pkexec is not installed, so Flasher cannot ask for permission to write drives.",
+                hint="Install polkit (pkexec), or run the command as root (sudo).",
+            )
+        return _ProcessHandle([pkexec, self._helper()], sock, None)
+
+
+class DirectLauncher:
+    """Runs the helper as a child process of an app that is already root (bench service)."""
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
+
+    def launch(self, sock: socket.socket) -> WriterHandle:
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_parent, env.get("PYTHONPATH", "")) if p
+        )
+        return _ProcessHandle([self.python, "-m", "flasher.writer"], sock, env)
+
+
+class InProcessLauncher:
+    """Runs `helper.run` on a thread with an injected policy: tests and regular files only."""
+
+    def __init__(self, policy: TargetPolicy, *, cancel: CancelToken | None = None) -> None:
+        self.policy = policy
+        self.cancel = cancel
+
+    def launch(self, sock: socket.socket) -> WriterHandle:
+        return _ThreadHandle(sock, self.policy, self.cancel)
+
+
+class _ThreadHandle:
+    def __init__(
+        self, sock: socket.socket, policy: TargetPolicy, cancel: CancelToken | None
+    ) -> None:
+        self._code = 1
+        self._error = ""
+
+        def serve() -> None:
+            try:
+                self._code = helper.run(sock, policy, cancel=cancel)
+            except Exception as err:  # reported like a crashed subprocess
+                self._error = f"{type(err).__name__}: {err}"
+            finally:
+                sock.close()
+
+        self._thread = threading.Thread(target=serve, name="flasher-writer", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> int:
+        self._thread.join()
+        return self._code
+
+    def diagnostics(self) -> str:
+        return self._error
+
+
+def default_launcher() -> Launcher:
+    """Directly when already root, else through pkexec."""
+    return DirectLauncher() if os.geteuid() == 0 else PkexecLauncher()
+
+
+def authorization_denied(code: int) -> AuthorizationDenied | None:
+    """The error for pkexec's "dismissed" (126) and "not authorized" (127) exit codes."""
+    if code == PKEXEC_DISMISSED:
+        return AuthorizationDenied(
+            "The request for administrator permission was dismissed.",
+            hint="Run the command again and enter the administrator password.",
+        )
+    if code == PKEXEC_NOT_AUTHORIZED:
+        return AuthorizationDenied(
+            "Permission to write drives was refused.",
+            hint="Ask an administrator, or run the command as root.",
+        )
+    return None
