@@ -1,1 +1,2 @@
-"""Image engine: sources, partition tables, FAT, keyfiles, overlay configuration, allocation maps."""
+"""Image engine: sources, partition tables, FAT, keyfiles, overlay configuration, allocation maps.
+"""

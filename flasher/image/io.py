@@ -100,7 +100,7 @@ class MemoryIO:
     def pwrite(self, data: bytes, offset: int) -> None:
         end = offset + len(data)
         if end > len(self._buf):
-            raise ValueError(f"write of {len(data)} bytes at {offset} exceeds size {len(self._buf)}")
+            raise ValueError(f"write of {len(data)} bytes at {offset} exceeds {len(self._buf)}")
         self._buf[offset:end] = data
 
     def getvalue(self) -> bytes:

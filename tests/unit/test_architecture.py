@@ -62,7 +62,7 @@ def test_no_module_grows_past_the_size_limit(path: Path) -> None:
 
 
 def test_writer_helper_loads_only_stdlib_and_writer_modules() -> None:
-    """Importing the root helper must not drag in requests, the pipeline, the balena client or Qt."""
+    """Importing the root helper must not drag in requests, the pipeline, the API client or Qt."""
     helper = PACKAGE / "writer" / "helper.py"
     if not helper.exists():
         pytest.skip("the writer helper is not part of this build")

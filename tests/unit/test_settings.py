@@ -9,7 +9,9 @@ from flasher.settings import SETTINGS_FILE, Settings
 
 
 def test_settings_round_trip(tmp_path: Path) -> None:
-    s = Settings(device_type="raspberrypi4-64", network="wifi", wifi_ssid="Lab", dns_servers=["1.1.1.1"])
+    s = Settings(
+        device_type="raspberrypi4-64", network="wifi", wifi_ssid="Lab", dns_servers=["1.1.1.1"]
+    )
     s.save(tmp_path)
     loaded = Settings.load(tmp_path)
     assert loaded.device_type == "raspberrypi4-64"
