@@ -22,7 +22,6 @@ from flasher.balena import hup, versions
 from flasher.balena.device_types import DeviceTypes
 from flasher.balena.os_download import OsDownload
 from flasher.balena.os_versions import (
-    OS_TYPE_DEFAULT,
     ReleaseFilter,
     host_apps_query,
     versions_from_host_apps,
@@ -220,13 +219,6 @@ class OsModel:
             self._size_cache[key] = int(size)
         return self._size_cache[key]
 
-    def _latest_default_version(self, slug: str) -> str | None:
-        default_line = [
-            v for v in self.get_available_os_versions(slug) if v.os_type == OS_TYPE_DEFAULT
-        ]
-        recommended = next((v.raw_version for v in default_line if v.is_recommended), None)
-        return recommended or (default_line[0].raw_version if default_line else None)
-
     def download(
         self,
         device_type: str,
@@ -250,7 +242,7 @@ class OsModel:
         exact = None if version == "latest" else _normalize_exact_version(version)
         slug = self.device_types.resolve_slug(device_type)
         if exact is None:
-            exact = self._latest_default_version(slug)
+            exact = self.get_max_satisfying_version(slug, "default", "default")
             if exact is None:
                 raise CatalogError(
                     f"No image found for device type {slug}: it has no released OS version.",
