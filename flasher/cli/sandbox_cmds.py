@@ -78,6 +78,7 @@ def serve(args: argparse.Namespace, ctx: CliContext) -> int:
                 "Press Ctrl-C to stop."
             ),
         )
+        ctx.out.stdout.flush()  # a supervising script reads the URL through a pipe
         threading.Event().wait()
     except KeyboardInterrupt:
         ctx.out.info("Sandbox stopped.")
