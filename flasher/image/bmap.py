@@ -167,8 +167,10 @@ def write_bmap(
 
     With `image`, each range carries its SHA-256 so `bmaptool copy` verifies what it reads.
     """
-    blocks = [(offset // BMAP_BLOCK_BYTES, length // BMAP_BLOCK_BYTES)
-              for offset, length in rng.align_out(byte_ranges, BMAP_BLOCK_BYTES, image_size)]
+    size = BMAP_BLOCK_BYTES
+    # Ceiling division for the end: the image's last block may be partial.
+    blocks = [(offset // size, -(-(offset + length) // size) - offset // size)
+              for offset, length in rng.align_out(byte_ranges, size, image_size)]
     blocks_count = -(-image_size // BMAP_BLOCK_BYTES)
     mapped = sum(count for _, count in blocks)
     lines = [

@@ -133,8 +133,9 @@ def allocation_map(
     """Map the bytes of `io` that a flash must write.
 
     A `.bmap` given in `bmap_path` replaces the filesystem analysis (after checking it describes
-    an image of this size, and with `verify_bmap_checksums` every range's checksum). Gaps
-    shorter than `coalesce_gap_bytes` are filled and edges widened to `block_bytes`.
+    an image of this size, and with `verify_bmap_checksums` every range's checksum). Either
+    way the partition table structures are mapped. Gaps shorter than `coalesce_gap_bytes` are
+    filled and edges widened to `block_bytes`.
     """
     partitions = table.data_partitions()
     if table.scheme == "none" and not partitions:
