@@ -1,0 +1,144 @@
+"""The write plan (aligned chunks, head held back), chunk digests, overlay and image sources."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from flasher.errors import ImageError
+from flasher.writer.imagesource import Overlay, RandomAccessSource, StreamSource
+from flasher.writer.plan import HEAD_BYTES, Chunk, ChunkDigests, WritePlan, extents
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("ranges", "expected"),
+    [
+        (None, [(0, 64 * MiB)]),
+        ([(100, 10)], [(0, 4096)]),
+        ([(0, 4096), (4096, 4096)], [(0, 8192)]),
+        ([(0, 4096), (MiB, 4096)], [(0, MiB + 4096)]),
+        ([(0, 4096), (3 * MiB, 4096)], [(0, 4096), (3 * MiB, 3 * MiB + 4096)]),
+        ([(64 * MiB - 10, 10)], [(64 * MiB - 4096, 64 * MiB)]),
+    ],
+    ids=["whole", "aligned-out", "adjacent-merge", "small-gap-filled", "large-gap-kept", "tail"],
+)
+def test_extents_align_merge_and_coalesce(
+    ranges: list[tuple[int, int]] | None, expected: list[tuple[int, int]]
+) -> None:
+    assert extents(64 * MiB, ranges) == expected
+
+
+def test_plan_cuts_at_chunk_multiples_and_at_the_head() -> None:
+    plan = WritePlan.build(10 * MiB + 100, None, chunk_bytes=4 * MiB)
+    assert plan.chunks == (
+        Chunk(0, HEAD_BYTES),
+        Chunk(HEAD_BYTES, 3 * MiB),
+        Chunk(4 * MiB, 4 * MiB),
+        Chunk(8 * MiB, 2 * MiB + 100),
+    )
+    assert plan.total_bytes == 10 * MiB + 100
+    assert plan.head_indices() == [0]
+
+
+def test_write_all_ignores_the_ranges() -> None:
+    sparse = WritePlan.build(16 * MiB, [(0, 4096)], write_all=False)
+    full = WritePlan.build(16 * MiB, [(0, 4096)], write_all=True)
+    assert sparse.total_bytes == 4096 and full.total_bytes == 16 * MiB
+
+
+def test_plan_refuses_a_chunk_size_that_is_not_whole_mib() -> None:
+    with pytest.raises(ValueError):
+        WritePlan.build(16 * MiB, None, chunk_bytes=MiB + 4096)
+
+
+def test_digest_root_is_over_chunk_digests_in_order() -> None:
+    plan = WritePlan.build(2 * MiB, None)
+    digests = ChunkDigests(plan)
+    parts = [b"a" * MiB, b"b" * MiB]
+    for index, data in reversed(list(enumerate(parts))):
+        digests.ensure(index, data)
+    expected = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).hexdigest()
+    assert digests.root() == expected
+
+
+def test_digest_root_needs_every_chunk() -> None:
+    digests = ChunkDigests(WritePlan.build(2 * MiB, None))
+    digests.ensure(0, b"x")
+    with pytest.raises(ValueError):
+        digests.root()
+
+
+def test_overlay_patches_only_the_overlapping_part() -> None:
+    overlay = Overlay([(10, b"ABCDEF"), (30, b"XY")])
+    buf = bytearray(b"." * 20)
+    overlay.apply(memoryview(buf), 12, 20)
+    assert bytes(buf) == b"CDEF" + b"." * 14 + b"XY"
+
+
+def test_overlay_refuses_overlapping_ranges() -> None:
+    with pytest.raises(ValueError):
+        Overlay([(0, b"abcd"), (2, b"zz")])
+
+
+def test_random_access_source_applies_the_overlay_and_pads(tmp_path: Path) -> None:
+    path = tmp_path / "img"
+    path.write_bytes(bytes(range(256)) * 40)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        source = RandomAccessSource(fd, 10240, Overlay([(5, b"!!")]))
+        buf = bytearray(b"\xff" * 8192)
+        source.read_into(memoryview(buf), Chunk(8192, 2048))
+        assert buf[:2048] == (bytes(range(256)) * 40)[8192:]
+        assert buf[2048:4096] == bytes(2048)
+        assert buf[4096:] == b"\xff" * 4096
+        source.read_into(memoryview(buf), Chunk(0, 8))
+        assert buf[:8] == b"\x00\x01\x02\x03\x04!!\x07"
+    finally:
+        os.close(fd)
+
+
+def test_random_access_source_refuses_a_file_shorter_than_announced(tmp_path: Path) -> None:
+    path = tmp_path / "img"
+    path.write_bytes(b"x" * 100)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(ImageError):
+            RandomAccessSource(fd, 101)
+    finally:
+        os.close(fd)
+
+
+def test_stream_source_skips_unmapped_bytes_and_reads_forward() -> None:
+    data = bytes(range(256)) * 64
+    stream = io.BytesIO(data)
+    source = StreamSource(stream.readinto, len(data))
+    buf = bytearray(4096)
+    source.read_into(memoryview(buf), Chunk(8192, 100))
+    assert buf[:100] == data[8192:8292]
+    with pytest.raises(ValueError):
+        source.read_into(memoryview(buf), Chunk(0, 100))
+
+
+def test_stream_source_reports_a_short_stream() -> None:
+    source = StreamSource(io.BytesIO(b"x" * 10).readinto, 4096)
+    with pytest.raises(ImageError, match="ended at byte 10"):
+        source.read_into(memoryview(bytearray(4096)), Chunk(0, 4096))
+
+
+@pytest.mark.parametrize("matches", [True, False], ids=["match", "mismatch"])
+def test_stream_source_checks_the_whole_stream_hash(matches: bool) -> None:
+    data = os.urandom(3 * 4096)
+    sha = hashlib.sha256(data if matches else b"other").hexdigest()
+    source = StreamSource(io.BytesIO(data).readinto, len(data), expected_sha256=sha)
+    source.read_into(memoryview(bytearray(4096)), Chunk(0, 4096))
+    if matches:
+        source.finish()
+    else:
+        with pytest.raises(ImageError, match="sha256"):
+            source.finish()
