@@ -9,17 +9,19 @@ os configure IMAGE [-o OUTPUT] [device options]
     (except the device type, which may come from the image). Same image + same settings = same
     bytes = same SHA-256.
 
-    --json prints one object: image, output (null in place), in_place, source_kind, size_bytes,
-    boot_partition, boot_label, device_type, device_type_aliases, device_type_name, os_version,
-    variant, meta_balena_version, installer, files_written, config_sha256, overlay_ranges,
-    overlay_bytes, image_sha256 (null in place).
+    --json prints one object (the last line; unpacking a compressed IMAGE first prints its
+    progress as JSON-lines events): image, output (null in place), in_place, source_kind,
+    size_bytes, boot_partition, boot_label, device_type, device_type_aliases, device_type_name,
+    os_version, variant, meta_balena_version, installer, files_written, config_sha256,
+    overlay_ranges, overlay_bytes, image_sha256 (null in place).
 
 image inspect IMAGE
     Partitions, boot partition, device type, balenaOS version, config.json (secrets shown as
     "***"), keyfiles in system-connections/ and how much of the image holds data. Compressed
     images are unpacked to a temporary file first (TMPDIR), then removed.
 
-    --json prints one object (stable; keys are only ever added):
+    --json prints one object, as the last line after any unpacking progress events (stable;
+    keys are only ever added):
       path, source_kind ("raw"|"zip"|"gz"|"xz"|"zst"|"bz2"), file_size_bytes, size_bytes (raw),
       unpacked (bool), partition_table {scheme "mbr"|"gpt"|"none", disk_id},
       partitions [{number, start_bytes, size_bytes, type_id, filesystem, label, name, bootable,
