@@ -40,6 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "flasher-sandbox"
     server: _Server
+    _body_read = False
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -60,11 +61,18 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, token = header.partition(" ")
         return (scheme.lower() == "bearer" and bool(token.strip())) or bool(params.get("apikey"))
 
-    def _body(self) -> dict[str, Any]:
+    def _read_body(self) -> bytes:
+        if self._body_read:
+            return b""
+        self._body_read = True
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
+            self.close_connection = True
             raise ApiProblem(413, "Request body too large")
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _body(self) -> dict[str, Any]:
+        raw = self._read_body()
         if not raw:
             return {}
         try:
@@ -112,9 +120,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
+        self._body_read = False
         try:
             self._route()
         except ApiProblem as problem:
+            if problem.status != 413:
+                self._read_body()  # keep the connection usable for the next request
             self._text(problem.status, problem.message)
         except ODataError as err:
             self._text(400, str(err))
