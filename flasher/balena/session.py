@@ -35,6 +35,21 @@ from flasher.models import Secret
 
 log = logging.getLogger(__name__)
 
+
+class _HideQueryStrings(logging.Filter):
+    """Cuts query strings out of urllib3's request lines: /download carries the Wi-Fi key there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] + "?…" if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_HideQueryStrings())
+
 DEFAULT_API_URL = "https://api.balena-cloud.com"
 PINE_PREFIX = "v7"
 

@@ -6,6 +6,7 @@ the balena OS API research): version order, lines, recommendations, sizes and up
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -512,3 +513,17 @@ def test_device_type_by_display_name(session: CountingSession) -> None:
 def test_unknown_device_type_lookup(session: CountingSession) -> None:
     with pytest.raises(CatalogError, match="Invalid device type: toaster"):
         DeviceTypes(session).get("toaster")
+
+
+def test_download_never_logs_the_wifi_key(model: OsModel, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with model.download(
+        "raspberrypi4-64", network="wifi", wifi_ssid="bench", wifi_key=Secret("hunter2-wifi-key")
+    ) as download:
+        next(download.iter_bytes(4096))
+    # The client side: this process's HTTP stack and session (the server logs on its own).
+    client_lines = [
+        r.getMessage() for r in caplog.records if r.name.startswith(("urllib3", "flasher.balena"))
+    ]
+    assert any("/download" in line for line in client_lines)
+    assert not any("hunter2-wifi-key" in line for line in client_lines)
