@@ -32,6 +32,7 @@ from flasher.image.io import FileReader, FileReadWriter, ReadAt
 
 SECTOR_BYTES = 512
 CHUNK_BYTES = 4 * 1024 * 1024
+_ZERO_CHUNK = bytes(CHUNK_BYTES)
 
 
 class Overlay:
@@ -192,7 +193,12 @@ class Overlay:
 
 class OverlayReader(io.RawIOBase):
     """Reads the overlay's image front to back: base bytes straight into the caller's buffer,
-    then the overlay's patches on top."""
+    then the overlay's patches on top.
+
+    Holes in a base file are filled with zeros without reading them: reading a hole costs the
+    kernel a freshly zeroed page-cache page, which made hashing a mostly sparse 4 GiB image
+    several times slower than hashing the same amount of data.
+    """
 
     def __init__(self, overlay: Overlay) -> None:
         super().__init__()
@@ -200,6 +206,8 @@ class OverlayReader(io.RawIOBase):
         self._pos = 0
         base = overlay.base
         self._fd = base.fd if isinstance(base, FileReader) else None
+        # The last region of the base looked up: [start, end), data or hole.
+        self._region = (0, 0, True)
 
     def readable(self) -> bool:
         return True
@@ -224,6 +232,41 @@ class OverlayReader(io.RawIOBase):
         self._pos = pos
         return pos
 
+    def _region_at(self, fd: int, pos: int) -> tuple[int, bool]:
+        """Where the data or hole region holding `pos` ends, and whether it is data."""
+        start, end, is_data = self._region
+        if start <= pos < end:
+            return end, is_data
+        size = self._overlay.size
+        try:
+            data_start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno != errno.ENXIO:  # the filesystem cannot report holes: read it all
+                self._region = (pos, size, True)
+                return size, True
+            data_start = size  # only a hole remains
+        if data_start > pos:
+            self._region = (pos, min(data_start, size), False)
+        else:
+            self._region = (pos, min(os.lseek(fd, pos, os.SEEK_HOLE), size), True)
+        return self._region[1], self._region[2]
+
+    def _read_file(self, fd: int, view: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(view):
+            end, is_data = self._region_at(fd, offset + done)
+            part = view[done : done + end - offset - done]
+            if not is_data:
+                _zero_fill(part)
+                done += len(part)
+                continue
+            got = os.preadv(fd, [part], offset + done)
+            if got == 0:
+                # The base file shrank under us; the missing tail reads as zeros.
+                _zero_fill(view[done:])
+                return
+            done += got
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self._overlay.size - self._pos))
@@ -231,14 +274,7 @@ class OverlayReader(io.RawIOBase):
             return 0
         view = view[:n]
         if self._fd is not None:
-            got = 0
-            while got < n:
-                step = os.preadv(self._fd, [view[got:]], self._pos + got)
-                if step == 0:
-                    # The base file shrank under us; the missing tail reads as zeros.
-                    view[got:] = bytes(n - got)
-                    break
-                got += step
+            self._read_file(self._fd, view, self._pos)
         else:
             data = self._overlay.base.pread(n, self._pos)
             view[: len(data)] = data
@@ -246,6 +282,13 @@ class OverlayReader(io.RawIOBase):
         self._overlay._patch(view, self._pos)
         self._pos += n
         return n
+
+
+def _zero_fill(view: memoryview) -> None:
+    zero = memoryview(_ZERO_CHUNK)
+    for at in range(0, len(view), CHUNK_BYTES):
+        piece = view[at : at + CHUNK_BYTES]
+        piece[:] = zero[: len(piece)]
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -280,7 +323,6 @@ def _copy_sparse(base: ReadAt, out_fd: int) -> None:
     """Copy `base` into `out_fd`, leaving holes where the base has holes or zero chunks."""
     buf = bytearray(CHUNK_BYTES)
     view = memoryview(buf)
-    zero = bytes(CHUNK_BYTES)
     if isinstance(base, FileReader):
         segments: Iterator[tuple[int, int]] = _data_segments(base.fd, base.size)
     else:
@@ -299,7 +341,7 @@ def _copy_sparse(base: ReadAt, out_fd: int) -> None:
             if got == 0:
                 return
             # Whole-buffer equality is a memcmp; slicing a memoryview compares byte by byte.
-            is_zero = buf == zero if got == CHUNK_BYTES else buf.count(0, 0, got) == got
+            is_zero = buf == _ZERO_CHUNK if got == CHUNK_BYTES else buf.count(0, 0, got) == got
             if not is_zero:
                 _pwrite_all(out_fd, chunk[:got], pos)
             pos += got

@@ -261,3 +261,32 @@ def test_many_appending_writes_build_one_extent() -> None:
         overlay.pwrite(cluster, i * 4096)
     assert overlay.ranges() == ((0, 8 * 1024 * 1024),)
     assert overlay.pread(4096, 4096 * 2047) == cluster
+
+
+@pytest.mark.parametrize("read_size", [4096, 1_000_003, 8 * 1024 * 1024])
+def test_reader_fills_holes_of_a_sparse_base_with_zeros(tmp_path: Path, read_size: int) -> None:
+    size = 24 * 1024 * 1024 + 777
+    path = tmp_path / "sparse.img"
+    rng = random.Random(read_size)
+    islands = [(0, 4096), (3 * 1024 * 1024 + 5, 70_000), (20 * 1024 * 1024, 1 * 1024 * 1024)]
+    model = bytearray(size)
+    with path.open("wb") as f:
+        f.truncate(size)
+        for offset, length in islands:
+            data = rng.randbytes(length)
+            f.seek(offset)
+            f.write(data)
+            model[offset : offset + length] = data
+    with FileReader(path) as base:
+        overlay = Overlay(base)
+        overlay.pwrite(b"\xff" * 3000, 10 * 1024 * 1024 - 1000)  # patch inside a hole
+        model[10 * 1024 * 1024 - 1000 : 10 * 1024 * 1024 + 2000] = b"\xff" * 3000
+        out = bytearray()
+        with overlay.reader() as stream:
+            stream.seek(1)
+            out += b"?"  # byte 0 is read again below, after a backwards seek
+            while chunk := stream.read(read_size):
+                out += chunk
+            stream.seek(0)
+            out[0:1] = stream.read(1)
+    assert bytes(out) == bytes(model)
