@@ -73,9 +73,9 @@ def find_drive(path: str, *, context: pyudev.Context | None = None) -> Drive | N
 
 
 def _is_candidate(device: pyudev.Device) -> bool:
-    if device.get("DEVTYPE") != "disk" or not device.device_node:
+    if device.properties.get("DEVTYPE") != "disk" or not device.device_node:
         return False
-    if device.get("ID_CDROM") == "1":
+    if device.properties.get("ID_CDROM") == "1":
         return False
     path = device.sys_path
     if "/devices/virtual/" in path:
@@ -115,10 +115,10 @@ def _decode_udev(value: str) -> str:
 
 
 def _udev_text(device: pyudev.Device, key: str) -> str:
-    encoded = device.get(f"{key}_ENC")
+    encoded = device.properties.get(f"{key}_ENC")
     if encoded:
         return _decode_udev(encoded)
-    return " ".join(str(device.get(key, "")).replace("_", " ").split())
+    return " ".join(str(device.properties.get(key, "")).replace("_", " ").split())
 
 
 def _sys_text(path: str, *names: str) -> str:
@@ -136,7 +136,7 @@ def _partition_entries(
     udev_children = {
         child.sys_name: child
         for child in device.children
-        if child.subsystem == "block" and child.get("DEVTYPE") == "partition"
+        if child.subsystem == "block" and child.properties.get("DEVTYPE") == "partition"
     }
     members = [(device.sys_name, disk_dev, device.sys_path)]
     members += [
@@ -152,10 +152,10 @@ def _partition_entries(
         if swaps:
             mountpoints += (sysblock.SWAP_MOUNTPOINT,)
         child = udev_children.get(name) if name != device.sys_name else device
-        fstype = (child.get("ID_FS_TYPE") if child is not None else None) or (
+        fstype = (child.properties.get("ID_FS_TYPE") if child is not None else None) or (
             mounts[0].fstype if mounts else None
         )
-        label = child.get("ID_FS_LABEL") if child is not None else None
+        label = child.properties.get("ID_FS_LABEL") if child is not None else None
         is_disk = name == device.sys_name
         if is_disk and not (mountpoints or holders):
             continue  # the disk itself only appears when it is used without a partition table
@@ -182,11 +182,11 @@ def drive_from_device(device: pyudev.Device, state: SystemState) -> Drive | None
     if not _is_candidate(device):
         return None
     path = device.sys_path
-    dev = f"{device.get('MAJOR')}:{device.get('MINOR')}"
+    dev = f"{device.properties.get('MAJOR')}:{device.properties.get('MINOR')}"
     size_bytes = sysblock.size_bytes(dev)
     if size_bytes <= 0:
         return None  # a card reader with no card in it
-    bus = bus_of(path, str(device.get("ID_BUS", "")))
+    bus = bus_of(path, str(device.properties.get("ID_BUS", "")))
     removable = sysblock.read_attr(os.path.join(path, "removable")) == "1" or bus in ("usb", "mmc")
     partitions = _partition_entries(device, dev, state)
     use = sysblock.disk_use(dev, mounts=list(state.mounts), swaps=list(state.swaps))

@@ -13,8 +13,7 @@ import fcntl
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from flasher.errors import (
@@ -39,6 +38,13 @@ from flasher.writer import engine
 from flasher.writer.blockdev import open_regular_file
 from flasher.writer.framing import LineReader, send_request
 from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
+from flasher.writer.job import (
+    ImageFeed,
+    StreamOpener,
+    TargetResult,
+    overlay_memfd,
+    stream_readinto,
+)
 from flasher.writer.launchers import Launcher, authorization_denied, default_launcher
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import (
@@ -60,83 +66,16 @@ from flasher.writer.protocol import (
     decode_event,
 )
 
+__all__ = [
+    "ImageFeed",
+    "TargetResult",
+    "WriterClient",
+    "write_file_targets",
+    "write_image",
+]
+
 PIPE_BYTES = 1024 * 1024
 DEFAULT_OPTIONS = WriteOptions()
-StreamOpener = Callable[[], BinaryIO]
-
-
-@dataclass(frozen=True)
-class ImageFeed:
-    """The prepared image: a raw file (read-only) or a decompressed stream, plus the overlay.
-
-    `overlay` holds (offset, bytes) ranges that replace the base bytes (the configured boot
-    partition clusters). `sha256`, for streams, is the expected hash of the stream's bytes.
-    """
-
-    size_bytes: int
-    path: str | None = None
-    open_stream: StreamOpener | None = None
-    overlay: tuple[tuple[int, bytes], ...] = ()
-    sha256: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.path is None) == (self.open_stream is None):
-            raise ValueError("an ImageFeed has either a path or a stream opener")
-
-    @classmethod
-    def from_file(
-        cls, path: str | os.PathLike[str], *, overlay: Sequence[tuple[int, bytes]] = ()
-    ) -> ImageFeed:
-        path = os.fspath(path)
-        return cls(os.stat(path).st_size, path=path, overlay=tuple(overlay))
-
-    @classmethod
-    def from_stream(
-        cls,
-        open_stream: StreamOpener,
-        size_bytes: int,
-        *,
-        overlay: Sequence[tuple[int, bytes]] = (),
-        sha256: str | None = None,
-    ) -> ImageFeed:
-        return cls(size_bytes, open_stream=open_stream, overlay=tuple(overlay), sha256=sha256)
-
-    @property
-    def overlay_ranges(self) -> tuple[tuple[int, int], ...]:
-        return tuple((off, len(data)) for off, data in sorted(self.overlay) if data)
-
-
-@dataclass(frozen=True)
-class TargetResult:
-    target: str
-    ok: bool
-    bytes_written: int = 0
-    seconds: float = 0.0
-    verified: bool = False
-    sha256: str | None = None
-    error: FlasherError | None = None
-
-
-def _overlay_memfd(feed: ImageFeed) -> int:
-    fd = os.memfd_create("flasher-overlay", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    for _off, data in sorted(feed.overlay):
-        os.write(fd, data)
-    # Sealed, so what the helper reads is exactly what was prepared.
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
-    return fd
-
-
-def _readinto(stream: BinaryIO) -> Callable[[memoryview], int]:
-    method = getattr(stream, "readinto", None)
-    if method is not None:
-        return lambda buf: int(method(buf) or 0)
-
-    def copy(buf: memoryview) -> int:
-        data = stream.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    return copy
 
 
 class _StreamPump(threading.Thread):
@@ -148,11 +87,15 @@ class _StreamPump(threading.Thread):
         self._size = size_bytes
         self._fd = fd
         self._cancel = cancel
+        self._lock = threading.Lock()
         self.error: FlasherError | None = None
 
-    def discard(self) -> None:
-        """Release the pipe when the pump is never started."""
-        os.close(self._fd)
+    def close(self) -> None:
+        """Release the pipe (once): when never started, or after the helper has ended."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def run(self) -> None:
         buf = bytearray(PIPE_BYTES)
@@ -160,7 +103,7 @@ class _StreamPump(threading.Thread):
         left = self._size
         try:
             with self._open() as stream:
-                readinto = _readinto(stream)
+                readinto = stream_readinto(stream)
                 while left > 0 and not self._cancel.cancelled:
                     n = readinto(view[: min(len(view), left)])
                     if n == 0:
@@ -176,7 +119,10 @@ class _StreamPump(threading.Thread):
         except OSError as err:
             self.error = ImageError("<stream>", f"reading the image failed: {err.strerror}")
         finally:
-            os.close(self._fd)
+            # After a cancel the pipe stays open until the helper is done, so the helper learns
+            # of the cancel from the socket rather than from a stream that merely ended early.
+            if not self._cancel.cancelled:
+                self.close()
 
 
 class WriterClient:
@@ -220,11 +166,11 @@ class WriterClient:
                     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
                 pump = _StreamPump(image.open_stream, image.size_bytes, write_end, cancel)
             if request.overlay:
-                fds.append(_overlay_memfd(image))
+                fds.append(overlay_memfd(image))
         except BaseException:
             _close_fds(fds)
             if pump is not None:
-                pump.discard()
+                pump.close()
             raise
         return _Session(self.launcher, request, on_event, cancel).run(fds, pump)
 
@@ -259,7 +205,7 @@ class _Session:
         except BaseException:
             _close_fds(fds)
             if pump is not None:
-                pump.discard()
+                pump.close()
             raise
         self.cancel.on_cancel(lambda: _shutdown_send(ours))
         reader = LineReader(ours)
@@ -297,10 +243,9 @@ class _Session:
             ours.close()
             code = handle.wait()
             if pump is not None:
-                if pump.ident is None:
-                    pump.discard()
-                else:
+                if pump.ident is not None:
                     pump.join()
+                pump.close()
         return self._collect(code, handle.diagnostics(), pump)
 
     def _dispatch(self, event: object) -> bool:
@@ -409,7 +354,7 @@ def write_file_targets(
             assert image.open_stream is not None
             stream = image.open_stream()
             source = StreamSource(
-                _readinto(stream), image.size_bytes, overlay, expected_sha256=image.sha256
+                stream_readinto(stream), image.size_bytes, overlay, expected_sha256=image.sha256
             )
         plan = WritePlan.build(
             image.size_bytes,

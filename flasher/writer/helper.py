@@ -106,7 +106,7 @@ def _check_fd(fd: int, what: str, *, fifo: bool = False, read_only: bool = True)
         fail(f"the {what} must be opened read-only")
 
 
-def _open_source(request: WriteRequest, fds: Sequence[int]) -> ImageSourceLike:
+def _open_source(request: WriteRequest, fds: Sequence[int], cancel: CancelToken) -> ImageSourceLike:
     if len(fds) != request.fd_count:
         fail(f"expected {request.fd_count} file descriptor(s) with the request, got {len(fds)}")
     overlay = Overlay()
@@ -116,7 +116,9 @@ def _open_source(request: WriteRequest, fds: Sequence[int]) -> ImageSourceLike:
     size = request.image.size_bytes
     if request.image.source is SourceKind.STREAM:
         _check_fd(fds[0], "image stream", fifo=True)
-        return StreamSource.from_fd(fds[0], size, overlay, expected_sha256=request.image.sha256)
+        return StreamSource.from_fd(
+            fds[0], size, overlay, expected_sha256=request.image.sha256, cancel=cancel
+        )
     _check_fd(fds[0], "image")
     return RandomAccessSource(fds[0], size, overlay)
 
@@ -166,7 +168,7 @@ def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None
         return EXIT_CANCELLED  # the client left before asking for anything
     try:
         request = decode_request(line)
-        source = _open_source(request, reader.fds)
+        source = _open_source(request, reader.fds, cancel)
     except (FlasherError, OSError) as err:
         _close_all(reader.fds)
         wrapped = err if isinstance(err, FlasherError) else engine.io_error(err, "image", "reading")

@@ -12,13 +12,16 @@ import bisect
 import hashlib
 import itertools
 import os
+import select
 import threading
 from collections.abc import Callable, Sequence
 
 from flasher.errors import ImageError
+from flasher.events import CancelToken
 from flasher.writer.plan import ALIGN_BYTES, Chunk, round_up
 
 STREAM_NAME = "<stream>"
+POLL_MS = 100
 
 
 class Overlay:
@@ -142,10 +145,18 @@ class StreamSource:
         overlay: Overlay | None = None,
         *,
         expected_sha256: str | None = None,
+        cancel: CancelToken | None = None,
     ) -> StreamSource:
-        return cls(
-            lambda buf: os.readv(fd, [buf]), size_bytes, overlay, expected_sha256=expected_sha256
-        )
+        """A pipe as the stream; with `cancel`, a wait for data ends with Cancelled."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+
+        def readinto(buf: memoryview) -> int:
+            while cancel is not None and not poller.poll(POLL_MS):
+                cancel.check()
+            return os.readv(fd, [buf])
+
+        return cls(readinto, size_bytes, overlay, expected_sha256=expected_sha256)
 
     def _skip_to(self, offset: int) -> None:
         skip = memoryview(self._skip)
