@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from flasher.balena.device_types import DeviceTypes
 from flasher.balena.hup import OsUpdateError
 from flasher.balena.os import OsModel
 from flasher.balena.session import BalenaSession
@@ -432,7 +431,7 @@ def test_supported_os_update_versions_rejects_bad_current(model: OsModel) -> Non
     assert info.value.field == "current_version"
 
 
-# --- supervisors and architectures ------------------------------------------------------------
+# --- supervisors ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -457,62 +456,6 @@ def test_supervisor_releases_take_extra_options(model: OsModel) -> None:
     )
     assert [(r["id"], r["raw_version"]) for r in rows] == [(3288811, "16.12.9")]
     assert "created_at" in rows[0]
-
-
-@pytest.mark.parametrize(
-    ("os_arch", "app_arch", "compatible"),
-    [
-        ("aarch64", "aarch64", True),
-        ("aarch64", "armv7hf", True),
-        ("aarch64", "rpi", True),
-        ("armv7hf", "rpi", True),
-        ("armv7hf", "aarch64", False),
-        ("rpi", "armv7hf", False),
-        ("amd64", "i386", False),
-        ("armv7hf", "amd64", False),
-        ("i386-nlp", "i386-nlp", True),
-    ],
-)
-def test_architecture_compatibility(os_arch: str, app_arch: str, compatible: bool) -> None:
-    assert OsModel.is_architecture_compatible_with(os_arch, app_arch) is compatible
-
-
-# --- device types -----------------------------------------------------------------------------
-
-
-def test_device_types_listing(session: CountingSession) -> None:
-    found = {d.slug: d for d in DeviceTypes(session).list_all()}
-    assert found["raspberrypi4-64"].arch == "aarch64"
-    assert found["raspberrypi4-64"].name == "Raspberry Pi 4 (using 64bit OS)"
-    assert found["raspberrypi4-64"].aliases == ()
-    assert found["intel-nuc"].aliases == ("nuc",)
-    assert found["raspberry-pi"].aliases == ("raspberrypi",)
-    assert [d for d, t in found.items() if t.flasher] == sorted(
-        ["beaglebone-black", "generic-amd64", "intel-nuc"], key=lambda s: found[s].name
-    )
-
-
-def test_device_types_are_listed_by_name(session: CountingSession) -> None:
-    names = [d.name for d in DeviceTypes(session).list_all()]
-    assert names == sorted(names)
-
-
-@pytest.mark.parametrize(
-    ("name", "slug"), [("nuc", "intel-nuc"), ("raspberrypi", "raspberry-pi"), ("fincm3", "fincm3")]
-)
-def test_device_type_get_resolves_aliases(session: CountingSession, name: str, slug: str) -> None:
-    device_types = DeviceTypes(session)
-    assert device_types.get(name).slug == slug
-    assert device_types.resolve_slug(name) == slug
-
-
-def test_device_type_by_display_name(session: CountingSession) -> None:
-    assert DeviceTypes(session).get_by_slug_or_name("Intel NUC").slug == "intel-nuc"
-
-
-def test_unknown_device_type_lookup(session: CountingSession) -> None:
-    with pytest.raises(CatalogError, match="Invalid device type: toaster"):
-        DeviceTypes(session).get("toaster")
 
 
 def test_download_never_logs_the_wifi_key(model: OsModel, caplog: pytest.LogCaptureFixture) -> None:
