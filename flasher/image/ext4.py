@@ -118,12 +118,6 @@ def crc16(crc: int, data: bytes) -> int:
     return crc
 
 
-def has_ext_magic(io: ReadAt) -> bool:
-    """Whether `io` starts like an ext2/3/4 filesystem (superblock magic)."""
-    magic = io.pread(2, SUPERBLOCK_OFFSET + 0x38)
-    return len(magic) == 2 and int.from_bytes(magic, "little") == EXT_MAGIC
-
-
 @dataclass(frozen=True)
 class GroupDescriptor:
     block_bitmap: int
