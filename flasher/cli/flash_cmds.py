@@ -1,0 +1,282 @@
+"""`flasher flash`: a configured, verified card (or many) from a file, a URL or a device type.
+
+flash [SOURCE] --target T [--target T …] [--device-type T [--version V]] [os configure options]
+      [--image-type raw|flasher] [--no-verify] [--write-all] [--bmap FILE] [--yes] [--json]
+
+SOURCE is an image file (.img .zip .gz .xz .zst .bz2) or an http(s) URL; without it
+`--device-type` (and `--version`, default the latest production release) downloads the image
+from the balena API (or the sandbox with --sandbox). The image is configured when the source is a
+device type or any configuration option is given; otherwise it is flashed as it is. Targets are
+block devices (written by the privileged helper) or regular files (written by this process; a
+missing file is created). Erasing a drive needs --yes, or a "yes" typed on the terminal.
+
+--json prints JSON lines: {"event": "phase"|"progress"|"log", …} while working, then one
+{"event": "target_result", "target", "ok", "verified", "bytes_written", "seconds", "mb_per_s",
+"sha256", "error"} per target and a final {"event": "summary", "ok", "image", "size_bytes",
+"mapped_bytes", "image_sha256", "config_sha256", "device_type", "os_version", "seconds",
+"targets"}; errors as {"event": "error", "code", "message", "hint", "details"}.
+Exit codes: 0 every target verified (or written, with --no-verify), 1 a target failed,
+2 bad usage or settings, 3 a verification failed, 4 a target was rejected, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from flasher.cache import ImageCache
+from flasher.cli.config_opts import add_device_config_arguments, device_config_from_args
+from flasher.cli.context import CliContext
+from flasher.cli.output import human_bytes
+from flasher.cli.progress import MultiBar
+from flasher.drives.constraints import Problem
+from flasher.errors import (
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_VERIFY,
+    Cancelled,
+    FlasherError,
+    VerificationFailed,
+)
+from flasher.events import CancelToken, Event
+from flasher.image.inspect import ImageIdentity
+from flasher.models import DeviceConfig
+from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport, run_flash
+from flasher.provider import ImageProvider, SourceSpec
+from flasher.writer.client import TargetResult
+
+_PROVISIONAL_DEVICE_TYPE = "generic"
+_NOT_CONFIG = {"source", "targets", "image_type", "no_verify", "write_all", "bmap", "yes",
+               "device_type", "os_version"}
+
+
+def register(groups: dict[str, Any]) -> None:
+    parser = groups[""].add_parser(
+        "flash",
+        help="write a configured image to cards or files and verify them",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    parser.add_argument("source", nargs="?", metavar="SOURCE",
+                        help="image file or http(s) URL (omit with --device-type)")
+    parser.add_argument("--target", "-t", dest="targets", action="append", default=[],
+                        metavar="T", required=True,
+                        help="a drive (/dev/sdX, /dev/mmcblkN) or a file; repeat for more")
+    before = {a.dest for a in parser._actions}
+    add_device_config_arguments(parser)
+    config_dests = {a.dest for a in parser._actions} - before - _NOT_CONFIG
+    parser.add_argument("--image-type", choices=("raw", "flasher"),
+                        help="disk image or installation media (default: the device type's)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip reading the cards back (not recommended)")
+    parser.add_argument("--write-all", action="store_true",
+                        help="write every byte, not only the blocks that hold data")
+    parser.add_argument("--bmap", metavar="FILE", help="a bmaptool .bmap to use as the block map")
+    parser.add_argument("--yes", "-y", action="store_true",
+                        help="erase the drives and accept warnings without asking")
+    parser.set_defaults(handler=flash_command, config_dests=sorted(config_dests))
+
+
+def _config_requested(args: argparse.Namespace) -> bool:
+    """Whether any configuration option was given (then a local image is configured too)."""
+    return any(getattr(args, dest, None) not in (None, False, [], ()) for dest in args.config_dests)
+
+
+def _source(args: argparse.Namespace) -> SourceSpec:
+    if args.source:
+        return SourceSpec.from_argument(args.source)
+    return SourceSpec(
+        device_type=args.device_type,
+        version=args.os_version or "latest",
+        image_type=args.image_type,
+    )
+
+
+def _exact_version(version: str | None) -> str | None:
+    """A --version that names one release (not "latest" or a range) is checked in the image."""
+    if not version or version == "latest" or any(c in version for c in "^~<>=*x| "):
+        return None
+    return version
+
+
+def _build_config(args: argparse.Namespace, identity: ImageIdentity) -> DeviceConfig:
+    local = argparse.Namespace(**vars(args))
+    local.os_version = _exact_version(args.os_version)
+    return device_config_from_args(
+        local, device_type=identity.device_type, os_version=identity.os_version
+    )
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Reject bad settings before anything is downloaded or read."""
+    local = argparse.Namespace(**vars(args))
+    local.os_version = _exact_version(args.os_version)
+    device_config_from_args(
+        local,
+        device_type=args.device_type or _PROVISIONAL_DEVICE_TYPE,
+        prompt=lambda _: "",
+        hint=lambda _: None,
+    )
+
+
+def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
+    def ask(warnings: Sequence[Problem]) -> bool:
+        if args.yes:
+            return True
+        if ctx.out.json_mode or not sys.stdin.isatty():
+            return False
+        for w in warnings:
+            print(f"warning: {w.message}", file=sys.stderr)
+        answer = input("Continue anyway? Type 'yes': ")
+        return answer.strip().lower() == "yes"
+
+    return ask
+
+
+def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
+    """Block devices are erased only after --yes or a typed "yes"."""
+    devices = [t for t in args.targets if t.startswith("/dev/")]
+    if not devices or args.yes:
+        return
+    if ctx.out.json_mode or not sys.stdin.isatty():
+        raise FlasherError(
+            f"Flashing erases {', '.join(devices)}; confirmation is required.",
+            hint="Add --yes to confirm.",
+        )
+    answer = input(f"Everything on {', '.join(devices)} will be erased. Type 'yes' to go on: ")
+    if answer.strip().lower() != "yes":
+        raise Cancelled("Nothing was written.")
+
+
+def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    if not args.source and not args.device_type:
+        raise FlasherError("Name an image to flash.",
+                           hint="Give an image file or URL, or --device-type SLUG.")
+    configure = not args.source or _config_requested(args)
+    if configure:
+        _precheck(args)
+    source = _source(args)
+    _erase_consent(args, ctx)
+    job = FlashJob(
+        source=source,
+        targets=tuple(args.targets),
+        config_from_image=(lambda ident: _build_config(args, ident)) if configure else None,
+        verify=not args.no_verify,
+        write_all=args.write_all,
+        bmap_path=args.bmap,
+    )
+    session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
+    provider = ImageProvider(ImageCache(), session_factory)
+    report = _run(job, provider, args, ctx)
+    return _report(report, args, ctx)
+
+
+def _run(job: FlashJob, provider: ImageProvider, args: argparse.Namespace,
+         ctx: CliContext) -> FlashReport:
+    """Run the job on a worker thread so Ctrl-C cancels it cleanly (cards left unbootable)."""
+    cancel = CancelToken()
+    bars = MultiBar(sys.stderr) if ctx.out.tty else None
+
+    def on_event(ev: Event) -> None:
+        if bars is not None:
+            bars.handle(ev)
+        else:
+            ctx.out.event(ev)
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["report"] = run_flash(job, provider, on_event=on_event, cancel=cancel,
+                                      confirm=_confirm(args, ctx))
+        except BaseException as err:  # re-raised on the main thread
+            box["error"] = err
+
+    worker = threading.Thread(target=work, name="flasher-flash", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        worker.join()
+        if bars is not None:
+            bars.finish()
+        raise Cancelled("Interrupted; the cards being written are left unbootable.") from None
+    if bars is not None:
+        bars.finish()
+    if "error" in box:
+        raise box["error"]
+    report: FlashReport = box["report"]
+    return report
+
+
+def _result_dict(r: TargetResult) -> dict[str, Any]:
+    rate = r.bytes_written / r.seconds / 1e6 if r.seconds > 0 else None
+    return {
+        "target": r.target,
+        "ok": r.ok,
+        "verified": r.verified,
+        "bytes_written": r.bytes_written,
+        "seconds": round(r.seconds, 3),
+        "mb_per_s": round(rate, 1) if rate is not None else None,
+        "sha256": r.sha256,
+        "error": r.error.to_dict() if r.error is not None else None,
+    }
+
+
+def _exit_code(results: Sequence[TargetResult]) -> int:
+    if all(r.ok for r in results):
+        return EXIT_OK
+    errors = [r.error for r in results if r.error is not None]
+    if errors and all(isinstance(e, Cancelled) for e in errors):
+        return EXIT_CANCELLED
+    if any(isinstance(e, VerificationFailed) for e in errors):
+        return EXIT_VERIFY
+    return EXIT_ERROR
+
+
+def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> int:
+    rows = [_result_dict(r) for r in report.results]
+    summary = {
+        "ok": report.ok,
+        "image": report.image_path,
+        "size_bytes": report.size_bytes,
+        "mapped_bytes": report.mapped_bytes,
+        "image_sha256": report.image_sha256,
+        "config_sha256": report.config_sha256,
+        "device_type": report.device_type,
+        "os_version": report.os_version,
+        "seconds": round(report.seconds, 3),
+        "targets": len(rows),
+    }
+    if ctx.out.json_mode:
+        for row in rows:
+            ctx.out.json_event("target_result", **row)
+        ctx.out.json_event("summary", **summary)
+        return _exit_code(report.results)
+    lines = [
+        f"{report.device_type or 'image'} {report.os_version or ''}".rstrip()
+        + f": {human_bytes(report.size_bytes)} image, {human_bytes(report.mapped_bytes)} "
+        f"with data ({100 * report.mapped_bytes / max(report.size_bytes, 1):.0f}%)",
+    ]
+    if report.image_sha256:
+        lines.append(f"  source sha256 {report.image_sha256}")
+    if report.config_sha256:
+        lines.append(f"  config.json sha256 {report.config_sha256}")
+    for r, row in zip(report.results, rows, strict=True):
+        if r.ok:
+            state = "verified" if r.verified else "written (not verified)"
+            rate = f", {row['mb_per_s']} MB/s" if row["mb_per_s"] is not None else ""
+            lines.append(f"  {r.target}: {state}, {human_bytes(r.bytes_written)} in "
+                         f"{r.seconds:.1f} s{rate}")
+        else:
+            message = r.error.message if r.error is not None else "failed"
+            lines.append(f"  {r.target}: FAILED: {message}")
+            if r.error is not None and r.error.hint:
+                lines.append(f"    hint: {r.error.hint}")
+    ctx.out.result(summary, "\n".join(lines))
+    return _exit_code(report.results)
