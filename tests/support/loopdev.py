@@ -100,11 +100,13 @@ class LoopDevices:
         fill: bytes | None = None,
         sfdisk_script: str | None = None,
         backing_dir: Path | None = None,
+        read_only: bool = False,
     ) -> LoopDevice:
         """Attach a new loop device over a fresh backing file of `size_bytes`.
 
         `fill` repeats a pattern over the whole file (so skipped or zeroed ranges show);
-        `sfdisk_script` writes a partition table and makes the partition nodes appear.
+        `sfdisk_script` writes a partition table and makes the partition nodes appear;
+        `read_only` attaches it write-protected, like a locked SD card.
         """
         folder = backing_dir or self.directory
         backing = Path(tempfile.mkstemp(prefix="loop-", suffix=".img", dir=folder)[1])
@@ -118,7 +120,8 @@ class LoopDevices:
             subprocess.run(
                 ["sfdisk", "-q", str(backing)], input=sfdisk_script, text=True, check=True
             )
-        path = _run("losetup", "--show", "-f", "-P", str(backing))
+        flags = ["-r"] if read_only else []
+        path = _run("losetup", "--show", "-f", "-P", *flags, str(backing))
         device = LoopDevice(path, backing, size_bytes)
         self._devices.append(device)
         if sfdisk_script is not None and not os.path.exists(device.partition(1)):
