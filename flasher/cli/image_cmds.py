@@ -42,7 +42,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flasher.cli.config_opts import add_device_config_arguments, device_config_from_args
+from flasher.cli.config_opts import (
+    add_device_config_arguments,
+    device_config_from_args,
+    with_fleet_config_from_api,
+)
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes
 from flasher.errors import EXIT_OK, ConfigError, ImageError
@@ -105,19 +109,28 @@ def _image_identity(raw_path: Path, name: str) -> ImageIdentity:
 
 def _precheck(args: argparse.Namespace) -> None:
     """Reject bad settings before the image is touched; silent (no prompt, no hints)."""
-    if args.device_type is None:
-        device_config_from_args(
-            args, device_type=_PROVISIONAL_DEVICE_TYPE, prompt=lambda _: "", hint=lambda _: None
-        )
-    else:
-        device_config_from_args(args, prompt=lambda _: "", hint=lambda _: None)
-
-
-def _device_config(args: argparse.Namespace, raw_path: Path, name: str) -> DeviceConfig:
-    identity = _image_identity(raw_path, name)
-    return device_config_from_args(
-        args, device_type=identity.device_type, os_version=identity.os_version
+    device_config_from_args(
+        args,
+        device_type=_PROVISIONAL_DEVICE_TYPE,  # the command line's still wins
+        expect_remote_config=True,
+        prompt=lambda _: "",
+        hint=lambda _: None,
     )
+
+
+def _device_config(
+    args: argparse.Namespace, ctx: CliContext, raw_path: Path, name: str
+) -> DeviceConfig:
+    """The settings, with the image's device type and version as defaults; with --fleet and no
+    provisioning key, config.json comes from the balena API (as `balena os configure --fleet`)."""
+    identity = _image_identity(raw_path, name)
+    cfg = device_config_from_args(
+        args,
+        device_type=identity.device_type,
+        os_version=identity.os_version,
+        expect_remote_config=True,
+    )
+    return with_fleet_config_from_api(cfg, ctx)
 
 
 def _check_output(image: Path, output: Path) -> None:
@@ -137,7 +150,7 @@ def _check_output(image: Path, output: Path) -> None:
 
 
 def _configure_in_place(
-    args: argparse.Namespace, image: Path, source: ImageSource
+    args: argparse.Namespace, ctx: CliContext, image: Path, source: ImageSource
 ) -> PreparedImage:
     if source.kind is not SourceKind.RAW:
         raise ImageError(
@@ -146,7 +159,7 @@ def _configure_in_place(
             problem="compressed",
             hint="use -o OUTPUT to write a configured raw image",
         )
-    cfg = _device_config(args, image, str(image))
+    cfg = _device_config(args, ctx, image, str(image))
     prepared = prepare_image(image, cfg)
     try:
         try:
@@ -171,7 +184,7 @@ def _configure_copy(
 ) -> PreparedImage:
     _check_output(image, output)
     if source.kind is SourceKind.RAW:
-        cfg = _device_config(args, image, str(image))
+        cfg = _device_config(args, ctx, image, str(image))
         prepared = prepare_image(image, cfg)
         try:
             prepared.overlay.write_to(output)
@@ -183,7 +196,7 @@ def _configure_copy(
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
         raw = Path(tmp) / "image.raw"
         source.unpack_to(raw, on_event=ctx.out.event)
-        cfg = _device_config(args, raw, str(image))
+        cfg = _device_config(args, ctx, raw, str(image))
         prepared = prepare_image(raw, cfg)
         try:
             with FileReadWriter(raw) as target:
@@ -202,7 +215,7 @@ def configure_command(args: argparse.Namespace, ctx: CliContext) -> int:
     output = Path(args.output) if args.output else None
     source = open_source(image)
     if output is None:
-        prepared = _configure_in_place(args, image, source)
+        prepared = _configure_in_place(args, ctx, image, source)
     else:
         prepared = _configure_copy(args, ctx, image, source, output)
     with prepared:

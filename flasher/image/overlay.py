@@ -3,28 +3,24 @@
 Configuring an image writes through an `Overlay`, so the (cached) base file is opened read-only
 and never changes; the result can be streamed (`reader`), hashed (`sha256`), written out as a
 new raw file (`write_to`), applied to an image edited in place (`apply_in_place`) or handed to
-the writer helper as records (`to_records`).
+the writer helper as `extents()` (which flasher.writer sends as ranges plus a memfd of bytes).
 
 Extents are kept sorted, non-overlapping and coalesced (touching writes merge), and aligned to
 `granularity` (512-byte sectors by default, clipped at the end of the image), so a block device
 writer can issue them directly.
-
-Record format (`to_records`, JSON-ready, one dict per extent, ascending offsets):
-    {"offset": int, "length": int, "sha256": hex of the data, "data": base64 of the data}
 
 Imports only the standard library and flasher.image.io.
 """
 
 from __future__ import annotations
 
-import base64
 import bisect
 import errno
 import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,33 +158,6 @@ class Overlay:
         for offset, data in self.extents():
             rw.pwrite(data, offset)
         os.fsync(rw.fd)
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """The extents as JSON-ready records (see the module docstring)."""
-        return [
-            {
-                "offset": offset,
-                "length": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "data": base64.b64encode(data).decode("ascii"),
-            }
-            for offset, data in self.extents()
-        ]
-
-    @classmethod
-    def from_records(
-        cls, base: ReadAt, records: Sequence[Mapping[str, Any]], *, granularity: int = SECTOR_BYTES
-    ) -> Overlay:
-        """Rebuild an overlay from `to_records` output; checks each length and hash."""
-        overlay = cls(base, granularity=granularity)
-        for record in records:
-            data = base64.b64decode(record["data"], validate=True)
-            if len(data) != record["length"]:
-                raise ValueError(f"record at {record['offset']}: length does not match its data")
-            if hashlib.sha256(data).hexdigest() != record["sha256"]:
-                raise ValueError(f"record at {record['offset']}: sha256 does not match its data")
-            overlay.pwrite(data, int(record["offset"]))
-        return overlay
 
 
 class OverlayReader(io.RawIOBase):

@@ -5,6 +5,7 @@ with hints and exit codes, JSON output, and secrets kept out of everything print
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from flasher.cli.main import main
+from flasher.cli import main as cli_main
 from flasher.image.network import WIFI_KEYFILE_NAME
 from tests.support.bootcheck import file_sha256, fsck_boot, mtype
 from tests.support.images import BuiltImage, copy_image
@@ -39,8 +40,17 @@ class Run:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Callable[..., Run]:
+    """`cli(*argv) -> Run` through the real CLI root, with only these commands registered (the
+    others belong to their own tests)."""
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("flasher.cli.image_cmds",))
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
     monkeypatch.delenv("FLASHER_PROVISIONING_KEY", raising=False)
+    monkeypatch.delenv("BALENA_API_KEY", raising=False)
+    # No saved `balena login` token from this machine.
+    monkeypatch.setenv("BALENARC_DATA_DIRECTORY", str(tmp_path / "balenarc"))
 
     def run(*argv: str | os.PathLike[str]) -> Run:
         # The Wi-Fi key comes from the environment, as the help advises.
@@ -48,7 +58,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
             monkeypatch.setenv("FLASHER_WIFI_KEY", WIFI_KEY)
         else:
             monkeypatch.delenv("FLASHER_WIFI_KEY", raising=False)
-        code = main([os.fspath(a) for a in argv])
+        code = cli_main.main([os.fspath(a) for a in argv])
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 
@@ -253,6 +263,30 @@ def test_inspect_of_a_corrupt_file_fails_with_a_message(
     assert run.code == 1
     assert run.err.startswith("error: ")
     assert "Traceback" not in run.err
+
+
+def test_a_fleet_without_a_key_gets_its_config_json_from_the_api(
+    cli: Callable[..., Run], mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    image = mbr_image()
+    out = tmp_path / "out.img"
+    run = cli("--sandbox", "--token", "t", "--json", "os", "configure", image.path, "-o", out,
+              "--fleet", "1958513", "--hostname", "bench01")
+    assert run.code == 0, run.err
+    config = json.loads(mtype(out, image.boot_offset, "/config.json"))
+    assert (config["applicationId"], config["deviceType"]) == (1958513, "raspberrypi4-64")
+    assert len(config["apiKey"]) == 32 and config["apiKey"] not in run.out + run.err
+    assert config["hostname"] == "bench01"
+    assert "persistentLogging" not in config  # the API's config replaces the image's
+
+
+def test_a_fleet_without_a_key_or_login_is_refused_before_writing(
+    cli: Callable[..., Run], mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    run = cli("os", "configure", mbr_image().path, "-o", tmp_path / "out.img", "--fleet", "5")
+    assert run.code == 2
+    assert "provisioning_key" in run.err
+    assert not (tmp_path / "out.img").exists()
 
 
 def test_python_dash_m_flasher_runs_inspect(mbr_image: ImageFactory) -> None:

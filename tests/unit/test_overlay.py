@@ -234,25 +234,6 @@ def test_apply_in_place_refuses_a_target_of_another_size(tmp_path: Path) -> None
         overlay.apply_in_place(rw)
 
 
-def test_records_round_trip() -> None:
-    base = _memory_base(_base_bytes())
-    overlay = Overlay(base)
-    _apply(bytearray(_base_bytes()), overlay, _random_writes(16, SIZE, 10))
-    rebuilt = Overlay.from_records(base, overlay.to_records())
-    assert rebuilt.ranges() == overlay.ranges()
-    assert list(rebuilt.extents()) == list(overlay.extents())
-
-
-def test_tampered_record_is_rejected() -> None:
-    base = _memory_base(_base_bytes())
-    overlay = Overlay(base)
-    overlay.pwrite(b"hello", 4096)
-    [record] = overlay.to_records()
-    record["sha256"] = hashlib.sha256(b"something else").hexdigest()
-    with pytest.raises(ValueError, match="sha256"):
-        Overlay.from_records(base, [record])
-
-
 def test_many_appending_writes_build_one_extent() -> None:
     base = _memory_base(bytes(8 * 1024 * 1024))
     overlay = Overlay(base)
