@@ -143,17 +143,20 @@ def test_concurrent_unpacks_of_one_image_unpack_it_once(cache: ImageCache, tmp_p
     assert sorted(bool(events) for events in progress_lists) == [False, True]
 
 
-def test_a_lock_held_by_another_process_is_waited_for(cache: ImageCache) -> None:
+def test_a_lock_held_by_another_process_is_waited_for(cache: ImageCache, tmp_path: Path) -> None:
     lock_file = cache.root / "locks" / f"{key_digest('download:x')}.lock"
     lock_file.parent.mkdir(parents=True)
+    released = tmp_path / "released"
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import fcntl, sys, time\n"
+            "import fcntl, pathlib, sys, time\n"
             "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-            "print('held', flush=True); time.sleep(0.4)\n",
+            "print('held', flush=True); time.sleep(0.4)\n"
+            "pathlib.Path(sys.argv[2]).touch(); fcntl.flock(f, fcntl.LOCK_UN)\n",
             str(lock_file),
+            str(released),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -164,7 +167,7 @@ def test_a_lock_held_by_another_process_is_waited_for(cache: ImageCache) -> None
     waited: list[bool] = []
     with cache.lock("download:x", on_wait=lambda: waited.append(True)) as held:
         assert held is True and waited == [True]
-        assert holder.poll() is not None  # it only got the lock once the holder was gone
+        assert released.exists()  # it only got the lock after the holder let go
     holder.wait(timeout=5)
 
 
