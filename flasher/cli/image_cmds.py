@@ -4,10 +4,12 @@
 os configure IMAGE [-o OUTPUT] [device options]
     Without -o the raw IMAGE is edited in place, as `balena os configure` does; a compressed
     IMAGE needs -o. With -o, OUTPUT becomes a configured raw image made from any supported
-    source (.img, .zip, .gz, .xz, .zst, .bz2); IMAGE is never changed. The device type and
-    balenaOS version default to the image's own. Settings are checked before the image is read
-    (except the device type, which may come from the image). Same image + same settings = same
-    bytes = same SHA-256.
+    source (.img, .zip, .gz, .xz, .zst, .bz2), readable by its owner only (it holds keys);
+    IMAGE is never changed. The device type and balenaOS version default to the image's own.
+    With --fleet and no provisioning key, a logged-in user gets config.json from the balena API,
+    as with `balena os configure --fleet`. Settings are checked before the image is read (except
+    the device type, which may come from the image). Same image + same settings = same bytes =
+    same SHA-256.
 
     --json prints one object (the last line; unpacking a compressed IMAGE first prints its
     progress as JSON-lines events): image, output (null in place), in_place, source_kind,
@@ -39,6 +41,8 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,7 @@ from flasher.cli.config_opts import (
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes
 from flasher.errors import EXIT_OK, ConfigError, ImageError
-from flasher.image.configure import PreparedImage, prepare_image
+from flasher.image.configure import prepare_image
 from flasher.image.inspect import (
     ImageIdentity,
     ImageInfo,
@@ -67,6 +71,8 @@ from flasher.models import DeviceConfig
 # Stands in for the device type while the other settings are checked before the image is read;
 # the real one then comes from the image.
 _PROVISIONAL_DEVICE_TYPE = "generic"
+# A configured image holds Wi-Fi and provisioning keys: its owner alone may read it.
+PRIVATE_FILE_MODE = 0o600
 
 
 def register(groups: dict[str, Any]) -> None:
@@ -149,9 +155,23 @@ def _check_output(image: Path, output: Path) -> None:
         raise ConfigError("output", f"the folder {output.parent} does not exist")
 
 
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, no permission) into an error naming the file."""
+    try:
+        yield
+    except OSError as err:
+        raise ImageError(
+            str(path),
+            f"cannot be written: {err.strerror or err}",
+            problem="not_writable",
+            hint="check the free space and permissions, or use -o OUTPUT elsewhere",
+        ) from None
+
+
 def _configure_in_place(
     args: argparse.Namespace, ctx: CliContext, image: Path, source: ImageSource
-) -> PreparedImage:
+) -> dict[str, Any]:
     if source.kind is not SourceKind.RAW:
         raise ImageError(
             str(image),
@@ -160,53 +180,33 @@ def _configure_in_place(
             hint="use -o OUTPUT to write a configured raw image",
         )
     cfg = _device_config(args, ctx, image, str(image))
-    prepared = prepare_image(image, cfg)
-    try:
-        try:
-            target = FileReadWriter(image)
-        except OSError as err:
-            raise ImageError(
-                str(image),
-                f"cannot be opened for writing: {err.strerror or err}",
-                problem="not_writable",
-                hint="use -o OUTPUT to write a configured copy",
-            ) from None
-        with target:
+    with prepare_image(image, cfg) as prepared:
+        with _writing(image), FileReadWriter(image) as target:
             prepared.overlay.apply_in_place(target)
-    except BaseException:
-        prepared.close()
-        raise
-    return prepared
+        return {**prepared.summary(), "image_sha256": None}
 
 
 def _configure_copy(
     args: argparse.Namespace, ctx: CliContext, image: Path, source: ImageSource, output: Path
-) -> PreparedImage:
+) -> dict[str, Any]:
     _check_output(image, output)
     if source.kind is SourceKind.RAW:
         cfg = _device_config(args, ctx, image, str(image))
-        prepared = prepare_image(image, cfg)
-        try:
-            prepared.overlay.write_to(output)
-        except BaseException:
-            prepared.close()
-            raise
-        return prepared
+        with prepare_image(image, cfg) as prepared:
+            with _writing(output):
+                prepared.overlay.write_to(output)
+            return {**prepared.summary(), "image_sha256": prepared.sha256()}
     # Decompress once straight into the output's folder, configure that file, then rename it.
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
         raw = Path(tmp) / "image.raw"
         source.unpack_to(raw, on_event=ctx.out.event)
         cfg = _device_config(args, ctx, raw, str(image))
-        prepared = prepare_image(raw, cfg)
-        try:
-            with FileReadWriter(raw) as target:
+        with prepare_image(raw, cfg) as prepared:
+            with _writing(output), FileReadWriter(raw) as target:
                 prepared.overlay.apply_in_place(target)
-            prepared.sha256()
-            os.replace(raw, output)
-        except BaseException:
-            prepared.close()
-            raise
-    return prepared
+                os.chmod(raw, PRIVATE_FILE_MODE)
+                os.replace(raw, output)
+            return {**prepared.summary(), "image_sha256": prepared.sha256()}
 
 
 def configure_command(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -215,18 +215,16 @@ def configure_command(args: argparse.Namespace, ctx: CliContext) -> int:
     output = Path(args.output) if args.output else None
     source = open_source(image)
     if output is None:
-        prepared = _configure_in_place(args, ctx, image, source)
+        summary = _configure_in_place(args, ctx, image, source)
     else:
-        prepared = _configure_copy(args, ctx, image, source, output)
-    with prepared:
-        result = {
-            **prepared.summary(),
-            "image": str(image),
-            "output": str(output) if output else None,
-            "in_place": output is None,
-            "source_kind": source.kind.value,
-            "image_sha256": prepared.sha256() if output else None,
-        }
+        summary = _configure_copy(args, ctx, image, source, output)
+    result = {
+        **summary,
+        "image": str(image),
+        "output": str(output) if output else None,
+        "in_place": output is None,
+        "source_kind": source.kind.value,
+    }
     ctx.out.result(result, _configure_text(result))
     return EXIT_OK
 

@@ -128,8 +128,9 @@ class Overlay:
                 digest.update(view[:n])
         return digest.hexdigest()
 
-    def write_to(self, path: str | os.PathLike[str]) -> None:
-        """Write the configured image as a raw file at `path`, atomically.
+    def write_to(self, path: str | os.PathLike[str], *, mode: int = 0o600) -> None:
+        """Write the configured image as a raw file at `path`, atomically, with `mode` (by
+        default its owner's alone: a configured image holds Wi-Fi and provisioning keys).
 
         Holes in the base and all-zero chunks stay holes, so the output is sparse.
         """
@@ -140,10 +141,10 @@ class Overlay:
             os.ftruncate(fd, self.size)
             for offset, data in self.extents():
                 _pwrite_all(fd, data, offset)
+            os.fchmod(fd, mode)
             os.fsync(fd)
             os.close(fd)
             fd = -1
-            os.chmod(tmp_name, 0o644)
             os.replace(tmp_name, dest)
         except BaseException:
             if fd >= 0:

@@ -299,3 +299,22 @@ def test_python_dash_m_flasher_runs_inspect(mbr_image: ImageFactory) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["device_type"] == "raspberrypi4-64"
+
+
+def test_output_is_private_because_it_holds_keys(
+    cli: Callable[..., Run], mbr_image: ImageFactory, compressed_image: CompressedFactory,
+    tmp_path: Path,
+) -> None:
+    image = mbr_image()
+    for source, name in ((image.path, "raw.img"), (compressed_image(image.path, "zst"), "z.img")):
+        assert cli("os", "configure", source, "-o", tmp_path / name, *WIFI_ARGS).code == 0
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unwritable_output_folder_is_an_error_naming_it(
+    cli: Callable[..., Run], mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    run = cli("os", "configure", mbr_image().path, "-o", tmp_path / "missing" / "out.img",
+              *WIFI_ARGS)
+    assert run.code == 2
+    assert "missing" in run.err
