@@ -137,6 +137,8 @@ def _network(
         kind = NetworkKind(kind_arg)
     else:
         kind = NetworkKind.WIFI if ssid is not None else NetworkKind.ETHERNET
+    if kind is NetworkKind.ETHERNET and _text(args, "wifi_key") is None and not from_base:
+        key = None  # a key exported in the environment is for Wi-Fi jobs; it does not apply here
     settings = NetworkSettings(
         kind=kind,
         wifi_ssid=ssid,

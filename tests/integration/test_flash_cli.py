@@ -1,0 +1,260 @@
+"""`flasher flash` end to end: sandbox and local sources, file and loop-device targets, JSON output,
+exit codes, and nothing written when the settings are bad."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from flasher.cli.main import main
+from tests.conftest import ImageFactory
+from tests.support.bootcheck import fsck_boot, mtype, region_sha256
+from tests.support.filesystems import ext4_readback, extract
+from tests.support.loopdev import LoopDevices, require_loop
+
+WIFI_KEY = "correct-horse-battery"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FLASHER_WIFI_KEY", WIFI_KEY)
+    monkeypatch.delenv("FLASHER_API_URL", raising=False)
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _boot_offset(path: Path) -> int:
+    # the first MBR entry's LBA start (all our test and sandbox images are MBR here)
+    with open(path, "rb") as f:
+        f.seek(446 + 8)
+        return int.from_bytes(f.read(4), "little") * 512
+
+
+def test_sandbox_flash_makes_a_verified_configured_card(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "card.img"
+    code = main(["--sandbox", "--json", "flash", "--device-type", "raspberrypi4-64",
+                 "--network", "wifi", "--wifi-ssid", "Lab", "--target", str(card)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    events = _json_lines(out)
+    results = [e for e in events if e["event"] == "target_result"]
+    assert len(results) == 1 and results[0]["ok"] and results[0]["verified"]
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["device_type"] == "raspberrypi4-64"
+    assert WIFI_KEY not in out
+    offset = _boot_offset(card)
+    wifi = mtype(card, offset, "/system-connections/resin-wifi").decode()
+    assert "ssid=Lab" in wifi and f"psk={WIFI_KEY}" in wifi
+    config = json.loads(mtype(card, offset, "/config.json"))
+    assert config["deviceType"] == "raspberrypi4-64"
+
+
+def test_flash_reports_per_target_progress_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "card.img"
+    assert main(["--sandbox", "--json", "flash", "--device-type", "raspberrypi4-64",
+                 "--target", str(card)]) == 0
+    events = _json_lines(capsys.readouterr().out)
+    phases = {e["phase"] for e in events if e["event"] == "progress" and e["target"]}
+    assert {"writing", "verifying"} <= phases
+    assert any(e["event"] == "progress" and e["phase"] == "downloading" for e in events)
+
+
+@pytest.fixture
+def local_image(mbr_image: ImageFactory) -> Path:
+    return mbr_image().path
+
+
+def test_local_gz_and_raw_give_the_same_card(
+    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    raw_card, gz_card = tmp_path / "raw-card.img", tmp_path / "gz-card.img"
+    opts = ["--network", "wifi", "--wifi-ssid", "Lab", "--hostname", "bench01"]
+    assert main(["flash", str(local_image), "--target", str(raw_card), *opts]) == 0
+    gz = compressed_image(local_image, "gz")
+    assert main(["flash", str(gz), "--target", str(gz_card), *opts]) == 0
+    capsys.readouterr()
+    assert _sha256(raw_card) == _sha256(gz_card)
+    offset = _boot_offset(raw_card)
+    fsck_boot(raw_card, offset, 40 * 1024 * 1024, tmp_path)
+    assert json.loads(mtype(raw_card, offset, "/config.json"))["hostname"] == "bench01"
+
+
+def test_flash_without_options_writes_the_image_unchanged(
+    tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "card.img"
+    assert main(["flash", str(local_image), "--target", str(card), "--write-all"]) == 0
+    capsys.readouterr()
+    assert _sha256(card) == _sha256(local_image)
+
+
+def test_sparse_and_full_writes_agree_on_every_partition(
+    tmp_path: Path, mbr_image: ImageFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = mbr_image()
+    sparse, full = tmp_path / "sparse.img", tmp_path / "full.img"
+    assert main(["flash", str(image.path), "--target", str(sparse)]) == 0
+    assert main(["flash", str(image.path), "--target", str(full), "--write-all"]) == 0
+    capsys.readouterr()
+    for part in image.partitions:
+        if part.fs == "extended":
+            continue
+        end = part.start_bytes + part.size_bytes
+        assert region_sha256(sparse, part.start_bytes, end) == region_sha256(
+            full, part.start_bytes, end), part.label
+
+
+def test_two_targets_at_once_are_identical_and_verified(
+    tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    code = main(["--json", "flash", str(local_image), "--target", str(a), "--target", str(b),
+                 "--hostname", "twin"])
+    events = _json_lines(capsys.readouterr().out)
+    assert code == 0
+    assert [e["verified"] for e in events if e["event"] == "target_result"] == [True, True]
+    assert _sha256(a) == _sha256(b)
+
+
+@pytest.fixture
+def failing_target(tmp_path: Path) -> Iterator[Path]:
+    """A file target whose writes fail: on a 2 MiB tmpfs as root (ENOSPC mid-write), else a
+    read-only file (EACCES)."""
+    if os.geteuid() != 0:
+        bad = tmp_path / "read-only.img"
+        bad.write_bytes(b"")
+        os.chmod(bad, 0o444)
+        yield bad
+        return
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt / "full.img"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_one_failing_target_does_not_fail_the_other(
+    tmp_path: Path, local_image: Path, failing_target: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.img"
+    code = main(["--json", "flash", str(local_image), "--target", str(good),
+                 "--target", str(failing_target)])
+    events = _json_lines(capsys.readouterr().out)
+    assert code == 1, events[-1]
+    results = {e["target"]: e for e in events if e["event"] == "target_result"}
+    assert results[str(good)]["ok"] and results[str(good)]["verified"]
+    assert not results[str(failing_target)]["ok"]
+    assert results[str(failing_target)]["error"]
+
+
+def test_bad_settings_are_rejected_before_anything_is_written(
+    tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "card.img"
+    code = main(["flash", str(local_image), "--target", str(card), "--network", "wifi",
+                 "--wifi-ssid", "x" * 33])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "wifi_ssid" in err
+    assert not card.exists()
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_damaged_compressed_image_never_gives_a_good_card(
+    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path],
+    damage: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    gz = tmp_path / "damaged.img.gz"
+    data = compressed_image(local_image, "gz").read_bytes()
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        middle = len(data) // 2
+        data = data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[
+            middle + 64 :]
+    gz.write_bytes(data)
+    card = tmp_path / "card.img"
+    code = main(["--json", "flash", str(gz), "--target", str(card)])
+    events = _json_lines(capsys.readouterr().out)
+    assert code == 1
+    assert events[-1]["event"] == "error"
+    assert events[-1]["details"]["problem"] in ("truncated", "corrupt")  # type: ignore[index]
+    assert not any(e["event"] == "target_result" and e["ok"] for e in events)
+
+
+def test_block_device_targets_need_consent(
+    tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["flash", str(local_image), "--target", "/dev/loop-does-not-matter"])
+    assert code == 1
+    assert "--yes" in capsys.readouterr().err
+
+
+@pytest.fixture
+def loops(tmp_path: Path) -> Iterator[LoopDevices]:
+    require_loop()
+    devices = LoopDevices(tmp_path)
+    try:
+        yield devices
+    finally:
+        devices.close()
+
+
+def test_flash_to_loop_devices_verifies_every_partition(
+    tmp_path: Path, mbr_image: ImageFactory, loops: LoopDevices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    image = mbr_image()
+    targets = [loops.create(image.size_bytes + 8 * 1024 * 1024, fill=b"\xa5") for _ in range(2)]
+    argv = ["--json", "flash", str(image.path), "--yes", "--hostname", "loopy"]
+    for t in targets:
+        argv += ["--target", t.path]
+    code = main(argv)
+    events = _json_lines(capsys.readouterr().out)
+    assert code == 0, events[-3:]
+    # The cards held a pattern before: free space keeps it (sparse write), so compare what the
+    # filesystems hold, not raw partition bytes.
+    for t in targets:
+        device_copy = tmp_path / f"{Path(t.path).name}.img"
+        with open(t.path, "rb") as src, open(device_copy, "wb") as dst:
+            shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+        for part in image.partitions:
+            if part.fs != "ext4":
+                continue
+            work = tmp_path / f"{Path(t.path).name}-{part.label}"
+            work.mkdir()
+            got = extract(device_copy, part.start_bytes, part.size_bytes, work / "got.ext4")
+            want = extract(image.path, part.start_bytes, part.size_bytes, work / "want.ext4")
+            fsck, got_tree = ext4_readback(got, work / "got")
+            assert fsck.returncode == 0, (t.path, part.label, fsck.stdout)
+            assert got_tree == ext4_readback(want, work / "want")[1], (t.path, part.label)
+        boot = image.boot
+        fsck_boot(device_copy, boot.start_bytes, boot.size_bytes, tmp_path)
+        assert json.loads(mtype(device_copy, boot.start_bytes, "/config.json"))["hostname"] == (
+            "loopy")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
