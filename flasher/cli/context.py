@@ -28,10 +28,12 @@ class CliContext:
             api_url = getattr(self.args, "api_url", None)
             token = getattr(self.args, "token", None)
             if getattr(self.args, "sandbox", False):
-                from flasher.sandbox.server import SandboxServer
+                from flasher.sandbox.server import SANDBOX_TOKEN, SandboxServer
 
                 self._sandbox = SandboxServer.start()
                 api_url = self._sandbox.url
+                # The sandbox accepts any token; never send it the user's real one.
+                token = SANDBOX_TOKEN
             self._session = BalenaSession.from_environment(api_url=api_url, token=token)
         return self._session
 

@@ -34,6 +34,7 @@ _PINE_PATH = re.compile(r"^/(v6|v7)/([A-Za-z_]+)(?:\((@?[^)]*)\))?/?$")
 _DOWNLOAD_SIZE = re.compile(r"^/device-types/v1/([^/]+)/images/([^/]+)/download-size/?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BODY_BYTES = 1024 * 1024
+SANDBOX_TOKEN = "sandbox-token"  # any non-empty token logs in as the sandbox user
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -43,7 +44,9 @@ class _Handler(BaseHTTPRequestHandler):
     _body_read = False
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        # Request lines carry query strings, and /download queries may hold a Wi-Fi key.
+        shown = [a.split("?", 1)[0] if isinstance(a, str) else a for a in args]
+        log.debug("%s " + format, self.address_string(), *shown)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -302,7 +305,9 @@ class SandboxServer:
         server = _Server((host, port), _Handler)
         server.api = SandboxApi(catalog, store, seed=seed)
         server.pine = PineStore(catalog)
-        thread = threading.Thread(target=server.serve_forever, name="flasher-sandbox", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="flasher-sandbox", daemon=True
+        )
         thread.start()
         log.debug("sandbox listening on %s:%s", *server.server_address[:2])
         return cls(server, thread, own_cache)
