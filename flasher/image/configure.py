@@ -206,8 +206,7 @@ def _prepare(path: Path, name: str, base: ReadAt, owned: FileReader | None,
     fs = boot_filesystem(overlay, boot, name=name)
     identity = read_identity(fs)
     check_image_matches(config, identity, name=name)
-    image_config = read_config_json(fs)
-    if image_config is None:
+    if not fs.exists(CONFIG_PATH):
         raise ImageError(
             name,
             f"the boot partition (partition {boot.number}) has no config.json",
@@ -215,6 +214,8 @@ def _prepare(path: Path, name: str, base: ReadAt, owned: FileReader | None,
             hint="Is this a balenaOS image? Flasher configures balenaOS images only; get one "
             "with 'flasher os download'.",
         )
+    # An explicit config.json replaces the image's, which then need not even parse.
+    image_config = read_config_json(fs) if config.base_config is None else None
     config_bytes = config_json_bytes(_effective_config(config, image_config))
     written = [CONFIG_PATH]
     fs.write_file(CONFIG_PATH, config_bytes, mtime=mtime)

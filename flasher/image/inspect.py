@@ -39,8 +39,6 @@ CONFIG_PATH = "/config.json"
 DEVICE_TYPE_PATH = "/device-type.json"
 OS_RELEASE_PATH = "/os-release"
 CONNECTIONS_DIR = "/system-connections"
-# device-type.json and os-release are a few KiB; anything far larger is not what we look for.
-MANIFEST_MAX_BYTES = 1024 * 1024
 _NOT_BALENA_HINT = (
     "Flasher configures balenaOS images; get one with 'flasher os download' or from the "
     "balenaCloud dashboard."
@@ -190,16 +188,8 @@ def boot_filesystem(io: ReadAt, boot: Partition, *, name: str) -> FatFilesystem:
     )
 
 
-def _read_small(fs: FatFilesystem, path: str) -> bytes | None:
-    """The file's bytes, or None when it does not exist."""
-    if not fs.exists(path):
-        return None
-    listing = {e.name.casefold(): e for e in fs.listdir(os.path.dirname(path) or "/")}
-    entry = listing.get(os.path.basename(path).casefold())
-    if entry is not None and entry.size > MANIFEST_MAX_BYTES:
-        raise ImageError(fs.name, f"{path} is {entry.size} bytes, far too large",
-                         problem="bad_manifest")
-    return fs.read_file(path)
+def _read_if_present(fs: FatFilesystem, path: str) -> bytes | None:
+    return fs.read_file(path) if fs.exists(path) else None
 
 
 def _json_object(fs: FatFilesystem, path: str, data: bytes) -> dict[str, Any]:
@@ -235,9 +225,9 @@ def _text(value: Any) -> str | None:
 
 def read_identity(fs: FatFilesystem) -> ImageIdentity:
     """Device type from /device-type.json, OS version and variant from /os-release."""
-    manifest_bytes = _read_small(fs, DEVICE_TYPE_PATH)
+    manifest_bytes = _read_if_present(fs, DEVICE_TYPE_PATH)
     manifest = _json_object(fs, DEVICE_TYPE_PATH, manifest_bytes) if manifest_bytes else {}
-    release_bytes = _read_small(fs, OS_RELEASE_PATH)
+    release_bytes = _read_if_present(fs, OS_RELEASE_PATH)
     release = parse_os_release(release_bytes) if release_bytes else {}
     aliases = manifest.get("aliases")
     yocto = manifest.get("yocto")
@@ -260,7 +250,7 @@ def read_identity(fs: FatFilesystem) -> ImageIdentity:
 
 def read_config_json(fs: FatFilesystem) -> dict[str, Any] | None:
     """The boot partition's config.json, or None when it has none."""
-    data = _read_small(fs, CONFIG_PATH)
+    data = _read_if_present(fs, CONFIG_PATH)
     return None if data is None else _json_object(fs, CONFIG_PATH, data)
 
 

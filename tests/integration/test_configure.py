@@ -263,6 +263,20 @@ def test_explicit_config_replaces_the_image_config(mbr_image: ImageFactory, tmp_
     assert "persistentLogging" not in written
 
 
+def test_a_broken_image_config_json_is_refused_unless_replaced(
+    mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    image = mbr_image(boot_files={"config.json": b'{"deviceType": "raspb'})
+    with pytest.raises(ImageError) as err:
+        prepare_image(image.path, WIFI)
+    assert err.value.problem == "bad_manifest"
+    base = {"deviceType": "raspberrypi4-64"}
+    out = _configured_copy(image, replace(WIFI, base_config=base), tmp_path / "out.img")
+    assert mtype(out, image.boot_offset, "/config.json") == (
+        b'{"deviceType":"raspberrypi4-64","hostname":"bench01"}'
+    )
+
+
 def test_image_settings_are_kept_and_device_identity_dropped(
     mbr_image: ImageFactory, tmp_path: Path
 ) -> None:
