@@ -69,6 +69,7 @@ class DriveMonitor:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._known: dict[str, Drive] = {}
+        self._primed = False
 
     def _listing(self) -> dict[str, Drive]:
         return {d.path: d for d in list_drives(all=self._include_system, context=self._context)}
@@ -89,13 +90,20 @@ class DriveMonitor:
         self._known = current
         return events
 
+    def _prime(self) -> list[DriveEvent]:
+        """Start listening, then take the first listing: nothing can slip in between."""
+        if self._primed:
+            return []
+        self._primed = True
+        self._monitor.start()
+        if self._initial:
+            return self._diff()
+        self._known = self._listing()
+        return []
+
     def events(self) -> Iterator[DriveEvent]:
         """Block until something changes; ends after `stop()`."""
-        self._monitor.start()  # before the first listing, so nothing slips in between
-        if self._initial:
-            yield from self._diff()
-        else:
-            self._known = self._listing()
+        yield from self._prime()
         poller = select.poll()
         poller.register(self._monitor.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
@@ -119,7 +127,11 @@ class DriveMonitor:
     def start(self, callback: Callable[[DriveEvent], None]) -> None:
         """Deliver events to `callback` on a daemon thread until `stop()`."""
 
+        first = self._prime()  # on the caller's thread: drives attached after start() count
+
         def pump() -> None:
+            for event in first:
+                callback(event)
             for event in self.events():
                 callback(event)
 

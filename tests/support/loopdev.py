@@ -109,8 +109,9 @@ class LoopDevices:
         `read_only` attaches it write-protected, like a locked SD card.
         """
         folder = backing_dir or self.directory
-        backing = Path(tempfile.mkstemp(prefix="loop-", suffix=".img", dir=folder)[1])
-        with open(backing, "r+b") as f:
+        fd, name = tempfile.mkstemp(prefix="loop-", suffix=".img", dir=folder)
+        backing = Path(name)
+        with open(fd, "r+b") as f:
             if fill:
                 block = (fill * (MiB // len(fill) + 1))[:MiB]
                 for _ in range(size_bytes // MiB):
@@ -166,8 +167,12 @@ class LoopDevices:
                     break
                 time.sleep(0.05)
         for mountpoint in reversed(self._mounts):
-            if os.path.ismount(mountpoint):
+            # A detached loop device lets go of its backing file a moment later.
+            for _ in range(50):
+                if not os.path.ismount(mountpoint):
+                    break
                 subprocess.run(["umount", mountpoint], check=False, capture_output=True)
+                time.sleep(0.05)
         for path in reversed(self._dirs):
             with contextlib.suppress(OSError):
                 os.rmdir(path)
