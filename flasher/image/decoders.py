@@ -11,16 +11,20 @@ isal, zstandard and flasher.errors.
 from __future__ import annotations
 
 import bz2
+import io
 import lzma
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import IO, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 import zstandard
 from isal import isal_zlib
 
 from flasher.errors import ImageError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 IN_CHUNK_BYTES = 1024 * 1024
 OUT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -36,6 +40,77 @@ PreadFn = Callable[[int, int], bytes]
 # isal's stub declares `error` as an instance; it is the exception class raised on bad deflate
 INFLATE_ERROR = cast(type[Exception], isal_zlib.error)
 Chunks = Generator[bytes, None, None]
+
+
+class ChunkReader(io.BufferedIOBase, BinaryIO):
+    """A sequential binary reader over decoded chunks. `read(n)` returns n bytes unless the
+    end comes first, handing a whole chunk over without a copy when it fits exactly. An error
+    stays raised on every later read; `close` releases the input."""
+
+    def __init__(self, chunks: Chunks, release: Callable[[], object]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._release = release
+        self._chunk = b""
+        self._offset = 0
+        self._error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        """Make a chunk with unread bytes current; False at the end."""
+        if self._error is not None:
+            raise self._error
+        while self._offset >= len(self._chunk):
+            try:
+                self._chunk, self._offset = next(self._chunks), 0
+            except StopIteration:
+                return False
+            except BaseException as err:
+                self._error = err
+                raise
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = None if size is None or size < 0 else size
+        parts: list[bytes] = []
+        while (want is None or want > 0) and self._fill():
+            available = len(self._chunk) - self._offset
+            take = available if want is None else min(want, available)
+            if self._offset == 0 and take == len(self._chunk):
+                parts.append(self._chunk)
+            else:
+                parts.append(self._chunk[self._offset : self._offset + take])
+            self._offset += take
+            if want is not None:
+                want -= take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        if not self._fill():
+            return b""
+        end = len(self._chunk) if size < 0 else min(len(self._chunk), self._offset + size)
+        return self.read(end - self._offset)
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self._fill():
+            take = min(len(view) - done, len(self._chunk) - self._offset)
+            view[done : done + take] = memoryview(self._chunk)[self._offset : self._offset + take]
+            self._offset += take
+            done += take
+        return done
+
+    def close(self) -> None:
+        if not self.closed:
+            self._chunks.close()
+            self._release()
+        super().close()
+
+    def __enter__(self) -> ChunkReader:
+        return self
 
 
 class Input:

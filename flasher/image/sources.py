@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import enum
 import errno
-import io
 import os
 import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from isal import isal_zlib
 
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
 from flasher.image import decoders as dec
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 SECTOR_BYTES = 512
 HEAD_BYTES = 64 * 1024  # enough for the MBR, the GPT header and the ISO 9660 descriptor
@@ -201,7 +197,7 @@ class ImageSource:
         the reader reaches it (the end is verified when the last byte is read)."""
         manager = self._chunks()
         chunks, _src = manager.__enter__()
-        return io.BufferedReader(_ChunkStream(chunks, manager), buffer_size=dec.OUT_CHUNK_BYTES)
+        return dec.ChunkReader(chunks, lambda: manager.__exit__(None, None, None))
 
     def unpack_to(
         self,
@@ -251,42 +247,6 @@ class ImageSource:
             raise
         on_event(meter.snapshot(done if by_output else self.compressed_size))
         return done
-
-
-class _ChunkStream(io.RawIOBase):
-    """A raw reader over decoded chunks; an error stays raised on every later read."""
-
-    def __init__(self, chunks: dec.Chunks, manager: AbstractContextManager[object]) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._manager = manager
-        self._pending = memoryview(b"")
-        self._error: BaseException | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._error is not None:
-            raise self._error
-        while not self._pending:
-            try:
-                self._pending = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-            except BaseException as err:
-                self._error = err
-                raise
-        n = min(len(view), len(self._pending))
-        view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            self._manager.__exit__(None, None, None)
-        super().close()
 
 
 def _write_error(dest: Path, err: OSError) -> ImageError:
