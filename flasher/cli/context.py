@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flasher.cli.output import Output
+from flasher.models import Secret
 
 if TYPE_CHECKING:
     from flasher.balena.session import BalenaSession
@@ -28,13 +29,16 @@ class CliContext:
             api_url = getattr(self.args, "api_url", None)
             token = getattr(self.args, "token", None)
             if getattr(self.args, "sandbox", False):
-                from flasher.sandbox.server import SANDBOX_TOKEN, SandboxServer
+                from flasher.sandbox.server import SandboxServer
 
                 self._sandbox = SandboxServer.start()
-                api_url = self._sandbox.url
-                # The sandbox accepts any token; never send it the user's real one.
-                token = SANDBOX_TOKEN
-            self._session = BalenaSession.from_environment(api_url=api_url, token=token)
+                # Only an explicit --token goes to the sandbox (any token logs in there); the
+                # saved login and the environment's tokens are for the real API.
+                self._session = BalenaSession(
+                    self._sandbox.url, Secret(token) if token else None
+                )
+            else:
+                self._session = BalenaSession.from_environment(api_url=api_url, token=token)
         return self._session
 
     def close(self) -> None:

@@ -34,7 +34,6 @@ _PINE_PATH = re.compile(r"^/(v6|v7)/([A-Za-z_]+)(?:\((@?[^)]*)\))?/?$")
 _DOWNLOAD_SIZE = re.compile(r"^/device-types/v1/([^/]+)/images/([^/]+)/download-size/?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BODY_BYTES = 1024 * 1024
-SANDBOX_TOKEN = "sandbox-token"  # any non-empty token logs in as the sandbox user
 
 
 class _Handler(BaseHTTPRequestHandler):
