@@ -28,7 +28,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from flasher.cache import ImageCache
-from flasher.cli.config_opts import add_device_config_arguments, device_config_from_args
+from flasher.cli.config_opts import (
+    add_device_config_arguments,
+    device_config_from_args,
+    with_fleet_config_from_api,
+)
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes
 from flasher.cli.progress import MultiBar
@@ -58,7 +62,7 @@ def register(groups: dict[str, Any]) -> None:
     parser = groups[""].add_parser(
         "flash",
         help="write a configured image to cards or files and verify them",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
     parser.add_argument("source", nargs="?", metavar="SOURCE",
                         help="image file or http(s) URL (omit with --device-type)")
@@ -102,12 +106,18 @@ def _exact_version(version: str | None) -> str | None:
     return version
 
 
-def _build_config(args: argparse.Namespace, identity: ImageIdentity) -> DeviceConfig:
+def _build_config(
+    args: argparse.Namespace, ctx: CliContext, identity: ImageIdentity
+) -> DeviceConfig:
     local = argparse.Namespace(**vars(args))
     local.os_version = _exact_version(args.os_version)
-    return device_config_from_args(
-        local, device_type=identity.device_type, os_version=identity.os_version
+    cfg = device_config_from_args(
+        local,
+        device_type=identity.device_type,
+        os_version=identity.os_version,
+        expect_remote_config=True,
     )
+    return with_fleet_config_from_api(cfg, ctx)
 
 
 def _precheck(args: argparse.Namespace) -> None:
@@ -117,6 +127,7 @@ def _precheck(args: argparse.Namespace) -> None:
     device_config_from_args(
         local,
         device_type=args.device_type or _PROVISIONAL_DEVICE_TYPE,
+        expect_remote_config=True,
         prompt=lambda _: "",
         hint=lambda _: None,
     )
@@ -163,7 +174,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     job = FlashJob(
         source=source,
         targets=tuple(args.targets),
-        config_from_image=(lambda ident: _build_config(args, ident)) if configure else None,
+        config_from_image=(lambda ident: _build_config(args, ctx, ident)) if configure else None,
         verify=not args.no_verify,
         write_all=args.write_all,
         bmap_path=args.bmap,

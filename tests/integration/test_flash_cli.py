@@ -258,3 +258,17 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(4 * 1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def test_fleet_flash_takes_config_json_from_the_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "card.img"
+    code = main(["--sandbox", "--token", "operator", "flash", "--device-type", "raspberrypi4-64",
+                 "--version", "6.5.50+rev8", "--fleet", "1958513", "--target", str(card)])
+    capsys.readouterr()
+    assert code == 0
+    config = json.loads(mtype(card, _boot_offset(card), "/config.json"))
+    assert config["applicationId"] == 1958513
+    assert len(config["apiKey"]) == 32
+    assert config["deviceType"] == "raspberrypi4-64"
