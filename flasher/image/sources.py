@@ -35,6 +35,8 @@ MIN_UNPARTITIONED_BYTES = 1024 * 1024  # smallest member taken as an image witho
 ZIP_MEMBERS_SCANNED = 32
 HOLE_BLOCK_BYTES = 4096
 _ZERO_BLOCK = bytes(HOLE_BLOCK_BYTES)
+_SPAN_BYTES = 64 * 1024
+_ZERO_SPAN = bytes(_SPAN_BYTES)
 _ZERO_CHUNK = bytes(dec.OUT_CHUNK_BYTES)
 
 
@@ -259,32 +261,45 @@ def _write_error(dest: Path, err: OSError) -> ImageError:
     )
 
 
-def _write_sparse(fd: int, chunk: bytes, offset: int, dest: Path) -> None:
-    """pwrite the non-zero blocks of `chunk` (block boundaries at absolute offsets); the file is
-    new, so skipped zero blocks read back as zeros and stay holes."""
+def _data_runs(chunk: bytes, offset: int) -> Iterator[tuple[int, int]]:
+    """(start, end) in `chunk` of its runs of non-zero blocks; blocks are aligned to absolute
+    offsets, and an aligned 64 KiB of zeros is skipped in one step (free space comes in runs)."""
     size = len(chunk)
-    if size <= len(_ZERO_CHUNK) and _ZERO_CHUNK.startswith(chunk):
-        return
-    view = memoryview(chunk)
     run_start = -1
     pos = 0
-    step = (-offset) % HOLE_BLOCK_BYTES or HOLE_BLOCK_BYTES
-    try:
-        while pos < size:
-            end = min(size, pos + step)
+    while pos < size:
+        at = offset + pos
+        if (
+            at % _SPAN_BYTES == 0
+            and pos + _SPAN_BYTES <= size
+            and chunk.startswith(_ZERO_SPAN, pos)
+        ):
+            end, zero = pos + _SPAN_BYTES, True
+        else:
+            end = min(size, pos + HOLE_BLOCK_BYTES - at % HOLE_BLOCK_BYTES)
             if end - pos == HOLE_BLOCK_BYTES:
                 zero = chunk.startswith(_ZERO_BLOCK, pos)
             else:
                 zero = chunk.count(0, pos, end) == end - pos
-            if zero:
-                if run_start >= 0:
-                    _pwrite_all(fd, view[run_start:pos], offset + run_start)
-                    run_start = -1
-            elif run_start < 0:
-                run_start = pos
-            pos, step = end, HOLE_BLOCK_BYTES
-        if run_start >= 0:
-            _pwrite_all(fd, view[run_start:], offset + run_start)
+        if zero and run_start >= 0:
+            yield run_start, pos
+            run_start = -1
+        elif not zero and run_start < 0:
+            run_start = pos
+        pos = end
+    if run_start >= 0:
+        yield run_start, size
+
+
+def _write_sparse(fd: int, chunk: bytes, offset: int, dest: Path) -> None:
+    """pwrite the non-zero blocks of `chunk`; the file is new, so skipped zero blocks read back
+    as zeros and stay holes."""
+    if len(chunk) <= len(_ZERO_CHUNK) and _ZERO_CHUNK.startswith(chunk):
+        return
+    view = memoryview(chunk)
+    try:
+        for start, end in _data_runs(chunk, offset):
+            _pwrite_all(fd, view[start:end], offset + start)
     except OSError as err:
         raise _write_error(dest, err) from None
 
