@@ -143,13 +143,13 @@ class Inbox(Feed):
 
 
 class FanOut(threading.Thread):
-    """Reads a stream once, hashes each chunk once, and offers it to every live target."""
+    """Reads a stream once, hashes each chunk once (when verifying), offers it to every target."""
 
     def __init__(
         self,
         source: ImageSourceLike,
         plan: WritePlan,
-        digests: ChunkDigests,
+        digests: ChunkDigests | None,
         inboxes: Sequence[Inbox],
         stall_timeout_s: float,
     ) -> None:
@@ -182,7 +182,8 @@ class FanOut(threading.Thread):
                 # A fresh buffer per chunk: targets hold it read-only until they release it.
                 buf = mmap.mmap(-1, round_up(chunk.length, 4096))
                 self._source.read_into(memoryview(buf), chunk)
-                self._digests.ensure(index, memoryview(buf)[: chunk.length])
+                if self._digests is not None:
+                    self._digests.ensure(index, memoryview(buf)[: chunk.length])
                 self._broadcast((index, buf))
             self._source.finish()
             self._broadcast(None)

@@ -303,7 +303,7 @@ class _TargetJob:
                 t.path,
                 True,
                 bytes_written=written,
-                sha256=self.digests.root(),
+                sha256=self.digests.root() if verify else None,
                 verified=verify,
                 seconds=time.monotonic() - started,
             )
@@ -374,7 +374,8 @@ def write_targets(
         def fill(index: int, buf: memoryview) -> None:
             chunk = plan.chunks[index]
             random_source.read_into(buf, chunk)
-            digests.ensure(index, buf[: chunk.length])
+            if verify:
+                digests.ensure(index, buf[: chunk.length])
 
         def run_one(job: _TargetJob) -> TargetOutcome:
             feed = Prefetch(range(len(plan.chunks)), fill, buf_bytes=buf_bytes)
@@ -382,7 +383,7 @@ def write_targets(
 
         return _run_all([partial(run_one, job) for job in jobs], on_outcome)
     inboxes = [Inbox(cancel) for _ in jobs]
-    fanout = FanOut(source, plan, digests, inboxes, stall_timeout_s)
+    fanout = FanOut(source, plan, digests if verify else None, inboxes, stall_timeout_s)
     fanout.start()
     try:
         return _run_all(

@@ -87,7 +87,7 @@ class _Emitter:
                 TargetDone(
                     outcome.path,
                     outcome.bytes_written,
-                    outcome.sha256 or "",
+                    outcome.sha256,
                     outcome.verified,
                     outcome.seconds,
                 )

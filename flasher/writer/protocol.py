@@ -28,7 +28,8 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
 
 `target_done.sha256` is the sha256 of the concatenated per-chunk sha256 digests of the written
 bytes, with chunks cut at multiples of `chunk_bytes` (and at the 1 MiB head boundary): the
-same value for the source and for the verified read-back, computed with one hashing pass.
+same value for the source and for the verified read-back, computed with one hashing pass. It is
+null when the job did not verify (nothing is hashed then, so writing runs at device speed).
 Error `code`s are a closed set, one per FlasherError class the helper can raise.
 """
 
@@ -173,7 +174,7 @@ class LogEvent:
 class TargetDone:
     target: str
     bytes_written: int
-    sha256: str
+    sha256: str | None
     verified: bool
     seconds: float
 
@@ -386,9 +387,9 @@ def _decode_log(f: Fields) -> WireEvent:
 
 
 def _decode_done(f: Fields) -> WireEvent:
-    sha = f.text("sha256") or ""
-    if not _SHA256_RE.match(sha):
-        fail("target_done.sha256 must be 64 lowercase hex digits")
+    sha = f.text("sha256", nullable=True)
+    if sha is not None and not _SHA256_RE.match(sha):
+        fail("target_done.sha256 must be 64 lowercase hex digits or null")
     return TargetDone(
         f.text("target") or "",
         f.integer("bytes_written"),

@@ -256,6 +256,18 @@ def test_stream_with_a_wrong_checksum_never_gets_a_partition_table(
 
 
 @pytest.mark.parametrize("kind", ["fd", "stream"])
+def test_writing_without_verify_hashes_nothing(
+    tmp_path: Path, image: tuple[Path, bytes], kind: str
+) -> None:
+    path, expected = image
+    out = tmp_path / "plain.img"
+    drive = Drive(path=str(out), size_bytes=0, is_file=True)
+    (result,) = write_image(_feed(kind, path, path.read_bytes()), [drive], verify=False)
+    assert result.ok and not result.verified and result.sha256 is None
+    assert out.read_bytes() == expected
+
+
+@pytest.mark.parametrize("kind", ["fd", "stream"])
 def test_regular_file_targets_use_the_same_engine_without_the_helper(
     tmp_path: Path, image: tuple[Path, bytes], kind: str
 ) -> None:
@@ -264,6 +276,7 @@ def test_regular_file_targets_use_the_same_engine_without_the_helper(
     drives = [Drive(path=str(p), size_bytes=0, is_file=True) for p in outputs]
     results = write_image(_feed(kind, path, path.read_bytes()), drives, ranges=None)
     assert all(r.ok and r.verified for r in results), [r.error for r in results]
+    assert results[0].sha256 is not None and results[0].sha256 == results[1].sha256
     for out in outputs:
         assert out.read_bytes() == expected
 

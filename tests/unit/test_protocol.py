@@ -146,6 +146,7 @@ EVENTS: list[WireEvent] = [
     LogEvent("info", "unmounted /media/x", "/dev/sdb"),
     LogEvent("warning", "job-wide note"),
     TargetDone("/dev/sdb", 123, SHA, True, 1.5),
+    TargetDone("/dev/sdb", 123, None, False, 0.25),
     JobEnd(True),
 ]
 
