@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from flasher.balena.os import OsModel
-from flasher.cache import CacheEntry, ImageCache, ImageMeta
+from flasher.cache import CacheEntry, ImageCache
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes
-from flasher.download import DownloadRequest, download_image
-from flasher.errors import EXIT_OK, CacheError, CatalogError, ConfigError
+from flasher.download import download_image
+from flasher.errors import EXIT_OK, CacheError, ConfigError
+from flasher.provider import os_download_request
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kKMGT])(i?))?B?")
 _EXTENSIONS = {"zip": ".img.zip", "gz": ".img.gz", "xz": ".img.xz", "zst": ".img.zst"}
@@ -91,52 +92,24 @@ def parse_size(text: str) -> int:
 # -- os download -------------------------------------------------------------------------------
 
 
-def _resolve_version(model: OsModel, slug: str, version: str) -> str:
-    if version == "latest":
-        # as the API's own "latest": the recommended default-line release, else the newest one
-        found = model.get_max_satisfying_version(slug, "default", os_type="default")
-    else:
-        found = model.get_max_satisfying_version(slug, version.removeprefix("v"))
-    if found is None:
-        raise CatalogError(
-            f"No balenaOS version of {slug} matches {version!r}.",
-            hint=f"List them with 'flasher os versions {slug}'.",
-            device_type=slug,
-            version=version,
-        )
-    return found
-
-
 def download_command(args: argparse.Namespace, ctx: CliContext) -> int:
     expected = args.sha256.lower() if args.sha256 else None
     if expected is not None and not re.fullmatch(r"[0-9a-f]{64}", expected):
         raise ConfigError("--sha256", "must be 64 hexadecimal digits")
     session = ctx.session()
-    model = OsModel(session)
-    slug = model.device_types.resolve_slug(args.device_type)
-    version = _resolve_version(model, slug, args.version)
-    params = {"deviceType": slug, "version": version}
-    if args.dev:
-        params["developmentMode"] = "true"
-    if args.file_type:
-        params["fileType"] = args.file_type
-    if args.image_type:
-        params["imageType"] = args.image_type
     # the sandbox listens on a new port each run but always serves the same images
     origin = "sandbox:" if getattr(args, "sandbox", False) else session.api_url
-    request = DownloadRequest(
-        "/download",
-        params,
-        origin=origin,
-        meta=ImageMeta(
-            device_type=slug,
-            os_version=version,
-            file_type=args.file_type or ".img",
-            image_type=args.image_type,
-            development=args.dev,
-        ),
+    request = os_download_request(
+        OsModel(session),
+        origin,
+        args.device_type,
+        args.version,
+        development=args.dev,
+        file_type=args.file_type,
+        image_type=args.image_type,
         expected_sha256=expected,
     )
+    slug, version = request.params["deviceType"], request.params["version"]
     cache = ImageCache()
     result = download_image(session, request, cache, on_event=ctx.out.event)
     entry = result.entry
