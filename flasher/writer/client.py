@@ -361,6 +361,7 @@ def write_file_targets(
             ranges,
             chunk_bytes=options.chunk_bytes,
             write_all=options.write_all,
+            overlay_ranges=image.overlay_ranges,
         )
         for outcome in engine.write_targets(
             source, plan, opened, verify=options.verify, on_event=emit, cancel=cancel

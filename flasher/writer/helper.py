@@ -184,6 +184,7 @@ def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None
             request.ranges,
             chunk_bytes=opts.chunk_bytes,
             write_all=opts.write_all,
+            overlay_ranges=request.overlay,
         )
         if request.op is Op.VERIFY and isinstance(source, RandomAccessSource):
             outcomes = engine.verify_targets(

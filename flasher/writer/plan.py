@@ -73,11 +73,18 @@ class WritePlan:
         *,
         chunk_bytes: int = 4 * MiB,
         write_all: bool = False,
+        overlay_ranges: Iterable[tuple[int, int]] = (),
     ) -> WritePlan:
+        """Chunks covering `ranges` (None or `write_all`: the whole image).
+
+        The overlay's ranges are always included: they are the configured bytes, and an
+        allocation map computed before configuring may not cover them.
+        """
         if chunk_bytes <= 0 or chunk_bytes % HEAD_BYTES:
             raise ValueError("chunk_bytes must be a positive multiple of 1 MiB")
+        wanted = None if write_all or ranges is None else [*ranges, *overlay_ranges]
         chunks: list[Chunk] = []
-        for start, end in extents(image_size_bytes, None if write_all else ranges):
+        for start, end in extents(image_size_bytes, wanted):
             pos = start
             while pos < end:
                 boundary = (pos // chunk_bytes + 1) * chunk_bytes

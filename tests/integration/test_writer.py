@@ -298,3 +298,18 @@ def test_sparse_file_target_reads_zero_outside_the_mapped_ranges(
     assert written[:MiB] == path.read_bytes()[:MiB]
     assert written[10 * MiB : 11 * MiB] == bytes(MiB)
     assert out.stat().st_blocks * 512 < IMAGE_BYTES // 2  # holes stayed holes
+
+
+def test_overlay_outside_the_mapped_ranges_is_still_written(
+    tmp_path: Path, image: tuple[Path, bytes]
+) -> None:
+    path, _expected = image
+    out = tmp_path / "configured.img"
+    (result,) = write_image(
+        ImageFeed.from_file(path, overlay=OVERLAY),
+        [Drive(path=str(out), size_bytes=0, is_file=True)],
+        ranges=[(0, MiB)],
+    )
+    assert result.ok
+    offset, patch = OVERLAY[1]
+    assert out.read_bytes()[offset : offset + len(patch)] == patch

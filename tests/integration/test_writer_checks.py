@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -24,7 +25,13 @@ from flasher.models import Drive
 from flasher.writer import sysblock
 from flasher.writer.blockdev import BlockDevicePolicy
 from flasher.writer.client import ImageFeed, TargetResult, write_image
-from flasher.writer.launchers import DirectLauncher, InProcessLauncher, PkexecLauncher
+from flasher.writer.launchers import (
+    INSTALLED_HELPER,
+    POLKIT_ACTION,
+    DirectLauncher,
+    InProcessLauncher,
+    PkexecLauncher,
+)
 from flasher.writer.protocol import TargetSpec
 from tests.support.loopdev import LoopDevices, require_loop
 from tests.support.writer_policy import RegularFilePolicy
@@ -224,6 +231,16 @@ def test_file_policy_refuses_files_outside_its_directory(feed: ImageFeed, tmp_pa
     launcher = InProcessLauncher(RegularFilePolicy(tmp_path / "jail"))
     (result,) = write_image(feed, [drive], launcher=launcher)
     assert isinstance(result.error, DriveRejected)
+
+
+def test_polkit_policy_names_the_helper_the_launcher_runs() -> None:
+    policy = (
+        Path(__file__).resolve().parents[2] / "packaging" / "polkit" / "io.balena.flasher.policy"
+    )
+    action = ElementTree.parse(policy).getroot().find("action")
+    assert action is not None and action.get("id") == POLKIT_ACTION
+    annotation = action.find("annotate[@key='org.freedesktop.policykit.exec.path']")
+    assert annotation is not None and annotation.text == INSTALLED_HELPER
 
 
 def _script(tmp_path: Path, body: str) -> str:

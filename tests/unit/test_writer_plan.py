@@ -52,6 +52,11 @@ def test_write_all_ignores_the_ranges() -> None:
     assert sparse.total_bytes == 4096 and full.total_bytes == 16 * MiB
 
 
+def test_plan_always_covers_the_overlay_ranges() -> None:
+    plan = WritePlan.build(16 * MiB, [(0, 4096)], overlay_ranges=[(10 * MiB + 5, 20)])
+    assert [(c.offset, c.length) for c in plan.chunks] == [(0, 4096), (10 * MiB, 4096)]
+
+
 def test_plan_refuses_a_chunk_size_that_is_not_whole_mib() -> None:
     with pytest.raises(ValueError):
         WritePlan.build(16 * MiB, None, chunk_bytes=MiB + 4096)
