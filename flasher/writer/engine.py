@@ -104,6 +104,12 @@ class _TargetJob:
 
     # I/O primitives ----------------------------------------------------------------------
 
+    def _error(self, err: OSError, doing: str, offset: int | None = None) -> FlasherError:
+        if self.target.kind is TargetKind.BLOCK and not os.path.exists(self.target.device_path):
+            # A pulled USB reader usually fails with EIO first; its node vanishing tells why.
+            err = OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+        return io_error(err, self.target.path, doing, offset)
+
     def _io_len(self, length: int) -> int:
         return round_up(length, self.target.block_size) if self.target.direct else length
 
@@ -113,7 +119,7 @@ class _TargetJob:
             try:
                 n = os.pwritev(self.target.fd, [buf[done:]], offset + done)
             except OSError as err:
-                raise io_error(err, self.target.path, doing, offset + done) from None
+                raise self._error(err, doing, offset + done) from None
             if n == 0:
                 raise WriteFailed(
                     f"{self.target.path} accepted no bytes at byte {offset + done}.",
@@ -126,7 +132,7 @@ class _TargetJob:
         try:
             os.fsync(self.target.fd)
         except OSError as err:
-            raise io_error(err, self.target.path, "flushing its cache") from None
+            raise self._error(err, "flushing its cache") from None
 
     def _zero(self, offset: int, length: int) -> None:
         zeros = memoryview(self._zeros)
@@ -199,7 +205,7 @@ class _TargetJob:
             try:
                 n = os.preadv(self.target.fd, [buf[got:want]], chunk.offset + got)
             except OSError as err:
-                raise io_error(err, self.target.path, "reading back", chunk.offset + got) from None
+                raise self._error(err, "reading back", chunk.offset + got) from None
             if n == 0:
                 raise VerificationFailed(
                     f"{self.target.path} ends at byte {chunk.offset + got}, inside the image.",
@@ -219,10 +225,11 @@ class _TargetJob:
         self.source.read_into(memoryview(scratch), chunk)
         return self.digests.ensure(index, memoryview(scratch)[: chunk.length])
 
-    def _first_difference(self, index: int, actual: memoryview) -> int:
+    def _first_difference(self, index: int, actual: memoryview) -> int | None:
+        """The first differing byte's image offset; None when the source cannot be re-read."""
         chunk = self.plan.chunks[index]
         if not isinstance(self.source, RandomAccessSource):
-            return chunk.offset
+            return None
         expected = mmap.mmap(-1, round_up(chunk.length, 4096))
         self.source.read_into(memoryview(expected), chunk)
         want = memoryview(expected)
@@ -259,13 +266,14 @@ class _TargetJob:
                 view = memoryview(buf)[: chunk.length]
                 if hashlib.sha256(view).digest() != self._expected(index):
                     offset = self._first_difference(index, view)
+                    at = f"at byte {offset} " if offset is not None else ""
                     raise VerificationFailed(
-                        f"{t.path} differs from the image at byte {offset} "
+                        f"{t.path} differs from the image {at}"
                         f"(in bytes {chunk.offset}-{chunk.end - 1}).",
                         hint="The card may be faulty, worn out or counterfeit; "
                         "try another card or reader.",
                         target=t.path,
-                        offset=offset,
+                        offset=chunk.offset if offset is None else offset,
                         range_start=chunk.offset,
                         range_end=chunk.end,
                     )
