@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from flasher.errors import (
     AuthorizationDenied,
     DriveGone,
     DriveRejected,
+    ImageError,
     WriterError,
     WriterProtocolError,
 )
@@ -241,6 +243,37 @@ def test_polkit_policy_names_the_helper_the_launcher_runs() -> None:
     assert action is not None and action.get("id") == POLKIT_ACTION
     annotation = action.find("annotate[@key='org.freedesktop.policykit.exec.path']")
     assert annotation is not None and annotation.text == INSTALLED_HELPER
+
+
+def test_helper_rejects_an_image_shorter_than_announced(tmp_path: Path) -> None:
+    short = tmp_path / "short.img"
+    short.write_bytes(bytes(MiB))
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(8 * MiB))
+    feed = ImageFeed(size_bytes=4 * MiB, path=str(short))
+    drive = Drive(path=str(disk), size_bytes=8 * MiB, dev="")
+    with pytest.raises(ImageError, match="fewer than"):
+        write_image(feed, [drive], launcher=InProcessLauncher(RegularFilePolicy(tmp_path)))
+    assert disk.read_bytes() == bytes(8 * MiB)
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [(["--allow-files"], subprocess.DEVNULL), ([], subprocess.DEVNULL)],
+    ids=["any-argument", "stdin-not-a-socket"],
+)
+def test_helper_entry_point_refuses_arguments_and_non_socket_stdin(
+    args: list[str], stdin: int
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flasher.writer", *args],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 2
+    assert "flasher-writer" in done.stderr
 
 
 def _script(tmp_path: Path, body: str) -> str:
