@@ -256,7 +256,9 @@ class _Session:
                 meter = self.meters[key] = RateMeter(
                     event.phase, event.total_bytes, target=event.target
                 )
-            self.on_event(meter.update(event.done_bytes, force=True) or meter.snapshot(0))
+            progress = meter.update(event.done_bytes, force=True)
+            if progress is not None:
+                self.on_event(progress)
         elif isinstance(event, PhaseEvent):
             self.on_event(PhaseChanged(event.phase, event.target))
         elif isinstance(event, LogEvent):
@@ -299,11 +301,12 @@ class _Session:
                         stderr=stderr,
                     )
                 result = TargetResult(spec.path, False, error=error)
-            elif (
-                pump is not None and pump.error is not None and isinstance(result.error, ImageError)
-            ):
+            elif pump is not None and isinstance(result.error, ImageError):
                 # The helper only saw the stream end early; the pump knows why.
-                result = TargetResult(spec.path, False, error=pump.error)
+                if pump.error is not None:
+                    result = TargetResult(spec.path, False, error=pump.error)
+                elif self.cancel.cancelled:
+                    result = TargetResult(spec.path, False, error=Cancelled())
             out.append(result)
         return out
 
