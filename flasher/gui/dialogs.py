@@ -1,0 +1,204 @@
+"""Dialogs: the erase confirmation naming every drive, the typed confirmation for a system
+drive, and error details with a copy button (also used for unexpected errors via the
+exception hook that app.py installs).
+
+Dialogs are window-modal and opened with `open()`, never `exec()`: the event loop keeps running
+(progress keeps moving behind them) and tests drive them like a person would.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import traceback
+from collections.abc import Sequence
+from types import TracebackType
+
+from PySide6 import __version__ as pyside_version
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from flasher import __version__
+from flasher.drives.constraints import Problem
+from flasher.errors import FlasherError
+from flasher.gui.progress import human_bytes
+from flasher.gui.qtmodels import drive_location, drive_title
+from flasher.gui.theme import em, icon
+from flasher.gui.widgets import heading, note
+from flasher.models import Drive
+
+
+class ConfirmEraseDialog(QDialog):
+    """"Erase N drives?" — names each one; Cancel is the default button."""
+
+    def __init__(self, drives: Sequence[Drive], warnings: Sequence[Problem], image_title: str,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Erase and flash")
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        layout = QVBoxLayout(self)
+        count = len(drives)
+        layout.addWidget(heading(f"Erase {count} {'drive' if count == 1 else 'drives'} and "
+                                 f"write {image_title}?", self, factor=1.15))
+        devices = [d for d in drives if not d.is_file]
+        explain = "Everything on these drives will be lost." if devices else \
+            "These files will be overwritten."
+        layout.addWidget(note(explain, self))
+        self.drive_labels: list[QLabel] = []
+        for drive in drives:
+            size = "" if drive.is_file and not drive.size_bytes else \
+                f" — {human_bytes(drive.size_bytes)}"
+            label = QLabel(f"<b>{_escape(drive_title(drive))}</b>{size}<br>"
+                           f"{_escape(drive_location(drive))}", self)
+            label.setTextFormat(Qt.TextFormat.RichText)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            row = QHBoxLayout()
+            mark = QLabel(self)
+            mark.setPixmap(icon("file" if drive.is_file else "disk").pixmap(em(self, 1.4)))
+            row.addWidget(mark, 0, Qt.AlignmentFlag.AlignTop)
+            row.addWidget(label, 1)
+            layout.addLayout(row)
+            self.drive_labels.append(label)
+        for problem in warnings:
+            row = QHBoxLayout()
+            mark = QLabel(self)
+            mark.setPixmap(icon("warning").pixmap(em(self, 1.1)))
+            text = QLabel(problem.message, self)
+            text.setWordWrap(True)
+            row.addWidget(mark, 0, Qt.AlignmentFlag.AlignTop)
+            row.addWidget(text, 1)
+            layout.addLayout(row)
+        if devices:
+            layout.addWidget(note("Writing drives needs administrator permission: you may be "
+                                  "asked for your password.", self))
+        buttons = QDialogButtonBox(self)
+        self.cancel = buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.erase = QPushButton(icon("flash"), "&Erase and flash", self)
+        buttons.addButton(self.erase, QDialogButtonBox.ButtonRole.AcceptRole)
+        # Enter must never erase a drive by accident.
+        self.cancel.setDefault(True)
+        self.cancel.setFocus()
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+
+class SystemDriveDialog(QDialog):
+    """Selecting a system drive needs its device name typed, as a deliberate act."""
+
+    def __init__(self, drive: Drive, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.drive = drive
+        self.expected = drive.path.rsplit("/", 1)[-1]
+        self.setWindowTitle("Select a system drive?")
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading(f"{drive_title(drive)} ({drive.path}) is a system drive",
+                                 self, factor=1.15))
+        layout.addWidget(note(
+            "It is built in or holds a mounted system filesystem. Writing it would erase it, "
+            "and Flasher still refuses a disk that the running system uses.", self))
+        prompt = QLabel(f"Type <b>{_escape(self.expected)}</b> to select it:", self)
+        self.name_edit = QLineEdit(self)
+        self.name_edit.setAccessibleName("drive name")
+        prompt.setBuddy(self.name_edit)
+        layout.addWidget(prompt)
+        layout.addWidget(self.name_edit)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
+        self.select = QPushButton("&Select this drive", self)
+        buttons.addButton(self.select, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.select.setEnabled(False)
+        self.name_edit.textChanged.connect(
+            lambda text: self.select.setEnabled(text.strip() == self.expected))
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def accept(self) -> None:
+        if self.name_edit.text().strip() == self.expected:
+            super().accept()
+
+
+class ErrorDetailsDialog(QDialog):
+    """What went wrong in plain words, the next step, and a copyable details panel."""
+
+    def __init__(self, message: str, hint: str | None, details: str,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Error details")
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        layout = QVBoxLayout(self)
+        title = heading(message, self, factor=1.1)
+        title.setWordWrap(True)
+        layout.addWidget(title)
+        if hint:
+            layout.addWidget(note(hint, self))
+        self.details = QPlainTextEdit(details, self)
+        self.details.setReadOnly(True)
+        self.details.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.details.setAccessibleName("error details")
+        self.details.setMinimumSize(em(self, 30), em(self, 12))
+        layout.addWidget(self.details, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        self.copy = QPushButton(icon("copy"), "&Copy details", self)
+        buttons.addButton(self.copy, QDialogButtonBox.ButtonRole.ActionRole)
+        self.copy.clicked.connect(self.copy_details)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def copy_details(self) -> None:
+        QGuiApplication.clipboard().setText(self.details.toPlainText())
+        self.copy.setText("&Copied")
+
+
+def details_text(error: BaseException | None, *, traceback_text: str = "",
+                 log: Sequence[str] = ()) -> str:
+    """Everything worth pasting into a bug report; never a secret (errors and logs redact)."""
+    parts = [f"Flasher {__version__}, PySide6 {pyside_version}, Python {platform.python_version()}"
+             f", {platform.system()} {platform.release()}"]
+    if isinstance(error, FlasherError):
+        parts.append(json.dumps(error.to_dict(), indent=2, sort_keys=True))
+    elif error is not None:
+        parts.append(f"{type(error).__name__}: {error}")
+    if traceback_text:
+        parts.append(traceback_text.rstrip())
+    if log:
+        parts.append("Log:\n" + "\n".join(log[-200:]))
+    return "\n\n".join(parts)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class ExceptionHook:
+    """sys.excepthook for the GUI: an unexpected error is shown, with its traceback, rather
+    than the window silently losing a slot's work."""
+
+    def __init__(self, parent: QWidget) -> None:
+        self.parent = parent
+        self.dialogs: list[ErrorDetailsDialog] = []
+
+    def __call__(self, kind: type[BaseException], error: BaseException,
+                 tb: TracebackType | None) -> None:
+        text = "".join(traceback.format_exception(kind, error, tb))
+        sys.stderr.write(text)
+        dialog = ErrorDetailsDialog(
+            f"Flasher hit an internal error ({kind.__name__}).",
+            "Copy the details and report them. Flasher keeps running.",
+            details_text(error, traceback_text=text), self.parent)
+        self.dialogs.append(dialog)
+        dialog.finished.connect(lambda _r: self.dialogs.remove(dialog))
+        dialog.open()

@@ -1,0 +1,1 @@
+"""The window's pages: OS, Configure, Targets (the three steps) and Progress."""

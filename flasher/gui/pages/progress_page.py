@@ -1,0 +1,264 @@
+"""While flashing and after: the shared steps (download, unpack, configure) on top, then one
+card per target with its own progress bar, phase, speed and ETA; at the end each card's result
+(bytes written, time, verified) or its error in plain words with a Details button, and Retry
+for the targets that failed.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from flasher.events import Phase
+from flasher.gui.controller import FlashController
+from flasher.gui.progress import (
+    SHARED_PHASES,
+    FlashState,
+    TargetStatus,
+    error_words,
+    shared_line,
+    status_line,
+)
+from flasher.gui.qtmodels import drive_location
+from flasher.gui.theme import Accent, em, icon, tint
+from flasher.gui.widgets import Banner, heading, note
+from flasher.models import Drive
+
+BAR_STEPS = 1000
+
+
+class TargetCard(QFrame):
+    """One target: title, location, bar, status line, and (when failed) the error."""
+
+    details_requested = Signal(str)
+    retry_requested = Signal(str)
+
+    def __init__(self, status: TargetStatus, drive: Drive | None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.path = status.path
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setAccessibleName(f"target {status.label}")
+        self.mark = QLabel(self)
+        self.title = QLabel(status.label, self)
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        font = self.title.font()
+        font.setBold(True)
+        self.title.setFont(font)
+        self.location = note(drive_location(drive) if drive else status.path, self)
+        self.bar = QProgressBar(self)
+        self.bar.setRange(0, BAR_STEPS)
+        self.bar.setTextVisible(False)
+        self.bar.setAccessibleName(f"progress of {status.label}")
+        self.status = QLabel(self)
+        self.error = QLabel(self)
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        tint(self.error, QPalette.ColorRole.WindowText, Accent.ERROR)
+        self.hint = note("", self)
+        self.details = QPushButton(icon("info"), "Details…", self)
+        self.details.clicked.connect(lambda: self.details_requested.emit(self.path))
+        self.retry = QPushButton(icon("retry"), "Retry", self)
+        self.retry.clicked.connect(lambda: self.retry_requested.emit(self.path))
+        top = QHBoxLayout()
+        top.addWidget(self.mark)
+        top.addWidget(self.title, 1)
+        top.addWidget(self.status)
+        body = QVBoxLayout(self)
+        body.addLayout(top)
+        body.addWidget(self.location)
+        body.addWidget(self.bar)
+        failed = QHBoxLayout()
+        text = QVBoxLayout()
+        text.addWidget(self.error)
+        text.addWidget(self.hint)
+        failed.addLayout(text, 1)
+        failed.addWidget(self.details, 0, Qt.AlignmentFlag.AlignTop)
+        failed.addWidget(self.retry, 0, Qt.AlignmentFlag.AlignTop)
+        body.addLayout(failed)
+        self.update_from(status, running=True)
+
+    def update_from(self, status: TargetStatus, *, running: bool) -> None:
+        self.status.setText(status_line(status))
+        result = status.result
+        fraction = status.fraction
+        if result is None and fraction is None and status.phase not in (None, Phase.DONE):
+            self.bar.setRange(0, 0)  # busy: a phase without a byte count (syncing)
+        else:
+            self.bar.setRange(0, BAR_STEPS)
+            self.bar.setValue(round((fraction or 0.0) * BAR_STEPS))
+        size = em(self, 1.2)
+        if result is not None and result.ok:
+            self.bar.setValue(BAR_STEPS)
+            tint(self.bar, QPalette.ColorRole.Highlight, Accent.SUCCESS)
+            self.mark.setPixmap(icon("ok").pixmap(size, size))
+        elif result is not None:
+            tint(self.bar, QPalette.ColorRole.Highlight, Accent.ERROR)
+            self.mark.setPixmap(icon("error").pixmap(size, size))
+        else:
+            self.bar.setPalette(QPalette())
+            self.mark.setPixmap(icon("flash").pixmap(size, size))
+        failed = result is not None and not result.ok
+        message, hint = error_words(result.error if result is not None else None)
+        if failed and status.phase is Phase.FAILED and result is not None and \
+                result.error is None:
+            message, hint = "This target failed; see the job's error above.", None
+        self.error.setText(message if failed else "")
+        self.hint.setText(hint or "")
+        for widget in (self.error, self.details):
+            widget.setVisible(failed)
+        self.hint.setVisible(failed and bool(hint))
+        self.retry.setVisible(failed and not running)
+
+
+class ProgressPage(QWidget):
+    details_requested = Signal(str)  # a target path, or "" for the job
+    done_requested = Signal()
+    again_requested = Signal()
+
+    def __init__(self, controller: FlashController, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.cards: dict[str, TargetCard] = {}
+        layout = QVBoxLayout(self)
+        self.title = heading("Flashing", self)
+        layout.addWidget(self.title)
+        self.subtitle = note("", self)
+        layout.addWidget(self.subtitle)
+        self.shared_label = QLabel(self)
+        self.shared_bar = QProgressBar(self)
+        self.shared_bar.setTextVisible(False)
+        self.shared_bar.setAccessibleName("download and preparation progress")
+        layout.addWidget(self.shared_label)
+        layout.addWidget(self.shared_bar)
+        self.banner = Banner(self)
+        self.banner.details_requested.connect(lambda: self.details_requested.emit(""))
+        layout.addWidget(self.banner)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        holder = QWidget(scroll)
+        self.card_layout = QVBoxLayout(holder)
+        self.card_layout.setContentsMargins(0, 0, 0, 0)
+        self.card_layout.addStretch(1)
+        scroll.setWidget(holder)
+        layout.addWidget(scroll, 1)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.cancel = QPushButton("&Cancel", self)
+        self.cancel.clicked.connect(self._cancel)
+        self.retry = QPushButton(icon("retry"), "&Retry failed", self)
+        self.retry.clicked.connect(controller.retry_failed)
+        self.again = QPushButton("Flash &another", self)
+        self.again.clicked.connect(self.again_requested.emit)
+        self.done = QPushButton("&Done", self)
+        self.done.clicked.connect(self.done_requested.emit)
+        for button in (self.cancel, self.retry, self.again, self.done):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+        controller.flash_started.connect(self._started)
+        controller.target_changed.connect(self._target_changed)
+        controller.job_changed.connect(self._job_changed)
+        controller.flash_finished.connect(self._finished)
+
+    def _cancel(self) -> None:
+        self.cancel.setEnabled(False)
+        self.cancel.setText("Cancelling…")
+        self.controller.cancel_flash()
+
+    def _started(self) -> None:
+        job = self.controller.job
+        assert job is not None
+        drives = {d.path: d for d in self.controller.drives.drives}
+        for path in list(self.cards):
+            if path not in job.targets:
+                self.cards.pop(path).deleteLater()
+        for status in job.targets.values():
+            card = self.cards.get(status.path)
+            if card is None:
+                card = self.cards[status.path] = TargetCard(status, drives.get(status.path), self)
+                card.details_requested.connect(self.details_requested.emit)
+                card.retry_requested.connect(lambda _p: self.controller.retry_failed())
+                self.card_layout.insertWidget(self.card_layout.count() - 1, card)
+            card.update_from(status, running=True)
+        self.banner.hide()
+        self.cancel.setEnabled(True)
+        self.cancel.setText("&Cancel")
+        self.cancel.setDefault(True)
+        for button, visible in ((self.cancel, True), (self.retry, False), (self.again, False),
+                                (self.done, False)):
+            button.setVisible(visible)
+        count = len(job.targets)
+        self.title.setText(f"Flashing {count} {'target' if count == 1 else 'targets'}")
+        selection = self.controller.selection
+        self.subtitle.setText(selection.title if selection else "")
+        self.cancel.setFocus()
+
+    def _target_changed(self, path: str) -> None:
+        job = self.controller.job
+        card = self.cards.get(path)
+        if job is not None and card is not None:
+            card.update_from(job.targets[path], running=self.controller.flashing)
+        self._job_changed()
+
+    def _job_changed(self) -> None:
+        job = self.controller.job
+        if job is None:
+            return
+        preparing = job.state is FlashState.PREPARING and job.shared_phase in SHARED_PHASES
+        self.shared_label.setVisible(preparing)
+        self.shared_bar.setVisible(preparing)
+        if preparing:
+            self.shared_label.setText(shared_line(job))
+            fraction = job.shared_progress.fraction if job.shared_progress and \
+                job.shared_progress.phase is job.shared_phase else None
+            if fraction is None:
+                self.shared_bar.setRange(0, 0)
+            else:
+                self.shared_bar.setRange(0, BAR_STEPS)
+                self.shared_bar.setValue(round(fraction * BAR_STEPS))
+
+    def _finished(self) -> None:
+        job = self.controller.job
+        assert job is not None
+        failed = job.failed_targets
+        total = len(job.targets)
+        ok = total - len(failed)
+        verified = sum(1 for t in job.targets.values() if t.result and t.result.verified)
+        if job.state is FlashState.DONE:
+            self.title.setText("Done" if total == 1 else f"All {total} targets done")
+            words = f"{verified} of {total} verified" if verified else "written, not verified"
+            self.subtitle.setText(f"{self.subtitle.text().split(' — ')[0]} — {words}")
+        elif job.state is FlashState.CANCELLED:
+            self.title.setText("Cancelled")
+        else:
+            self.title.setText(f"{len(failed)} of {total} failed" if ok else "Flashing failed")
+        error = job.job_error
+        if error is not None:
+            message, hint = error_words(error)
+            kind = "info" if job.state is FlashState.CANCELLED else "error"
+            self.banner.show_message(kind, message, hint,
+                                     details=job.state is not FlashState.CANCELLED)
+        elif job.state is FlashState.CANCELLED:
+            self.banner.show_message("info", "Cancelled. Cards that were being written are left "
+                                     "unbootable on purpose.", "Flash them again to use them.")
+        self.shared_label.hide()
+        self.shared_bar.hide()
+        for path, card in self.cards.items():
+            card.update_from(job.targets[path], running=False)
+        self.cancel.hide()
+        self.retry.setVisible(bool(failed))
+        self.again.show()
+        self.done.show()
+        (self.retry if failed else self.done).setDefault(True)
+        (self.retry if failed else self.done).setFocus()

@@ -1,0 +1,252 @@
+"""What a flash looks like while it runs: per-target and shared status built from core events,
+the job's state machine, and the words and numbers the Progress page shows.
+
+Pure Python (no Qt), so the rules are tested without a window. Imports flasher.events,
+flasher.errors and the writer's TargetResult value only.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from flasher.errors import Cancelled, FlasherError
+from flasher.events import Event, Log, Phase, PhaseChanged, Progress
+from flasher.writer.client import TargetResult
+
+SHARED_PHASES = (Phase.RESOLVING, Phase.DOWNLOADING, Phase.UNPACKING, Phase.CONFIGURING,
+                 Phase.CHECKING)
+
+PHASE_WORDS: dict[Phase, str] = {
+    Phase.RESOLVING: "Finding the image",
+    Phase.DOWNLOADING: "Downloading",
+    Phase.UNPACKING: "Unpacking",
+    Phase.CONFIGURING: "Configuring",
+    Phase.CHECKING: "Checking the drives",
+    Phase.WRITING: "Writing",
+    Phase.SYNCING: "Flushing the drive's cache",
+    Phase.VERIFYING: "Verifying",
+    Phase.DONE: "Done",
+    Phase.FAILED: "Failed",
+}
+
+
+class FlashState(enum.StrEnum):
+    """idle → preparing → writing → verifying → done | failed | cancelled."""
+
+    IDLE = "idle"
+    PREPARING = "preparing"
+    WRITING = "writing"
+    VERIFYING = "verifying"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (FlashState.DONE, FlashState.FAILED, FlashState.CANCELLED)
+
+
+@dataclass
+class TargetStatus:
+    """One card (or file) as the Progress page shows it."""
+
+    path: str
+    label: str
+    phase: Phase | None = None  # None: waiting for the shared steps
+    done_bytes: int = 0
+    total_bytes: int | None = None
+    speed_bps: float | None = None
+    eta_s: float | None = None
+    result: TargetResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float | None:
+        if self.result is not None:
+            return 1.0 if self.result.ok else None
+        if not self.total_bytes:
+            return None
+        return min(1.0, self.done_bytes / self.total_bytes)
+
+    @property
+    def failed(self) -> bool:
+        return self.result is not None and not self.result.ok
+
+
+@dataclass
+class JobProgress:
+    """Applies core events in order; `apply` tells which target changed (None: shared)."""
+
+    targets: dict[str, TargetStatus]
+    shared_phase: Phase | None = None
+    shared_progress: Progress | None = None
+    log: list[str] = field(default_factory=list)
+    state: FlashState = FlashState.PREPARING
+    job_error: FlasherError | BaseException | None = None
+
+    @classmethod
+    def start(cls, targets: Sequence[tuple[str, str]]) -> JobProgress:
+        return cls({path: TargetStatus(path, label) for path, label in targets})
+
+    def apply(self, event: Event) -> str | None:
+        target = self.targets.get(event.target) if event.target is not None else None
+        if isinstance(event, Log):
+            where = f"{event.target}: " if event.target else ""
+            self.log.append(f"[{event.level}] {where}{event.message}")
+            if target is not None and event.level in ("warning", "error"):
+                target.notes.append(event.message)
+            return event.target if target is not None else None
+        if isinstance(event, PhaseChanged):
+            self.log.append(f"[phase] {event.target or 'job'}: {event.phase.value}")
+            if target is None:
+                if event.phase in SHARED_PHASES:
+                    self.shared_phase = event.phase
+                    self.shared_progress = None
+                self._update_state()
+                return None
+            target.phase = event.phase
+            target.done_bytes, target.total_bytes = 0, None
+            target.speed_bps = target.eta_s = None
+        else:
+            if target is None:
+                self.shared_progress = event
+                return None
+            target.phase = event.phase
+            target.done_bytes, target.total_bytes = event.done_bytes, event.total_bytes
+            target.speed_bps, target.eta_s = event.speed_bps, event.eta_s
+        self._update_state()
+        return target.path
+
+    def _update_state(self) -> None:
+        if self.state.finished:
+            return
+        phases = {t.phase for t in self.targets.values() if t.result is None}
+        if phases & {Phase.WRITING, Phase.SYNCING}:
+            self.state = FlashState.WRITING
+        elif Phase.VERIFYING in phases:
+            self.state = FlashState.VERIFYING
+        elif phases <= {None}:
+            self.state = FlashState.PREPARING
+
+    def finish(self, results: Sequence[TargetResult], *, cancelled: bool) -> None:
+        for result in results:
+            status = self.targets.get(result.target)
+            if status is not None:
+                status.result = result
+                status.phase = Phase.DONE if result.ok else Phase.FAILED
+        ok = all(t.result is not None and t.result.ok for t in self.targets.values())
+        if ok:
+            self.state = FlashState.DONE
+        elif cancelled or all(isinstance(r.error, Cancelled) for r in results if not r.ok):
+            self.state = FlashState.CANCELLED
+        else:
+            self.state = FlashState.FAILED
+
+    def fail(self, error: BaseException, *, cancelled: bool) -> None:
+        """The job ended before any target finished (bad source, rejected drive, cancel)."""
+        self.job_error = error
+        for status in self.targets.values():
+            if status.result is None:
+                status.result = TargetResult(
+                    status.path, False,
+                    error=error if isinstance(error, FlasherError) else None,
+                )
+                status.phase = Phase.FAILED
+        cancelled = cancelled or isinstance(error, Cancelled)
+        self.state = FlashState.CANCELLED if cancelled else FlashState.FAILED
+
+    def retry(self, paths: Sequence[str]) -> None:
+        """Start over for `paths` (the failed ones); finished targets keep their results."""
+        for path in paths:
+            label = self.targets[path].label
+            self.targets[path] = TargetStatus(path, label)
+        self.shared_phase = None
+        self.shared_progress = None
+        self.job_error = None
+        self.state = FlashState.PREPARING
+
+    @property
+    def failed_targets(self) -> list[str]:
+        return [t.path for t in self.targets.values() if t.failed]
+
+
+def human_bytes(size_bytes: float) -> str:
+    """Decimal units, as drive makers and the other flashers count: 31.9 GB, 512 MB."""
+    value = float(size_bytes)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_speed(speed_bps: float | None) -> str:
+    return "" if not speed_bps else f"{human_bytes(speed_bps)}/s"
+
+
+def human_duration(seconds: float | None) -> str:
+    """"45 s", "3 min 05 s", "1 h 02 min"; empty when unknown."""
+    if seconds is None:
+        return ""
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def status_line(status: TargetStatus) -> str:
+    """"Writing · 45% · 21.3 MB/s · 1 min 10 s left" — or the result in plain words."""
+    result = status.result
+    if result is not None:
+        if result.ok:
+            verified = "verified" if result.verified else "not verified"
+            return (f"Done · {human_bytes(result.bytes_written)} written in "
+                    f"{human_duration(result.seconds)} · {verified}")
+        if isinstance(result.error, Cancelled):
+            return "Cancelled"
+        return "Failed"
+    if status.phase is None:
+        return "Waiting"
+    parts = [PHASE_WORDS.get(status.phase, status.phase.value)]
+    fraction = status.fraction
+    if fraction is not None:
+        parts.append(f"{fraction:.0%}")
+    if status.speed_bps:
+        parts.append(human_speed(status.speed_bps))
+    if status.eta_s is not None and status.phase in (Phase.WRITING, Phase.VERIFYING):
+        parts.append(f"{human_duration(status.eta_s)} left")
+    return " · ".join(parts)
+
+
+def shared_line(job: JobProgress) -> str:
+    if job.shared_phase is None:
+        return "Starting"
+    parts = [PHASE_WORDS.get(job.shared_phase, job.shared_phase.value)]
+    progress = job.shared_progress
+    if progress is not None and progress.phase is job.shared_phase:
+        if progress.total_bytes:
+            parts.append(f"{human_bytes(progress.done_bytes)} of "
+                         f"{human_bytes(progress.total_bytes)}")
+        else:
+            parts.append(human_bytes(progress.done_bytes))
+        if progress.speed_bps:
+            parts.append(human_speed(progress.speed_bps))
+        if progress.eta_s is not None:
+            parts.append(f"{human_duration(progress.eta_s)} left")
+    return " · ".join(parts)
+
+
+def error_words(error: BaseException | None) -> tuple[str, str | None]:
+    """The headline and next step for an error; an unexpected one is called what it is."""
+    if error is None:
+        return "The write did not finish.", None
+    if isinstance(error, FlasherError):
+        return error.message, error.hint
+    return (f"Flasher hit an internal error ({type(error).__name__}).",
+            "Copy the details and report them; the card may be incomplete.")

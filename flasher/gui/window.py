@@ -1,0 +1,276 @@
+"""The main window: three steps (OS, Configure, Targets) with Back/Next, then the Progress view.
+
+Moves between pages, hands each page's result to the controller, asks for the erase
+confirmation and shows error details. Keyboard: every control has a mnemonic, Enter in a field
+moves on, Escape goes back, Ctrl+Enter is Next/Flash anywhere.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from flasher.gui.bridge import Failure
+from flasher.gui.controller import FlashController
+from flasher.gui.dialogs import ConfirmEraseDialog, ErrorDetailsDialog, details_text
+from flasher.gui.pages.configure_page import ConfigurePage
+from flasher.gui.pages.os_page import OsPage
+from flasher.gui.pages.progress_page import ProgressPage
+from flasher.gui.pages.targets_page import TargetsPage
+from flasher.gui.progress import error_words
+from flasher.gui.theme import app_icon, em, icon, scaled_font
+from flasher.gui.widgets import StepHeader, note
+
+OS, CONFIGURE, TARGETS, PROGRESS = range(4)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, controller: FlashController, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.setWindowTitle("Flasher" + (" — sandbox" if controller.services.sandbox else ""))
+        self.setWindowIcon(app_icon())
+        self._reachable = OS
+        self._quit_after_flash = False
+        self.dialog: QWidget | None = None
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(em(self, 1.2), em(self, 0.8), em(self, 1.2), em(self, 0.8))
+        top = QHBoxLayout()
+        logo = QLabel(central)
+        logo.setPixmap(app_icon().pixmap(em(self, 2), em(self, 2)))
+        name = QLabel("Flasher", central)
+        name.setFont(scaled_font(name, 1.5, bold=True))
+        top.addWidget(logo)
+        top.addWidget(name)
+        if controller.services.sandbox:
+            badge = note("offline sandbox", central)
+            badge.setWordWrap(False)
+            badge.setToolTip("The built-in balena API: a sample catalog and synthesized "
+                             "images; nothing leaves this computer.")
+            top.addWidget(badge)
+        top.addStretch(1)
+        self.steps = StepHeader(("Operating system", "Configure", "Targets"), central)
+        self.steps.step_clicked.connect(self._go_step)
+        top.addWidget(self.steps, 2)
+        layout.addLayout(top)
+        self.stack = QStackedWidget(central)
+        self.os_page = OsPage(controller, self.stack)
+        self.configure_page = ConfigurePage(controller.services.settings,
+                                            controller.services.device_api_url, self.stack)
+        self.targets_page = TargetsPage(controller, self.stack)
+        self.progress_page = ProgressPage(controller, self.stack)
+        for page in (self.os_page, self.configure_page, self.targets_page, self.progress_page):
+            self.stack.addWidget(page)
+        layout.addWidget(self.stack, 1)
+        self.nav = QWidget(central)
+        nav = QHBoxLayout(self.nav)
+        nav.setContentsMargins(0, 0, 0, 0)
+        self.summary = note("", self.nav)
+        self.back = QPushButton("&Back", self.nav)
+        self.next = QPushButton("&Next", self.nav)
+        self.back.clicked.connect(self.go_back)
+        self.next.clicked.connect(self.go_next)
+        nav.addWidget(self.summary, 1)
+        nav.addWidget(self.back)
+        nav.addWidget(self.next)
+        layout.addWidget(self.nav)
+        self.setCentralWidget(central)
+        self.setMinimumSize(em(self, 44), em(self, 30))
+        self.resize(em(self, 58), em(self, 40))
+        for page in (self.os_page, self.configure_page, self.targets_page):
+            page.changed.connect(self._update_nav)
+        self.os_page.details_requested.connect(self.show_failure)
+        self.os_page.search.returnPressed.connect(self.go_next)
+        for edit in self.configure_page.findChildren(QLineEdit):
+            edit.returnPressed.connect(self.go_next)
+        self.progress_page.details_requested.connect(self._show_flash_details)
+        self.progress_page.done_requested.connect(lambda: self._show(TARGETS))
+        self.progress_page.again_requested.connect(lambda: self._show(OS))
+        controller.flash_finished.connect(self._flash_finished)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.go_back)
+        QShortcut(QKeySequence("Ctrl+Return"), self, self.go_next)
+        self._show(OS)
+
+    # --- navigation ---------------------------------------------------------------------------
+
+    def _current(self) -> int:
+        return self.stack.currentIndex()
+
+    def _show(self, index: int) -> None:
+        self.stack.setCurrentIndex(index)
+        self._reachable = max(self._reachable, index) if index != PROGRESS else self._reachable
+        self.nav.setVisible(index != PROGRESS)
+        self.steps.setVisible(index != PROGRESS)
+        self.steps.set_current(index, self._reachable)
+        if index == TARGETS:
+            self.controller.start_drive_watch()
+        page = self.stack.currentWidget()
+        focus = getattr(page, "focus_first", None)
+        if focus is not None:
+            focus()
+        self._update_nav()
+
+    def _go_step(self, index: int) -> None:
+        if index < self._current():
+            self._show(index)
+        elif index > self._current():
+            # Forward through the header only as far as the pages allow.
+            while self._current() < index and self._advance():
+                pass
+
+    def go_back(self) -> None:
+        if OS < self._current() < PROGRESS:
+            self._show(self._current() - 1)
+
+    def go_next(self) -> None:
+        if self._current() == TARGETS:
+            self.ask_to_flash()
+        elif self._current() < TARGETS:
+            self._advance()
+
+    def _advance(self) -> bool:
+        current = self._current()
+        if current == OS:
+            selection = self.os_page.selection()
+            if selection is None:
+                return False
+            self.controller.set_selection(selection)
+            self.configure_page.set_selection(selection)
+            self.targets_page.set_file_name(_file_name(selection.spec.device_type,
+                                                       selection.os_version, selection.title))
+            self._show(CONFIGURE)
+            return True
+        if current == CONFIGURE:
+            if not self.configure_page.validate_all():
+                return False
+            self.controller.services.settings.remember_secrets = \
+                self.configure_page.remember_secrets()
+            self.controller.set_config(self.configure_page.config())
+            self._show(TARGETS)
+            return True
+        return False
+
+    def _update_nav(self) -> None:
+        current = self._current()
+        self.back.setEnabled(OS < current < PROGRESS)
+        if current == TARGETS:
+            self.next.setText("&Flash…")
+            self.next.setIcon(icon("flash"))
+            self.next.setEnabled(self.targets_page.is_complete())
+        else:
+            self.next.setText("&Next")
+            self.next.setIcon(QIcon())
+            ready = {OS: self.os_page.selection() is not None,
+                     CONFIGURE: self.configure_page.is_valid()}.get(current, False)
+            self.next.setEnabled(ready)
+        self.next.setDefault(True)
+        self.summary.setText(self._summary())
+
+    def _summary(self) -> str:
+        parts = []
+        selection = self.os_page.selection() if self._current() == OS else \
+            self.controller.selection
+        if selection is not None:
+            parts.append(selection.title)
+        if self._current() >= CONFIGURE:
+            words = self.configure_page.summary()
+            if words:
+                parts.append(words)
+        if self._current() == TARGETS:
+            count = len(self.controller.drives.selected)
+            parts.append(f"{count} {'target' if count == 1 else 'targets'} selected")
+        return " — ".join(parts)
+
+    # --- flashing -----------------------------------------------------------------------------
+
+    def ask_to_flash(self) -> None:
+        if not self.targets_page.is_complete() or self.controller.selection is None:
+            return
+        dialog = ConfirmEraseDialog(self.controller.selected_drives(),
+                                    self.controller.selected_warnings(),
+                                    self.controller.selection.title, self)
+        dialog.accepted.connect(self._start_flash)
+        self._open(dialog)
+
+    def _start_flash(self) -> None:
+        self._show(PROGRESS)
+        self.controller.start_flash()
+
+    def _flash_finished(self) -> None:
+        if self._quit_after_flash:
+            self.close()
+
+    def _show_flash_details(self, path: str) -> None:
+        job = self.controller.job
+        if job is None:
+            return
+        error: BaseException | None
+        if path:
+            result = job.targets[path].result
+            error = result.error if result is not None else None
+            log = [line for line in job.log if path in line]
+            trace = ""
+        else:
+            error = job.job_error
+            log = job.log
+            failure = self.controller.failure
+            trace = failure.traceback_text if failure and not failure.expected else ""
+        message, hint = error_words(error)
+        self._open(ErrorDetailsDialog(message, hint,
+                                      details_text(error, traceback_text=trace, log=log), self))
+
+    def show_failure(self, failure: Failure) -> None:
+        message, hint = error_words(failure.error)
+        trace = "" if failure.expected else failure.traceback_text
+        self._open(ErrorDetailsDialog(message, hint,
+                                      details_text(failure.error, traceback_text=trace), self))
+
+    def _open(self, dialog: QWidget) -> None:
+        self.dialog = dialog
+        dialog.finished.connect(lambda _r: self._closed(dialog))  # type: ignore[attr-defined]
+        dialog.open()  # type: ignore[attr-defined]
+
+    def _closed(self, dialog: QWidget) -> None:
+        if self.dialog is dialog:
+            self.dialog = None
+        dialog.deleteLater()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.controller.flashing:
+            self.controller.shutdown()
+            event.accept()
+            return
+        event.ignore()
+        box = QMessageBox(QMessageBox.Icon.Warning, "Flashing is in progress",
+                          "Cancel the flash and quit? Cards being written are left unbootable.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.buttonClicked.connect(lambda button: self._quit_answer(box, button))
+        self._open(box)
+
+    def _quit_answer(self, box: QMessageBox, button: QAbstractButton) -> None:
+        if box.standardButton(button) == QMessageBox.StandardButton.Yes:
+            self._quit_after_flash = True
+            self.controller.cancel_flash()
+
+
+def _file_name(device_type: str | None, os_version: str | None, title: str) -> str:
+    if device_type and os_version:
+        return f"{device_type}-{os_version}"
+    stem = title
+    for suffix in (".gz", ".xz", ".zst", ".bz2", ".zip", ".img", ".raw"):
+        stem = stem.removesuffix(suffix)
+    return f"{stem}-configured" if stem else "balena"

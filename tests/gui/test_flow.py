@@ -1,0 +1,88 @@
+"""The whole flow through the widgets, on the built-in sandbox: pick a device type by searching,
+a version, Wi-Fi settings, save to an image file, flash, and see a verified result; the image file
+then holds the configured boot partition. The window keeps serving its event loop meanwhile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+
+from flasher.gui.progress import FlashState
+from flasher.image.inspect import boot_filesystem, inspect_image, open_boot_partition
+from flasher.image.io import FileReader
+from flasher.image.network import WIFI_KEYFILE_NAME
+from flasher.image.partitions import read_partition_table
+from tests.gui.conftest import MakeApp
+from tests.gui.driving import App
+
+
+def _flash_wifi_image(app: App, target: Path) -> None:
+    app.to_configure("pi 4", "raspberrypi4-64")
+    app.use_wifi("Lab", "correct-horse")
+    app.to_targets()
+    app.add_file_target(target)
+    app.flash()
+
+
+def _boot_file(image: Path, path: str) -> bytes:
+    with FileReader(image) as io:
+        table = read_partition_table(io, name=str(image))
+        boot = open_boot_partition(io, table, name=str(image))
+        return boot_filesystem(io, boot, name=str(image)).read_file(path)
+
+
+def test_flash_to_a_file_gives_a_verified_result(make_app: MakeApp, tmp_path: Path) -> None:
+    app = make_app()
+    target = tmp_path / "card.img"
+    _flash_wifi_image(app, target)
+    assert app.controller.state is FlashState.DONE
+    card = app.window.progress_page.cards[str(target)]
+    assert card.status.text().startswith("Done")
+    assert card.status.text().endswith("· verified")
+    assert app.window.progress_page.title.text() == "Done"
+    result = app.controller.job.targets[str(target)].result  # type: ignore[union-attr]
+    assert result is not None and result.ok and result.verified
+
+
+def test_flashed_file_holds_the_configured_boot_partition(make_app: MakeApp,
+                                                          tmp_path: Path) -> None:
+    app = make_app()
+    target = tmp_path / "card.img"
+    _flash_wifi_image(app, target)
+    info = inspect_image(target)
+    assert info.identity.device_type == "raspberrypi4-64"
+    assert info.config is not None and info.config["deviceType"] == "raspberrypi4-64"
+    assert WIFI_KEYFILE_NAME in info.keyfiles
+    config = json.loads(_boot_file(target, "/config.json"))
+    assert config["deviceType"] == "raspberrypi4-64"
+    keyfile = _boot_file(target, f"/system-connections/{WIFI_KEYFILE_NAME}").decode()
+    assert "ssid=Lab" in keyfile
+    assert "psk=correct-horse" in keyfile
+
+
+def test_last_choices_are_saved_without_the_wifi_key(make_app: MakeApp, tmp_path: Path,
+                                                     config_dir: Path) -> None:
+    app = make_app()
+    _flash_wifi_image(app, tmp_path / "card.img")
+    saved = json.loads((config_dir / "settings.json").read_text())
+    assert (saved["device_type"], saved["network"], saved["wifi_ssid"]) == \
+        ("raspberrypi4-64", "wifi", "Lab")
+    assert saved["wifi_key"] is None
+
+
+def test_event_loop_keeps_ticking_while_flashing(make_app: MakeApp, tmp_path: Path) -> None:
+    app = make_app()
+    app.to_configure("pi 4", "raspberrypi4-64")
+    app.to_targets()
+    app.add_file_target(tmp_path / "card.img")
+    ticks_while_flashing: list[FlashState] = []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: app.controller.flashing
+                          and ticks_while_flashing.append(app.controller.state))
+    timer.start()
+    app.flash()
+    timer.stop()
+    assert ticks_while_flashing, "no timer tick was served while the flash ran"
