@@ -439,9 +439,11 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise _open_error(source_path, OSError(errno.EISDIR, "Is a directory"))
-        if info.st_size == 0:
+        # a block device reports no st_size; its end is where a seek lands
+        size = info.st_size if stat.S_ISREG(info.st_mode) else os.lseek(fd, 0, os.SEEK_END)
+        if size == 0:
             check_payload(str(source_path), b"", 0)
-        source = _sniff(source_path, fd, info.st_size)
+        source = _sniff(source_path, fd, size)
     except OSError as err:
         raise _open_error(source_path, err) from None
     finally:
