@@ -186,7 +186,7 @@ def _feed(kind: str, path: Path, data: bytes) -> ImageFeed:
 
 
 def _as_binary(stream: io.RawIOBase) -> BinaryIO:
-    return io.BufferedReader(stream)  # type: ignore[return-value]
+    return io.BufferedReader(stream)
 
 
 @pytest.mark.root
