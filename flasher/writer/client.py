@@ -55,6 +55,7 @@ from flasher.writer.protocol import (
     ImageSpec,
     JobEnd,
     LogEvent,
+    Op,
     PhaseEvent,
     ProgressEvent,
     SourceKind,
@@ -70,6 +71,7 @@ __all__ = [
     "ImageFeed",
     "TargetResult",
     "WriterClient",
+    "verify_image",
     "write_file_targets",
     "write_image",
 ]
@@ -140,9 +142,12 @@ class WriterClient:
         options: WriteOptions = DEFAULT_OPTIONS,
         on_event: EventCallback = ignore_event,
         cancel: CancelToken | None = None,
+        op: Op = Op.WRITE,
     ) -> list[TargetResult]:
+        """Run one job (write, or with `op=Op.VERIFY` only read back and compare)."""
         cancel = cancel or CancelToken()
         request = WriteRequest(
+            op=op,
             targets=tuple(TargetSpec(d.path, d.dev, d.size_bytes, d.serial) for d in targets),
             image=ImageSpec(
                 image.size_bytes,
@@ -445,3 +450,33 @@ def write_image(
     if file_error:
         raise file_error[0]
     return [results[d.path] for d in targets]
+
+
+def verify_image(
+    image: ImageFeed,
+    targets: Sequence[Drive],
+    *,
+    ranges: Sequence[tuple[int, int]] | None = None,
+    write_all: bool = False,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+    launcher: Launcher | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> list[TargetResult]:
+    """Read drives back through the helper and compare them with `image`, writing nothing.
+
+    For re-checking cards written earlier with the same image, ranges and chunk size (the
+    digests then match the write's). `image` must be a file; targets are block devices.
+    """
+    if image.path is None:
+        raise ValueError("verifying needs the image as a file, not a stream")
+    options = WriteOptions(verify=True, write_all=write_all, chunk_bytes=chunk_bytes)
+    return WriterClient(launcher).write(
+        image,
+        targets,
+        ranges=ranges,
+        options=options,
+        on_event=_serialized(on_event),
+        cancel=cancel,
+        op=Op.VERIFY,
+    )

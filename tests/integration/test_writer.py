@@ -19,7 +19,7 @@ from flasher.events import CancelToken, Event, Phase, PhaseChanged, Progress
 from flasher.models import Drive
 from flasher.writer import engine
 from flasher.writer.blockdev import BlockDevicePolicy
-from flasher.writer.client import ImageFeed, write_image
+from flasher.writer.client import ImageFeed, verify_image, write_image
 from flasher.writer.imagesource import Overlay, RandomAccessSource
 from flasher.writer.launchers import DirectLauncher, InProcessLauncher, Launcher
 from flasher.writer.plan import WritePlan
@@ -131,6 +131,24 @@ def test_verify_reports_the_offset_of_a_flipped_byte(
     assert isinstance(outcome.error, VerificationFailed)
     assert outcome.error.fields["offset"] == offset
     assert outcome.error.fields["range_start"] <= offset < outcome.error.fields["range_end"]
+
+
+@pytest.mark.root
+def test_verify_only_job_rechecks_cards_through_the_helper(
+    loops: LoopDevices, image: tuple[Path, bytes]
+) -> None:
+    path, expected = image
+    good, bad = loops.create(32 * MiB), loops.create(32 * MiB)
+    drives = [_drive(good), _drive(bad)]
+    feed = ImageFeed.from_file(path, overlay=OVERLAY)
+    written = write_image(feed, drives, launcher=_in_process())
+    bad.poke(3 * MiB, bytes([expected[3 * MiB] ^ 0xFF]))
+    ok, failed = verify_image(feed, drives, launcher=_in_process())
+    assert ok.ok and ok.verified and ok.bytes_written == 0
+    assert ok.sha256 == written[0].sha256
+    assert isinstance(failed.error, VerificationFailed)
+    assert failed.error.fields["offset"] == 3 * MiB
+    assert good.read(0, IMAGE_BYTES) == expected
 
 
 @pytest.mark.root
