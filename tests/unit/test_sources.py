@@ -395,3 +395,24 @@ def test_stream_error_stays_raised_on_later_reads(
                 pass
         with pytest.raises(ImageError):
             stream.read(MiB)
+
+
+@pytest.mark.parametrize("method", ["read1", "readinto", "read-small"])
+def test_every_read_method_gives_the_same_bytes(
+    small_disk: Path, compressed_image: Compress, method: str
+) -> None:
+    parts: list[bytes] = []
+    with open_source(compressed_image(small_disk, "gz")).open_stream() as stream:
+        while True:
+            if method == "read1":
+                part = stream.read1(3 * MiB)
+            elif method == "readinto":
+                buffer = bytearray(1000_003)
+                part = bytes(buffer[: stream.readinto(buffer)])
+            else:
+                part = stream.read(4096)
+                assert len(part) in (0, 4096)  # full reads until the end
+            if not part:
+                break
+            parts.append(part)
+    assert b"".join(parts) == small_disk.read_bytes()
