@@ -86,13 +86,16 @@ def _reject(spec: TargetSpec, message: str, problem: str, hint: str | None = Non
 
 
 def _open_flags_direct(path: str, flags: int) -> tuple[int, bool]:
-    """Open with O_DIRECT, falling back to buffered I/O where the filesystem refuses it."""
+    """Open with O_DIRECT, falling back to buffered I/O where the filesystem refuses it.
+
+    A file created here is private (0600): a configured image holds Wi-Fi and fleet keys.
+    """
     try:
-        return os.open(path, flags | os.O_DIRECT), True
+        return os.open(path, flags | os.O_DIRECT, 0o600), True
     except OSError as err:
         if err.errno != errno.EINVAL:
             raise
-    return os.open(path, flags), False
+    return os.open(path, flags, 0o600), False
 
 
 def _libc_umount(mountpoint: str) -> None:

@@ -272,3 +272,12 @@ def test_fleet_flash_takes_config_json_from_the_api(
     assert config["applicationId"] == 1958513
     assert len(config["apiKey"]) == 32
     assert config["deviceType"] == "raspberrypi4-64"
+
+
+def test_a_new_card_image_file_is_private(
+    tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "card.img"
+    assert main(["flash", str(local_image), "--target", str(card), "--wifi-ssid", "Lab"]) == 0
+    capsys.readouterr()
+    assert card.stat().st_mode & 0o077 == 0
