@@ -382,7 +382,8 @@ class ImageCache:
     ) -> PruneReport:
         """Remove images not used for `older_than_s`, beyond the `keep` most recently used,
         or least recently used first until the cache fits `max_size_bytes`; `everything`
-        empties it (partial downloads included). Images in use elsewhere are kept."""
+        empties it. Partial downloads go with `everything`, or when older than `older_than_s`.
+        Images in use elsewhere are kept."""
         entries = self.entries()  # most recently used first
         now = self._clock()
         doomed: list[CacheEntry] = []
@@ -410,8 +411,8 @@ class ImageCache:
                 continue
             freed += self.remove(entry.sha256)
             removed.append(entry)
-        if everything:
-            freed += self._remove_strays()
+        if everything or older_than_s is not None:
+            freed += self._remove_strays(0.0 if everything else older_than_s or 0.0)
         return PruneReport(tuple(removed), freed, tuple(busy))
 
     def _in_use(self, entry: CacheEntry) -> bool:
@@ -421,9 +422,9 @@ class ImageCache:
                     return True
         return False
 
-    def _remove_strays(self) -> int:
-        """Partial downloads nobody is writing, and files the index does not know (temporary
-        files of operations that may still be running elsewhere are left for an hour)."""
+    def _remove_strays(self, min_age_s: float) -> int:
+        """Partial downloads nobody is writing and files the index does not know, untouched for
+        `min_age_s` (temporary files of operations that may still run elsewhere: an hour)."""
         known = {"index.json", "index.lock"}
         for record in self._read_index()["images"].values():
             known.add(str(record.get("file")))
@@ -436,7 +437,10 @@ class ImageCache:
         for path in candidates:
             try:
                 info = path.stat()
-                if path.name.startswith(".") and self._clock() - info.st_mtime < 3600:
+                age_s = self._clock() - info.st_mtime
+                if (min_age_s > 0 and age_s < min_age_s) or (
+                    path.name.startswith(".") and age_s < 3600.0
+                ):
                     continue
                 path.unlink()
             except FileNotFoundError:

@@ -81,6 +81,8 @@ class ChunkReader(io.BufferedIOBase, BinaryIO):
 
     def _fill(self) -> bool:
         """Make a chunk with unread bytes current; False at the end."""
+        if self.closed:
+            raise ValueError("read from a closed image stream")
         if self._error is not None:
             raise self._error
         while self._offset >= len(self._chunk):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import subprocess
 import sys
@@ -294,3 +295,16 @@ def test_lock_waits_are_cancellable(cache: ImageCache) -> None:
         with pytest.raises(Cancelled), cache.lock("download:y", cancel=cancel):
             entered.append(True)
     assert entered == []
+
+
+def test_prune_by_age_also_drops_stale_partial_downloads(
+    cache: ImageCache, clock: Clock, tmp_path: Path
+) -> None:
+    stale = cache.partial_path("download:old")
+    stale.write_bytes(b"x" * 1000)
+    fresh = cache.partial_path("download:new")
+    fresh.write_bytes(b"y" * 1000)
+    os.utime(stale, (clock.now - 3 * DAY_S, clock.now - 3 * DAY_S))
+    os.utime(fresh, (clock.now, clock.now))
+    cache.prune(older_than_s=DAY_S)
+    assert not stale.exists() and fresh.exists()
