@@ -3,9 +3,10 @@ to the GUI thread as queued signals, in order, followed by exactly one `done` or
 
 A worker never touches a widget. It appends events to its Task's buffer; the first event after
 an empty buffer posts one queued wake-up, and the GUI thread drains the buffer on its next turn.
-Progress events for the same (target, phase) coalesce in the buffer (the newest wins), so a fast
-writer can never flood the event loop, however slow the GUI thread is. `Relay` carries values
-from foreign threads (the hotplug monitor) the same way. The thread runner is injectable.
+Consecutive progress events for the same (target, phase) coalesce in the buffer (the newest wins),
+so a fast writer can never flood the event loop, however slow the GUI thread is; every other
+event is delivered, in order. `Relay` carries values from foreign threads (the hotplug monitor)
+the same way. The thread runner is injectable.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ from flasher.events import CancelToken, Event, EventCallback, Progress
 Work = Callable[[EventCallback, CancelToken], Any]
 
 
+class Worker(Protocol):
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
 class Runner(Protocol):
-    def start(self, work: Callable[[], None], name: str) -> None:
+    def start(self, work: Callable[[], None], name: str) -> Worker:
         """Run `work` soon, on some thread other than the GUI thread."""
         ...
 
@@ -33,8 +40,10 @@ class Runner(Protocol):
 class ThreadRunner:
     """One daemon thread per task: core calls block for minutes, so a pool buys nothing."""
 
-    def start(self, work: Callable[[], None], name: str) -> None:
-        threading.Thread(target=work, name=name, daemon=True).start()
+    def start(self, work: Callable[[], None], name: str) -> Worker:
+        thread = threading.Thread(target=work, name=name, daemon=True)
+        thread.start()
+        return thread
 
 
 @dataclass(frozen=True)
@@ -65,9 +74,10 @@ class Task(QObject):
     finished = Signal()
     _wake = Signal()
 
-    def __init__(self, name: str, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, name: str) -> None:
+        super().__init__()
         self.name = name
+        self.worker: Worker | None = None
         self.cancel_token = CancelToken()
         self._lock = threading.Lock()
         self._buffer: list[Event | _End] = []
@@ -89,6 +99,9 @@ class Task(QObject):
                     self._buffer[slot] = item
                     return
                 self._progress_slot[key] = len(self._buffer)
+            else:
+                # Progress after this event must come after it: no replacing across it.
+                self._progress_slot.clear()
             self._buffer.append(item)
         if wake:
             self._wake.emit()
@@ -110,17 +123,19 @@ class Task(QObject):
 
 
 class Bridge(QObject):
-    """Starts tasks on the runner and keeps them alive until they finish."""
+    """Starts tasks on the runner and keeps each Task alive until its worker is done with it:
+    a Task (and its signals) must never be deleted while a worker may still post to it."""
 
     def __init__(self, runner: Runner | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._runner: Runner = runner or ThreadRunner()
         self._tasks: set[Task] = set()
+        self._stuck: list[Task] = []
 
     def run(self, name: str, work: Work) -> Task:
         """Start `work(on_event, cancel)` on a worker. Connect to the returned task's signals
         right away: nothing is delivered before control returns to the event loop."""
-        task = Task(name, self)
+        task = Task(name)
         self._tasks.add(task)
         task.finished.connect(lambda: self._forget(task))
 
@@ -132,12 +147,23 @@ class Bridge(QObject):
             else:
                 task.post(_End(result=result))
 
-        self._runner.start(body, f"flasher-{name}")
+        task.worker = self._runner.start(body, f"flasher-{name}")
         return task
 
     def _forget(self, task: Task) -> None:
         self._tasks.discard(task)
         task.deleteLater()
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Cancel every task and wait for the workers; a worker that does not stop in time
+        keeps its Task for the rest of the process rather than posting to a deleted one."""
+        self.cancel_all()
+        for task in list(self._tasks):
+            if task.worker is not None:
+                task.worker.join(timeout_s)
+            if task.worker is not None and task.worker.is_alive():
+                self._stuck.append(task)
+            self._tasks.discard(task)
 
     @property
     def busy(self) -> bool:

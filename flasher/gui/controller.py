@@ -129,6 +129,8 @@ class FlashController(QObject):
         self._all_versions: list[OsVersion] = []
         self._version_filter = VersionFilter(esr=services.settings.os_line == "esr")
         self._generation = 0
+        self._versions_slug: str | None = None
+        self._versions_task: Task | None = None
         self._image_task: Task | None = None
         self._flash_task: Task | None = None
         self._catalog: OsModel | None = None
@@ -165,22 +167,42 @@ class FlashController(QObject):
         self.catalog_failed.emit(failure)
 
     def choose_device_type(self, slug: str) -> None:
+        """Load `slug`'s versions. While typing in the search moves the selection quickly, only
+        one query runs at a time and the latest choice wins."""
+        if slug == self._versions_slug:
+            return
         self._generation += 1
-        generation = self._generation
+        self._versions_slug = slug
         self._all_versions = []
-        self.versions.set_versions([])
+        self._show_versions()
+        if self._versions_task is None:
+            self._load_versions()
+
+    def _load_versions(self) -> None:
+        slug, generation = self._versions_slug, self._generation
+        if slug is None:
+            return
         self.catalog_busy.emit(True)
-        task = self.bridge.run("versions", self._with_catalog(
+        task = self._versions_task = self.bridge.run("versions", self._with_catalog(
             lambda m: m.get_available_os_versions(slug, include_draft=True)))
         task.done.connect(lambda items: self._versions_loaded(generation, items))
-        task.failed.connect(self._catalog_failed)
+        task.failed.connect(lambda failure: self._versions_failed(generation, failure))
+        task.finished.connect(lambda: self._versions_task_finished(generation))
 
     def _versions_loaded(self, generation: int, items: list[OsVersion]) -> None:
+        if generation == self._generation:
+            self._all_versions = items
+            self._show_versions()
+
+    def _versions_failed(self, generation: int, failure: Failure) -> None:
+        if generation == self._generation:
+            self.catalog_failed.emit(failure)
+
+    def _versions_task_finished(self, generation: int) -> None:
+        self._versions_task = None
         self.catalog_busy.emit(False)
         if generation != self._generation:
-            return
-        self._all_versions = items
-        self._show_versions()
+            self._load_versions()
 
     def set_version_filter(self, which: VersionFilter) -> None:
         self._version_filter = which
@@ -399,9 +421,11 @@ class FlashController(QObject):
         self.services.save_settings(settings)
 
     def shutdown(self) -> None:
+        """Stop everything running: workers, the drive monitor (before the window goes)."""
         self.cancel_image()
         self.cancel_flash()
         self.stop_drive_watch()
+        self.bridge.shutdown()
 
 
 def apply_config_to_settings(settings: Settings, config: DeviceConfig) -> None:

@@ -303,8 +303,8 @@ class DriveModel(QAbstractTableModel):
         self.endRemoveRows()
         self._confirmed_system.discard(path)
         if gone.checked:
-            self.drive_removed.emit(gone.drive)
             self.selection_changed.emit()
+            self.drive_removed.emit(gone.drive)
 
     def row_of(self, path: str) -> int:
         for row, item in enumerate(self._rows):

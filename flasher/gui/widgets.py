@@ -91,7 +91,7 @@ class Banner(QFrame):
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message.setFont(scaled_font(self.message, 1.0, bold=True))
         self.hint = note("", self)
-        self.details = QPushButton("&Details…", self)
+        self.details = QPushButton("Details…", self)
         self.details.setIcon(icon("info"))
         self.details.clicked.connect(self.details_requested.emit)
         text = QVBoxLayout()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QAbstractButton, QFileDialog, QWidget
+from PySide6.QtWidgets import QAbstractButton, QFileDialog, QLineEdit, QWidget
 from pytestqt.qtbot import QtBot
 
 from flasher.gui.controller import FlashController
@@ -33,7 +33,12 @@ class App:
 
     def type_into(self, widget: QWidget, text: str) -> None:
         widget.setFocus()
-        self.qtbot.keyClicks(widget, text)
+        if text.isascii():
+            self.qtbot.keyClicks(widget, text)
+        else:
+            # QTest can only synthesize ASCII keys; other text arrives as if pasted.
+            assert isinstance(widget, QLineEdit)
+            widget.insert(text)
 
     def page(self) -> int:
         return self.window.stack.currentIndex()
@@ -64,11 +69,8 @@ class App:
         found: list[QFileDialog] = []
 
         def shown() -> bool:
-            dialog = parent.findChild(QFileDialog, name)
-            if dialog is not None and dialog.isVisible():
-                found.append(dialog)
-                return True
-            return False
+            found[:] = [d for d in parent.findChildren(QFileDialog, name) if d.isVisible()]
+            return bool(found)
 
         self.qtbot.waitUntil(shown)
         return found[-1]

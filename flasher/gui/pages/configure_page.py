@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -97,7 +97,7 @@ class ConfigurePage(QWidget):
         grid.setRowStretch(3, 1)
         scroll.setWidget(self.form)
         outer.addWidget(scroll, 1)
-        self.remember_check = QCheckBox("Re&member the Wi-Fi key and provisioning key on this "
+        self.remember_check = QCheckBox("Remember the Wi-Fi key and provisioning key on this "
                                         "computer", self)
         outer.addWidget(self.remember_check)
         self.restore(settings)
@@ -120,7 +120,7 @@ class ConfigurePage(QWidget):
         form.addRow(kinds)
         self.ssid_edit = QLineEdit(group)
         self.ssid_edit.setAccessibleName("Wi-Fi network name")
-        self.ssid_error = self._row(form, "Network &name (SSID):", self.ssid_edit, "ssid",
+        self.ssid_error = self._row(form, "&SSID (network name):", self.ssid_edit, "ssid",
                                     lambda: validate_wifi_ssid(self.ssid_edit.text()))
         self.key_edit = SecretEdit(group)
         self.key_edit.setPlaceholderText("empty for an open network")
@@ -134,14 +134,14 @@ class ConfigurePage(QWidget):
         return group
 
     def _ip_group(self) -> QGroupBox:
-        group = QGroupBox("&Static IP address (IPv4)", self.form)
+        group = QGroupBox("Static I&P address (IPv4)", self.form)
         group.setCheckable(True)
         group.setChecked(False)
         self.ip_group = group
         form = QFormLayout(group)
         self.address_edit = QLineEdit(group)
         self.address_edit.setPlaceholderText("192.168.1.50")
-        self.address_error = self._row(form, "A&ddress:", self.address_edit, "address",
+        self.address_error = self._row(form, "&Address:", self.address_edit, "address",
                                        lambda: validate_ipv4_address(self.address_edit.text()))
         self.netmask_edit = QLineEdit(group)
         self.netmask_edit.setPlaceholderText("255.255.255.0 or 24")
@@ -153,7 +153,7 @@ class ConfigurePage(QWidget):
                                        self._check_gateway)
         self.dns_edit = QLineEdit(group)
         self.dns_edit.setPlaceholderText("1.1.1.1, 8.8.8.8")
-        self.dns_error = self._row(form, "D&NS servers:", self.dns_edit, "dns",
+        self.dns_error = self._row(form, "DNS ser&vers:", self.dns_edit, "dns",
                                    lambda: validate_dns(parse_dns(self.dns_edit.text())))
         group.toggled.connect(lambda _on: self._edited("static"))
         return group
@@ -163,7 +163,7 @@ class ConfigurePage(QWidget):
         form = QFormLayout(group)
         self.hostname_edit = QLineEdit(group)
         self.hostname_edit.setPlaceholderText("default: the device's UUID")
-        self.hostname_error = self._row(form, "Host&name:", self.hostname_edit, "hostname",
+        self.hostname_error = self._row(form, "H&ostname:", self.hostname_edit, "hostname",
                                         lambda: validate_hostname(self.hostname_text()))
         self.poll_spin = QSpinBox(group)
         self.poll_spin.setRange(0, 100_000)
@@ -179,7 +179,7 @@ class ConfigurePage(QWidget):
         form.addRow("", self.dev_error)
         self.fields.add("development_mode", self.dev_error, lambda: None)
         self.dev_check.toggled.connect(lambda _on: self._edited("development_mode"))
-        self.logging_check = QCheckBox("&Persistent logging", group)
+        self.logging_check = QCheckBox("Persistent logging", group)
         form.addRow("", self.logging_check)
         return group
 
@@ -191,11 +191,11 @@ class ConfigurePage(QWidget):
         form = QFormLayout(group)
         self.fleet_edit = QLineEdit(group)
         self.fleet_edit.setPlaceholderText("numeric ID from the dashboard URL")
-        self.fleet_error = self._row(form, "Fleet &ID:", self.fleet_edit, "fleet",
+        self.fleet_error = self._row(form, "Fl&eet ID:", self.fleet_edit, "fleet",
                                      lambda: parse_fleet_id(self.fleet_edit.text()))
         self.provisioning_edit = SecretEdit(group)
         self.provisioning_error = self._row(
-            form, "Pro&visioning key:", self.provisioning_edit, "provisioning",
+            form, "Provisioning ke&y:", self.provisioning_edit, "provisioning",
             lambda: validate_provisioning_key(self._provisioning_key(), 1))
         group.toggled.connect(lambda _on: self._edited("fleet_group"))
         return group
@@ -207,7 +207,7 @@ class ConfigurePage(QWidget):
         self.keyfile_list.setAccessibleName("extra connection files")
         self.keyfile_list.setMaximumHeight(em(self, 5))
         buttons = QVBoxLayout()
-        self.add_keyfile = QPushButton("&Add file…", group)
+        self.add_keyfile = QPushButton("Add &connection file…", group)
         self.remove_keyfile = QPushButton("&Remove", group)
         self.add_keyfile.clicked.connect(self._browse_keyfile)
         self.remove_keyfile.clicked.connect(self._remove_keyfile)
@@ -288,6 +288,7 @@ class ConfigurePage(QWidget):
         dialog.setObjectName("keyfile-dialog")
         dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
         dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.filesSelected.connect(self.add_keyfiles)
         dialog.open()
 

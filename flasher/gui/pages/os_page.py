@@ -139,7 +139,7 @@ class OsPage(QWidget):
         self.esr_check = QCheckBox("&ESR line", panel)
         self.esr_check.setToolTip("Extended Support Releases: maintained for longer")
         self.esr_check.setChecked(which.esr)
-        self.dev_check = QCheckBox("De&velopment images", panel)
+        self.dev_check = QCheckBox("Development ima&ges", panel)
         self.dev_check.setToolTip("Open SSH and local mode, for building; not for the field")
         self.draft_check = QCheckBox("Include d&rafts", panel)
         for check in (self.esr_check, self.dev_check, self.draft_check):
@@ -174,7 +174,7 @@ class OsPage(QWidget):
         self.path_edit.returnPressed.connect(self._open_path)
         label = QLabel("Fi&le:", panel)
         label.setBuddy(self.path_edit)
-        self.browse = QPushButton(icon("folder"), "&Browse…", panel)
+        self.browse = QPushButton(icon("folder"), "Bro&wse…", panel)
         self.browse.clicked.connect(self._browse)
         row.addWidget(label)
         row.addWidget(self.path_edit, 1)
@@ -326,6 +326,7 @@ class OsPage(QWidget):
         dialog.setObjectName("image-file-dialog")
         dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
         dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.fileSelected.connect(self._file_chosen)
         dialog.open()
 

@@ -63,7 +63,7 @@ class TargetsPage(QWidget):
         self.show_all.toggled.connect(controller.drive_filter.set_show_all)
         row.addWidget(self.show_all)
         row.addStretch(1)
-        self.save_file = QPushButton(icon("file"), "Save to image &file…", self)
+        self.save_file = QPushButton(icon("file"), "Save to &image file…", self)
         self.save_file.clicked.connect(self._choose_file)
         row.addWidget(self.save_file)
         layout.addLayout(row)
@@ -71,7 +71,7 @@ class TargetsPage(QWidget):
         self.verify_check = QCheckBox("&Verify by reading back", self)
         self.verify_check.setChecked(controller.verify)
         self.verify_check.toggled.connect(self._options_changed)
-        self.write_all_check = QCheckBox("Write every &byte (slower)", self)
+        self.write_all_check = QCheckBox("Write every b&yte (slower)", self)
         self.write_all_check.setToolTip(
             "By default only the blocks that hold data are written; tick this for partitions "
             "checked by their own checksums.")
@@ -137,6 +137,7 @@ class TargetsPage(QWidget):
         dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
         dialog.setFileMode(QFileDialog.FileMode.AnyFile)
         dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.setNameFilter("Disk images (*.img);;All files (*)")
         dialog.setDefaultSuffix("img")
         dialog.selectFile(os.path.join(os.path.expanduser("~"), self.default_file_name))
