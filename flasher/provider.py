@@ -137,9 +137,18 @@ class _PlainRequester:
 class ImageProvider:
     """Obtains raw images for flash jobs through the cache and, when needed, the balena API."""
 
-    def __init__(self, cache: ImageCache, session_factory: SessionFactory | None = None) -> None:
+    def __init__(
+        self,
+        cache: ImageCache,
+        session_factory: SessionFactory | None = None,
+        *,
+        origin: str | None = None,
+    ) -> None:
+        """`origin` names the API in cache keys (default: its URL); the sandbox, which listens
+        on a new port every run but always serves the same images, passes "sandbox:"."""
         self.cache = cache
         self._session_factory = session_factory
+        self._origin = origin
 
     def obtain(
         self,
@@ -169,7 +178,7 @@ class ImageProvider:
             model = OsModel(session)
             request = os_download_request(
                 model,
-                session.api_url,
+                self._origin or session.api_url,
                 spec.device_type or "",
                 spec.version,
                 development=spec.development,

@@ -98,7 +98,7 @@ def download_command(args: argparse.Namespace, ctx: CliContext) -> int:
         raise ConfigError("--sha256", "must be 64 hexadecimal digits")
     session = ctx.session()
     # the sandbox listens on a new port each run but always serves the same images
-    origin = "sandbox:" if getattr(args, "sandbox", False) else session.api_url
+    origin = ctx.cache_origin or session.api_url
     request = os_download_request(
         OsModel(session),
         origin,

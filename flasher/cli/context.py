@@ -41,6 +41,12 @@ class CliContext:
                 self._session = BalenaSession.from_environment(api_url=api_url, token=token)
         return self._session
 
+    @property
+    def cache_origin(self) -> str | None:
+        """How downloads from this API are keyed in the cache: the sandbox always serves the
+        same images whatever port it listens on."""
+        return "sandbox:" if getattr(self.args, "sandbox", False) else None
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()

@@ -180,7 +180,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
         bmap_path=args.bmap,
     )
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
-    provider = ImageProvider(ImageCache(), session_factory)
+    provider = ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin)
     report = _run(job, provider, args, ctx)
     return _report(report, args, ctx)
 

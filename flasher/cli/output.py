@@ -28,7 +28,7 @@ def human_bytes(n: float | None) -> str:
 def human_duration(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
-    s = int(round(seconds))
+    s = round(seconds)
     h, rest = divmod(s, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
