@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from flasher import __version__
 from flasher.cli.context import CliContext
 from flasher.cli.output import Output
-from flasher.errors import EXIT_CANCELLED, EXIT_USAGE, Cancelled, FlasherError
+from flasher.errors import EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, Cancelled, FlasherError
 
 COMMAND_MODULES = (
     "flasher.cli.catalog_cmds",
@@ -107,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.error(Cancelled("Interrupted."))
         return EXIT_CANCELLED
+    except BrokenPipeError:
+        # The reader went away (`flasher … | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     finally:
         ctx.close()
 
