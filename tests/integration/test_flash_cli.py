@@ -7,7 +7,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -281,3 +283,30 @@ def test_a_new_card_image_file_is_private(
     assert main(["flash", str(local_image), "--target", str(card), "--wifi-ssid", "Lab"]) == 0
     capsys.readouterr()
     assert card.stat().st_mode & 0o077 == 0
+
+
+def test_ctrl_c_cancels_and_leaves_the_card_unbootable(
+    tmp_path: Path, local_image: Path
+) -> None:
+    # A large sparse image, written in full, so the write is still going when SIGINT arrives.
+    big = tmp_path / "big.img"
+    shutil.copyfile(local_image, big)
+    with open(big, "r+b") as f:
+        f.truncate(3 * 1024**3)
+    card = tmp_path / "card.img"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flasher", "--json", "flash", str(big), "--target", str(card),
+         "--write-all"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["phase"] == "writing" and event["done_bytes"]:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest
+    with open(card, "rb") as f:
+        assert f.read(1024 * 1024) == bytes(1024 * 1024)
