@@ -5,6 +5,8 @@ Standard library plus flasher.errors, flasher.events and flasher.writer modules 
 the random-access image at its own pace, or a read-back). `FanOut` reads a stream once and
 offers each chunk to every target's bounded `Inbox`; a target that does not take a chunk within
 the stall timeout is dropped, so memory stays bounded and one dead card cannot stop the rest.
+`WrittenHasher` hashes a random-access target's chunks after they are written, on its own
+thread, with `HashClaims` making N targets hash each chunk once.
 """
 
 from __future__ import annotations
@@ -189,3 +191,59 @@ class FanOut(threading.Thread):
             self._broadcast(None)
         except BaseException as err:
             self._broadcast(err)
+
+
+class HashClaims:
+    """Which chunks some target's hasher has taken on, so N targets hash each chunk once.
+
+    A target that skips a chunk claimed elsewhere still gets its digest before it reports:
+    verifying hashes any chunk whose digest is not there yet.
+    """
+
+    def __init__(self) -> None:
+        self._taken: set[int] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, index: int) -> bool:
+        with self._lock:
+            if index in self._taken:
+                return False
+            self._taken.add(index)
+            return True
+
+
+class WrittenHasher:
+    """Hashes written chunks on a thread of its own, then hands their buffers back to the feed.
+
+    Reading the image, writing the target and hashing then overlap (hashing in the reader's
+    thread made it the slowest step of the write phase); `finish()` waits for the last digest.
+    """
+
+    def __init__(
+        self,
+        plan: WritePlan,
+        digests: ChunkDigests,
+        claims: HashClaims,
+        release: Callable[[mmap.mmap], None],
+    ) -> None:
+        self._plan = plan
+        self._digests = digests
+        self._claims = claims
+        self._release = release
+        self._queue: queue.SimpleQueue[tuple[int, mmap.mmap] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="flasher-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            index, buf = item
+            if self._claims.claim(index):
+                self._digests.ensure(index, memoryview(buf)[: self._plan.chunks[index].length])
+            self._release(buf)
+
+    def submit(self, index: int, buf: mmap.mmap) -> None:
+        self._queue.put((index, buf))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()

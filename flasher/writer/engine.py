@@ -6,8 +6,11 @@ helper runs it; the unprivileged process runs it too, for regular-file targets).
 Per target, in order: zero the first and last MiB (a half-written card never looks valid), write
 every chunk except the first MiB in large aligned O_DIRECT writes, fsync, write the first MiB
 (the partition table) last, fsync; then drop cached pages and read everything back, comparing
-per-chunk sha256 digests. Targets are independent threads: a random-access source is read by
-each target at its own pace (the page cache is shared); a stream is read once and fanned out
+it with the image bytes re-read from a random-access source, or with the per-chunk sha256
+digests taken from a stream (the digests also make the job's sha256; with a random-access
+source they are taken after each write, off the write path). Targets are independent threads:
+a random-access source is read by each target at its own pace (the page cache is shared); a
+stream is read once and fanned out
 through small per-target queues, where a failed target is dropped and a stalled one is dropped
 after `stall_timeout_s`, so no card holds the others back for long.
 
@@ -38,11 +41,13 @@ from flasher.errors import (
 )
 from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMeter
 from flasher.writer.blockdev import OpenTarget, TargetKind
-from flasher.writer.chunkfeed import FanOut, Feed, Inbox, Prefetch
+from flasher.writer.chunkfeed import FanOut, Feed, HashClaims, Inbox, Prefetch, WrittenHasher
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
-from flasher.writer.plan import HEAD_BYTES, ChunkDigests, WritePlan, round_up
+from flasher.writer.plan import HEAD_BYTES, Chunk, ChunkDigests, WritePlan, round_up
 
 STALL_TIMEOUT_S = 120.0
+# Buffers per target: one being read, one being written, one being hashed, one spare.
+PREFETCH_DEPTH = 4
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ENOMEDIUM, errno.ESHUTDOWN})
 
 EmitFn = Callable[[Event], None]
@@ -81,6 +86,17 @@ def io_error(err: OSError, path: str, doing: str, offset: int | None = None) -> 
     )
 
 
+def _first_difference(expected: bytearray, actual: memoryview) -> int:
+    """The offset of the first byte where two equally long buffers differ (they do differ)."""
+    step = 4096
+    for pos in range(0, len(expected), step):
+        a = expected[pos : pos + step]
+        if a != actual[pos : pos + step]:
+            b = actual[pos : pos + step].tobytes()
+            return pos + next(i for i in range(len(a)) if a[i] != b[i])
+    return 0
+
+
 # -- one target -------------------------------------------------------------------------------
 
 
@@ -101,6 +117,10 @@ class _TargetJob:
         self.emit = emit
         self.cancel = cancel
         self._zeros = mmap.mmap(-1, HEAD_BYTES)
+        self._scratch: bytearray | None = None
+        # Set for random-access sources when verifying: hash chunks once written, for the job
+        # digest, sharing the work with the other targets.
+        self.claims: HashClaims | None = None
 
     # I/O primitives ----------------------------------------------------------------------
 
@@ -170,23 +190,35 @@ class _TargetJob:
         head = mmap.mmap(-1, HEAD_BYTES)
         head_view = memoryview(head)
         done = 0
-        for index, buf in feed:
+        hasher = (
+            WrittenHasher(self.plan, self.digests, self.claims, feed.release)
+            if self.claims is not None
+            else None
+        )
+        try:
+            for index, buf in feed:
+                self.cancel.check()
+                chunk = self.plan.chunks[index]
+                n = self._io_len(chunk.length)
+                if chunk.offset < HEAD_BYTES:
+                    # Held back: the partition table goes on last, once the rest is durable.
+                    n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
+                    head_view[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
+                else:
+                    self._pwrite(memoryview(buf)[:n], chunk.offset)
+                if hasher is not None:
+                    hasher.submit(index, buf)
+                else:
+                    feed.release(buf)
+                done += chunk.length
+                if (progress := meter.update(done)) is not None:
+                    self.emit(progress)
             self.cancel.check()
-            chunk = self.plan.chunks[index]
-            n = self._io_len(chunk.length)
-            if chunk.offset < HEAD_BYTES:
-                # Held back: the partition table goes on last, once everything else is durable.
-                n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
-                head_view[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
-            else:
-                self._pwrite(memoryview(buf)[:n], chunk.offset)
-            feed.release(buf)
-            done += chunk.length
-            if (progress := meter.update(done)) is not None:
-                self.emit(progress)
-        self.cancel.check()
-        self.emit(PhaseChanged(Phase.SYNCING, t.path))
-        self._fsync()
+            self.emit(PhaseChanged(Phase.SYNCING, t.path))
+            self._fsync()
+        finally:
+            if hasher is not None:
+                hasher.finish()
         for index in self.plan.head_indices():
             chunk = self.plan.chunks[index]
             self._pwrite(
@@ -214,36 +246,35 @@ class _TargetJob:
                 )
             got += n
 
-    def _expected(self, index: int) -> bytes:
-        known = self.digests.get(index)
-        if known is not None:
-            return known
-        if not isinstance(self.source, RandomAccessSource):
-            raise WriterError("nothing to verify against: the stream was not read")
-        chunk = self.plan.chunks[index]
-        scratch = mmap.mmap(-1, round_up(chunk.length, 4096))
-        self.source.read_into(memoryview(scratch), chunk)
-        return self.digests.ensure(index, memoryview(scratch)[: chunk.length])
+    def _image_bytes(self, chunk: Chunk) -> bytearray:
+        """The image's bytes for `chunk` (base plus overlay), re-read from the random-access source.
 
-    def _first_difference(self, index: int, actual: memoryview) -> int | None:
-        """The first differing byte's image offset; None when the source cannot be re-read."""
+        A bytearray on the left of `==` compares with memcmp: about 20 GB/s, where hashing the
+        read-back bytes again runs at about 1.4 GB/s and held the verify phase back.
+        """
+        assert isinstance(self.source, RandomAccessSource)
+        if self._scratch is None:
+            self._scratch = bytearray(round_up(self.plan.chunk_bytes, 4096))
+        with memoryview(self._scratch) as view:
+            self.source.read_into(view[: chunk.length], chunk)
+        if chunk.length == len(self._scratch):
+            return self._scratch
+        return self._scratch[: chunk.length]
+
+    def _check_chunk(self, index: int, actual: memoryview) -> int | None:
+        """None when the read-back chunk equals the image; else the first differing offset
+        (the chunk's start when only its digest is known: a stream cannot be re-read)."""
         chunk = self.plan.chunks[index]
-        if not isinstance(self.source, RandomAccessSource):
-            return None
-        expected = mmap.mmap(-1, round_up(chunk.length, 4096))
-        self.source.read_into(memoryview(expected), chunk)
-        want = memoryview(expected)
-        step = 4096
-        for pos in range(0, chunk.length, step):
-            a, b = actual[pos : pos + step], want[pos : pos + step]
-            if a != b:
-                a_bytes, b_bytes = a.tobytes(), b.tobytes()
-                return (
-                    chunk.offset
-                    + pos
-                    + next(i for i in range(len(a_bytes)) if a_bytes[i] != b_bytes[i])
-                )
-        return chunk.offset
+        if isinstance(self.source, RandomAccessSource):
+            expected = self._image_bytes(chunk)
+            if expected == actual:
+                self.digests.ensure(index, actual)  # a no-op unless nothing hashed it yet
+                return None
+            return chunk.offset + _first_difference(expected, actual)
+        known = self.digests.get(index)
+        if known is None:
+            raise WriterError("nothing to verify against: the stream was not read")
+        return None if hashlib.sha256(actual).digest() == known else chunk.offset
 
     def verify(self) -> None:
         t = self.target
@@ -263,17 +294,17 @@ class _TargetJob:
             for index, buf in feed:
                 self.cancel.check()
                 chunk = self.plan.chunks[index]
-                view = memoryview(buf)[: chunk.length]
-                if hashlib.sha256(view).digest() != self._expected(index):
-                    offset = self._first_difference(index, view)
-                    at = f"at byte {offset} " if offset is not None else ""
+                offset = self._check_chunk(index, memoryview(buf)[: chunk.length])
+                if offset is not None:
+                    exact = isinstance(self.source, RandomAccessSource)
+                    at = f"at byte {offset} " if exact else ""
                     raise VerificationFailed(
                         f"{t.path} differs from the image {at}"
                         f"(in bytes {chunk.offset}-{chunk.end - 1}).",
                         hint="The card may be faulty, worn out or counterfeit; "
                         "try another card or reader.",
                         target=t.path,
-                        offset=chunk.offset if offset is None else offset,
+                        offset=offset,
                         range_start=chunk.offset,
                         range_end=chunk.end,
                     )
@@ -380,13 +411,15 @@ def write_targets(
         buf_bytes = round_up(plan.chunk_bytes, 4096)
 
         def fill(index: int, buf: memoryview) -> None:
-            chunk = plan.chunks[index]
-            random_source.read_into(buf, chunk)
-            if verify:
-                digests.ensure(index, buf[: chunk.length])
+            random_source.read_into(buf, plan.chunks[index])
+
+        claims = HashClaims()
 
         def run_one(job: _TargetJob) -> TargetOutcome:
-            feed = Prefetch(range(len(plan.chunks)), fill, buf_bytes=buf_bytes)
+            job.claims = claims if verify else None
+            feed = Prefetch(
+                range(len(plan.chunks)), fill, buf_bytes=buf_bytes, depth=PREFETCH_DEPTH
+            )
             return job.run(feed, write=True, verify=verify)
 
         return _run_all([partial(run_one, job) for job in jobs], on_outcome)
