@@ -1,9 +1,10 @@
 """Read-only ext2/3/4 metadata reader: which bytes of the filesystem hold data or metadata.
 
-The answer comes from the filesystem's own superblock, group descriptors and block bitmaps, with
-every checksum the filesystem carries verified. Anything this reader cannot vouch for (unknown
-features, a journal that still needs replaying, a checksum mismatch, metadata pointing outside
-the filesystem) raises ImageError so the caller can fall back to copying the whole partition.
+The answer comes from the filesystem's own superblock, group descriptors and block and inode
+bitmaps, with every checksum the filesystem carries verified. Anything this reader cannot vouch
+for (unknown features, a journal that still needs replaying, a checksum mismatch, metadata
+pointing outside the filesystem) raises ImageError so the caller can fall back to copying the
+whole partition.
 Imports only the standard library and flasher.errors / flasher.image.{io,ranges}.
 """
 
@@ -83,9 +84,13 @@ RO_COMPAT_UNDERSTOOD = (
 STATE_VALID = 0x0001
 STATE_ERROR = 0x0002
 
+BG_INODE_UNINIT = 0x0001
 BG_BLOCK_UNINIT = 0x0002
+BG_INODE_ZEROED = 0x0004
 DESC_CHECKSUM_OFFSET = 0x1E
+# Descriptors shorter than these ends carry only the low 16 bits of a bitmap checksum.
 BITMAP_CSUM_HI_END = 0x3A
+INODE_BITMAP_CSUM_HI_END = 0x3C
 
 
 def _crc_table(poly: int) -> tuple[int, ...]:
@@ -124,8 +129,11 @@ class GroupDescriptor:
     inode_bitmap: int
     inode_table: int
     free_blocks: int
+    free_inodes: int
     flags: int
     block_bitmap_csum: int
+    inode_bitmap_csum: int
+    itable_unused: int
 
 
 class Ext4Filesystem:
@@ -139,6 +147,7 @@ class Ext4Filesystem:
             self._fail("no ext2/3/4 superblock", "not_ext4")
         self._parse_superblock(sb)
         self.descriptors = self._read_descriptors()
+        self._check_pointers()
 
     def _fail(self, message: str, problem: str = "corrupt_filesystem") -> None:
         raise ImageError(self.name, message, problem=problem)
@@ -209,7 +218,8 @@ class Ext4Filesystem:
             self._fail(f"invalid blocks per group {self.blocks_per_group}")
         if self.inode_size < 128 or self.inode_size & (self.inode_size - 1):
             self._fail(f"invalid inode size {self.inode_size}")
-        if self.inode_size > self.block_size or not self.inodes_per_group:
+        inode_bits = 8 * self.block_size
+        if self.inode_size > self.block_size or not 0 < self.inodes_per_group <= inode_bits:
             self._fail("invalid inode geometry")
         if self.blocks_count <= self.first_data_block:
             self._fail(f"invalid block count {self.blocks_count}")
@@ -298,16 +308,21 @@ class Ext4Filesystem:
             raw = table[group * self.desc_size : (group + 1) * self.desc_size]
             self._check_descriptor(group, raw)
             lo = struct.unpack_from("<IIIHHHHIHHHH", raw)
-            # The 64-bit halves: bitmap, inode bitmap, inode table, free count, bitmap checksum.
-            hi = struct.unpack_from("<IIIH10xH", raw, 0x20) if wide else (0, 0, 0, 0, 0)
+            # The high halves of the same fields, in the same order, in 64-byte descriptors.
+            hi = struct.unpack_from("<IIIHHHHIHH", raw, 0x20) if wide else (0,) * 10
             out.append(
                 GroupDescriptor(
                     block_bitmap=lo[0] | hi[0] << 32,
                     inode_bitmap=lo[1] | hi[1] << 32,
                     inode_table=lo[2] | hi[2] << 32,
                     free_blocks=lo[3] | hi[3] << 16,
+                    free_inodes=lo[4] | hi[4] << 16,
+                    # Flags and itable_unused mean something only under descriptor checksums;
+                    # the kernel and e2fsck ignore them otherwise.
                     flags=lo[6] if self.group_csum else 0,
-                    block_bitmap_csum=lo[8] | hi[4] << 16,
+                    block_bitmap_csum=lo[8] | hi[8] << 16,
+                    inode_bitmap_csum=lo[9] | hi[9] << 16,
+                    itable_unused=lo[10] | hi[6] << 16 if self.group_csum else 0,
                 )
             )
         return tuple(out)
@@ -328,23 +343,25 @@ class Ext4Filesystem:
         if expected != int.from_bytes(stored, "little"):
             self._fail(f"group descriptor {group} checksum mismatch")
 
-    def _metadata_blocks(self) -> list[rng.Range]:
-        """Every group's superblock/descriptor copies, bitmaps and whole inode tables."""
-        pointed: list[rng.Range] = []
-        for desc in self.descriptors:
-            pointed += [
-                (desc.block_bitmap, 1),
-                (desc.inode_bitmap, 1),
-                (desc.inode_table, self.inode_table_blocks),
-            ]
+    def _check_pointers(self) -> None:
+        pointed = [(desc.inode_table, self.inode_table_blocks) for desc in self.descriptors]
+        pointed += [(block, 1) for desc in self.descriptors
+                    for block in (desc.block_bitmap, desc.inode_bitmap)]
         if self.incompat & INCOMPAT_MMP:
             pointed.append((self.mmp_block, 1))
         for start, count in pointed:
             if start < self.first_data_block or start + count > self.blocks_count:
                 self._fail(f"metadata blocks {start}+{count} lie outside the filesystem")
-        blocks: list[rng.Range] = [(0, self.first_data_block), *pointed]
-        for group in range(self.group_count):
-            blocks += self.base_metadata(group)
+
+    def _metadata_blocks(self, table_blocks: list[int]) -> list[rng.Range]:
+        """Every group's superblock/descriptor copies, bitmaps and the first
+        `table_blocks[group]` blocks of its inode table."""
+        blocks: list[rng.Range] = [(0, self.first_data_block)]
+        for group, desc in enumerate(self.descriptors):
+            blocks += [(desc.block_bitmap, 1), (desc.inode_bitmap, 1),
+                       (desc.inode_table, table_blocks[group]), *self.base_metadata(group)]
+        if self.incompat & INCOMPAT_MMP:
+            blocks.append((self.mmp_block, 1))
         return blocks
 
     def used_blocks(self) -> list[rng.Range]:
@@ -354,7 +371,7 @@ class Ext4Filesystem:
         kernel does) has no bitmap on disk; its used blocks are exactly the metadata, which is
         computed from every descriptor because flex_bg places other groups' tables there.
         """
-        blocks = self._metadata_blocks()
+        blocks = self._metadata_blocks([self.inode_table_blocks] * self.group_count)
         bitmap_bytes = self.blocks_per_group // 8
         for group, desc in enumerate(self.descriptors):
             if desc.flags & BG_BLOCK_UNINIT:
@@ -372,11 +389,73 @@ class Ext4Filesystem:
             blocks += [(first + start, length) for start, length in rng.set_bit_runs(bitmap, count)]
         return rng.merge(blocks)
 
+    def inode_table_blocks_in_use(self) -> list[int]:
+        """Per group, how many leading blocks of its inode table can hold an inode in use.
+
+        With descriptor checksums on, the kernel and e2fsck never read an inode past
+        inodes_per_group - itable_unused (none at all under INODE_UNINIT): e2fsck's inode scan
+        stops there, the kernel bounds its inode-table readahead there and builds the block of
+        a newly allocated inode in memory when no other inode in it is in use. INODE_ZEROED
+        says the rest holds zeros (mkfs sets it only when it zeroed the table or its discard
+        left zeros, the kernel's lazy init only after writing zeros), so leaving the rest out
+        drops nothing but zeros. Anything less certain keeps the whole table: no checksums
+        (everyone then ignores the flags and itable_unused), no ZEROED flag, an itable_unused
+        e2fsck would reset (above the free inode count), or an inode past the boundary marked
+        in use in the inode bitmap.
+        """
+        whole = self.inode_table_blocks
+        ipg = self.inodes_per_group
+        out = []
+        for group, desc in enumerate(self.descriptors):
+            unused = desc.itable_unused
+            if not desc.flags & BG_INODE_ZEROED or unused > min(desc.free_inodes, ipg):
+                out.append(whole)
+            elif desc.flags & BG_INODE_UNINIT:
+                out.append(0)
+            elif self._inode_bitmap(group) >> (ipg - unused):
+                out.append(whole)
+            else:
+                out.append(-(-(ipg - unused) * self.inode_size // self.block_size))
+        return out
+
+    def _inode_bitmap(self, group: int) -> int:
+        """The group's inode bitmap as an integer (bit n = inode n of the group in use)."""
+        desc = self.descriptors[group]
+        bitmap = self._read_block(desc.inode_bitmap)[: -(-self.inodes_per_group // 8)]
+        if self.metadata_csum:
+            mask = 0xFFFFFFFF if self.desc_size >= INODE_BITMAP_CSUM_HI_END else 0xFFFF
+            covered = bitmap[: self.inodes_per_group // 8]
+            if crc32c(self.csum_seed, covered) & mask != desc.inode_bitmap_csum:
+                self._fail(f"inode bitmap of group {group} checksum mismatch")
+        return int.from_bytes(bitmap, "little") & ((1 << self.inodes_per_group) - 1)
+
+    def inode_table_tails(self) -> list[rng.Range]:
+        """Merged block ranges at the ends of inode tables that hold no inode in use and are
+        known to be zero (see inode_table_blocks_in_use); empty without descriptor checksums."""
+        return self._tails(self.inode_table_blocks_in_use())
+
+    def _tails(self, in_use: list[int]) -> list[rng.Range]:
+        return rng.merge((desc.inode_table + count, self.inode_table_blocks - count)
+                         for desc, count in zip(self.descriptors, in_use, strict=True))
+
+    def mapped_blocks(self) -> list[rng.Range]:
+        """Merged block ranges a copy must carry: the used blocks without the inode table tails.
+
+        The block bitmap marks the tails in use, so they are cut out of the used blocks; every
+        other piece of metadata is then added back in case a damaged layout overlaps a tail.
+        """
+        in_use = self.inode_table_blocks_in_use()
+        end = self.blocks_count
+        free_or_tail = [*rng.complement(self.used_blocks(), 0, end), *self._tails(in_use)]
+        kept = rng.complement(free_or_tail, 0, end)
+        return rng.merge([*kept, *self._metadata_blocks(in_use)])
+
     def allocated_ranges(self) -> list[rng.Range]:
         """Byte ranges (relative to the partition) that must be copied for the filesystem to be
-        intact: used blocks, plus any bytes of the partition after the filesystem's last block."""
+        intact: mapped blocks, plus any bytes of the partition after the filesystem's last
+        block."""
         size = self.block_size
-        out = [(start * size, count * size) for start, count in self.used_blocks()]
+        out = [(start * size, count * size) for start, count in self.mapped_blocks()]
         if self._io.size > self.size_bytes:
             out.append((self.size_bytes, self._io.size - self.size_bytes))
         return rng.merge(out)

@@ -3,9 +3,11 @@
 For each disk (MBR and GPT; FAT12/16/32; ext2/3/4 in several layouts) the map is computed, a copy
 gets pseudo-random garbage in every byte the map leaves out, and then every filesystem on the
 copy must check clean (e2fsck -fn, fsck.fat -n) and give back every file byte for byte (debugfs
-rdump, mcopy -s), and the partition table must read back the same (sfdisk -d). The map must also
-cover every block that holds data and every block bmaptool maps with data, and bmaptool must
-accept the .bmap we write for it.
+rdump, mcopy -s), and the partition table must read back the same (sfdisk -d). The unmapped
+bytes include the unused, zeroed tails of ext4 inode tables, so the garbage lands there too;
+inode tables that cannot be trusted that way (no descriptor checksums, not flagged zeroed) must
+stay mapped whole. The map must also cover every block that holds data and every block bmaptool
+maps with data, and bmaptool must accept the .bmap we write for it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 
 from flasher.image import ranges as rng
 from flasher.image.bmap import read_bmap, write_bmap
-from flasher.image.io import FileReader
+from flasher.image.ext4 import BG_INODE_ZEROED, Ext4Filesystem
+from flasher.image.io import FileReader, SliceIO
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from tests.support.filesystems import (
@@ -48,6 +51,9 @@ DISKS: dict[str, tuple[str, list[PartSpec]]] = {
             PartSpec("extended", 0),
             PartSpec("ext4", 24 * MiB, ("-b", "1024", "-O", "^flex_bg"), tree_bytes=4 * MiB),
             PartSpec("ext4", 12 * MiB, ("-O", "^metadata_csum,uninit_bg"), tree_bytes=2 * MiB),
+            # Inode tables left for the kernel to zero: none is flagged ITABLE_ZEROED.
+            PartSpec("ext4", 12 * MiB, ("-E", "root_owner=0:0,lazy_itable_init=1,nodiscard"),
+                     tree_bytes=2 * MiB),
         ],
     ),
     "gpt-fat32-ext2-ext3-meta-bg": (
@@ -158,6 +164,67 @@ def test_garbage_actually_landed_in_each_filesystem(proof: Proof) -> None:
         end = part.start_bytes + part.size_bytes
         unmapped = rng.complement(proof.amap.ranges, part.start_bytes, end)
         assert rng.total(unmapped) > part.size_bytes / 4, f"partition {part.number}"
+
+
+def ext4_inode_tables(proof: Proof) -> list[tuple[DiskPart, Ext4Filesystem, list[int]]]:
+    """Each ext4 partition of the disk, its filesystem, and per group how many leading inode
+    table blocks the map keeps."""
+    out = []
+    with FileReader(proof.disk) as io:
+        for part in proof.parts:
+            if part.kind == "ext4":
+                fs = Ext4Filesystem(SliceIO(io, part.start_bytes, part.size_bytes))
+                out.append((part, fs, fs.inode_table_blocks_in_use()))
+    return out
+
+
+def table_bytes(part: DiskPart, fs: Ext4Filesystem, first_block: int,
+                count: int) -> tuple[int, int]:
+    return part.start_bytes + first_block * fs.block_size, count * fs.block_size
+
+
+def test_garbage_landed_in_inode_table_tails(proof: Proof) -> None:
+    # Guards the proof itself: the skipped inode-table tails really were overwritten.
+    tails = [table_bytes(part, fs, d.inode_table + used, fs.inode_table_blocks - used)
+             for part, fs, in_use in ext4_inode_tables(proof)
+             for d, used in zip(fs.descriptors, in_use, strict=True)]
+    unmapped = rng.complement(proof.amap.ranges, 0, proof.amap.size_bytes)
+    assert rng.total(tails) > 1 * MiB
+    assert rng.merge([*unmapped, *tails]) == unmapped
+
+
+def test_inode_tables_without_checksums_or_zeroed_flag_stay_mapped(proof: Proof) -> None:
+    whole_tables = [table_bytes(part, fs, d.inode_table, fs.inode_table_blocks)
+                    for part, fs, _ in ext4_inode_tables(proof)
+                    for d in fs.descriptors
+                    if not (fs.group_csum and d.flags & BG_INODE_ZEROED)]
+    assert whole_tables
+    assert rng.merge([*proof.amap.ranges, *whole_tables]) == list(proof.amap.ranges)
+
+
+def test_files_added_later_land_cleanly_over_garbage_in_inode_table_tails(proof: Proof) -> None:
+    # What a device does after flashing: create files, so inodes are allocated inside the
+    # tails that were left out. debugfs (libext2fs) stands in for the kernel, which would need
+    # a mount.
+    payload = proof.work / "payload.bin"
+    payload.write_bytes(bytes(range(256)) * 37)
+    commands = "".join([f"mkdir added-dir{i}\n" for i in range(20)]
+                       + [f"write {payload} added-dir{i % 20}/f{i}\n" for i in range(200)])
+    grown = 0
+    for part, fs, in_use in ext4_inode_tables(proof):
+        if all(used == fs.inode_table_blocks for used in in_use):
+            continue  # nothing was left out of this one
+        fs_file = extract(proof.garbage, part.start_bytes, part.size_bytes,
+                          proof.work / f"added-p{part.number}.fs")
+        run(["debugfs", "-w", "-f", "-", fs_file], stdin=commands.encode())
+        with FileReader(fs_file) as io:
+            after = Ext4Filesystem(io).inode_table_blocks_in_use()
+        grown += sum(new > old for new, old in zip(after, in_use, strict=True))
+        assert run(["e2fsck", "-fn", fs_file], check=False).returncode == 0, part.number
+        copied = run(["debugfs", "-R", "cat added-dir7/f187", fs_file]).stdout
+        assert copied == payload.read_bytes(), part.number
+        fs_file.unlink()
+    assert grown  # new inodes really went past the old end of the used part
 
 
 def test_map_covers_every_block_holding_data(proof: Proof) -> None:

@@ -13,7 +13,10 @@ from flasher.errors import ImageError
 from flasher.image import ranges as rng
 from flasher.image.ext4 import (
     BG_BLOCK_UNINIT,
+    BG_INODE_UNINIT,
+    BG_INODE_ZEROED,
     INCOMPAT_RECOVER,
+    RO_COMPAT_GDT_CSUM,
     Ext4Filesystem,
     crc16,
     crc32c,
@@ -41,6 +44,8 @@ VARIANTS = {
     "sparse-super2": (600 * MiB, ("-b", "4096", "-O", "sparse_super2")),
     "mmp": (64 * MiB, ("-O", "mmp")),
     "inline-data": (64 * MiB, ("-O", "inline_data")),
+    # Inode tables left for the kernel to zero: no group is flagged ITABLE_ZEROED.
+    "lazy-itable-init": (64 * MiB, ("-E", "root_owner=0:0,lazy_itable_init=1,nodiscard")),
 }
 
 
@@ -88,6 +93,74 @@ def read_u32(path: Path, offset: int) -> int:
         return int.from_bytes(f.read(4), "little")
 
 
+def read_bytes(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def open_fs(path: Path) -> Ext4Filesystem:
+    """The filesystem of a copy of `path` held in memory, so it stays readable after return."""
+    data = path.read_bytes()
+    image = MemoryIO(len(data))
+    image.pwrite(data, 0)
+    return Ext4Filesystem(image)
+
+
+def descriptor_offset(fs: Ext4Filesystem, group: int) -> int:
+    """Where `group`'s descriptor lies in the primary table (no meta_bg)."""
+    return (fs.first_data_block + 1) * fs.block_size + group * fs.desc_size
+
+
+def rewrite_descriptor(path: Path, fs: Ext4Filesystem, group: int,
+                       change: Callable[[bytearray], None]) -> None:
+    """Apply `change` to a group descriptor and store it with a valid checksum."""
+    offset = descriptor_offset(fs, group)
+    raw = bytearray(read_bytes(path, offset, fs.desc_size))
+    change(raw)
+    number = struct.pack("<I", group)
+    struct.pack_into("<H", raw, 0x1E, 0)
+    if fs.metadata_csum:
+        checksum = crc32c(crc32c(fs.csum_seed, number), bytes(raw)) & 0xFFFF
+    else:
+        checksum = crc16(crc16(crc16(0xFFFF, fs.uuid), number + raw[:0x1E]), raw[0x20:])
+    struct.pack_into("<H", raw, 0x1E, checksum)
+    patch(path, offset, bytes(raw))
+
+
+def set_flags(flags: int, *, clear: int = 0) -> Callable[[bytearray], None]:
+    def change(raw: bytearray) -> None:
+        value = struct.unpack_from("<H", raw, 0x12)[0]
+        struct.pack_into("<H", raw, 0x12, (value | flags) & ~clear)
+    return change
+
+
+def dumpe2fs_inode_table_tails(text: str) -> list[tuple[int, int]]:
+    """The inode-table blocks dumpe2fs shows as skippable: with descriptor checksums, in groups
+    flagged ITABLE_ZEROED, the blocks past the last used inode (none used under INODE_UNINIT)."""
+    features = re.search(r"^Filesystem features:(.*)$", text, re.M)
+    assert features is not None
+    if not {"metadata_csum", "uninit_bg"} & set(features.group(1).split()):
+        return []
+    block_size = header_number(text, "Block size")
+    inode_size = header_number(text, "Inode size")
+    per_group = header_number(text, "Inodes per group")
+    tails = []
+    for section in re.split(r"^(?=Group \d+:)", text, flags=re.M)[1:]:
+        flags = re.match(r"Group \d+: [^\[\n]*(?:\[(.*)\])?", section)
+        table = re.search(r"Inode table at (\d+)-(\d+)", section)
+        unused = re.search(r"(\d+) unused inodes", section)
+        assert flags is not None and table is not None and unused is not None
+        names = (flags.group(1) or "").split(", ")
+        if "ITABLE_ZEROED" not in names:
+            continue
+        used = 0 if "INODE_UNINIT" in names else per_group - int(unused.group(1))
+        first, last = int(table.group(1)), int(table.group(2))
+        used_blocks = -(-used * inode_size // block_size)
+        tails.append((first + used_blocks, last + 1 - first - used_blocks))
+    return rng.merge(tails)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_used_blocks_equal_what_dumpe2fs_reports(variant: str, tree: Path,
                                                  tmp_path: Path) -> None:
@@ -118,6 +191,132 @@ def test_empty_large_filesystem_maps_a_few_percent(tmp_path: Path) -> None:
     assert mapped < 0.04 * 4096 * MiB
 
 
+@pytest.mark.parametrize("variant", ["defaults-1k", "4k", "4k-32bit", "gdt-csum", "meta-bg",
+                                     "many-small-groups", "no-checksums", "ext2",
+                                     "lazy-itable-init"])
+def test_inode_table_tails_match_what_dumpe2fs_reports(variant: str, tree: Path,
+                                                       tmp_path: Path) -> None:
+    size, options = VARIANTS[variant]
+    path = build(tmp_path, options, size, tree)
+    with FileReader(path) as io:
+        tails = Ext4Filesystem(io).inode_table_tails()
+    assert tails == dumpe2fs_inode_table_tails(dumpe2fs(path))
+
+
+@pytest.mark.parametrize("options", [("-b", "4096"),
+                                     ("-b", "1024", "-O", "^metadata_csum,uninit_bg")])
+def test_mapped_blocks_are_the_used_blocks_without_inode_table_tails(
+    options: tuple[str, ...], tree: Path, tmp_path: Path
+) -> None:
+    path = build(tmp_path, options, 96 * MiB, tree)
+    fs = open_fs(path)
+    tails, mapped, used = fs.inode_table_tails(), fs.mapped_blocks(), fs.used_blocks()
+    assert tails
+    assert rng.merge([*mapped, *tails]) == used
+    assert rng.total(mapped) + rng.total(tails) == rng.total(used)
+
+
+@pytest.mark.parametrize("variant", ["no-checksums", "ext2", "2k-ext3", "lazy-itable-init"])
+def test_inode_tables_are_mapped_whole_without_checksums_or_zeroed_flag(
+    variant: str, tree: Path, tmp_path: Path
+) -> None:
+    size, options = VARIANTS[variant]
+    path = build(tmp_path, options, size, tree)
+    fs = open_fs(path)
+    mapped = fs.mapped_blocks()
+    assert fs.inode_table_tails() == []
+    assert not any(d.flags & BG_INODE_ZEROED for d in fs.descriptors)
+    assert mapped == fs.used_blocks()
+    tables = [(d.inode_table, fs.inode_table_blocks) for d in fs.descriptors]
+    assert rng.merge([*mapped, *tables]) == mapped
+
+
+def test_zeroed_flag_is_ignored_once_descriptor_checksums_are_off(tmp_path: Path) -> None:
+    # One group (8 MiB of 1 KiB blocks), flagged ITABLE_ZEROED under uninit_bg; then the
+    # feature is cleared, as the kernel and e2fsck would then ignore the flags and itable_unused.
+    path = build(tmp_path, ("-b", "1024", "-O", "^metadata_csum,uninit_bg"), 8 * MiB)
+    before = open_fs(path)
+    assert before.group_count == 1 and before.inode_table_tails()
+    patch(path, SB + 0x64, (read_u32(path, SB + 0x64) & ~RO_COMPAT_GDT_CSUM).to_bytes(4, "little"))
+    after = open_fs(path)
+    assert not after.group_csum
+    assert after.inode_table_tails() == []
+    assert after.mapped_blocks() == after.used_blocks()
+
+
+def without(ranges: list[tuple[int, int]], hole: tuple[int, int]) -> list[tuple[int, int]]:
+    return [piece for offset, length in rng.complement([hole], 0, 1 << 63)
+            for piece in rng.clip(ranges, offset, offset + length)]
+
+
+def group_tail(fs: Ext4Filesystem, group: int) -> tuple[int, int]:
+    start = fs.descriptors[group].inode_table + fs.inode_table_blocks_in_use()[group]
+    return start, fs.descriptors[group].inode_table + fs.inode_table_blocks - start
+
+
+def clear_zeroed(raw: bytearray) -> None:
+    set_flags(0, clear=BG_INODE_ZEROED)(raw)
+
+
+def lower_free_inodes_below_itable_unused(raw: bytearray) -> None:
+    free, unused = struct.unpack_from("<H", raw, 0x0E)[0], struct.unpack_from("<H", raw, 0x1C)[0]
+    struct.pack_into("<H", raw, 0x0E, unused - 1)
+    assert free >= unused > 0
+
+
+def set_high_half_of_itable_unused(raw: bytearray) -> None:
+    assert len(raw) >= 64
+    struct.pack_into("<H", raw, 0x32, 1)
+
+
+UNSAFE_GROUPS = {
+    "not flagged ITABLE_ZEROED": clear_zeroed,
+    "itable_unused above the free inode count": lower_free_inodes_below_itable_unused,
+    "itable_unused above inodes per group (high half)": set_high_half_of_itable_unused,
+}
+CHECKSUM_KINDS = {"metadata_csum": ("-b", "1024"),
+                  "gdt_csum": ("-b", "1024", "-O", "^metadata_csum,uninit_bg")}
+
+
+@pytest.mark.parametrize("kind", CHECKSUM_KINDS)
+@pytest.mark.parametrize("case", UNSAFE_GROUPS)
+def test_group_that_cannot_be_trusted_keeps_its_whole_inode_table(
+    case: str, kind: str, tree: Path, tmp_path: Path
+) -> None:
+    path = build(tmp_path, CHECKSUM_KINDS[kind], 64 * MiB, tree)
+    before = open_fs(path)
+    tail = group_tail(before, 0)
+    assert tail[1] > 0
+    rewrite_descriptor(path, before, 0, UNSAFE_GROUPS[case])
+    after = open_fs(path)
+    assert after.inode_table_blocks_in_use()[0] == after.inode_table_blocks
+    assert rng.merge([*after.mapped_blocks(), tail]) == after.mapped_blocks()
+    assert after.inode_table_tails() == without(before.inode_table_tails(), tail)
+
+
+@pytest.mark.parametrize("kind", CHECKSUM_KINDS)
+def test_inode_marked_in_use_past_itable_unused_keeps_the_whole_table(
+    kind: str, tree: Path, tmp_path: Path
+) -> None:
+    path = build(tmp_path, CHECKSUM_KINDS[kind], 64 * MiB, tree)
+    fs = open_fs(path)
+    desc = fs.descriptors[0]
+    first_unused = fs.inodes_per_group - desc.itable_unused
+    bitmap = bytearray(read_bytes(path, desc.inode_bitmap * fs.block_size, fs.block_size))
+    bitmap[fs.inodes_per_group // 8 - 1] |= 0x80  # the group's last inode
+    assert first_unused < fs.inodes_per_group
+    patch(path, desc.inode_bitmap * fs.block_size, bytes(bitmap))
+    checksum = crc32c(fs.csum_seed, bytes(bitmap[: fs.inodes_per_group // 8]))
+
+    def store_bitmap_checksum(raw: bytearray) -> None:
+        if fs.metadata_csum:
+            struct.pack_into("<H", raw, 0x1A, checksum & 0xFFFF)
+            struct.pack_into("<H", raw, 0x3A, checksum >> 16)
+
+    rewrite_descriptor(path, fs, 0, store_bitmap_checksum)
+    assert open_fs(path).inode_table_blocks_in_use()[0] == fs.inode_table_blocks
+
+
 def test_uninitialised_groups_bitmaps_are_not_read(tmp_path: Path) -> None:
     path = build(tmp_path, ("-b", "4096"), 1024 * MiB)
     with FileReader(path) as io:
@@ -129,6 +328,17 @@ def test_uninitialised_groups_bitmaps_are_not_read(tmp_path: Path) -> None:
         patch(path, desc.block_bitmap * fs.block_size, b"\xff" * fs.block_size)
     with FileReader(path) as io:
         assert Ext4Filesystem(io).used_blocks() == before
+
+
+def test_uninitialised_groups_inode_bitmaps_are_not_read(tmp_path: Path) -> None:
+    path = build(tmp_path, (), 64 * MiB)
+    fs = open_fs(path)
+    before = fs.inode_table_tails()
+    uninit = [d for d in fs.descriptors if d.flags & BG_INODE_UNINIT]
+    assert uninit
+    for desc in uninit:  # all-ones would mean "every inode in use" if it were believed
+        patch(path, desc.inode_bitmap * fs.block_size, b"\xff" * fs.block_size)
+    assert open_fs(path).inode_table_tails() == before
 
 
 def test_other_groups_tables_inside_an_uninitialised_group_are_mapped(tmp_path: Path) -> None:
@@ -210,6 +420,11 @@ def corrupt_bitmap(path: Path) -> None:
         f.write(bytes([byte ^ 0x10]))
 
 
+def corrupt_inode_bitmap(path: Path) -> None:
+    inode_bitmap = read_u32(path, 2048 + 4)
+    patch(path, inode_bitmap * 1024, bytes([read_bytes(path, inode_bitmap * 1024, 1)[0] ^ 0x80]))
+
+
 def point_inode_table_outside(path: Path) -> None:
     patch(path, 2048 + 8, (10**9).to_bytes(4, "little"))
 
@@ -225,6 +440,7 @@ CORRUPTIONS = {
     "descriptor checksum (crc16)": (("-O", "^metadata_csum,uninit_bg"), corrupt_descriptor,
                                     "corrupt_filesystem"),
     "bitmap checksum": ((), corrupt_bitmap, "corrupt_filesystem"),
+    "inode bitmap checksum": ((), corrupt_inode_bitmap, "corrupt_filesystem"),
     "bitmap disagrees with free count": (("-O", "^metadata_csum,^uninit_bg"), corrupt_bitmap,
                                          "corrupt_filesystem"),
     "inode table outside": (("-O", "^metadata_csum,^uninit_bg"), point_inode_table_outside,
@@ -238,7 +454,7 @@ def test_unreadable_filesystem_is_refused(case: str, tmp_path: Path) -> None:
     path = build(tmp_path, ("-b", "1024", *options), 16 * MiB)
     damage(path)
     with FileReader(path) as io, pytest.raises(ImageError) as info:
-        Ext4Filesystem(io).used_blocks()
+        Ext4Filesystem(io).allocated_ranges()
     assert info.value.problem == problem
 
 
