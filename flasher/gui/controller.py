@@ -248,7 +248,7 @@ class FlashController(QObject):
             return ImageChoice(spec, str(resolved.raw_path), info.size_bytes, info)
 
         task = self._image_task = self.bridge.run("open-image", work)
-        task.core_event.connect(self.image_busy.emit)
+        task.core_event.connect(self.image_busy)
         task.done.connect(lambda choice: self._image_done(task, choice))
         task.failed.connect(lambda failure: self._image_done(task, None, failure))
 

@@ -35,7 +35,7 @@ from flasher.drives.constraints import Problem
 from flasher.errors import FlasherError
 from flasher.gui.progress import human_bytes
 from flasher.gui.qtmodels import drive_location, drive_title
-from flasher.gui.theme import em, icon
+from flasher.gui.theme import em, icon, scaled_font
 from flasher.gui.widgets import heading, note
 from flasher.models import Drive
 
@@ -50,12 +50,13 @@ class ConfirmEraseDialog(QDialog):
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
         count = len(drives)
-        layout.addWidget(heading(f"Erase {count} {'drive' if count == 1 else 'drives'} and "
-                                 f"write {image_title}?", self, factor=1.15))
         devices = [d for d in drives if not d.is_file]
-        explain = "Everything on these drives will be lost." if devices else \
-            "These files will be overwritten."
-        layout.addWidget(note(explain, self))
+        noun = "drive" if devices else "file"
+        title = heading(f"Erase {count} {noun if count == 1 else noun + 's'}?", self,
+                        factor=1.2)
+        layout.addWidget(title)
+        what = note(f"Flasher will write {image_title} to:", self)
+        layout.addWidget(what)
         self.drive_labels: list[QLabel] = []
         for drive in drives:
             size = "" if drive.is_file and not drive.size_bytes else \
@@ -80,9 +81,14 @@ class ConfirmEraseDialog(QDialog):
             row.addWidget(mark, 0, Qt.AlignmentFlag.AlignTop)
             row.addWidget(text, 1)
             layout.addLayout(row)
+        lost = QLabel("Everything on these drives will be lost." if devices else
+                      "Anything in these files will be replaced.", self)
+        lost.setFont(scaled_font(lost, 1.0, bold=True))
+        layout.addWidget(lost)
         if devices:
             layout.addWidget(note("Writing drives needs administrator permission: you may be "
                                   "asked for your password.", self))
+        self.setMinimumWidth(em(self, 30))
         buttons = QDialogButtonBox(self)
         self.cancel = buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         self.erase = QPushButton(icon("flash"), "&Erase and flash", self)
@@ -149,7 +155,7 @@ class ErrorDetailsDialog(QDialog):
         self.details.setReadOnly(True)
         self.details.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.details.setAccessibleName("error details")
-        self.details.setMinimumSize(em(self, 30), em(self, 12))
+        self.details.setMinimumSize(em(self, 44), em(self, 14))
         layout.addWidget(self.details, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         self.copy = QPushButton(icon("copy"), "&Copy details", self)

@@ -107,8 +107,13 @@ class JobProgress:
                 self._update_state()
                 return None
             target.phase = event.phase
-            target.done_bytes, target.total_bytes = 0, None
             target.speed_bps = target.eta_s = None
+            if event.phase is Phase.DONE:
+                # Finished writing and checking; its numbers come with the job's report.
+                target.total_bytes = target.total_bytes or 1
+                target.done_bytes = target.total_bytes
+            elif event.phase is not Phase.FAILED:
+                target.done_bytes, target.total_bytes = 0, None
         else:
             if target is None:
                 self.shared_progress = event
@@ -219,7 +224,8 @@ def status_line(status: TargetStatus) -> str:
         parts.append(f"{fraction:.0%}")
     if status.speed_bps:
         parts.append(human_speed(status.speed_bps))
-    if status.eta_s is not None and status.phase in (Phase.WRITING, Phase.VERIFYING):
+    if status.eta_s is not None and status.eta_s >= 1 and \
+            status.phase in (Phase.WRITING, Phase.VERIFYING):
         parts.append(f"{human_duration(status.eta_s)} left")
     return " · ".join(parts)
 

@@ -199,6 +199,19 @@ class VersionModel(QAbstractListModel):
         return None
 
 
+# The Notes column's short words; the full sentence is in the tooltip and the banner.
+PROBLEM_WORDS = {
+    "system": "system drive",
+    "too_small": "too small",
+    "read_only": "write-protected",
+    "source_drive": "holds the source image",
+    "gone": "unplugged",
+    "duplicate": "listed twice",
+    "large_drive": "unusually large",
+    "mounted": "mounted: will be unmounted",
+}
+
+
 @dataclass(frozen=True)
 class DriveRow:
     drive: Drive
@@ -378,7 +391,8 @@ class DriveModel(QAbstractTableModel):
                     else human_bytes(drive.size_bytes)
             if column == 2:
                 return drive_location(drive)
-            return " ".join(p.message for p in item.problems)
+            return ", ".join(dict.fromkeys(PROBLEM_WORDS.get(p.code, p.code)
+                                           for p in item.problems))
         if role == Qt.ItemDataRole.CheckStateRole and column == 0:
             return Qt.CheckState.Checked if item.checked else Qt.CheckState.Unchecked
         if role == Qt.ItemDataRole.DecorationRole:

@@ -159,18 +159,17 @@ def scaled_font(widget: QWidget, factor: float, *, bold: bool = False) -> QFont:
 
 
 def tint(widget: QWidget, role: QPalette.ColorRole, accent: Accent) -> None:
-    """Colour one role of one widget with an accent (a failed progress bar, an error label)."""
+    """Colour one role of one widget with an accent (a failed progress bar, an error label);
+    every other role keeps following the application palette."""
     palette = widget.palette()
     palette.setColor(role, accent.color)
     widget.setPalette(palette)
 
 
 def muted(widget: QWidget) -> None:
-    """Secondary text: the palette's placeholder colour, which themes keep readable."""
-    palette = widget.palette()
-    palette.setColor(QPalette.ColorRole.WindowText,
-                     palette.color(QPalette.ColorRole.PlaceholderText))
-    widget.setPalette(palette)
+    """Secondary text in the palette's placeholder colour. A role, not a copied colour, so it
+    follows a theme switch while the app runs."""
+    widget.setForegroundRole(QPalette.ColorRole.PlaceholderText)
 
 
 def prepare_application() -> None:

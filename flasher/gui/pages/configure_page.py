@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QListWidget,
     QPushButton,
@@ -59,6 +60,14 @@ from flasher.validation import (
 )
 
 
+def _form(group: QGroupBox) -> QFormLayout:
+    form = QFormLayout(group)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    # In a narrow window a label goes above its field rather than squeezing it.
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    return form
+
+
 class ConfigurePage(QWidget):
     changed = Signal()
 
@@ -83,6 +92,7 @@ class ConfigurePage(QWidget):
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.form = QWidget(scroll)
         grid = QGridLayout(self.form)
         grid.setContentsMargins(0, 0, em(self, 0.5), 0)
@@ -107,7 +117,7 @@ class ConfigurePage(QWidget):
 
     def _network_group(self) -> QGroupBox:
         group = QGroupBox("Network", self.form)
-        form = QFormLayout(group)
+        form = _form(group)
         kinds = QHBoxLayout()
         self.ethernet_radio = QRadioButton("E&thernet", group)
         self.wifi_radio = QRadioButton("W&i-Fi", group)
@@ -138,7 +148,7 @@ class ConfigurePage(QWidget):
         group.setCheckable(True)
         group.setChecked(False)
         self.ip_group = group
-        form = QFormLayout(group)
+        form = _form(group)
         self.address_edit = QLineEdit(group)
         self.address_edit.setPlaceholderText("192.168.1.50")
         self.address_error = self._row(form, "&Address:", self.address_edit, "address",
@@ -160,7 +170,7 @@ class ConfigurePage(QWidget):
 
     def _device_group(self) -> QGroupBox:
         group = QGroupBox("Device", self.form)
-        form = QFormLayout(group)
+        form = _form(group)
         self.hostname_edit = QLineEdit(group)
         self.hostname_edit.setPlaceholderText("default: the device's UUID")
         self.hostname_error = self._row(form, "H&ostname:", self.hostname_edit, "hostname",
@@ -173,7 +183,9 @@ class ConfigurePage(QWidget):
         self.poll_error = self._row(form, "&Update poll interval:", self.poll_spin, "poll",
                                     lambda: validate_poll_interval(self.poll_spin.value() or None),
                                     signal="valueChanged")
-        self.dev_check = QCheckBox("&Development mode (SSH as root, local mode)", group)
+        self.dev_check = QCheckBox("&Development mode", group)
+        self.dev_check.setToolTip("Opens SSH as root and local mode, for building and "
+                                  "debugging; not for devices in the field.")
         self.dev_error = FieldError(group)
         form.addRow("", self.dev_check)
         form.addRow("", self.dev_error)
@@ -188,7 +200,7 @@ class ConfigurePage(QWidget):
         group.setCheckable(True)
         group.setChecked(False)
         self.fleet_group = group
-        form = QFormLayout(group)
+        form = _form(group)
         self.fleet_edit = QLineEdit(group)
         self.fleet_edit.setPlaceholderText("numeric ID from the dashboard URL")
         self.fleet_error = self._row(form, "Fl&eet ID:", self.fleet_edit, "fleet",
@@ -230,7 +242,9 @@ class ConfigurePage(QWidget):
         column.setSpacing(0)
         column.addWidget(editor)
         column.addWidget(error)
-        form.addRow(label, column)
+        title = QLabel(label, editor.parentWidget())
+        title.setBuddy(editor)
+        form.addRow(title, column)
         self.fields.add(key, error, check)
         getattr(editor, signal).connect(lambda *_args: self._edited(key))
         return error

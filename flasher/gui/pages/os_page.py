@@ -224,7 +224,8 @@ class OsPage(QWidget):
 
     def _device_types_loaded(self) -> None:
         count = self.controller.device_types.rowCount()
-        self.catalog_status.setText(f"{count} device types" if count else "No device types")
+        self.catalog_status.setText("" if count else "The catalog lists no device types.")
+        self.catalog_status.setVisible(not count)
         remembered = self.controller.services.settings.device_type
         if remembered and self.select_device_type(remembered):
             return

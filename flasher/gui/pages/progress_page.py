@@ -98,16 +98,18 @@ class TargetCard(QFrame):
             self.bar.setRange(0, BAR_STEPS)
             self.bar.setValue(round((fraction or 0.0) * BAR_STEPS))
         size = em(self, 1.2)
+        failed = (result is not None and not result.ok) or status.phase is Phase.FAILED
         if result is not None and result.ok:
             self.bar.setValue(BAR_STEPS)
             tint(self.bar, QPalette.ColorRole.Highlight, Accent.SUCCESS)
             self.mark.setPixmap(icon("ok").pixmap(size, size))
-        elif result is not None:
-            tint(self.bar, QPalette.ColorRole.Highlight, Accent.ERROR)
+        elif failed:
             self.mark.setPixmap(icon("error").pixmap(size, size))
         else:
             self.bar.setPalette(QPalette())
-            self.mark.setPixmap(icon("flash").pixmap(size, size))
+            done = status.phase is Phase.DONE
+            self.mark.setPixmap(icon("ok" if done else "flash").pixmap(size, size))
+        self.bar.setVisible(not failed)
         failed = result is not None and not result.ok
         message, hint = error_words(result.error if result is not None else None)
         if failed and status.phase is Phase.FAILED and result is not None and \
@@ -160,9 +162,9 @@ class ProgressPage(QWidget):
         self.retry = QPushButton(icon("retry"), "&Retry failed", self)
         self.retry.clicked.connect(controller.retry_failed)
         self.again = QPushButton("Flash &another", self)
-        self.again.clicked.connect(self.again_requested.emit)
+        self.again.clicked.connect(self.again_requested)
         self.done = QPushButton("&Done", self)
-        self.done.clicked.connect(self.done_requested.emit)
+        self.done.clicked.connect(self.done_requested)
         for button in (self.cancel, self.retry, self.again, self.done):
             buttons.addWidget(button)
         layout.addLayout(buttons)
@@ -187,7 +189,7 @@ class ProgressPage(QWidget):
             card = self.cards.get(status.path)
             if card is None:
                 card = self.cards[status.path] = TargetCard(status, drives.get(status.path), self)
-                card.details_requested.connect(self.details_requested.emit)
+                card.details_requested.connect(self.details_requested)
                 card.retry_requested.connect(lambda _p: self.controller.retry_failed())
                 self.card_layout.insertWidget(self.card_layout.count() - 1, card)
             card.update_from(status, running=True)

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from flasher.gui.controller import FlashController
 from flasher.gui.dialogs import SystemDriveDialog
 from flasher.gui.qtmodels import drive_title
-from flasher.gui.theme import em, icon
+from flasher.gui.theme import icon
 from flasher.gui.widgets import Banner, heading, note
 from flasher.models import Drive
 
@@ -50,11 +50,10 @@ class TargetsPage(QWidget):
         self.view.setIconSize(self.view.iconSize().expandedTo(
             self.view.fontMetrics().boundingRect("M").size() * 1.4))
         header = self.view.header()
-        header.setStretchLastSection(True)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(0, em(self, 14))
-        header.resizeSection(1, em(self, 5))
-        header.resizeSection(2, em(self, 11))
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2, 3):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         layout.addWidget(self.view, 1)
         self.empty = note("No drives found. Insert a card, or save to an image file.", self)
         layout.addWidget(self.empty)
