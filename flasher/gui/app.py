@@ -35,7 +35,8 @@ from flasher.writer.launchers import Launcher, default_launcher
 SANDBOX_TOKEN = "flasher-sandbox"
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Flasher's options, and the rest for Qt (-platform, -style, …)."""
     parser = argparse.ArgumentParser(
         prog="flasher-gui",
         description="Flasher: provision balenaOS devices — pick an OS, configure it, flash and "
@@ -46,7 +47,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--api-url", metavar="URL",
                         help="balena API to use (default: $FLASHER_API_URL or balenaCloud)")
     parser.add_argument("--version", action="version", version=f"flasher-gui {__version__}")
-    return parser.parse_args(list(argv))
+    return parser.parse_known_args(list(argv))
 
 
 def monitor_all_drives() -> DriveWatch:
@@ -106,10 +107,10 @@ def build_window(services: Services, bridge: Bridge | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
     prepare_application()
-    app = QApplication([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    app = QApplication([sys.argv[0], *qt_args])
     configure_application(app)
-    args = parse_args(app.arguments()[1:])
     backend = build_services(api_url=args.api_url,
                              sandbox=SandboxServer.start() if args.sandbox else None)
     controller, window = build_window(backend.services)

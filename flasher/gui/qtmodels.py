@@ -9,6 +9,7 @@ themselves; the controller fills them from worker results on the GUI thread.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -415,12 +416,19 @@ class DriveModel(QAbstractTableModel):
         return self.set_checked(self._rows[index.row()].drive.path, checked)
 
 
+def _natural(path: str) -> tuple[str | int, ...]:
+    """/dev/sdb before /dev/sdaa, loop2 before loop10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path))
+
+
 class DriveFilter(_Filter):
-    """Hides system drives unless "show all" is on (a selected one always stays visible)."""
+    """Hides system drives unless "show all" is on (a selected one always stays visible);
+    drives in natural path order, image files last."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._show_all = False
+        self.sort(0)
 
     def set_show_all(self, show: bool) -> None:
         self.refilter(lambda: setattr(self, "_show_all", show))
@@ -430,3 +438,9 @@ class DriveFilter(_Filter):
         assert isinstance(model, DriveModel)
         item = model.item(source_row)
         return self._show_all or not item.drive.system or item.checked
+
+    def lessThan(self, left: Index, right: Index) -> bool:
+        model = self.sourceModel()
+        assert isinstance(model, DriveModel)
+        a, b = model.item(left.row()).drive, model.item(right.row()).drive
+        return (a.is_file, _natural(a.path)) < (b.is_file, _natural(b.path))

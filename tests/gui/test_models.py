@@ -231,3 +231,14 @@ def test_shared_progress_does_not_touch_targets() -> None:
     job = _job()
     assert job.apply(Progress(Phase.DOWNLOADING, 10, 100)) is None
     assert job.shared_progress is not None and job.shared_progress.done_bytes == 10
+
+
+def test_drive_filter_orders_naturally_with_files_last(qtbot: QtBot) -> None:
+    model = DriveModel()
+    for path in ("/dev/loop10", "/tmp/card.img", "/dev/loop2", "/dev/sdb"):
+        model.add(Drive(path, 10**9, is_file=path.endswith(".img"), bus="loop"))
+    proxy = DriveFilter()
+    proxy.setSourceModel(model)
+    order = [model.item(proxy.mapToSource(proxy.index(r, 0)).row()).drive.path
+             for r in range(proxy.rowCount())]
+    assert order == ["/dev/loop2", "/dev/loop10", "/dev/sdb", "/tmp/card.img"]

@@ -1,0 +1,7 @@
+"""PyInstaller entry point of the command line (flasher in the bundle)."""
+
+import sys
+
+from flasher.cli.main import main
+
+sys.exit(main())
