@@ -1,0 +1,432 @@
+"""A bench station: prepare the image once, then flash every card inserted into a bench slot.
+
+`Station.run()` resolves, downloads, unpacks and configures the image once, watches hotplug
+(flasher.drives.monitor), and starts each card the moment it appears, on its own thread with its
+own writer, so a slow or failing card never holds back another. Cards inserted while the image
+is being prepared wait for it; cards already present when the station starts are left alone
+unless `include_present`. A flashed card still in its slot is not flashed again; pulled and
+re-inserted, it is. A card pulled before it is finished is reported as DriveGone. Every card
+taken gets exactly one report record. Core: never prints, imports no Qt.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from flasher.bench.events import (
+    BenchCallback,
+    BenchEvent,
+    CardFinished,
+    CardInserted,
+    CardRemoved,
+    CardSkipped,
+    CardUpdate,
+    StationReady,
+    StationUpdate,
+    ignore_bench_event,
+)
+from flasher.bench.image import BenchImage, BenchJob, CardFacts, CardImage, check_hostname_template
+from flasher.bench.policy import DrivePolicy, Slot, card_identity
+from flasher.bench.report import CardRecord, ReportLog, utc_timestamp
+from flasher.drives.constraints import Severity, check_drive, rejection, source_device
+from flasher.drives.discovery import find_drive, list_drives
+from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
+from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
+from flasher.events import CancelToken, Log, Phase, PhaseChanged
+from flasher.models import Drive
+from flasher.provider import ImageProvider
+from flasher.writer.client import TargetResult, write_image
+from flasher.writer.launchers import Launcher
+
+PRESENT_REASON = "was in the slot when the station started; pull it and insert it again to flash it"
+
+
+class DriveWatcher(Protocol):
+    """What the station needs of a hotplug monitor (flasher.drives.monitor.DriveMonitor)."""
+
+    def start(self, callback: Callable[[DriveEvent], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def default_watcher() -> DriveWatcher:
+    # System drives never even reach the station; its policy refuses them a second time.
+    return DriveMonitor(include_system=False, initial=True)
+
+
+@dataclass(frozen=True)
+class StationCounters:
+    done: int = 0
+    failed: int = 0
+    active: int = 0
+
+
+@dataclass(frozen=True)
+class StationSummary:
+    done: int
+    failed: int
+    records: tuple[CardRecord, ...]
+    report_path: str | None
+
+
+@dataclass(eq=False)
+class _Card:
+    n: int
+    slot: Slot
+    drive: Drive
+    cancel: CancelToken = field(default_factory=CancelToken)
+    removed: bool = False
+
+
+class Station:
+    """Flashes the job's image onto every card the policy accepts; see the module docstring.
+
+    `launcher` starts the writer for each card (default: directly when root, else pkexec).
+    `card_limit` ends the run after that many cards. `watcher`, `list_present` and `probe` are
+    the hotplug monitor, the listing taken at start and the single-drive lookup (defaults:
+    udev through flasher.drives).
+    """
+
+    def __init__(
+        self,
+        job: BenchJob,
+        provider: ImageProvider,
+        *,
+        policy: DrivePolicy | None = None,
+        report: ReportLog | None = None,
+        on_event: BenchCallback = ignore_bench_event,
+        launcher: Launcher | None = None,
+        card_limit: int | None = None,
+        include_present: bool = False,
+        watcher: Callable[[], DriveWatcher] = default_watcher,
+        list_present: Callable[[], Sequence[Drive]] = list_drives,
+        probe: Callable[[str], Drive | None] = find_drive,
+    ) -> None:
+        self.job = job
+        self.policy = policy or DrivePolicy()
+        if job.hostname_template is not None:
+            check_hostname_template(job.hostname_template, numbered_slots=bool(self.policy.slots))
+        if card_limit is not None and card_limit < 1:
+            raise ConfigError("once", "must be at least 1 card")
+        self.report = report
+        self._provider = provider
+        self._on_event = on_event
+        self._launcher = launcher
+        self._card_limit = card_limit
+        self._include_present = include_present
+        self._watcher = watcher
+        self._list_present = list_present
+        self._probe = probe
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._emit_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopping = False
+        self._accepting = True
+        self._started = False
+        self._image: BenchImage | None = None
+        self._source_dev: str | None = None
+        self._present: set[tuple[str, str, str, int]] = set()
+        self._seen: dict[str, Drive] = {}
+        self._cards: dict[str, _Card] = {}
+        self._active: dict[_Card, threading.Thread] = {}
+        self._records: list[CardRecord] = []
+        self._taken = 0
+        self._first_number = (report.count() if report is not None else 0) + 1
+        self._fatal: FlasherError | None = None
+
+    # Public API --------------------------------------------------------------------------
+
+    def run(self, cancel: CancelToken | None = None) -> StationSummary:
+        """Prepare the image, then flash cards until `cancel`, `drain()` or the card limit.
+
+        Raises what preparing the image raises (nothing is written then), and a report that
+        cannot be written (after the cards in progress end). Cancelling stops the cards being
+        written (each is left unbootable and recorded as cancelled).
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError("a Station runs once")
+            self._started = True
+        cancel = cancel or CancelToken()
+        cancel.on_cancel(self._abort)
+        if not self._include_present:
+            self._present = {card_identity(d) for d in self._list_present()}
+        monitor = self._watcher()
+        monitor.start(self._on_drive_event)
+        try:
+            self._prepare(cancel)
+            with self._changed:
+                while not self._over(cancel):
+                    self._changed.wait()
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            with self._lock:
+                self._accepting = False
+            self._ready.set()
+            self._join_cards()
+            monitor.close()
+            if self._image is not None:
+                self._image.close()
+        if self._fatal is not None:
+            raise self._fatal
+        return self.summary()
+
+    def drain(self) -> None:
+        """Take no more cards; `run` returns once the cards in progress are finished."""
+        with self._changed:
+            self._accepting = False
+            self._changed.notify_all()
+
+    def counters(self) -> StationCounters:
+        with self._lock:
+            done = sum(1 for r in self._records if r.ok)
+            return StationCounters(done, len(self._records) - done, len(self._active))
+
+    def summary(self) -> StationSummary:
+        with self._lock:
+            counts = self.counters()
+            return StationSummary(
+                counts.done,
+                counts.failed,
+                tuple(self._records),
+                str(self.report.path) if self.report is not None else None,
+            )
+
+    # Preparation and the run loop ---------------------------------------------------------
+
+    def _prepare(self, cancel: CancelToken) -> None:
+        image = BenchImage.prepare(
+            self.job, self._provider, on_event=lambda ev: self._emit(StationUpdate(ev)),
+            cancel=cancel,
+        )
+        self._image = image
+        self._source_dev = source_device(image.raw_path)
+        self._emit(StationReady(
+            image.summary(), str(self.report.path) if self.report is not None else None
+        ))
+        self._ready.set()
+
+    def _over(self, cancel: CancelToken) -> bool:
+        if cancel.cancelled or self._fatal is not None:
+            return True
+        limit_reached = self._card_limit is not None and self._taken >= self._card_limit
+        return (limit_reached or not self._accepting) and not self._active
+
+    def _abort(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._accepting = False
+            cards = list(self._active)
+            self._changed.notify_all()
+        for card in cards:
+            card.cancel.cancel()
+
+    def _join_cards(self) -> None:
+        while True:
+            with self._lock:
+                threads = list(self._active.values())
+            if not threads:
+                return
+            for thread in threads:
+                thread.join()
+
+    def _emit(self, event: BenchEvent) -> None:
+        with self._emit_lock:
+            self._on_event(event)
+
+    # Hotplug -----------------------------------------------------------------------------
+
+    def _on_drive_event(self, event: DriveEvent) -> None:
+        drive = event.drive
+        if event.action is DriveAction.ADD:
+            self._inserted(drive)
+        elif event.action is DriveAction.REMOVE:
+            self._removed(drive)
+        else:
+            before = self._seen.get(drive.path)
+            # A swap faster than one listing shows up as a change of identity.
+            if before is None or card_identity(before) != card_identity(drive):
+                if before is not None:
+                    self._removed(before)
+                self._inserted(drive)
+
+    def _slot(self, drive: Drive) -> Slot:
+        return self.policy.slot_of(drive) or Slot(
+            name=drive.by_path[0] if drive.by_path else drive.path, device=drive.path
+        )
+
+    def _inserted(self, drive: Drive) -> None:
+        slot = self._slot(drive)
+        with self._lock:
+            self._seen[drive.path] = drive
+            reason = self._refusal(drive)
+            if reason is None:
+                card = _Card(n=self._first_number + self._taken, slot=slot, drive=drive)
+                self._taken += 1
+                self._cards[drive.path] = card
+                thread = threading.Thread(target=self._flash, args=(card,), daemon=True,
+                                          name=f"flasher-bench-{slot.label}")
+                self._active[card] = thread
+        if reason is not None:
+            self._emit(CardSkipped(slot, drive, reason))
+            return
+        self._emit(CardInserted(slot, drive, card.n))
+        thread.start()
+
+    def _refusal(self, drive: Drive) -> str | None:
+        """Why the station does not take `drive` now (None: it does); call under the lock."""
+        reason = self.policy.refusal(drive)
+        if reason is not None:
+            return reason
+        identity = card_identity(drive)
+        if identity in self._present:
+            self._present.discard(identity)  # once pulled and re-inserted, it is a new card
+            return PRESENT_REASON
+        if not self._accepting:
+            return "the station is not taking cards any more"
+        if self._card_limit is not None and self._taken >= self._card_limit:
+            return f"the station has taken its {self._card_limit} cards"
+        return None
+
+    def _removed(self, drive: Drive) -> None:
+        with self._lock:
+            card = self._cards.get(drive.path)
+            during = card is not None and card in self._active
+        if card is not None and during and self._still_there(card.drive):
+            return  # a stale listing, not a pulled card
+        with self._lock:
+            self._seen.pop(drive.path, None)
+            self._present.discard(card_identity(drive))
+            if card is not None:
+                del self._cards[drive.path]
+                card.removed = during
+        if card is not None:
+            if during:
+                card.cancel.cancel()
+            self._emit(CardRemoved(card.slot, drive, during))
+        elif self.policy.slot_of(drive) is not None:
+            self._emit(CardRemoved(self._slot(drive), drive, False))
+
+    def _still_there(self, drive: Drive) -> bool:
+        now = self._probe(drive.path)
+        return now is not None and card_identity(now) == card_identity(drive)
+
+    # One card ----------------------------------------------------------------------------
+
+    def _flash(self, card: _Card) -> None:
+        started = time.monotonic()
+        card_image: CardImage | None = None
+        try:
+            self._ready.wait()
+            card.cancel.check()
+            image = self._image
+            if image is None:
+                raise Cancelled("The station stopped before this card was written.")
+            card_image = image.for_card(CardFacts(card.n, card.slot, card.drive))
+            self._check(card, image)
+            (result,) = write_image(
+                card_image.feed,
+                [card.drive],
+                ranges=card_image.ranges,
+                verify=self.job.verify,
+                on_event=lambda ev: self._emit(CardUpdate(card.slot, ev)),
+                cancel=card.cancel,
+                launcher=self._launcher,
+            )
+        except FlasherError as err:
+            result = TargetResult(card.drive.path, False, error=err)
+        except Exception as err:  # one card's surprise must not take the bench down
+            result = TargetResult(card.drive.path, False, error=FlasherError(
+                f"Unexpected error: {type(err).__name__}: {err}",
+                hint="Please report this with the bench report line.",
+            ))
+        error = self._explain(card, result)
+        self._finish(card, self._record(card, card_image, result, error,
+                                         time.monotonic() - started))
+
+    def _check(self, card: _Card, image: BenchImage) -> None:
+        self._emit(CardUpdate(card.slot, PhaseChanged(Phase.CHECKING, card.drive.path)))
+        problems = check_drive(card.drive, image.size_bytes, source_dev=self._source_dev,
+                               source_path=str(image.raw_path))
+        errors = [p for p in problems if p.severity is Severity.ERROR]
+        if errors:
+            raise rejection(errors)
+        for warning in problems:
+            # Consent was given for the whole bench; a mounted card is simply unmounted.
+            self._emit(CardUpdate(card.slot, Log("warning", warning.message, card.drive.path)))
+
+    def _explain(self, card: _Card, result: TargetResult) -> FlasherError | None:
+        """The error to record: a write that failed because the card was pulled says so."""
+        if result.ok:
+            return None
+        err = result.error or FlasherError("The card failed without a reason.")
+        if card.removed or (not self._stopping and not self._still_there(card.drive)):
+            return DriveGone(
+                f"The card in {card.slot.label} was removed before it was finished.",
+                hint="Insert it again to flash it from the start.",
+                target=card.drive.path,
+                cause=err.code,
+            )
+        if self._stopping and isinstance(err, Cancelled):
+            return Cancelled("The station was stopped; this card was left unbootable.",
+                             target=card.drive.path)
+        return err
+
+    def _record(
+        self,
+        card: _Card,
+        card_image: CardImage | None,
+        result: TargetResult,
+        error: FlasherError | None,
+        seconds: float,
+    ) -> CardRecord:
+        drive = card.drive
+        image = self._image
+        return CardRecord(
+            timestamp=utc_timestamp(),
+            card=card.n,
+            slot=card.slot.name,
+            slot_number=card.slot.number,
+            device=drive.path,
+            serial=drive.serial or None,
+            vendor=drive.vendor or None,
+            model=drive.model or None,
+            size_bytes=drive.size_bytes,
+            image_sha256=image.image_sha256 if image is not None else None,
+            device_type=image.identity.device_type if image is not None else None,
+            os_version=image.identity.os_version if image is not None else None,
+            config_sha256=card_image.config_sha256 if card_image is not None else None,
+            hostname=card_image.hostname if card_image is not None else None,
+            ok=error is None,
+            verified=error is None and result.verified,
+            bytes_written=result.bytes_written,
+            seconds=seconds,
+            write_seconds=result.seconds,
+            written_sha256=result.sha256 if error is None else None,
+            error_code=error.code if error is not None else None,
+            error_message=error.message if error is not None else None,
+            error_hint=error.hint if error is not None else None,
+        )
+
+    def _finish(self, card: _Card, record: CardRecord) -> None:
+        try:
+            if self.report is not None:
+                self.report.append(record)
+        except FlasherError as err:
+            with self._lock:
+                self._fatal = err
+                self._accepting = False
+        with self._lock:
+            self._records.append(record)
+        self._emit(CardFinished(card.slot, record))
+        with self._changed:
+            del self._active[card]
+            self._changed.notify_all()
+
