@@ -47,6 +47,7 @@ class TargetCard(QFrame):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.path = status.path
+        self._state: tuple[str, Accent | None] | None = None
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setAccessibleName(f"target {status.label}")
         self.mark = QLabel(self)
@@ -97,18 +98,14 @@ class TargetCard(QFrame):
         else:
             self.bar.setRange(0, BAR_STEPS)
             self.bar.setValue(round((fraction or 0.0) * BAR_STEPS))
-        size = em(self, 1.2)
         failed = (result is not None and not result.ok) or status.phase is Phase.FAILED
         if result is not None and result.ok:
             self.bar.setValue(BAR_STEPS)
-            tint(self.bar, QPalette.ColorRole.Highlight, Accent.SUCCESS)
-            self.mark.setPixmap(icon("ok").pixmap(size, size))
+            self._show_state("ok", Accent.SUCCESS)
         elif failed:
-            self.mark.setPixmap(icon("error").pixmap(size, size))
+            self._show_state("error", None)
         else:
-            self.bar.setPalette(QPalette())
-            done = status.phase is Phase.DONE
-            self.mark.setPixmap(icon("ok" if done else "flash").pixmap(size, size))
+            self._show_state("ok" if status.phase is Phase.DONE else "flash", None)
         self.bar.setVisible(not failed)
         failed = result is not None and not result.ok
         message, hint = error_words(result.error if result is not None else None)
@@ -121,6 +118,19 @@ class TargetCard(QFrame):
             widget.setVisible(failed)
         self.hint.setVisible(failed and bool(hint))
         self.retry.setVisible(failed and not running)
+
+
+    def _show_state(self, mark: str, bar_accent: Accent | None) -> None:
+        """Icon and bar colour; redrawn only when they change (progress arrives often)."""
+        if (mark, bar_accent) == self._state:
+            return
+        self._state = (mark, bar_accent)
+        size = em(self, 1.2)
+        self.mark.setPixmap(icon(mark).pixmap(size, size))
+        if bar_accent is None:
+            self.bar.setPalette(QPalette())
+        else:
+            tint(self.bar, QPalette.ColorRole.Highlight, bar_accent)
 
 
 class ProgressPage(QWidget):
