@@ -178,6 +178,11 @@ class FlashController(QObject):
         if self._versions_task is None:
             self._load_versions()
 
+    def reload_versions(self, slug: str) -> None:
+        """Ask again for `slug`'s versions (after a failed query)."""
+        self._versions_slug = None
+        self.choose_device_type(slug)
+
     def _load_versions(self) -> None:
         slug, generation = self._versions_slug, self._generation
         if slug is None:

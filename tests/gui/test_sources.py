@@ -3,9 +3,16 @@ from inside it), a URL that fails in plain words, and the last choices restored 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from flasher.balena.session import PINE_PREFIX
+from flasher.cache import ImageCache
+from flasher.gui.app import build_services, build_window
 from flasher.gui.window import CONFIGURE
 from flasher.settings import Settings
 from tests.conftest import ImageFactory
@@ -81,3 +88,30 @@ def test_remembered_wifi_key_is_saved_only_when_asked(make_app: MakeApp, tmp_pat
     restored = Settings.load(config_dir)
     assert (restored.remember_secrets, restored.wifi_key) == (True, "correct-horse")
     assert ((config_dir / "settings.json").stat().st_mode & 0o777) == 0o600
+
+
+def test_catalog_failure_is_explained_and_can_be_retried(qtbot: QtBot, config_dir: Path,
+                                                         image_cache: ImageCache) -> None:
+    """Against an HTTP server that first answers nonsense, then a one-type catalog."""
+    with HttpTestServer() as server:
+        path = f"/{PINE_PREFIX}/device_type"
+        server.serve(path, json.dumps({"d": "not rows"}).encode())
+        backend = build_services(api_url=server.url, config_dir=config_dir, cache=image_cache)
+        controller, window = build_window(backend.services)
+        qtbot.addWidget(window)
+        window.show()
+        page = window.os_page
+        try:
+            controller.load_device_types()
+            qtbot.waitUntil(page.try_again.isVisible, timeout=OPEN_TIMEOUT_MS)
+            assert "unexpected shape" in page.banner.message.text()
+            row = {"slug": "raspberrypi4-64", "name": "Raspberry Pi 4",
+                   "is_of__cpu_architecture": [{"slug": "aarch64"}]}
+            server.serve(path, json.dumps({"d": [row]}).encode())
+            qtbot.mouseClick(page.try_again, Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(lambda: controller.device_types.rowCount() == 1,
+                            timeout=OPEN_TIMEOUT_MS)
+            assert not page.banner.isVisible()
+            assert len(server.requests_for(path)) >= 2
+        finally:
+            controller.shutdown()

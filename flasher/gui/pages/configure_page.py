@@ -334,6 +334,8 @@ class ConfigurePage(QWidget):
     def set_selection(self, selection: Selection | None) -> None:
         self._selection = selection
         configurable = selection is not None and selection.device_type is not None
+        if configurable and not self.configure_check.isEnabled():
+            self.configure_check.setChecked(True)  # it was only off for the previous image
         self.configure_check.setEnabled(configurable)
         if not configurable:
             self.configure_check.setChecked(False)

@@ -6,7 +6,7 @@ size), or a local image file, or an http(s) URL, with the device type and versio
 from __future__ import annotations
 
 from PySide6.QtCore import QItemSelection, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QKeyEvent, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
@@ -33,7 +33,7 @@ from flasher.gui.bridge import Failure
 from flasher.gui.controller import FlashController, ImageChoice, Selection
 from flasher.gui.progress import PHASE_WORDS, error_words, human_bytes
 from flasher.gui.qtmodels import ValueRole, VersionFilter, version_label
-from flasher.gui.theme import icon
+from flasher.gui.theme import Accent, icon, tint
 from flasher.gui.widgets import Banner, FieldError, heading, note
 from flasher.models import DeviceType, OsVersion
 from flasher.provider import SourceSpec
@@ -64,7 +64,6 @@ class OsPage(QWidget):
         super().__init__(parent)
         self.controller = controller
         self._choice: ImageChoice | None = None
-        self._size_bytes: int | None = None
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Choose the operating system", self))
         kinds = QHBoxLayout()
@@ -85,9 +84,14 @@ class OsPage(QWidget):
         self.banner = Banner(self)
         self.banner.details_requested.connect(self._show_failure)
         layout.addWidget(self.banner)
+        self.try_again = QPushButton("&Try again", self)
+        self.try_again.clicked.connect(self._reload)
+        self.try_again.hide()
+        layout.addWidget(self.try_again, 0, Qt.AlignmentFlag.AlignRight)
         self._failure: Failure | None = None
         self.kind_group.idToggled.connect(self._kind_toggled)
         self.catalog_radio.setChecked(True)
+        controller.catalog_busy.connect(self._catalog_busy)
         controller.catalog_failed.connect(self._catalog_failed)
         controller.versions_loaded.connect(self._versions_loaded)
         controller.download_size_known.connect(self._download_size)
@@ -154,12 +158,13 @@ class OsPage(QWidget):
         form.addRow(label, version_row)
         self.known_issue = QLabel(panel)
         self.known_issue.setWordWrap(True)
+        tint(self.known_issue, QPalette.ColorRole.WindowText, Accent.WARNING)
         self.known_issue.hide()
         form.addRow("", self.known_issue)
         self.size_label = note("", panel)
         form.addRow("Download:", self.size_label)
         layout.addLayout(form)
-        self.catalog_status = note("Loading device types…", panel)
+        self.catalog_status = note("Asking the balena API…", panel)
         layout.addWidget(self.catalog_status)
         return panel
 
@@ -223,13 +228,17 @@ class OsPage(QWidget):
     # --- catalog ------------------------------------------------------------------------------
 
     def _device_types_loaded(self) -> None:
-        count = self.controller.device_types.rowCount()
-        self.catalog_status.setText("" if count else "The catalog lists no device types.")
-        self.catalog_status.setVisible(not count)
         remembered = self.controller.services.settings.device_type
         if remembered and self.select_device_type(remembered):
             return
         self._search_changed(self.search.text())
+
+    def _catalog_busy(self, busy: bool) -> None:
+        if busy:
+            self.catalog_status.setText("Asking the balena API…")
+        self.catalog_status.setVisible(busy or not self.controller.device_types.rowCount())
+        if not busy and not self.controller.device_types.rowCount():
+            self.catalog_status.setText("The catalog lists no device types.")
 
     def select_device_type(self, slug: str) -> bool:
         row = self.controller.device_types.row_of(slug)
@@ -286,7 +295,6 @@ class OsPage(QWidget):
         self.known_issue.setVisible(bool(version and version.known_issue))
         if version is not None and version.known_issue:
             self.known_issue.setText(f"⚠ Known issue: {version.known_issue}")
-        self._size_bytes = None
         self.size_label.clear()
         if version is not None and device is not None:
             self.size_label.setText("…")
@@ -296,7 +304,6 @@ class OsPage(QWidget):
         self.changed.emit()
 
     def _download_size(self, size: int | None) -> None:
-        self._size_bytes = size
         self.size_label.setText(f"about {human_bytes(size)}" if size else "size unknown")
 
     def _catalog_failed(self, failure: Failure) -> None:
@@ -304,6 +311,17 @@ class OsPage(QWidget):
         message, hint = error_words(failure.error)
         self.banner.show_message("error", message, hint, details=True)
         self.catalog_status.setText("The catalog could not be loaded.")
+        self.try_again.show()
+
+    def _reload(self) -> None:
+        self.banner.hide()
+        self.try_again.hide()
+        if self.controller.device_types.rowCount():
+            device = self.current_device_type()
+            if device is not None:
+                self.controller.reload_versions(device.slug)
+        else:
+            self.controller.load_device_types()
 
     def _show_failure(self) -> None:
         if self._failure is not None:
