@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QMessageBox
 
 from flasher.events import Phase
 from flasher.gui.dialogs import ErrorDetailsDialog
@@ -166,3 +167,27 @@ def test_flash_to_a_loop_device_through_the_writer_helper(make_app: MakeApp,
         assert result is not None and result.ok and result.verified
         config = json.loads(_boot_file(loop.backing, "/config.json"))
         assert (config["deviceType"], config["hostname"]) == ("raspberrypi4-64", "kiosk")
+
+
+def test_closing_while_flashing_asks_then_cancels_and_quits(make_app: MakeApp, tmp_path: Path,
+                                                            mbr_image: ImageFactory) -> None:
+    app = make_app()
+    app.open_image_file(_big_image(mbr_image, tmp_path))
+    app.next()
+    app.to_targets()
+    app.click(app.window.targets_page.write_all_check)
+    app.add_file_target(tmp_path / "card.img")
+    asked: list[QMessageBox] = []
+
+    def close_once_writing(path: str) -> None:
+        status = app.controller.job.targets[path]  # type: ignore[union-attr]
+        if status.phase is Phase.WRITING and not asked:
+            assert not app.window.close()  # refused while flashing: a question comes up
+            assert isinstance(app.window.dialog, QMessageBox)
+            asked.append(app.window.dialog)
+            app.click(app.window.dialog.button(QMessageBox.StandardButton.Yes))
+
+    app.controller.target_changed.connect(close_once_writing)
+    app.flash()
+    assert asked and app.controller.state is FlashState.CANCELLED
+    app.qtbot.waitUntil(lambda: not app.window.isVisible())
