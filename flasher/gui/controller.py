@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from PySide6.QtCore import QObject, Signal
 
 from flasher.balena.os import OsModel
+from flasher.balena.session import BalenaSession
 from flasher.drives.constraints import Problem, Severity
 from flasher.drives.monitor import DriveEvent
 from flasher.errors import Cancelled
@@ -134,6 +135,7 @@ class FlashController(QObject):
         self._image_task: Task | None = None
         self._flash_task: Task | None = None
         self._catalog: OsModel | None = None
+        self._session: BalenaSession | None = None
         self._catalog_lock = threading.Lock()
         self._watch: DriveWatch | None = None
         self._relay = Relay(self)
@@ -147,7 +149,8 @@ class FlashController(QObject):
             # One HTTP session, used by one worker at a time.
             with self._catalog_lock:
                 if self._catalog is None:
-                    self._catalog = OsModel(self.services.session_factory())
+                    self._session = self.services.session_factory()
+                    self._catalog = OsModel(self._session)
                 return call(self._catalog)
         return work
 
@@ -431,6 +434,14 @@ class FlashController(QObject):
         self.cancel_flash()
         self.stop_drive_watch()
         self.bridge.shutdown()
+        # A worker still waiting on the API keeps the session; the process is ending anyway.
+        if self._catalog_lock.acquire(timeout=1.0):
+            try:
+                if self._session is not None:
+                    self._session.close()
+                    self._session, self._catalog = None, None
+            finally:
+                self._catalog_lock.release()
 
 
 def apply_config_to_settings(settings: Settings, config: DeviceConfig) -> None:
