@@ -4,6 +4,7 @@ edited, and Next refusing to move on while any field is wrong."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
@@ -107,3 +108,37 @@ def test_provisioning_key_without_a_fleet_id_is_refused(make_app: MakeApp) -> No
     app.type_into(page.fleet_edit, "fleet-one")
     app.qtbot.waitUntil(page.fleet_error.isVisible)
     assert "numeric ID" in page.fleet_error.text()
+
+
+def _add_connection_file(app: App, path: Path) -> None:
+    page = app.window.configure_page
+    app.click(page.add_keyfile)
+    dialog = app.file_dialog(page, "keyfile-dialog")
+    dialog.selectFile(str(path))
+    dialog.accept()
+
+
+def test_connection_file_is_added_to_the_settings(make_app: MakeApp, tmp_path: Path) -> None:
+    keyfile = tmp_path / "lab-ethernet"
+    keyfile.write_text("[connection]\nid=lab\ntype=ethernet\n")
+    app = make_app()
+    app.to_configure()
+    _add_connection_file(app, keyfile)
+    page = app.window.configure_page
+    app.qtbot.waitUntil(lambda: page.keyfile_list.count() == 1)
+    config = page.config()
+    assert config is not None
+    assert [(k.name, k.content) for k in config.extra_keyfiles] == \
+        [("lab-ethernet", keyfile.read_bytes())]
+
+
+def test_bad_connection_file_is_named_under_the_list(make_app: MakeApp, tmp_path: Path) -> None:
+    keyfile = tmp_path / "lab"
+    keyfile.write_text("[connection]\nid=lab\n")
+    app = make_app()
+    app.to_configure()
+    _add_connection_file(app, keyfile)
+    page = app.window.configure_page
+    app.qtbot.waitUntil(page.keyfile_error.isVisible)
+    assert page.keyfile_error.text() == "lab: [connection] has no 'type'."
+    assert not app.window.next.isEnabled()

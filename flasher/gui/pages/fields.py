@@ -63,7 +63,7 @@ def error_text(key: str, err: ConfigError) -> str:
     """The rule as a sentence: "The hostname must be lowercase", "'x' is not an IPv4 …"."""
     rule = err.rule
     if key == "keyfile":
-        return f"{err.field.removeprefix('keyfile:')}: {rule}"
+        return f"{err.field.removeprefix('keyfile:')}: {rule}."
     subject = _SUBJECTS.get(key)
     if subject and rule.split(" ", 1)[0] in _PREDICATE_START:
         return f"{subject} {rule}."
