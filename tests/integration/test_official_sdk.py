@@ -16,7 +16,9 @@ import pytest
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.server import SandboxServer
 
-balena = pytest.importorskip("balena", reason="balena-sdk is not installed (pip install balena-sdk)")
+balena = pytest.importorskip(
+    "balena", reason="balena-sdk is not installed (pip install balena-sdk)"
+)
 
 # balena-semver's order, except that the Python SDK's compare puts `.dev` above `.prod` of the
 # same version (it does not invert the dev rule, unlike the JS SDK).
