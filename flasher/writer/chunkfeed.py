@@ -95,6 +95,11 @@ class Prefetch(Feed):
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+        # Free the pool now rather than when the feed object goes: a target's write feed stays
+        # referenced while it verifies, and N targets' idle buffers would add up.
+        for pool in (self._free, self._ready):
+            while not pool.empty():
+                pool.get_nowait()
 
 
 class Inbox(Feed):
