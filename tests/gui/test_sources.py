@@ -96,11 +96,15 @@ def test_catalog_failure_is_explained_and_can_be_retried(qtbot: QtBot, config_di
     with HttpTestServer() as server:
         path = f"/{PINE_PREFIX}/device_type"
         server.serve(path, json.dumps({"d": "not rows"}).encode())
+        # The versions query that follows a successful listing finds none.
+        server.serve(f"/{PINE_PREFIX}/application", json.dumps({"d": []}).encode())
         backend = build_services(api_url=server.url, config_dir=config_dir, cache=image_cache)
         controller, window = build_window(backend.services)
         qtbot.addWidget(window)
         window.show()
         page = window.os_page
+        busy: list[bool] = []
+        controller.catalog_busy.connect(busy.append)
         try:
             controller.load_device_types()
             qtbot.waitUntil(page.try_again.isVisible, timeout=OPEN_TIMEOUT_MS)
@@ -109,7 +113,9 @@ def test_catalog_failure_is_explained_and_can_be_retried(qtbot: QtBot, config_di
                    "is_of__cpu_architecture": [{"slug": "aarch64"}]}
             server.serve(path, json.dumps({"d": [row]}).encode())
             qtbot.mouseClick(page.try_again, Qt.MouseButton.LeftButton)
-            qtbot.waitUntil(lambda: controller.device_types.rowCount() == 1,
+            qtbot.waitUntil(lambda: controller.device_types.rowCount() == 1
+                            and bool(server.requests_for(f"/{PINE_PREFIX}/application"))
+                            and busy.count(True) == busy.count(False),
                             timeout=OPEN_TIMEOUT_MS)
             assert not page.banner.isVisible()
             assert len(server.requests_for(path)) >= 2
