@@ -25,14 +25,12 @@ from flasher.gui.controller import DriveWatch, FlashController, Services
 from flasher.gui.dialogs import ExceptionHook
 from flasher.gui.theme import configure_application, prepare_application
 from flasher.gui.window import MainWindow
-from flasher.models import Secret
 from flasher.provider import ImageProvider
 from flasher.sandbox.server import SandboxServer
 from flasher.settings import Settings, default_config_dir
 from flasher.writer.launchers import Launcher, default_launcher
 
-# The sandbox accepts any token; the user's real one is never sent to it.
-SANDBOX_TOKEN = "flasher-sandbox"
+SANDBOX_ORIGIN = "sandbox:"  # the CLI's cache key for sandbox downloads (CliContext)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -78,17 +76,21 @@ def build_services(
     """The app's services; every part can be replaced, the defaults are the real ones."""
     folder = config_dir or default_config_dir()
     settings = Settings.load(folder)
-    url = sandbox.url if sandbox is not None else api_url
-    token = Secret(SANDBOX_TOKEN) if sandbox is not None else None
 
     def session_factory() -> BalenaSession:
-        return BalenaSession.from_environment(api_url=url, token=token)
+        if sandbox is not None:
+            # As the CLI does: the saved login and the environment's tokens are for the real
+            # API, never sent to the sandbox.
+            return BalenaSession(sandbox.url)
+        return BalenaSession.from_environment(api_url=api_url)
 
     services = Services(
         settings=settings,
         save_settings=lambda s: s.save(folder),
         session_factory=session_factory,
-        provider=ImageProvider(cache or ImageCache(), session_factory),
+        # The sandbox listens on a new port each run but serves the same images: one cache key.
+        provider=ImageProvider(cache or ImageCache(), session_factory,
+                               origin=SANDBOX_ORIGIN if sandbox is not None else None),
         launcher=launcher if launcher is not None else default_launcher(),
         drive_watch=drive_watch or monitor_all_drives,
         sandbox=sandbox is not None,
