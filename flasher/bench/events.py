@@ -43,11 +43,13 @@ class CardInserted:
 
 @dataclass(frozen=True)
 class CardSkipped:
-    """A drive that appeared but will not be flashed, and why."""
+    """A drive that appeared but will not be flashed, and why; `in_bench` when it sits in one
+    of the bench's slots (a wrong card there needs the operator; another drive does not)."""
 
     slot: Slot
     drive: Drive
     reason: str
+    in_bench: bool = True
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,23 @@ class DrivePolicy:
 
     def refusal(self, drive: Drive) -> str | None:
         """Why the station must not take `drive` (None: it may)."""
+        reason = self._placement_refusal(drive)
+        if reason is not None:
+            return reason
+        if drive.size_bytes < self.min_size_bytes:
+            return (f"{_gb(drive.size_bytes)} is below the bench's minimum of "
+                    f"{_gb(self.min_size_bytes)}")
+        if self.max_size_bytes is not None and drive.size_bytes > self.max_size_bytes:
+            return (f"{_gb(drive.size_bytes)} is above the bench's limit of "
+                    f"{_gb(self.max_size_bytes)}")
+        return None
+
+    def in_bench(self, drive: Drive) -> bool:
+        """Whether `drive` sits where the bench takes cards (whatever its size), so that a
+        refusal concerns the operator rather than some other drive of the machine."""
+        return self._placement_refusal(drive) is None
+
+    def _placement_refusal(self, drive: Drive) -> str | None:
         if drive.system:
             return "system drive"
         if drive.is_file:
@@ -104,12 +121,6 @@ class DrivePolicy:
             return f"not a removable card ({drive.bus or 'unknown'} bus)"
         if self.slot_of(drive) is None:
             return "not in one of the bench's slots"
-        if drive.size_bytes < self.min_size_bytes:
-            return (f"{_gb(drive.size_bytes)} is below the bench's minimum of "
-                    f"{_gb(self.min_size_bytes)}")
-        if self.max_size_bytes is not None and drive.size_bytes > self.max_size_bytes:
-            return (f"{_gb(drive.size_bytes)} is above the bench's limit of "
-                    f"{_gb(self.max_size_bytes)}")
         return None
 
     def offered(self, drives: Sequence[Drive]) -> list[Drive]:

@@ -275,7 +275,7 @@ class Station:
                                           name=f"flasher-bench-{slot.label}")
                 self._active[card] = thread
         if reason is not None:
-            self._emit(CardSkipped(slot, drive, reason))
+            self._emit(CardSkipped(slot, drive, reason, self.policy.in_bench(drive)))
             return
         self._emit(CardInserted(slot, drive, card.n))
         thread.start()
@@ -311,7 +311,7 @@ class Station:
             if during:
                 card.cancel.cancel()
             self._emit(CardRemoved(card.slot, drive, during))
-        elif self.policy.slot_of(drive) is not None:
+        elif self.policy.in_bench(drive):
             self._emit(CardRemoved(self._slot(drive), drive, False))
 
     def _still_there(self, drive: Drive) -> bool:

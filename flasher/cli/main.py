@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "flasher.cli.sandbox_cmds",
     "flasher.cli.drives_cmds",
     "flasher.cli.flash_cmds",
+    "flasher.cli.bench_cmds",
 )
 
 GROUPS = {

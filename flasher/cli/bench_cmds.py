@@ -1,0 +1,476 @@
+"""`flasher bench`: a provisioning bench; every card inserted into a bench slot is flashed.
+
+bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostname-template TPL]
+      [--slot PATTERN …] [--bus BUS …] [--min-size SIZE] [--max-size SIZE] [--report FILE]
+      [--once N] [--include-present] [--no-verify] [--yes] [--json]
+
+The image is resolved, downloaded, unpacked and configured once; then each card inserted into a
+bench slot is written and verified at once, on its own, while the others carry on. Slots are
+globs over /dev/disk/by-path links (see 'flasher drives --json') or device paths; without
+--slot every USB or SD card that appears is taken. System drives never are. A card present when
+the bench starts is left alone until it is re-inserted (or --include-present). A flashed card is
+not flashed again until it is pulled and re-inserted. --hostname-template gives each card its
+own hostname from {n} (the card's number in the report), {slot} (the slot's number) and
+{serial}. Each card appends one JSON line to the report. Erasing every inserted card needs
+--yes, or a "yes" typed on the terminal. Ctrl-C stops taking cards and lets the cards being
+written finish; a second Ctrl-C stops them too (they are left unbootable).
+
+--json prints JSON lines: {"event": "phase"|"progress"|"log", "slot": …} while preparing and
+per card, {"event": "station_ready", …}, {"event": "card_inserted"|"card_skipped"|
+"card_removed", …}, {"event": "card_result", …the report record…} and a final
+{"event": "summary", "done", "failed", "report"}. Exit codes: 0 every card verified, 1 a card
+failed, 2 bad usage or settings, 3 a verification failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol, TextIO
+
+from flasher.bench.board import EMPTY, SKIPPED, Board, SlotRow, describe_card
+from flasher.bench.events import (
+    BenchEvent,
+    CardFinished,
+    CardInserted,
+    CardRemoved,
+    CardSkipped,
+    CardUpdate,
+    StationReady,
+    StationUpdate,
+)
+from flasher.bench.image import BenchJob
+from flasher.bench.policy import DEFAULT_BUSES, DrivePolicy, Slot
+from flasher.bench.report import CardRecord, ReportLog, default_report_path
+from flasher.bench.station import Station, StationSummary
+from flasher.cache import ImageCache
+from flasher.cli.config_opts import (
+    add_device_config_arguments,
+    device_config_from_args,
+    with_fleet_config_from_api,
+)
+from flasher.cli.context import CliContext
+from flasher.cli.output import event_to_dict, human_bytes, human_duration
+from flasher.drives.constraints import LARGE_DRIVE_BYTES
+from flasher.errors import (
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_VERIFY,
+    Cancelled,
+    ConfigError,
+    FlasherError,
+    VerificationFailed,
+)
+from flasher.events import CancelToken
+from flasher.image.inspect import ImageIdentity
+from flasher.models import DeviceConfig
+from flasher.provider import ImageProvider, SourceSpec
+
+_PROVISIONAL_DEVICE_TYPE = "generic"
+_NOT_CONFIG = {"source", "slots", "buses", "min_size", "max_size", "report", "once",
+               "include_present", "image_type", "no_verify", "yes", "device_type", "os_version",
+               "hostname_template"}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
+REDRAW_INTERVAL_S = 0.2
+
+
+def register(groups: dict[str, Any]) -> None:
+    parser = groups[""].add_parser(
+        "bench",
+        help="flash every card inserted into the bench's slots, one report line per card",
+        description=__doc__.split("\n\n")[2] if __doc__ else None,
+    )
+    parser.add_argument("source", nargs="?", metavar="SOURCE",
+                        help="image file or http(s) URL (omit with --device-type)")
+    before = {a.dest for a in parser._actions}
+    add_device_config_arguments(parser)
+    config_dests = {a.dest for a in parser._actions} - before - _NOT_CONFIG
+    bench = parser.add_argument_group("bench")
+    bench.add_argument("--hostname-template", metavar="TPL",
+                       help="per-card hostname from {n}, {slot} and {serial}, e.g. bench-{n:04d}")
+    bench.add_argument("--slot", dest="slots", action="append", default=[], metavar="PATTERN",
+                       help="a bench slot: glob over /dev/disk/by-path names or /dev paths "
+                       "(repeatable; numbered in order; default: every USB/SD slot)")
+    bench.add_argument("--bus", dest="buses", action="append", metavar="BUS",
+                       help="transport to take cards from (repeatable; default: usb and mmc, "
+                       "plus drives flagged removable)")
+    bench.add_argument("--min-size", metavar="SIZE", help="skip cards smaller than this, e.g. 8G")
+    bench.add_argument("--max-size", metavar="SIZE",
+                       help=f"skip drives larger than this (default {LARGE_DRIVE_BYTES // 10**9}G; "
+                       "'none' for no limit)")
+    bench.add_argument("--report", metavar="FILE",
+                       help=f"JSON-lines report to append to (default {default_report_path()})")
+    bench.add_argument("--once", type=int, metavar="N", help="stop after N cards")
+    bench.add_argument("--include-present", action="store_true",
+                       help="also flash cards already inserted when the bench starts")
+    bench.add_argument("--image-type", choices=("raw", "flasher"),
+                       help="disk image or installation media (default: the device type's)")
+    bench.add_argument("--no-verify", action="store_true",
+                       help="skip reading the cards back (not recommended)")
+    bench.add_argument("--yes", "-y", action="store_true",
+                       help="erase every inserted card without asking")
+    bench.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="JSON-lines output")
+    parser.set_defaults(handler=bench_command, config_dests=sorted(config_dests))
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def parse_size(text: str | None, field: str) -> int | None:
+    """Bytes for "8G", "7.5GB", "512M", "8GiB" or a plain number; None for None or "none"."""
+    if text is None or text.strip().lower() == "none":
+        return None
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(field, f"'{text}' is not a size such as 8G, 512M or 8GiB")
+    number, unit, binary = match.groups()
+    power = "kmgt".find(unit.lower()) + 1 if unit else 0
+    return int(float(number) * (1024 if binary else 1000) ** power)
+
+
+def _policy(args: argparse.Namespace) -> DrivePolicy:
+    max_size = LARGE_DRIVE_BYTES if args.max_size is None else parse_size(args.max_size,
+                                                                          "max_size")
+    return DrivePolicy(
+        slots=tuple(args.slots),
+        buses=frozenset(args.buses) if args.buses else DEFAULT_BUSES,
+        min_size_bytes=parse_size(args.min_size, "min_size") or 0,
+        max_size_bytes=max_size,
+    )
+
+
+def _config_requested(args: argparse.Namespace) -> bool:
+    return any(getattr(args, dest, None) not in (None, False, [], ()) for dest in args.config_dests)
+
+
+def _exact_version(version: str | None) -> str | None:
+    """A --version naming one release (not "latest" or a range) is checked in the image."""
+    if not version or version == "latest" or any(c in version for c in "^~<>=*x| "):
+        return None
+    return version
+
+
+def _config_args(args: argparse.Namespace) -> argparse.Namespace:
+    local = argparse.Namespace(**vars(args))
+    local.os_version = _exact_version(args.os_version)
+    return local
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Reject bad settings before anything is downloaded or written."""
+    if args.hostname and args.hostname_template:
+        raise ConfigError("hostname_template", "cannot be combined with --hostname",
+                          hint="every card gets --hostname; the template gives each its own")
+    if args.once is not None and args.once < 1:
+        raise ConfigError("once", "must be at least 1 card")
+    device_config_from_args(
+        _config_args(args),
+        device_type=args.device_type or _PROVISIONAL_DEVICE_TYPE,
+        expect_remote_config=True,
+        prompt=lambda _: "",
+        hint=lambda _: None,
+    )
+
+
+def _build_config(args: argparse.Namespace, ctx: CliContext,
+                  identity: ImageIdentity) -> DeviceConfig:
+    cfg = device_config_from_args(
+        _config_args(args),
+        device_type=identity.device_type,
+        os_version=identity.os_version,
+        expect_remote_config=True,
+    )
+    return with_fleet_config_from_api(cfg, ctx)
+
+
+def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
+    if args.yes:
+        return
+    where = ", ".join(args.slots) if args.slots else "any USB or SD card slot"
+    if ctx.out.json_mode or not sys.stdin.isatty():
+        raise FlasherError(
+            f"The bench erases every card inserted into {where}; confirmation is required.",
+            hint="Add --yes to confirm.",
+        )
+    answer = input(f"Every card inserted into {where} will be erased. Type 'yes' to start: ")
+    if answer.strip().lower() != "yes":
+        raise Cancelled("The bench did not start.")
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    if not args.source and not args.device_type:
+        raise FlasherError("Name an image for the bench.",
+                           hint="Give an image file or URL, or --device-type SLUG.")
+    configure = not args.source or _config_requested(args) or bool(args.hostname_template)
+    if configure:
+        _precheck(args)
+    policy = _policy(args)
+    if args.source:
+        source = SourceSpec.from_argument(args.source)
+    else:
+        source = SourceSpec(device_type=args.device_type, version=args.os_version or "latest",
+                            image_type=args.image_type)
+    job = BenchJob(
+        source=source,
+        config_from_image=(lambda ident: _build_config(args, ctx, ident)) if configure else None,
+        hostname_template=args.hostname_template,
+        verify=not args.no_verify,
+    )
+    report = ReportLog(args.report or default_report_path())
+    _consent(args, ctx)
+    session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
+    view: _View = _JsonView(ctx) if ctx.out.json_mode else (
+        _LiveView(ctx.out.stderr) if ctx.out.tty else _LogView(ctx.out.stderr))
+    station = Station(job, ImageProvider(ImageCache(), session_factory), policy=policy,
+                      report=report, on_event=view.handle, card_limit=args.once,
+                      include_present=args.include_present)
+    summary, interrupted = _run(station, view)
+    view.close(summary)
+    if interrupted:
+        return EXIT_CANCELLED
+    return _exit_code(summary.records)
+
+
+def _run(station: Station, view: _View) -> tuple[StationSummary, bool]:
+    """Run the station on a worker thread: the first Ctrl-C drains it, the second cancels."""
+    cancel = CancelToken()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["summary"] = station.run(cancel)
+        except BaseException as err:  # re-raised on the main thread
+            box["error"] = err
+
+    worker = threading.Thread(target=work, name="flasher-bench", daemon=True)
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.2)
+        except KeyboardInterrupt:
+            if interrupted:
+                view.message("Stopping the cards being written (they are left unbootable).")
+                cancel.cancel()
+            else:
+                interrupted = True
+                view.message("Taking no more cards; the cards being written will finish. "
+                             "Press Ctrl-C again to stop them now.")
+                station.drain()
+    if "error" in box:
+        raise box["error"]
+    summary: StationSummary = box["summary"]
+    return summary, interrupted
+
+
+def _exit_code(records: Sequence[CardRecord]) -> int:
+    failed = [r for r in records if not r.ok]
+    if not failed:
+        return EXIT_OK
+    if all(r.error_code == Cancelled.code for r in failed):
+        return EXIT_CANCELLED
+    if any(r.error_code == VerificationFailed.code for r in failed):
+        return EXIT_VERIFY
+    return EXIT_ERROR
+
+
+# -- views ----------------------------------------------------------------------------------
+
+
+def _slot_fields(slot: Slot) -> dict[str, Any]:
+    return {"slot": slot.name, "slot_number": slot.number, "device": slot.device}
+
+
+class _View(Protocol):
+    def handle(self, event: BenchEvent) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+    def close(self, summary: StationSummary) -> None: ...
+
+
+class _JsonView:
+    def __init__(self, ctx: CliContext) -> None:
+        self._out = ctx.out
+
+    def handle(self, event: BenchEvent) -> None:
+        if isinstance(event, StationUpdate):
+            self._out.event(event.event)
+        elif isinstance(event, StationReady):
+            self._out.json_event("station_ready", **event.image, report=event.report_path)
+        elif isinstance(event, CardInserted):
+            d = event.drive
+            self._out.json_event("card_inserted", **_slot_fields(event.slot), card=event.card,
+                                 serial=d.serial or None, vendor=d.vendor or None,
+                                 model=d.model or None, size_bytes=d.size_bytes)
+        elif isinstance(event, CardSkipped):
+            self._out.json_event("card_skipped", **_slot_fields(event.slot),
+                                 reason=event.reason, in_bench=event.in_bench)
+        elif isinstance(event, CardUpdate):
+            fields = dict(event_to_dict(event.event))
+            kind = str(fields.pop("event"))
+            self._out.json_event(kind, **fields, **_slot_fields(event.slot))
+        elif isinstance(event, CardFinished):
+            self._out.json_event("card_result", **event.record.to_dict())
+        elif isinstance(event, CardRemoved):
+            self._out.json_event("card_removed", **_slot_fields(event.slot),
+                                 during_write=event.during_write)
+
+    def message(self, text: str) -> None:
+        self._out.json_event("log", level="info", message=text)
+
+    def close(self, summary: StationSummary) -> None:
+        self._out.json_event("summary", done=summary.done, failed=summary.failed,
+                             report=summary.report_path)
+
+
+def _card_line(record: CardRecord) -> str:
+    if record.ok:
+        state = "verified" if record.verified else "written (not verified)"
+        rate = f", {record.mb_per_s} MB/s" if record.mb_per_s is not None else ""
+        name = f" as {record.hostname}" if record.hostname else ""
+        return (f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
+                f"{record.seconds:.1f} s{rate}")
+    hint = f" ({record.error_hint})" if record.error_hint else ""
+    return f"card {record.card} FAILED: {record.error_message}{hint}"
+
+
+def _summary_text(summary: StationSummary) -> str:
+    return (f"{summary.done} card{'s' if summary.done != 1 else ''} done, {summary.failed} "
+            f"failed; report: {summary.report_path}")
+
+
+class _LogView:
+    """Not a terminal: one plain line per card event."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            print(text, file=self._stream, flush=True)
+
+    def handle(self, event: BenchEvent) -> None:
+        if isinstance(event, StationReady):
+            image = event.image
+            self._say(f"ready: {image.get('device_type') or 'image'} "
+                      f"{image.get('os_version') or ''}, "
+                      f"{human_bytes(image.get('mapped_bytes'))} to write per card; insert cards")
+        elif isinstance(event, CardInserted):
+            self._say(f"{event.slot.label}: card {event.card} inserted "
+                      f"({describe_card(event.drive)})")
+        elif isinstance(event, CardSkipped) and event.in_bench:
+            self._say(f"{event.slot.label}: skipped {describe_card(event.drive)}: {event.reason}")
+        elif isinstance(event, CardFinished):
+            self._say(f"{event.slot.label}: {_card_line(event.record)}")
+        elif isinstance(event, CardRemoved):
+            self._say(f"{event.slot.label}: card removed"
+                      + (" before it was finished" if event.during_write else ""))
+
+    def message(self, text: str) -> None:
+        self._say(text)
+
+    def close(self, summary: StationSummary) -> None:
+        self._say(_summary_text(summary))
+
+
+def _row_text(row: SlotRow) -> str:
+    if row.state == EMPTY:
+        card, state = "(empty)", ""
+    else:
+        card, state = row.card, row.state
+    pct = f"{row.fraction * 100:5.1f}%" if row.fraction is not None else ""
+    speed = f"{human_bytes(row.speed_bps)}/s" if row.speed_bps else ""
+    eta = f"ETA {human_duration(row.eta_s)}" if row.eta_s is not None else ""
+    note = row.note
+    if row.state in ("done", "failed"):
+        note = f"{note} - remove the card"
+    elif row.state == EMPTY and note:
+        note = f"last: {note}"
+    elif row.state == SKIPPED:
+        note = f"not flashed: {note}"
+    number = f"#{row.number}" if row.number is not None and row.state != EMPTY else ""
+    return (f"{row.slot.label[:14]:<14} {number:>6} {card[:28]:<28} {state:<10} {pct:>6} "
+            f"{speed:>11} {eta:<9} {note}").rstrip()
+
+
+class _LiveView:
+    """A terminal: one line per slot and a totals line, redrawn in place."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._board = Board()
+        self._lock = threading.Lock()
+        self._drawn = 0
+        self._last_draw = 0.0
+
+    def handle(self, event: BenchEvent) -> None:
+        with self._lock:
+            self._board.handle(event)
+            if isinstance(event, CardFinished):
+                self._print(f"{event.slot.label}: {_card_line(event.record)}")
+            throttled = isinstance(event, StationUpdate | CardUpdate)
+            now = time.monotonic()
+            if throttled and now - self._last_draw < REDRAW_INTERVAL_S:
+                return
+            self._last_draw = now
+            self._redraw()
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            self._print(text)
+            self._redraw()
+
+    def close(self, summary: StationSummary) -> None:
+        with self._lock:
+            self._redraw()
+            self._drawn = 0
+            self._stream.write(_summary_text(summary) + "\n")
+            self._stream.flush()
+
+    def _print(self, text: str) -> None:
+        """A line that stays above the table (the table is redrawn under it)."""
+        self._clear()
+        self._stream.write(text + "\n")
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self._stream.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+
+    def _lines(self) -> list[str]:
+        board = self._board
+        if not board.ready:
+            progress = board.stage_progress
+            detail = ""
+            if progress is not None:
+                frac = progress.fraction
+                detail = (f" {frac * 100:5.1f}%" if frac is not None else "") + (
+                    f" {human_bytes(progress.speed_bps)}/s ETA {human_duration(progress.eta_s)}"
+                    if progress.speed_bps else "")
+            lines = [f"preparing the image: {board.stage}{detail}"]
+        else:
+            lines = []
+        lines += [_row_text(row) for row in board.rows()]
+        if board.ready and not board.rows():
+            lines.append("insert a card")
+        lines.append(f"done {board.done}   failed {board.failed}   in progress {board.active}")
+        return lines
+
+    def _redraw(self) -> None:
+        self._clear()
+        lines = self._lines()
+        for line in lines:
+            self._stream.write(line[:160] + "\n")
+        self._drawn = len(lines)
+        self._stream.flush()
