@@ -163,7 +163,8 @@ class Drive:
     bus: str = ""
     removable: bool = False
     read_only: bool = False
-    system: bool = False
+    system: bool = False  # in use by the running system (/, /boot, swap, …): never written
+    internal: bool = False  # a fixed disk, not a card: written only after explicit confirmation
     logical_block_size: int = 512
     physical_block_size: int = 512
     by_path: tuple[str, ...] = ()

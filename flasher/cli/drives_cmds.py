@@ -15,6 +15,8 @@ def drive_flags(drive: Drive) -> list[str]:
     flags = []
     if drive.system:
         flags.append("system")
+    if drive.internal:
+        flags.append("internal")
     if drive.removable:
         flags.append("removable")
     if drive.read_only:
@@ -38,6 +40,7 @@ def drive_to_dict(drive: Drive) -> dict[str, Any]:
         "removable": drive.removable,
         "read_only": drive.read_only,
         "system": drive.system,
+        "internal": drive.internal,
         "logical_block_size": drive.logical_block_size,
         "physical_block_size": drive.physical_block_size,
         "by_path": list(drive.by_path),

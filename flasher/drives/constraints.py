@@ -2,7 +2,8 @@
 
 Pure functions over Drive values (plus the source image's device number): system drive, too
 small, read-only (the SD card's lock switch), holds the source image, drive gone are errors;
-large drive (> 128 GB) and mounted (it will be unmounted) are warnings. Imports only the
+an internal (fixed) disk, a large drive (> 128 GB) and mounted (it will be unmounted) are
+warnings. Imports only the
 standard library and flasher's value and error modules.
 """
 
@@ -34,6 +35,7 @@ class ProblemCode(enum.StrEnum):
     DUPLICATE = "duplicate"
     LARGE = "large_drive"
     MOUNTED = "mounted"
+    INTERNAL = "internal"
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,14 @@ def check_drive(
             Severity.ERROR,
             f"{drive.path} is a system drive; writing it would destroy the running system.",
             "Pick a removable card or USB drive.",
+        )
+    if drive.internal and not drive.system:
+        add(
+            ProblemCode.INTERNAL,
+            Severity.WARNING,
+            f"{drive.path} is an internal disk, not a removable card; everything on it will be "
+            "erased.",
+            "Make sure this is the disk you mean to provision.",
         )
     if drive.read_only:
         add(

@@ -47,13 +47,13 @@ def list_drives(
     *,
     context: pyudev.Context | None = None,
 ) -> list[Drive]:
-    """Whole-disk drives, sorted by path; system drives only with `all=True`."""
+    """Whole-disk drives, sorted by path; system and internal drives only with `all=True`."""
     context = context or pyudev.Context()
     state = SystemState.read()
     drives: list[Drive] = []
     for device in context.list_devices(subsystem="block", DEVTYPE="disk"):
         drive = drive_from_device(device, state)
-        if drive is not None and (all or not drive.system):
+        if drive is not None and (all or not (drive.system or drive.internal)):
             drives.append(drive)
     return sorted(drives, key=lambda d: d.path)
 
@@ -212,7 +212,8 @@ def drive_from_device(device: pyudev.Device, state: SystemState) -> Drive | None
         bus=bus,
         removable=removable,
         read_only=sysblock.read_attr(os.path.join(path, "ro")) == "1",
-        system=use.is_system or internal,
+        system=use.is_system,
+        internal=internal,
         logical_block_size=int(
             sysblock.read_attr(os.path.join(queue, "logical_block_size"), "512")
         ),

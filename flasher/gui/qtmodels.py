@@ -210,6 +210,7 @@ PROBLEM_WORDS = {
     "duplicate": "listed twice",
     "large_drive": "unusually large",
     "mounted": "mounted: will be unmounted",
+    "internal": "internal disk",
 }
 
 
@@ -221,8 +222,9 @@ class DriveRow:
 
     @property
     def blocked(self) -> bool:
-        """An error other than "system drive" (which a typed confirmation may lift)."""
-        return any(p.severity is Severity.ERROR and p.code != "system" for p in self.problems)
+        """Any error (a system drive in use included); an internal disk only needs a typed
+        confirmation."""
+        return any(p.severity is Severity.ERROR for p in self.problems)
 
 
 def drive_title(drive: Drive) -> str:
@@ -344,7 +346,8 @@ class DriveModel(QAbstractTableModel):
         item = self._rows[row]
         if checked and item.blocked:
             return False
-        if checked and item.drive.system and path not in self._confirmed_system:
+        fixed = item.drive.system or item.drive.internal
+        if checked and fixed and path not in self._confirmed_system:
             self.confirmation_needed.emit(item.drive)
             return False
         self._rows[row] = replace(item, checked=checked)
@@ -437,7 +440,8 @@ class DriveFilter(_Filter):
         model = self.sourceModel()
         assert isinstance(model, DriveModel)
         item = model.item(source_row)
-        return self._show_all or not item.drive.system or item.checked
+        hidden = item.drive.system or item.drive.internal
+        return self._show_all or not hidden or item.checked
 
     def lessThan(self, left: Index, right: Index) -> bool:
         model = self.sourceModel()

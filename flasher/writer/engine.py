@@ -81,9 +81,20 @@ def io_error(err: OSError, path: str, doing: str, offset: int | None = None) -> 
         )
     return WriteFailed(
         f"{path}: {os.strerror(code)} while {doing}{where}.",
-        hint="The card may be faulty, worn out or counterfeit; try another card or reader.",
+        hint=_hint_for(code, path),
         **fields,
     )
+
+
+def _hint_for(code: int, path: str) -> str:
+    """What to do next, by what went wrong and whether the target is a drive or a file."""
+    if code == errno.ENOSPC:
+        return "The disk holding this file is full; free some space or choose another folder."
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "This location cannot be written; check its permissions or choose another."
+    if not path.startswith("/dev/"):
+        return "Check the file's folder and the disk it is on, then try again."
+    return "The card may be faulty, worn out or counterfeit; try another card or reader."
 
 
 def _first_difference(expected: bytearray, actual: memoryview) -> int:

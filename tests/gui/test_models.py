@@ -88,7 +88,7 @@ def test_default_version_is_the_recommended_one() -> None:
 
 CARD = Drive("/dev/sdb", 32 * 10**9, dev="8:16", description="SanDisk Ultra", bus="usb",
              removable=True, serial="A1")
-DISK = Drive("/dev/vda", 256 * 10**9, dev="254:0", bus="virtio", system=True)
+DISK = Drive("/dev/vda", 256 * 10**9, dev="254:0", bus="virtio", internal=True)
 
 
 def _rows(model: DriveModel) -> list[str]:
@@ -123,7 +123,7 @@ def test_another_card_in_the_same_reader_is_not_selected(qtbot: QtBot) -> None:
     assert model.selected == []
 
 
-def test_system_drive_needs_confirmation_before_it_is_selected(qtbot: QtBot) -> None:
+def test_internal_drive_needs_confirmation_before_it_is_selected(qtbot: QtBot) -> None:
     model = DriveModel()
     model.add(DISK)
     with qtbot.waitSignal(model.confirmation_needed):

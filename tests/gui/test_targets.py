@@ -58,6 +58,12 @@ def test_detaching_a_ticked_drive_unticks_it_and_says_so(make_app: MakeApp,
     assert not app.window.next.isEnabled()
 
 
+# A fixed disk that is not in use (a provisioning bench's NVMe, say). This machine has none, so
+# it is added to the model as the monitor would add it.
+INTERNAL = Drive("/dev/nvme7n1", 256 * 10**9, dev="259:70", bus="nvme", internal=True,
+                 model="Internal NVMe")
+
+
 def _system_drive() -> Drive:
     drives = [d for d in list_drives(all=True) if d.system]
     if not drives:
@@ -77,25 +83,38 @@ def test_system_drives_are_hidden_until_show_all(make_app: MakeApp) -> None:
     assert _visible(app, drive.path)
 
 
-def test_system_drive_is_selected_only_after_typing_its_name(make_app: MakeApp) -> None:
+def test_system_drive_in_use_cannot_be_selected(make_app: MakeApp) -> None:
     drive = _system_drive()
-    name = drive.path.rsplit("/", 1)[-1]
+    app = make_app()
+    app.to_configure()
+    app.to_targets()
+    app.click(app.window.targets_page.show_all)
+    app.qtbot.waitUntil(lambda: _visible(app, drive.path), timeout=HOTPLUG_TIMEOUT_MS)
+    app.tick_drive(drive.path)
+    assert app.controller.drives.selected == []
+    assert not app.window.next.isEnabled()
+
+
+def test_internal_drive_is_selected_only_after_typing_its_name(make_app: MakeApp) -> None:
     app = make_app()
     app.to_configure()
     app.to_targets()
     page = app.window.targets_page
+    model = app.controller.drives
+    model.add(INTERNAL)
+    name = INTERNAL.path.rsplit("/", 1)[-1]
     app.click(page.show_all)
-    app.tick_drive(drive.path)
+    app.tick_drive(INTERNAL.path)
     app.qtbot.waitUntil(lambda: isinstance(page.system_dialog, SystemDriveDialog))
     dialog = page.system_dialog
     assert isinstance(dialog, SystemDriveDialog)
-    assert app.controller.drives.selected == []
+    assert model.selected == []
     app.type_into(dialog.name_edit, name + "x")
     assert not dialog.select.isEnabled()
     app.qtbot.keyClick(dialog.name_edit, Qt.Key.Key_Backspace)
     assert dialog.select.isEnabled()
     app.click(dialog.select)
-    assert [row.drive.path for row in app.controller.drives.selected] == [drive.path]
+    assert [row.drive.path for row in model.selected] == [INTERNAL.path]
 
 
 def test_erase_confirmation_names_every_target_and_defaults_to_cancel(

@@ -43,6 +43,7 @@ def _codes(drive: Drive, **kwargs: Any) -> list[tuple[ProblemCode, Severity]]:
     [
         (CARD, []),
         (replace(CARD, system=True), [(ProblemCode.SYSTEM, Severity.ERROR)]),
+        (replace(CARD, internal=True), [(ProblemCode.INTERNAL, Severity.WARNING)]),
         (replace(CARD, read_only=True), [(ProblemCode.READ_ONLY, Severity.ERROR)]),
         (replace(CARD, size_bytes=IMAGE - 1), [(ProblemCode.TOO_SMALL, Severity.ERROR)]),
         (replace(CARD, size_bytes=IMAGE), []),
@@ -57,6 +58,7 @@ def _codes(drive: Drive, **kwargs: Any) -> list[tuple[ProblemCode, Severity]]:
     ids=[
         "fine",
         "system",
+        "internal",
         "locked",
         "too-small",
         "exactly-fits",
