@@ -7,7 +7,9 @@ and flasher's value modules; never prints.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from flasher.bench.events import (
     BenchEvent,
@@ -61,6 +63,7 @@ class Board:
         self.stage: str = "starting"
         self.stage_progress: Progress | None = None
         self.report_path: str | None = None
+        self.image: Mapping[str, Any] = {}
 
     @property
     def active(self) -> int:
@@ -80,6 +83,7 @@ class Board:
             self.stage = "ready"
             self.stage_progress = None
             self.report_path = event.report_path
+            self.image = event.image
         elif isinstance(event, CardInserted):
             self._set(event.slot, SlotRow(
                 event.slot, WAITING if not self.ready else "checking",

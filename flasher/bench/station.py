@@ -11,6 +11,7 @@ taken gets exactly one report record. Core: never prints, imports no Qt.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from flasher.provider import ImageProvider
 from flasher.writer.client import TargetResult, write_image
 from flasher.writer.launchers import Launcher
 
+_log = logging.getLogger(__name__)
 PRESENT_REASON = "was in the slot when the station started; pull it and insert it again to flash it"
 
 
@@ -178,6 +180,11 @@ class Station:
             raise self._fatal
         return self.summary()
 
+    @property
+    def ready(self) -> bool:
+        """Whether the image is prepared (cards are being taken)."""
+        return self._image is not None
+
     def drain(self) -> None:
         """Take no more cards; `run` returns once the cards in progress are finished."""
         with self._changed:
@@ -239,7 +246,12 @@ class Station:
 
     def _emit(self, event: BenchEvent) -> None:
         with self._emit_lock:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:
+                # A face's bug must not stop the hotplug thread or a card's writer; the bench
+                # keeps flashing and the report keeps every record.
+                _log.exception("the bench's event callback failed on %s", type(event).__name__)
 
     # Hotplug -----------------------------------------------------------------------------
 

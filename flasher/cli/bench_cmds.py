@@ -241,31 +241,39 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def _run(station: Station, view: _View) -> tuple[StationSummary, bool]:
-    """Run the station on a worker thread: the first Ctrl-C drains it, the second cancels."""
+    """Run the station on a worker thread: the first Ctrl-C drains it (or, while the image is
+    still being prepared, cancels), the second cancels."""
     cancel = CancelToken()
     box: dict[str, Any] = {}
+    ended = threading.Event()
 
     def work() -> None:
         try:
             box["summary"] = station.run(cancel)
         except BaseException as err:  # re-raised on the main thread
             box["error"] = err
+        finally:
+            ended.set()
 
     worker = threading.Thread(target=work, name="flasher-bench", daemon=True)
     worker.start()
     interrupted = False
-    while worker.is_alive():
+    # Waiting on an Event, not on join(): a Ctrl-C that interrupts Thread.join() can leave the
+    # thread looking finished while it still runs.
+    while not ended.is_set():
         try:
-            worker.join(0.2)
+            ended.wait(0.2)
         except KeyboardInterrupt:
-            if interrupted:
+            if interrupted or not station.ready:
                 view.message("Stopping the cards being written (they are left unbootable).")
+                interrupted = True
                 cancel.cancel()
             else:
                 interrupted = True
                 view.message("Taking no more cards; the cards being written will finish. "
                              "Press Ctrl-C again to stop them now.")
                 station.drain()
+    worker.join()
     if "error" in box:
         raise box["error"]
     summary: StationSummary = box["summary"]
@@ -385,13 +393,16 @@ class _LogView:
 
 
 def _row_text(row: SlotRow) -> str:
-    if row.state == EMPTY:
-        card, state = "(empty)", ""
-    else:
-        card, state = row.card, row.state
-    pct = f"{row.fraction * 100:5.1f}%" if row.fraction is not None else ""
-    speed = f"{human_bytes(row.speed_bps)}/s" if row.speed_bps else ""
-    eta = f"ETA {human_duration(row.eta_s)}" if row.eta_s is not None else ""
+    """ "slot 2   #14 SanDisk SD 31.9 GB  writing  45.0%  38.2 MB/s ETA 00:12" or, once the
+    card ended, its state and how it went."""
+    empty = row.state == EMPTY
+    number = f"#{row.number}" if row.number is not None and not empty else ""
+    card, state = ("(empty)", "") if empty else (row.card, row.state)
+    head = f"{row.slot.label[:14]:<14} {number:>6} {card[:28]:<28} {state:<10}"
+    if row.fraction is not None:
+        speed = f"{human_bytes(row.speed_bps)}/s" if row.speed_bps else ""
+        return (f"{head} {row.fraction * 100:5.1f}% {speed:>11} "
+                f"ETA {human_duration(row.eta_s)} {row.note}").rstrip()
     note = row.note
     if row.state in ("done", "failed"):
         note = f"{note} - remove the card"
@@ -399,9 +410,7 @@ def _row_text(row: SlotRow) -> str:
         note = f"last: {note}"
     elif row.state == SKIPPED:
         note = f"not flashed: {note}"
-    number = f"#{row.number}" if row.number is not None and row.state != EMPTY else ""
-    return (f"{row.slot.label[:14]:<14} {number:>6} {card[:28]:<28} {state:<10} {pct:>6} "
-            f"{speed:>11} {eta:<9} {note}").rstrip()
+    return f"{head} {note}".rstrip()
 
 
 class _LiveView:
@@ -419,6 +428,8 @@ class _LiveView:
             self._board.handle(event)
             if isinstance(event, CardFinished):
                 self._print(f"{event.slot.label}: {_card_line(event.record)}")
+            if isinstance(event, CardSkipped) and not event.in_bench:
+                return  # not on the board
             throttled = isinstance(event, StationUpdate | CardUpdate)
             now = time.monotonic()
             if throttled and now - self._last_draw < REDRAW_INTERVAL_S:
@@ -460,7 +471,10 @@ class _LiveView:
                     if progress.speed_bps else "")
             lines = [f"preparing the image: {board.stage}{detail}"]
         else:
-            lines = []
+            image = board.image
+            lines = [f"{image.get('device_type') or 'image'} {image.get('os_version') or ''}: "
+                     f"{human_bytes(image.get('mapped_bytes'))} to write per card; "
+                     f"report {board.report_path}"]
         lines += [_row_text(row) for row in board.rows()]
         if board.ready and not board.rows():
             lines.append("insert a card")

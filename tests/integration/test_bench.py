@@ -19,8 +19,10 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -571,3 +573,48 @@ def test_real_system_drives_are_never_offered() -> None:
     assert not [d.path for d in offered if d.system]
     assert {d.path for d in drives if not d.system and d.bus in ("loop", "usb", "mmc")} <= {
         d.path for d in offered}
+
+
+@pytest.mark.root
+def test_first_ctrl_c_lets_the_card_being_written_finish(
+    slots: Slots, freezer: Freezer, image: BuiltImage, tmp_path: Path
+) -> None:
+    slot = freezer.slot()
+    os.truncate(slot.backing, _card_bytes(image))
+    report = tmp_path / "cards.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flasher", "--json", "bench", str(image.path), "--slot",
+         slot.path, "--bus", "loop", "--yes", "--report", str(report)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    lines = iter(proc.stdout)
+    try:
+        _read_until(lines, lambda e: e["event"] == "station_ready")
+        freezer.freeze()
+        try:
+            slots.insert(slot, _card_bytes(image), grow=False)
+            _read_until(lines, lambda e: e["event"] == "phase" and e["phase"] == "writing"
+                        and e["target"] == slot.path)
+            proc.send_signal(signal.SIGINT)
+            _read_until(lines, lambda e: e["event"] == "log" and "no more cards" in e["message"])
+        finally:
+            freezer.thaw()
+        rest, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = _json_lines(rest)
+    assert proc.returncode == 130, (events[-3:], err)
+    (result,) = [e for e in events if e["event"] == "card_result"]
+    assert (result["ok"], result["verified"]) == (True, True)
+    assert events[-1] == {"event": "summary", "done": 1, "failed": 0, "report": str(report)}
+
+
+def _read_until(lines: Iterator[str], matches: Callable[[dict[str, Any]], bool]) -> None:
+    for line in lines:
+        if matches(json.loads(line)):
+            return
+    raise AssertionError("the bench ended before the expected event")

@@ -3,6 +3,7 @@ report file, the board the terminal view draws, and `--min-size`/`--max-size` pa
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import replace
@@ -22,6 +23,8 @@ from flasher.bench.events import (
 from flasher.bench.image import CardFacts, check_hostname_template, render_hostname
 from flasher.bench.policy import DrivePolicy, Slot
 from flasher.bench.report import CardRecord, ReportLog
+from flasher.bench.station import StationSummary
+from flasher.cli import bench_cmds
 from flasher.cli.bench_cmds import parse_size
 from flasher.errors import ConfigError, FlasherError
 from flasher.events import Phase, PhaseChanged, Progress
@@ -244,3 +247,24 @@ def test_bad_sizes_name_the_option(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_size(text, "min_size")
     assert caught.value.fields["field"] == "min_size"
+
+
+def test_live_view_ends_with_one_line_per_slot_and_the_totals() -> None:
+    stream = io.StringIO()
+    view = bench_cmds._LiveView(stream)
+    writing, finished = Slot(BY_PATH, "/dev/sdb", 1), Slot("/dev/disk/by-path/b", "/dev/sdc", 2)
+    view.handle(StationReady({"device_type": "raspberrypi4-64", "os_version": "6.5.50+rev8",
+                              "mapped_bytes": 36_600_000}, "/srv/cards.jsonl"))
+    view.handle(CardInserted(writing, CARD, 1))
+    view.handle(CardInserted(finished, replace(CARD, path="/dev/sdc"), 2))
+    view.handle(CardUpdate(writing, Progress(Phase.WRITING, 45, 100, 38.2e6, 12.0, "/dev/sdb")))
+    view.handle(CardFinished(finished, _record(2)))
+    view.close(StationSummary(1, 0, (_record(2),), "/srv/cards.jsonl"))
+    frame = stream.getvalue().rsplit("\x1b[J", 1)[-1].splitlines()
+    assert frame[0] == ("raspberrypi4-64 6.5.50+rev8: 36.6 MB to write per card; "
+                        "report /srv/cards.jsonl")
+    assert frame[1].startswith("slot 1") and "writing" in frame[1]
+    assert "45.0%" in frame[1] and "38.2 MB/s" in frame[1] and "ETA 00:12" in frame[1]
+    assert frame[2].startswith("slot 2") and "done" in frame[2] and "bench-2" in frame[2]
+    assert frame[3] == "done 1   failed 0   in progress 1"
+    assert frame[4] == "1 card done, 0 failed; report: /srv/cards.jsonl"
