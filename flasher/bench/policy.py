@@ -1,7 +1,8 @@
 """Which drives a bench station may take, and which physical slot each one sits in.
 
-A `DrivePolicy` is the station's filter: never a system drive or a file; only the transports it
-names (USB and SD/MMC by default) or drives the kernel calls removable; only the bench's slots
+A `DrivePolicy` is the station's filter: never a system drive (in use by the running system), an
+internal disk or a file; only the transports it names (USB and SD/MMC by default) or drives the
+kernel calls removable; only the bench's slots
 when slot patterns are given (globs over /dev/disk/by-path links or device paths); only sizes
 within its limits. Pure functions over Drive values; imports only the standard library and
 flasher's value and constraint modules. Never prints.
@@ -113,6 +114,8 @@ class DrivePolicy:
     def _placement_refusal(self, drive: Drive) -> str | None:
         if drive.system:
             return "system drive"
+        if drive.internal:
+            return "internal disk"
         if drive.is_file:
             return "not a drive"
         if drive.bus in INTERNAL_BUSES:

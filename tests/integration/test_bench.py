@@ -565,14 +565,14 @@ def test_bench_command_refuses_hostname_with_a_template_before_any_io(
     assert code == 2 and error["code"] == "invalid_config"
 
 
-def test_real_system_drives_are_never_offered() -> None:
+def test_real_system_drives_and_internal_disks_are_never_offered() -> None:
     everything = DrivePolicy(slots=("*",), buses=frozenset({"usb", "mmc", "loop", "ata", "scsi"}),
                              max_size_bytes=None)
     drives = list_drives(all=True)
     offered = everything.offered(drives)
-    assert not [d.path for d in offered if d.system]
-    assert {d.path for d in drives if not d.system and d.bus in ("loop", "usb", "mmc")} <= {
-        d.path for d in offered}
+    assert not [d.path for d in offered if d.system or d.internal]
+    assert {d.path for d in drives if not (d.system or d.internal) and d.bus in
+            ("loop", "usb", "mmc")} <= {d.path for d in offered}
 
 
 @pytest.mark.root

@@ -37,9 +37,10 @@ CARD = Drive(path="/dev/sdb", size_bytes=32 * GB, dev="8:16", serial="AA01", ven
 SD_SLOT = replace(CARD, path="/dev/mmcblk0", dev="179:0", bus="mmc", removable=False,
                   by_path=("/dev/disk/by-path/platform-fe340000.mmc",))
 LOOP = replace(CARD, path="/dev/loop7", dev="7:7", bus="loop", removable=False, by_path=())
-SATA = replace(CARD, path="/dev/sda", dev="8:0", bus="ata", removable=False,
+SATA = replace(CARD, path="/dev/sda", dev="8:0", bus="ata", removable=False, internal=True,
                by_path=("/dev/disk/by-path/pci-0000:00:17.0-ata-1",))
-NVME = replace(CARD, path="/dev/nvme0n1", dev="259:0", bus="nvme", removable=False, by_path=())
+NVME = replace(CARD, path="/dev/nvme0n1", dev="259:0", bus="nvme", removable=False,
+               internal=True, by_path=())
 LOOPS = DrivePolicy(buses=frozenset({"loop"}))
 
 
@@ -48,15 +49,16 @@ LOOPS = DrivePolicy(buses=frozenset({"loop"}))
     [
         (DrivePolicy(), CARD, None),
         (DrivePolicy(), SD_SLOT, None),
-        (DrivePolicy(), replace(SATA, removable=True), None),
-        (DrivePolicy(), SATA, "not a removable card (ata bus)"),
+        (DrivePolicy(), replace(SATA, removable=True, internal=False), None),
+        (DrivePolicy(), SATA, "internal disk"),
+        (DrivePolicy(buses=frozenset({"ata"})), SATA, "internal disk"),
         (DrivePolicy(), LOOP, "not a removable card (loop bus)"),
         (LOOPS, LOOP, None),
         (DrivePolicy(), replace(CARD, system=True), "system drive"),
         (LOOPS, replace(LOOP, system=True), "system drive"),
         (DrivePolicy(slots=("/dev/loop7",), buses=frozenset({"loop"})),
          replace(LOOP, system=True), "system drive"),
-        (DrivePolicy(), replace(NVME, removable=True), "internal nvme disk"),
+        (DrivePolicy(), replace(NVME, removable=True, internal=False), "internal nvme disk"),
         (DrivePolicy(), replace(CARD, is_file=True), "not a drive"),
         (DrivePolicy(), replace(CARD, size_bytes=129 * GB),
          "129.0 GB is above the bench's limit of 128.0 GB"),
@@ -67,7 +69,8 @@ LOOPS = DrivePolicy(buses=frozenset({"loop"}))
          "not in one of the bench's slots"),
         (DrivePolicy(slots=("pci-0000:00:14.0-usb-0:1.2:*",)), CARD, None),
     ],
-    ids=["usb", "sd-slot", "removable-sata-reader", "internal-sata", "loop-by-default",
+    ids=["usb", "sd-slot", "removable-sata-reader", "internal-sata", "internal-sata-allowed",
+         "loop-by-default",
          "loop-allowed", "system", "system-loop-allowed", "system-in-a-slot", "nvme",
          "file", "too-large", "no-limit", "too-small", "other-slot", "its-slot"],
 )
@@ -77,6 +80,7 @@ def test_policy_takes_only_bench_cards(policy: DrivePolicy, drive: Drive,
 
 
 SYSTEM_DRIVES = [replace(d, system=True) for d in (CARD, SD_SLOT, LOOP, SATA)]
+INTERNAL_DRIVES = [SATA, NVME, replace(SATA, by_path=(), path="/dev/sdz")]
 LENIENT = [
     DrivePolicy(),
     DrivePolicy(buses=frozenset({"usb", "mmc", "loop", "ata", "scsi"}), max_size_bytes=None),
@@ -86,10 +90,9 @@ LENIENT = [
 
 
 @pytest.mark.parametrize("policy", LENIENT)
-def test_no_policy_ever_offers_a_system_drive(policy: DrivePolicy) -> None:
-    offered = policy.offered([*SYSTEM_DRIVES, CARD])
-    assert all(not d.system for d in offered)
-    assert CARD in offered
+def test_no_policy_ever_offers_a_system_drive_or_an_internal_disk(policy: DrivePolicy) -> None:
+    offered = policy.offered([*SYSTEM_DRIVES, *INTERNAL_DRIVES, CARD])
+    assert offered == [CARD]
 
 
 @pytest.mark.parametrize("bus", ["nvme", "virtio"])
