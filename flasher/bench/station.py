@@ -82,6 +82,7 @@ class _Card:
     drive: Drive
     cancel: CancelToken = field(default_factory=CancelToken)
     removed: bool = False
+    writing: bool = False
 
 
 class Station:
@@ -286,11 +287,9 @@ class Station:
                 thread = threading.Thread(target=self._flash, args=(card,), daemon=True,
                                           name=f"flasher-bench-{slot.label}")
                 self._active[card] = thread
+                thread.start()
         if reason is not None:
             self._emit(CardSkipped(slot, drive, reason, self.policy.in_bench(drive)))
-            return
-        self._emit(CardInserted(slot, drive, card.n))
-        thread.start()
 
     def _refusal(self, drive: Drive) -> str | None:
         """Why the station does not take `drive` now (None: it does); call under the lock."""
@@ -333,16 +332,18 @@ class Station:
     # One card ----------------------------------------------------------------------------
 
     def _flash(self, card: _Card) -> None:
+        # Announced from the card's own thread, so it comes before any of the card's events.
+        self._emit(CardInserted(card.slot, card.drive, card.n))
         started = time.monotonic()
         card_image: CardImage | None = None
         try:
             self._ready.wait()
-            card.cancel.check()
             image = self._image
-            if image is None:
+            if image is None or card.cancel.cancelled:
                 raise Cancelled("The station stopped before this card was written.")
             card_image = image.for_card(CardFacts(card.n, card.slot, card.drive))
             self._check(card, image)
+            card.writing = True
             (result,) = write_image(
                 card_image.feed,
                 [card.drive],
@@ -386,9 +387,9 @@ class Station:
                 target=card.drive.path,
                 cause=err.code,
             )
-        if self._stopping and isinstance(err, Cancelled):
-            return Cancelled("The station was stopped; this card was left unbootable.",
-                             target=card.drive.path)
+        if self._stopping and isinstance(err, Cancelled) and card.writing:
+            return Cancelled("The station was stopped while this card was written; it was "
+                             "left unbootable.", target=card.drive.path)
         return err
 
     def _record(
