@@ -66,6 +66,7 @@ LOOP_GET_STATUS64 = 0x4C05
 LOOP_INFO64_BYTES = 232  # struct loop_info64
 LO_OFFSET_AT = 24  # its lo_offset field
 PULLED_OFFSET = 1 << 50
+WIFI_KEY = "bench-secret-passphrase"
 E = TypeVar("E")
 
 
@@ -524,16 +525,19 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.root
-def test_bench_command_flashes_a_card_and_prints_json_lines(
-    slots: Slots, image: BuiltImage, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_bench_command_flashes_a_card_and_prints_json_lines_without_secrets(
+    slots: Slots, image: BuiltImage, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("FLASHER_WIFI_KEY", WIFI_KEY)
     slot = slots.add()
     slots.insert(slot, _card_bytes(image))
     report = tmp_path / "cards.jsonl"
     code = main(["--json", "bench", str(image.path), "--hostname-template", "kiosk-{n}",
-                 "--slot", slot.path, "--bus", "loop", "--include-present", "--once", "1",
-                 "--yes", "--report", str(report)])
-    events = _json_lines(capsys.readouterr().out)
+                 "--wifi-ssid", "Bench Net", "--slot", slot.path, "--bus", "loop",
+                 "--include-present", "--once", "1", "--yes", "--report", str(report)])
+    captured = capsys.readouterr()
+    events = _json_lines(captured.out)
     assert code == 0, events[-3:]
     kinds = [e["event"] for e in events]
     for kind in ("station_ready", "card_inserted", "card_result", "summary"):
@@ -545,6 +549,10 @@ def test_bench_command_flashes_a_card_and_prints_json_lines(
     assert events[-1] == {"event": "summary", "done": 1, "failed": 0, "report": str(report)}
     assert ReportLog(report).records()[0]["hostname"] == "kiosk-1"
     assert _assert_card_holds(slot, image, tmp_path)["hostname"] == "kiosk-1"
+    keyfile = mtype(slot.backing, image.boot.start_bytes, "/system-connections/resin-wifi")
+    assert WIFI_KEY.encode() in keyfile
+    for text in (captured.out, captured.err, report.read_text()):
+        assert WIFI_KEY not in text
 
 
 def test_bench_command_needs_consent_to_erase_cards(
