@@ -50,8 +50,9 @@ from flasher.bench.station import Station, StationSummary
 from flasher.cache import ImageCache
 from flasher.cli.config_opts import (
     add_device_config_arguments,
-    device_config_from_args,
-    with_fleet_config_from_api,
+    config_requested,
+    device_config_for_image,
+    precheck_device_config,
 )
 from flasher.cli.context import CliContext
 from flasher.cli.output import event_to_dict, human_bytes, human_duration
@@ -67,14 +68,8 @@ from flasher.errors import (
     VerificationFailed,
 )
 from flasher.events import CancelToken
-from flasher.image.inspect import ImageIdentity
-from flasher.models import DeviceConfig
 from flasher.provider import ImageProvider, SourceSpec
 
-_PROVISIONAL_DEVICE_TYPE = "generic"
-_NOT_CONFIG = {"source", "slots", "buses", "min_size", "max_size", "report", "once",
-               "include_present", "image_type", "no_verify", "yes", "device_type", "os_version",
-               "hostname_template"}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
 REDRAW_INTERVAL_S = 0.2
 
@@ -87,9 +82,7 @@ def register(groups: dict[str, Any]) -> None:
     )
     parser.add_argument("source", nargs="?", metavar="SOURCE",
                         help="image file or http(s) URL (omit with --device-type)")
-    before = {a.dest for a in parser._actions}
     add_device_config_arguments(parser)
-    config_dests = {a.dest for a in parser._actions} - before - _NOT_CONFIG
     bench = parser.add_argument_group("bench")
     bench.add_argument("--hostname-template", metavar="TPL",
                        help="per-card hostname from {n}, {slot} and {serial}, e.g. bench-{n:04d}")
@@ -116,7 +109,7 @@ def register(groups: dict[str, Any]) -> None:
                        help="erase every inserted card without asking")
     bench.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="JSON-lines output")
-    parser.set_defaults(handler=bench_command, config_dests=sorted(config_dests))
+    parser.set_defaults(handler=bench_command)
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -145,23 +138,6 @@ def _policy(args: argparse.Namespace) -> DrivePolicy:
     )
 
 
-def _config_requested(args: argparse.Namespace) -> bool:
-    return any(getattr(args, dest, None) not in (None, False, [], ()) for dest in args.config_dests)
-
-
-def _exact_version(version: str | None) -> str | None:
-    """A --version naming one release (not "latest" or a range) is checked in the image."""
-    if not version or version == "latest" or any(c in version for c in "^~<>=*x| "):
-        return None
-    return version
-
-
-def _config_args(args: argparse.Namespace) -> argparse.Namespace:
-    local = argparse.Namespace(**vars(args))
-    local.os_version = _exact_version(args.os_version)
-    return local
-
-
 def _precheck(args: argparse.Namespace) -> None:
     """Reject bad settings before anything is downloaded or written."""
     if args.hostname and args.hostname_template:
@@ -169,24 +145,7 @@ def _precheck(args: argparse.Namespace) -> None:
                           hint="every card gets --hostname; the template gives each its own")
     if args.once is not None and args.once < 1:
         raise ConfigError("once", "must be at least 1 card")
-    device_config_from_args(
-        _config_args(args),
-        device_type=args.device_type or _PROVISIONAL_DEVICE_TYPE,
-        expect_remote_config=True,
-        prompt=lambda _: "",
-        hint=lambda _: None,
-    )
-
-
-def _build_config(args: argparse.Namespace, ctx: CliContext,
-                  identity: ImageIdentity) -> DeviceConfig:
-    cfg = device_config_from_args(
-        _config_args(args),
-        device_type=identity.device_type,
-        os_version=identity.os_version,
-        expect_remote_config=True,
-    )
-    return with_fleet_config_from_api(cfg, ctx)
+    precheck_device_config(args)
 
 
 def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
@@ -210,7 +169,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if not args.source and not args.device_type:
         raise FlasherError("Name an image for the bench.",
                            hint="Give an image file or URL, or --device-type SLUG.")
-    configure = not args.source or _config_requested(args) or bool(args.hostname_template)
+    configure = not args.source or config_requested(args) or bool(args.hostname_template)
     if configure:
         _precheck(args)
     policy = _policy(args)
@@ -221,7 +180,9 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
                             image_type=args.image_type)
     job = BenchJob(
         source=source,
-        config_from_image=(lambda ident: _build_config(args, ctx, ident)) if configure else None,
+        config_from_image=(
+            (lambda ident: device_config_for_image(args, ctx, ident)) if configure else None
+        ),
         hostname_template=args.hostname_template,
         verify=not args.no_verify,
     )

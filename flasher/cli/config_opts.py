@@ -24,10 +24,12 @@ from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN, load_config_f
 from flasher.balena.os import OsModel
 from flasher.cli.context import CliContext
 from flasher.errors import ConfigError
+from flasher.image.inspect import ImageIdentity
 from flasher.models import DeviceConfig, Keyfile, NetworkKind, NetworkSettings, Secret, StaticIPv4
 from flasher.validation import validate_device_config
 
 WIFI_KEY_ENV = "FLASHER_WIFI_KEY"
+PROVISIONAL_DEVICE_TYPE = "generic"  # validates the other settings before the image is read
 PROVISIONING_KEY_ENV = "FLASHER_PROVISIONING_KEY"
 API_URL_ENV = "FLASHER_API_URL"
 WIFI_KEY_PROMPT = "Wi-Fi key (leave empty for an open network): "
@@ -35,6 +37,7 @@ KEYFILE_MAX_BYTES = 64 * 1024
 
 
 def add_device_config_arguments(parser: argparse.ArgumentParser) -> None:
+    before = {a.dest for a in parser._actions}
     group = parser.add_argument_group("device configuration")
     group.add_argument(
         "--config",
@@ -95,6 +98,57 @@ def add_device_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help=f"the fleet's provisioning key (prefer env {PROVISIONING_KEY_ENV})",
     )
+    # What says "configure the image" (the device type and version only say which image).
+    added = {a.dest for a in parser._actions} - before - {"device_type", "os_version"}
+    parser.set_defaults(config_dests=sorted(added))
+
+
+def config_requested(args: argparse.Namespace) -> bool:
+    """Whether any configuration option was given on the command line."""
+    return any(
+        getattr(args, dest, None) not in (None, False, [], ())
+        for dest in getattr(args, "config_dests", ())
+    )
+
+
+def exact_version(version: str | None) -> str | None:
+    """A --version that names one release (not "latest" or a range), which the image must
+    carry; None otherwise (the catalog resolves ranges)."""
+    if not version or version == "latest" or any(c in version for c in "^~<>=*x| "):
+        return None
+    return version
+
+
+def _job_args(args: argparse.Namespace) -> argparse.Namespace:
+    local = argparse.Namespace(**vars(args))
+    local.os_version = exact_version(getattr(args, "os_version", None))
+    return local
+
+
+def precheck_device_config(args: argparse.Namespace) -> None:
+    """Reject bad settings before anything is downloaded or read: silent (no prompt, no hints),
+    with a stand-in device type when the image is to supply it."""
+    device_config_from_args(
+        _job_args(args),
+        device_type=getattr(args, "device_type", None) or PROVISIONAL_DEVICE_TYPE,
+        expect_remote_config=True,
+        prompt=lambda _: "",
+        hint=lambda _: None,
+    )
+
+
+def device_config_for_image(
+    args: argparse.Namespace, ctx: CliContext, identity: ImageIdentity
+) -> DeviceConfig:
+    """The configuration for an image once it is known: its device type and version are the
+    defaults, and a fleet without a key gets its config.json from the API."""
+    cfg = device_config_from_args(
+        _job_args(args),
+        device_type=identity.device_type,
+        os_version=identity.os_version,
+        expect_remote_config=True,
+    )
+    return with_fleet_config_from_api(cfg, ctx)
 
 
 def _print_hint(message: str) -> None:

@@ -30,8 +30,9 @@ from typing import Any
 from flasher.cache import ImageCache
 from flasher.cli.config_opts import (
     add_device_config_arguments,
-    device_config_from_args,
-    with_fleet_config_from_api,
+    config_requested,
+    device_config_for_image,
+    precheck_device_config,
 )
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes
@@ -47,15 +48,9 @@ from flasher.errors import (
     VerificationFailed,
 )
 from flasher.events import CancelToken, Event
-from flasher.image.inspect import ImageIdentity
-from flasher.models import DeviceConfig
 from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport, run_flash
 from flasher.provider import ImageProvider, SourceSpec
 from flasher.writer.client import TargetResult
-
-_PROVISIONAL_DEVICE_TYPE = "generic"
-_NOT_CONFIG = {"source", "targets", "image_type", "no_verify", "write_all", "bmap", "yes",
-               "device_type", "os_version"}
 
 
 def register(groups: dict[str, Any]) -> None:
@@ -69,9 +64,7 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument("--target", "-t", dest="targets", action="append", default=[],
                         metavar="T", required=True,
                         help="a drive (/dev/sdX, /dev/mmcblkN) or a file; repeat for more")
-    before = {a.dest for a in parser._actions}
     add_device_config_arguments(parser)
-    config_dests = {a.dest for a in parser._actions} - before - _NOT_CONFIG
     parser.add_argument("--image-type", choices=("raw", "flasher"),
                         help="disk image or installation media (default: the device type's)")
     parser.add_argument("--no-verify", action="store_true",
@@ -81,12 +74,7 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument("--bmap", metavar="FILE", help="a bmaptool .bmap to use as the block map")
     parser.add_argument("--yes", "-y", action="store_true",
                         help="erase the drives and accept warnings without asking")
-    parser.set_defaults(handler=flash_command, config_dests=sorted(config_dests))
-
-
-def _config_requested(args: argparse.Namespace) -> bool:
-    """Whether any configuration option was given (then a local image is configured too)."""
-    return any(getattr(args, dest, None) not in (None, False, [], ()) for dest in args.config_dests)
+    parser.set_defaults(handler=flash_command)
 
 
 def _source(args: argparse.Namespace) -> SourceSpec:
@@ -96,40 +84,6 @@ def _source(args: argparse.Namespace) -> SourceSpec:
         device_type=args.device_type,
         version=args.os_version or "latest",
         image_type=args.image_type,
-    )
-
-
-def _exact_version(version: str | None) -> str | None:
-    """A --version that names one release (not "latest" or a range) is checked in the image."""
-    if not version or version == "latest" or any(c in version for c in "^~<>=*x| "):
-        return None
-    return version
-
-
-def _build_config(
-    args: argparse.Namespace, ctx: CliContext, identity: ImageIdentity
-) -> DeviceConfig:
-    local = argparse.Namespace(**vars(args))
-    local.os_version = _exact_version(args.os_version)
-    cfg = device_config_from_args(
-        local,
-        device_type=identity.device_type,
-        os_version=identity.os_version,
-        expect_remote_config=True,
-    )
-    return with_fleet_config_from_api(cfg, ctx)
-
-
-def _precheck(args: argparse.Namespace) -> None:
-    """Reject bad settings before anything is downloaded or read."""
-    local = argparse.Namespace(**vars(args))
-    local.os_version = _exact_version(args.os_version)
-    device_config_from_args(
-        local,
-        device_type=args.device_type or _PROVISIONAL_DEVICE_TYPE,
-        expect_remote_config=True,
-        prompt=lambda _: "",
-        hint=lambda _: None,
     )
 
 
@@ -166,15 +120,17 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if not args.source and not args.device_type:
         raise FlasherError("Name an image to flash.",
                            hint="Give an image file or URL, or --device-type SLUG.")
-    configure = not args.source or _config_requested(args)
+    configure = not args.source or config_requested(args)
     if configure:
-        _precheck(args)
+        precheck_device_config(args)
     source = _source(args)
     _erase_consent(args, ctx)
     job = FlashJob(
         source=source,
         targets=tuple(args.targets),
-        config_from_image=(lambda ident: _build_config(args, ctx, ident)) if configure else None,
+        config_from_image=(
+            (lambda ident: device_config_for_image(args, ctx, ident)) if configure else None
+        ),
         verify=not args.no_verify,
         write_all=args.write_all,
         bmap_path=args.bmap,
@@ -198,6 +154,7 @@ def _run(job: FlashJob, provider: ImageProvider, args: argparse.Namespace,
             ctx.out.event(ev)
 
     box: dict[str, Any] = {}
+    finished = threading.Event()
 
     def work() -> None:
         try:
@@ -205,18 +162,17 @@ def _run(job: FlashJob, provider: ImageProvider, args: argparse.Namespace,
                                       confirm=_confirm(args, ctx))
         except BaseException as err:  # re-raised on the main thread
             box["error"] = err
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=work, name="flasher-flash", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        cancel.cancel()
-        worker.join()
-        if bars is not None:
-            bars.finish()
-        raise Cancelled("Interrupted; the cards being written are left unbootable.") from None
+    threading.Thread(target=work, name="flasher-flash", daemon=True).start()
+    # Wait on an Event, not Thread.join: a Ctrl-C that interrupts join() can make the thread
+    # look finished. After Ctrl-C keep waiting: the writer zeroes the cards' first MiB first.
+    while not finished.is_set():
+        try:
+            finished.wait(0.2)
+        except KeyboardInterrupt:
+            cancel.cancel()
     if bars is not None:
         bars.finish()
     if "error" in box:
