@@ -19,6 +19,7 @@ from flasher.cli.main import main
 from tests.conftest import ImageFactory
 from tests.support.bootcheck import fsck_boot, mtype, region_sha256
 from tests.support.filesystems import ext4_readback, extract
+from tests.support.httpserver import HttpTestServer
 from tests.support.loopdev import LoopDevices, require_loop
 
 WIFI_KEY = "correct-horse-battery"
@@ -310,3 +311,47 @@ def test_ctrl_c_cancels_and_leaves_the_card_unbootable(
     assert proc.returncode == 130, rest
     with open(card, "rb") as f:
         assert f.read(1024 * 1024) == bytes(1024 * 1024)
+
+
+@pytest.mark.parametrize("kind", ["zip", "xz", "zst", "bz2"])
+def test_every_compressed_format_gives_the_card_raw_gives(
+    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path], kind: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from_raw, from_kind = tmp_path / "raw.img", tmp_path / f"{kind}.img"
+    assert main(["flash", str(local_image), "--target", str(from_raw), "--hostname", "x1"]) == 0
+    source = compressed_image(local_image, kind)
+    assert main(["flash", str(source), "--target", str(from_kind), "--hostname", "x1"]) == 0
+    capsys.readouterr()
+    assert _sha256(from_raw) == _sha256(from_kind)
+
+
+def test_flash_from_an_http_url(
+    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    served = compressed_image(local_image, "gz").read_bytes()
+    card, reference = tmp_path / "card.img", tmp_path / "reference.img"
+    with HttpTestServer() as server:
+        url = server.serve("/images/balena.img.gz", served)
+        assert main(["flash", url, "--target", str(card), "--hostname", "web"]) == 0
+    assert main(["flash", str(local_image), "--target", str(reference), "--hostname", "web"]) == 0
+    capsys.readouterr()
+    assert _sha256(card) == _sha256(reference)
+
+
+def test_corrupt_zip_never_gives_a_good_card(
+    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = bytearray(compressed_image(local_image, "zip").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 32] = bytes(b ^ 0x5A for b in data[middle : middle + 32])
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(bytes(data))
+    card = tmp_path / "card.img"
+    code = main(["--json", "flash", str(broken), "--target", str(card)])
+    events = _json_lines(capsys.readouterr().out)
+    assert code == 1
+    assert events[-1]["event"] == "error"
+    assert not any(e["event"] == "target_result" and e["ok"] for e in events)
