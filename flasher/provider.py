@@ -11,20 +11,24 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
-
-from flasher.balena.os import OsModel
-from flasher.balena.session import BalenaSession
 from flasher.cache import ImageCache, ImageMeta
-from flasher.download import DownloadRequest, download_image
 from flasher.errors import CatalogError, ConfigError
 from flasher.events import CancelToken, EventCallback, Phase, PhaseChanged, ignore_event
 from flasher.image.sources import SourceKind, open_source
 
-SessionFactory = Callable[[], BalenaSession]
+if TYPE_CHECKING:
+    # The network side (requests and the balena client) is imported only when an image is to
+    # be downloaded, so flashing a local file starts quickly.
+    import requests
+
+    from flasher.balena.os import OsModel
+    from flasher.balena.session import BalenaSession
+    from flasher.download import DownloadRequest
+
+SessionFactory = Callable[[], "BalenaSession"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ def os_download_request(
     expected_sha256: str | None = None,
 ) -> DownloadRequest:
     """The /download request for a device type and version (aliases and ranges resolved)."""
+    from flasher.download import DownloadRequest
     slug = model.device_types.resolve_slug(device_type)
     exact = resolve_version(model, slug, version)
     params = {"deviceType": slug, "version": exact}
@@ -123,6 +128,8 @@ class _PlainRequester:
     """Downloads from a full URL that is not the balena API (no token is ever sent there)."""
 
     def __init__(self) -> None:
+        import requests
+
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "flasher"
 
@@ -161,6 +168,9 @@ class ImageProvider:
         if spec.path:
             return self._local(Path(spec.path), on_event, cancel)
         on_event(PhaseChanged(Phase.RESOLVING))
+        from flasher.balena.os import OsModel
+        from flasher.download import DownloadRequest, download_image
+
         if spec.url:
             plain = _PlainRequester()
             try:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN, load_config_file
-from flasher.balena.os import OsModel
 from flasher.cli.context import CliContext
 from flasher.errors import ConfigError
 from flasher.image.inspect import ImageIdentity
@@ -353,6 +352,8 @@ def with_fleet_config_from_api(cfg: DeviceConfig, ctx: CliContext) -> DeviceConf
             hint=f"set {PROVISIONING_KEY_ENV} to one of the fleet's provisioning keys, or log in "
             "('balena login' or BALENA_API_KEY) so that the API creates one",
         )
+    from flasher.balena.os import OsModel  # only fleet jobs need the API client
+
     network = cfg.network
     wifi = network.kind is NetworkKind.WIFI
     api_config = OsModel(session).get_config(

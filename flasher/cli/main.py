@@ -20,16 +20,20 @@ from flasher.cli.context import CliContext
 from flasher.cli.output import Output
 from flasher.errors import EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, Cancelled, FlasherError
 
-COMMAND_MODULES = (
-    "flasher.cli.catalog_cmds",
-    "flasher.cli.config_cmds",
-    "flasher.cli.image_cmds",
-    "flasher.cli.cache_cmds",
-    "flasher.cli.sandbox_cmds",
-    "flasher.cli.drives_cmds",
-    "flasher.cli.flash_cmds",
-    "flasher.cli.bench_cmds",
-)
+# The modules that define each top-level command: a run imports only those of its command
+# (the full set only for help or an unknown command), which keeps start-up short.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "device-types": ("flasher.cli.catalog_cmds",),
+    "os": ("flasher.cli.catalog_cmds", "flasher.cli.image_cmds", "flasher.cli.cache_cmds"),
+    "image": ("flasher.cli.image_cmds",),
+    "config": ("flasher.cli.config_cmds",),
+    "cache": ("flasher.cli.cache_cmds",),
+    "sandbox": ("flasher.cli.sandbox_cmds",),
+    "drives": ("flasher.cli.drives_cmds",),
+    "flash": ("flasher.cli.flash_cmds",),
+    "bench": ("flasher.cli.bench_cmds",),
+}
+_VALUE_OPTIONS = ("--api-url", "--token")
 
 GROUPS = {
     "os": "balenaOS versions, downloads and image configuration",
@@ -48,7 +52,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message}\nhint: run '{self.prog} --help'\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The top-level command word in `argv` (skipping the global options and their values)."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    command = _command_of(argv) if argv is not None else None
+    if command in COMMAND_MODULES:
+        return COMMAND_MODULES[command]
+    return tuple(dict.fromkeys(m for mods in COMMAND_MODULES.values() for m in mods))
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`'s command (every command when `argv` is None or names none)."""
     parser = _Parser(
         prog="flasher",
         description="Provision balenaOS devices: pick an OS, configure it, flash and verify.",
@@ -75,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         group = top.add_parser(name, help=help_text, description=help_text)
         groups[name] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         group.set_defaults(handler=_group_help(group))
-    for module_name in COMMAND_MODULES:
+    for module_name in _modules_for(argv):
         importlib.import_module(module_name).register(groups)
     return parser
 
@@ -89,8 +112,9 @@ def _group_help(group: argparse.ArgumentParser) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",

@@ -43,9 +43,7 @@ class Run:
 def cli(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Callable[..., Run]:
-    """`cli(*argv) -> Run` through the real CLI root, with only these commands registered (the
-    others belong to their own tests)."""
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("flasher.cli.image_cmds",))
+    """`cli(*argv) -> Run` through the real CLI root."""
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     monkeypatch.delenv("FLASHER_PROVISIONING_KEY", raising=False)
     monkeypatch.delenv("BALENA_API_KEY", raising=False)

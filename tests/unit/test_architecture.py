@@ -78,3 +78,19 @@ def test_writer_helper_loads_only_stdlib_and_writer_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "", f"the writer helper imports {out}"
+
+
+def test_flashing_a_local_file_does_not_load_the_network_stack() -> None:
+    """`flasher flash card.img …` starts fast: requests and the API client load only when an
+    image is to be downloaded."""
+    code = (
+        "import sys\n"
+        "from flasher.cli.main import build_parser\n"
+        "build_parser(['flash', 'x.img', '--target', 'y.img'])\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'requests'"
+        " or m.startswith('flasher.balena.os') or m.startswith('flasher.sandbox'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"loaded at start-up: {out}"

@@ -29,8 +29,7 @@ ESR_LINE = ["2025.7.0", "2025.4.1", "2025.1.3", "2024.10.2"]
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Only this module's commands, and no credentials from the machine running the tests.
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("flasher.cli.catalog_cmds",))
+    # No credentials from the machine running the tests.
     for name in ("BALENA_API_KEY", "BALENA_TOKEN", "FLASHER_API_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BALENARC_DATA_DIRECTORY", str(tmp_path))

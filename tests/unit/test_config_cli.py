@@ -237,9 +237,7 @@ def test_bad_options_name_the_field(argv: list[str], field: str) -> None:
 def run(
     monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
 ) -> Any:
-    """`run(*argv, env={})` -> (exit code, stdout bytes, stderr text) through the real CLI root,
-    with only this command registered (the others belong to their own tests)."""
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("flasher.cli.config_cmds",))
+    """`run(*argv, env={})` -> (exit code, stdout bytes, stderr text) through the real CLI root."""
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     # No saved `balena login` token from this machine.
     monkeypatch.setenv("BALENARC_DATA_DIRECTORY", str(tmp_path / "balenarc"))
