@@ -4,6 +4,9 @@ Layout under the root (user cache dir + "/images", or $FLASHER_CACHE_DIR, or inj
 
     <sha256><suffix>       a stored image (mode 0444: the cache never modifies an image)
     <sha256>.raw           the raw unpacked copy of a compressed image ("decompress once")
+    local-<digest>.raw     the raw unpacked copy of a compressed file the user has locally,
+                           keyed by its path, size and change time (it is not copied or
+                           hashed first); pruned by age like other files the index does not list
     index.json             metadata per sha256, plus which download key gave which sha256
     locks/<digest>.lock    flock'ed while a key is fetched or an image unpacked, so two
                            processes never fetch or unpack the same thing twice
@@ -326,6 +329,25 @@ class ImageCache:
         if entry is None:
             raise CacheError(f"The cached image {target} vanished while it was being added.")
         return entry
+
+    def unpacked_local(
+        self,
+        path: Path,
+        key: str,
+        *,
+        on_event: EventCallback = ignore_event,
+        cancel: CancelToken | None = None,
+    ) -> Path:
+        """The raw image of the local compressed file `path`, unpacked once for `key` (which
+        must change when the file does). Its use refreshes its age for `prune`."""
+        target = self._ensure() / f"local-{key_digest(key)}.raw"
+        with self.lock(f"unpack:{key}", cancel=cancel):
+            if target.exists():
+                os.utime(target)
+                return target
+            open_source(path).unpack_to(target, on_event=on_event, cancel=cancel)
+            os.chmod(target, 0o444)
+        return target
 
     def unpacked(
         self,

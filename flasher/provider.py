@@ -214,18 +214,12 @@ class ImageProvider:
         source = open_source(path)  # ImageError for missing, unsupported or empty files
         if source.kind is SourceKind.RAW:
             return ResolvedImage(raw_path=path.resolve(), details={"kind": source.kind.value})
-        key = _local_key(path)
-        entry = self.cache.find(key)
-        if entry is None:
-            entry = self.cache.add_file(path, meta=ImageMeta(source_url=path.resolve().as_uri()),
-                                        key=key, cancel=cancel)
         on_event(PhaseChanged(Phase.UNPACKING))
-        raw = self.cache.unpacked(entry, on_event=on_event, cancel=cancel)
+        raw = self.cache.unpacked_local(path, _local_key(path), on_event=on_event, cancel=cancel)
         return ResolvedImage(
             raw_path=raw,
-            sha256=entry.sha256,
-            details={"kind": entry.kind, "cache_path": str(entry.path),
-                     "source_size_bytes": entry.size_bytes},
+            details={"kind": source.kind.value, "unpacked_path": str(raw),
+                     "source_size_bytes": source.compressed_size},
         )
 
 

@@ -308,3 +308,32 @@ def test_prune_by_age_also_drops_stale_partial_downloads(
     os.utime(fresh, (clock.now, clock.now))
     cache.prune(older_than_s=DAY_S)
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_local_compressed_file_is_unpacked_once_without_a_copy(
+    cache: ImageCache, tmp_path: Path
+) -> None:
+    disk = _disk(tmp_path / "disk.img", seed=7)
+    zipped = _zipped(disk)
+    first = cache.unpacked_local(zipped, "local:a")
+    inode = first.stat().st_ino
+    again = cache.unpacked_local(zipped, "local:a")
+    assert again == first and again.stat().st_ino == inode
+    assert first.read_bytes() == disk.read_bytes()
+    assert first.stat().st_mode & 0o222 == 0
+    assert cache.entries() == []  # nothing was copied into the content store
+
+
+def test_a_changed_local_file_gets_a_new_unpacked_copy(cache: ImageCache, tmp_path: Path) -> None:
+    disk = _disk(tmp_path / "disk.img", seed=1)
+    old = cache.unpacked_local(_zipped(disk), "local:v1")
+    _disk(disk, seed=2)
+    new = cache.unpacked_local(_zipped(disk), "local:v2")
+    assert new != old
+    assert new.read_bytes() == disk.read_bytes() != old.read_bytes()
+
+
+def test_prune_all_removes_local_unpacked_copies(cache: ImageCache, tmp_path: Path) -> None:
+    made = cache.unpacked_local(_zipped(_disk(tmp_path / "disk.img", seed=3)), "local:x")
+    cache.prune(everything=True)
+    assert not made.exists()
