@@ -83,8 +83,6 @@ def resolve_target(path: str) -> Drive:
 
     A missing path is a new regular file (a card image to ship, a VM disk).
     """
-    from flasher.drives.discovery import find_drive
-
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -100,6 +98,8 @@ def resolve_target(path: str) -> Drive:
     if not stat.S_ISBLK(st.st_mode):
         raise ConfigError("target", f"{path} is neither a block device nor a regular file",
                           hint="Choose a drive from 'flasher drives' or a file path.")
+    from flasher.drives.discovery import find_drive  # udev is needed for drives only
+
     drive = find_drive(path)
     if drive is None:
         raise DriveError(f"{path} is not a drive Flasher can write.",
