@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -152,14 +151,11 @@ def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
     if args.yes:
         return
     where = ", ".join(args.slots) if args.slots else "any USB or SD card slot"
-    if ctx.out.json_mode or not sys.stdin.isatty():
-        raise FlasherError(
-            f"The bench erases every card inserted into {where}; confirmation is required.",
-            hint="Add --yes to confirm.",
-        )
-    answer = input(f"Every card inserted into {where} will be erased. Type 'yes' to start: ")
-    if answer.strip().lower() != "yes":
-        raise Cancelled("The bench did not start.")
+    ctx.require_typed_yes(
+        f"The bench erases every card inserted into {where}; confirmation is required.",
+        f"Every card inserted into {where} will be erased. Type 'yes' to start: ",
+        "The bench did not start.",
+    )
 
 
 # -- the command ----------------------------------------------------------------------------

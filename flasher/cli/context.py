@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flasher.cli.output import Output
+from flasher.errors import Cancelled, FlasherError
 from flasher.models import Secret
 
 if TYPE_CHECKING:
@@ -40,6 +42,14 @@ class CliContext:
             else:
                 self._session = BalenaSession.from_environment(api_url=api_url, token=token)
         return self._session
+
+    def require_typed_yes(self, refusal: str, question: str, declined: str) -> None:
+        """Go on only after the user types "yes"; without a terminal (or with --json) refuse
+        with `refusal` and point at --yes."""
+        if self.out.json_mode or not sys.stdin.isatty():
+            raise FlasherError(refusal, hint="Add --yes to confirm.")
+        if input(question).strip().lower() != "yes":
+            raise Cancelled(declined)
 
     @property
     def cache_origin(self) -> str | None:

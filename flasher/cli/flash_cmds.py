@@ -106,14 +106,12 @@ def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
     devices = [t for t in args.targets if t.startswith("/dev/")]
     if not devices or args.yes:
         return
-    if ctx.out.json_mode or not sys.stdin.isatty():
-        raise FlasherError(
-            f"Flashing erases {', '.join(devices)}; confirmation is required.",
-            hint="Add --yes to confirm.",
-        )
-    answer = input(f"Everything on {', '.join(devices)} will be erased. Type 'yes' to go on: ")
-    if answer.strip().lower() != "yes":
-        raise Cancelled("Nothing was written.")
+    names = ", ".join(devices)
+    ctx.require_typed_yes(
+        f"Flashing erases {names}; confirmation is required.",
+        f"Everything on {names} will be erased. Type 'yes' to go on: ",
+        "Nothing was written.",
+    )
 
 
 def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
