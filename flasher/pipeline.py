@@ -19,7 +19,7 @@ from flasher.drives.constraints import Problem, check_targets
 from flasher.errors import ConfigError, DriveError, DriveRejected
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
 from flasher.image.configure import PreparedImage, prepare_image
-from flasher.image.inspect import ImageIdentity, boot_filesystem, open_boot_partition, read_identity
+from flasher.image.inspect import ImageIdentity, read_image_identity
 from flasher.image.io import FileReader
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
@@ -48,15 +48,6 @@ class FlashJob:
     verify: bool = True
     write_all: bool = False
     bmap_path: str | None = None
-
-
-def image_identity(raw_path: Path) -> ImageIdentity:
-    """Device type, OS version and variant read from the image's boot partition."""
-    name = str(raw_path)
-    with FileReader(raw_path) as io:
-        table = read_partition_table(io, name=name)
-        boot = open_boot_partition(io, table, name=name)
-        return read_identity(boot_filesystem(io, boot, name=name))
 
 
 @dataclass(frozen=True)
@@ -142,7 +133,7 @@ def run_flash(
     cancel.check()
     config = job.config
     if config is None and job.config_from_image is not None:
-        config = job.config_from_image(image_identity(resolved.raw_path))
+        config = job.config_from_image(read_image_identity(resolved.raw_path))
     on_event(PhaseChanged(Phase.CONFIGURING))
     prepared: PreparedImage | None = None
     base = FileReader(resolved.raw_path)

@@ -20,12 +20,11 @@ from flasher.cache import sha256_file
 from flasher.errors import ConfigError
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
 from flasher.image.configure import prepare_image
-from flasher.image.inspect import ImageIdentity
+from flasher.image.inspect import ImageIdentity, read_image_identity
 from flasher.image.io import FileReader
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from flasher.models import DeviceConfig, Drive
-from flasher.pipeline import image_identity
 from flasher.provider import ImageProvider, SourceSpec
 from flasher.validation import validate_device_config, validate_hostname
 from flasher.writer.job import ImageFeed
@@ -171,7 +170,7 @@ class BenchImage:
         cancel = cancel or CancelToken()
         resolved = provider.obtain(job.source, on_event=on_event, cancel=cancel)
         cancel.check()
-        identity = image_identity(resolved.raw_path)
+        identity = read_image_identity(resolved.raw_path)
         config = job.config
         if config is None and job.config_from_image is not None:
             config = job.config_from_image(identity)

@@ -29,6 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Protocol, TextIO
 
 from flasher.bench.board import EMPTY, SKIPPED, Board, SlotRow, describe_card
@@ -144,7 +145,7 @@ def _precheck(args: argparse.Namespace) -> None:
                           hint="every card gets --hostname; the template gives each its own")
     if args.once is not None and args.once < 1:
         raise ConfigError("once", "must be at least 1 card")
-    precheck_device_config(args)
+    precheck_device_config(args, version_from_catalog=True)
 
 
 def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
@@ -177,7 +178,9 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     job = BenchJob(
         source=source,
         config_from_image=(
-            (lambda ident: device_config_for_image(args, ctx, ident)) if configure else None
+            partial(device_config_for_image, args, ctx, version_from_catalog=True)
+            if configure
+            else None
         ),
         hostname_template=args.hostname_template,
         verify=not args.no_verify,

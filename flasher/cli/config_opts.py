@@ -118,17 +118,22 @@ def exact_version(version: str | None) -> str | None:
     return version
 
 
-def _job_args(args: argparse.Namespace) -> argparse.Namespace:
+def _job_args(args: argparse.Namespace, version_from_catalog: bool) -> argparse.Namespace:
+    if not version_from_catalog:
+        return args
     local = argparse.Namespace(**vars(args))
     local.os_version = exact_version(getattr(args, "os_version", None))
     return local
 
 
-def precheck_device_config(args: argparse.Namespace) -> None:
+def precheck_device_config(
+    args: argparse.Namespace, *, version_from_catalog: bool = False
+) -> None:
     """Reject bad settings before anything is downloaded or read: silent (no prompt, no hints),
-    with a stand-in device type when the image is to supply it."""
+    with a stand-in device type when the image is to supply it. `version_from_catalog`: the
+    catalog resolves a --version of "latest" or a range, so only an exact one is checked."""
     device_config_from_args(
-        _job_args(args),
+        _job_args(args, version_from_catalog),
         device_type=getattr(args, "device_type", None) or PROVISIONAL_DEVICE_TYPE,
         expect_remote_config=True,
         prompt=lambda _: "",
@@ -137,12 +142,16 @@ def precheck_device_config(args: argparse.Namespace) -> None:
 
 
 def device_config_for_image(
-    args: argparse.Namespace, ctx: CliContext, identity: ImageIdentity
+    args: argparse.Namespace,
+    ctx: CliContext,
+    identity: ImageIdentity,
+    *,
+    version_from_catalog: bool = False,
 ) -> DeviceConfig:
     """The configuration for an image once it is known: its device type and version are the
     defaults, and a fleet without a key gets its config.json from the API."""
     cfg = device_config_from_args(
-        _job_args(args),
+        _job_args(args, version_from_catalog),
         device_type=identity.device_type,
         os_version=identity.os_version,
         expect_remote_config=True,

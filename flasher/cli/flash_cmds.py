@@ -25,6 +25,7 @@ import argparse
 import sys
 import threading
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from flasher.cache import ImageCache
@@ -120,14 +121,16 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
                            hint="Give an image file or URL, or --device-type SLUG.")
     configure = not args.source or config_requested(args)
     if configure:
-        precheck_device_config(args)
+        precheck_device_config(args, version_from_catalog=True)
     source = _source(args)
     _erase_consent(args, ctx)
     job = FlashJob(
         source=source,
         targets=tuple(args.targets),
         config_from_image=(
-            (lambda ident: device_config_for_image(args, ctx, ident)) if configure else None
+            partial(device_config_for_image, args, ctx, version_from_catalog=True)
+            if configure
+            else None
         ),
         verify=not args.no_verify,
         write_all=args.write_all,

@@ -48,29 +48,18 @@ from typing import Any
 
 from flasher.cli.config_opts import (
     add_device_config_arguments,
-    device_config_from_args,
-    with_fleet_config_from_api,
+    device_config_for_image,
+    precheck_device_config,
 )
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes
 from flasher.errors import EXIT_OK, ConfigError, ImageError
 from flasher.image.configure import prepare_image
-from flasher.image.inspect import (
-    ImageIdentity,
-    ImageInfo,
-    boot_filesystem,
-    inspect_image,
-    open_boot_partition,
-    read_identity,
-)
-from flasher.image.io import FileReader, FileReadWriter
-from flasher.image.partitions import read_partition_table
+from flasher.image.inspect import ImageInfo, inspect_image, read_image_identity
+from flasher.image.io import FileReadWriter
 from flasher.image.sources import ImageSource, SourceKind, open_source
 from flasher.models import DeviceConfig
 
-# Stands in for the device type while the other settings are checked before the image is read;
-# the real one then comes from the image.
-_PROVISIONAL_DEVICE_TYPE = "generic"
 # A configured image holds Wi-Fi and provisioning keys: its owner alone may read it.
 PRIVATE_FILE_MODE = 0o600
 
@@ -106,37 +95,12 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 # -- os configure ----------------------------------------------------------------------------
 
 
-def _image_identity(raw_path: Path, name: str) -> ImageIdentity:
-    with FileReader(raw_path) as io:
-        table = read_partition_table(io, name=name)
-        boot = open_boot_partition(io, table, name=name)
-        return read_identity(boot_filesystem(io, boot, name=name))
-
-
-def _precheck(args: argparse.Namespace) -> None:
-    """Reject bad settings before the image is touched; silent (no prompt, no hints)."""
-    device_config_from_args(
-        args,
-        device_type=_PROVISIONAL_DEVICE_TYPE,  # the command line's still wins
-        expect_remote_config=True,
-        prompt=lambda _: "",
-        hint=lambda _: None,
-    )
-
-
 def _device_config(
     args: argparse.Namespace, ctx: CliContext, raw_path: Path, name: str
 ) -> DeviceConfig:
     """The settings, with the image's device type and version as defaults; with --fleet and no
     provisioning key, config.json comes from the balena API (as `balena os configure --fleet`)."""
-    identity = _image_identity(raw_path, name)
-    cfg = device_config_from_args(
-        args,
-        device_type=identity.device_type,
-        os_version=identity.os_version,
-        expect_remote_config=True,
-    )
-    return with_fleet_config_from_api(cfg, ctx)
+    return device_config_for_image(args, ctx, read_image_identity(raw_path, name=name))
 
 
 def _check_output(image: Path, output: Path) -> None:
@@ -210,7 +174,7 @@ def _configure_copy(
 
 
 def configure_command(args: argparse.Namespace, ctx: CliContext) -> int:
-    _precheck(args)
+    precheck_device_config(args)
     image = Path(args.image)
     output = Path(args.output) if args.output else None
     source = open_source(image)

@@ -336,3 +336,13 @@ def _partition_info(io: ReadAt, p: Partition, boot: Partition | None) -> Partiti
         bootable=p.bootable,
         is_boot=boot is not None and p.number == boot.number,
     )
+
+
+def read_image_identity(raw_path: Path, *, name: str | None = None) -> ImageIdentity:
+    """Device type, OS version and variant from the boot partition of the raw image at
+    `raw_path`; `name` is how errors call the image (default: its path)."""
+    label = name or str(raw_path)
+    with FileReader(raw_path) as io:
+        table = read_partition_table(io, name=label)
+        boot = open_boot_partition(io, table, name=label)
+        return read_identity(boot_filesystem(io, boot, name=label))
