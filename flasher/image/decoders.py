@@ -264,9 +264,10 @@ def bzip2_chunks(src: Input, name: str) -> Chunks:
     return _streams(src, name, "bzip2", bz2.BZ2Decompressor, BZIP2_MAGIC)
 
 
-def zstd_chunks(src: Input, name: str, pread: PreadFn, size_bytes: int) -> Chunks:
+def zstd_chunks(src: Input, name: str, layout: ZstdLayout) -> Chunks:
     """zstd frames; libzstd checks each frame's checksum when present. Its stream reader ends
-    quietly on a cut file, so the frame structure is walked at the end to prove completeness."""
+    quietly on a cut file, so `layout` (the file's frame walk, `zstd_layout`, done once when
+    it was sniffed) is checked at the end to prove completeness."""
     reader = zstandard.ZstdDecompressor().stream_reader(
         cast(IO[bytes], src),  # it only calls read()
         read_size=IN_CHUNK_BYTES,
@@ -283,7 +284,6 @@ def zstd_chunks(src: Input, name: str, pread: PreadFn, size_bytes: int) -> Chunk
             break
         done += len(out)
         yield out
-    layout = zstd_layout(pread, size_bytes)
     if layout.problem == "truncated":
         raise truncated(name, "the last zstd frame is incomplete")
     if layout.problem:

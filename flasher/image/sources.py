@@ -148,6 +148,7 @@ class ImageSource:
     compressed_size: int
     uncompressed_size: int | None
     member: ZipMember | None = None
+    zstd_layout: dec.ZstdLayout | None = None  # the frame walk from sniffing, reused to decode
 
     @property
     def name(self) -> str:
@@ -166,7 +167,7 @@ class ImageSource:
             )
             file.seek(start)
             src = dec.Input(file, limit)
-            chunks = self._decoder(src, file.fileno())
+            chunks = self._decoder(src)
             try:
                 yield chunks, src
             finally:
@@ -174,7 +175,7 @@ class ImageSource:
         finally:
             file.close()
 
-    def _decoder(self, src: dec.Input, fd: int) -> dec.Chunks:
+    def _decoder(self, src: dec.Input) -> dec.Chunks:
         name = self.name
         if self.kind is SourceKind.RAW:
             return dec.raw_chunks(src)
@@ -185,7 +186,8 @@ class ImageSource:
         if self.kind is SourceKind.BZIP2:
             return dec.bzip2_chunks(src, name)
         if self.kind is SourceKind.ZSTD:
-            return dec.zstd_chunks(src, name, dec.file_pread(fd), self.compressed_size)
+            assert self.zstd_layout is not None
+            return dec.zstd_chunks(src, name, self.zstd_layout)
         assert self.member is not None
         m = self.member
         return dec.zip_member_chunks(
@@ -408,7 +410,9 @@ def _sniff(path: Path, fd: int, size: int) -> ImageSource:
         return ImageSource(path, SourceKind.XZ, size, dec.xz_uncompressed_size(pread, size))
     if _is_zstd(head):
         layout = dec.zstd_layout(pread, size)
-        return ImageSource(path, SourceKind.ZSTD, size, layout.content_size)
+        return ImageSource(
+            path, SourceKind.ZSTD, size, layout.content_size, zstd_layout=layout
+        )
     if _is_bzip2(head):
         return ImageSource(path, SourceKind.BZIP2, size, None)
     if head.startswith(b"PK\x03\x04"):
