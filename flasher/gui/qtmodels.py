@@ -37,7 +37,22 @@ SearchRole = Qt.ItemDataRole.UserRole + 2
 _ROOT = QModelIndex()
 
 
-class DeviceTypeModel(QAbstractTableModel):
+class _HeadedTableModel(QAbstractTableModel):
+    """A table whose columns are its HEADERS, shown as horizontal header labels."""
+
+    HEADERS: tuple[str, ...] = ()
+
+    def columnCount(self, parent: Index = _ROOT) -> int:
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+
+class DeviceTypeModel(_HeadedTableModel):
     """Device types as rows: name, slug (with aliases) and CPU architecture."""
 
     HEADERS = ("Device type", "Slug", "Architecture")
@@ -59,15 +74,6 @@ class DeviceTypeModel(QAbstractTableModel):
 
     def rowCount(self, parent: Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self._items)
-
-    def columnCount(self, parent: Index = _ROOT) -> int:
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -244,7 +250,7 @@ def drive_location(drive: Drive) -> str:
     return f"{drive.path} · {bus}"
 
 
-class DriveModel(QAbstractTableModel):
+class DriveModel(_HeadedTableModel):
     """Drives and file targets. Checking a row selects it as a target; checking a system drive
     emits `confirmation_needed` instead, until `confirm_system` records the typed confirmation."""
 
@@ -364,15 +370,6 @@ class DriveModel(QAbstractTableModel):
 
     def rowCount(self, parent: Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = _ROOT) -> int:
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
 
     def flags(self, index: Index) -> Qt.ItemFlag:
         if not index.isValid():
