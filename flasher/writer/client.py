@@ -173,9 +173,7 @@ class WriterClient:
             if request.overlay:
                 fds.append(overlay_memfd(image))
         except BaseException:
-            _close_fds(fds)
-            if pump is not None:
-                pump.close()
+            _release(fds, pump)
             raise
         return _Session(self.launcher, request, on_event, cancel).run(fds, pump)
 
@@ -184,6 +182,13 @@ def _close_fds(fds: list[int]) -> None:
     while fds:
         with contextlib.suppress(OSError):
             os.close(fds.pop())
+
+
+def _release(fds: list[int], pump: _StreamPump | None) -> None:
+    """Give back what a job holds when it fails before the helper has taken it over."""
+    _close_fds(fds)
+    if pump is not None:
+        pump.close()
 
 
 class _Session:
@@ -208,9 +213,7 @@ class _Session:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             handle = self.launcher.launch(theirs)
         except BaseException:
-            _close_fds(fds)
-            if pump is not None:
-                pump.close()
+            _release(fds, pump)
             raise
         self.cancel.on_cancel(lambda: _shutdown_send(ours))
         reader = LineReader(ours)
