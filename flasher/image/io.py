@@ -2,12 +2,17 @@
 
 `ReadAt` and `WriteAt` are what partition, FAT, ext4 and allocation-map code read through, so the
 same code works on a raw image file, on one partition of it, and on a copy-on-write overlay.
+`atomic_file` is how a whole image file is written: complete and synced, or not at all.
 Imports only the standard library.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
@@ -133,3 +138,36 @@ class SliceIO:
         if not isinstance(self._base, WriteAt):
             raise TypeError("the underlying image is read-only")
         self._base.pwrite(data, self.offset + offset)
+
+
+@contextmanager
+def atomic_file(
+    dest: Path, *, mode: int, wrap_error: Callable[[OSError], BaseException] | None = None
+) -> Iterator[int]:
+    """Yield the fd of a temporary file next to `dest`; when the block ends cleanly, give it
+    `mode`, sync it and rename it over `dest`. On any failure the temporary file is removed, so
+    `dest` is either untouched or complete. `wrap_error` turns an OSError from creating,
+    chmodding or syncing the temporary file into the caller's error."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as err:
+        if wrap_error is None:
+            raise
+        raise wrap_error(err) from None
+    try:
+        yield fd
+        try:
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        except OSError as err:
+            if wrap_error is None:
+                raise
+            raise wrap_error(err) from None
+        os.close(fd)
+        fd = -1
+        os.replace(tmp_name, dest)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -19,12 +19,11 @@ import errno
 import hashlib
 import io
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flasher.image.io import FileReader, FileReadWriter, ReadAt
+from flasher.image.io import FileReader, FileReadWriter, ReadAt, atomic_file
 
 SECTOR_BYTES = 512
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -134,23 +133,11 @@ class Overlay:
 
         Holes in the base and all-zero chunks stay holes, so the output is sparse.
         """
-        dest = Path(path)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        try:
+        with atomic_file(Path(path), mode=mode) as fd:
             _copy_sparse(self.base, fd)
             os.ftruncate(fd, self.size)
             for offset, data in self.extents():
                 _pwrite_all(fd, data, offset)
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp_name, dest)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
 
     def apply_in_place(self, rw: FileReadWriter) -> None:
         """Write the replaced ranges into `rw`, a copy of the base opened for writing."""

@@ -6,7 +6,7 @@ archives and other disk formats with an ImageError naming the file and a `proble
 (not_found, unreadable, empty, not_an_image, unsupported, no_image_in_archive, corrupt,
 truncated). `ImageSource.open_stream()` gives the raw bytes sequentially with bounded memory;
 `unpack_to()` decompresses once into a sparse raw file, atomically. Imports only the standard
-library, isal, zstandard and flasher (errors, events, image.decoders).
+library, isal, zstandard and flasher (errors, events, image.decoders, image.io).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import enum
 import errno
 import os
 import stat
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from typing import BinaryIO
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
 from flasher.image import decoders as dec
+from flasher.image.io import atomic_file
 
 SECTOR_BYTES = 512
 HEAD_BYTES = 64 * 1024  # enough for the MBR, the GPT header and the ISO 9660 descriptor
@@ -217,14 +217,8 @@ class ImageSource:
         meter = RateMeter(
             Phase.UNPACKING, self.uncompressed_size if by_output else self.compressed_size
         )
-        try:
-            fd, tmp_name = tempfile.mkstemp(
-                dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
-            )
-        except OSError as err:
-            raise _write_error(dest, err) from None
         done = 0
-        try:
+        with atomic_file(dest, mode=0o644, wrap_error=lambda err: _write_error(dest, err)) as fd:
             with self._chunks() as (chunks, src):
                 for chunk in chunks:
                     if cancel is not None:
@@ -236,18 +230,8 @@ class ImageSource:
                         on_event(event)
             try:
                 os.ftruncate(fd, done)
-                os.fchmod(fd, 0o644)
-                os.fsync(fd)
             except OSError as err:
                 raise _write_error(dest, err) from None
-            os.close(fd)
-            fd = -1
-            os.replace(tmp_name, dest)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
         on_event(meter.snapshot(done if by_output else self.compressed_size))
         return done
 
