@@ -18,9 +18,9 @@ from typing import Any
 from flasher.drives.constraints import Problem, check_targets
 from flasher.errors import ConfigError, DriveError, DriveRejected
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
+from flasher.image.byteio import FileReader
 from flasher.image.configure import PreparedImage, prepare_image
-from flasher.image.inspect import ImageIdentity, read_image_identity
-from flasher.image.io import FileReader
+from flasher.image.inspection import ImageIdentity, read_image_identity
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from flasher.models import DeviceConfig, Drive
@@ -79,22 +79,35 @@ def resolve_target(path: str) -> Drive:
     except FileNotFoundError:
         parent = Path(path).resolve().parent
         if not parent.is_dir():
-            raise ConfigError("target", f"{parent} does not exist",
-                              hint="Create the folder or choose another target path.") from None
-        return Drive(path=str(Path(path).resolve()), size_bytes=0, is_file=True,
-                     description="new file")
+            raise ConfigError(
+                "target",
+                f"{parent} does not exist",
+                hint="Create the folder or choose another target path.",
+            ) from None
+        return Drive(
+            path=str(Path(path).resolve()), size_bytes=0, is_file=True, description="new file"
+        )
     if stat.S_ISREG(st.st_mode):
-        return Drive(path=str(Path(path).resolve()), size_bytes=st.st_size, is_file=True,
-                     description="regular file")
+        return Drive(
+            path=str(Path(path).resolve()),
+            size_bytes=st.st_size,
+            is_file=True,
+            description="regular file",
+        )
     if not stat.S_ISBLK(st.st_mode):
-        raise ConfigError("target", f"{path} is neither a block device nor a regular file",
-                          hint="Choose a drive from 'flasher drives' or a file path.")
+        raise ConfigError(
+            "target",
+            f"{path} is neither a block device nor a regular file",
+            hint="Choose a drive from 'flasher drives' or a file path.",
+        )
     from flasher.drives.discovery import find_drive  # udev is needed for drives only
 
     drive = find_drive(path)
     if drive is None:
-        raise DriveError(f"{path} is not a drive Flasher can write.",
-                         hint="Run 'flasher drives --all' to list the drives.")
+        raise DriveError(
+            f"{path} is not a drive Flasher can write.",
+            hint="Run 'flasher drives --all' to list the drives.",
+        )
     return drive
 
 
@@ -125,8 +138,11 @@ def run_flash(
     if job.config is not None:
         validate_device_config(job.config)
     if not job.targets and not drives:
-        raise ConfigError("target", "at least one target is required",
-                          hint="Add '--target /dev/sdX' or '--target card.img'.")
+        raise ConfigError(
+            "target",
+            "at least one target is required",
+            hint="Add '--target /dev/sdX' or '--target card.img'.",
+        )
     targets = list(drives) if drives is not None else [resolve_target(t) for t in job.targets]
 
     resolved: ResolvedImage = provider.obtain(job.source, on_event=on_event, cancel=cancel)
@@ -148,8 +164,7 @@ def run_flash(
         warnings = check_targets(targets, size, resolved.raw_path)
         if warnings and not (confirm is not None and confirm(warnings)):
             raise DriveRejected(
-                "Flashing needs your confirmation: "
-                + " ".join(w.message for w in warnings),
+                "Flashing needs your confirmation: " + " ".join(w.message for w in warnings),
                 hint="Re-run with --yes to accept these warnings.",
                 problems=[w.to_dict() for w in warnings],
             )
@@ -185,4 +200,3 @@ def run_flash(
         seconds=time.monotonic() - started,
         details=resolved.details,
     )
-

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     # be downloaded, so flashing a local file starts quickly.
     import requests
 
-    from flasher.balena.os import OsModel
+    from flasher.balena.os_model import OsModel
     from flasher.balena.session import BalenaSession
     from flasher.download import DownloadRequest
 
@@ -47,7 +47,8 @@ class SourceSpec:
         given = [v for v in (self.path, self.url, self.device_type) if v]
         if len(given) != 1:
             raise ConfigError(
-                "source", "name exactly one image: a file, an http(s) URL, or --device-type",
+                "source",
+                "name exactly one image: a file, an http(s) URL, or --device-type",
                 hint="e.g. 'flasher flash balena.img --target …' or "
                 "'flasher flash --device-type raspberrypi4-64 --target …'",
             )
@@ -100,6 +101,7 @@ def os_download_request(
 ) -> DownloadRequest:
     """The /download request for a device type and version (aliases and ranges resolved)."""
     from flasher.download import DownloadRequest
+
     slug = model.device_types.resolve_slug(device_type)
     exact = resolve_version(model, slug, version)
     params = {"deviceType": slug, "version": exact}
@@ -168,7 +170,7 @@ class ImageProvider:
         if spec.path:
             return self._local(Path(spec.path), on_event, cancel)
         on_event(PhaseChanged(Phase.RESOLVING))
-        from flasher.balena.os import OsModel
+        from flasher.balena.os_model import OsModel
         from flasher.download import DownloadRequest, download_image
 
         if spec.url:
@@ -176,14 +178,17 @@ class ImageProvider:
             try:
                 request = DownloadRequest(spec.url, meta=ImageMeta(source_url=spec.url))
                 on_event(PhaseChanged(Phase.DOWNLOADING))
-                result = download_image(plain, request, self.cache, on_event=on_event,
-                                        cancel=cancel)
+                result = download_image(
+                    plain, request, self.cache, on_event=on_event, cancel=cancel
+                )
             finally:
                 plain.close()
         else:
             if self._session_factory is None:
-                raise CatalogError("No balena API is configured for device-type downloads.",
-                                   hint="Use --sandbox, or name an image file instead.")
+                raise CatalogError(
+                    "No balena API is configured for device-type downloads.",
+                    hint="Use --sandbox, or name an image file instead.",
+                )
             session = self._session_factory()
             model = OsModel(session)
             request = os_download_request(
@@ -196,8 +201,7 @@ class ImageProvider:
                 image_type=spec.image_type,
             )
             on_event(PhaseChanged(Phase.DOWNLOADING))
-            result = download_image(session, request, self.cache, on_event=on_event,
-                                    cancel=cancel)
+            result = download_image(session, request, self.cache, on_event=on_event, cancel=cancel)
         entry = result.entry
         on_event(PhaseChanged(Phase.UNPACKING))
         raw = self.cache.unpacked(entry, on_event=on_event, cancel=cancel)
@@ -206,8 +210,12 @@ class ImageProvider:
             sha256=entry.sha256,
             device_type=entry.meta.device_type,
             os_version=entry.meta.os_version,
-            details={"cache_path": str(entry.path), "from_cache": result.from_cache,
-                     "kind": entry.kind, "source_size_bytes": entry.size_bytes},
+            details={
+                "cache_path": str(entry.path),
+                "from_cache": result.from_cache,
+                "kind": entry.kind,
+                "source_size_bytes": entry.size_bytes,
+            },
         )
 
     def _local(self, path: Path, on_event: EventCallback, cancel: CancelToken) -> ResolvedImage:
@@ -218,8 +226,11 @@ class ImageProvider:
         raw = self.cache.unpacked_local(path, _local_key(path), on_event=on_event, cancel=cancel)
         return ResolvedImage(
             raw_path=raw,
-            details={"kind": source.kind.value, "unpacked_path": str(raw),
-                     "source_size_bytes": source.compressed_size},
+            details={
+                "kind": source.kind.value,
+                "unpacked_path": str(raw),
+                "source_size_bytes": source.compressed_size,
+            },
         )
 
 

@@ -40,9 +40,21 @@ def xvfb(width: int, height: int) -> Iterator[str]:
         sys.exit("Xvfb is not installed (Debian: apt-get install xvfb)")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24",
-         "-nolisten", "tcp", "-dpi", "96"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "Xvfb",
+            "-displayfd",
+            str(write_fd),
+            "-screen",
+            "0",
+            f"{width}x{height}x24",
+            "-nolisten",
+            "tcp",
+            "-dpi",
+            "96",
+        ],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
@@ -66,8 +78,9 @@ def loop_card(folder: Path) -> Iterator[str | None]:
     backing = folder / "SanDisk-Ultra-32GB.img"
     with open(backing, "wb") as f:
         f.truncate(CARD_BYTES)
-    path = subprocess.run(["losetup", "--show", "-f", str(backing)], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    path = subprocess.run(
+        ["losetup", "--show", "-f", str(backing)], check=True, capture_output=True, text=True
+    ).stdout.strip()
     try:
         yield path
     finally:
@@ -80,8 +93,9 @@ def read_only_dir(folder: Path) -> Iterator[Path]:
     locked = folder / "read-only"
     locked.mkdir()
     if os.geteuid() == 0:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(locked)],
-                       check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(locked)], check=True
+        )
         try:
             yield locked
         finally:
@@ -128,8 +142,9 @@ class Shooter:
         self.settle()
         geometry = window.frameGeometry()  # type: ignore[attr-defined]
         screen = window.screen()  # type: ignore[attr-defined]
-        pixmap = screen.grabWindow(0, geometry.x(), geometry.y(), geometry.width(),
-                                   geometry.height())
+        pixmap = screen.grabWindow(
+            0, geometry.x(), geometry.y(), geometry.width(), geometry.height()
+        )
         self.count += 1
         path = self.out / f"{self.count:02d}-{name}.png"
         pixmap.save(str(path))
@@ -142,15 +157,25 @@ def dark_palette() -> object:
 
     palette = QPalette()
     roles = QPalette.ColorRole
-    for role, color in ((roles.Window, "#2b2d31"), (roles.WindowText, "#e6e6e6"),
-                        (roles.Base, "#1e1f22"), (roles.AlternateBase, "#313338"),
-                        (roles.Text, "#e6e6e6"), (roles.Button, "#383a40"),
-                        (roles.ButtonText, "#e6e6e6"), (roles.Highlight, "#3d7bd9"),
-                        (roles.HighlightedText, "#ffffff"), (roles.ToolTipBase, "#313338"),
-                        (roles.ToolTipText, "#e6e6e6"), (roles.PlaceholderText, "#9a9ca3"),
-                        (roles.Mid, "#4a4d55"), (roles.Dark, "#1a1b1e"),
-                        (roles.Light, "#4f525a"), (roles.Midlight, "#45474e"),
-                        (roles.Shadow, "#111214")):
+    for role, color in (
+        (roles.Window, "#2b2d31"),
+        (roles.WindowText, "#e6e6e6"),
+        (roles.Base, "#1e1f22"),
+        (roles.AlternateBase, "#313338"),
+        (roles.Text, "#e6e6e6"),
+        (roles.Button, "#383a40"),
+        (roles.ButtonText, "#e6e6e6"),
+        (roles.Highlight, "#3d7bd9"),
+        (roles.HighlightedText, "#ffffff"),
+        (roles.ToolTipBase, "#313338"),
+        (roles.ToolTipText, "#e6e6e6"),
+        (roles.PlaceholderText, "#9a9ca3"),
+        (roles.Mid, "#4a4d55"),
+        (roles.Dark, "#1a1b1e"),
+        (roles.Light, "#4f525a"),
+        (roles.Midlight, "#45474e"),
+        (roles.Shadow, "#111214"),
+    ):
         palette.setColor(role, QColor(color))
     palette.setColor(QPalette.ColorGroup.Disabled, roles.WindowText, QColor("#7a7c82"))
     palette.setColor(QPalette.ColorGroup.Disabled, roles.ButtonText, QColor("#7a7c82"))
@@ -177,11 +202,17 @@ def run(out: Path, work: Path) -> None:
     # Big enough that the write takes a moment (the progress picture), sparse so it costs
     # no disk: the synthesized data partition is mostly empty.
     scale = ImageScale(data_bytes=512 * MiB)
-    with SandboxServer.start(image_scale=scale, cache_dir=work / "sandbox") as sandbox, \
-            loop_card(work) as card, read_only_dir(work) as locked:
-        backend = build_services(sandbox=sandbox, config_dir=work / "config",
-                                 cache=ImageCache(work / "cache"),
-                                 launcher=DirectLauncher() if card else None)
+    with (
+        SandboxServer.start(image_scale=scale, cache_dir=work / "sandbox") as sandbox,
+        loop_card(work) as card,
+        read_only_dir(work) as locked,
+    ):
+        backend = build_services(
+            sandbox=sandbox,
+            config_dir=work / "config",
+            cache=ImageCache(work / "cache"),
+            launcher=DirectLauncher() if card else None,
+        )
         controller, window = build_window(backend.services)
         window.move(24, 24)
         window.show()
@@ -189,8 +220,13 @@ def run(out: Path, work: Path) -> None:
         os_page = window.os_page
         shooter.wait(lambda: controller.device_types.rowCount() > 0, "the catalog")
         shooter.type(os_page.search, "pi 4")
-        shooter.wait(lambda: os_page.selection() is not None and
-                     bool(os_page.size_label.text().startswith("about")), "a version")
+        shooter.wait(
+            lambda: (
+                os_page.selection() is not None
+                and bool(os_page.size_label.text().startswith("about"))
+            ),
+            "a version",
+        )
         shooter.shot(window, "os")
 
         shooter.click(os_page.dev_check)
@@ -210,8 +246,11 @@ def run(out: Path, work: Path) -> None:
         shooter.type(page.hostname_edit, "Kiosk")
         shooter.shot(window, "configure-inline-errors")
 
-        for field, text in ((page.key_edit, "correct-horse-battery"),
-                            (page.gateway_edit, "192.168.8.1"), (page.hostname_edit, "kiosk")):
+        for field, text in (
+            (page.key_edit, "correct-horse-battery"),
+            (page.gateway_edit, "192.168.8.1"),
+            (page.hostname_edit, "kiosk"),
+        ):
             field.clear()
             shooter.type(field, text)
         shooter.type(page.dns_edit, "1.1.1.1, 9.9.9.9")
@@ -240,8 +279,12 @@ def run(out: Path, work: Path) -> None:
         def midway(path: str) -> None:
             job = controller.job
             status = job.targets[path] if job else None
-            if not caught and status is not None and status.fraction and \
-                    0.3 <= status.fraction <= 0.8:
+            if (
+                not caught
+                and status is not None
+                and status.fraction
+                and 0.3 <= status.fraction <= 0.8
+            ):
                 caught.append(True)
                 window.progress_page.repaint()
                 shooter.shot(window, "flashing")
@@ -249,8 +292,15 @@ def run(out: Path, work: Path) -> None:
         controller.target_changed.connect(midway)
         assert isinstance(window.dialog, ConfirmEraseDialog)
         shooter.click(window.dialog.erase)
-        shooter.wait(lambda: not controller.flashing and controller.job is not None and
-                     controller.job.state.finished, "the flash", timeout_s=300)
+        shooter.wait(
+            lambda: (
+                not controller.flashing
+                and controller.job is not None
+                and controller.job.state.finished
+            ),
+            "the flash",
+            timeout_s=300,
+        )
         controller.target_changed.disconnect(midway)
         shooter.shot(window, "done")
 
@@ -263,8 +313,15 @@ def run(out: Path, work: Path) -> None:
         shooter.click(window.next)
         shooter.wait(lambda: isinstance(window.dialog, ConfirmEraseDialog), "the confirmation")
         shooter.click(window.dialog.erase)
-        shooter.wait(lambda: controller.job is not None and controller.job.state.finished
-                     and not controller.flashing, "the second flash", timeout_s=300)
+        shooter.wait(
+            lambda: (
+                controller.job is not None
+                and controller.job.state.finished
+                and not controller.flashing
+            ),
+            "the second flash",
+            timeout_s=300,
+        )
         shooter.shot(window, "one-failed")
 
         failed = window.progress_page.cards[str(locked / "third-card.img")]
@@ -286,8 +343,7 @@ def shooter_dialog(app: object, name: str) -> object:
     from PySide6.QtWidgets import QFileDialog
 
     for widget in app.topLevelWidgets():  # type: ignore[attr-defined]
-        if isinstance(widget, QFileDialog) and widget.objectName() == name and \
-                widget.isVisible():
+        if isinstance(widget, QFileDialog) and widget.objectName() == name and widget.isVisible():
             return widget
     raise SystemExit(f"no open dialog {name}")
 
@@ -295,15 +351,21 @@ def shooter_dialog(app: object, name: str) -> object:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="device pixel ratio to render at (2 = HiDPI)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="device pixel ratio to render at (2 = HiDPI)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     width, height = round(1100 * args.scale), round(820 * args.scale)
     with xvfb(width, height) as display, tempfile.TemporaryDirectory() as tmp:
-        os.environ.update({"DISPLAY": display, "QT_QPA_PLATFORM": "xcb",
-                           "FLASHER_CONFIG_DIR": str(Path(tmp) / "config"),
-                           "QT_SCALE_FACTOR": str(args.scale)})
+        os.environ.update(
+            {
+                "DISPLAY": display,
+                "QT_QPA_PLATFORM": "xcb",
+                "FLASHER_CONFIG_DIR": str(Path(tmp) / "config"),
+                "QT_SCALE_FACTOR": str(args.scale),
+            }
+        )
         os.environ.pop("WAYLAND_DISPLAY", None)
         run(args.out, Path(tmp))
     return 0

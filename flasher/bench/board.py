@@ -67,13 +67,16 @@ class Board:
 
     @property
     def active(self) -> int:
-        return sum(1 for r in self._rows.values() if r.state not in (EMPTY, SKIPPED, "done",
-                                                                     "failed"))
+        return sum(
+            1 for r in self._rows.values() if r.state not in (EMPTY, SKIPPED, "done", "failed")
+        )
 
     def rows(self) -> list[SlotRow]:
         """Numbered slots first, in number order, then the others by name."""
-        return sorted(self._rows.values(),
-                      key=lambda r: (r.slot.number is None, r.slot.number or 0, r.slot.name))
+        return sorted(
+            self._rows.values(),
+            key=lambda r: (r.slot.number is None, r.slot.number or 0, r.slot.name),
+        )
 
     def handle(self, event: BenchEvent) -> None:
         if isinstance(event, StationUpdate):
@@ -85,14 +88,21 @@ class Board:
             self.report_path = event.report_path
             self.image = event.image
         elif isinstance(event, CardInserted):
-            self._set(event.slot, SlotRow(
-                event.slot, WAITING if not self.ready else "checking",
-                describe_card(event.drive), event.card,
-            ))
+            self._set(
+                event.slot,
+                SlotRow(
+                    event.slot,
+                    WAITING if not self.ready else "checking",
+                    describe_card(event.drive),
+                    event.card,
+                ),
+            )
         elif isinstance(event, CardSkipped):
             if event.in_bench:
-                self._set(event.slot, SlotRow(event.slot, SKIPPED, describe_card(event.drive),
-                                              note=event.reason))
+                self._set(
+                    event.slot,
+                    SlotRow(event.slot, SKIPPED, describe_card(event.drive), note=event.reason),
+                )
         elif isinstance(event, CardUpdate):
             self._card(event)
         elif isinstance(event, CardFinished):
@@ -100,8 +110,10 @@ class Board:
         elif isinstance(event, CardRemoved):
             row = self._rows.get(event.slot.name)
             if row is not None and not event.during_write:
-                self._set(event.slot, replace(row, state=EMPTY, card="", fraction=None,
-                                              speed_bps=None, eta_s=None))
+                self._set(
+                    event.slot,
+                    replace(row, state=EMPTY, card="", fraction=None, speed_bps=None, eta_s=None),
+                )
 
     def _set(self, slot: Slot, row: SlotRow) -> None:
         self._rows[slot.name] = row
@@ -121,11 +133,21 @@ class Board:
             return
         inner = event.event
         if isinstance(inner, PhaseChanged):
-            self._set(event.slot, replace(row, state=inner.phase.value, fraction=None,
-                                          speed_bps=None, eta_s=None))
+            self._set(
+                event.slot,
+                replace(row, state=inner.phase.value, fraction=None, speed_bps=None, eta_s=None),
+            )
         elif isinstance(inner, Progress):
-            self._set(event.slot, replace(row, state=inner.phase.value, fraction=inner.fraction,
-                                          speed_bps=inner.speed_bps, eta_s=inner.eta_s))
+            self._set(
+                event.slot,
+                replace(
+                    row,
+                    state=inner.phase.value,
+                    fraction=inner.fraction,
+                    speed_bps=inner.speed_bps,
+                    eta_s=inner.eta_s,
+                ),
+            )
         elif isinstance(inner, Log) and inner.level == "warning":
             self._set(event.slot, replace(row, note=inner.message))
 
@@ -143,7 +165,16 @@ class Board:
             self.failed += 1
             note = record.error_message or "failed"
         row = self._rows.get(event.slot.name, SlotRow(event.slot))
-        self._set(event.slot, replace(
-            row, state="done" if record.ok else "failed", number=record.card, fraction=None,
-            speed_bps=None, eta_s=None, note=note, failed=not record.ok,
-        ))
+        self._set(
+            event.slot,
+            replace(
+                row,
+                state="done" if record.ok else "failed",
+                number=record.card,
+                fraction=None,
+                speed_bps=None,
+                eta_s=None,
+                note=note,
+                failed=not record.ok,
+            ),
+        )

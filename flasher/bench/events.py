@@ -78,7 +78,12 @@ class CardRemoved:
 
 
 BenchEvent = (
-    StationUpdate | StationReady | CardInserted | CardSkipped | CardUpdate | CardFinished
+    StationUpdate
+    | StationReady
+    | CardInserted
+    | CardSkipped
+    | CardUpdate
+    | CardFinished
     | CardRemoved
 )
 BenchCallback = Callable[[BenchEvent], None]

@@ -19,9 +19,9 @@ from flasher.bench.policy import Slot
 from flasher.cache import sha256_file
 from flasher.errors import ConfigError
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
+from flasher.image.byteio import FileReader
 from flasher.image.configure import prepare_image
-from flasher.image.inspect import ImageIdentity, read_image_identity
-from flasher.image.io import FileReader
+from flasher.image.inspection import ImageIdentity, read_image_identity
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from flasher.models import DeviceConfig, Drive
@@ -50,7 +50,8 @@ def hostname_part(text: str) -> str:
 
 def _template_values(facts: CardFacts) -> dict[str, Any]:
     slot: int | str = (
-        facts.slot.number if facts.slot.number is not None
+        facts.slot.number
+        if facts.slot.number is not None
         else hostname_part(Path(facts.slot.device).name)
     )
     return {"serial": hostname_part(facts.drive.serial), "slot": slot, "n": facts.n}
@@ -91,8 +92,9 @@ def check_hostname_template(template: str, *, numbered_slots: bool) -> None:
         )
     if not fields:
         raise ConfigError(
-            "hostname_template", "has no {serial}, {slot} or {n}: every card would get the "
-            "same name", hint="use --hostname for one name on every card",
+            "hostname_template",
+            "has no {serial}, {slot} or {n}: every card would get the same name",
+            hint="use --hostname for one name on every card",
         )
     sample = Slot(name="/dev/sdb", device="/dev/sdb", number=1 if numbered_slots else None)
     drive = Drive(path="/dev/sdb", size_bytes=1, serial=_SAMPLE_SERIAL)
@@ -117,8 +119,11 @@ class BenchJob:
         if self.hostname_template is not None and (
             self.config is None and self.config_from_image is None
         ):
-            raise ConfigError("hostname_template", "needs a configured image",
-                              hint="add --device-type or configuration options")
+            raise ConfigError(
+                "hostname_template",
+                "needs a configured image",
+                hint="add --device-type or configuration options",
+            )
 
 
 @dataclass(frozen=True)
@@ -186,8 +191,13 @@ class BenchImage:
             name = str(resolved.raw_path)
             base_map = allocation_map(base, read_partition_table(base, name=name), name=name)
             return cls(
-                resolved.raw_path, base, base_map, image_sha256=image_sha256,
-                identity=identity, config=config, hostname_template=job.hostname_template,
+                resolved.raw_path,
+                base,
+                base_map,
+                image_sha256=image_sha256,
+                identity=identity,
+                config=config,
+                hostname_template=job.hostname_template,
             )
         except BaseException:
             base.close()

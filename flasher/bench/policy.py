@@ -74,7 +74,8 @@ class DrivePolicy:
         internal = sorted(self.buses & INTERNAL_BUSES)
         if internal:
             raise ConfigError(
-                "bus", f"{', '.join(internal)} drives are internal disks, never bench cards",
+                "bus",
+                f"{', '.join(internal)} drives are internal disks, never bench cards",
                 hint="allow usb, mmc (the default) or the transport of your card readers",
             )
         if self.min_size_bytes < 0:
@@ -99,11 +100,14 @@ class DrivePolicy:
         if reason is not None:
             return reason
         if drive.size_bytes < self.min_size_bytes:
-            return (f"{_gb(drive.size_bytes)} is below the bench's minimum of "
-                    f"{_gb(self.min_size_bytes)}")
+            return (
+                f"{_gb(drive.size_bytes)} is below the bench's minimum of "
+                f"{_gb(self.min_size_bytes)}"
+            )
         if self.max_size_bytes is not None and drive.size_bytes > self.max_size_bytes:
-            return (f"{_gb(drive.size_bytes)} is above the bench's limit of "
-                    f"{_gb(self.max_size_bytes)}")
+            return (
+                f"{_gb(drive.size_bytes)} is above the bench's limit of {_gb(self.max_size_bytes)}"
+            )
         return None
 
     def in_bench(self, drive: Drive) -> bool:

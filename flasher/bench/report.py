@@ -79,7 +79,8 @@ class CardRecord:
         out["mb_per_s"] = self.mb_per_s
         out["error"] = (
             {"code": self.error_code, "message": self.error_message, "hint": self.error_hint}
-            if self.error_code is not None else None
+            if self.error_code is not None
+            else None
         )
         return out
 
@@ -118,8 +119,9 @@ class ReportLog:
         line = (json.dumps(record.to_dict(), sort_keys=False) + "\n").encode()
         with self._lock:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                             0o644)
+                fd = os.open(
+                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
                 try:
                     os.write(fd, line)
                     os.fsync(fd)

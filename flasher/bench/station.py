@@ -211,14 +211,18 @@ class Station:
 
     def _prepare(self, cancel: CancelToken) -> None:
         image = BenchImage.prepare(
-            self.job, self._provider, on_event=lambda ev: self._emit(StationUpdate(ev)),
+            self.job,
+            self._provider,
+            on_event=lambda ev: self._emit(StationUpdate(ev)),
             cancel=cancel,
         )
         self._image = image
         self._source_dev = source_device(image.raw_path)
-        self._emit(StationReady(
-            image.summary(), str(self.report.path) if self.report is not None else None
-        ))
+        self._emit(
+            StationReady(
+                image.summary(), str(self.report.path) if self.report is not None else None
+            )
+        )
         self._ready.set()
 
     def _over(self, cancel: CancelToken) -> bool:
@@ -284,8 +288,12 @@ class Station:
                 card = _Card(n=self._first_number + self._taken, slot=slot, drive=drive)
                 self._taken += 1
                 self._cards[drive.path] = card
-                thread = threading.Thread(target=self._flash, args=(card,), daemon=True,
-                                          name=f"flasher-bench-{slot.label}")
+                thread = threading.Thread(
+                    target=self._flash,
+                    args=(card,),
+                    daemon=True,
+                    name=f"flasher-bench-{slot.label}",
+                )
                 self._active[card] = thread
                 thread.start()
         if reason is not None:
@@ -356,18 +364,27 @@ class Station:
         except FlasherError as err:
             result = TargetResult(card.drive.path, False, error=err)
         except Exception as err:  # one card's surprise must not take the bench down
-            result = TargetResult(card.drive.path, False, error=FlasherError(
-                f"Unexpected error: {type(err).__name__}: {err}",
-                hint="Please report this with the bench report line.",
-            ))
+            result = TargetResult(
+                card.drive.path,
+                False,
+                error=FlasherError(
+                    f"Unexpected error: {type(err).__name__}: {err}",
+                    hint="Please report this with the bench report line.",
+                ),
+            )
         error = self._explain(card, result)
-        self._finish(card, self._record(card, card_image, result, error,
-                                         time.monotonic() - started))
+        self._finish(
+            card, self._record(card, card_image, result, error, time.monotonic() - started)
+        )
 
     def _check(self, card: _Card, image: BenchImage) -> None:
         self._emit(CardUpdate(card.slot, PhaseChanged(Phase.CHECKING, card.drive.path)))
-        problems = check_drive(card.drive, image.size_bytes, source_dev=self._source_dev,
-                               source_path=str(image.raw_path))
+        problems = check_drive(
+            card.drive,
+            image.size_bytes,
+            source_dev=self._source_dev,
+            source_path=str(image.raw_path),
+        )
         errors = [p for p in problems if p.severity is Severity.ERROR]
         if errors:
             raise rejection(errors)
@@ -388,8 +405,10 @@ class Station:
                 cause=err.code,
             )
         if self._stopping and isinstance(err, Cancelled) and card.writing:
-            return Cancelled("The station was stopped while this card was written; it was "
-                             "left unbootable.", target=card.drive.path)
+            return Cancelled(
+                "The station was stopped while this card was written; it was left unbootable.",
+                target=card.drive.path,
+            )
         return err
 
     def _record(
@@ -442,4 +461,3 @@ class Station:
         with self._changed:
             del self._active[card]
             self._changed.notify_all()
-

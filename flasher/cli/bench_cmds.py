@@ -80,35 +80,68 @@ def register(groups: dict[str, Any]) -> None:
         help="flash every card inserted into the bench's slots, one report line per card",
         description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    parser.add_argument("source", nargs="?", metavar="SOURCE",
-                        help="image file or http(s) URL (omit with --device-type)")
+    parser.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help="image file or http(s) URL (omit with --device-type)",
+    )
     add_device_config_arguments(parser)
     bench = parser.add_argument_group("bench")
-    bench.add_argument("--hostname-template", metavar="TPL",
-                       help="per-card hostname from {n}, {slot} and {serial}, e.g. bench-{n:04d}")
-    bench.add_argument("--slot", dest="slots", action="append", default=[], metavar="PATTERN",
-                       help="a bench slot: glob over /dev/disk/by-path names or /dev paths "
-                       "(repeatable; numbered in order; default: every USB/SD slot)")
-    bench.add_argument("--bus", dest="buses", action="append", metavar="BUS",
-                       help="transport to take cards from (repeatable; default: usb and mmc, "
-                       "plus drives flagged removable)")
+    bench.add_argument(
+        "--hostname-template",
+        metavar="TPL",
+        help="per-card hostname from {n}, {slot} and {serial}, e.g. bench-{n:04d}",
+    )
+    bench.add_argument(
+        "--slot",
+        dest="slots",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a bench slot: glob over /dev/disk/by-path names or /dev paths "
+        "(repeatable; numbered in order; default: every USB/SD slot)",
+    )
+    bench.add_argument(
+        "--bus",
+        dest="buses",
+        action="append",
+        metavar="BUS",
+        help="transport to take cards from (repeatable; default: usb and mmc, "
+        "plus drives flagged removable)",
+    )
     bench.add_argument("--min-size", metavar="SIZE", help="skip cards smaller than this, e.g. 8G")
-    bench.add_argument("--max-size", metavar="SIZE",
-                       help=f"skip drives larger than this (default {LARGE_DRIVE_BYTES // 10**9}G; "
-                       "'none' for no limit)")
-    bench.add_argument("--report", metavar="FILE",
-                       help=f"JSON-lines report to append to (default {default_report_path()})")
+    bench.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        help=f"skip drives larger than this (default {LARGE_DRIVE_BYTES // 10**9}G; "
+        "'none' for no limit)",
+    )
+    bench.add_argument(
+        "--report",
+        metavar="FILE",
+        help=f"JSON-lines report to append to (default {default_report_path()})",
+    )
     bench.add_argument("--once", type=int, metavar="N", help="stop after N cards")
-    bench.add_argument("--include-present", action="store_true",
-                       help="also flash cards already inserted when the bench starts")
-    bench.add_argument("--image-type", choices=("raw", "flasher"),
-                       help="disk image or installation media (default: the device type's)")
-    bench.add_argument("--no-verify", action="store_true",
-                       help="skip reading the cards back (not recommended)")
-    bench.add_argument("--yes", "-y", action="store_true",
-                       help="erase every inserted card without asking")
-    bench.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                       help="JSON-lines output")
+    bench.add_argument(
+        "--include-present",
+        action="store_true",
+        help="also flash cards already inserted when the bench starts",
+    )
+    bench.add_argument(
+        "--image-type",
+        choices=("raw", "flasher"),
+        help="disk image or installation media (default: the device type's)",
+    )
+    bench.add_argument(
+        "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
+    )
+    bench.add_argument(
+        "--yes", "-y", action="store_true", help="erase every inserted card without asking"
+    )
+    bench.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON-lines output"
+    )
     parser.set_defaults(handler=bench_command)
 
 
@@ -128,8 +161,7 @@ def parse_size(text: str | None, field: str) -> int | None:
 
 
 def _policy(args: argparse.Namespace) -> DrivePolicy:
-    max_size = LARGE_DRIVE_BYTES if args.max_size is None else parse_size(args.max_size,
-                                                                          "max_size")
+    max_size = LARGE_DRIVE_BYTES if args.max_size is None else parse_size(args.max_size, "max_size")
     return DrivePolicy(
         slots=tuple(args.slots),
         buses=frozenset(args.buses) if args.buses else DEFAULT_BUSES,
@@ -141,8 +173,11 @@ def _policy(args: argparse.Namespace) -> DrivePolicy:
 def _precheck(args: argparse.Namespace) -> None:
     """Reject bad settings before anything is downloaded or written."""
     if args.hostname and args.hostname_template:
-        raise ConfigError("hostname_template", "cannot be combined with --hostname",
-                          hint="every card gets --hostname; the template gives each its own")
+        raise ConfigError(
+            "hostname_template",
+            "cannot be combined with --hostname",
+            hint="every card gets --hostname; the template gives each its own",
+        )
     if args.once is not None and args.once < 1:
         raise ConfigError("once", "must be at least 1 card")
     precheck_device_config(args, version_from_catalog=True)
@@ -164,8 +199,9 @@ def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
 
 def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if not args.source and not args.device_type:
-        raise FlasherError("Name an image for the bench.",
-                           hint="Give an image file or URL, or --device-type SLUG.")
+        raise FlasherError(
+            "Name an image for the bench.", hint="Give an image file or URL, or --device-type SLUG."
+        )
     configure = not args.source or config_requested(args) or bool(args.hostname_template)
     if configure:
         _precheck(args)
@@ -173,8 +209,11 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.source:
         source = SourceSpec.from_argument(args.source)
     else:
-        source = SourceSpec(device_type=args.device_type, version=args.os_version or "latest",
-                            image_type=args.image_type)
+        source = SourceSpec(
+            device_type=args.device_type,
+            version=args.os_version or "latest",
+            image_type=args.image_type,
+        )
     job = BenchJob(
         source=source,
         config_from_image=(
@@ -188,11 +227,20 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     report = ReportLog(args.report or default_report_path())
     _consent(args, ctx)
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
-    view: _View = _JsonView(ctx) if ctx.out.json_mode else (
-        _LiveView(ctx.out.stderr) if ctx.out.tty else _LogView(ctx.out.stderr))
-    station = Station(job, ImageProvider(ImageCache(), session_factory), policy=policy,
-                      report=report, on_event=view.handle, card_limit=args.once,
-                      include_present=args.include_present)
+    view: _View = (
+        _JsonView(ctx)
+        if ctx.out.json_mode
+        else (_LiveView(ctx.out.stderr) if ctx.out.tty else _LogView(ctx.out.stderr))
+    )
+    station = Station(
+        job,
+        ImageProvider(ImageCache(), session_factory),
+        policy=policy,
+        report=report,
+        on_event=view.handle,
+        card_limit=args.once,
+        include_present=args.include_present,
+    )
     summary, interrupted = _run(station, view)
     view.close(summary)
     if interrupted:
@@ -230,8 +278,10 @@ def _run(station: Station, view: _View) -> tuple[StationSummary, bool]:
                 cancel.cancel()
             else:
                 interrupted = True
-                view.message("Taking no more cards; the cards being written will finish. "
-                             "Press Ctrl-C again to stop them now.")
+                view.message(
+                    "Taking no more cards; the cards being written will finish. "
+                    "Press Ctrl-C again to stop them now."
+                )
                 station.drain()
     worker.join()
     if "error" in box:
@@ -277,12 +327,22 @@ class _JsonView:
             self._out.json_event("station_ready", **event.image, report=event.report_path)
         elif isinstance(event, CardInserted):
             d = event.drive
-            self._out.json_event("card_inserted", **_slot_fields(event.slot), card=event.card,
-                                 serial=d.serial or None, vendor=d.vendor or None,
-                                 model=d.model or None, size_bytes=d.size_bytes)
+            self._out.json_event(
+                "card_inserted",
+                **_slot_fields(event.slot),
+                card=event.card,
+                serial=d.serial or None,
+                vendor=d.vendor or None,
+                model=d.model or None,
+                size_bytes=d.size_bytes,
+            )
         elif isinstance(event, CardSkipped):
-            self._out.json_event("card_skipped", **_slot_fields(event.slot),
-                                 reason=event.reason, in_bench=event.in_bench)
+            self._out.json_event(
+                "card_skipped",
+                **_slot_fields(event.slot),
+                reason=event.reason,
+                in_bench=event.in_bench,
+            )
         elif isinstance(event, CardUpdate):
             fields = dict(event_to_dict(event.event))
             kind = str(fields.pop("event"))
@@ -290,15 +350,17 @@ class _JsonView:
         elif isinstance(event, CardFinished):
             self._out.json_event("card_result", **event.record.to_dict())
         elif isinstance(event, CardRemoved):
-            self._out.json_event("card_removed", **_slot_fields(event.slot),
-                                 during_write=event.during_write)
+            self._out.json_event(
+                "card_removed", **_slot_fields(event.slot), during_write=event.during_write
+            )
 
     def message(self, text: str) -> None:
         self._out.json_event("log", level="info", message=text)
 
     def close(self, summary: StationSummary) -> None:
-        self._out.json_event("summary", done=summary.done, failed=summary.failed,
-                             report=summary.report_path)
+        self._out.json_event(
+            "summary", done=summary.done, failed=summary.failed, report=summary.report_path
+        )
 
 
 def _card_line(record: CardRecord) -> str:
@@ -306,15 +368,19 @@ def _card_line(record: CardRecord) -> str:
         state = "verified" if record.verified else "written (not verified)"
         rate = f", {record.mb_per_s} MB/s" if record.mb_per_s is not None else ""
         name = f" as {record.hostname}" if record.hostname else ""
-        return (f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
-                f"{record.seconds:.1f} s{rate}")
+        return (
+            f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
+            f"{record.seconds:.1f} s{rate}"
+        )
     hint = f" ({record.error_hint})" if record.error_hint else ""
     return f"card {record.card} FAILED: {record.error_message}{hint}"
 
 
 def _summary_text(summary: StationSummary) -> str:
-    return (f"{summary.done} card{'s' if summary.done != 1 else ''} done, {summary.failed} "
-            f"failed; report: {summary.report_path}")
+    return (
+        f"{summary.done} card{'s' if summary.done != 1 else ''} done, {summary.failed} "
+        f"failed; report: {summary.report_path}"
+    )
 
 
 class _LogView:
@@ -331,19 +397,24 @@ class _LogView:
     def handle(self, event: BenchEvent) -> None:
         if isinstance(event, StationReady):
             image = event.image
-            self._say(f"ready: {image.get('device_type') or 'image'} "
-                      f"{image.get('os_version') or ''}, "
-                      f"{human_bytes(image.get('mapped_bytes'))} to write per card; insert cards")
+            self._say(
+                f"ready: {image.get('device_type') or 'image'} "
+                f"{image.get('os_version') or ''}, "
+                f"{human_bytes(image.get('mapped_bytes'))} to write per card; insert cards"
+            )
         elif isinstance(event, CardInserted):
-            self._say(f"{event.slot.label}: card {event.card} inserted "
-                      f"({describe_card(event.drive)})")
+            self._say(
+                f"{event.slot.label}: card {event.card} inserted ({describe_card(event.drive)})"
+            )
         elif isinstance(event, CardSkipped) and event.in_bench:
             self._say(f"{event.slot.label}: skipped {describe_card(event.drive)}: {event.reason}")
         elif isinstance(event, CardFinished):
             self._say(f"{event.slot.label}: {_card_line(event.record)}")
         elif isinstance(event, CardRemoved):
-            self._say(f"{event.slot.label}: card removed"
-                      + (" before it was finished" if event.during_write else ""))
+            self._say(
+                f"{event.slot.label}: card removed"
+                + (" before it was finished" if event.during_write else "")
+            )
 
     def message(self, text: str) -> None:
         self._say(text)
@@ -361,8 +432,10 @@ def _row_text(row: SlotRow) -> str:
     head = f"{row.slot.label[:14]:<14} {number:>6} {card[:28]:<28} {state:<10}"
     if row.fraction is not None:
         speed = f"{human_bytes(row.speed_bps)}/s" if row.speed_bps else ""
-        return (f"{head} {row.fraction * 100:5.1f}% {speed:>11} "
-                f"ETA {human_duration(row.eta_s)} {row.note}").rstrip()
+        return (
+            f"{head} {row.fraction * 100:5.1f}% {speed:>11} "
+            f"ETA {human_duration(row.eta_s)} {row.note}"
+        ).rstrip()
     note = row.note
     if row.state in ("done", "failed"):
         note = f"{note} - remove the card"
@@ -428,13 +501,17 @@ class _LiveView:
                 frac = progress.fraction
                 detail = (f" {frac * 100:5.1f}%" if frac is not None else "") + (
                     f" {human_bytes(progress.speed_bps)}/s ETA {human_duration(progress.eta_s)}"
-                    if progress.speed_bps else "")
+                    if progress.speed_bps
+                    else ""
+                )
             lines = [f"preparing the image: {board.stage}{detail}"]
         else:
             image = board.image
-            lines = [f"{image.get('device_type') or 'image'} {image.get('os_version') or ''}: "
-                     f"{human_bytes(image.get('mapped_bytes'))} to write per card; "
-                     f"report {board.report_path}"]
+            lines = [
+                f"{image.get('device_type') or 'image'} {image.get('os_version') or ''}: "
+                f"{human_bytes(image.get('mapped_bytes'))} to write per card; "
+                f"report {board.report_path}"
+            ]
         lines += [_row_text(row) for row in board.rows()]
         if board.ready and not board.rows():
             lines.append("insert a card")

@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from flasher.balena.os import OsModel
+from flasher.balena.os_model import OsModel
 from flasher.cache import CacheEntry, ImageCache
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes

@@ -39,7 +39,7 @@ from typing import Any
 
 from flasher.balena import versions
 from flasher.balena.device_types import DeviceTypes
-from flasher.balena.os import OsModel, OsTypeFilter
+from flasher.balena.os_model import OsModel, OsTypeFilter
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes
 from flasher.errors import EXIT_OK, CatalogError

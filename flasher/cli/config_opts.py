@@ -23,7 +23,7 @@ from typing import Any
 from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN, load_config_file
 from flasher.cli.context import CliContext
 from flasher.errors import ConfigError
-from flasher.image.inspect import ImageIdentity
+from flasher.image.inspection import ImageIdentity
 from flasher.models import DeviceConfig, Keyfile, NetworkKind, NetworkSettings, Secret, StaticIPv4
 from flasher.validation import validate_device_config
 
@@ -126,9 +126,7 @@ def _job_args(args: argparse.Namespace, version_from_catalog: bool) -> argparse.
     return local
 
 
-def precheck_device_config(
-    args: argparse.Namespace, *, version_from_catalog: bool = False
-) -> None:
+def precheck_device_config(args: argparse.Namespace, *, version_from_catalog: bool = False) -> None:
     """Reject bad settings before anything is downloaded or read: silent (no prompt, no hints),
     with a stand-in device type when the image is to supply it. `version_from_catalog`: the
     catalog resolves a --version of "latest" or a range, so only an exact one is checked."""
@@ -361,7 +359,7 @@ def with_fleet_config_from_api(cfg: DeviceConfig, ctx: CliContext) -> DeviceConf
             hint=f"set {PROVISIONING_KEY_ENV} to one of the fleet's provisioning keys, or log in "
             "('balena login' or BALENA_API_KEY) so that the API creates one",
         )
-    from flasher.balena.os import OsModel  # only fleet jobs need the API client
+    from flasher.balena.os_model import OsModel  # only fleet jobs need the API client
 
     network = cfg.network
     wifi = network.kind is NetworkKind.WIFI

@@ -36,9 +36,7 @@ class CliContext:
                 self._sandbox = SandboxServer.start()
                 # Only an explicit --token goes to the sandbox (any token logs in there); the
                 # saved login and the environment's tokens are for the real API.
-                self._session = BalenaSession(
-                    self._sandbox.url, Secret(token) if token else None
-                )
+                self._session = BalenaSession(self._sandbox.url, Secret(token) if token else None)
             else:
                 self._session = BalenaSession.from_environment(api_url=api_url, token=token)
         return self._session

@@ -60,21 +60,43 @@ def register(groups: dict[str, Any]) -> None:
         help="write a configured image to cards or files and verify them",
         description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    parser.add_argument("source", nargs="?", metavar="SOURCE",
-                        help="image file or http(s) URL (omit with --device-type)")
-    parser.add_argument("--target", "-t", dest="targets", action="append", default=[],
-                        metavar="T", required=True,
-                        help="a drive (/dev/sdX, /dev/mmcblkN) or a file; repeat for more")
+    parser.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help="image file or http(s) URL (omit with --device-type)",
+    )
+    parser.add_argument(
+        "--target",
+        "-t",
+        dest="targets",
+        action="append",
+        default=[],
+        metavar="T",
+        required=True,
+        help="a drive (/dev/sdX, /dev/mmcblkN) or a file; repeat for more",
+    )
     add_device_config_arguments(parser)
-    parser.add_argument("--image-type", choices=("raw", "flasher"),
-                        help="disk image or installation media (default: the device type's)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip reading the cards back (not recommended)")
-    parser.add_argument("--write-all", action="store_true",
-                        help="write every byte, not only the blocks that hold data")
+    parser.add_argument(
+        "--image-type",
+        choices=("raw", "flasher"),
+        help="disk image or installation media (default: the device type's)",
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
+    )
+    parser.add_argument(
+        "--write-all",
+        action="store_true",
+        help="write every byte, not only the blocks that hold data",
+    )
     parser.add_argument("--bmap", metavar="FILE", help="a bmaptool .bmap to use as the block map")
-    parser.add_argument("--yes", "-y", action="store_true",
-                        help="erase the drives and accept warnings without asking")
+    parser.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="erase the drives and accept warnings without asking",
+    )
     parser.set_defaults(handler=flash_command)
 
 
@@ -117,8 +139,9 @@ def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
 
 def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if not args.source and not args.device_type:
-        raise FlasherError("Name an image to flash.",
-                           hint="Give an image file or URL, or --device-type SLUG.")
+        raise FlasherError(
+            "Name an image to flash.", hint="Give an image file or URL, or --device-type SLUG."
+        )
     configure = not args.source or config_requested(args)
     if configure:
         precheck_device_config(args, version_from_catalog=True)
@@ -142,8 +165,9 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     return _report(report, args, ctx)
 
 
-def _run(job: FlashJob, provider: ImageProvider, args: argparse.Namespace,
-         ctx: CliContext) -> FlashReport:
+def _run(
+    job: FlashJob, provider: ImageProvider, args: argparse.Namespace, ctx: CliContext
+) -> FlashReport:
     """Run the job on a worker thread so Ctrl-C cancels it cleanly (cards left unbootable)."""
     cancel = CancelToken()
     bars = MultiBar(sys.stderr) if ctx.out.tty else None
@@ -159,8 +183,9 @@ def _run(job: FlashJob, provider: ImageProvider, args: argparse.Namespace,
 
     def work() -> None:
         try:
-            box["report"] = run_flash(job, provider, on_event=on_event, cancel=cancel,
-                                      confirm=_confirm(args, ctx))
+            box["report"] = run_flash(
+                job, provider, on_event=on_event, cancel=cancel, confirm=_confirm(args, ctx)
+            )
         except BaseException as err:  # re-raised on the main thread
             box["error"] = err
         finally:
@@ -239,8 +264,9 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         if r.ok:
             state = "verified" if r.verified else "written (not verified)"
             rate = f", {row['mb_per_s']} MB/s" if row["mb_per_s"] is not None else ""
-            lines.append(f"  {r.target}: {state}, {human_bytes(r.bytes_written)} in "
-                         f"{r.seconds:.1f} s{rate}")
+            lines.append(
+                f"  {r.target}: {state}, {human_bytes(r.bytes_written)} in {r.seconds:.1f} s{rate}"
+            )
         else:
             message = r.error.message if r.error is not None else "failed"
             lines.append(f"  {r.target}: FAILED: {message}")

@@ -54,9 +54,9 @@ from flasher.cli.config_opts import (
 from flasher.cli.context import CliContext
 from flasher.cli.output import human_bytes
 from flasher.errors import EXIT_OK, ConfigError, ImageError
+from flasher.image.byteio import FileReadWriter
 from flasher.image.configure import prepare_image
-from flasher.image.inspect import ImageInfo, inspect_image, read_image_identity
-from flasher.image.io import FileReadWriter
+from flasher.image.inspection import ImageInfo, inspect_image, read_image_identity
 from flasher.image.sources import ImageSource, SourceKind, open_source
 from flasher.models import DeviceConfig
 

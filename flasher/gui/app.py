@@ -40,10 +40,16 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Flasher: provision balenaOS devices — pick an OS, configure it, flash and "
         "verify SD cards, USB drives and image files.",
     )
-    parser.add_argument("--sandbox", action="store_true",
-                        help="use the built-in offline balena API (no account, no network)")
-    parser.add_argument("--api-url", metavar="URL",
-                        help="balena API to use (default: $FLASHER_API_URL or balenaCloud)")
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use the built-in offline balena API (no account, no network)",
+    )
+    parser.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="balena API to use (default: $FLASHER_API_URL or balenaCloud)",
+    )
     parser.add_argument("--version", action="version", version=f"flasher-gui {__version__}")
     return parser.parse_known_args(list(argv))
 
@@ -89,8 +95,11 @@ def build_services(
         save_settings=lambda s: s.save(folder),
         session_factory=session_factory,
         # The sandbox listens on a new port each run but serves the same images: one cache key.
-        provider=ImageProvider(cache or ImageCache(), session_factory,
-                               origin=SANDBOX_ORIGIN if sandbox is not None else None),
+        provider=ImageProvider(
+            cache or ImageCache(),
+            session_factory,
+            origin=SANDBOX_ORIGIN if sandbox is not None else None,
+        ),
         launcher=launcher if launcher is not None else default_launcher(),
         drive_watch=drive_watch or monitor_all_drives,
         sandbox=sandbox is not None,
@@ -101,8 +110,10 @@ def build_services(
     return Backend(services, sandbox)
 
 
-def build_window(services: Services, bridge: Bridge | None = None,
-                 ) -> tuple[FlashController, MainWindow]:
+def build_window(
+    services: Services,
+    bridge: Bridge | None = None,
+) -> tuple[FlashController, MainWindow]:
     controller = FlashController(services, bridge or Bridge())
     window = MainWindow(controller)
     return controller, window
@@ -113,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_application()
     app = QApplication([sys.argv[0], *qt_args])
     configure_application(app)
-    backend = build_services(api_url=args.api_url,
-                             sandbox=SandboxServer.start() if args.sandbox else None)
+    backend = build_services(
+        api_url=args.api_url, sandbox=SandboxServer.start() if args.sandbox else None
+    )
     controller, window = build_window(backend.services)
     sys.excepthook = ExceptionHook(window)
     window.show()

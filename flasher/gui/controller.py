@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from flasher.balena.os import OsModel
+from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
 from flasher.drives.constraints import Problem, Severity
 from flasher.drives.monitor import DriveEvent
@@ -35,7 +35,7 @@ from flasher.gui.qtmodels import (
     drive_title,
     visible_versions,
 )
-from flasher.image.inspect import ImageInfo, inspect_image
+from flasher.image.inspection import ImageInfo, inspect_image
 from flasher.models import DeviceConfig, DeviceType, Drive, OsVersion
 from flasher.pipeline import FlashJob, FlashReport, run_flash
 from flasher.provider import ImageProvider, SessionFactory, SourceSpec
@@ -143,8 +143,9 @@ class FlashController(QObject):
 
     # --- catalog ------------------------------------------------------------------------------
 
-    def _with_catalog(self, call: Callable[[OsModel], Any]) -> Callable[[EventCallback,
-                                                                          CancelToken], Any]:
+    def _with_catalog(
+        self, call: Callable[[OsModel], Any]
+    ) -> Callable[[EventCallback, CancelToken], Any]:
         def work(_emit: EventCallback, _cancel: CancelToken) -> Any:
             # One HTTP session, used by one worker at a time.
             with self._catalog_lock:
@@ -152,12 +153,15 @@ class FlashController(QObject):
                     self._session = self.services.session_factory()
                     self._catalog = OsModel(self._session)
                 return call(self._catalog)
+
         return work
 
     def load_device_types(self) -> None:
         self.catalog_busy.emit(True)
-        task = self.bridge.run("device-types", self._with_catalog(
-            lambda m: m.device_types.list_all(supported_only=True)))
+        task = self.bridge.run(
+            "device-types",
+            self._with_catalog(lambda m: m.device_types.list_all(supported_only=True)),
+        )
         task.done.connect(self._device_types_loaded)
         task.failed.connect(self._catalog_failed)
 
@@ -191,8 +195,10 @@ class FlashController(QObject):
         if slug is None:
             return
         self.catalog_busy.emit(True)
-        task = self._versions_task = self.bridge.run("versions", self._with_catalog(
-            lambda m: m.get_available_os_versions(slug, include_draft=True)))
+        task = self._versions_task = self.bridge.run(
+            "versions",
+            self._with_catalog(lambda m: m.get_available_os_versions(slug, include_draft=True)),
+        )
         task.done.connect(lambda items: self._versions_loaded(generation, items))
         task.failed.connect(lambda failure: self._versions_failed(generation, failure))
         task.finished.connect(lambda: self._versions_task_finished(generation))
@@ -233,8 +239,9 @@ class FlashController(QObject):
 
     def fetch_download_size(self, slug: str, version: str) -> None:
         generation = self._generation
-        task = self.bridge.run("download-size", self._with_catalog(
-            lambda m: m.get_download_size(slug, version)))
+        task = self.bridge.run(
+            "download-size", self._with_catalog(lambda m: m.get_download_size(slug, version))
+        )
         task.done.connect(lambda size: self._download_size(generation, size))
         # An unknown size is not worth an error: the label just says so.
         task.failed.connect(lambda _failure: self._download_size(generation, None))
@@ -260,8 +267,9 @@ class FlashController(QObject):
         task.done.connect(lambda choice: self._image_done(task, choice))
         task.failed.connect(lambda failure: self._image_done(task, None, failure))
 
-    def _image_done(self, task: Task, choice: ImageChoice | None,
-                    failure: Failure | None = None) -> None:
+    def _image_done(
+        self, task: Task, choice: ImageChoice | None, failure: Failure | None = None
+    ) -> None:
         if task is not self._image_task:
             return
         self._image_task = None
@@ -307,8 +315,12 @@ class FlashController(QObject):
         return [row.drive for row in self.drives.selected]
 
     def selected_warnings(self) -> list[Problem]:
-        return [p for row in self.drives.selected for p in row.problems
-                if p.severity is Severity.WARNING]
+        return [
+            p
+            for row in self.drives.selected
+            for p in row.problems
+            if p.severity is Severity.WARNING
+        ]
 
     # --- flashing -----------------------------------------------------------------------------
 
@@ -361,8 +373,15 @@ class FlashController(QObject):
             return all((w.target, w.code) in accepted for w in warnings)
 
         def work(emit: EventCallback, cancel: CancelToken) -> FlashReport:
-            return run_flash(job, provider, on_event=emit, cancel=cancel, confirm=confirm,
-                             launcher=launcher, drives=chosen)
+            return run_flash(
+                job,
+                provider,
+                on_event=emit,
+                cancel=cancel,
+                confirm=confirm,
+                launcher=launcher,
+                drives=chosen,
+            )
 
         task = self._flash_task = self.bridge.run("flash", work)
         task.core_event.connect(self._flash_event)
@@ -461,8 +480,8 @@ def apply_config_to_settings(settings: Settings, config: DeviceConfig) -> None:
     settings.development_mode = config.development_mode
     if settings.remember_secrets:
         settings.wifi_key = network.wifi_key.reveal() if network.wifi_key else None
-        settings.provisioning_key = (config.provisioning_key.reveal()
-                                     if config.provisioning_key else None)
+        settings.provisioning_key = (
+            config.provisioning_key.reveal() if config.provisioning_key else None
+        )
     else:
         settings.wifi_key = settings.provisioning_key = None
-

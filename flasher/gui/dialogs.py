@@ -41,10 +41,15 @@ from flasher.models import Drive
 
 
 class ConfirmEraseDialog(QDialog):
-    """"Erase N drives?" — names each one; Cancel is the default button."""
+    """ "Erase N drives?" — names each one; Cancel is the default button."""
 
-    def __init__(self, drives: Sequence[Drive], warnings: Sequence[Problem], image_title: str,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        drives: Sequence[Drive],
+        warnings: Sequence[Problem],
+        image_title: str,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Erase and flash")
         self.setWindowModality(Qt.WindowModality.WindowModal)
@@ -52,17 +57,21 @@ class ConfirmEraseDialog(QDialog):
         count = len(drives)
         devices = [d for d in drives if not d.is_file]
         noun = "drive" if devices else "file"
-        title = heading(f"Erase {count} {noun if count == 1 else noun + 's'}?", self,
-                        factor=1.2)
+        title = heading(f"Erase {count} {noun if count == 1 else noun + 's'}?", self, factor=1.2)
         layout.addWidget(title)
         what = note(f"Flasher will write {image_title} to:", self)
         layout.addWidget(what)
         self.drive_labels: list[QLabel] = []
         for drive in drives:
-            size = "" if drive.is_file and not drive.size_bytes else \
-                f" — {human_bytes(drive.size_bytes)}"
-            label = QLabel(f"<b>{_escape(drive_title(drive))}</b>{size}<br>"
-                           f"{_escape(drive_location(drive))}", self)
+            size = (
+                ""
+                if drive.is_file and not drive.size_bytes
+                else f" — {human_bytes(drive.size_bytes)}"
+            )
+            label = QLabel(
+                f"<b>{_escape(drive_title(drive))}</b>{size}<br>{_escape(drive_location(drive))}",
+                self,
+            )
             label.setTextFormat(Qt.TextFormat.RichText)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             row = QHBoxLayout()
@@ -81,13 +90,22 @@ class ConfirmEraseDialog(QDialog):
             row.addWidget(mark, 0, Qt.AlignmentFlag.AlignTop)
             row.addWidget(text, 1)
             layout.addLayout(row)
-        lost = QLabel("Everything on these drives will be lost." if devices else
-                      "Anything in these files will be replaced.", self)
+        lost = QLabel(
+            "Everything on these drives will be lost."
+            if devices
+            else "Anything in these files will be replaced.",
+            self,
+        )
         lost.setFont(scaled_font(lost, 1.0, bold=True))
         layout.addWidget(lost)
         if devices:
-            layout.addWidget(note("Writing drives needs administrator permission: you may be "
-                                  "asked for your password.", self))
+            layout.addWidget(
+                note(
+                    "Writing drives needs administrator permission: you may be "
+                    "asked for your password.",
+                    self,
+                )
+            )
         self.setMinimumWidth(em(self, 30))
         buttons = QDialogButtonBox(self)
         self.cancel = buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
@@ -111,11 +129,16 @@ class SystemDriveDialog(QDialog):
         self.setWindowTitle("Select a system drive?")
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
-        layout.addWidget(heading(f"{drive_title(drive)} ({drive.path}) is a system drive",
-                                 self, factor=1.15))
-        layout.addWidget(note(
-            "It is built in or holds a mounted system filesystem. Writing it would erase it, "
-            "and Flasher still refuses a disk that the running system uses.", self))
+        layout.addWidget(
+            heading(f"{drive_title(drive)} ({drive.path}) is a system drive", self, factor=1.15)
+        )
+        layout.addWidget(
+            note(
+                "It is built in or holds a mounted system filesystem. Writing it would erase it, "
+                "and Flasher still refuses a disk that the running system uses.",
+                self,
+            )
+        )
         prompt = QLabel(f"Type <b>{_escape(self.expected)}</b> to select it:", self)
         self.name_edit = QLineEdit(self)
         self.name_edit.setAccessibleName("drive name")
@@ -127,7 +150,8 @@ class SystemDriveDialog(QDialog):
         buttons.addButton(self.select, QDialogButtonBox.ButtonRole.AcceptRole)
         self.select.setEnabled(False)
         self.name_edit.textChanged.connect(
-            lambda text: self.select.setEnabled(text.strip() == self.expected))
+            lambda text: self.select.setEnabled(text.strip() == self.expected)
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
@@ -140,8 +164,9 @@ class SystemDriveDialog(QDialog):
 class ErrorDetailsDialog(QDialog):
     """What went wrong in plain words, the next step, and a copyable details panel."""
 
-    def __init__(self, message: str, hint: str | None, details: str,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, message: str, hint: str | None, details: str, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Error details")
         self.setWindowModality(Qt.WindowModality.WindowModal)
@@ -169,11 +194,14 @@ class ErrorDetailsDialog(QDialog):
         self.copy.setText("&Copied")
 
 
-def details_text(error: BaseException | None, *, traceback_text: str = "",
-                 log: Sequence[str] = ()) -> str:
+def details_text(
+    error: BaseException | None, *, traceback_text: str = "", log: Sequence[str] = ()
+) -> str:
     """Everything worth pasting into a bug report; never a secret (errors and logs redact)."""
-    parts = [f"Flasher {__version__}, PySide6 {pyside_version}, Python {platform.python_version()}"
-             f", {platform.system()} {platform.release()}"]
+    parts = [
+        f"Flasher {__version__}, PySide6 {pyside_version}, Python {platform.python_version()}"
+        f", {platform.system()} {platform.release()}"
+    ]
     if isinstance(error, FlasherError):
         parts.append(json.dumps(error.to_dict(), indent=2, sort_keys=True))
     elif error is not None:
@@ -197,14 +225,17 @@ class ExceptionHook:
         self.parent = parent
         self.dialogs: list[ErrorDetailsDialog] = []
 
-    def __call__(self, kind: type[BaseException], error: BaseException,
-                 tb: TracebackType | None) -> None:
+    def __call__(
+        self, kind: type[BaseException], error: BaseException, tb: TracebackType | None
+    ) -> None:
         text = "".join(traceback.format_exception(kind, error, tb))
         sys.stderr.write(text)
         dialog = ErrorDetailsDialog(
             f"Flasher hit an internal error ({kind.__name__}).",
             "Copy the details and report them. Flasher keeps running.",
-            details_text(error, traceback_text=text), self.parent)
+            details_text(error, traceback_text=text),
+            self.parent,
+        )
         self.dialogs.append(dialog)
         dialog.finished.connect(lambda _r: self.dialogs.remove(dialog))
         dialog.open()

@@ -15,8 +15,13 @@ from flasher.errors import Cancelled, FlasherError
 from flasher.events import Event, Log, Phase, PhaseChanged, Progress
 from flasher.writer.client import TargetResult
 
-SHARED_PHASES = (Phase.RESOLVING, Phase.DOWNLOADING, Phase.UNPACKING, Phase.CONFIGURING,
-                 Phase.CHECKING)
+SHARED_PHASES = (
+    Phase.RESOLVING,
+    Phase.DOWNLOADING,
+    Phase.UNPACKING,
+    Phase.CONFIGURING,
+    Phase.CHECKING,
+)
 
 PHASE_WORDS: dict[Phase, str] = {
     Phase.RESOLVING: "Finding the image",
@@ -155,7 +160,8 @@ class JobProgress:
         for status in self.targets.values():
             if status.result is None:
                 status.result = TargetResult(
-                    status.path, False,
+                    status.path,
+                    False,
                     error=error if isinstance(error, FlasherError) else None,
                 )
                 status.phase = Phase.FAILED
@@ -192,7 +198,7 @@ def human_speed(speed_bps: float | None) -> str:
 
 
 def human_duration(seconds: float | None) -> str:
-    """"45 s", "3 min 05 s", "1 h 02 min"; empty when unknown."""
+    """ "45 s", "3 min 05 s", "1 h 02 min"; empty when unknown."""
     if seconds is None:
         return ""
     total = round(seconds)
@@ -206,13 +212,15 @@ def human_duration(seconds: float | None) -> str:
 
 
 def status_line(status: TargetStatus) -> str:
-    """"Writing · 45% · 21.3 MB/s · 1 min 10 s left" — or the result in plain words."""
+    """ "Writing · 45% · 21.3 MB/s · 1 min 10 s left" — or the result in plain words."""
     result = status.result
     if result is not None:
         if result.ok:
             verified = "verified" if result.verified else "not verified"
-            return (f"Done · {human_bytes(result.bytes_written)} written in "
-                    f"{human_duration(result.seconds)} · {verified}")
+            return (
+                f"Done · {human_bytes(result.bytes_written)} written in "
+                f"{human_duration(result.seconds)} · {verified}"
+            )
         if isinstance(result.error, Cancelled):
             return "Cancelled"
         return "Failed"
@@ -224,8 +232,11 @@ def status_line(status: TargetStatus) -> str:
         parts.append(f"{fraction:.0%}")
     if status.speed_bps:
         parts.append(human_speed(status.speed_bps))
-    if status.eta_s is not None and status.eta_s >= 1 and \
-            status.phase in (Phase.WRITING, Phase.VERIFYING):
+    if (
+        status.eta_s is not None
+        and status.eta_s >= 1
+        and status.phase in (Phase.WRITING, Phase.VERIFYING)
+    ):
         parts.append(f"{human_duration(status.eta_s)} left")
     return " · ".join(parts)
 
@@ -237,8 +248,9 @@ def shared_line(job: JobProgress) -> str:
     progress = job.shared_progress
     if progress is not None and progress.phase is job.shared_phase:
         if progress.total_bytes:
-            parts.append(f"{human_bytes(progress.done_bytes)} of "
-                         f"{human_bytes(progress.total_bytes)}")
+            parts.append(
+                f"{human_bytes(progress.done_bytes)} of {human_bytes(progress.total_bytes)}"
+            )
         else:
             parts.append(human_bytes(progress.done_bytes))
         if progress.speed_bps:
@@ -254,5 +266,7 @@ def error_words(error: BaseException | None) -> tuple[str, str | None]:
         return "The write did not finish.", None
     if isinstance(error, FlasherError):
         return error.message, error.hint
-    return (f"Flasher hit an internal error ({type(error).__name__}).",
-            "Copy the details and report them; the card may be incomplete.")
+    return (
+        f"Flasher hit an internal error ({type(error).__name__}).",
+        "Copy the details and report them; the card may be incomplete.",
+    )

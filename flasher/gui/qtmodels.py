@@ -45,8 +45,9 @@ class _HeadedTableModel(QAbstractTableModel):
     def columnCount(self, parent: Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self.HEADERS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return self.HEADERS[section]
         return None
@@ -137,7 +138,8 @@ def visible_versions(versions: Sequence[OsVersion], which: VersionFilter) -> lis
     line = "esr" if which.esr else "default"
     unwanted_variant = "prod" if which.development else "dev"
     return [
-        v for v in versions
+        v
+        for v in versions
         if v.os_type == line
         and v.variant != unwanted_variant
         and (which.drafts or v.is_final)
@@ -237,8 +239,11 @@ def drive_title(drive: Drive) -> str:
     if drive.is_file:
         return os.path.basename(drive.path)
     if drive.bus == "loop":
-        return f"Loop device ({os.path.basename(drive.description)})" if drive.description \
+        return (
+            f"Loop device ({os.path.basename(drive.description)})"
+            if drive.description
             else "Loop device"
+        )
     return drive.description or drive.model or os.path.basename(drive.path)
 
 
@@ -246,7 +251,8 @@ def drive_location(drive: Drive) -> str:
     if drive.is_file:
         return f"image file in {os.path.dirname(drive.path)}"
     bus = {"usb": "USB", "mmc": "SD/MMC", "nvme": "NVMe", "loop": "loop"}.get(
-        drive.bus, drive.bus.upper() or "internal")
+        drive.bus, drive.bus.upper() or "internal"
+    )
     return f"{drive.path} · {bus}"
 
 
@@ -295,8 +301,10 @@ class DriveModel(_HeadedTableModel):
         item = DriveRow(drive, self._problems(drive), checked)
         if row >= 0:
             # A changed drive (another card in the same reader) loses its selection.
-            same = self._rows[row].drive.serial == drive.serial and \
-                self._rows[row].drive.size_bytes == drive.size_bytes
+            same = (
+                self._rows[row].drive.serial == drive.serial
+                and self._rows[row].drive.size_bytes == drive.size_bytes
+            )
             self._rows[row] = replace(item, checked=self._rows[row].checked and same)
             self.dataChanged.emit(self.index(row, 0), self.index(row, 3))
             self.selection_changed.emit()
@@ -312,8 +320,9 @@ class DriveModel(_HeadedTableModel):
         """A regular file to write the image into ("Save to image file…"), selected."""
         path = os.path.abspath(path)
         size = os.path.getsize(path) if os.path.isfile(path) else 0
-        self.add(Drive(path=path, size_bytes=size, is_file=True, description="Image file"),
-                 checked=True)
+        self.add(
+            Drive(path=path, size_bytes=size, is_file=True, description="Image file"), checked=True
+        )
 
     def remove(self, path: str) -> None:
         row = self.row_of(path)
@@ -388,12 +397,16 @@ class DriveModel(_HeadedTableModel):
             if column == 0:
                 return drive_title(drive)
             if column == 1:
-                return "new file" if drive.is_file and not drive.size_bytes \
+                return (
+                    "new file"
+                    if drive.is_file and not drive.size_bytes
                     else human_bytes(drive.size_bytes)
+                )
             if column == 2:
                 return drive_location(drive)
-            return ", ".join(dict.fromkeys(PROBLEM_WORDS.get(p.code, p.code)
-                                           for p in item.problems))
+            return ", ".join(
+                dict.fromkeys(PROBLEM_WORDS.get(p.code, p.code) for p in item.problems)
+            )
         if role == Qt.ItemDataRole.CheckStateRole and column == 0:
             return Qt.CheckState.Checked if item.checked else Qt.CheckState.Unchecked
         if role == Qt.ItemDataRole.DecorationRole:

@@ -51,28 +51,44 @@ def _svg(body: str) -> str:
 
 # Drawn for Flasher on a 24-unit grid; stroke only, so one colour fills them.
 ICONS: dict[str, str] = {
-    "sdcard": _svg('<path d="M8 2.5h8.5l3 3V20a1.5 1.5 0 0 1-1.5 1.5H8A1.5 1.5 0 0 1 6.5 20'
-                   'V4A1.5 1.5 0 0 1 8 2.5z"/><path d="M9.5 5.5v3M12.5 5.5v3M15.5 6.5v2"/>'),
-    "usb": _svg('<rect x="6.5" y="9" width="11" height="12.5" rx="2"/>'
-                '<path d="M8.5 9V3.5h7V9"/><path d="M10.5 6h.01M13.5 6h.01"/>'),
-    "file": _svg('<path d="M14 2.5H7A1.5 1.5 0 0 0 5.5 4v16A1.5 1.5 0 0 0 7 21.5h10a1.5 1.5 0 0 '
-                 '0 1.5-1.5V7z"/><path d="M14 2.5V7h4.5"/><circle cx="12" cy="14" r="3"/>'),
-    "disk": _svg('<rect x="2.5" y="6" width="19" height="12" rx="2"/>'
-                 '<path d="M6 12h7"/><circle cx="17.5" cy="12" r="1"/>'),
+    "sdcard": _svg(
+        '<path d="M8 2.5h8.5l3 3V20a1.5 1.5 0 0 1-1.5 1.5H8A1.5 1.5 0 0 1 6.5 20'
+        'V4A1.5 1.5 0 0 1 8 2.5z"/><path d="M9.5 5.5v3M12.5 5.5v3M15.5 6.5v2"/>'
+    ),
+    "usb": _svg(
+        '<rect x="6.5" y="9" width="11" height="12.5" rx="2"/>'
+        '<path d="M8.5 9V3.5h7V9"/><path d="M10.5 6h.01M13.5 6h.01"/>'
+    ),
+    "file": _svg(
+        '<path d="M14 2.5H7A1.5 1.5 0 0 0 5.5 4v16A1.5 1.5 0 0 0 7 21.5h10a1.5 1.5 0 0 '
+        '0 1.5-1.5V7z"/><path d="M14 2.5V7h4.5"/><circle cx="12" cy="14" r="3"/>'
+    ),
+    "disk": _svg(
+        '<rect x="2.5" y="6" width="19" height="12" rx="2"/>'
+        '<path d="M6 12h7"/><circle cx="17.5" cy="12" r="1"/>'
+    ),
     "ok": _svg('<circle cx="12" cy="12" r="9.5"/><path d="M7.5 12.5l3 3 6-7"/>'),
     "error": _svg('<circle cx="12" cy="12" r="9.5"/><path d="M9 9l6 6M15 9l-6 6"/>'),
     "warning": _svg('<path d="M12 3L22 20.5H2z"/><path d="M12 9.5v5M12 17.5h.01"/>'),
     "info": _svg('<circle cx="12" cy="12" r="9.5"/><path d="M12 11v6M12 7.5h.01"/>'),
-    "eye": _svg('<path d="M1.5 12S5.5 5 12 5s10.5 7 10.5 7-4 7-10.5 7S1.5 12 1.5 12z"/>'
-                '<circle cx="12" cy="12" r="3"/>'),
-    "eye-off": _svg('<path d="M1.5 12S5.5 5 12 5s10.5 7 10.5 7-4 7-10.5 7S1.5 12 1.5 12z"/>'
-                    '<circle cx="12" cy="12" r="3"/><path d="M3.5 3.5l17 17"/>'),
+    "eye": _svg(
+        '<path d="M1.5 12S5.5 5 12 5s10.5 7 10.5 7-4 7-10.5 7S1.5 12 1.5 12z"/>'
+        '<circle cx="12" cy="12" r="3"/>'
+    ),
+    "eye-off": _svg(
+        '<path d="M1.5 12S5.5 5 12 5s10.5 7 10.5 7-4 7-10.5 7S1.5 12 1.5 12z"/>'
+        '<circle cx="12" cy="12" r="3"/><path d="M3.5 3.5l17 17"/>'
+    ),
     "search": _svg('<circle cx="10.5" cy="10.5" r="6.5"/><path d="M15.5 15.5l5.5 5.5"/>'),
-    "copy": _svg('<rect x="8.5" y="8.5" width="12" height="12" rx="2"/>'
-                 '<path d="M15.5 8.5V5a1.5 1.5 0 0 0-1.5-1.5H5A1.5 1.5 0 0 0 3.5 5v9A1.5 1.5 0 0 '
-                 '0 5 15.5h3.5"/>'),
-    "folder": _svg('<path d="M3 6.5A1.5 1.5 0 0 1 4.5 5h4l2 2.5h9A1.5 1.5 0 0 1 21 9v9.5a1.5 '
-                   '1.5 0 0 1-1.5 1.5h-15A1.5 1.5 0 0 1 3 18.5z"/>'),
+    "copy": _svg(
+        '<rect x="8.5" y="8.5" width="12" height="12" rx="2"/>'
+        '<path d="M15.5 8.5V5a1.5 1.5 0 0 0-1.5-1.5H5A1.5 1.5 0 0 0 3.5 5v9A1.5 1.5 0 0 '
+        '0 5 15.5h3.5"/>'
+    ),
+    "folder": _svg(
+        '<path d="M3 6.5A1.5 1.5 0 0 1 4.5 5h4l2 2.5h9A1.5 1.5 0 0 1 21 9v9.5a1.5 '
+        '1.5 0 0 1-1.5 1.5h-15A1.5 1.5 0 0 1 3 18.5z"/>'
+    ),
     "flash": _svg('<path d="M13 2.5L5 13.5h6.5l-1 8 8-11H12z"/>'),
     "retry": _svg('<path d="M20.5 12a8.5 8.5 0 1 1-2.5-6"/><path d="M20.5 3.5v5h-5"/>'),
 }
@@ -83,8 +99,12 @@ ACCENTED = {"ok": Accent.SUCCESS, "error": Accent.ERROR, "warning": Accent.WARNI
 class SvgIconEngine(QIconEngine):
     """Paints an SVG with `currentColor` taken from the application palette at paint time."""
 
-    def __init__(self, svg: str, accent: Accent | None = None,
-                 role: QPalette.ColorRole = QPalette.ColorRole.WindowText) -> None:
+    def __init__(
+        self,
+        svg: str,
+        accent: Accent | None = None,
+        role: QPalette.ColorRole = QPalette.ColorRole.WindowText,
+    ) -> None:
         super().__init__()
         self._svg = svg
         self._accent = accent
@@ -108,8 +128,9 @@ class SvgIconEngine(QIconEngine):
     def pixmap(self, size: QSize, mode: QIcon.Mode, state: QIcon.State) -> QPixmap:
         return self.scaledPixmap(size, mode, state, 1.0)
 
-    def scaledPixmap(self, size: QSize, mode: QIcon.Mode, state: QIcon.State,
-                     scale: float) -> QPixmap:
+    def scaledPixmap(
+        self, size: QSize, mode: QIcon.Mode, state: QIcon.State, scale: float
+    ) -> QPixmap:
         pixmap = QPixmap(size * scale)
         pixmap.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pixmap)

@@ -103,8 +103,9 @@ class Banner(QFrame):
         row.addWidget(self.details, 0, Qt.AlignmentFlag.AlignTop)
         self.hide()
 
-    def show_message(self, kind: str, message: str, hint: str | None = None, *,
-                     details: bool = False) -> None:
+    def show_message(
+        self, kind: str, message: str, hint: str | None = None, *, details: bool = False
+    ) -> None:
         size = em(self, 1.4)
         self._icon.setPixmap(icon(kind).pixmap(size, size))
         self.message.setText(message)
@@ -116,7 +117,7 @@ class Banner(QFrame):
 
 
 class StepHeader(QWidget):
-    """"1 OS — 2 Configure — 3 Targets": shows where you are; earlier steps are clickable."""
+    """ "1 OS — 2 Configure — 3 Targets": shows where you are; earlier steps are clickable."""
 
     step_clicked = Signal(int)
 

@@ -58,8 +58,10 @@ class MainWindow(QMainWindow):
         if controller.services.sandbox:
             badge = note("offline sandbox", central)
             badge.setWordWrap(False)
-            badge.setToolTip("The built-in balena API: a sample catalog and synthesized "
-                             "images; nothing leaves this computer.")
+            badge.setToolTip(
+                "The built-in balena API: a sample catalog and synthesized "
+                "images; nothing leaves this computer."
+            )
             top.addWidget(badge)
         top.addStretch(1)
         self.steps = StepHeader(("Operating system", "Configure", "Targets"), central)
@@ -68,8 +70,9 @@ class MainWindow(QMainWindow):
         layout.addLayout(top)
         self.stack = QStackedWidget(central)
         self.os_page = OsPage(controller, self.stack)
-        self.configure_page = ConfigurePage(controller.services.settings,
-                                            controller.services.device_api_url, self.stack)
+        self.configure_page = ConfigurePage(
+            controller.services.settings, controller.services.device_api_url, self.stack
+        )
         self.targets_page = TargetsPage(controller, self.stack)
         self.progress_page = ProgressPage(controller, self.stack)
         for page in (self.os_page, self.configure_page, self.targets_page, self.progress_page):
@@ -149,15 +152,17 @@ class MainWindow(QMainWindow):
                 return False
             self.controller.set_selection(selection)
             self.configure_page.set_selection(selection)
-            self.targets_page.set_file_name(_file_name(selection.spec.device_type,
-                                                       selection.os_version, selection.title))
+            self.targets_page.set_file_name(
+                _file_name(selection.spec.device_type, selection.os_version, selection.title)
+            )
             self._show(CONFIGURE)
             return True
         if current == CONFIGURE:
             if not self.configure_page.validate_all():
                 return False
-            self.controller.services.settings.remember_secrets = \
+            self.controller.services.settings.remember_secrets = (
                 self.configure_page.remember_secrets()
+            )
             self.controller.set_config(self.configure_page.config())
             self._show(TARGETS)
             return True
@@ -173,16 +178,17 @@ class MainWindow(QMainWindow):
         else:
             self.next.setText("&Next")
             self.next.setIcon(QIcon())
-            ready = {OS: self.os_page.selection() is not None,
-                     CONFIGURE: self.configure_page.is_valid()}.get(current, False)
+            ready = {
+                OS: self.os_page.selection() is not None,
+                CONFIGURE: self.configure_page.is_valid(),
+            }.get(current, False)
             self.next.setEnabled(ready)
         self.next.setDefault(True)
         self.summary.setText(self._summary())
 
     def _summary(self) -> str:
         parts = []
-        selection = self.os_page.selection() if self._current() == OS else \
-            self.controller.selection
+        selection = self.os_page.selection() if self._current() == OS else self.controller.selection
         if selection is not None:
             parts.append(selection.title)
         if self._current() >= CONFIGURE:
@@ -199,9 +205,12 @@ class MainWindow(QMainWindow):
     def ask_to_flash(self) -> None:
         if not self.targets_page.is_complete() or self.controller.selection is None:
             return
-        dialog = ConfirmEraseDialog(self.controller.selected_drives(),
-                                    self.controller.selected_warnings(),
-                                    self.controller.selection.title, self)
+        dialog = ConfirmEraseDialog(
+            self.controller.selected_drives(),
+            self.controller.selected_warnings(),
+            self.controller.selection.title,
+            self,
+        )
         dialog.accepted.connect(self._start_flash)
         self._open(dialog)
 
@@ -229,14 +238,20 @@ class MainWindow(QMainWindow):
             failure = self.controller.failure
             trace = failure.traceback_text if failure and not failure.expected else ""
         message, hint = error_words(error)
-        self._open(ErrorDetailsDialog(message, hint,
-                                      details_text(error, traceback_text=trace, log=log), self))
+        self._open(
+            ErrorDetailsDialog(
+                message, hint, details_text(error, traceback_text=trace, log=log), self
+            )
+        )
 
     def show_failure(self, failure: Failure) -> None:
         message, hint = error_words(failure.error)
         trace = "" if failure.expected else failure.traceback_text
-        self._open(ErrorDetailsDialog(message, hint,
-                                      details_text(failure.error, traceback_text=trace), self))
+        self._open(
+            ErrorDetailsDialog(
+                message, hint, details_text(failure.error, traceback_text=trace), self
+            )
+        )
 
     def _open(self, dialog: QWidget) -> None:
         self.dialog = dialog
@@ -254,9 +269,13 @@ class MainWindow(QMainWindow):
             event.accept()
             return
         event.ignore()
-        box = QMessageBox(QMessageBox.Icon.Warning, "Flashing is in progress",
-                          "Cancel the flash and quit? Cards being written are left unbootable.",
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Flashing is in progress",
+            "Cancel the flash and quit? Cards being written are left unbootable.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self,
+        )
         box.setDefaultButton(QMessageBox.StandardButton.No)
         box.buttonClicked.connect(lambda button: self._quit_answer(box, button))
         self._open(box)

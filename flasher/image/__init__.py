@@ -1,2 +1,1 @@
-"""Image engine: sources, partition tables, FAT, keyfiles, overlay configuration, allocation maps.
-"""
+"""Image engine: sources, partition tables, FAT, keyfiles, overlay configuration, allocation map."""

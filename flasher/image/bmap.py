@@ -20,7 +20,7 @@ from pathlib import Path
 
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
-from flasher.image.io import ReadAt
+from flasher.image.byteio import ReadAt
 
 BMAP_BLOCK_BYTES = 4096
 MAX_BMAP_FILE_BYTES = 64 * 1024 * 1024
@@ -48,8 +48,9 @@ class Bmap:
     def byte_ranges(self) -> list[rng.Range]:
         """The mapped bytes, merged, clipped to the image (its last block may be partial)."""
         size = self.block_size
-        spans = ((r.first_block * size, (r.last_block - r.first_block + 1) * size)
-                 for r in self.ranges)
+        spans = (
+            (r.first_block * size, (r.last_block - r.first_block + 1) * size) for r in self.ranges
+        )
         return rng.merge(rng.clip(spans, 0, self.image_size))
 
 
@@ -60,13 +61,15 @@ def read_bmap(path: str | os.PathLike[str]) -> Bmap:
         with open(name, "rb") as f:
             raw = f.read(MAX_BMAP_FILE_BYTES + 1)
     except OSError as e:
-        raise ImageError(name, f"cannot read the block map: {e.strerror}",
-                         problem="bad_bmap") from e
+        raise ImageError(
+            name, f"cannot read the block map: {e.strerror}", problem="bad_bmap"
+        ) from e
     if len(raw) > MAX_BMAP_FILE_BYTES:
         raise ImageError(name, "the block map is implausibly large", problem="bad_bmap")
     if _DTD.search(raw):
-        raise ImageError(name, "the block map contains a DTD, which .bmap files never need",
-                         problem="bad_bmap")
+        raise ImageError(
+            name, "the block map contains a DTD, which .bmap files never need", problem="bad_bmap"
+        )
     try:
         root = ET.fromstring(raw)
     except ET.ParseError as e:
@@ -95,8 +98,11 @@ def _parse(name: str, raw: bytes, root: ET.Element) -> Bmap:
 
     # 1.3 used SHA-1 under other names; 1.4 is 2.0 released under the wrong number.
     if version.startswith("2.") or minor == 4:
-        checksum_type, file_tag, attribute = (root.findtext("ChecksumType") or "").strip(), \
-            "BmapFileChecksum", "chksum"
+        checksum_type, file_tag, attribute = (
+            (root.findtext("ChecksumType") or "").strip(),
+            "BmapFileChecksum",
+            "chksum",
+        )
         if checksum_type not in hashlib.algorithms_guaranteed:
             raise fail(f"unsupported checksum type {checksum_type!r}")
     elif minor == 3:
@@ -132,17 +138,23 @@ def _check_file_checksum(name: str, raw: bytes, kind: str, stated: str) -> None:
         raise ImageError(name, "the block map's own checksum is missing", problem="bad_bmap")
     # The checksum is taken over the file with the checksum text replaced by ASCII zeros.
     position = raw.find(stated.encode())
-    zeroed = raw[:position] + b"0" * len(stated) + raw[position + len(stated):]
+    zeroed = raw[:position] + b"0" * len(stated) + raw[position + len(stated) :]
     if hashlib.new(kind, zeroed).hexdigest() != stated.lower():
-        raise ImageError(name, "the block map's own checksum does not match: it was altered or "
-                         "truncated", problem="bad_bmap")
+        raise ImageError(
+            name,
+            "the block map's own checksum does not match: it was altered or truncated",
+            problem="bad_bmap",
+        )
 
 
 def verify_bmap(io: ReadAt, bmap: Bmap, *, name: str) -> None:
     """Check every range checksum against the image; ImageError names the first mismatch."""
     if bmap.image_size != io.size:
-        raise ImageError(name, f"the block map describes {bmap.image_size} bytes but the image "
-                         f"has {io.size}", problem="bmap_mismatch")
+        raise ImageError(
+            name,
+            f"the block map describes {bmap.image_size} bytes but the image has {io.size}",
+            problem="bmap_mismatch",
+        )
     if bmap.checksum_type is None:
         return
     for r in bmap.ranges:
@@ -151,9 +163,12 @@ def verify_bmap(io: ReadAt, bmap: Bmap, *, name: str) -> None:
         start = r.first_block * bmap.block_size
         end = (r.last_block + 1) * bmap.block_size
         if _digest(io, bmap.checksum_type, start, end) != r.checksum.lower():
-            raise ImageError(name, f"blocks {r.first_block}-{r.last_block} do not match the "
-                             "block map's checksum", problem="bmap_mismatch",
-                             hint="Use the .bmap published with this exact image.")
+            raise ImageError(
+                name,
+                f"blocks {r.first_block}-{r.last_block} do not match the block map's checksum",
+                problem="bmap_mismatch",
+                hint="Use the .bmap published with this exact image.",
+            )
 
 
 def write_bmap(
@@ -169,8 +184,10 @@ def write_bmap(
     """
     size = BMAP_BLOCK_BYTES
     # Ceiling division for the end: the image's last block may be partial.
-    blocks = [(offset // size, -(-(offset + length) // size) - offset // size)
-              for offset, length in rng.align_out(byte_ranges, size, image_size)]
+    blocks = [
+        (offset // size, -(-(offset + length) // size) - offset // size)
+        for offset, length in rng.align_out(byte_ranges, size, image_size)
+    ]
     blocks_count = -(-image_size // BMAP_BLOCK_BYTES)
     mapped = sum(count for _, count in blocks)
     lines = [

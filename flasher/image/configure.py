@@ -31,7 +31,8 @@ from typing import Any
 
 from flasher.balena.config import config_json_bytes
 from flasher.errors import ConfigError, ImageError
-from flasher.image.inspect import (
+from flasher.image.byteio import FileReader, ReadAt
+from flasher.image.inspection import (
     CONFIG_PATH,
     CONNECTIONS_DIR,
     ImageIdentity,
@@ -40,7 +41,6 @@ from flasher.image.inspect import (
     read_config_json,
     read_identity,
 )
-from flasher.image.io import FileReader, ReadAt
 from flasher.image.network import render_keyfiles
 from flasher.image.overlay import Overlay, OverlayReader
 from flasher.image.partitions import Partition, PartitionTable, read_partition_table
@@ -49,8 +49,9 @@ from flasher.models import DeviceConfig
 from flasher.validation import validate_device_config
 
 FIXED_EPOCH = 1_704_067_200  # 2024-01-01 00:00:00 UTC: the mtime of every file we write
-DEVICE_IDENTITY_KEYS = frozenset({"uuid", "deviceApiKey", "deviceApiKeys", "deviceId",
-                                  "registered_at"})
+DEVICE_IDENTITY_KEYS = frozenset(
+    {"uuid", "deviceApiKey", "deviceApiKeys", "deviceId", "registered_at"}
+)
 
 
 @dataclass
@@ -187,8 +188,12 @@ def prepare_image(
         try:
             owned = FileReader(path)
         except OSError as err:
-            raise ImageError(name, f"cannot open: {err.strerror or err}", problem="unreadable",
-                             hint="Check the path and its permissions.") from None
+            raise ImageError(
+                name,
+                f"cannot open: {err.strerror or err}",
+                problem="unreadable",
+                hint="Check the path and its permissions.",
+            ) from None
         base = owned
     try:
         return _prepare(path, name, base, owned, config, mtime)
@@ -198,8 +203,9 @@ def prepare_image(
         raise
 
 
-def _prepare(path: Path, name: str, base: ReadAt, owned: FileReader | None,
-             config: DeviceConfig, mtime: int) -> PreparedImage:
+def _prepare(
+    path: Path, name: str, base: ReadAt, owned: FileReader | None, config: DeviceConfig, mtime: int
+) -> PreparedImage:
     table = read_partition_table(base, name=name)
     boot = open_boot_partition(base, table, name=name)
     overlay = Overlay(base)

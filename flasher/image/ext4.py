@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
-from flasher.image.io import ReadAt
+from flasher.image.byteio import ReadAt
 
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024
@@ -345,8 +345,11 @@ class Ext4Filesystem:
 
     def _check_pointers(self) -> None:
         pointed = [(desc.inode_table, self.inode_table_blocks) for desc in self.descriptors]
-        pointed += [(block, 1) for desc in self.descriptors
-                    for block in (desc.block_bitmap, desc.inode_bitmap)]
+        pointed += [
+            (block, 1)
+            for desc in self.descriptors
+            for block in (desc.block_bitmap, desc.inode_bitmap)
+        ]
         if self.incompat & INCOMPAT_MMP:
             pointed.append((self.mmp_block, 1))
         for start, count in pointed:
@@ -358,8 +361,12 @@ class Ext4Filesystem:
         `table_blocks[group]` blocks of its inode table."""
         blocks: list[rng.Range] = [(0, self.first_data_block)]
         for group, desc in enumerate(self.descriptors):
-            blocks += [(desc.block_bitmap, 1), (desc.inode_bitmap, 1),
-                       (desc.inode_table, table_blocks[group]), *self.base_metadata(group)]
+            blocks += [
+                (desc.block_bitmap, 1),
+                (desc.inode_bitmap, 1),
+                (desc.inode_table, table_blocks[group]),
+                *self.base_metadata(group),
+            ]
         if self.incompat & INCOMPAT_MMP:
             blocks.append((self.mmp_block, 1))
         return blocks
@@ -435,8 +442,10 @@ class Ext4Filesystem:
         return self._tails(self.inode_table_blocks_in_use())
 
     def _tails(self, in_use: list[int]) -> list[rng.Range]:
-        return rng.merge((desc.inode_table + count, self.inode_table_blocks - count)
-                         for desc, count in zip(self.descriptors, in_use, strict=True))
+        return rng.merge(
+            (desc.inode_table + count, self.inode_table_blocks - count)
+            for desc, count in zip(self.descriptors, in_use, strict=True)
+        )
 
     def mapped_blocks(self) -> list[rng.Range]:
         """Merged block ranges a copy must carry: the used blocks without the inode table tails.

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flasher.image.io import WriteAt
+from flasher.image.byteio import WriteAt
 from flasher.image.partitions import (
     GPT_ENTRY,
     GPT_HEADER,
@@ -77,8 +77,10 @@ def write_mbr(io: WriteAt, specs: Sequence[PartitionSpec], *, disk_signature: in
     logicals = sorted((s for s in specs if s.logical), key=lambda s: s.start_bytes)
     if len(primaries) + (1 if logicals else 0) > 4:
         raise ValueError("an MBR holds at most 4 primary partitions, the extended one included")
-    entries = [_mbr_entry(s.start_bytes // 512, s.size_bytes // 512, _mbr_type(s.type_id),
-                          s.bootable) for s in primaries]
+    entries = [
+        _mbr_entry(s.start_bytes // 512, s.size_bytes // 512, _mbr_type(s.type_id), s.bootable)
+        for s in primaries
+    ]
     ebr_sectors: list[tuple[int, bytes]] = []
     if logicals:
         first = logicals[0].start_bytes
@@ -91,22 +93,40 @@ def write_mbr(io: WriteAt, specs: Sequence[PartitionSpec], *, disk_signature: in
         for i, (spec, ebr) in enumerate(zip(logicals, ebrs, strict=True)):
             start, count = spec.start_bytes // 512, spec.size_bytes // 512
             if start <= ebr:
-                raise ValueError(f"logical partition {i + 5} needs a free sector before it "
-                                 "for its extended boot record")
-            links = [_mbr_entry(start - ebr, count, _mbr_type(spec.type_id), spec.bootable,
-                                chs_start=start)]
+                raise ValueError(
+                    f"logical partition {i + 5} needs a free sector before it "
+                    "for its extended boot record"
+                )
+            links = [
+                _mbr_entry(
+                    start - ebr, count, _mbr_type(spec.type_id), spec.bootable, chs_start=start
+                )
+            ]
             if i + 1 < len(logicals):
                 nxt = ebrs[i + 1]
-                links.append(_mbr_entry(nxt - container, logicals[i + 1].end_bytes // 512 - nxt,
-                                        EBR_LINK, False, chs_start=nxt))
+                links.append(
+                    _mbr_entry(
+                        nxt - container,
+                        logicals[i + 1].end_bytes // 512 - nxt,
+                        EBR_LINK,
+                        False,
+                        chs_start=nxt,
+                    )
+                )
             ebr_sectors.append((ebr, _boot_record(links, 0)))
     io.pwrite(_boot_record(entries, disk_signature), 0)
     for ebr, sector in ebr_sectors:
         io.pwrite(sector, ebr * 512)
 
 
-def write_gpt(io: WriteAt, specs: Sequence[PartitionSpec], *, seed: str,
-              sector_size: int = 512, entry_count: int = 128) -> None:
+def write_gpt(
+    io: WriteAt,
+    specs: Sequence[PartitionSpec],
+    *,
+    seed: str,
+    sector_size: int = 512,
+    entry_count: int = 128,
+) -> None:
     """Write a protective MBR, primary and backup GPT headers and entry arrays.
 
     Partition `i` (1-based, in spec order) gets the GUID derived from `seed`; so does the disk.
@@ -123,18 +143,37 @@ def write_gpt(io: WriteAt, specs: Sequence[PartitionSpec], *, seed: str,
         units = spec.name.encode("utf-16-le")
         if len(units) > 2 * GPT_NAME_UNITS:
             raise ValueError(f"GPT partition name {spec.name!r} is longer than 36 characters")
-        GPT_ENTRY.pack_into(table, i * GPT_ENTRY_SIZE, uuid.UUID(spec.type_id).bytes_le,
-                            deterministic_guid(seed, f"partition {i + 1}").bytes_le,
-                            spec.start_bytes // ss, spec.end_bytes // ss - 1,
-                            GPT_ATTR_LEGACY_BOOTABLE if spec.bootable else 0, units)
+        GPT_ENTRY.pack_into(
+            table,
+            i * GPT_ENTRY_SIZE,
+            uuid.UUID(spec.type_id).bytes_le,
+            deterministic_guid(seed, f"partition {i + 1}").bytes_le,
+            spec.start_bytes // ss,
+            spec.end_bytes // ss - 1,
+            GPT_ATTR_LEGACY_BOOTABLE if spec.bootable else 0,
+            units,
+        )
     disk_guid = deterministic_guid(seed, "disk").bytes_le
     entries_crc = zlib.crc32(table)
     backup_entries = last_usable + 1
 
     def header(my_lba: int, other_lba: int, entries_lba: int) -> bytes:
-        fields = [GPT_SIGNATURE, GPT_REVISION, GPT_HEADER.size, 0, 0, my_lba, other_lba,
-                  first_usable, last_usable, disk_guid, entries_lba, entry_count,
-                  GPT_ENTRY_SIZE, entries_crc]
+        fields = [
+            GPT_SIGNATURE,
+            GPT_REVISION,
+            GPT_HEADER.size,
+            0,
+            0,
+            my_lba,
+            other_lba,
+            first_usable,
+            last_usable,
+            disk_guid,
+            entries_lba,
+            entry_count,
+            GPT_ENTRY_SIZE,
+            entries_crc,
+        ]
         fields[3] = zlib.crc32(GPT_HEADER.pack(*fields))
         return GPT_HEADER.pack(*fields).ljust(ss, b"\0")
 
@@ -146,15 +185,19 @@ def write_gpt(io: WriteAt, specs: Sequence[PartitionSpec], *, seed: str,
     io.pwrite(header(total - 1, 1, backup_entries), (total - 1) * ss)
 
 
-def _check_specs(io: WriteAt, specs: Sequence[PartitionSpec], ss: int, *, first_usable: int,
-                 last_usable: int) -> None:
+def _check_specs(
+    io: WriteAt, specs: Sequence[PartitionSpec], ss: int, *, first_usable: int, last_usable: int
+) -> None:
     for n, spec in enumerate(specs, start=1):
         if spec.start_bytes % ss or spec.size_bytes % ss or spec.size_bytes <= 0:
-            raise ValueError(f"partition spec {n}: start and size must be positive multiples "
-                             f"of {ss} bytes")
+            raise ValueError(
+                f"partition spec {n}: start and size must be positive multiples of {ss} bytes"
+            )
         if spec.start_bytes // ss < first_usable or spec.end_bytes // ss - 1 > last_usable:
-            raise ValueError(f"partition spec {n} lies outside the usable sectors "
-                             f"{first_usable}-{last_usable} of a {io.size}-byte image")
+            raise ValueError(
+                f"partition spec {n} lies outside the usable sectors "
+                f"{first_usable}-{last_usable} of a {io.size}-byte image"
+            )
     ordered = sorted(specs, key=lambda s: s.start_bytes)
     for a, b in itertools.pairwise(ordered):
         if b.start_bytes < a.end_bytes:
@@ -176,18 +219,20 @@ def _chs(lba: int) -> bytes:
     return bytes([head, (sector + 1) | ((cylinder >> 2) & 0xC0), cylinder & 0xFF])
 
 
-def _mbr_entry(start: int, count: int, ptype: int, bootable: bool, *,
-               chs_start: int | None = None) -> bytes:
+def _mbr_entry(
+    start: int, count: int, ptype: int, bootable: bool, *, chs_start: int | None = None
+) -> bytes:
     """One 16-byte table entry; CHS values use `chs_start` when `start` is relative."""
     absolute = start if chs_start is None else chs_start
-    return MBR_ENTRY.pack(0x80 if bootable else 0, _chs(absolute), ptype,
-                          _chs(absolute + count - 1), start, count)
+    return MBR_ENTRY.pack(
+        0x80 if bootable else 0, _chs(absolute), ptype, _chs(absolute + count - 1), start, count
+    )
 
 
 def _boot_record(entries: list[bytes], disk_signature: int) -> bytes:
     sector = bytearray(512)
     struct.pack_into("<I", sector, 440, disk_signature)
     for i, entry in enumerate(entries):
-        sector[446 + 16 * i:462 + 16 * i] = entry
+        sector[446 + 16 * i : 462 + 16 * i] = entry
     sector[510:512] = b"\x55\xaa"
     return bytes(sector)

@@ -9,7 +9,7 @@ Extents are kept sorted, non-overlapping and coalesced (touching writes merge), 
 `granularity` (512-byte sectors by default, clipped at the end of the image), so a block device
 writer can issue them directly.
 
-Imports only the standard library and flasher.image.io.
+Imports only the standard library and flasher.image.byteio.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flasher.image.io import FileReader, FileReadWriter, ReadAt, atomic_file
+from flasher.image.byteio import FileReader, FileReadWriter, ReadAt, atomic_file
 
 SECTOR_BYTES = 512
 CHUNK_BYTES = 4 * 1024 * 1024

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from flasher.errors import ImageError
-from flasher.image.fat import FatFilesystem, probe_fat
-from flasher.image.io import ReadAt, SliceIO
+from flasher.image.byteio import ReadAt, SliceIO
+from flasher.image.fat.filesystem import FatFilesystem, probe_fat
 
 BOOT_LABELS = ("resin-boot", "flash-boot", "balena-boot")
 MBR_EXTENDED_TYPES = frozenset({0x05, 0x0F, 0x85})
@@ -78,33 +78,47 @@ class FsInfo:
 def read_partition_table(io: ReadAt, *, name: str) -> PartitionTable:
     """Parse the image's partition table; ImageError names anything corrupt or truncated."""
     if io.size < 512:
-        raise ImageError(name, f"is only {io.size} bytes, too small for a disk image",
-                         problem="truncated")
+        raise ImageError(
+            name, f"is only {io.size} bytes, too small for a disk image", problem="truncated"
+        )
     mbr = io.pread(512, 0)
     if mbr[510:512] != b"\x55\xaa" or probe_fat(mbr) is not None:
         return PartitionTable("none", (), io.size)
     entries = [MBR_ENTRY.unpack_from(mbr, 446 + 16 * i) for i in range(4)]
     for slot, entry in enumerate(entries, start=1):
         if entry[0] not in (0x00, 0x80):
-            raise ImageError(name, f"MBR entry {slot} has an invalid status byte 0x{entry[0]:02x}",
-                             problem="bad_partition_table")
+            raise ImageError(
+                name,
+                f"MBR entry {slot} has an invalid status byte 0x{entry[0]:02x}",
+                problem="bad_partition_table",
+            )
     if any(e[2] == MBR_PROTECTIVE_TYPE for e in entries):
         return _GptReader(io, name).read()
     return _read_mbr(io, name, entries, int.from_bytes(mbr[440:444], "little"))
 
 
-def _read_mbr(io: ReadAt, name: str, entries: list[tuple[int, bytes, int, bytes, int, int]],
-              signature: int) -> PartitionTable:
+def _read_mbr(
+    io: ReadAt, name: str, entries: list[tuple[int, bytes, int, bytes, int, int]], signature: int
+) -> PartitionTable:
     parts: list[Partition] = []
     meta = [(0, 512)]
     for slot, (status, _, ptype, _, start, count) in enumerate(entries, start=1):
         if ptype == 0 or count == 0:
             continue
         if start == 0:
-            raise ImageError(name, f"partition {slot} starts on the MBR sector",
-                             problem="bad_partition_table")
-        parts.append(Partition(slot, start * 512, count * 512, f"0x{ptype:02x}",
-                               bootable=status == 0x80, is_extended=ptype in MBR_EXTENDED_TYPES))
+            raise ImageError(
+                name, f"partition {slot} starts on the MBR sector", problem="bad_partition_table"
+            )
+        parts.append(
+            Partition(
+                slot,
+                start * 512,
+                count * 512,
+                f"0x{ptype:02x}",
+                bootable=status == 0x80,
+                is_extended=ptype in MBR_EXTENDED_TYPES,
+            )
+        )
     next_number = 5
     for container in [p for p in parts if p.is_extended]:
         for logical, ebr_offset in _walk_ebr_chain(io, name, container, next_number):
@@ -112,12 +126,14 @@ def _read_mbr(io: ReadAt, name: str, entries: list[tuple[int, bytes, int, bytes,
             meta.append((ebr_offset, 512))
             next_number += 1
     _check_bounds(io, name, parts)
-    return PartitionTable("mbr", tuple(parts), io.size, 512, tuple(meta),
-                          disk_id=f"0x{signature:08x}")
+    return PartitionTable(
+        "mbr", tuple(parts), io.size, 512, tuple(meta), disk_id=f"0x{signature:08x}"
+    )
 
 
-def _walk_ebr_chain(io: ReadAt, name: str, container: Partition,
-                    first_number: int) -> Iterator[tuple[Partition, int]]:
+def _walk_ebr_chain(
+    io: ReadAt, name: str, container: Partition, first_number: int
+) -> Iterator[tuple[Partition, int]]:
     """Follow the EBR linked list inside `container`, yielding each logical and its EBR offset."""
     base = container.start_bytes // 512
     limit = container.end_bytes // 512
@@ -126,27 +142,46 @@ def _walk_ebr_chain(io: ReadAt, name: str, container: Partition,
     number = first_number
     while True:
         if ebr_lba in seen or len(seen) >= MAX_LOGICAL_PARTITIONS:
-            raise ImageError(name, f"the logical partition chain loops back to sector {ebr_lba}",
-                             problem="bad_partition_table")
+            raise ImageError(
+                name,
+                f"the logical partition chain loops back to sector {ebr_lba}",
+                problem="bad_partition_table",
+            )
         seen.add(ebr_lba)
         if not base <= ebr_lba < limit:
-            raise ImageError(name, f"an extended boot record at sector {ebr_lba} lies outside "
-                             "the extended partition", problem="bad_partition_table")
+            raise ImageError(
+                name,
+                f"an extended boot record at sector {ebr_lba} lies outside the extended partition",
+                problem="bad_partition_table",
+            )
         ebr = io.pread(512, ebr_lba * 512)
         if len(ebr) < 512:
-            raise ImageError(name, f"the extended boot record at sector {ebr_lba} is past the "
-                             "end of the image", problem="truncated")
+            raise ImageError(
+                name,
+                f"the extended boot record at sector {ebr_lba} is past the end of the image",
+                problem="truncated",
+            )
         if ebr[510:512] != b"\x55\xaa":
-            raise ImageError(name, f"the extended boot record at sector {ebr_lba} has no "
-                             "0x55AA signature", problem="bad_partition_table")
+            raise ImageError(
+                name,
+                f"the extended boot record at sector {ebr_lba} has no 0x55AA signature",
+                problem="bad_partition_table",
+            )
         status, _, ptype, _, rel_start, count = MBR_ENTRY.unpack_from(ebr, 446)
         if ptype != 0 and count != 0 and ptype not in MBR_EXTENDED_TYPES:
             start = ebr_lba + rel_start
             if rel_start == 0 or start + count > limit:
-                raise ImageError(name, f"logical partition {number} lies outside the extended "
-                                 "partition", problem="bad_partition_table")
-            yield (Partition(number, start * 512, count * 512, f"0x{ptype:02x}",
-                             bootable=status == 0x80), ebr_lba * 512)
+                raise ImageError(
+                    name,
+                    f"logical partition {number} lies outside the extended partition",
+                    problem="bad_partition_table",
+                )
+            yield (
+                Partition(
+                    number, start * 512, count * 512, f"0x{ptype:02x}", bootable=status == 0x80
+                ),
+                ebr_lba * 512,
+            )
             number += 1
         _, _, link_type, _, link_start, link_count = MBR_ENTRY.unpack_from(ebr, 462)
         if link_type not in MBR_EXTENDED_TYPES or link_count == 0:
@@ -157,20 +192,28 @@ def _walk_ebr_chain(io: ReadAt, name: str, container: Partition,
 def _check_bounds(io: ReadAt, name: str, parts: list[Partition]) -> None:
     for p in parts:
         if p.end_bytes > io.size:
-            raise ImageError(name, f"partition {p.number} ends at byte {p.end_bytes}, past the "
-                             f"end of the image ({io.size} bytes)", problem="truncated",
-                             hint="The image file is incomplete; download it again.")
+            raise ImageError(
+                name,
+                f"partition {p.number} ends at byte {p.end_bytes}, past the "
+                f"end of the image ({io.size} bytes)",
+                problem="truncated",
+                hint="The image file is incomplete; download it again.",
+            )
     data = sorted((p for p in parts if not p.is_extended), key=lambda p: p.start_bytes)
     for a, b in itertools.pairwise(data):
         if b.start_bytes < a.end_bytes:
-            raise ImageError(name, f"partitions {a.number} and {b.number} overlap",
-                             problem="bad_partition_table")
+            raise ImageError(
+                name, f"partitions {a.number} and {b.number} overlap", problem="bad_partition_table"
+            )
     for c in (p for p in parts if p.is_extended):
         for p in data:
             apart = p.end_bytes <= c.start_bytes or p.start_bytes >= c.end_bytes
             if p.number <= 4 and not apart:
-                raise ImageError(name, f"partition {p.number} overlaps the extended partition",
-                                 problem="bad_partition_table")
+                raise ImageError(
+                    name,
+                    f"partition {p.number} overlaps the extended partition",
+                    problem="bad_partition_table",
+                )
 
 
 @dataclass
@@ -206,14 +249,20 @@ class _GptReader:
         if isinstance(primary, _GptHeader):
             header = primary
             backup = self._header_at(primary.alternate_lba, primary.sector_size)
-            warnings = [] if isinstance(backup, _GptHeader) else [
-                f"the backup GPT header is unusable ({backup}); the primary one was used"]
+            warnings = (
+                []
+                if isinstance(backup, _GptHeader)
+                else [f"the backup GPT header is unusable ({backup}); the primary one was used"]
+            )
         else:
             backup = self._first_header(lambda ss: self.io.size // ss - 1)
             if isinstance(backup, str):
-                raise ImageError(self.name, f"the GPT is corrupt: primary: {primary}; backup: "
-                                 f"{backup}", problem="bad_partition_table",
-                                 hint="The image is damaged; download it again.")
+                raise ImageError(
+                    self.name,
+                    f"the GPT is corrupt: primary: {primary}; backup: {backup}",
+                    problem="bad_partition_table",
+                    hint="The image is damaged; download it again.",
+                )
             header = backup
             warnings = [f"the primary GPT header is unusable ({primary}); the backup one was used"]
         ss = header.sector_size
@@ -227,8 +276,15 @@ class _GptReader:
             meta.append(((self.io.size // ss - 1) * ss, ss))
         parts = self._partitions(header)
         _check_bounds(self.io, self.name, parts)
-        return PartitionTable("gpt", tuple(parts), self.io.size, ss, tuple(sorted(set(meta))),
-                              tuple(warnings), str(uuid.UUID(bytes_le=header.disk_guid)))
+        return PartitionTable(
+            "gpt",
+            tuple(parts),
+            self.io.size,
+            ss,
+            tuple(sorted(set(meta))),
+            tuple(warnings),
+            str(uuid.UUID(bytes_le=header.disk_guid)),
+        )
 
     def _first_header(self, lba_for: Callable[[int], int]) -> _GptHeader | str:
         """The header at `lba_for(sector size)` for 512- then 4096-byte sectors, or why not."""
@@ -247,8 +303,22 @@ class _GptReader:
             return f"sector {lba} is past the end of the image"
         if raw[:8] != GPT_SIGNATURE:
             return f"no GPT signature at sector {lba}"
-        (_, _revision, hsize, hcrc, _, my_lba, alt_lba, first, last, guid, entries_lba, count,
-         esize, ecrc) = GPT_HEADER.unpack_from(raw)
+        (
+            _,
+            _revision,
+            hsize,
+            hcrc,
+            _,
+            my_lba,
+            alt_lba,
+            first,
+            last,
+            guid,
+            entries_lba,
+            count,
+            esize,
+            ecrc,
+        ) = GPT_HEADER.unpack_from(raw)
         if not 92 <= hsize <= ss:
             return f"header size {hsize} is invalid"
         if zlib.crc32(raw[:16] + b"\0\0\0\0" + raw[20:hsize]) != hcrc:
@@ -264,29 +334,42 @@ class _GptReader:
             return "the partition entry array is past the end of the image"
         if zlib.crc32(entries) != ecrc:
             return "partition entry array CRC32 mismatch"
-        return _GptHeader(ss, my_lba, alt_lba, first, last, guid, entries_lba, count, esize,
-                          entries)
+        return _GptHeader(
+            ss, my_lba, alt_lba, first, last, guid, entries_lba, count, esize, entries
+        )
 
     def _partitions(self, header: _GptHeader) -> list[Partition]:
         parts: list[Partition] = []
         ss = header.sector_size
         for index in range(header.entry_count):
-            raw = header.entries[index * header.entry_size:][:GPT_ENTRY.size]
+            raw = header.entries[index * header.entry_size :][: GPT_ENTRY.size]
             type_guid, part_guid, first, last, attrs, raw_name = GPT_ENTRY.unpack(raw)
             if type_guid == bytes(16):
                 continue
             number = index + 1
             if last < first:
-                raise ImageError(self.name, f"GPT partition {number} ends before it starts",
-                                 problem="bad_partition_table")
+                raise ImageError(
+                    self.name,
+                    f"GPT partition {number} ends before it starts",
+                    problem="bad_partition_table",
+                )
             if first < header.first_usable or last > header.last_usable:
-                raise ImageError(self.name, f"GPT partition {number} lies outside the usable "
-                                 "sectors", problem="bad_partition_table")
-            parts.append(Partition(
-                number, first * ss, (last - first + 1) * ss,
-                str(uuid.UUID(bytes_le=type_guid)),
-                name=raw_name.decode("utf-16-le", "replace").split("\0", 1)[0],
-                bootable=bool(attrs & 0b100), uuid=str(uuid.UUID(bytes_le=part_guid))))
+                raise ImageError(
+                    self.name,
+                    f"GPT partition {number} lies outside the usable sectors",
+                    problem="bad_partition_table",
+                )
+            parts.append(
+                Partition(
+                    number,
+                    first * ss,
+                    (last - first + 1) * ss,
+                    str(uuid.UUID(bytes_le=type_guid)),
+                    name=raw_name.decode("utf-16-le", "replace").split("\0", 1)[0],
+                    bootable=bool(attrs & 0b100),
+                    uuid=str(uuid.UUID(bytes_le=part_guid)),
+                )
+            )
         return parts
 
 

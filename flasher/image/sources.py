@@ -6,7 +6,7 @@ archives and other disk formats with an ImageError naming the file and a `proble
 (not_found, unreadable, empty, not_an_image, unsupported, no_image_in_archive, corrupt,
 truncated). `ImageSource.open_stream()` gives the raw bytes sequentially with bounded memory;
 `unpack_to()` decompresses once into a sparse raw file, atomically. Imports only the standard
-library, isal, zstandard and flasher (errors, events, image.decoders, image.io).
+library, isal, zstandard and flasher (errors, events, image.decoders, image.byteio).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import BinaryIO
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
 from flasher.image import decoders as dec
-from flasher.image.io import atomic_file
+from flasher.image.byteio import atomic_file
 
 SECTOR_BYTES = 512
 HEAD_BYTES = 64 * 1024  # enough for the MBR, the GPT header and the ISO 9660 descriptor
@@ -394,9 +394,7 @@ def _sniff(path: Path, fd: int, size: int) -> ImageSource:
         return ImageSource(path, SourceKind.XZ, size, dec.xz_uncompressed_size(pread, size))
     if _is_zstd(head):
         layout = dec.zstd_layout(pread, size)
-        return ImageSource(
-            path, SourceKind.ZSTD, size, layout.content_size, zstd_layout=layout
-        )
+        return ImageSource(path, SourceKind.ZSTD, size, layout.content_size, zstd_layout=layout)
     if _is_bzip2(head):
         return ImageSource(path, SourceKind.BZIP2, size, None)
     if head.startswith(b"PK\x03\x04"):

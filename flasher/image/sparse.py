@@ -21,10 +21,10 @@ from typing import Any
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
 from flasher.image.bmap import read_bmap, verify_bmap
+from flasher.image.byteio import ReadAt, SliceIO
 from flasher.image.ext4 import Ext4Filesystem
-from flasher.image.fat import FatFilesystem
-from flasher.image.fattable import parse_boot_sector
-from flasher.image.io import ReadAt, SliceIO
+from flasher.image.fat.filesystem import FatFilesystem
+from flasher.image.fat.table import parse_boot_sector
 from flasher.image.partitions import Partition, PartitionTable, filesystem_of, whole_image
 
 # Free gaps shorter than this are written anyway. Flash media are fast at large sequential
@@ -101,8 +101,7 @@ class AllocationMap:
 
     def aligned(self, block_bytes: int) -> AllocationMap:
         """The same map with every range widened to whole `block_bytes` blocks."""
-        return replace(self, ranges=tuple(rng.align_out(self.ranges, block_bytes,
-                                                        self.size_bytes)))
+        return replace(self, ranges=tuple(rng.align_out(self.ranges, block_bytes, self.size_bytes)))
 
     def including(self, extra: Iterable[rng.Range]) -> AllocationMap:
         """The map with `extra` ranges added, e.g. what an overlay changed in a mapped image."""
@@ -161,15 +160,24 @@ def _from_bmap(
 ) -> tuple[list[rng.Range], list[PartitionAllocation]]:
     bmap = read_bmap(path)
     if bmap.image_size != io.size:
-        raise ImageError(os.fspath(path), f"the block map describes {bmap.image_size} bytes but "
-                         f"the image has {io.size}", problem="bmap_mismatch",
-                         hint="Use the .bmap published with this exact image.")
+        raise ImageError(
+            os.fspath(path),
+            f"the block map describes {bmap.image_size} bytes but the image has {io.size}",
+            problem="bmap_mismatch",
+            hint="Use the .bmap published with this exact image.",
+        )
     if verify:
         verify_bmap(io, bmap, name=name)
     exact = bmap.byte_ranges()
     breakdown = [
-        PartitionAllocation(p.number, p.start_bytes, p.size_bytes, filesystem_of(io, p).kind,
-                            "bmap", rng.total(rng.clip(exact, p.start_bytes, p.end_bytes)))
+        PartitionAllocation(
+            p.number,
+            p.start_bytes,
+            p.size_bytes,
+            filesystem_of(io, p).kind,
+            "bmap",
+            rng.total(rng.clip(exact, p.start_bytes, p.end_bytes)),
+        )
         for p in partitions
     ]
     return exact, breakdown
@@ -196,8 +204,15 @@ def _from_filesystems(
 def _analyse(io: ReadAt, p: Partition) -> tuple[PartitionAllocation, list[rng.Range] | None]:
     """The partition's breakdown entry and its used ranges, or None when all of it is mapped."""
     kind = filesystem_of(io, p).kind
-    whole = PartitionAllocation(p.number, p.start_bytes, p.size_bytes, kind, "whole",
-                                p.size_bytes, "no filesystem that can be analysed")
+    whole = PartitionAllocation(
+        p.number,
+        p.start_bytes,
+        p.size_bytes,
+        kind,
+        "whole",
+        p.size_bytes,
+        "no filesystem that can be analysed",
+    )
     part = SliceIO(io, p.start_bytes, min(p.size_bytes, io.size - p.start_bytes))
     try:
         if kind == "ext4":
@@ -210,8 +225,9 @@ def _analyse(io: ReadAt, p: Partition) -> tuple[PartitionAllocation, list[rng.Ra
             return whole, None
     except ImageError as e:
         return replace(whole, reason=e.message), None
-    usage = PartitionAllocation(p.number, p.start_bytes, p.size_bytes, kind, method,
-                                rng.total(used))
+    usage = PartitionAllocation(
+        p.number, p.start_bytes, p.size_bytes, kind, method, rng.total(used)
+    )
     return usage, used
 
 

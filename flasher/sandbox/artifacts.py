@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from flasher.image.fat import FatFilesystem
-from flasher.image.io import FileReadWriter, SliceIO
+from flasher.image.byteio import FileReadWriter, SliceIO
+from flasher.image.fat.filesystem import FatFilesystem
 from flasher.models import Keyfile
 from flasher.sandbox.images import ImageScale, ImageSpec, synthesize
 

@@ -7,7 +7,7 @@ become holes, so large mostly-empty files stay cheap), fast symlinks, and an opt
 jbd2 journal. Features: filetype, extents, sparse_super, large_file, dir_nlink, extra_isize
 (+ has_journal). No metadata checksums, no flex_bg, no htree directories. Everything (UUID,
 times, layout) comes from the arguments, so the same input gives the same bytes.
-Imports only the standard library and flasher.image.io.
+Imports only the standard library and flasher.image.byteio.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from flasher.image.io import WriteAt
+from flasher.image.byteio import WriteAt
 
 BLOCK_SIZE = 4096
 INODE_SIZE = 256

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from flasher.image.fat import FatFilesystem, format_fat
-from flasher.image.io import FileReadWriter, SliceIO, WriteAt
+from flasher.image.byteio import FileReadWriter, SliceIO, WriteAt
+from flasher.image.fat.filesystem import FatFilesystem, format_fat
 from flasher.image.layout import (
     GPT_EFI_SYSTEM,
     GPT_LINUX_FILESYSTEM,

@@ -44,8 +44,9 @@ def config_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_app(qtbot: QtBot, sandbox: SandboxServer, image_cache: ImageCache,
-             config_dir: Path) -> Iterator[MakeApp]:
+def make_app(
+    qtbot: QtBot, sandbox: SandboxServer, image_cache: ImageCache, config_dir: Path
+) -> Iterator[MakeApp]:
     """`make_app(launcher=None, settings=None)`: the app on the sandbox, shown, catalog loading."""
     from flasher.gui.app import build_services, build_window
 
@@ -54,8 +55,9 @@ def make_app(qtbot: QtBot, sandbox: SandboxServer, image_cache: ImageCache,
     def make(*, launcher: Launcher | None = None, settings: Settings | None = None) -> App:
         if settings is not None:
             settings.save(config_dir)
-        backend = build_services(sandbox=sandbox, config_dir=config_dir, cache=image_cache,
-                                 launcher=launcher)
+        backend = build_services(
+            sandbox=sandbox, config_dir=config_dir, cache=image_cache, launcher=launcher
+        )
         controller, window = build_window(backend.services)
         qtbot.addWidget(window)
         window.show()

@@ -47,14 +47,19 @@ class App:
 
     def choose_device_type(self, query: str, slug: str) -> None:
         page = self.window.os_page
-        self.qtbot.waitUntil(lambda: self.controller.device_types.rowCount() > 0,
-                             timeout=CATALOG_TIMEOUT_MS)
+        self.qtbot.waitUntil(
+            lambda: self.controller.device_types.rowCount() > 0, timeout=CATALOG_TIMEOUT_MS
+        )
         page.search.clear()
         self.type_into(page.search, query)
-        self.qtbot.waitUntil(lambda: (page.current_device_type() is not None
-                                      and page.current_device_type().slug == slug  # type: ignore[union-attr]
-                                      and page.selection() is not None),
-                             timeout=CATALOG_TIMEOUT_MS)
+        self.qtbot.waitUntil(
+            lambda: (
+                page.current_device_type() is not None
+                and page.current_device_type().slug == slug  # type: ignore[union-attr]
+                and page.selection() is not None
+            ),
+            timeout=CATALOG_TIMEOUT_MS,
+        )
 
     def open_image_file(self, path: Path) -> None:
         page = self.window.os_page
@@ -131,8 +136,12 @@ class App:
 
     def confirm_dialog(self) -> ConfirmEraseDialog:
         self.click(self.window.next)
-        self.qtbot.waitUntil(lambda: isinstance(self.window.dialog, ConfirmEraseDialog)
-                             and self.window.dialog.isVisible())
+        self.qtbot.waitUntil(
+            lambda: (
+                isinstance(self.window.dialog, ConfirmEraseDialog)
+                and self.window.dialog.isVisible()
+            )
+        )
         dialog = self.window.dialog
         assert isinstance(dialog, ConfirmEraseDialog)
         return dialog

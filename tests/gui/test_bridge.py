@@ -25,8 +25,11 @@ class SynchronousRunner:
         return threading.Thread()  # never started: not alive, join returns at once
 
 
-def _collect(bridge: Bridge, qtbot: QtBot, work: Callable[[EventCallback, CancelToken], Any],
-             ) -> tuple[list[Event], list[Any], list[Failure]]:
+def _collect(
+    bridge: Bridge,
+    qtbot: QtBot,
+    work: Callable[[EventCallback, CancelToken], Any],
+) -> tuple[list[Event], list[Any], list[Failure]]:
     events: list[Event] = []
     results: list[Any] = []
     failures: list[Failure] = []
@@ -75,22 +78,32 @@ def test_a_bug_arrives_as_an_unexpected_failure_with_its_traceback(qtbot: QtBot)
 
 def test_the_work_runs_off_the_gui_thread(qtbot: QtBot) -> None:
     gui = threading.get_ident()
-    _events, results, _failures = _collect(Bridge(), qtbot,
-                                           lambda _e, _c: threading.get_ident())
+    _events, results, _failures = _collect(Bridge(), qtbot, lambda _e, _c: threading.get_ident())
     assert results != [gui]
 
 
-@pytest.mark.parametrize(("sent", "delivered"), [
-    ([_progress(1), _progress(2), _progress(3)], [_progress(3)]),
-    ([_progress(1), _progress(2, "/dev/b"), _progress(3), _progress(4, "/dev/b")],
-     [_progress(3), _progress(4, "/dev/b")]),
-    ([_progress(1), Log("info", "x"), _progress(2), _progress(3)],
-     [_progress(1), Log("info", "x"), _progress(3)]),
-    ([_progress(1), _progress(2, phase=Phase.VERIFYING)],
-     [_progress(1), _progress(2, phase=Phase.VERIFYING)]),
-], ids=["one_target", "two_targets", "not_across_a_log", "per_phase"])
-def test_queued_progress_coalesces_to_the_newest(qtbot: QtBot, sent: list[Event],
-                                                 delivered: list[Event]) -> None:
+@pytest.mark.parametrize(
+    ("sent", "delivered"),
+    [
+        ([_progress(1), _progress(2), _progress(3)], [_progress(3)]),
+        (
+            [_progress(1), _progress(2, "/dev/b"), _progress(3), _progress(4, "/dev/b")],
+            [_progress(3), _progress(4, "/dev/b")],
+        ),
+        (
+            [_progress(1), Log("info", "x"), _progress(2), _progress(3)],
+            [_progress(1), Log("info", "x"), _progress(3)],
+        ),
+        (
+            [_progress(1), _progress(2, phase=Phase.VERIFYING)],
+            [_progress(1), _progress(2, phase=Phase.VERIFYING)],
+        ),
+    ],
+    ids=["one_target", "two_targets", "not_across_a_log", "per_phase"],
+)
+def test_queued_progress_coalesces_to_the_newest(
+    qtbot: QtBot, sent: list[Event], delivered: list[Event]
+) -> None:
     def work(emit: EventCallback, _cancel: CancelToken) -> None:
         for event in sent:
             emit(event)
@@ -119,8 +132,7 @@ def test_cancel_reaches_the_work(qtbot: QtBot) -> None:
 def test_relay_delivers_on_the_gui_thread(qtbot: QtBot) -> None:
     relay = Relay()
     seen: list[tuple[object, bool]] = []
-    relay.connect_to(lambda value: seen.append(
-        (value, QThread.currentThread() is relay.thread())))
+    relay.connect_to(lambda value: seen.append((value, QThread.currentThread() is relay.thread())))
     thread = threading.Thread(target=relay, args=("drive",))
     thread.start()
     thread.join()

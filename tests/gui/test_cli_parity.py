@@ -16,17 +16,20 @@ from flasher.sandbox.server import SandboxServer
 from tests.gui.driving import App
 
 
-def test_window_and_cli_write_identical_images(qtbot: QtBot, sandbox: SandboxServer,
-                                               image_cache: ImageCache, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_and_cli_write_identical_images(
+    qtbot: QtBot,
+    sandbox: SandboxServer,
+    image_cache: ImageCache,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from_gui, from_cli = tmp_path / "gui.img", tmp_path / "cli.img"
     for name in ("BALENA_API_KEY", "BALENA_TOKEN", "FLASHER_API_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cli-cache"))
     monkeypatch.setenv("FLASHER_WIFI_KEY", "correct-horse")
 
-    backend = build_services(api_url=sandbox.url, config_dir=tmp_path / "config",
-                             cache=image_cache)
+    backend = build_services(api_url=sandbox.url, config_dir=tmp_path / "config", cache=image_cache)
     controller, window = build_window(backend.services)
     qtbot.addWidget(window)
     window.show()
@@ -44,8 +47,25 @@ def test_window_and_cli_write_identical_images(qtbot: QtBot, sandbox: SandboxSer
     finally:
         controller.shutdown()
 
-    code = cli_main(["--api-url", sandbox.url, "flash", "--device-type", "raspberrypi4-64",
-                     "--version", str(version), "--network", "wifi", "--wifi-ssid", "Lab",
-                     "--hostname", "kiosk", "--target", str(from_cli), "--yes"])
+    code = cli_main(
+        [
+            "--api-url",
+            sandbox.url,
+            "flash",
+            "--device-type",
+            "raspberrypi4-64",
+            "--version",
+            str(version),
+            "--network",
+            "wifi",
+            "--wifi-ssid",
+            "Lab",
+            "--hostname",
+            "kiosk",
+            "--target",
+            str(from_cli),
+            "--yes",
+        ]
+    )
     assert code == 0
     assert from_gui.read_bytes() == from_cli.read_bytes()

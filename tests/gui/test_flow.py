@@ -10,8 +10,8 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 
 from flasher.gui.progress import FlashState
-from flasher.image.inspect import boot_filesystem, inspect_image, open_boot_partition
-from flasher.image.io import FileReader
+from flasher.image.byteio import FileReader
+from flasher.image.inspection import boot_filesystem, inspect_image, open_boot_partition
 from flasher.image.network import WIFI_KEYFILE_NAME
 from flasher.image.partitions import read_partition_table
 from tests.gui.conftest import MakeApp
@@ -46,8 +46,9 @@ def test_flash_to_a_file_gives_a_verified_result(make_app: MakeApp, tmp_path: Pa
     assert result is not None and result.ok and result.verified
 
 
-def test_flashed_file_holds_the_configured_boot_partition(make_app: MakeApp,
-                                                          tmp_path: Path) -> None:
+def test_flashed_file_holds_the_configured_boot_partition(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
     app = make_app()
     target = tmp_path / "card.img"
     _flash_wifi_image(app, target)
@@ -62,13 +63,17 @@ def test_flashed_file_holds_the_configured_boot_partition(make_app: MakeApp,
     assert "psk=correct-horse" in keyfile
 
 
-def test_last_choices_are_saved_without_the_wifi_key(make_app: MakeApp, tmp_path: Path,
-                                                     config_dir: Path) -> None:
+def test_last_choices_are_saved_without_the_wifi_key(
+    make_app: MakeApp, tmp_path: Path, config_dir: Path
+) -> None:
     app = make_app()
     _flash_wifi_image(app, tmp_path / "card.img")
     saved = json.loads((config_dir / "settings.json").read_text())
-    assert (saved["device_type"], saved["network"], saved["wifi_ssid"]) == \
-        ("raspberrypi4-64", "wifi", "Lab")
+    assert (saved["device_type"], saved["network"], saved["wifi_ssid"]) == (
+        "raspberrypi4-64",
+        "wifi",
+        "Lab",
+    )
     assert saved["wifi_key"] is None
 
 
@@ -80,8 +85,9 @@ def test_event_loop_keeps_ticking_while_flashing(make_app: MakeApp, tmp_path: Pa
     ticks_while_flashing: list[FlashState] = []
     timer = QTimer()
     timer.setInterval(5)
-    timer.timeout.connect(lambda: app.controller.flashing
-                          and ticks_while_flashing.append(app.controller.state))
+    timer.timeout.connect(
+        lambda: app.controller.flashing and ticks_while_flashing.append(app.controller.state)
+    )
     timer.start()
     app.flash()
     timer.stop()

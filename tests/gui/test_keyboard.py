@@ -57,8 +57,13 @@ def _mnemonics(root: QWidget) -> list[str]:
     for widget in root.findChildren(QWidget):
         if not widget.isVisibleTo(root) or not widget.isEnabled():
             continue
-        text = widget.title() if isinstance(widget, QGroupBox) else \
-            widget.text() if isinstance(widget, QAbstractButton | QLabel) else ""
+        text = (
+            widget.title()
+            if isinstance(widget, QGroupBox)
+            else widget.text()
+            if isinstance(widget, QAbstractButton | QLabel)
+            else ""
+        )
         match = re.search(r"&([^&\s])", text.replace("&&", ""))
         if match:
             letters.append(match.group(1).lower())

@@ -37,16 +37,21 @@ TYPES = [
 ]
 
 
-@pytest.mark.parametrize(("query", "slugs"), [
-    ("", ["beaglebone-black", "intel-nuc", "raspberrypi4-64"]),
-    ("pi 4", ["raspberrypi4-64"]),
-    ("NUC", ["intel-nuc"]),
-    ("beaglebone", ["beaglebone-black"]),
-    ("armv7hf", ["beaglebone-black"]),
-    ("aarch64 intel", []),
-], ids=["all", "words_in_name", "alias_any_case", "alias", "architecture", "every_word"])
-def test_device_type_search_matches_name_slug_alias_and_arch(qtbot: QtBot, query: str,
-                                                              slugs: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("query", "slugs"),
+    [
+        ("", ["beaglebone-black", "intel-nuc", "raspberrypi4-64"]),
+        ("pi 4", ["raspberrypi4-64"]),
+        ("NUC", ["intel-nuc"]),
+        ("beaglebone", ["beaglebone-black"]),
+        ("armv7hf", ["beaglebone-black"]),
+        ("aarch64 intel", []),
+    ],
+    ids=["all", "words_in_name", "alias_any_case", "alias", "architecture", "every_word"],
+)
+def test_device_type_search_matches_name_slug_alias_and_arch(
+    qtbot: QtBot, query: str, slugs: list[str]
+) -> None:
     model = DeviceTypeModel()
     model.set_device_types(TYPES)
     proxy = DeviceTypeFilter()
@@ -56,10 +61,22 @@ def test_device_type_search_matches_name_slug_alias_and_arch(qtbot: QtBot, query
     assert found == slugs
 
 
-def _v(raw: str, *, os_type: str = "default", variant: str | None = None, final: bool = True,
-       recommended: bool = False) -> OsVersion:
-    return OsVersion(raw, "raspberrypi4-64", variant=variant, os_type=os_type, is_final=final,
-                     is_recommended=recommended)
+def _v(
+    raw: str,
+    *,
+    os_type: str = "default",
+    variant: str | None = None,
+    final: bool = True,
+    recommended: bool = False,
+) -> OsVersion:
+    return OsVersion(
+        raw,
+        "raspberrypi4-64",
+        variant=variant,
+        os_type=os_type,
+        is_final=final,
+        is_recommended=recommended,
+    )
 
 
 VERSIONS = [
@@ -71,12 +88,16 @@ VERSIONS = [
 ]
 
 
-@pytest.mark.parametrize(("which", "shown"), [
-    (VersionFilter(), ["6.5.50+rev8", "2.80.3+rev1.prod"]),
-    (VersionFilter(drafts=True), ["6.5.53", "6.5.50+rev8", "2.80.3+rev1.prod"]),
-    (VersionFilter(development=True), ["6.5.50+rev8", "2.80.3+rev1.dev"]),
-    (VersionFilter(esr=True), ["2025.7.0"]),
-], ids=["production", "drafts", "development", "esr"])
+@pytest.mark.parametrize(
+    ("which", "shown"),
+    [
+        (VersionFilter(), ["6.5.50+rev8", "2.80.3+rev1.prod"]),
+        (VersionFilter(drafts=True), ["6.5.53", "6.5.50+rev8", "2.80.3+rev1.prod"]),
+        (VersionFilter(development=True), ["6.5.50+rev8", "2.80.3+rev1.dev"]),
+        (VersionFilter(esr=True), ["2025.7.0"]),
+    ],
+    ids=["production", "drafts", "development", "esr"],
+)
 def test_version_filters(which: VersionFilter, shown: list[str]) -> None:
     assert [v.raw_version for v in visible_versions(VERSIONS, which)] == shown
 
@@ -86,8 +107,15 @@ def test_default_version_is_the_recommended_one() -> None:
     assert chosen is not None and chosen.raw_version == "6.5.50+rev8"
 
 
-CARD = Drive("/dev/sdb", 32 * 10**9, dev="8:16", description="SanDisk Ultra", bus="usb",
-             removable=True, serial="A1")
+CARD = Drive(
+    "/dev/sdb",
+    32 * 10**9,
+    dev="8:16",
+    description="SanDisk Ultra",
+    bus="usb",
+    removable=True,
+    serial="A1",
+)
 DISK = Drive("/dev/vda", 256 * 10**9, dev="254:0", bus="virtio", internal=True)
 
 
@@ -118,8 +146,11 @@ def test_another_card_in_the_same_reader_is_not_selected(qtbot: QtBot) -> None:
     model = DriveModel()
     model.add(CARD)
     model.set_checked(CARD.path, True)
-    model.apply(DriveEvent(DriveAction.CHANGE, Drive("/dev/sdb", 64 * 10**9, dev="8:16",
-                                                     bus="usb", serial="B2")))
+    model.apply(
+        DriveEvent(
+            DriveAction.CHANGE, Drive("/dev/sdb", 64 * 10**9, dev="8:16", bus="usb", serial="B2")
+        )
+    )
     assert model.selected == []
 
 
@@ -170,15 +201,36 @@ def test_job_state_follows_the_targets() -> None:
     assert job.state is FlashState.VERIFYING
 
 
-@pytest.mark.parametrize(("results", "cancelled", "state"), [
-    ([TargetResult("/dev/sdb", True), TargetResult("/tmp/x.img", True)], False, FlashState.DONE),
-    ([TargetResult("/dev/sdb", True), TargetResult("/tmp/x.img", False, error=WriteFailed("x"))],
-     False, FlashState.FAILED),
-    ([TargetResult("/dev/sdb", False, error=Cancelled()),
-      TargetResult("/tmp/x.img", False, error=Cancelled())], True, FlashState.CANCELLED),
-], ids=["all_ok", "one_failed", "cancelled"])
-def test_job_ends_in_the_state_its_results_say(results: list[TargetResult], cancelled: bool,
-                                               state: FlashState) -> None:
+@pytest.mark.parametrize(
+    ("results", "cancelled", "state"),
+    [
+        (
+            [TargetResult("/dev/sdb", True), TargetResult("/tmp/x.img", True)],
+            False,
+            FlashState.DONE,
+        ),
+        (
+            [
+                TargetResult("/dev/sdb", True),
+                TargetResult("/tmp/x.img", False, error=WriteFailed("x")),
+            ],
+            False,
+            FlashState.FAILED,
+        ),
+        (
+            [
+                TargetResult("/dev/sdb", False, error=Cancelled()),
+                TargetResult("/tmp/x.img", False, error=Cancelled()),
+            ],
+            True,
+            FlashState.CANCELLED,
+        ),
+    ],
+    ids=["all_ok", "one_failed", "cancelled"],
+)
+def test_job_ends_in_the_state_its_results_say(
+    results: list[TargetResult], cancelled: bool, state: FlashState
+) -> None:
     job = _job()
     job.finish(results, cancelled=cancelled)
     assert job.state is state
@@ -186,8 +238,10 @@ def test_job_ends_in_the_state_its_results_say(results: list[TargetResult], canc
 
 def test_retry_resets_only_the_failed_targets() -> None:
     job = _job()
-    job.finish([TargetResult("/dev/sdb", True),
-                TargetResult("/tmp/x.img", False, error=WriteFailed("x"))], cancelled=False)
+    job.finish(
+        [TargetResult("/dev/sdb", True), TargetResult("/tmp/x.img", False, error=WriteFailed("x"))],
+        cancelled=False,
+    )
     job.retry(job.failed_targets)
     assert job.targets["/dev/sdb"].result is not None
     assert job.targets["/tmp/x.img"].result is None
@@ -200,29 +254,45 @@ def test_warnings_are_kept_as_card_notes() -> None:
     assert job.targets["/dev/sdb"].notes == ["slow card"]
 
 
-@pytest.mark.parametrize(("status", "line"), [
-    (TargetStatus("/dev/sdb", "card"), "Waiting"),
-    (TargetStatus("/dev/sdb", "card", Phase.WRITING, 45, 100, 21.3e6, 70.0),
-     "Writing · 45% · 21.3 MB/s · 1 min 10 s left"),
-    (TargetStatus("/dev/sdb", "card", Phase.SYNCING), "Flushing the drive's cache"),
-    (TargetStatus("/dev/sdb", "card", result=TargetResult("/dev/sdb", True, 512 * 10**6, 42.4,
-                                                          True)),
-     "Done · 512.0 MB written in 42 s · verified"),
-    (TargetStatus("/dev/sdb", "card", result=TargetResult("/dev/sdb", False, error=Cancelled())),
-     "Cancelled"),
-], ids=["waiting", "writing", "syncing", "done", "cancelled"])
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        (TargetStatus("/dev/sdb", "card"), "Waiting"),
+        (
+            TargetStatus("/dev/sdb", "card", Phase.WRITING, 45, 100, 21.3e6, 70.0),
+            "Writing · 45% · 21.3 MB/s · 1 min 10 s left",
+        ),
+        (TargetStatus("/dev/sdb", "card", Phase.SYNCING), "Flushing the drive's cache"),
+        (
+            TargetStatus(
+                "/dev/sdb", "card", result=TargetResult("/dev/sdb", True, 512 * 10**6, 42.4, True)
+            ),
+            "Done · 512.0 MB written in 42 s · verified",
+        ),
+        (
+            TargetStatus(
+                "/dev/sdb", "card", result=TargetResult("/dev/sdb", False, error=Cancelled())
+            ),
+            "Cancelled",
+        ),
+    ],
+    ids=["waiting", "writing", "syncing", "done", "cancelled"],
+)
 def test_status_line(status: TargetStatus, line: str) -> None:
     assert status_line(status) == line
 
 
-@pytest.mark.parametrize(("size", "text"), [
-    (512, "512 B"), (1500, "1.5 kB"), (31_900_000_000, "31.9 GB"), (2 * 10**12, "2.0 TB")])
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(512, "512 B"), (1500, "1.5 kB"), (31_900_000_000, "31.9 GB"), (2 * 10**12, "2.0 TB")],
+)
 def test_human_bytes(size: int, text: str) -> None:
     assert human_bytes(size) == text
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (None, ""), (45.2, "45 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(None, ""), (45.2, "45 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")]
+)
 def test_human_duration(seconds: float | None, text: str) -> None:
     assert human_duration(seconds) == text
 
@@ -239,6 +309,8 @@ def test_drive_filter_orders_naturally_with_files_last(qtbot: QtBot) -> None:
         model.add(Drive(path, 10**9, is_file=path.endswith(".img"), bus="loop"))
     proxy = DriveFilter()
     proxy.setSourceModel(model)
-    order = [model.item(proxy.mapToSource(proxy.index(r, 0)).row()).drive.path
-             for r in range(proxy.rowCount())]
+    order = [
+        model.item(proxy.mapToSource(proxy.index(r, 0)).row()).drive.path
+        for r in range(proxy.rowCount())
+    ]
     assert order == ["/dev/loop2", "/dev/loop10", "/dev/sdb", "/tmp/card.img"]

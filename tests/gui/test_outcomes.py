@@ -37,8 +37,9 @@ def locked_dir(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() == 0:
         if shutil.which("mount") is None:
             pytest.skip("mount not installed")
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64m", "tmpfs", str(folder)],
-                       check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64m", "tmpfs", str(folder)], check=True
+        )
         yield folder
         subprocess.run(["umount", str(folder)], check=False)
     else:
@@ -54,8 +55,9 @@ def _unlock(folder: Path) -> None:
         folder.chmod(0o755)
 
 
-def test_one_target_fails_while_the_other_succeeds(make_app: MakeApp, tmp_path: Path,
-                                                   locked_dir: Path) -> None:
+def test_one_target_fails_while_the_other_succeeds(
+    make_app: MakeApp, tmp_path: Path, locked_dir: Path
+) -> None:
     app = make_app()
     good, bad = tmp_path / "good.img", locked_dir / "bad.img"
     app.to_configure()
@@ -74,8 +76,9 @@ def test_one_target_fails_while_the_other_succeeds(make_app: MakeApp, tmp_path: 
     assert page.retry.isVisible() and failed.retry.isVisible()
 
 
-def test_retry_flashes_only_the_failed_target(make_app: MakeApp, tmp_path: Path,
-                                              locked_dir: Path) -> None:
+def test_retry_flashes_only_the_failed_target(
+    make_app: MakeApp, tmp_path: Path, locked_dir: Path
+) -> None:
     app = make_app()
     good, bad = tmp_path / "good.img", locked_dir / "bad.img"
     app.to_configure()
@@ -95,8 +98,9 @@ def test_retry_flashes_only_the_failed_target(make_app: MakeApp, tmp_path: Path,
     assert app.window.progress_page.title.text() == "All 2 targets done"
 
 
-def test_failed_target_details_can_be_copied(make_app: MakeApp, tmp_path: Path,
-                                             locked_dir: Path) -> None:
+def test_failed_target_details_can_be_copied(
+    make_app: MakeApp, tmp_path: Path, locked_dir: Path
+) -> None:
     app = make_app()
     bad = locked_dir / "bad.img"
     app.to_configure()
@@ -124,8 +128,9 @@ def _big_image(mbr_image: ImageFactory, tmp_path: Path) -> Path:
     return big
 
 
-def test_cancel_mid_write_leaves_the_target_unbootable(make_app: MakeApp, tmp_path: Path,
-                                                       mbr_image: ImageFactory) -> None:
+def test_cancel_mid_write_leaves_the_target_unbootable(
+    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+) -> None:
     app = make_app()
     image = _big_image(mbr_image, tmp_path)
     target = tmp_path / "card.img"
@@ -151,8 +156,9 @@ def test_cancel_mid_write_leaves_the_target_unbootable(make_app: MakeApp, tmp_pa
     assert head == bytes(len(head)), "a cancelled target must not keep a partition table"
 
 
-def test_flash_to_a_loop_device_through_the_writer_helper(make_app: MakeApp,
-                                                          tmp_path: Path) -> None:
+def test_flash_to_a_loop_device_through_the_writer_helper(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
     require_loop()
     with LoopDevices(tmp_path) as loops:
         loop = loops.create(256 * MiB)
@@ -169,8 +175,9 @@ def test_flash_to_a_loop_device_through_the_writer_helper(make_app: MakeApp,
         assert (config["deviceType"], config["hostname"]) == ("raspberrypi4-64", "kiosk")
 
 
-def test_closing_while_flashing_asks_then_cancels_and_quits(make_app: MakeApp, tmp_path: Path,
-                                                            mbr_image: ImageFactory) -> None:
+def test_closing_while_flashing_asks_then_cancels_and_quits(
+    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+) -> None:
     app = make_app()
     app.open_image_file(_big_image(mbr_image, tmp_path))
     app.next()

@@ -51,16 +51,21 @@ def test_metainfo_names_the_app_and_its_desktop_file() -> None:
 def test_metainfo_validates() -> None:
     if shutil.which("appstreamcli") is None:
         pytest.skip("appstreamcli not installed")
-    result = subprocess.run(["appstreamcli", "validate", "--no-net", str(METAINFO)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["appstreamcli", "validate", "--no-net", str(METAINFO)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_desktop_file_validates() -> None:
     if shutil.which("desktop-file-validate") is None:
         pytest.skip("desktop-file-validate not installed")
-    result = subprocess.run(["desktop-file-validate", str(DESKTOP)], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        ["desktop-file-validate", str(DESKTOP)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -72,6 +77,7 @@ def test_app_icon_renders() -> None:
 
 @pytest.mark.parametrize("size", PNG_SIZES)
 def test_png_icon_has_its_size(size: int) -> None:
-    image = QImage(str(RESOURCES / "icons" / "hicolor" / f"{size}x{size}" / "apps" /
-                       f"{APP_ID}.png"))
+    image = QImage(
+        str(RESOURCES / "icons" / "hicolor" / f"{size}x{size}" / "apps" / f"{APP_ID}.png")
+    )
     assert (image.width(), image.height()) == (size, size)

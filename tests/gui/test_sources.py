@@ -22,9 +22,11 @@ from tests.support.httpserver import HttpTestServer
 OPEN_TIMEOUT_MS = 30_000
 
 
-def test_image_from_a_url_shows_what_it_contains(make_app: MakeApp, mbr_image: ImageFactory,
-                                                 compressed_image: Callable[[Path, str], Path],
-                                                 ) -> None:
+def test_image_from_a_url_shows_what_it_contains(
+    make_app: MakeApp,
+    mbr_image: ImageFactory,
+    compressed_image: Callable[[Path, str], Path],
+) -> None:
     image = mbr_image(device_type="raspberrypi3", os_version="5.3.21+rev3")
     packed = compressed_image(image.path, "gz")
     app = make_app()
@@ -60,8 +62,13 @@ def test_failed_download_is_said_in_plain_words(make_app: MakeApp) -> None:
 
 
 def test_last_choices_are_restored(make_app: MakeApp) -> None:
-    saved = Settings(device_type="intel-nuc", network="wifi", wifi_ssid="Lab",
-                     hostname="gateway", poll_interval_min=30)
+    saved = Settings(
+        device_type="intel-nuc",
+        network="wifi",
+        wifi_ssid="Lab",
+        hostname="gateway",
+        poll_interval_min=30,
+    )
     app = make_app(settings=saved)
     page = app.window.os_page
     app.qtbot.waitUntil(lambda: page.selection() is not None, timeout=OPEN_TIMEOUT_MS)
@@ -76,8 +83,9 @@ def test_last_choices_are_restored(make_app: MakeApp) -> None:
     assert configure.key_edit.text() == ""
 
 
-def test_remembered_wifi_key_is_saved_only_when_asked(make_app: MakeApp, tmp_path: Path,
-                                                      config_dir: Path) -> None:
+def test_remembered_wifi_key_is_saved_only_when_asked(
+    make_app: MakeApp, tmp_path: Path, config_dir: Path
+) -> None:
     app = make_app()
     app.to_configure()
     app.use_wifi("Lab", "correct-horse")
@@ -90,8 +98,9 @@ def test_remembered_wifi_key_is_saved_only_when_asked(make_app: MakeApp, tmp_pat
     assert ((config_dir / "settings.json").stat().st_mode & 0o777) == 0o600
 
 
-def test_catalog_failure_is_explained_and_can_be_retried(qtbot: QtBot, config_dir: Path,
-                                                         image_cache: ImageCache) -> None:
+def test_catalog_failure_is_explained_and_can_be_retried(
+    qtbot: QtBot, config_dir: Path, image_cache: ImageCache
+) -> None:
     """Against an HTTP server that first answers nonsense, then a one-type catalog."""
     with HttpTestServer() as server:
         path = f"/{PINE_PREFIX}/device_type"
@@ -109,14 +118,21 @@ def test_catalog_failure_is_explained_and_can_be_retried(qtbot: QtBot, config_di
             controller.load_device_types()
             qtbot.waitUntil(page.try_again.isVisible, timeout=OPEN_TIMEOUT_MS)
             assert "unexpected shape" in page.banner.message.text()
-            row = {"slug": "raspberrypi4-64", "name": "Raspberry Pi 4",
-                   "is_of__cpu_architecture": [{"slug": "aarch64"}]}
+            row = {
+                "slug": "raspberrypi4-64",
+                "name": "Raspberry Pi 4",
+                "is_of__cpu_architecture": [{"slug": "aarch64"}],
+            }
             server.serve(path, json.dumps({"d": [row]}).encode())
             qtbot.mouseClick(page.try_again, Qt.MouseButton.LeftButton)
-            qtbot.waitUntil(lambda: controller.device_types.rowCount() == 1
-                            and bool(server.requests_for(f"/{PINE_PREFIX}/application"))
-                            and busy.count(True) == busy.count(False),
-                            timeout=OPEN_TIMEOUT_MS)
+            qtbot.waitUntil(
+                lambda: (
+                    controller.device_types.rowCount() == 1
+                    and bool(server.requests_for(f"/{PINE_PREFIX}/application"))
+                    and busy.count(True) == busy.count(False)
+                ),
+                timeout=OPEN_TIMEOUT_MS,
+            )
             assert not page.banner.isVisible()
             assert len(server.requests_for(path)) >= 2
         finally:

@@ -22,12 +22,12 @@ HOTPLUG_TIMEOUT_MS = 10_000
 
 def _visible(app: App, path: str) -> bool:
     model = app.controller.drive_filter
-    return any(model.index(row, 2).data().startswith(f"{path} ")
-               for row in range(model.rowCount()))
+    return any(model.index(row, 2).data().startswith(f"{path} ") for row in range(model.rowCount()))
 
 
-def test_attached_loop_device_appears_and_detached_one_disappears(make_app: MakeApp,
-                                                                  tmp_path: Path) -> None:
+def test_attached_loop_device_appears_and_detached_one_disappears(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
     require_loop()
     app = make_app()
     app.to_configure()
@@ -40,8 +40,7 @@ def test_attached_loop_device_appears_and_detached_one_disappears(make_app: Make
     assert app.controller.drives.row_of(loop.path) < 0
 
 
-def test_detaching_a_ticked_drive_unticks_it_and_says_so(make_app: MakeApp,
-                                                         tmp_path: Path) -> None:
+def test_detaching_a_ticked_drive_unticks_it_and_says_so(make_app: MakeApp, tmp_path: Path) -> None:
     require_loop()
     app = make_app()
     app.to_configure()
@@ -52,16 +51,19 @@ def test_detaching_a_ticked_drive_unticks_it_and_says_so(make_app: MakeApp,
         assert app.window.next.isEnabled()
         loops.detach(loop)
         banner = app.window.targets_page.banner
-        app.qtbot.waitUntil(lambda: banner.isVisible() and "was removed" in
-                            banner.message.text(), timeout=HOTPLUG_TIMEOUT_MS)
+        app.qtbot.waitUntil(
+            lambda: banner.isVisible() and "was removed" in banner.message.text(),
+            timeout=HOTPLUG_TIMEOUT_MS,
+        )
     assert app.controller.drives.selected == []
     assert not app.window.next.isEnabled()
 
 
 # A fixed disk that is not in use (a provisioning bench's NVMe, say). This machine has none, so
 # it is added to the model as the monitor would add it.
-INTERNAL = Drive("/dev/nvme7n1", 256 * 10**9, dev="259:70", bus="nvme", internal=True,
-                 model="Internal NVMe")
+INTERNAL = Drive(
+    "/dev/nvme7n1", 256 * 10**9, dev="259:70", bus="nvme", internal=True, model="Internal NVMe"
+)
 
 
 def _system_drive() -> Drive:
@@ -76,8 +78,9 @@ def test_system_drives_are_hidden_until_show_all(make_app: MakeApp) -> None:
     app = make_app()
     app.to_configure()
     app.to_targets()
-    app.qtbot.waitUntil(lambda: app.controller.drives.row_of(drive.path) >= 0,
-                        timeout=HOTPLUG_TIMEOUT_MS)
+    app.qtbot.waitUntil(
+        lambda: app.controller.drives.row_of(drive.path) >= 0, timeout=HOTPLUG_TIMEOUT_MS
+    )
     assert not _visible(app, drive.path)
     app.click(app.window.targets_page.show_all)
     assert _visible(app, drive.path)
@@ -118,7 +121,8 @@ def test_internal_drive_is_selected_only_after_typing_its_name(make_app: MakeApp
 
 
 def test_erase_confirmation_names_every_target_and_defaults_to_cancel(
-        make_app: MakeApp, tmp_path: Path) -> None:
+    make_app: MakeApp, tmp_path: Path
+) -> None:
     app = make_app()
     app.to_configure()
     app.to_targets()

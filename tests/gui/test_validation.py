@@ -22,14 +22,18 @@ def _wifi(ssid: str, key: str = "") -> Edit:
     return lambda app, page: app.use_wifi(ssid, key)
 
 
-def _static(address: str, netmask: str = "24", gateway: str = "192.168.1.1",
-            dns: str = "") -> Edit:
+def _static(address: str, netmask: str = "24", gateway: str = "192.168.1.1", dns: str = "") -> Edit:
     def edit(app: App, page: ConfigurePage) -> None:
         page.ip_group.setChecked(True)
-        for field, text in ((page.address_edit, address), (page.netmask_edit, netmask),
-                            (page.gateway_edit, gateway), (page.dns_edit, dns)):
+        for field, text in (
+            (page.address_edit, address),
+            (page.netmask_edit, netmask),
+            (page.gateway_edit, gateway),
+            (page.dns_edit, dns),
+        ):
             field.clear()
             app.type_into(field, text)
+
     return edit
 
 
@@ -37,6 +41,7 @@ def _poll(minutes: str) -> Edit:
     def edit(app: App, page: ConfigurePage) -> None:
         page.poll_spin.lineEdit().selectAll()
         app.type_into(page.poll_spin, minutes)
+
     return edit
 
 
@@ -49,12 +54,24 @@ CASES = [
     ("key_too_short", _wifi("Lab", "short"), "key_error", "has 5 characters"),
     ("key_not_ascii", _wifi("Lab", "pässwörd1"), "key_error", "printable ASCII"),
     ("address_not_ipv4", _static("300.1.1.1"), "address_error", "not an IPv4 address"),
-    ("netmask_not_contiguous", _static("192.168.1.50", "255.0.255.0"), "netmask_error",
-     "not a netmask"),
-    ("gateway_outside_subnet", _static("192.168.1.50", "24", "10.0.0.1"), "gateway_error",
-     "outside the device's subnet"),
-    ("dns_not_ipv4", _static("192.168.1.50", "24", "192.168.1.1", "1.1.1.1, dns.example"),
-     "dns_error", "not an IPv4 address"),
+    (
+        "netmask_not_contiguous",
+        _static("192.168.1.50", "255.0.255.0"),
+        "netmask_error",
+        "not a netmask",
+    ),
+    (
+        "gateway_outside_subnet",
+        _static("192.168.1.50", "24", "10.0.0.1"),
+        "gateway_error",
+        "outside the device's subnet",
+    ),
+    (
+        "dns_not_ipv4",
+        _static("192.168.1.50", "24", "192.168.1.1", "1.1.1.1, dns.example"),
+        "dns_error",
+        "not an IPv4 address",
+    ),
     ("poll_too_short", _poll("5"), "poll_error", "must be 10-1440 minutes"),
     ("poll_too_long", _poll("2000"), "poll_error", "must be 10-1440 minutes"),
     ("hostname_uppercase", _hostname("Kiosk"), "hostname_error", "must be lowercase"),
@@ -62,10 +79,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("edit", "error_name", "expected"),
-                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-def test_bad_value_shows_its_rule_under_the_field(make_app: MakeApp, edit: Edit,
-                                                  error_name: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "error_name", "expected"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_bad_value_shows_its_rule_under_the_field(
+    make_app: MakeApp, edit: Edit, error_name: str, expected: str
+) -> None:
     app = make_app()
     app.to_configure()
     page = app.window.configure_page
@@ -128,8 +149,9 @@ def test_connection_file_is_added_to_the_settings(make_app: MakeApp, tmp_path: P
     app.qtbot.waitUntil(lambda: page.keyfile_list.count() == 1)
     config = page.config()
     assert config is not None
-    assert [(k.name, k.content) for k in config.extra_keyfiles] == \
-        [("lab-ethernet", keyfile.read_bytes())]
+    assert [(k.name, k.content) for k in config.extra_keyfiles] == [
+        ("lab-ethernet", keyfile.read_bytes())
+    ]
 
 
 def test_bad_connection_file_is_named_under_the_list(make_app: MakeApp, tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from flasher.image import ranges as rng
 from flasher.image.bmap import read_bmap, write_bmap
+from flasher.image.byteio import FileReader, SliceIO
 from flasher.image.ext4 import BG_INODE_ZEROED, Ext4Filesystem
-from flasher.image.io import FileReader, SliceIO
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from tests.support.filesystems import (
@@ -52,8 +52,12 @@ DISKS: dict[str, tuple[str, list[PartSpec]]] = {
             PartSpec("ext4", 24 * MiB, ("-b", "1024", "-O", "^flex_bg"), tree_bytes=4 * MiB),
             PartSpec("ext4", 12 * MiB, ("-O", "^metadata_csum,uninit_bg"), tree_bytes=2 * MiB),
             # Inode tables left for the kernel to zero: none is flagged ITABLE_ZEROED.
-            PartSpec("ext4", 12 * MiB, ("-E", "root_owner=0:0,lazy_itable_init=1,nodiscard"),
-                     tree_bytes=2 * MiB),
+            PartSpec(
+                "ext4",
+                12 * MiB,
+                ("-E", "root_owner=0:0,lazy_itable_init=1,nodiscard"),
+                tree_bytes=2 * MiB,
+            ),
         ],
     ),
     "gpt-fat32-ext2-ext3-meta-bg": (
@@ -178,26 +182,31 @@ def ext4_inode_tables(proof: Proof) -> list[tuple[DiskPart, Ext4Filesystem, list
     return out
 
 
-def table_bytes(part: DiskPart, fs: Ext4Filesystem, first_block: int,
-                count: int) -> tuple[int, int]:
+def table_bytes(
+    part: DiskPart, fs: Ext4Filesystem, first_block: int, count: int
+) -> tuple[int, int]:
     return part.start_bytes + first_block * fs.block_size, count * fs.block_size
 
 
 def test_garbage_landed_in_inode_table_tails(proof: Proof) -> None:
     # Guards the proof itself: the skipped inode-table tails really were overwritten.
-    tails = [table_bytes(part, fs, d.inode_table + used, fs.inode_table_blocks - used)
-             for part, fs, in_use in ext4_inode_tables(proof)
-             for d, used in zip(fs.descriptors, in_use, strict=True)]
+    tails = [
+        table_bytes(part, fs, d.inode_table + used, fs.inode_table_blocks - used)
+        for part, fs, in_use in ext4_inode_tables(proof)
+        for d, used in zip(fs.descriptors, in_use, strict=True)
+    ]
     unmapped = rng.complement(proof.amap.ranges, 0, proof.amap.size_bytes)
     assert rng.total(tails) > 1 * MiB
     assert rng.merge([*unmapped, *tails]) == unmapped
 
 
 def test_inode_tables_without_checksums_or_zeroed_flag_stay_mapped(proof: Proof) -> None:
-    whole_tables = [table_bytes(part, fs, d.inode_table, fs.inode_table_blocks)
-                    for part, fs, _ in ext4_inode_tables(proof)
-                    for d in fs.descriptors
-                    if not (fs.group_csum and d.flags & BG_INODE_ZEROED)]
+    whole_tables = [
+        table_bytes(part, fs, d.inode_table, fs.inode_table_blocks)
+        for part, fs, _ in ext4_inode_tables(proof)
+        for d in fs.descriptors
+        if not (fs.group_csum and d.flags & BG_INODE_ZEROED)
+    ]
     assert whole_tables
     assert rng.merge([*proof.amap.ranges, *whole_tables]) == list(proof.amap.ranges)
 
@@ -208,14 +217,20 @@ def test_files_added_later_land_cleanly_over_garbage_in_inode_table_tails(proof:
     # a mount.
     payload = proof.work / "payload.bin"
     payload.write_bytes(bytes(range(256)) * 37)
-    commands = "".join([f"mkdir added-dir{i}\n" for i in range(20)]
-                       + [f"write {payload} added-dir{i % 20}/f{i}\n" for i in range(200)])
+    commands = "".join(
+        [f"mkdir added-dir{i}\n" for i in range(20)]
+        + [f"write {payload} added-dir{i % 20}/f{i}\n" for i in range(200)]
+    )
     grown = 0
     for part, fs, in_use in ext4_inode_tables(proof):
         if all(used == fs.inode_table_blocks for used in in_use):
             continue  # nothing was left out of this one
-        fs_file = extract(proof.garbage, part.start_bytes, part.size_bytes,
-                          proof.work / f"added-p{part.number}.fs")
+        fs_file = extract(
+            proof.garbage,
+            part.start_bytes,
+            part.size_bytes,
+            proof.work / f"added-p{part.number}.fs",
+        )
         run(["debugfs", "-w", "-f", "-", fs_file], stdin=commands.encode())
         with FileReader(fs_file) as io:
             after = Ext4Filesystem(io).inode_table_blocks_in_use()

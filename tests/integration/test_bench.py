@@ -136,8 +136,11 @@ class Recorder(Generic[E]):
 
     def of(self, slot: LoopDevice) -> list[E]:
         with self._changed:
-            return [e for e in self.events
-                    if getattr(getattr(e, "slot", None), "device", None) == slot.path]
+            return [
+                e
+                for e in self.events
+                if getattr(getattr(e, "slot", None), "device", None) == slot.path
+            ]
 
 
 def _finished(slot: LoopDevice) -> Callable[[BenchEvent], bool]:
@@ -145,8 +148,11 @@ def _finished(slot: LoopDevice) -> Callable[[BenchEvent], bool]:
 
 
 def _writing(slot: LoopDevice) -> Callable[[BenchEvent], bool]:
-    return lambda e: (isinstance(e, CardUpdate) and e.slot.device == slot.path
-                      and e.event == PhaseChanged(Phase.WRITING, slot.path))
+    return lambda e: (
+        isinstance(e, CardUpdate)
+        and e.slot.device == slot.path
+        and e.event == PhaseChanged(Phase.WRITING, slot.path)
+    )
 
 
 def _ready(e: BenchEvent) -> bool:
@@ -232,10 +238,12 @@ def _assert_card_holds(slot: LoopDevice, image: BuiltImage, scratch: Path) -> di
     config.json for the image's device type, which is returned."""
     card, boot = slot.backing, image.boot
     end = boot.start_bytes + boot.size_bytes
-    assert region_sha256(card, 0, boot.start_bytes) == region_sha256(image.path, 0,
-                                                                     boot.start_bytes)
-    assert region_sha256(card, end, image.size_bytes) == region_sha256(image.path, end,
-                                                                       image.size_bytes)
+    assert region_sha256(card, 0, boot.start_bytes) == region_sha256(
+        image.path, 0, boot.start_bytes
+    )
+    assert region_sha256(card, end, image.size_bytes) == region_sha256(
+        image.path, end, image.size_bytes
+    )
     fsck_boot(card, boot.start_bytes, boot.size_bytes, scratch)
     config: dict[str, Any] = json.loads(mtype(card, boot.start_bytes, "/config.json"))
     assert config["deviceType"] == image.device_type
@@ -258,7 +266,9 @@ def test_two_cards_inserted_one_after_another_are_flashed_and_verified(
     assert (summary.done, summary.failed) == (2, 0)
     records = ReportLog(report).records()
     assert [(r["device"], r["slot_number"], r["ok"], r["verified"]) for r in records] == [
-        (a.path, 1, True, True), (b.path, 2, True, True)]
+        (a.path, 1, True, True),
+        (b.path, 2, True, True),
+    ]
     image_sha256 = file_sha256(image.path)
     for record, slot in zip(records, (a, b), strict=True):
         assert record["image_sha256"] == image_sha256
@@ -379,8 +389,9 @@ def test_hostname_template_gives_each_card_its_own_hostname(
 ) -> None:
     bench = [slots.add(), slots.add()]
     recorder, report = Recorder[BenchEvent](), tmp_path / "cards.jsonl"
-    station = _station(image, bench, recorder, report, template="bench-{slot}-{n:02d}",
-                       card_limit=2)
+    station = _station(
+        image, bench, recorder, report, template="bench-{slot}-{n:02d}", card_limit=2
+    )
     with _running(station) as (finish, _cancel):
         recorder.wait_for(_ready, "station ready")
         for slot in bench:
@@ -428,12 +439,21 @@ def test_flashed_card_left_in_its_slot_is_flashed_again_only_when_reinserted(
     slot = slots.add()
     recorder: Recorder[BenchEvent] = Recorder()
     handled: Recorder[DriveEvent] = Recorder()
-    station = _station(image, [slot], recorder, tmp_path / "cards.jsonl", card_limit=2,
-                       watcher=lambda: TappedMonitor(handled))
+    station = _station(
+        image,
+        [slot],
+        recorder,
+        tmp_path / "cards.jsonl",
+        card_limit=2,
+        watcher=lambda: TappedMonitor(handled),
+    )
 
     def changed_to(read_only: bool) -> Callable[[DriveEvent], bool]:
-        return lambda e: (e.action is DriveAction.CHANGE and e.drive.path == slot.path
-                          and e.drive.read_only is read_only)
+        return lambda e: (
+            e.action is DriveAction.CHANGE
+            and e.drive.path == slot.path
+            and e.drive.read_only is read_only
+        )
 
     with _running(station) as (finish, _cancel):
         recorder.wait_for(_ready, "station ready")
@@ -448,10 +468,12 @@ def test_flashed_card_left_in_its_slot_is_flashed_again_only_when_reinserted(
         recorder.wait_for(lambda e: isinstance(e, CardRemoved), "card removed")
         slots.insert(slot, _card_bytes(image))
         summary = finish()
-    kinds = [type(e).__name__ for e in recorder.of(slot)
-             if isinstance(e, CardInserted | CardFinished | CardRemoved)]
-    assert kinds == ["CardInserted", "CardFinished", "CardRemoved", "CardInserted",
-                     "CardFinished"]
+    kinds = [
+        type(e).__name__
+        for e in recorder.of(slot)
+        if isinstance(e, CardInserted | CardFinished | CardRemoved)
+    ]
+    assert kinds == ["CardInserted", "CardFinished", "CardRemoved", "CardInserted", "CardFinished"]
     assert [r.card for r in summary.records] == [1, 2]
     assert all(r.ok for r in summary.records)
 
@@ -465,8 +487,10 @@ def test_card_present_at_start_is_flashed_only_after_reinsertion(
     recorder = Recorder[BenchEvent]()
     station = _station(image, [slot], recorder, tmp_path / "cards.jsonl", card_limit=1)
     with _running(station) as (finish, _cancel):
-        skipped = recorder.wait_for(lambda e: isinstance(e, CardSkipped)
-                                    and e.slot.device == slot.path, "present card skipped")
+        skipped = recorder.wait_for(
+            lambda e: isinstance(e, CardSkipped) and e.slot.device == slot.path,
+            "present card skipped",
+        )
         recorder.wait_for(_ready, "station ready")
         slots.pull(slot)
         recorder.wait_for(lambda e: isinstance(e, CardRemoved), "card removed")
@@ -526,16 +550,37 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 @pytest.mark.root
 def test_bench_command_flashes_a_card_and_prints_json_lines_without_secrets(
-    slots: Slots, image: BuiltImage, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    slots: Slots,
+    image: BuiltImage,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FLASHER_WIFI_KEY", WIFI_KEY)
     slot = slots.add()
     slots.insert(slot, _card_bytes(image))
     report = tmp_path / "cards.jsonl"
-    code = main(["--json", "bench", str(image.path), "--hostname-template", "kiosk-{n}",
-                 "--wifi-ssid", "Bench Net", "--slot", slot.path, "--bus", "loop",
-                 "--include-present", "--once", "1", "--yes", "--report", str(report)])
+    code = main(
+        [
+            "--json",
+            "bench",
+            str(image.path),
+            "--hostname-template",
+            "kiosk-{n}",
+            "--wifi-ssid",
+            "Bench Net",
+            "--slot",
+            slot.path,
+            "--bus",
+            "loop",
+            "--include-present",
+            "--once",
+            "1",
+            "--yes",
+            "--report",
+            str(report),
+        ]
+    )
     captured = capsys.readouterr()
     events = _json_lines(captured.out)
     assert code == 0, events[-3:]
@@ -544,7 +589,10 @@ def test_bench_command_flashes_a_card_and_prints_json_lines_without_secrets(
         assert kind in kinds
     result = next(e for e in events if e["event"] == "card_result")
     assert (result["device"], result["hostname"], result["verified"]) == (
-        slot.path, "kiosk-1", True)
+        slot.path,
+        "kiosk-1",
+        True,
+    )
     assert any(e["event"] == "progress" and e.get("slot") == slot.path for e in events)
     assert events[-1] == {"event": "summary", "done": 1, "failed": 0, "report": str(report)}
     assert ReportLog(report).records()[0]["hostname"] == "kiosk-1"
@@ -567,20 +615,32 @@ def test_bench_command_needs_consent_to_erase_cards(
 def test_bench_command_refuses_hostname_with_a_template_before_any_io(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["--json", "bench", str(tmp_path / "missing.img"), "--hostname", "one",
-                 "--hostname-template", "bench-{n}", "--yes"])
+    code = main(
+        [
+            "--json",
+            "bench",
+            str(tmp_path / "missing.img"),
+            "--hostname",
+            "one",
+            "--hostname-template",
+            "bench-{n}",
+            "--yes",
+        ]
+    )
     (error,) = _json_lines(capsys.readouterr().out)
     assert code == 2 and error["code"] == "invalid_config"
 
 
 def test_real_system_drives_and_internal_disks_are_never_offered() -> None:
-    everything = DrivePolicy(slots=("*",), buses=frozenset({"usb", "mmc", "loop", "ata", "scsi"}),
-                             max_size_bytes=None)
+    everything = DrivePolicy(
+        slots=("*",), buses=frozenset({"usb", "mmc", "loop", "ata", "scsi"}), max_size_bytes=None
+    )
     drives = list_drives(all=True)
     offered = everything.offered(drives)
     assert not [d.path for d in offered if d.system or d.internal]
-    assert {d.path for d in drives if not (d.system or d.internal) and d.bus in
-            ("loop", "usb", "mmc")} <= {d.path for d in offered}
+    assert {
+        d.path for d in drives if not (d.system or d.internal) and d.bus in ("loop", "usb", "mmc")
+    } <= {d.path for d in offered}
 
 
 @pytest.mark.root
@@ -591,9 +651,24 @@ def test_first_ctrl_c_lets_the_card_being_written_finish(
     os.truncate(slot.backing, _card_bytes(image))
     report = tmp_path / "cards.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flasher", "--json", "bench", str(image.path), "--slot",
-         slot.path, "--bus", "loop", "--yes", "--report", str(report)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flasher",
+            "--json",
+            "bench",
+            str(image.path),
+            "--slot",
+            slot.path,
+            "--bus",
+            "loop",
+            "--yes",
+            "--report",
+            str(report),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
@@ -603,8 +678,12 @@ def test_first_ctrl_c_lets_the_card_being_written_finish(
         freezer.freeze()
         try:
             slots.insert(slot, _card_bytes(image), grow=False)
-            _read_until(lines, lambda e: e["event"] == "phase" and e["phase"] == "writing"
-                        and e["target"] == slot.path)
+            _read_until(
+                lines,
+                lambda e: (
+                    e["event"] == "phase" and e["phase"] == "writing" and e["target"] == slot.path
+                ),
+            )
             proc.send_signal(signal.SIGINT)
             _read_until(lines, lambda e: e["event"] == "log" and "no more cards" in e["message"])
         finally:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from flasher.errors import ConfigError, ImageError
+from flasher.image.byteio import FileReadWriter
 from flasher.image.configure import prepare_image
-from flasher.image.io import FileReadWriter
 from flasher.image.network import render_keyfiles
 from flasher.models import DeviceConfig, Keyfile, NetworkKind, NetworkSettings, Secret, StaticIPv4
 from tests.support.bootcheck import (

@@ -268,8 +268,21 @@ def test_a_fleet_without_a_key_gets_its_config_json_from_the_api(
 ) -> None:
     image = mbr_image()
     out = tmp_path / "out.img"
-    run = cli("--sandbox", "--token", "t", "--json", "os", "configure", image.path, "-o", out,
-              "--fleet", "1958513", "--hostname", "bench01")
+    run = cli(
+        "--sandbox",
+        "--token",
+        "t",
+        "--json",
+        "os",
+        "configure",
+        image.path,
+        "-o",
+        out,
+        "--fleet",
+        "1958513",
+        "--hostname",
+        "bench01",
+    )
     assert run.code == 0, run.err
     config = json.loads(mtype(out, image.boot_offset, "/config.json"))
     assert (config["applicationId"], config["deviceType"]) == (1958513, "raspberrypi4-64")
@@ -300,7 +313,9 @@ def test_python_dash_m_flasher_runs_inspect(mbr_image: ImageFactory) -> None:
 
 
 def test_output_is_private_because_it_holds_keys(
-    cli: Callable[..., Run], mbr_image: ImageFactory, compressed_image: CompressedFactory,
+    cli: Callable[..., Run],
+    mbr_image: ImageFactory,
+    compressed_image: CompressedFactory,
     tmp_path: Path,
 ) -> None:
     image = mbr_image()
@@ -312,7 +327,8 @@ def test_output_is_private_because_it_holds_keys(
 def test_an_unwritable_output_folder_is_an_error_naming_it(
     cli: Callable[..., Run], mbr_image: ImageFactory, tmp_path: Path
 ) -> None:
-    run = cli("os", "configure", mbr_image().path, "-o", tmp_path / "missing" / "out.img",
-              *WIFI_ARGS)
+    run = cli(
+        "os", "configure", mbr_image().path, "-o", tmp_path / "missing" / "out.img", *WIFI_ARGS
+    )
     assert run.code == 2
     assert "missing" in run.err

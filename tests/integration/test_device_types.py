@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from flasher.balena.device_types import DeviceTypes
-from flasher.balena.os import OsModel
+from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
 from flasher.errors import CatalogError
 from flasher.sandbox.images import ImageScale

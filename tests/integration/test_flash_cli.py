@@ -47,8 +47,21 @@ def test_sandbox_flash_makes_a_verified_configured_card(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     card = tmp_path / "card.img"
-    code = main(["--sandbox", "--json", "flash", "--device-type", "raspberrypi4-64",
-                 "--network", "wifi", "--wifi-ssid", "Lab", "--target", str(card)])
+    code = main(
+        [
+            "--sandbox",
+            "--json",
+            "flash",
+            "--device-type",
+            "raspberrypi4-64",
+            "--network",
+            "wifi",
+            "--wifi-ssid",
+            "Lab",
+            "--target",
+            str(card),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     events = _json_lines(out)
@@ -68,8 +81,20 @@ def test_flash_reports_per_target_progress_events(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     card = tmp_path / "card.img"
-    assert main(["--sandbox", "--json", "flash", "--device-type", "raspberrypi4-64",
-                 "--target", str(card)]) == 0
+    assert (
+        main(
+            [
+                "--sandbox",
+                "--json",
+                "flash",
+                "--device-type",
+                "raspberrypi4-64",
+                "--target",
+                str(card),
+            ]
+        )
+        == 0
+    )
     events = _json_lines(capsys.readouterr().out)
     phases = {e["phase"] for e in events if e["event"] == "progress" and e["target"]}
     assert {"writing", "verifying"} <= phases
@@ -82,7 +107,9 @@ def local_image(mbr_image: ImageFactory) -> Path:
 
 
 def test_local_gz_and_raw_give_the_same_card(
-    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path],
+    tmp_path: Path,
+    local_image: Path,
+    compressed_image: Callable[[Path, str], Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     raw_card, gz_card = tmp_path / "raw-card.img", tmp_path / "gz-card.img"
@@ -119,15 +146,27 @@ def test_sparse_and_full_writes_agree_on_every_partition(
             continue
         end = part.start_bytes + part.size_bytes
         assert region_sha256(sparse, part.start_bytes, end) == region_sha256(
-            full, part.start_bytes, end), part.label
+            full, part.start_bytes, end
+        ), part.label
 
 
 def test_two_targets_at_once_are_identical_and_verified(
     tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a, b = tmp_path / "a.img", tmp_path / "b.img"
-    code = main(["--json", "flash", str(local_image), "--target", str(a), "--target", str(b),
-                 "--hostname", "twin"])
+    code = main(
+        [
+            "--json",
+            "flash",
+            str(local_image),
+            "--target",
+            str(a),
+            "--target",
+            str(b),
+            "--hostname",
+            "twin",
+        ]
+    )
     events = _json_lines(capsys.readouterr().out)
     assert code == 0
     assert [e["verified"] for e in events if e["event"] == "target_result"] == [True, True]
@@ -157,8 +196,17 @@ def test_one_failing_target_does_not_fail_the_other(
     tmp_path: Path, local_image: Path, failing_target: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = tmp_path / "good.img"
-    code = main(["--json", "flash", str(local_image), "--target", str(good),
-                 "--target", str(failing_target)])
+    code = main(
+        [
+            "--json",
+            "flash",
+            str(local_image),
+            "--target",
+            str(good),
+            "--target",
+            str(failing_target),
+        ]
+    )
     events = _json_lines(capsys.readouterr().out)
     assert code == 1, events[-1]
     results = {e["target"]: e for e in events if e["event"] == "target_result"}
@@ -171,8 +219,18 @@ def test_bad_settings_are_rejected_before_anything_is_written(
     tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     card = tmp_path / "card.img"
-    code = main(["flash", str(local_image), "--target", str(card), "--network", "wifi",
-                 "--wifi-ssid", "x" * 33])
+    code = main(
+        [
+            "flash",
+            str(local_image),
+            "--target",
+            str(card),
+            "--network",
+            "wifi",
+            "--wifi-ssid",
+            "x" * 33,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "wifi_ssid" in err
@@ -182,8 +240,11 @@ def test_bad_settings_are_rejected_before_anything_is_written(
 
 @pytest.mark.parametrize("damage", ["truncate", "corrupt"])
 def test_damaged_compressed_image_never_gives_a_good_card(
-    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path],
-    damage: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    local_image: Path,
+    compressed_image: Callable[[Path, str], Path],
+    damage: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     gz = tmp_path / "damaged.img.gz"
     data = compressed_image(local_image, "gz").read_bytes()
@@ -191,8 +252,11 @@ def test_damaged_compressed_image_never_gives_a_good_card(
         data = data[: len(data) // 2]
     else:
         middle = len(data) // 2
-        data = data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[
-            middle + 64 :]
+        data = (
+            data[:middle]
+            + bytes(b ^ 0xFF for b in data[middle : middle + 64])
+            + data[middle + 64 :]
+        )
     gz.write_bytes(data)
     card = tmp_path / "card.img"
     code = main(["--json", "flash", str(gz), "--target", str(card)])
@@ -222,7 +286,9 @@ def loops(tmp_path: Path) -> Iterator[LoopDevices]:
 
 
 def test_flash_to_loop_devices_verifies_every_partition(
-    tmp_path: Path, mbr_image: ImageFactory, loops: LoopDevices,
+    tmp_path: Path,
+    mbr_image: ImageFactory,
+    loops: LoopDevices,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     image = mbr_image()
@@ -252,7 +318,8 @@ def test_flash_to_loop_devices_verifies_every_partition(
         boot = image.boot
         fsck_boot(device_copy, boot.start_bytes, boot.size_bytes, tmp_path)
         assert json.loads(mtype(device_copy, boot.start_bytes, "/config.json"))["hostname"] == (
-            "loopy")
+            "loopy"
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -267,8 +334,22 @@ def test_fleet_flash_takes_config_json_from_the_api(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     card = tmp_path / "card.img"
-    code = main(["--sandbox", "--token", "operator", "flash", "--device-type", "raspberrypi4-64",
-                 "--version", "6.5.50+rev8", "--fleet", "1958513", "--target", str(card)])
+    code = main(
+        [
+            "--sandbox",
+            "--token",
+            "operator",
+            "flash",
+            "--device-type",
+            "raspberrypi4-64",
+            "--version",
+            "6.5.50+rev8",
+            "--fleet",
+            "1958513",
+            "--target",
+            str(card),
+        ]
+    )
     capsys.readouterr()
     assert code == 0
     config = json.loads(mtype(card, _boot_offset(card), "/config.json"))
@@ -286,9 +367,7 @@ def test_a_new_card_image_file_is_private(
     assert card.stat().st_mode & 0o077 == 0
 
 
-def test_ctrl_c_cancels_and_leaves_the_card_unbootable(
-    tmp_path: Path, local_image: Path
-) -> None:
+def test_ctrl_c_cancels_and_leaves_the_card_unbootable(tmp_path: Path, local_image: Path) -> None:
     # A large sparse image, written in full, so the write is still going when SIGINT arrives.
     big = tmp_path / "big.img"
     shutil.copyfile(local_image, big)
@@ -297,9 +376,21 @@ def test_ctrl_c_cancels_and_leaves_the_card_unbootable(
     card = tmp_path / "card.img"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flasher", "--json", "flash", str(big), "--target", str(card),
-         "--write-all"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "flasher",
+            "--json",
+            "flash",
+            str(big),
+            "--target",
+            str(card),
+            "--write-all",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -315,7 +406,10 @@ def test_ctrl_c_cancels_and_leaves_the_card_unbootable(
 
 @pytest.mark.parametrize("kind", ["zip", "xz", "zst", "bz2"])
 def test_every_compressed_format_gives_the_card_raw_gives(
-    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path], kind: str,
+    tmp_path: Path,
+    local_image: Path,
+    compressed_image: Callable[[Path, str], Path],
+    kind: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from_raw, from_kind = tmp_path / "raw.img", tmp_path / f"{kind}.img"
@@ -327,7 +421,9 @@ def test_every_compressed_format_gives_the_card_raw_gives(
 
 
 def test_flash_from_an_http_url(
-    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path],
+    tmp_path: Path,
+    local_image: Path,
+    compressed_image: Callable[[Path, str], Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     served = compressed_image(local_image, "gz").read_bytes()
@@ -341,7 +437,9 @@ def test_flash_from_an_http_url(
 
 
 def test_corrupt_zip_never_gives_a_good_card(
-    tmp_path: Path, local_image: Path, compressed_image: Callable[[Path, str], Path],
+    tmp_path: Path,
+    local_image: Path,
+    compressed_image: Callable[[Path, str], Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = bytearray(compressed_image(local_image, "zip").read_bytes())

@@ -12,7 +12,7 @@ import pytest
 
 from flasher.errors import ImageError
 from flasher.image.configure import prepare_image
-from flasher.image.inspect import inspect_image, parse_os_release
+from flasher.image.inspection import inspect_image, parse_os_release
 from flasher.models import DeviceConfig, NetworkKind, NetworkSettings, Secret
 from tests.support.images import BuiltImage, copy_image
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flasher.balena.hup import OsUpdateError
-from flasher.balena.os import OsModel
+from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
 from flasher.errors import CatalogError, ConfigError
 from flasher.models import OsVersion, Secret

@@ -19,8 +19,9 @@ def fsck_boot(image: Path, start_bytes: int, size_bytes: int, scratch: Path) -> 
     """Run `fsck.fat -n` on a copy of the partition; fail with its output unless it is clean."""
     require("fsck.fat")
     copy = extract(image, start_bytes, size_bytes, scratch / f"boot-{start_bytes}.fat")
-    result = subprocess.run(["fsck.fat", "-n", str(copy)], capture_output=True, text=True,
-                            env=ENV, check=False)
+    result = subprocess.run(
+        ["fsck.fat", "-n", str(copy)], capture_output=True, text=True, env=ENV, check=False
+    )
     copy.unlink()
     assert result.returncode == 0, f"fsck.fat -n failed:\n{result.stdout}{result.stderr}"
     return result.stdout
@@ -29,8 +30,12 @@ def fsck_boot(image: Path, start_bytes: int, size_bytes: int, scratch: Path) -> 
 def mtype(image: Path, start_bytes: int, path: str) -> bytes:
     """The bytes of `path` in the FAT filesystem at `start_bytes`, as mtools reads them."""
     require("mtype")
-    result = subprocess.run(["mtype", "-i", f"{image}@@{start_bytes}", f"::{path}"],
-                            capture_output=True, env=ENV, check=False)
+    result = subprocess.run(
+        ["mtype", "-i", f"{image}@@{start_bytes}", f"::{path}"],
+        capture_output=True,
+        env=ENV,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result.stdout
 
@@ -38,8 +43,13 @@ def mtype(image: Path, start_bytes: int, path: str) -> bytes:
 def mdir_names(image: Path, start_bytes: int, path: str) -> list[str]:
     """Long names in a FAT directory, as `mdir -b` lists them."""
     require("mdir")
-    result = subprocess.run(["mdir", "-b", "-i", f"{image}@@{start_bytes}", f"::{path}"],
-                            capture_output=True, text=True, env=ENV, check=False)
+    result = subprocess.run(
+        ["mdir", "-b", "-i", f"{image}@@{start_bytes}", f"::{path}"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return sorted(os.path.basename(line.rstrip("/")) for line in result.stdout.split("\n") if line)
 

@@ -32,13 +32,16 @@ def require(*tools: str) -> None:
         pytest.skip(f"{', '.join(missing)} not installed")
 
 
-def run(cmd: Sequence[str | os.PathLike[str]], *, stdin: bytes | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    result = subprocess.run([os.fspath(c) for c in cmd], input=stdin, env=ENV,
-                            capture_output=True, check=False)
+def run(
+    cmd: Sequence[str | os.PathLike[str]], *, stdin: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    result = subprocess.run(
+        [os.fspath(c) for c in cmd], input=stdin, env=ENV, capture_output=True, check=False
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{cmd[0]} failed ({result.returncode}): "
-                             f"{result.stderr.decode(errors='replace')}")
+        raise AssertionError(
+            f"{cmd[0]} failed ({result.returncode}): {result.stderr.decode(errors='replace')}"
+        )
     return result
 
 
@@ -109,9 +112,15 @@ class DiskPart:
     tree: Path | None
 
 
-def build_disk(directory: Path, scheme: str, specs: Sequence[PartSpec], *,
-               first_offset: int = 1 * MiB, gap_bytes: int = 0,
-               seed: int = 1) -> tuple[Path, list[DiskPart]]:
+def build_disk(
+    directory: Path,
+    scheme: str,
+    specs: Sequence[PartSpec],
+    *,
+    first_offset: int = 1 * MiB,
+    gap_bytes: int = 0,
+    seed: int = 1,
+) -> tuple[Path, list[DiskPart]]:
     """A disk image with `specs` laid out in order (MBR: specs after an "extended" one become
     its logical partitions). Partitions start `gap_bytes` apart, aligned to 1 MiB."""
     require("sfdisk")
@@ -125,7 +134,7 @@ def build_disk(directory: Path, scheme: str, specs: Sequence[PartSpec], *,
     for index, spec in enumerate(specs):
         if spec.kind == "extended":
             number += 1
-            rest = sum(s.size_bytes + gap_bytes + MiB for s in specs[index + 1:])
+            rest = sum(s.size_bytes + gap_bytes + MiB for s in specs[index + 1 :])
             lines.append(f"start={position // SECTOR_BYTES}, size={rest // SECTOR_BYTES}, type=f")
             parts.append(DiskPart(number, "extended", position, rest, None))
             logical = True
@@ -135,14 +144,19 @@ def build_disk(directory: Path, scheme: str, specs: Sequence[PartSpec], *,
         number += 1
         tree = None
         if spec.tree_bytes:
-            tree = make_tree(directory / f"tree{number}", seed=seed * 100 + number,
-                             total_bytes=spec.tree_bytes, fat_names=spec.kind.startswith("fat"))
+            tree = make_tree(
+                directory / f"tree{number}",
+                seed=seed * 100 + number,
+                total_bytes=spec.tree_bytes,
+                fat_names=spec.kind.startswith("fat"),
+            )
         if scheme == "gpt":
             kind = GPT_BASIC_DATA if spec.kind.startswith("fat") else GPT_LINUX
         else:
             kind = {"fat12": "1", "fat16": "e", "fat32": "c"}.get(spec.kind, "83")
-        lines.append(f"start={position // SECTOR_BYTES}, size={spec.size_bytes // SECTOR_BYTES}, "
-                     f"type={kind}")
+        lines.append(
+            f"start={position // SECTOR_BYTES}, size={spec.size_bytes // SECTOR_BYTES}, type={kind}"
+        )
         parts.append(DiskPart(number, spec.kind, position, spec.size_bytes, tree))
         position += spec.size_bytes + gap_bytes
         if logical:
@@ -150,10 +164,15 @@ def build_disk(directory: Path, scheme: str, specs: Sequence[PartSpec], *,
     disk = directory / f"disk-{scheme}.img"
     with open(disk, "wb") as f:
         f.truncate(position + 2 * MiB)
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", disk],
-        stdin="\n".join(lines).encode() + b"\n")
-    for part, spec in zip([p for p in parts if p.kind != "extended"],
-                          [s for s in specs if s.kind != "extended"], strict=True):
+    run(
+        ["sfdisk", "--no-reread", "--no-tell-kernel", "-q", disk],
+        stdin="\n".join(lines).encode() + b"\n",
+    )
+    for part, spec in zip(
+        [p for p in parts if p.kind != "extended"],
+        [s for s in specs if s.kind != "extended"],
+        strict=True,
+    ):
         fs_file = directory / f"p{part.number}.fs"
         if spec.kind == "ext4":
             mkfs_ext4(fs_file, spec.size_bytes, spec.options, part.tree)
@@ -209,8 +228,9 @@ def garbage_copy(src: Path, dst: Path, unmapped: Sequence[tuple[int, int]], *, s
                 length -= n
 
 
-def ext4_readback(fs_image: Path, out: Path) -> tuple[subprocess.CompletedProcess[bytes],
-                                                      dict[str, bytes | None]]:
+def ext4_readback(
+    fs_image: Path, out: Path
+) -> tuple[subprocess.CompletedProcess[bytes], dict[str, bytes | None]]:
     """`e2fsck -fn` of the filesystem, and its whole tree as dumped by debugfs."""
     require("e2fsck", "debugfs")
     fsck = run(["e2fsck", "-fn", fs_image], check=False)
@@ -219,8 +239,9 @@ def ext4_readback(fs_image: Path, out: Path) -> tuple[subprocess.CompletedProces
     return fsck, tree_contents(out, ignore=("lost+found",))
 
 
-def fat_readback(fs_image: Path, out: Path) -> tuple[subprocess.CompletedProcess[bytes],
-                                                     dict[str, bytes | None]]:
+def fat_readback(
+    fs_image: Path, out: Path
+) -> tuple[subprocess.CompletedProcess[bytes], dict[str, bytes | None]]:
     """`fsck.fat -n` of the filesystem, and its whole tree as copied out by mcopy."""
     require("fsck.fat", "mcopy")
     fsck = run(["fsck.fat", "-n", fs_image], check=False)
@@ -248,7 +269,7 @@ def nonzero_blocks(image: Path, block_bytes: int) -> list[tuple[int, int]]:
         offset = 0
         while chunk := f.read(block_bytes * 256):
             for i in range(0, len(chunk), block_bytes):
-                block = chunk[i:i + block_bytes]
+                block = chunk[i : i + block_bytes]
                 if block.count(0) != len(block):
                     start = offset + i
                     if out and out[-1][0] + out[-1][1] == start:

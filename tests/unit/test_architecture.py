@@ -88,7 +88,7 @@ def test_flashing_a_local_file_does_not_load_the_network_stack() -> None:
         "from flasher.cli.main import build_parser\n"
         "build_parser(['flash', 'x.img', '--target', 'y.img'])\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'requests'"
-        " or m.startswith('flasher.balena.os') or m.startswith('flasher.sandbox'))))\n"
+        " or m.startswith('flasher.balena.os_model') or m.startswith('flasher.sandbox'))))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -32,15 +32,38 @@ from flasher.models import Drive
 
 GB = 10**9
 BY_PATH = "/dev/disk/by-path/pci-0000:00:14.0-usb-0:1.2:1.0-scsi-0:0:0:0"
-CARD = Drive(path="/dev/sdb", size_bytes=32 * GB, dev="8:16", serial="AA01", vendor="Generic",
-             model="SD Reader", bus="usb", removable=True, by_path=(BY_PATH,))
-SD_SLOT = replace(CARD, path="/dev/mmcblk0", dev="179:0", bus="mmc", removable=False,
-                  by_path=("/dev/disk/by-path/platform-fe340000.mmc",))
+CARD = Drive(
+    path="/dev/sdb",
+    size_bytes=32 * GB,
+    dev="8:16",
+    serial="AA01",
+    vendor="Generic",
+    model="SD Reader",
+    bus="usb",
+    removable=True,
+    by_path=(BY_PATH,),
+)
+SD_SLOT = replace(
+    CARD,
+    path="/dev/mmcblk0",
+    dev="179:0",
+    bus="mmc",
+    removable=False,
+    by_path=("/dev/disk/by-path/platform-fe340000.mmc",),
+)
 LOOP = replace(CARD, path="/dev/loop7", dev="7:7", bus="loop", removable=False, by_path=())
-SATA = replace(CARD, path="/dev/sda", dev="8:0", bus="ata", removable=False, internal=True,
-               by_path=("/dev/disk/by-path/pci-0000:00:17.0-ata-1",))
-NVME = replace(CARD, path="/dev/nvme0n1", dev="259:0", bus="nvme", removable=False,
-               internal=True, by_path=())
+SATA = replace(
+    CARD,
+    path="/dev/sda",
+    dev="8:0",
+    bus="ata",
+    removable=False,
+    internal=True,
+    by_path=("/dev/disk/by-path/pci-0000:00:17.0-ata-1",),
+)
+NVME = replace(
+    CARD, path="/dev/nvme0n1", dev="259:0", bus="nvme", removable=False, internal=True, by_path=()
+)
 LOOPS = DrivePolicy(buses=frozenset({"loop"}))
 
 
@@ -56,26 +79,54 @@ LOOPS = DrivePolicy(buses=frozenset({"loop"}))
         (LOOPS, LOOP, None),
         (DrivePolicy(), replace(CARD, system=True), "system drive"),
         (LOOPS, replace(LOOP, system=True), "system drive"),
-        (DrivePolicy(slots=("/dev/loop7",), buses=frozenset({"loop"})),
-         replace(LOOP, system=True), "system drive"),
+        (
+            DrivePolicy(slots=("/dev/loop7",), buses=frozenset({"loop"})),
+            replace(LOOP, system=True),
+            "system drive",
+        ),
         (DrivePolicy(), replace(NVME, removable=True, internal=False), "internal nvme disk"),
         (DrivePolicy(), replace(CARD, is_file=True), "not a drive"),
-        (DrivePolicy(), replace(CARD, size_bytes=129 * GB),
-         "129.0 GB is above the bench's limit of 128.0 GB"),
+        (
+            DrivePolicy(),
+            replace(CARD, size_bytes=129 * GB),
+            "129.0 GB is above the bench's limit of 128.0 GB",
+        ),
         (DrivePolicy(max_size_bytes=None), replace(CARD, size_bytes=2000 * GB), None),
-        (DrivePolicy(min_size_bytes=8 * GB), replace(CARD, size_bytes=4 * GB),
-         "4.0 GB is below the bench's minimum of 8.0 GB"),
-        (DrivePolicy(slots=("pci-0000:00:14.0-usb-0:1.1:*",)), CARD,
-         "not in one of the bench's slots"),
+        (
+            DrivePolicy(min_size_bytes=8 * GB),
+            replace(CARD, size_bytes=4 * GB),
+            "4.0 GB is below the bench's minimum of 8.0 GB",
+        ),
+        (
+            DrivePolicy(slots=("pci-0000:00:14.0-usb-0:1.1:*",)),
+            CARD,
+            "not in one of the bench's slots",
+        ),
         (DrivePolicy(slots=("pci-0000:00:14.0-usb-0:1.2:*",)), CARD, None),
     ],
-    ids=["usb", "sd-slot", "removable-sata-reader", "internal-sata", "internal-sata-allowed",
-         "loop-by-default",
-         "loop-allowed", "system", "system-loop-allowed", "system-in-a-slot", "nvme",
-         "file", "too-large", "no-limit", "too-small", "other-slot", "its-slot"],
+    ids=[
+        "usb",
+        "sd-slot",
+        "removable-sata-reader",
+        "internal-sata",
+        "internal-sata-allowed",
+        "loop-by-default",
+        "loop-allowed",
+        "system",
+        "system-loop-allowed",
+        "system-in-a-slot",
+        "nvme",
+        "file",
+        "too-large",
+        "no-limit",
+        "too-small",
+        "other-slot",
+        "its-slot",
+    ],
 )
-def test_policy_takes_only_bench_cards(policy: DrivePolicy, drive: Drive,
-                                       refused: str | None) -> None:
+def test_policy_takes_only_bench_cards(
+    policy: DrivePolicy, drive: Drive, refused: str | None
+) -> None:
     assert policy.refusal(drive) == refused
 
 
@@ -136,8 +187,9 @@ def _facts(n: int = 7, *, serial: str = "AA01", number: int | None = 3) -> CardF
     ],
     ids=["number", "slot", "unnumbered-slot", "serial-cleaned"],
 )
-def test_hostname_template_fills_in_the_card(template: str, facts: CardFacts,
-                                             hostname: str) -> None:
+def test_hostname_template_fills_in_the_card(
+    template: str, facts: CardFacts, hostname: str
+) -> None:
     check_hostname_template(template, numbered_slots=True)
     assert render_hostname(template, facts) == hostname
 
@@ -160,12 +212,26 @@ def test_serial_template_fails_for_a_card_without_a_serial() -> None:
 
 def _record(card: int, *, ok: bool = True) -> CardRecord:
     return CardRecord(
-        timestamp="2026-01-01T00:00:00+00:00", card=card, slot=BY_PATH, slot_number=1,
-        device="/dev/sdb", serial="AA01", vendor="Generic", model="SD Reader",
-        size_bytes=32 * GB, image_sha256="ab" * 32, device_type="raspberrypi4-64",
-        os_version="6.5.50+rev8", config_sha256="cd" * 32, hostname=f"bench-{card}", ok=ok,
-        verified=ok, bytes_written=40_000_000 if ok else 0, seconds=2.5,
-        write_seconds=2.0 if ok else 0.0, written_sha256="ef" * 32 if ok else None,
+        timestamp="2026-01-01T00:00:00+00:00",
+        card=card,
+        slot=BY_PATH,
+        slot_number=1,
+        device="/dev/sdb",
+        serial="AA01",
+        vendor="Generic",
+        model="SD Reader",
+        size_bytes=32 * GB,
+        image_sha256="ab" * 32,
+        device_type="raspberrypi4-64",
+        os_version="6.5.50+rev8",
+        config_sha256="cd" * 32,
+        hostname=f"bench-{card}",
+        ok=ok,
+        verified=ok,
+        bytes_written=40_000_000 if ok else 0,
+        seconds=2.5,
+        write_seconds=2.0 if ok else 0.0,
+        written_sha256="ef" * 32 if ok else None,
         error_code=None if ok else "drive_gone",
         error_message=None if ok else "The card in slot 1 was removed before it was finished.",
     )
@@ -230,16 +296,26 @@ def test_board_counts_a_pulled_card_as_failed_and_keeps_its_reason() -> None:
 
 def test_board_shows_only_drives_in_the_bench() -> None:
     board = Board()
-    board.handle(CardSkipped(Slot("/dev/sdc", "/dev/sdc"), CARD, "not in one of the bench's "
-                             "slots", in_bench=False))
+    board.handle(
+        CardSkipped(
+            Slot("/dev/sdc", "/dev/sdc"), CARD, "not in one of the bench's slots", in_bench=False
+        )
+    )
     board.handle(CardSkipped(Slot(BY_PATH, "/dev/sdb", 1), CARD, "too small"))
     assert [r.slot.number for r in board.rows()] == [1]
 
 
 @pytest.mark.parametrize(
     ("text", "size_bytes"),
-    [("8G", 8 * GB), ("7.5GB", 7_500_000_000), ("512M", 512_000_000), ("8GiB", 8 * 2**30),
-     ("1000", 1000), ("none", None), ("2t", 2 * 10**12)],
+    [
+        ("8G", 8 * GB),
+        ("7.5GB", 7_500_000_000),
+        ("512M", 512_000_000),
+        ("8GiB", 8 * 2**30),
+        ("1000", 1000),
+        ("none", None),
+        ("2t", 2 * 10**12),
+    ],
 )
 def test_sizes_are_read_in_decimal_or_binary_units(text: str, size_bytes: int | None) -> None:
     assert parse_size(text, "max_size") == size_bytes
@@ -256,16 +332,25 @@ def test_live_view_ends_with_one_line_per_slot_and_the_totals() -> None:
     stream = io.StringIO()
     view = bench_cmds._LiveView(stream)
     writing, finished = Slot(BY_PATH, "/dev/sdb", 1), Slot("/dev/disk/by-path/b", "/dev/sdc", 2)
-    view.handle(StationReady({"device_type": "raspberrypi4-64", "os_version": "6.5.50+rev8",
-                              "mapped_bytes": 36_600_000}, "/srv/cards.jsonl"))
+    view.handle(
+        StationReady(
+            {
+                "device_type": "raspberrypi4-64",
+                "os_version": "6.5.50+rev8",
+                "mapped_bytes": 36_600_000,
+            },
+            "/srv/cards.jsonl",
+        )
+    )
     view.handle(CardInserted(writing, CARD, 1))
     view.handle(CardInserted(finished, replace(CARD, path="/dev/sdc"), 2))
     view.handle(CardUpdate(writing, Progress(Phase.WRITING, 45, 100, 38.2e6, 12.0, "/dev/sdb")))
     view.handle(CardFinished(finished, _record(2)))
     view.close(StationSummary(1, 0, (_record(2),), "/srv/cards.jsonl"))
     frame = stream.getvalue().rsplit("\x1b[J", 1)[-1].splitlines()
-    assert frame[0] == ("raspberrypi4-64 6.5.50+rev8: 36.6 MB to write per card; "
-                        "report /srv/cards.jsonl")
+    assert frame[0] == (
+        "raspberrypi4-64 6.5.50+rev8: 36.6 MB to write per card; report /srv/cards.jsonl"
+    )
     assert frame[1].startswith("slot 1") and "writing" in frame[1]
     assert "45.0%" in frame[1] and "38.2 MB/s" in frame[1] and "ETA 00:12" in frame[1]
     assert frame[2].startswith("slot 2") and "done" in frame[2] and "bench-2" in frame[2]

@@ -11,6 +11,7 @@ import pytest
 
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
+from flasher.image.byteio import FileReader, MemoryIO, SliceIO
 from flasher.image.ext4 import (
     BG_BLOCK_UNINIT,
     BG_INODE_UNINIT,
@@ -21,7 +22,6 @@ from flasher.image.ext4 import (
     crc16,
     crc32c,
 )
-from flasher.image.io import FileReader, MemoryIO, SliceIO
 from tests.support.filesystems import MiB, make_tree, mkfs_ext4, require, run
 
 SB = 1024  # superblock offset
@@ -38,8 +38,10 @@ VARIANTS = {
     "ext2": (64 * MiB, ("-t", "ext2")),
     "many-small-groups": (64 * MiB, ("-b", "1024", "-g", "1024", "-N", "4000")),
     "meta-bg": (96 * MiB, ("-b", "1024", "-g", "1024", "-O", "meta_bg,^resize_inode")),
-    "meta-bg-32bit-no-flex": (96 * MiB, ("-b", "1024", "-g", "2048", "-O",
-                                         "meta_bg,^resize_inode,^64bit,^flex_bg")),
+    "meta-bg-32bit-no-flex": (
+        96 * MiB,
+        ("-b", "1024", "-g", "2048", "-O", "meta_bg,^resize_inode,^64bit,^flex_bg"),
+    ),
     "no-sparse-super": (64 * MiB, ("-O", "^sparse_super,^resize_inode")),
     "sparse-super2": (600 * MiB, ("-b", "4096", "-O", "sparse_super2")),
     "mmp": (64 * MiB, ("-O", "mmp")),
@@ -54,8 +56,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tree(tmp_path_factory.mktemp("tree") / "t", seed=7, total_bytes=6 * MiB)
 
 
-def build(tmp_path: Path, options: tuple[str, ...], size: int = 64 * MiB,
-          tree: Path | None = None) -> Path:
+def build(
+    tmp_path: Path, options: tuple[str, ...], size: int = 64 * MiB, tree: Path | None = None
+) -> Path:
     path = tmp_path / "fs.img"
     mkfs_ext4(path, size, options, tree)
     return path
@@ -112,8 +115,9 @@ def descriptor_offset(fs: Ext4Filesystem, group: int) -> int:
     return (fs.first_data_block + 1) * fs.block_size + group * fs.desc_size
 
 
-def rewrite_descriptor(path: Path, fs: Ext4Filesystem, group: int,
-                       change: Callable[[bytearray], None]) -> None:
+def rewrite_descriptor(
+    path: Path, fs: Ext4Filesystem, group: int, change: Callable[[bytearray], None]
+) -> None:
     """Apply `change` to a group descriptor and store it with a valid checksum."""
     offset = descriptor_offset(fs, group)
     raw = bytearray(read_bytes(path, offset, fs.desc_size))
@@ -132,6 +136,7 @@ def set_flags(flags: int, *, clear: int = 0) -> Callable[[bytearray], None]:
     def change(raw: bytearray) -> None:
         value = struct.unpack_from("<H", raw, 0x12)[0]
         struct.pack_into("<H", raw, 0x12, (value | flags) & ~clear)
+
     return change
 
 
@@ -162,8 +167,7 @@ def dumpe2fs_inode_table_tails(text: str) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_used_blocks_equal_what_dumpe2fs_reports(variant: str, tree: Path,
-                                                 tmp_path: Path) -> None:
+def test_used_blocks_equal_what_dumpe2fs_reports(variant: str, tree: Path, tmp_path: Path) -> None:
     size, options = VARIANTS[variant]
     path = build(tmp_path, options, size, tree)
     with FileReader(path) as io:
@@ -180,7 +184,8 @@ def test_geometry_matches_dumpe2fs(variant: str, tmp_path: Path) -> None:
         fs = Ext4Filesystem(io)
     names = ("Block size", "Block count", "Blocks per group", "Inodes per group")
     assert (fs.block_size, fs.blocks_count, fs.blocks_per_group, fs.inodes_per_group) == tuple(
-        header_number(text, name) for name in names)
+        header_number(text, name) for name in names
+    )
     assert fs.group_count == len(re.findall(r"^Group \d+:", text, re.M))
 
 
@@ -191,11 +196,23 @@ def test_empty_large_filesystem_maps_a_few_percent(tmp_path: Path) -> None:
     assert mapped < 0.04 * 4096 * MiB
 
 
-@pytest.mark.parametrize("variant", ["defaults-1k", "4k", "4k-32bit", "gdt-csum", "meta-bg",
-                                     "many-small-groups", "no-checksums", "ext2",
-                                     "lazy-itable-init"])
-def test_inode_table_tails_match_what_dumpe2fs_reports(variant: str, tree: Path,
-                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "defaults-1k",
+        "4k",
+        "4k-32bit",
+        "gdt-csum",
+        "meta-bg",
+        "many-small-groups",
+        "no-checksums",
+        "ext2",
+        "lazy-itable-init",
+    ],
+)
+def test_inode_table_tails_match_what_dumpe2fs_reports(
+    variant: str, tree: Path, tmp_path: Path
+) -> None:
     size, options = VARIANTS[variant]
     path = build(tmp_path, options, size, tree)
     with FileReader(path) as io:
@@ -203,8 +220,9 @@ def test_inode_table_tails_match_what_dumpe2fs_reports(variant: str, tree: Path,
     assert tails == dumpe2fs_inode_table_tails(dumpe2fs(path))
 
 
-@pytest.mark.parametrize("options", [("-b", "4096"),
-                                     ("-b", "1024", "-O", "^metadata_csum,uninit_bg")])
+@pytest.mark.parametrize(
+    "options", [("-b", "4096"), ("-b", "1024", "-O", "^metadata_csum,uninit_bg")]
+)
 def test_mapped_blocks_are_the_used_blocks_without_inode_table_tails(
     options: tuple[str, ...], tree: Path, tmp_path: Path
 ) -> None:
@@ -245,8 +263,11 @@ def test_zeroed_flag_is_ignored_once_descriptor_checksums_are_off(tmp_path: Path
 
 
 def without(ranges: list[tuple[int, int]], hole: tuple[int, int]) -> list[tuple[int, int]]:
-    return [piece for offset, length in rng.complement([hole], 0, 1 << 63)
-            for piece in rng.clip(ranges, offset, offset + length)]
+    return [
+        piece
+        for offset, length in rng.complement([hole], 0, 1 << 63)
+        for piece in rng.clip(ranges, offset, offset + length)
+    ]
 
 
 def group_tail(fs: Ext4Filesystem, group: int) -> tuple[int, int]:
@@ -274,8 +295,10 @@ UNSAFE_GROUPS = {
     "itable_unused above the free inode count": lower_free_inodes_below_itable_unused,
     "itable_unused above inodes per group (high half)": set_high_half_of_itable_unused,
 }
-CHECKSUM_KINDS = {"metadata_csum": ("-b", "1024"),
-                  "gdt_csum": ("-b", "1024", "-O", "^metadata_csum,uninit_bg")}
+CHECKSUM_KINDS = {
+    "metadata_csum": ("-b", "1024"),
+    "gdt_csum": ("-b", "1024", "-O", "^metadata_csum,uninit_bg"),
+}
 
 
 @pytest.mark.parametrize("kind", CHECKSUM_KINDS)
@@ -431,20 +454,28 @@ def point_inode_table_outside(path: Path) -> None:
 
 CORRUPTIONS = {
     "no magic": ((), corrupt_magic, "not_ext4"),
-    "unknown incompatible feature": (("-O", "^metadata_csum"), set_unknown_incompat,
-                                     "unsupported"),
+    "unknown incompatible feature": (("-O", "^metadata_csum"), set_unknown_incompat, "unsupported"),
     "journal needs recovery": (("-O", "^metadata_csum"), set_needs_recovery, "needs_recovery"),
     "marked with errors": (("-O", "^metadata_csum"), set_error_state, "corrupt_filesystem"),
     "superblock checksum": ((), corrupt_label, "corrupt_filesystem"),
     "descriptor checksum (crc32c)": ((), corrupt_descriptor, "corrupt_filesystem"),
-    "descriptor checksum (crc16)": (("-O", "^metadata_csum,uninit_bg"), corrupt_descriptor,
-                                    "corrupt_filesystem"),
+    "descriptor checksum (crc16)": (
+        ("-O", "^metadata_csum,uninit_bg"),
+        corrupt_descriptor,
+        "corrupt_filesystem",
+    ),
     "bitmap checksum": ((), corrupt_bitmap, "corrupt_filesystem"),
     "inode bitmap checksum": ((), corrupt_inode_bitmap, "corrupt_filesystem"),
-    "bitmap disagrees with free count": (("-O", "^metadata_csum,^uninit_bg"), corrupt_bitmap,
-                                         "corrupt_filesystem"),
-    "inode table outside": (("-O", "^metadata_csum,^uninit_bg"), point_inode_table_outside,
-                            "corrupt_filesystem"),
+    "bitmap disagrees with free count": (
+        ("-O", "^metadata_csum,^uninit_bg"),
+        corrupt_bitmap,
+        "corrupt_filesystem",
+    ),
+    "inode table outside": (
+        ("-O", "^metadata_csum,^uninit_bg"),
+        point_inode_table_outside,
+        "corrupt_filesystem",
+    ),
 }
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from flasher.errors import ImageError
+from flasher.image.byteio import FileReader, FileReadWriter, MemoryIO
 from flasher.image.fat import FatFilesystem, format_fat
-from flasher.image.fatdir import fat_stamp, short_name_for
-from flasher.image.io import FileReader, FileReadWriter, MemoryIO
+from flasher.image.fat.entries import fat_stamp, short_name_for
 
 MiB = 1024 * 1024
 EPOCH = 1_700_000_000  # 2023-11-14 22:13:20 UTC
@@ -29,15 +29,31 @@ def _require(*tools: str) -> None:
             pytest.skip(f"{tool} not installed")
 
 
-def make_fat(tmp_path: Path, bits: int, *, label: str = "resin-boot",
-             extra: tuple[str, ...] = ()) -> Path:
+def make_fat(
+    tmp_path: Path, bits: int, *, label: str = "resin-boot", extra: tuple[str, ...] = ()
+) -> Path:
     _require("mkfs.vfat", "fsck.fat", "mcopy", "mdir")
     size, spc = GEOMETRY[bits]
     path = tmp_path / f"fat{bits}.img"
     with path.open("wb") as f:
         f.truncate(size)
-    subprocess.run(["mkfs.vfat", "-F", str(bits), "-s", str(spc), "-n", label, "-i", "1234abcd",
-                    *extra, str(path)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "mkfs.vfat",
+            "-F",
+            str(bits),
+            "-s",
+            str(spc),
+            "-n",
+            label,
+            "-i",
+            "1234abcd",
+            *extra,
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -49,22 +65,34 @@ def fsck_clean(path: Path) -> None:
 
 
 def mtools_read(path: Path, fat_path: str) -> bytes:
-    return subprocess.run(["mcopy", "-n", "-i", str(path), f"::{fat_path}", "-"], check=True,
-                          capture_output=True, env=MTOOLS_ENV).stdout
+    return subprocess.run(
+        ["mcopy", "-n", "-i", str(path), f"::{fat_path}", "-"],
+        check=True,
+        capture_output=True,
+        env=MTOOLS_ENV,
+    ).stdout
 
 
 def mtools_write(path: Path, fat_path: str, data: bytes, tmp_path: Path) -> None:
     src = tmp_path / "mtools-src"
     src.write_bytes(data)
-    subprocess.run(["mcopy", "-n", "-o", "-i", str(path), str(src), f"::{fat_path}"], check=True,
-                   capture_output=True, env=MTOOLS_ENV)
+    subprocess.run(
+        ["mcopy", "-n", "-o", "-i", str(path), str(src), f"::{fat_path}"],
+        check=True,
+        capture_output=True,
+        env=MTOOLS_ENV,
+    )
 
 
 def mdir_names(path: Path, directory: str = "/") -> list[str]:
-    out = subprocess.run(["mdir", "-b", "-i", str(path), f"::{directory}"], check=True,
-                         capture_output=True, env=MTOOLS_ENV).stdout.decode()
+    out = subprocess.run(
+        ["mdir", "-b", "-i", str(path), f"::{directory}"],
+        check=True,
+        capture_output=True,
+        env=MTOOLS_ENV,
+    ).stdout.decode()
     prefix = "::" + directory.rstrip("/") + "/"
-    return [line[len(prefix):].rstrip("/") for line in out.splitlines() if line]
+    return [line[len(prefix) :].rstrip("/") for line in out.splitlines() if line]
 
 
 def payload(size: int, seed: int = 1) -> bytes:
@@ -74,10 +102,16 @@ def payload(size: int, seed: int = 1) -> bytes:
 @pytest.mark.parametrize("bits", BITS)
 def test_reads_files_and_long_names_written_by_mtools(tmp_path: Path, bits: int) -> None:
     image = make_fat(tmp_path, bits)
-    subprocess.run(["mmd", "-i", str(image), "::/Nested Dir", "::/Nested Dir/inner"],
-                   check=True, env=MTOOLS_ENV)
-    files = {"/README.TXT": payload(10), "/config.json": payload(0),
-             "/Nested Dir/inner/Ünïcødé name ☃.bin": payload(9000, 7)}
+    subprocess.run(
+        ["mmd", "-i", str(image), "::/Nested Dir", "::/Nested Dir/inner"],
+        check=True,
+        env=MTOOLS_ENV,
+    )
+    files = {
+        "/README.TXT": payload(10),
+        "/config.json": payload(0),
+        "/Nested Dir/inner/Ünïcødé name ☃.bin": payload(9000, 7),
+    }
     for name, data in files.items():
         mtools_write(image, name, data, tmp_path)
     fs = FatFilesystem(FileReader(image))
@@ -90,8 +124,11 @@ def test_reads_files_and_long_names_written_by_mtools(tmp_path: Path, bits: int)
 @pytest.mark.parametrize("bits", BITS)
 def test_reports_type_cluster_size_and_label(tmp_path: Path, bits: int) -> None:
     fs = FatFilesystem(FileReader(make_fat(tmp_path, bits)))
-    assert (fs.fat_type, fs.cluster_size, fs.label) == (f"fat{bits}", GEOMETRY[bits][1] * 512,
-                                                        "resin-boot")
+    assert (fs.fat_type, fs.cluster_size, fs.label) == (
+        f"fat{bits}",
+        GEOMETRY[bits][1] * 512,
+        "resin-boot",
+    )
 
 
 WRITE_CASES = [
@@ -109,7 +146,8 @@ WRITE_CASES = [
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize(("name", "size"), WRITE_CASES)
 def test_written_file_reads_back_with_mtools_and_fsck_is_clean(
-        tmp_path: Path, bits: int, name: str, size: int) -> None:
+    tmp_path: Path, bits: int, name: str, size: int
+) -> None:
     image = make_fat(tmp_path, bits)
     with FileReadWriter(image) as io:
         fs = FatFilesystem(io)
@@ -146,10 +184,10 @@ def test_file_in_new_nested_directories_is_visible_to_mtools(tmp_path: Path, bit
 
 
 @pytest.mark.parametrize("bits", BITS)
-@pytest.mark.parametrize(("old_clusters", "new_clusters"),
-                         [(3, 5), (5, 2), (2, 2), (3, 0), (0, 3)])
+@pytest.mark.parametrize(("old_clusters", "new_clusters"), [(3, 5), (5, 2), (2, 2), (3, 0), (0, 3)])
 def test_overwrite_replaces_contents_and_keeps_fsck_clean(
-        tmp_path: Path, bits: int, old_clusters: int, new_clusters: int) -> None:
+    tmp_path: Path, bits: int, old_clusters: int, new_clusters: int
+) -> None:
     image = make_fat(tmp_path, bits)
     with FileReadWriter(image) as io:
         fs = FatFilesystem(io)
@@ -175,7 +213,7 @@ def test_overwrite_keeps_the_first_cluster(tmp_path: Path, bits: int) -> None:
         FatFilesystem(io).write_file("/config.json", payload(100, 9), mtime=EPOCH)
     after = image.read_bytes()
     data_start = before.index(payload(3000)[:64])
-    assert after[data_start:data_start + 100] == payload(100, 9)
+    assert after[data_start : data_start + 100] == payload(100, 9)
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -244,7 +282,8 @@ def test_full_fixed_root_directory_is_no_space(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bits", BITS)
 def test_filling_the_volume_then_no_space_leaves_the_image_unchanged(
-        tmp_path: Path, bits: int) -> None:
+    tmp_path: Path, bits: int
+) -> None:
     image = make_fat(tmp_path, bits)
     with FileReadWriter(image) as io:
         fs = FatFilesystem(io)
@@ -278,8 +317,9 @@ def test_same_operations_give_identical_bytes(tmp_path: Path, bits: int) -> None
 
 
 def _changed_sectors(before: bytes, after: bytes) -> set[int]:
-    return {i // 512 for i in range(0, len(before), 512)
-            if before[i:i + 512] != after[i:i + 512]}
+    return {
+        i // 512 for i in range(0, len(before), 512) if before[i : i + 512] != after[i : i + 512]
+    }
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -297,11 +337,14 @@ def test_new_file_changes_only_fat_directory_and_file_sectors(tmp_path: Path, bi
     fat_start = geo.reserved_sectors
     fat_sectors = {s for s in changed if fat_start <= s < fat_start + 2 * geo.fat_sectors}
     first_copy = {s - fat_start for s in fat_sectors if s < fat_start + geo.fat_sectors}
-    second_copy = {s - fat_start - geo.fat_sectors for s in fat_sectors
-                   if s >= fat_start + geo.fat_sectors}
+    second_copy = {
+        s - fat_start - geo.fat_sectors for s in fat_sectors if s >= fat_start + geo.fat_sectors
+    }
     assert first_copy and second_copy == first_copy and len(first_copy) <= 2
-    assert after[geo.fat_offset:geo.fat_offset + geo.fat_bytes] == \
-        after[geo.fat_offset + geo.fat_bytes:geo.fat_offset + 2 * geo.fat_bytes]
+    assert (
+        after[geo.fat_offset : geo.fat_offset + geo.fat_bytes]
+        == after[geo.fat_offset + geo.fat_bytes : geo.fat_offset + 2 * geo.fat_bytes]
+    )
     file_clusters = -(-1500 // geo.cluster_size)
     data_sectors = {s for s in changed if s * 512 >= geo.data_offset}
     other = changed - fat_sectors - data_sectors
@@ -321,8 +364,10 @@ def test_unsynchronised_second_fat_is_repaired_on_write(tmp_path: Path, bits: in
     with FileReadWriter(image) as io:
         geo = FatFilesystem(io).geometry
         io.pwrite(bytes(geo.sector_size), geo.fat_offset + geo.fat_bytes)  # what balena CLI does
-    assert "differ" in subprocess.run(["fsck.fat", "-n", str(image)], capture_output=True,
-                                      text=True).stdout
+    assert (
+        "differ"
+        in subprocess.run(["fsck.fat", "-n", str(image)], capture_output=True, text=True).stdout
+    )
     with FileReadWriter(image) as io:
         FatFilesystem(io).write_file("/new.txt", b"x", mtime=EPOCH)
     fsck_clean(image)
@@ -342,7 +387,7 @@ def test_allocated_ranges_cover_metadata_and_used_clusters(tmp_path: Path, bits:
     root_clusters = 1 if bits == 32 else 0
     assert ranges[0] == (0, geo.data_offset + root_clusters * geo.cluster_size)
     assert ranges[1:] == [(b_offset, geo.cluster_size)]
-    assert image.read_bytes()[b_offset:b_offset + 16] == payload(16)
+    assert image.read_bytes()[b_offset : b_offset + 16] == payload(16)
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -352,21 +397,22 @@ def test_format_fat_passes_fsck_and_works_with_mtools(tmp_path: Path, bits: int)
     with image.open("wb") as f:
         f.truncate(GEOMETRY[bits][0])
     with FileReadWriter(image) as io:
-        format_fat(io, label="resin-boot", fat_bits=bits, volume_id=0x0BADCAFE,
-                   hidden_sectors=2048)
+        format_fat(io, label="resin-boot", fat_bits=bits, volume_id=0x0BADCAFE, hidden_sectors=2048)
         fs = FatFilesystem(io)
         assert (fs.fat_type, fs.label) == (f"fat{bits}", "resin-boot")
         fs.write_file("/device-type.json", b'{"slug":"x"}', mtime=EPOCH)
     fsck_clean(image)
-    verbose = subprocess.run(["fsck.fat", "-n", "-v", str(image)], capture_output=True,
-                             text=True).stdout
+    verbose = subprocess.run(
+        ["fsck.fat", "-n", "-v", str(image)], capture_output=True, text=True
+    ).stdout
     assert "2048 hidden sectors" in verbose
     mtools_write(image, "/from mtools.txt", payload(5000), tmp_path)
     fsck_clean(image)
     assert mdir_names(image) == ["device-type.json", "from mtools.txt"]
     assert FatFilesystem(FileReader(image)).read_file("/from mtools.txt") == payload(5000)
-    info = subprocess.run(["minfo", "-i", str(image), "::"], capture_output=True, text=True,
-                          env=MTOOLS_ENV).stdout
+    info = subprocess.run(
+        ["minfo", "-i", str(image), "::"], capture_output=True, text=True, env=MTOOLS_ENV
+    ).stdout
     assert "serial number: 0BADCAFE" in info
     assert 'disk label="resin-boot "' in info
 
@@ -403,8 +449,9 @@ def test_lookups_ignore_case_and_accept_short_names(lookup: str) -> None:
     assert fs.read_file(lookup) == b"{}"
 
 
-@pytest.mark.parametrize("name", ["a:b", "what?", "trailing.", "trailing ", "x" * 256,
-                                  "tab\there", 'quote"'])
+@pytest.mark.parametrize(
+    "name", ["a:b", "what?", "trailing.", "trailing ", "x" * 256, "tab\there", 'quote"']
+)
 def test_invalid_names_are_rejected_before_writing(name: str) -> None:
     io = MemoryIO(GEOMETRY[12][0])
     format_fat(io, label="", fat_bits=12)
@@ -415,30 +462,41 @@ def test_invalid_names_are_rejected_before_writing(name: str) -> None:
     assert io.getvalue() == before
 
 
-@pytest.mark.parametrize(("name", "taken", "short"), [
-    ("README.TXT", set(), b"README  TXT"),
-    ("Config.txt", set(), b"CONFIG  TXT"),
-    ("config.json", set(), b"CONFIG~1JSO"),
-    ("config.json", {b"CONFIG~1JSO"}, b"CONFIG~2JSO"),
-    ("resin-wifi", set(), b"RESIN-~1   "),
-    (".bashrc", set(), b"BASHRC~1   "),
-    ("a b.txt", set(), b"AB~1    TXT"),
-    ("résumé.txt", set(), b"R_SUM_~1TXT"),
-    ("many.dots.tar.gz", set(), b"MANY~1  GZ "),
-])
+@pytest.mark.parametrize(
+    ("name", "taken", "short"),
+    [
+        ("README.TXT", set(), b"README  TXT"),
+        ("Config.txt", set(), b"CONFIG  TXT"),
+        ("config.json", set(), b"CONFIG~1JSO"),
+        ("config.json", {b"CONFIG~1JSO"}, b"CONFIG~2JSO"),
+        ("resin-wifi", set(), b"RESIN-~1   "),
+        (".bashrc", set(), b"BASHRC~1   "),
+        ("a b.txt", set(), b"AB~1    TXT"),
+        ("résumé.txt", set(), b"R_SUM_~1TXT"),
+        ("many.dots.tar.gz", set(), b"MANY~1  GZ "),
+    ],
+)
 def test_short_names_follow_the_windows_basis_and_tail_rules(
-        name: str, taken: set[bytes], short: bytes) -> None:
+    name: str, taken: set[bytes], short: bytes
+) -> None:
     assert short_name_for(name, taken) == short
 
 
-@pytest.mark.parametrize(("mtime", "date", "time"), [
-    (EPOCH, (2023 - 1980) << 9 | 11 << 5 | 14, 22 << 11 | 13 << 5 | 10),
-    (datetime(2023, 11, 15, 0, 13, 20, tzinfo=timezone(timedelta(hours=2))),
-     (2023 - 1980) << 9 | 11 << 5 | 14, 22 << 11 | 13 << 5 | 10),
-    (datetime(1970, 1, 1, tzinfo=UTC), 1 << 5 | 1, 0),
-])
+@pytest.mark.parametrize(
+    ("mtime", "date", "time"),
+    [
+        (EPOCH, (2023 - 1980) << 9 | 11 << 5 | 14, 22 << 11 | 13 << 5 | 10),
+        (
+            datetime(2023, 11, 15, 0, 13, 20, tzinfo=timezone(timedelta(hours=2))),
+            (2023 - 1980) << 9 | 11 << 5 | 14,
+            22 << 11 | 13 << 5 | 10,
+        ),
+        (datetime(1970, 1, 1, tzinfo=UTC), 1 << 5 | 1, 0),
+    ],
+)
 def test_timestamps_are_utc_and_clamped_to_the_fat_range(
-        mtime: datetime | int, date: int, time: int) -> None:
+    mtime: datetime | int, date: int, time: int
+) -> None:
     stamp = fat_stamp(mtime)
     assert (stamp.date, stamp.time) == (date, time)
 
@@ -456,20 +514,22 @@ def _image_with_chain(tmp_path: Path, bits: int) -> tuple[Path, list[int]]:
 def test_broken_cluster_chains_are_bad_filesystem(tmp_path: Path, bits: int, link: str) -> None:
     image, chain = _image_with_chain(tmp_path, bits)
     width = bits // 8
-    target = {"loop": chain[0], "out_of_range": 0xFFF0 if bits == 16 else 0x0FFFFF00,
-              "free": 0}[link]
+    target = {"loop": chain[0], "out_of_range": 0xFFF0 if bits == 16 else 0x0FFFFF00, "free": 0}[
+        link
+    ]
     with FileReadWriter(image) as io:
         geo = FatFilesystem(io).geometry
         for copy in range(geo.fat_count):
-            io.pwrite(target.to_bytes(width, "little"),
-                      geo.fat_offset + copy * geo.fat_bytes + chain[-2] * width)
+            io.pwrite(
+                target.to_bytes(width, "little"),
+                geo.fat_offset + copy * geo.fat_bytes + chain[-2] * width,
+            )
         with pytest.raises(ImageError) as err:
             FatFilesystem(io).read_file("/chain.bin")
     assert err.value.problem == "bad_filesystem"
 
 
-@pytest.mark.parametrize(("offset", "value"), [(11, b"\0\0"), (13, b"\3"), (0, b"\0"),
-                                               (16, b"\0")])
+@pytest.mark.parametrize(("offset", "value"), [(11, b"\0\0"), (13, b"\3"), (0, b"\0"), (16, b"\0")])
 def test_corrupt_boot_sector_is_bad_filesystem(tmp_path: Path, offset: int, value: bytes) -> None:
     image = make_fat(tmp_path, 16)
     with FileReadWriter(image) as io:
@@ -479,9 +539,10 @@ def test_corrupt_boot_sector_is_bad_filesystem(tmp_path: Path, offset: int, valu
     assert err.value.problem == "bad_filesystem"
 
 
-@pytest.mark.parametrize(("path", "problem"), [("/missing.txt", "not_found"),
-                                               ("/dir", "is_a_directory"),
-                                               ("/file/below", "not_a_directory")])
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [("/missing.txt", "not_found"), ("/dir", "is_a_directory"), ("/file/below", "not_a_directory")],
+)
 def test_reading_wrong_paths_names_the_problem(path: str, problem: str) -> None:
     io = MemoryIO(GEOMETRY[12][0])
     format_fat(io, label="", fat_bits=12)

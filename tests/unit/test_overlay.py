@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flasher.image.io import FileReader, FileReadWriter, MemoryIO
+from flasher.image.byteio import FileReader, FileReadWriter, MemoryIO
 from flasher.image.overlay import Overlay
 
 SIZE = 64 * 1024 + 300  # deliberately not a multiple of the sector size

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from flasher.errors import ImageError
-from flasher.image.io import FileReader, FileReadWriter, MemoryIO
+from flasher.image.byteio import FileReader, FileReadWriter, MemoryIO
 from flasher.image.partitions import (
     PartitionTable,
     filesystem_of,
@@ -50,8 +50,12 @@ def sfdisk_image(tmp_path: Path, script: str, size: int = IMAGE_BYTES) -> Path:
     path = tmp_path / "disk.img"
     with path.open("wb") as f:
         f.truncate(size)
-    subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(path)],
-                   input=script.encode(), check=True, capture_output=True)
+    subprocess.run(
+        ["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(path)],
+        input=script.encode(),
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -66,8 +70,15 @@ def table_of(path: Path) -> PartitionTable:
         return read_partition_table(io, name=path.name)
 
 
-def put_filesystem(tmp_path: Path, image: Path, start: int, size: int, kind: str,
-                   label: str = "", files: dict[str, bytes] | None = None) -> None:
+def put_filesystem(
+    tmp_path: Path,
+    image: Path,
+    start: int,
+    size: int,
+    kind: str,
+    label: str = "",
+    files: dict[str, bytes] | None = None,
+) -> None:
     """Make a filesystem with the real mkfs tool and copy it into `image` at `start`."""
     fs_path = tmp_path / f"fs-{start}.img"
     with fs_path.open("wb") as f:
@@ -78,16 +89,27 @@ def put_filesystem(tmp_path: Path, image: Path, start: int, size: int, kind: str
     else:
         _require("mkfs.vfat")
         spc = "4" if kind == "fat12" else "1"
-        cmd = ["mkfs.vfat", "-F", kind[3:], "-s", spc, *(["-n", label] if label else []),
-               str(fs_path)]
+        cmd = [
+            "mkfs.vfat",
+            "-F",
+            kind[3:],
+            "-s",
+            spc,
+            *(["-n", label] if label else []),
+            str(fs_path),
+        ]
     subprocess.run(cmd, check=True, capture_output=True)
     if files:
         _require("mcopy")
         for name, data in files.items():
             src = tmp_path / "src"
             src.write_bytes(data)
-            subprocess.run(["mcopy", "-i", str(fs_path), str(src), f"::{name}"], check=True,
-                           capture_output=True, env={"MTOOLS_SKIP_CHECK": "1"})
+            subprocess.run(
+                ["mcopy", "-i", str(fs_path), str(src), f"::{name}"],
+                check=True,
+                capture_output=True,
+                env={"MTOOLS_SKIP_CHECK": "1"},
+            )
     with FileReadWriter(image) as io:
         io.pwrite(fs_path.read_bytes(), start)
 
@@ -102,10 +124,20 @@ def test_mbr_with_logical_partitions_matches_sfdisk(tmp_path: Path) -> None:
     table = table_of(image)
     expected = sfdisk_json(image)
     assert table.scheme == "mbr" and table.disk_id == expected["id"]
-    got = [(f"{image}{p.number}", p.start_bytes // 512, p.size_bytes // 512,
-            p.type_id.removeprefix("0x").lstrip("0"), p.bootable) for p in table.partitions]
-    want = [(p["node"], p["start"], p["size"], p["type"], p.get("bootable", False))
-            for p in expected["partitions"]]
+    got = [
+        (
+            f"{image}{p.number}",
+            p.start_bytes // 512,
+            p.size_bytes // 512,
+            p.type_id.removeprefix("0x").lstrip("0"),
+            p.bootable,
+        )
+        for p in table.partitions
+    ]
+    want = [
+        (p["node"], p["start"], p["size"], p["type"], p.get("bootable", False))
+        for p in expected["partitions"]
+    ]
     assert got == want
     assert [p.number for p in table.partitions if p.is_extended] == [4]
     assert [p.number for p in table.data_partitions()] == [1, 2, 3, 5, 6]
@@ -120,7 +152,7 @@ def test_mbr_metadata_ranges_are_the_mbr_and_every_ebr(tmp_path: Path) -> None:
     assert len(ebrs) == 2
     extended = next(p for p in table.partitions if p.is_extended)
     for offset, length in ebrs:
-        assert length == 512 and raw[offset + 510:offset + 512] == b"\x55\xaa"
+        assert length == 512 and raw[offset + 510 : offset + 512] == b"\x55\xaa"
         assert extended.start_bytes <= offset < extended.end_bytes
 
 
@@ -129,11 +161,30 @@ def test_gpt_matches_sfdisk(tmp_path: Path) -> None:
     table = table_of(image)
     expected = sfdisk_json(image)
     assert (table.scheme, table.disk_id.upper(), table.warnings) == ("gpt", expected["id"], ())
-    got = [(f"{image}{p.number}", p.start_bytes // 512, p.size_bytes // 512, p.type_id.upper(),
-            p.uuid.upper(), p.name, p.bootable) for p in table.partitions]
-    want = [(p["node"], p["start"], p["size"], p["type"], p["uuid"], p["name"],
-             "LegacyBIOSBootable" in p.get("attrs", ""))
-            for p in expected["partitions"]]
+    got = [
+        (
+            f"{image}{p.number}",
+            p.start_bytes // 512,
+            p.size_bytes // 512,
+            p.type_id.upper(),
+            p.uuid.upper(),
+            p.name,
+            p.bootable,
+        )
+        for p in table.partitions
+    ]
+    want = [
+        (
+            p["node"],
+            p["start"],
+            p["size"],
+            p["type"],
+            p["uuid"],
+            p["name"],
+            "LegacyBIOSBootable" in p.get("attrs", ""),
+        )
+        for p in expected["partitions"]
+    ]
     assert got == want
 
 
@@ -141,16 +192,25 @@ def test_gpt_metadata_ranges_cover_both_headers_and_entry_arrays(tmp_path: Path)
     image = sfdisk_image(tmp_path, GPT_SCRIPT)
     last = IMAGE_BYTES - 512
     assert table_of(image).metadata_ranges == (
-        (0, 512), (512, 512), (1024, 128 * 128), (last - 128 * 128, 128 * 128), (last, 512))
+        (0, 512),
+        (512, 512),
+        (1024, 128 * 128),
+        (last - 128 * 128, 128 * 128),
+        (last, 512),
+    )
 
 
-@pytest.mark.parametrize(("what", "offset"), [
-    ("header CRC32", 512 + 16),
-    ("entry array CRC32", 1024 + 56),  # a byte of partition 1's name
-    ("signature", 512),
-])
-def test_corrupt_primary_gpt_falls_back_to_the_backup(tmp_path: Path, what: str,
-                                                      offset: int) -> None:
+@pytest.mark.parametrize(
+    ("what", "offset"),
+    [
+        ("header CRC32", 512 + 16),
+        ("entry array CRC32", 1024 + 56),  # a byte of partition 1's name
+        ("signature", 512),
+    ],
+)
+def test_corrupt_primary_gpt_falls_back_to_the_backup(
+    tmp_path: Path, what: str, offset: int
+) -> None:
     image = sfdisk_image(tmp_path, GPT_SCRIPT)
     good = table_of(image)
     patch(image, offset, b"\x7f")
@@ -184,21 +244,30 @@ def test_ebr_chain_loop_is_bad_partition_table(tmp_path: Path) -> None:
     second_ebr = table_of(image).metadata_ranges[2][0]
     extended_start = 26624 * 512
     # The second EBR's link entry points back at the first EBR (relative start 0).
-    patch(image, second_ebr + 462, bytes([0, 0, 0, 0, 0x05, 0, 0, 0])
-          + (0).to_bytes(4, "little") + (8192).to_bytes(4, "little"))
+    patch(
+        image,
+        second_ebr + 462,
+        bytes([0, 0, 0, 0, 0x05, 0, 0, 0])
+        + (0).to_bytes(4, "little")
+        + (8192).to_bytes(4, "little"),
+    )
     assert second_ebr != extended_start
     with pytest.raises(ImageError) as err:
         table_of(image)
     assert err.value.problem == "bad_partition_table" and "loops" in str(err.value)
 
 
-@pytest.mark.parametrize(("offset", "data", "message"), [
-    (446, b"\x12", "invalid status byte"),
-    (446 + 16 + 8, (4096).to_bytes(4, "little"), "overlap"),
-    (26624 * 512 + 510, b"\0\0", "no 0x55AA signature"),
-])
-def test_corrupt_mbr_is_bad_partition_table(tmp_path: Path, offset: int, data: bytes,
-                                            message: str) -> None:
+@pytest.mark.parametrize(
+    ("offset", "data", "message"),
+    [
+        (446, b"\x12", "invalid status byte"),
+        (446 + 16 + 8, (4096).to_bytes(4, "little"), "overlap"),
+        (26624 * 512 + 510, b"\0\0", "no 0x55AA signature"),
+    ],
+)
+def test_corrupt_mbr_is_bad_partition_table(
+    tmp_path: Path, offset: int, data: bytes, message: str
+) -> None:
     image = sfdisk_image(tmp_path, MBR_SCRIPT)
     patch(image, offset, data)
     with pytest.raises(ImageError) as err:
@@ -209,7 +278,7 @@ def test_corrupt_mbr_is_bad_partition_table(tmp_path: Path, offset: int, data: b
 @pytest.mark.parametrize("script", [MBR_SCRIPT, GPT_SCRIPT])
 def test_partition_past_the_end_of_the_image_is_truncated(tmp_path: Path, script: str) -> None:
     image = sfdisk_image(tmp_path, script)
-    image.write_bytes(image.read_bytes()[:10 * MiB])
+    image.write_bytes(image.read_bytes()[: 10 * MiB])
     with pytest.raises(ImageError) as err:
         table_of(image)
     assert err.value.problem == "truncated"
@@ -235,13 +304,21 @@ def test_no_table_means_the_whole_image_is_the_filesystem(tmp_path: Path, conten
     assert boot is not None and (boot.number, boot.start_bytes, boot.size_bytes) == (0, 0, 8 * MiB)
 
 
-@pytest.mark.parametrize(("kind", "label"), [("fat12", "resin-boot"), ("fat16", "flash-boot"),
-                                             ("fat32", "balena-boot"), ("ext4", "resin-rootA"),
-                                             ("fat16", "")])
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        ("fat12", "resin-boot"),
+        ("fat16", "flash-boot"),
+        ("fat32", "balena-boot"),
+        ("ext4", "resin-rootA"),
+        ("fat16", ""),
+    ],
+)
 def test_filesystem_of_names_kind_and_label(tmp_path: Path, kind: str, label: str) -> None:
     size = 34 * MiB if kind == "fat32" else 4 * MiB
-    image = sfdisk_image(tmp_path, f"label: dos\nstart=2048, size={size // 512}, type=c\n",
-                         size=size + 2 * MiB)
+    image = sfdisk_image(
+        tmp_path, f"label: dos\nstart=2048, size={size // 512}, type=c\n", size=size + 2 * MiB
+    )
     put_filesystem(tmp_path, image, MiB, size, kind, label=label)
     table = table_of(image)
     with FileReader(image) as io:
@@ -258,13 +335,22 @@ def test_filesystem_of_unformatted_partition_is_unknown(tmp_path: Path) -> None:
 
 FIND_CASES = {
     # name: (script, {partition number: (fs kind, label, files)}, expected boot number)
-    "gpt_name": (GPT_SCRIPT.replace('"resin-boot"', '"other"').replace('"resin-rootA"',
-                                                                        '"resin-boot"'),
-                 {1: ("fat16", "", {}), 2: ("fat16", "", {})}, 2),
+    "gpt_name": (
+        GPT_SCRIPT.replace('"resin-boot"', '"other"').replace('"resin-rootA"', '"resin-boot"'),
+        {1: ("fat16", "", {}), 2: ("fat16", "", {})},
+        2,
+    ),
     "fat_label": (MBR_SCRIPT, {1: ("fat16", "DATA", {}), 2: ("fat16", "flash-boot", {})}, 2),
     "logical_label": (MBR_SCRIPT, {1: ("fat16", "", {}), 5: ("fat16", "balena-boot", {})}, 5),
-    "device_type_json": (MBR_SCRIPT, {1: ("fat16", "", {"/other.txt": b"x"}), 2: ("ext4", "", {}),
-                                      3: ("fat16", "", {"/device-type.json": b"{}"})}, 3),
+    "device_type_json": (
+        MBR_SCRIPT,
+        {
+            1: ("fat16", "", {"/other.txt": b"x"}),
+            2: ("ext4", "", {}),
+            3: ("fat16", "", {"/device-type.json": b"{}"}),
+        },
+        3,
+    ),
     "fallback_1": (MBR_SCRIPT, {1: ("ext4", "", {}), 2: ("fat16", "", {})}, 1),
 }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flasher.image.io import FileReadWriter
+from flasher.image.byteio import FileReadWriter
 from flasher.sandbox.catalog import load_catalog
 from flasher.sandbox.ext4 import Ext4Builder
 from flasher.sandbox.images import ImageLayout, ImageScale, ImageSpec, PartitionInfo, synthesize

@@ -12,8 +12,8 @@ import pytest
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
 from flasher.image.bmap import read_bmap, verify_bmap, write_bmap
+from flasher.image.byteio import FileReader, MemoryIO, SliceIO
 from flasher.image.ext4 import Ext4Filesystem
-from flasher.image.io import FileReader, MemoryIO, SliceIO
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from tests.support.filesystems import (
@@ -94,8 +94,10 @@ def test_set_bit_runs_match_a_bit_by_bit_scan(seed: int) -> None:
 MAP = AllocationMap(100, ((0, 10), (40, 25)))
 
 
-@pytest.mark.parametrize(("offset", "inside"), [(0, True), (9, True), (10, False), (39, False),
-                                                 (40, True), (64, True), (65, False)])
+@pytest.mark.parametrize(
+    ("offset", "inside"),
+    [(0, True), (9, True), (10, False), (39, False), (40, True), (64, True), (65, False)],
+)
 def test_contains_answers_per_byte(offset: int, inside: bool) -> None:
     assert MAP.contains(offset) is inside
 
@@ -127,7 +129,11 @@ def test_written_bmap_reads_back(tmp_path: Path) -> None:
     path = write_bmap(tmp_path / "a.bmap", [(4096, 5000), (40960, 100)], image.size, image=image)
     bmap = read_bmap(path)
     assert (bmap.image_size, bmap.block_size, bmap.blocks_count, bmap.mapped_blocks_count) == (
-        image.size, 4096, 11, 3)
+        image.size,
+        4096,
+        11,
+        3,
+    )
     assert bmap.byte_ranges() == [(4096, 8192), (40960, 100)]
     verify_bmap(image, bmap, name="image")
 
@@ -201,13 +207,18 @@ def test_bmap_v1_without_checksums_is_read(tmp_path: Path) -> None:
 def disk(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[int, int]]]:
     """MBR: FAT16 p1, ext4 p2, random bytes p3, extended p4 holding a corrupt ext4 (p5)."""
     directory = tmp_path_factory.mktemp("disk")
-    path, parts = build_disk(directory, "mbr", [
-        PartSpec("fat16", 16 * MiB, tree_bytes=2 * MiB),
-        PartSpec("ext4", 24 * MiB, tree_bytes=3 * MiB),
-        PartSpec("raw", 2 * MiB),
-        PartSpec("extended", 0),
-        PartSpec("ext4", 8 * MiB, tree_bytes=1 * MiB),
-    ], gap_bytes=1 * MiB)
+    path, parts = build_disk(
+        directory,
+        "mbr",
+        [
+            PartSpec("fat16", 16 * MiB, tree_bytes=2 * MiB),
+            PartSpec("ext4", 24 * MiB, tree_bytes=3 * MiB),
+            PartSpec("raw", 2 * MiB),
+            PartSpec("extended", 0),
+            PartSpec("ext4", 8 * MiB, tree_bytes=1 * MiB),
+        ],
+        gap_bytes=1 * MiB,
+    )
     p5 = next(p for p in parts if p.number == 5)
     patch_bytes(path, p5.start_bytes + 1024 + 0x78, b"tampered label")  # breaks its checksum
     return path, [(p.start_bytes, p.size_bytes) for p in parts]
@@ -217,8 +228,14 @@ def exact_map(path: Path, *, bmap_path: Path | None = None, verify: bool = False
     """The map without gap filling or block alignment."""
     with FileReader(path) as io:
         table = read_partition_table(io, name=str(path))
-        return allocation_map(io, table, bmap_path=bmap_path, verify_bmap_checksums=verify,
-                              coalesce_gap_bytes=0, block_bytes=1)
+        return allocation_map(
+            io,
+            table,
+            bmap_path=bmap_path,
+            verify_bmap_checksums=verify,
+            coalesce_gap_bytes=0,
+            block_bytes=1,
+        )
 
 
 def test_area_before_first_partition_and_gaps_are_mapped(disk: Disk) -> None:
@@ -342,6 +359,12 @@ def test_image_without_partition_table_is_mapped_as_one_filesystem(tmp_path: Pat
 def test_map_describes_itself_as_json(disk: Disk) -> None:
     path, _ = disk
     info = exact_map(path).to_dict()
-    assert set(info) == {"size_bytes", "mapped_bytes", "range_count", "source", "partitions",
-                         "warnings"}
+    assert set(info) == {
+        "size_bytes",
+        "mapped_bytes",
+        "range_count",
+        "source",
+        "partitions",
+        "warnings",
+    }
     assert [p["number"] for p in info["partitions"]] == [1, 2, 3, 5]

@@ -71,8 +71,9 @@ def _form(group: QGroupBox) -> QFormLayout:
 class ConfigurePage(QWidget):
     changed = Signal()
 
-    def __init__(self, settings: Settings, device_api_url: str | None,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, settings: Settings, device_api_url: str | None, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self._api_url = device_api_url
         self._selection: Selection | None = None
@@ -107,8 +108,9 @@ class ConfigurePage(QWidget):
         grid.setRowStretch(3, 1)
         scroll.setWidget(self.form)
         outer.addWidget(scroll, 1)
-        self.remember_check = QCheckBox("Remember the Wi-Fi key and provisioning key on this "
-                                        "computer", self)
+        self.remember_check = QCheckBox(
+            "Remember the Wi-Fi key and provisioning key on this computer", self
+        )
         outer.addWidget(self.remember_check)
         self.restore(settings)
         self._network_changed()
@@ -130,13 +132,23 @@ class ConfigurePage(QWidget):
         form.addRow(kinds)
         self.ssid_edit = QLineEdit(group)
         self.ssid_edit.setAccessibleName("Wi-Fi network name")
-        self.ssid_error = self._row(form, "&SSID (network name):", self.ssid_edit, "ssid",
-                                    lambda: validate_wifi_ssid(self.ssid_edit.text()))
+        self.ssid_error = self._row(
+            form,
+            "&SSID (network name):",
+            self.ssid_edit,
+            "ssid",
+            lambda: validate_wifi_ssid(self.ssid_edit.text()),
+        )
         self.key_edit = SecretEdit(group)
         self.key_edit.setPlaceholderText("empty for an open network")
         self.key_edit.setAccessibleName("Wi-Fi key")
-        self.key_error = self._row(form, "&Key:", self.key_edit, "key",
-                                   lambda: validate_wifi_key(Secret(self.key_edit.text())))
+        self.key_error = self._row(
+            form,
+            "&Key:",
+            self.key_edit,
+            "key",
+            lambda: validate_wifi_key(Secret(self.key_edit.text())),
+        )
         self.hidden_check = QCheckBox("&Hidden network", group)
         form.addRow("", self.hidden_check)
         self.wifi_widgets: list[QWidget] = [self.ssid_edit, self.key_edit, self.hidden_check]
@@ -151,20 +163,36 @@ class ConfigurePage(QWidget):
         form = _form(group)
         self.address_edit = QLineEdit(group)
         self.address_edit.setPlaceholderText("192.168.1.50")
-        self.address_error = self._row(form, "&Address:", self.address_edit, "address",
-                                       lambda: validate_ipv4_address(self.address_edit.text()))
+        self.address_error = self._row(
+            form,
+            "&Address:",
+            self.address_edit,
+            "address",
+            lambda: validate_ipv4_address(self.address_edit.text()),
+        )
         self.netmask_edit = QLineEdit(group)
         self.netmask_edit.setPlaceholderText("255.255.255.0 or 24")
-        self.netmask_error = self._row(form, "Net&mask:", self.netmask_edit, "netmask",
-                                       lambda: validate_netmask(self.netmask_edit.text()))
+        self.netmask_error = self._row(
+            form,
+            "Net&mask:",
+            self.netmask_edit,
+            "netmask",
+            lambda: validate_netmask(self.netmask_edit.text()),
+        )
         self.gateway_edit = QLineEdit(group)
         self.gateway_edit.setPlaceholderText("192.168.1.1")
-        self.gateway_error = self._row(form, "&Gateway:", self.gateway_edit, "gateway",
-                                       self._check_gateway)
+        self.gateway_error = self._row(
+            form, "&Gateway:", self.gateway_edit, "gateway", self._check_gateway
+        )
         self.dns_edit = QLineEdit(group)
         self.dns_edit.setPlaceholderText("1.1.1.1, 8.8.8.8")
-        self.dns_error = self._row(form, "DNS ser&vers:", self.dns_edit, "dns",
-                                   lambda: validate_dns(parse_dns(self.dns_edit.text())))
+        self.dns_error = self._row(
+            form,
+            "DNS ser&vers:",
+            self.dns_edit,
+            "dns",
+            lambda: validate_dns(parse_dns(self.dns_edit.text())),
+        )
         group.toggled.connect(lambda _on: self._edited("static"))
         return group
 
@@ -173,19 +201,31 @@ class ConfigurePage(QWidget):
         form = _form(group)
         self.hostname_edit = QLineEdit(group)
         self.hostname_edit.setPlaceholderText("default: the device's UUID")
-        self.hostname_error = self._row(form, "H&ostname:", self.hostname_edit, "hostname",
-                                        lambda: validate_hostname(self.hostname_text()))
+        self.hostname_error = self._row(
+            form,
+            "H&ostname:",
+            self.hostname_edit,
+            "hostname",
+            lambda: validate_hostname(self.hostname_text()),
+        )
         self.poll_spin = QSpinBox(group)
         self.poll_spin.setRange(0, 100_000)
         self.poll_spin.setSpecialValueText("default (10 min)")
         self.poll_spin.setSuffix(" min")
         self.poll_spin.setAccessibleName("update poll interval in minutes")
-        self.poll_error = self._row(form, "&Update poll interval:", self.poll_spin, "poll",
-                                    lambda: validate_poll_interval(self.poll_spin.value() or None),
-                                    signal="valueChanged")
+        self.poll_error = self._row(
+            form,
+            "&Update poll interval:",
+            self.poll_spin,
+            "poll",
+            lambda: validate_poll_interval(self.poll_spin.value() or None),
+            signal="valueChanged",
+        )
         self.dev_check = QCheckBox("&Development mode", group)
-        self.dev_check.setToolTip("Opens SSH as root and local mode, for building and "
-                                  "debugging; not for devices in the field.")
+        self.dev_check.setToolTip(
+            "Opens SSH as root and local mode, for building and "
+            "debugging; not for devices in the field."
+        )
         self.dev_error = FieldError(group)
         form.addRow("", self.dev_check)
         form.addRow("", self.dev_error)
@@ -203,12 +243,21 @@ class ConfigurePage(QWidget):
         form = _form(group)
         self.fleet_edit = QLineEdit(group)
         self.fleet_edit.setPlaceholderText("numeric ID from the dashboard URL")
-        self.fleet_error = self._row(form, "Fl&eet ID:", self.fleet_edit, "fleet",
-                                     lambda: parse_fleet_id(self.fleet_edit.text()))
+        self.fleet_error = self._row(
+            form,
+            "Fl&eet ID:",
+            self.fleet_edit,
+            "fleet",
+            lambda: parse_fleet_id(self.fleet_edit.text()),
+        )
         self.provisioning_edit = SecretEdit(group)
         self.provisioning_error = self._row(
-            form, "Provisioning ke&y:", self.provisioning_edit, "provisioning",
-            lambda: validate_provisioning_key(self._provisioning_key(), 1))
+            form,
+            "Provisioning ke&y:",
+            self.provisioning_edit,
+            "provisioning",
+            lambda: validate_provisioning_key(self._provisioning_key(), 1),
+        )
         group.toggled.connect(lambda _on: self._edited("fleet_group"))
         return group
 
@@ -235,8 +284,15 @@ class ConfigurePage(QWidget):
         layout.addLayout(buttons)
         return group
 
-    def _row(self, form: QFormLayout, label: str, editor: QWidget, key: str,
-             check: Callable[[], object], signal: str = "textChanged") -> FieldError:
+    def _row(
+        self,
+        form: QFormLayout,
+        label: str,
+        editor: QWidget,
+        key: str,
+        check: Callable[[], object],
+        signal: str = "textChanged",
+    ) -> FieldError:
         error = FieldError(editor.parentWidget())
         column = QVBoxLayout()
         column.setSpacing(0)
@@ -265,8 +321,11 @@ class ConfigurePage(QWidget):
             validate_netmask(self.netmask_edit.text())
         except ConfigError:
             return  # the subnet rules need a valid address and netmask first
-        validate_static_ipv4(StaticIPv4(self.address_edit.text().strip(),
-                                        self.netmask_edit.text().strip(), str(gateway)))
+        validate_static_ipv4(
+            StaticIPv4(
+                self.address_edit.text().strip(), self.netmask_edit.text().strip(), str(gateway)
+            )
+        )
 
     def _check_keyfiles(self) -> None:
         for keyfile in self.keyfiles:
@@ -339,10 +398,15 @@ class ConfigurePage(QWidget):
         self.configure_check.setEnabled(configurable)
         if not configurable:
             self.configure_check.setChecked(False)
-            self.unconfigurable.setText("This image does not say which device type it is for, "
-                                        "so it will be written as it is.")
-        elif selection is not None and selection.spec.development and \
-                not self.fields.touched("development_mode"):
+            self.unconfigurable.setText(
+                "This image does not say which device type it is for, "
+                "so it will be written as it is."
+            )
+        elif (
+            selection is not None
+            and selection.spec.development
+            and not self.fields.touched("development_mode")
+        ):
             self.dev_check.setChecked(True)
         self.unconfigurable.setVisible(not configurable)
         self.changed.emit()
@@ -389,15 +453,22 @@ class ConfigurePage(QWidget):
     def config(self) -> DeviceConfig | None:
         """The settings as a validated DeviceConfig; None to write the image as it is."""
         selection = self._selection
-        if not self.configure_check.isChecked() or selection is None or \
-                selection.device_type is None:
+        if (
+            not self.configure_check.isChecked()
+            or selection is None
+            or selection.device_type is None
+        ):
             return None
         wifi = self.wifi_radio.isChecked()
         key = self.key_edit.text()
         ipv4 = None
         if self.ip_group.isChecked():
-            ipv4 = StaticIPv4(self.address_edit.text().strip(), self.netmask_edit.text().strip(),
-                              self.gateway_edit.text().strip(), parse_dns(self.dns_edit.text()))
+            ipv4 = StaticIPv4(
+                self.address_edit.text().strip(),
+                self.netmask_edit.text().strip(),
+                self.gateway_edit.text().strip(),
+                parse_dns(self.dns_edit.text()),
+            )
         network = NetworkSettings(
             kind=NetworkKind.WIFI if wifi else NetworkKind.ETHERNET,
             wifi_ssid=self.ssid_edit.text() if wifi else None,
@@ -431,8 +502,7 @@ class ConfigurePage(QWidget):
         if config is None:
             return "image as it is"
         network = config.network
-        words = [f"Wi-Fi “{network.wifi_ssid}”" if network.kind is NetworkKind.WIFI
-                 else "Ethernet"]
+        words = [f"Wi-Fi “{network.wifi_ssid}”" if network.kind is NetworkKind.WIFI else "Ethernet"]
         if network.ipv4 is not None:
             words.append(network.ipv4.address)
         if config.hostname:

@@ -47,8 +47,18 @@ _SUBJECTS = {
 }
 
 # Rules that continue their field's name ("is required…", "must be…").
-_PREDICATE_START = {"is", "must", "has", "may", "needs", "differs", "only", "conflicts",
-                    "cannot", "was"}
+_PREDICATE_START = {
+    "is",
+    "must",
+    "has",
+    "may",
+    "needs",
+    "differs",
+    "only",
+    "conflicts",
+    "cannot",
+    "was",
+}
 
 
 def field_key(core_field: str) -> str | None:
@@ -164,6 +174,8 @@ def read_keyfile(path: str) -> Keyfile:
     except OSError as err:
         raise ConfigError(f"keyfile:{name}", f"cannot be read: {err.strerror}") from None
     if len(content) > KEYFILE_MAX_BYTES:
-        raise ConfigError(f"keyfile:{name}",
-                          f"is larger than {KEYFILE_MAX_BYTES // 1024} KiB; not a connection file")
+        raise ConfigError(
+            f"keyfile:{name}",
+            f"is larger than {KEYFILE_MAX_BYTES // 1024} KiB; not a connection file",
+        )
     return Keyfile(name, content)

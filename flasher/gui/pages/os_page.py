@@ -49,8 +49,7 @@ class SearchField(QLineEdit):
         self._view = view
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        if event.key() in (Qt.Key.Key_Down, Qt.Key.Key_Up, Qt.Key.Key_PageDown,
-                           Qt.Key.Key_PageUp):
+        if event.key() in (Qt.Key.Key_Down, Qt.Key.Key_Up, Qt.Key.Key_PageDown, Qt.Key.Key_PageUp):
             self._view.keyPressEvent(event)
             return
         super().keyPressEvent(event)
@@ -185,8 +184,13 @@ class OsPage(QWidget):
         row.addWidget(self.path_edit, 1)
         row.addWidget(self.browse)
         layout.addLayout(row)
-        layout.addWidget(note(".img, .zip, .gz, .xz, .zst or .bz2 — compressed images are "
-                              "unpacked once into the cache.", panel))
+        layout.addWidget(
+            note(
+                ".img, .zip, .gz, .xz, .zst or .bz2 — compressed images are "
+                "unpacked once into the cache.",
+                panel,
+            )
+        )
         self.file_progress, self.file_status, self.file_error = self._image_status(panel, layout)
         layout.addStretch(1)
         return panel
@@ -212,8 +216,11 @@ class OsPage(QWidget):
         layout.addStretch(1)
         return panel
 
-    def _image_status(self, panel: QWidget, layout: QVBoxLayout,
-                      ) -> tuple[QProgressBar, QLabel, FieldError]:
+    def _image_status(
+        self,
+        panel: QWidget,
+        layout: QVBoxLayout,
+    ) -> tuple[QProgressBar, QLabel, FieldError]:
         progress = QProgressBar(panel)
         progress.hide()
         status = QLabel(panel)
@@ -256,8 +263,9 @@ class OsPage(QWidget):
         proxy = self.controller.device_type_filter
         proxy.set_search(text)
         current = self.device_view.currentIndex()
-        if (not current.isValid() or not self.device_view.selectionModel().isSelected(current)) \
-                and proxy.rowCount() > 0:
+        if (
+            not current.isValid() or not self.device_view.selectionModel().isSelected(current)
+        ) and proxy.rowCount() > 0:
             self.device_view.setCurrentIndex(proxy.index(0, 0))
 
     def current_device_type(self) -> DeviceType | None:
@@ -276,9 +284,13 @@ class OsPage(QWidget):
         self.changed.emit()
 
     def _filters_changed(self) -> None:
-        self.controller.set_version_filter(VersionFilter(
-            esr=self.esr_check.isChecked(), development=self.dev_check.isChecked(),
-            drafts=self.draft_check.isChecked()))
+        self.controller.set_version_filter(
+            VersionFilter(
+                esr=self.esr_check.isChecked(),
+                development=self.dev_check.isChecked(),
+                drafts=self.draft_check.isChecked(),
+            )
+        )
 
     def _versions_loaded(self) -> None:
         preferred = self.controller.preferred_version()
@@ -356,8 +368,7 @@ class OsPage(QWidget):
     def _open_path(self) -> None:
         path = self.path_edit.text().strip()
         if path:
-            self._open(SourceSpec(path=path), self.file_progress, self.file_status,
-                       self.file_error)
+            self._open(SourceSpec(path=path), self.file_progress, self.file_status, self.file_error)
 
     def _open_url(self) -> None:
         url = self.url_edit.text().strip()
@@ -370,8 +381,9 @@ class OsPage(QWidget):
             return
         self._open(spec, self.url_progress, self.url_status, self.url_error)
 
-    def _open(self, spec: SourceSpec, progress: QProgressBar, status: QLabel,
-              error: FieldError) -> None:
+    def _open(
+        self, spec: SourceSpec, progress: QProgressBar, status: QLabel, error: FieldError
+    ) -> None:
         self._choice = None
         error.show_error(None)
         status.setText("Opening…")
@@ -390,8 +402,7 @@ class OsPage(QWidget):
         if isinstance(event, PhaseChanged) and event.target is None:
             status.setText(f"{PHASE_WORDS.get(event.phase, event.phase.value)}…")
             progress.setRange(0, 0)
-        elif isinstance(event, Progress) and event.phase in (Phase.DOWNLOADING,
-                                                             Phase.UNPACKING):
+        elif isinstance(event, Progress) and event.phase in (Phase.DOWNLOADING, Phase.UNPACKING):
             fraction = event.fraction
             if fraction is not None:
                 progress.setRange(0, 1000)
@@ -403,11 +414,15 @@ class OsPage(QWidget):
         self._choice = choice
         identity = choice.info.identity
         what = identity.device_type_name or identity.device_type
-        parts = [f"Device type: {what} ({identity.device_type})" if identity.device_type
-                 else "Device type: not recorded in the image",
-                 f"balenaOS {identity.os_version}" if identity.os_version
-                 else "balenaOS version: unknown",
-                 f"{human_bytes(choice.size_bytes)} unpacked"]
+        parts = [
+            f"Device type: {what} ({identity.device_type})"
+            if identity.device_type
+            else "Device type: not recorded in the image",
+            f"balenaOS {identity.os_version}"
+            if identity.os_version
+            else "balenaOS version: unknown",
+            f"{human_bytes(choice.size_bytes)} unpacked",
+        ]
         status.setText(" · ".join(parts))
         problems = [p.message for p in choice.info.problems]
         error.show_error("; ".join(problems) if problems else None)
@@ -428,18 +443,28 @@ class OsPage(QWidget):
             device, version = self.current_device_type(), self.current_version()
             if device is None or version is None:
                 return None
-            spec = SourceSpec(device_type=device.slug, version=version.raw_version,
-                              development=self.dev_check.isChecked())
-            return Selection(spec, device.slug, version.raw_version,
-                             f"{device.name} · {version_label(version)}")
+            spec = SourceSpec(
+                device_type=device.slug,
+                version=version.raw_version,
+                development=self.dev_check.isChecked(),
+            )
+            return Selection(
+                spec, device.slug, version.raw_version, f"{device.name} · {version_label(version)}"
+            )
         choice = self._choice
         if choice is None:
             return None
         name = choice.spec.path or choice.spec.url or ""
         title = name.rsplit("/", 1)[-1]
         source_path = choice.spec.path or choice.raw_path
-        return Selection(choice.spec, choice.device_type, choice.os_version, title,
-                         image_size_bytes=choice.size_bytes, source_path=source_path)
+        return Selection(
+            choice.spec,
+            choice.device_type,
+            choice.os_version,
+            title,
+            image_size_bytes=choice.size_bytes,
+            source_path=source_path,
+        )
 
     def focus_first(self) -> None:
         target = {0: self.search, 1: self.path_edit, 2: self.url_edit}

@@ -43,8 +43,9 @@ class TargetCard(QFrame):
     details_requested = Signal(str)
     retry_requested = Signal(str)
 
-    def __init__(self, status: TargetStatus, drive: Drive | None,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, status: TargetStatus, drive: Drive | None, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.path = status.path
         self._state: tuple[str, Accent | None] | None = None
@@ -109,8 +110,7 @@ class TargetCard(QFrame):
         self.bar.setVisible(not failed)
         failed = result is not None and not result.ok
         message, hint = error_words(result.error if result is not None else None)
-        if failed and status.phase is Phase.FAILED and result is not None and \
-                result.error is None:
+        if failed and status.phase is Phase.FAILED and result is not None and result.error is None:
             message, hint = "This target failed; see the job's error above.", None
         self.error.setText(message if failed else "")
         self.hint.setText(hint or "")
@@ -118,7 +118,6 @@ class TargetCard(QFrame):
             widget.setVisible(failed)
         self.hint.setVisible(failed and bool(hint))
         self.retry.setVisible(failed and not running)
-
 
     def _show_state(self, mark: str, bar_accent: Accent | None) -> None:
         """Icon and bar colour; redrawn only when they change (progress arrives often)."""
@@ -207,8 +206,12 @@ class ProgressPage(QWidget):
         self.cancel.setEnabled(True)
         self.cancel.setText("&Cancel")
         self.cancel.setDefault(True)
-        for button, visible in ((self.cancel, True), (self.retry, False), (self.again, False),
-                                (self.done, False)):
+        for button, visible in (
+            (self.cancel, True),
+            (self.retry, False),
+            (self.again, False),
+            (self.done, False),
+        ):
             button.setVisible(visible)
         count = len(job.targets)
         self.title.setText(f"Flashing {count} {'target' if count == 1 else 'targets'}")
@@ -232,8 +235,11 @@ class ProgressPage(QWidget):
         self.shared_bar.setVisible(preparing)
         if preparing:
             self.shared_label.setText(shared_line(job))
-            fraction = job.shared_progress.fraction if job.shared_progress and \
-                job.shared_progress.phase is job.shared_phase else None
+            fraction = (
+                job.shared_progress.fraction
+                if job.shared_progress and job.shared_progress.phase is job.shared_phase
+                else None
+            )
             if fraction is None:
                 self.shared_bar.setRange(0, 0)
             else:
@@ -259,11 +265,15 @@ class ProgressPage(QWidget):
         if error is not None:
             message, hint = error_words(error)
             kind = "info" if job.state is FlashState.CANCELLED else "error"
-            self.banner.show_message(kind, message, hint,
-                                     details=job.state is not FlashState.CANCELLED)
+            self.banner.show_message(
+                kind, message, hint, details=job.state is not FlashState.CANCELLED
+            )
         elif job.state is FlashState.CANCELLED:
-            self.banner.show_message("info", "Cancelled. Cards that were being written are left "
-                                     "unbootable on purpose.", "Flash them again to use them.")
+            self.banner.show_message(
+                "info",
+                "Cancelled. Cards that were being written are left unbootable on purpose.",
+                "Flash them again to use them.",
+            )
         self.shared_label.hide()
         self.shared_bar.hide()
         for path, card in self.cards.items():

@@ -38,8 +38,13 @@ class TargetsPage(QWidget):
         self.system_dialog: SystemDriveDialog | None = None
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Choose where to write", self))
-        layout.addWidget(note("Insert an SD card or USB drive: it appears here. Tick every "
-                              "target to write at once.", self))
+        layout.addWidget(
+            note(
+                "Insert an SD card or USB drive: it appears here. Tick every "
+                "target to write at once.",
+                self,
+            )
+        )
         self.view = QTreeView(self)
         self.view.setModel(controller.drive_filter)
         self.view.setRootIsDecorated(False)
@@ -47,8 +52,9 @@ class TargetsPage(QWidget):
         self.view.setUniformRowHeights(True)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.setAccessibleName("drives")
-        self.view.setIconSize(self.view.iconSize().expandedTo(
-            self.view.fontMetrics().boundingRect("M").size() * 1.4))
+        self.view.setIconSize(
+            self.view.iconSize().expandedTo(self.view.fontMetrics().boundingRect("M").size() * 1.4)
+        )
         header = self.view.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -73,7 +79,8 @@ class TargetsPage(QWidget):
         self.write_all_check = QCheckBox("Write every b&yte (slower)", self)
         self.write_all_check.setToolTip(
             "By default only the blocks that hold data are written; tick this for partitions "
-            "checked by their own checksums.")
+            "checked by their own checksums."
+        )
         self.write_all_check.toggled.connect(self._options_changed)
         options.addWidget(self.verify_check)
         options.addWidget(self.write_all_check)
@@ -110,16 +117,22 @@ class TargetsPage(QWidget):
     def _selection_changed(self) -> None:
         problems = [p for row in self.controller.drives.selected for p in row.problems]
         if problems:
-            self.banner.show_message("warning", " ".join(p.message for p in problems),
-                                     "You will be asked to confirm before anything is erased.")
+            self.banner.show_message(
+                "warning",
+                " ".join(p.message for p in problems),
+                "You will be asked to confirm before anything is erased.",
+            )
         else:
             self.banner.hide()
         self.controller.drive_filter.refilter()
         self.changed.emit()
 
     def _drive_removed(self, drive: Drive) -> None:
-        self.banner.show_message("info", f"{drive_title(drive)} ({drive.path}) was removed.",
-                                 "Insert it again to write it.")
+        self.banner.show_message(
+            "info",
+            f"{drive_title(drive)} ({drive.path}) was removed.",
+            "Insert it again to write it.",
+        )
 
     def _confirm_system(self, drive: Drive) -> None:
         dialog = self.system_dialog = SystemDriveDialog(drive, self)

@@ -23,8 +23,8 @@ from typing import Any
 from flasher.balena.config import redact_config
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, ignore_event
-from flasher.image.fat import FatFilesystem
-from flasher.image.io import FileReader, ReadAt, SliceIO
+from flasher.image.byteio import FileReader, ReadAt, SliceIO
+from flasher.image.fat.filesystem import FatFilesystem
 from flasher.image.partitions import (
     Partition,
     PartitionTable,
@@ -196,11 +196,19 @@ def _json_object(fs: FatFilesystem, path: str, data: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ImageError(fs.name, f"{path} is not valid JSON ({err})", problem="bad_manifest",
-                         hint="Download the image again.") from None
+        raise ImageError(
+            fs.name,
+            f"{path} is not valid JSON ({err})",
+            problem="bad_manifest",
+            hint="Download the image again.",
+        ) from None
     if not isinstance(parsed, dict):
-        raise ImageError(fs.name, f"{path} is not a JSON object", problem="bad_manifest",
-                         hint="Download the image again.")
+        raise ImageError(
+            fs.name,
+            f"{path} is not a JSON object",
+            problem="bad_manifest",
+            hint="Download the image again.",
+        )
     return parsed
 
 
@@ -298,8 +306,13 @@ def _inspect_raw(
             config = read_config_json(fs)
             keyfiles = list_keyfiles(fs)
             if config is None:
-                problems.append(Problem("no_config_json", f"the boot partition (partition "
-                                        f"{boot.number}) has no config.json", _NOT_BALENA_HINT))
+                problems.append(
+                    Problem(
+                        "no_config_json",
+                        f"the boot partition (partition {boot.number}) has no config.json",
+                        _NOT_BALENA_HINT,
+                    )
+                )
         except ImageError as err:
             problems.append(Problem(err.problem, err.message, err.hint))
         amap = allocation_map(io, table, name=name)

@@ -1,15 +1,15 @@
 """Create an empty FAT12/16/32 filesystem, deterministically (like mkfs.fat with a fixed volume id).
 
 Used by the sandbox's image synthesizer and by tests. Imports only the standard library and
-flasher's io and fatdir modules.
+flasher's byteio and fat.entries modules.
 """
 
 from __future__ import annotations
 
 import struct
 
-from flasher.image.fatdir import ATTR_VOLUME_ID, FAT_EPOCH, fat_stamp, short_entry
-from flasher.image.io import WriteAt
+from flasher.image.byteio import WriteAt
+from flasher.image.fat.entries import ATTR_VOLUME_ID, FAT_EPOCH, fat_stamp, short_entry
 
 SECTOR_SIZE = 512
 FAT_COUNT = 2
@@ -20,8 +20,15 @@ LABEL_FORBIDDEN = frozenset('"*+,./:;<=>?[\\]|')
 BPB = struct.Struct("<3s8sHBHBHHBHHHII")
 
 
-def format_fat(io: WriteAt, *, label: str, fat_bits: int = 16, volume_id: int = 0x1234ABCD,
-               sectors_per_cluster: int | None = None, hidden_sectors: int = 0) -> None:
+def format_fat(
+    io: WriteAt,
+    *,
+    label: str,
+    fat_bits: int = 16,
+    volume_id: int = 0x1234ABCD,
+    sectors_per_cluster: int | None = None,
+    hidden_sectors: int = 0,
+) -> None:
     """Write an empty FAT filesystem filling `io`: boot sector, two FATs, empty root directory.
 
     The cluster size is the smallest that keeps the cluster count in the type's range unless
@@ -41,13 +48,23 @@ def format_fat(io: WriteAt, *, label: str, fat_bits: int = 16, volume_id: int = 
             layout = (spc, *candidate)
             break
     if layout is None:
-        raise ValueError(f"{io.size} bytes cannot hold a FAT{fat_bits} filesystem"
-                         + (f" with {sectors_per_cluster} sectors per cluster"
-                            if sectors_per_cluster else ""))
+        raise ValueError(
+            f"{io.size} bytes cannot hold a FAT{fat_bits} filesystem"
+            + (f" with {sectors_per_cluster} sectors per cluster" if sectors_per_cluster else "")
+        )
     spc, reserved, fat_sectors, clusters = layout
     root_entries = 0 if fat_bits == 32 else 512
-    boot = _boot_sector(fat_bits, spc, reserved, fat_sectors, root_entries, total, hidden_sectors,
-                        volume_id, raw_label)
+    boot = _boot_sector(
+        fat_bits,
+        spc,
+        reserved,
+        fat_sectors,
+        root_entries,
+        total,
+        hidden_sectors,
+        volume_id,
+        raw_label,
+    )
     io.pwrite(bytes(reserved * SECTOR_SIZE), 0)
     io.pwrite(boot, 0)
     fat = bytearray(fat_sectors * SECTOR_SIZE)
@@ -58,7 +75,7 @@ def format_fat(io: WriteAt, *, label: str, fat_bits: int = 16, volume_id: int = 
     else:
         width = fat_bits // 8
         for i, value in enumerate(first):
-            fat[i * width:(i + 1) * width] = value.to_bytes(width, "little")
+            fat[i * width : (i + 1) * width] = value.to_bytes(width, "little")
     fat_offset = reserved * SECTOR_SIZE
     for copy in range(FAT_COUNT):
         io.pwrite(bytes(fat), fat_offset + copy * len(fat))
@@ -80,10 +97,14 @@ def format_fat(io: WriteAt, *, label: str, fat_bits: int = 16, volume_id: int = 
 def _label_bytes(label: str) -> bytes:
     if not label:
         return b"NO NAME    "
-    if (len(label) > 11 or not label.isascii()
-            or any(c in LABEL_FORBIDDEN or ord(c) < 0x20 for c in label)):
-        raise ValueError(f"FAT label {label!r} must be up to 11 ASCII characters without "
-                         '"*+,./:;<=>?[\\]|')
+    if (
+        len(label) > 11
+        or not label.isascii()
+        or any(c in LABEL_FORBIDDEN or ord(c) < 0x20 for c in label)
+    ):
+        raise ValueError(
+            f'FAT label {label!r} must be up to 11 ASCII characters without "*+,./:;<=>?[\\]|'
+        )
     return label.ljust(11).encode("ascii")
 
 
@@ -103,25 +124,57 @@ def _layout(total: int, bits: int, spc: int) -> tuple[int, int, int] | None:
     return reserved, fat_sectors, clusters
 
 
-def _boot_sector(bits: int, spc: int, reserved: int, fat_sectors: int, root_entries: int,
-                 total: int, hidden: int, volume_id: int, label: bytes) -> bytes:
+def _boot_sector(
+    bits: int,
+    spc: int,
+    reserved: int,
+    fat_sectors: int,
+    root_entries: int,
+    total: int,
+    hidden: int,
+    volume_id: int,
+    label: bytes,
+) -> bytes:
     boot = bytearray(SECTOR_SIZE)
     if total > 0xFFFFFFFF:
         raise ValueError("a FAT filesystem cannot have more than 2^32-1 sectors")
     small = total if total < 0x10000 and bits != 32 else 0
-    BPB.pack_into(boot, 0, b"\xeb\x58\x90" if bits == 32 else b"\xeb\x3c\x90", b"MSWIN4.1",
-                  SECTOR_SIZE, spc, reserved, FAT_COUNT, root_entries, small, MEDIA_FIXED_DISK,
-                  0 if bits == 32 else fat_sectors, 63, 255, hidden, 0 if small else total)
+    BPB.pack_into(
+        boot,
+        0,
+        b"\xeb\x58\x90" if bits == 32 else b"\xeb\x3c\x90",
+        b"MSWIN4.1",
+        SECTOR_SIZE,
+        spc,
+        reserved,
+        FAT_COUNT,
+        root_entries,
+        small,
+        MEDIA_FIXED_DISK,
+        0 if bits == 32 else fat_sectors,
+        63,
+        255,
+        hidden,
+        0 if small else total,
+    )
     if bits == 32:
         struct.pack_into("<IHHIHH", boot, 0x24, fat_sectors, 0, 0, 2, 1, 6)
         ext = 0x40
     else:
         ext = 0x24
-    struct.pack_into("<BBBI11s8s", boot, ext, 0x80, 0, 0x29, volume_id & 0xFFFFFFFF, label,
-                     f"FAT{bits}".ljust(8).encode("ascii"))
+    struct.pack_into(
+        "<BBBI11s8s",
+        boot,
+        ext,
+        0x80,
+        0,
+        0x29,
+        volume_id & 0xFFFFFFFF,
+        label,
+        f"FAT{bits}".ljust(8).encode("ascii"),
+    )
     # The boot code only halts: these volumes are data partitions, never booted from by BIOS.
     code_at = ext + 26
-    boot[code_at:code_at + 3] = b"\xf4\xeb\xfd"
+    boot[code_at : code_at + 3] = b"\xf4\xeb\xfd"
     boot[510:512] = b"\x55\xaa"
     return bytes(boot)
-

@@ -3,7 +3,7 @@
 pyfatfs was evaluated and not used: it needs a file object, rewrites every whole FAT on each
 flush (so an overlay would hold the full table, not a few sectors) and stamps files with the
 wall clock; here writes go through `WriteAt`, timestamps are the caller's, and output is
-byte-for-byte deterministic. Imports only the standard library and flasher's errors, io and
+byte-for-byte deterministic. Imports only the standard library and flasher's errors, byteio and
 fat* modules.
 """
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flasher.errors import ImageError
-from flasher.image.fatdir import (
+from flasher.image.byteio import ReadAt, WriteAt
+from flasher.image.fat.entries import (
     ATTR_ARCHIVE,
     ATTR_DIRECTORY,
     DELETED,
@@ -35,9 +36,8 @@ from flasher.image.fatdir import (
     short_name_for,
     updated_entry,
 )
-from flasher.image.fatformat import format_fat
-from flasher.image.fattable import Fat, Geometry, parse_boot_sector
-from flasher.image.io import ReadAt, WriteAt
+from flasher.image.fat.mkfs import format_fat
+from flasher.image.fat.table import Fat, Geometry, parse_boot_sector
 
 __all__ = ["DirEntry", "FatFilesystem", "format_fat", "probe_fat"]
 
@@ -50,7 +50,7 @@ class DirEntry:
 
 
 def probe_fat(boot: bytes) -> str | None:
-    """"fat12", "fat16" or "fat32" when `boot` is a valid FAT boot sector, else None."""
+    """ "fat12", "fat16" or "fat32" when `boot` is a valid FAT boot sector, else None."""
     geo = parse_boot_sector(boot)
     return None if isinstance(geo, str) else f"fat{geo.bits}"
 
@@ -87,8 +87,10 @@ class FatFilesystem:
             raise self._error(f"not a usable FAT filesystem: {geo}", "bad_filesystem")
         end = geo.data_offset + geo.cluster_count * geo.cluster_size
         if end > io.size:
-            raise self._error(f"the filesystem needs {end} bytes but its partition has "
-                              f"{io.size}", "bad_filesystem")
+            raise self._error(
+                f"the filesystem needs {end} bytes but its partition has {io.size}",
+                "bad_filesystem",
+            )
         self._geo: Geometry = geo
         self._fat_cache: Fat | None = None
 
@@ -116,8 +118,11 @@ class FatFilesystem:
         return root_label if root_label is not None else self._geo.bpb_label
 
     def _error(self, message: str, problem: str) -> ImageError:
-        hint = ("Run fsck.fat on the image, or download it again."
-                if problem == "bad_filesystem" else None)
+        hint = (
+            "Run fsck.fat on the image, or download it again."
+            if problem == "bad_filesystem"
+            else None
+        )
         return ImageError(self.name, message, problem=problem, hint=hint)
 
     @property
@@ -137,8 +142,12 @@ class FatFilesystem:
     def _root(self) -> _Dir:
         geo = self._geo
         if geo.bits != 32:
-            return _Dir(0, [(geo.root_offset, geo.root_bytes)],
-                        bytearray(self._io.pread(geo.root_bytes, geo.root_offset)), True)
+            return _Dir(
+                0,
+                [(geo.root_offset, geo.root_bytes)],
+                bytearray(self._io.pread(geo.root_bytes, geo.root_offset)),
+                True,
+            )
         root = self._chain_dir(geo.root_cluster)
         root.is_root = True
         return root
@@ -173,7 +182,7 @@ class FatFilesystem:
         d = self._root()
         for i, part in enumerate(parts):
             record = self._find(self._listing(d), part)
-            where = "/" + "/".join(parts[:i + 1])
+            where = "/" + "/".join(parts[: i + 1])
             if record is None:
                 raise self._error(f"{where} does not exist (looking for {path})", "not_found")
             if not record.is_dir:
@@ -220,9 +229,11 @@ class FatFilesystem:
         clusters = self._fat.chain(record.first_cluster)
         needed = -(-record.size // self._geo.cluster_size)
         if len(clusters) < needed:
-            raise self._error(f"{path} has {record.size} bytes but only {len(clusters)} "
-                              "clusters", "bad_filesystem")
-        return self._read_extents(self._extents(clusters[:needed]))[:record.size]
+            raise self._error(
+                f"{path} has {record.size} bytes but only {len(clusters)} clusters",
+                "bad_filesystem",
+            )
+        return self._read_extents(self._extents(clusters[:needed]))[: record.size]
 
     def _extents(self, clusters: list[int]) -> list[tuple[int, int]]:
         size = self._geo.cluster_size
@@ -249,8 +260,9 @@ class FatFilesystem:
                 plan = self._plan_insert(parent, leaf, extra_clusters=needed)
                 clusters = self._resize_chain([], len(data))
                 self._write_clusters(clusters, data)
-                self._commit_insert(parent, plan, ATTR_ARCHIVE, clusters[0] if clusters else 0,
-                                    len(data), stamp)
+                self._commit_insert(
+                    parent, plan, ATTR_ARCHIVE, clusters[0] if clusters else 0, len(data), stamp
+                )
                 return
             if record.is_dir:
                 raise self._error(f"{path} is a directory", "is_a_directory")
@@ -258,8 +270,12 @@ class FatFilesystem:
             clusters = self._resize_chain(old, len(data))
             self._write_clusters(clusters, data)
             at = record.slot * ENTRY_SIZE
-            entry = updated_entry(bytes(parent.data[at:at + ENTRY_SIZE]),
-                                  clusters[0] if clusters else 0, len(data), stamp)
+            entry = updated_entry(
+                bytes(parent.data[at : at + ENTRY_SIZE]),
+                clusters[0] if clusters else 0,
+                len(data),
+                stamp,
+            )
             self._fat.flush(self._writer)
             self._put_slots(parent, record.slot, [entry])
 
@@ -276,16 +292,20 @@ class FatFilesystem:
                     (cluster,) = self._fat.allocate(1)
                     body = bytearray(self._geo.cluster_size)
                     body[:ENTRY_SIZE] = short_entry(DOT_NAME, ATTR_DIRECTORY, cluster, 0, stamp)
-                    body[ENTRY_SIZE:2 * ENTRY_SIZE] = short_entry(
-                        DOTDOT_NAME, ATTR_DIRECTORY, 0 if d.is_root else d.cluster, 0, stamp)
+                    body[ENTRY_SIZE : 2 * ENTRY_SIZE] = short_entry(
+                        DOTDOT_NAME, ATTR_DIRECTORY, 0 if d.is_root else d.cluster, 0, stamp
+                    )
                     self._writer.pwrite(bytes(body), self._geo.cluster_offset(cluster))
                     self._commit_insert(d, plan, ATTR_DIRECTORY, cluster, 0, stamp)
                     d = self._chain_dir(cluster)
                 elif record.is_dir:
-                    d = (self._chain_dir(record.first_cluster) if record.first_cluster
-                         else self._root())
+                    d = (
+                        self._chain_dir(record.first_cluster)
+                        if record.first_cluster
+                        else self._root()
+                    )
                 else:
-                    where = "/" + "/".join(parts[:i + 1])
+                    where = "/" + "/".join(parts[: i + 1])
                     raise self._error(f"{where} is a file, not a directory", "not_a_directory")
 
     def remove(self, path: str) -> None:
@@ -302,7 +322,7 @@ class FatFilesystem:
             deleted = []
             for slot in range(record.first_slot, record.slot + 1):
                 at = slot * ENTRY_SIZE
-                deleted.append(bytes([DELETED]) + bytes(parent.data[at + 1:at + ENTRY_SIZE]))
+                deleted.append(bytes([DELETED]) + bytes(parent.data[at + 1 : at + ENTRY_SIZE]))
             self._put_slots(parent, record.first_slot, deleted)
 
     @contextmanager
@@ -329,7 +349,7 @@ class FatFilesystem:
         padded = data + bytes(-len(data) % size)
         at = 0
         for offset, length in _coalesce(self._extents(clusters)):
-            self._writer.pwrite(padded[at:at + length], offset)
+            self._writer.pwrite(padded[at : at + length], offset)
             at += length
 
     def _plan_insert(self, d: _Dir, name: str, *, extra_clusters: int) -> _Insert:
@@ -354,12 +374,16 @@ class FatFilesystem:
             slots_per_cluster = self._geo.cluster_size // ENTRY_SIZE
             grow = -(-(start + count - len(d.data) // ENTRY_SIZE) // slots_per_cluster)
         if grow + extra_clusters > self._fat.free_count:
-            raise self._error(f"not enough free space: {grow + extra_clusters} clusters needed, "
-                              f"{self._fat.free_count} free", "no_space")
+            raise self._error(
+                f"not enough free space: {grow + extra_clusters} clusters needed, "
+                f"{self._fat.free_count} free",
+                "no_space",
+            )
         return _Insert(short, lfn, start, grow, listing.end_slot)
 
-    def _commit_insert(self, d: _Dir, plan: _Insert, attr: int, cluster: int, size: int,
-                       stamp: Stamp) -> None:
+    def _commit_insert(
+        self, d: _Dir, plan: _Insert, attr: int, cluster: int, size: int, stamp: Stamp
+    ) -> None:
         if plan.grow:
             added = self._fat.allocate(plan.grow, after=self._fat.chain(d.cluster)[-1])
             blank = bytes(self._geo.cluster_size)
@@ -377,16 +401,18 @@ class FatFilesystem:
 
     def _put_slots(self, d: _Dir, first_slot: int, entries: list[bytes]) -> None:
         blob = b"".join(entries)
-        d.data[first_slot * ENTRY_SIZE:first_slot * ENTRY_SIZE + len(blob)] = blob
+        d.data[first_slot * ENTRY_SIZE : first_slot * ENTRY_SIZE + len(blob)] = blob
         slot = first_slot
         while slot < first_slot + len(entries):
             offset = d.offset_of(slot)
             run = 1
-            while (slot + run < first_slot + len(entries)
-                   and d.offset_of(slot + run) == offset + run * ENTRY_SIZE):
+            while (
+                slot + run < first_slot + len(entries)
+                and d.offset_of(slot + run) == offset + run * ENTRY_SIZE
+            ):
                 run += 1
             at = (slot - first_slot) * ENTRY_SIZE
-            self._writer.pwrite(blob[at:at + run * ENTRY_SIZE], offset)
+            self._writer.pwrite(blob[at : at + run * ENTRY_SIZE], offset)
             slot += run
 
 

@@ -1,7 +1,7 @@
 """FAT geometry (the BIOS parameter block) and the allocation table itself, held in memory.
 
 Every FAT copy is kept identical: a change is written as the few table sectors it touched, to
-each copy. Imports only the standard library and flasher's errors and io modules.
+each copy. Imports only the standard library and flasher's errors and byteio modules.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from array import array
 from dataclasses import dataclass
 
 from flasher.errors import ImageError
-from flasher.image.io import ReadAt, WriteAt
+from flasher.image.byteio import ReadAt, WriteAt
 
 FAT12_MAX_CLUSTERS = 4084
 FAT16_MAX_CLUSTERS = 65524
@@ -80,8 +80,22 @@ def parse_boot_sector(boot: bytes) -> Geometry | str:
     """The geometry in a FAT boot sector, or a sentence saying why it is not one."""
     if len(boot) < 512:
         return "the boot sector is truncated"
-    (jump, _oem, bps, spc, reserved, nfats, root_entries, total16, media, fatsz16, _spt, _heads,
-     _hidden, total32) = BPB.unpack_from(boot)
+    (
+        jump,
+        _oem,
+        bps,
+        spc,
+        reserved,
+        nfats,
+        root_entries,
+        total16,
+        media,
+        fatsz16,
+        _spt,
+        _heads,
+        _hidden,
+        total32,
+    ) = BPB.unpack_from(boot)
     if jump[0] not in (0xEB, 0xE9):
         return "no x86 jump instruction at the start of the boot sector"
     if bps not in (512, 1024, 2048, 4096):
@@ -113,12 +127,23 @@ def parse_boot_sector(boot: bytes) -> Geometry | str:
         return "the FAT is too small for the number of clusters"
     label = ""
     if boot[label_at - 5] == 0x29:
-        label = boot[label_at:label_at + 11].decode("cp437").rstrip(" ")
+        label = boot[label_at : label_at + 11].decode("cp437").rstrip(" ")
     mirrored = not is32 or not ext_flags & 0x80
-    return Geometry(bits, bps, spc, reserved, nfats, fat_sectors, root_entries, total, clusters,
-                    root_cluster if is32 else 0, fsinfo if is32 else 0,
-                    0 if mirrored else min(ext_flags & 0x0F, nfats - 1),
-                    "" if label == "NO NAME" else label)
+    return Geometry(
+        bits,
+        bps,
+        spc,
+        reserved,
+        nfats,
+        fat_sectors,
+        root_entries,
+        total,
+        clusters,
+        root_cluster if is32 else 0,
+        fsinfo if is32 else 0,
+        0 if mirrored else min(ext_flags & 0x0F, nfats - 1),
+        "" if label == "NO NAME" else label,
+    )
 
 
 class Fat:
@@ -140,7 +165,7 @@ class Fat:
             self._values = array("I", (self._decode12(c) for c in range(count)))
         else:
             values = array("H" if geo.bits == 16 else "I")
-            values.frombytes(bytes(self._raw[:count * geo.bits // 8]))
+            values.frombytes(bytes(self._raw[: count * geo.bits // 8]))
             if sys.byteorder == "big":
                 values.byteswap()
             self._values = array("I", values)
@@ -154,8 +179,12 @@ class Fat:
         return pair >> 4 if cluster & 1 else pair & 0xFFF
 
     def _bad_fs(self, message: str) -> ImageError:
-        return ImageError(self._name, message, problem="bad_filesystem",
-                          hint="Run fsck.fat on the image, or download it again.")
+        return ImageError(
+            self._name,
+            message,
+            problem="bad_filesystem",
+            hint="Run fsck.fat on the image, or download it again.",
+        )
 
     def get(self, cluster: int) -> int:
         return self._values[cluster]
@@ -174,16 +203,16 @@ class Fat:
             at = cluster + cluster // 2
             pair = self._raw[at] | (self._raw[at + 1] << 8)
             pair = (pair & 0x000F) | (value << 4) if cluster & 1 else (pair & 0xF000) | value
-            self._raw[at:at + 2] = pair.to_bytes(2, "little")
+            self._raw[at : at + 2] = pair.to_bytes(2, "little")
             span = (at, at + 2)
         elif bits == 16:
             at = cluster * 2
-            self._raw[at:at + 2] = value.to_bytes(2, "little")
+            self._raw[at : at + 2] = value.to_bytes(2, "little")
             span = (at, at + 2)
         else:
             at = cluster * 4
-            top = int.from_bytes(self._raw[at:at + 4], "little") & ~FAT32_MASK
-            self._raw[at:at + 4] = (top | value).to_bytes(4, "little")
+            top = int.from_bytes(self._raw[at : at + 4], "little") & ~FAT32_MASK
+            self._raw[at : at + 4] = (top | value).to_bytes(4, "little")
             span = (at, at + 4)
         ss = self._geo.sector_size
         self._dirty.update(range(span[0] // ss, (span[1] - 1) // ss + 1))
@@ -202,8 +231,10 @@ class Fat:
             if nxt > self._bad:
                 return out
             if nxt == 0 or nxt == self._bad:
-                raise self._bad_fs(f"cluster chain from {first} runs into a free or bad cluster "
-                                   f"({cluster} -> {nxt})")
+                raise self._bad_fs(
+                    f"cluster chain from {first} runs into a free or bad cluster "
+                    f"({cluster} -> {nxt})"
+                )
             cluster = nxt
 
     def allocate(self, count: int, *, after: int = 0) -> list[int]:
@@ -212,9 +243,12 @@ class Fat:
         When `after` is a cluster, the new run is linked after it.
         """
         if count > self.free_count:
-            raise ImageError(self._name, f"not enough free space: {count} clusters needed, "
-                             f"{self.free_count} free", problem="no_space",
-                             hint="Remove files from the boot partition or use smaller files.")
+            raise ImageError(
+                self._name,
+                f"not enough free space: {count} clusters needed, {self.free_count} free",
+                problem="no_space",
+                hint="Remove files from the boot partition or use smaller files.",
+            )
         taken: list[int] = []
         cluster = 2
         while len(taken) < count:
@@ -250,17 +284,17 @@ class Fat:
             for copy in range(geo.fat_count):
                 other = io.pread(geo.fat_bytes, geo.fat_offset + copy * geo.fat_bytes)
                 for s in range(geo.fat_sectors):
-                    if other[s * ss:(s + 1) * ss] != self._raw[s * ss:(s + 1) * ss]:
+                    if other[s * ss : (s + 1) * ss] != self._raw[s * ss : (s + 1) * ss]:
                         self._dirty.add(s)
         for first, last in _runs(sorted(self._dirty)):
-            data = bytes(self._raw[first * ss:(last + 1) * ss])
+            data = bytes(self._raw[first * ss : (last + 1) * ss])
             for copy in range(geo.fat_count):
                 io.pwrite(data, geo.fat_offset + copy * geo.fat_bytes + first * ss)
         self._dirty.clear()
         if geo.bits == 32 and 0 < geo.fsinfo_sector < geo.reserved_sectors:
             at = geo.fsinfo_sector * ss
             info = io.pread(512, at)
-            lead, = struct.unpack_from("<I", info, 0)
+            (lead,) = struct.unpack_from("<I", info, 0)
             sig, free, hint = struct.unpack_from("<III", info, 484)
             if lead == FSINFO_LEAD and sig == FSINFO_STRUCT:
                 new_hint = self.last_allocated or hint

@@ -117,7 +117,7 @@ def parse_directory(data: bytes) -> Listing:
     start = 0
     total = len(data) // ENTRY_SIZE
     for slot in range(total):
-        entry = data[slot * ENTRY_SIZE:(slot + 1) * ENTRY_SIZE]
+        entry = data[slot * ENTRY_SIZE : (slot + 1) * ENTRY_SIZE]
         first, attr = entry[0], entry[11]
         if first == 0:
             return Listing(tuple(records), label, slot)
@@ -141,8 +141,9 @@ def parse_directory(data: bytes) -> Listing:
         elif short not in (DOT_NAME, DOTDOT_NAME):
             _, _, ntres, _, _, _, _, hi, _, _, lo, size = DIR_ENTRY.unpack(entry)
             name = _join_long(parts[::-1]) if long_ok else display_short(short, ntres)
-            records.append(Record(name, short, attr, (hi << 16) | lo, size, slot,
-                                  start if long_ok else slot))
+            records.append(
+                Record(name, short, attr, (hi << 16) | lo, size, slot, start if long_ok else slot)
+            )
         parts, expect = [], 0
     return Listing(tuple(records), label, total)
 
@@ -150,7 +151,7 @@ def parse_directory(data: bytes) -> Listing:
 def _join_long(parts: list[bytes]) -> str:
     raw = b"".join(parts)
     for i in range(0, len(raw), 2):
-        if raw[i:i + 2] == b"\0\0":
+        if raw[i : i + 2] == b"\0\0":
             raw = raw[:i]
             break
     return raw.decode("utf-16-le", "replace")
@@ -201,7 +202,7 @@ def short_name_for(name: str, taken: set[bytes]) -> bytes:
         return plain
     for n in range(1, MAX_NUMERIC_TAIL + 1):
         tail = f"~{n}"
-        candidate = _pad(base[:8 - len(tail)] + tail, ext)
+        candidate = _pad(base[: 8 - len(tail)] + tail, ext)
         if candidate not in taken:
             return candidate
     raise ValueError(f"no free short name for {name!r}")
@@ -222,20 +223,50 @@ def lfn_entries(name: str, short: bytes) -> list[bytes]:
     checksum = lfn_checksum(short)
     entries = []
     for seq in range(count, 0, -1):
-        chunk = units[(seq - 1) * 26:seq * 26]
+        chunk = units[(seq - 1) * 26 : seq * 26]
         order = seq | (LFN_LAST if seq == count else 0)
-        entries.append(bytes([order]) + chunk[:10] + bytes([ATTR_LFN, 0, checksum])
-                       + chunk[10:22] + b"\0\0" + chunk[22:26])
+        entries.append(
+            bytes([order])
+            + chunk[:10]
+            + bytes([ATTR_LFN, 0, checksum])
+            + chunk[10:22]
+            + b"\0\0"
+            + chunk[22:26]
+        )
     return entries
 
 
 def short_entry(short: bytes, attr: int, cluster: int, size: int, stamp: Stamp) -> bytes:
-    return DIR_ENTRY.pack(short, attr, 0, stamp.tenths, stamp.time, stamp.date, stamp.date,
-                          cluster >> 16, stamp.time, stamp.date, cluster & 0xFFFF, size)
+    return DIR_ENTRY.pack(
+        short,
+        attr,
+        0,
+        stamp.tenths,
+        stamp.time,
+        stamp.date,
+        stamp.date,
+        cluster >> 16,
+        stamp.time,
+        stamp.date,
+        cluster & 0xFFFF,
+        size,
+    )
 
 
 def updated_entry(entry: bytes, cluster: int, size: int, stamp: Stamp) -> bytes:
     """`entry` pointing at new contents: name, case flags and creation time kept."""
     short, attr, ntres, tenths, ctime, cdate, _, _, _, _, _, _ = DIR_ENTRY.unpack(entry)
-    return DIR_ENTRY.pack(short, attr | ATTR_ARCHIVE, ntres, tenths, ctime, cdate, stamp.date,
-                          cluster >> 16, stamp.time, stamp.date, cluster & 0xFFFF, size)
+    return DIR_ENTRY.pack(
+        short,
+        attr | ATTR_ARCHIVE,
+        ntres,
+        tenths,
+        ctime,
+        cdate,
+        stamp.date,
+        cluster >> 16,
+        stamp.time,
+        stamp.date,
+        cluster & 0xFFFF,
+        size,
+    )
