@@ -27,6 +27,7 @@ from flasher.models import DeviceConfig, Drive
 from flasher.provider import ImageProvider, ResolvedImage, SourceSpec
 from flasher.validation import validate_device_config
 from flasher.writer.client import ImageFeed, TargetResult, write_image
+from flasher.writer.filetarget import drive_not_found, is_device_namespace
 from flasher.writer.launchers import Launcher
 
 ConfirmWarnings = Callable[[Sequence[Problem]], bool]
@@ -72,11 +73,14 @@ class FlashReport:
 def resolve_target(path: str) -> Drive:
     """A Drive for `path`: the block device as the system sees it now, or a regular file.
 
-    A missing path is a new regular file (a card image to ship, a VM disk).
+    A missing path is a new regular file (a card image to ship, a VM disk), except in the
+    device namespace (/dev, /proc, /sys), where it is a drive that was not found.
     """
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if is_device_namespace(path):
+            raise drive_not_found(path) from None
         parent = Path(path).resolve().parent
         if not parent.is_dir():
             raise ConfigError(
@@ -84,17 +88,18 @@ def resolve_target(path: str) -> Drive:
                 f"{parent} does not exist",
                 hint="Create the folder or choose another target path.",
             ) from None
+        return Drive(path=os.path.abspath(path), size_bytes=0, is_file=True, description="new file")
+    if stat.S_ISREG(st.st_mode) and not is_device_namespace(path):
+        # Not resolved: the final symlink, if any, is judged when the file is checked and opened.
         return Drive(
-            path=str(Path(path).resolve()), size_bytes=0, is_file=True, description="new file"
-        )
-    if stat.S_ISREG(st.st_mode):
-        return Drive(
-            path=str(Path(path).resolve()),
+            path=os.path.abspath(path),
             size_bytes=st.st_size,
             is_file=True,
             description="regular file",
         )
     if not stat.S_ISBLK(st.st_mode):
+        if is_device_namespace(path):
+            raise drive_not_found(path)
         raise ConfigError(
             "target",
             f"{path} is neither a block device nor a regular file",

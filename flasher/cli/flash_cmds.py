@@ -22,6 +22,8 @@ Exit codes: 0 every target verified (or written, with --no-verify), 1 a target f
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 import threading
 from collections.abc import Sequence
@@ -124,9 +126,17 @@ def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
     return ask
 
 
+def _is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(os.path.realpath(path)).st_mode)
+    except OSError:
+        return False
+
+
 def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
-    """Block devices are erased only after --yes or a typed "yes"."""
-    devices = [t for t in args.targets if t.startswith("/dev/")]
+    """Block devices are erased only after --yes or a typed "yes", however they are spelled
+    (a symlink to a disk too). A device path that is not a block device is refused later."""
+    devices = [t for t in args.targets if _is_block_device(t)]
     if not devices or args.yes:
         return
     names = ", ".join(devices)

@@ -145,7 +145,7 @@ def _configure_in_place(
         )
     cfg = _device_config(args, ctx, image, str(image))
     with prepare_image(image, cfg) as prepared:
-        with _writing(image), FileReadWriter(image) as target:
+        with _writing(image), FileReadWriter(image, private=True) as target:
             prepared.overlay.apply_in_place(target)
         return {**prepared.summary(), "image_sha256": None}
 

@@ -3,8 +3,9 @@
 Pure functions over Drive values (plus the source image's device number): system drive, too
 small, read-only (the SD card's lock switch), holds the source image, drive gone are errors;
 an internal (fixed) disk, a large drive (> 128 GB) and mounted (it will be unmounted) are
-warnings. Imports only the
-standard library and flasher's value and error modules.
+warnings. A file target in the device namespace (/dev, /proc, /sys, any devtmpfs) is a
+drive that was not found. Imports only the standard library, flasher's value and error
+modules and flasher.writer.filetarget.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from flasher.errors import DriveRejected
 from flasher.models import Drive
+from flasher.writer.filetarget import file_target_refusal
 
 LARGE_DRIVE_BYTES = 128 * 10**9  # what Etcher and Imager call a "large drive"
 
@@ -36,6 +38,9 @@ class ProblemCode(enum.StrEnum):
     LARGE = "large_drive"
     MOUNTED = "mounted"
     INTERNAL = "internal"
+    NOT_FOUND = "not_found"
+    FOREIGN_SYMLINK = "foreign_symlink"
+    FOREIGN_FILE = "foreign_file"
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,11 @@ def check_drive(
         )
         return problems
     if drive.is_file:
+        refusal = file_target_refusal(drive.path)
+        if refusal is not None:
+            code = ProblemCode(refusal.fields["problem"])
+            add(code, Severity.ERROR, refusal.message, refusal.hint)
+            return problems
         if source_path is not None and _same_file(drive.path, source_path):
             add(
                 ProblemCode.SOURCE_DRIVE,

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from flasher.errors import DriveGone, DriveRejected, WriteFailed
 from flasher.writer import sysblock
+from flasher.writer.filetarget import open_file_target
 from flasher.writer.protocol import TargetSpec
 
 BLKGETSIZE64 = 0x80081272
@@ -262,17 +263,12 @@ def open_regular_file(
 ) -> OpenTarget:
     """A regular file as a target, for the unprivileged process (or a test policy).
 
-    With `create`, the file is created or emptied and sized to `size_bytes`, so ranges that
-    are not written read back as zeros (and stay holes on disk).
+    Opened as `filetarget.open_file_target` does (no foreign symlinks, never under /dev, mode
+    0600). With `create`, the file is created or emptied and sized to `size_bytes`, so ranges
+    that are not written read back as zeros (and stay holes on disk).
     """
-    flags = os.O_RDWR | os.O_CLOEXEC
-    if create:
-        flags |= os.O_CREAT | os.O_TRUNC
-    fd, direct = _open_flags_direct(path, flags)
+    fd, direct = open_file_target(path, create=create)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DriveRejected(f"{path} is not a regular file.", target=path, problem="not_file")
         if create and size_bytes is not None:
             os.ftruncate(fd, size_bytes)
         return OpenTarget(

@@ -351,6 +351,8 @@ def write_file_targets(
     for path in paths:
         try:
             opened.append(open_regular_file(path, size_bytes=image.size_bytes, create=True))
+        except FlasherError as err:
+            results[path] = TargetResult(path, False, error=err)
         except OSError as err:
             results[path] = TargetResult(path, False, error=engine.io_error(err, path, "creating"))
     overlay = Overlay(image.overlay)
