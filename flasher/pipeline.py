@@ -11,7 +11,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged,
 from flasher.image.byteio import FileReader
 from flasher.image.configure import PreparedImage, prepare_image
 from flasher.image.inspection import ImageIdentity, read_image_identity
+from flasher.image.integrity import IntegrityReport, bmap_checksummed, check_image, source_file
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from flasher.models import DeviceConfig, Drive
@@ -49,6 +50,7 @@ class FlashJob:
     verify: bool = True
     write_all: bool = False
     bmap_path: str | None = None
+    expected_sha256: str | None = None  # of the decoded image (or the file as given)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class FlashReport:
     warnings: tuple[Problem, ...] = ()
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    integrity: IntegrityReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -116,9 +119,13 @@ def resolve_target(path: str) -> Drive:
     return drive
 
 
-def _plain_map(reader: FileReader, name: str, bmap_path: str | None) -> AllocationMap:
+def _plain_map(
+    reader: FileReader, name: str, bmap_path: str | None, *, verify_checksums: bool = False
+) -> AllocationMap:
     table = read_partition_table(reader, name=name)
-    return allocation_map(reader, table, bmap_path=bmap_path)
+    return allocation_map(
+        reader, table, bmap_path=bmap_path, verify_bmap_checksums=verify_checksums
+    )
 
 
 def run_flash(
@@ -152,6 +159,13 @@ def run_flash(
 
     resolved: ResolvedImage = provider.obtain(job.source, on_event=on_event, cancel=cancel)
     cancel.check()
+    integrity = check_image(
+        source_file(job.source, resolved),
+        resolved.raw_path,
+        job.expected_sha256,
+        on_event=on_event,
+        cancel=cancel,
+    )
     config = job.config
     if config is None and job.config_from_image is not None:
         config = job.config_from_image(read_image_identity(resolved.raw_path))
@@ -163,7 +177,13 @@ def run_flash(
             prepared = prepare_image(resolved.raw_path, config, base=base)
             amap = prepared.allocation_map()
         else:
-            amap = _plain_map(base, str(resolved.raw_path), job.bmap_path)
+            # A .bmap's checksums prove a source that cannot prove itself.
+            bmap_proves = job.bmap_path is not None and not integrity.checked
+            amap = _plain_map(
+                base, str(resolved.raw_path), job.bmap_path, verify_checksums=bmap_proves
+            )
+            if bmap_proves and job.bmap_path is not None and bmap_checksummed(job.bmap_path):
+                integrity = replace(integrity, bmap_checked=True)
         size = base.size
         on_event(PhaseChanged(Phase.CHECKING))
         warnings = check_targets(targets, size, resolved.raw_path)
@@ -204,4 +224,5 @@ def run_flash(
         warnings=tuple(warnings),
         seconds=time.monotonic() - started,
         details=resolved.details,
+        integrity=integrity,
     )

@@ -22,6 +22,12 @@ from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged,
 from flasher.image.byteio import FileReader
 from flasher.image.configure import prepare_image
 from flasher.image.inspection import ImageIdentity, read_image_identity
+from flasher.image.integrity import (
+    IntegrityReport,
+    check_image,
+    require_integrity,
+    source_file,
+)
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from flasher.models import DeviceConfig, Drive
@@ -112,6 +118,7 @@ class BenchJob:
     config_from_image: Callable[[ImageIdentity], DeviceConfig] | None = None
     hostname_template: str | None = None
     verify: bool = True
+    expected_sha256: str | None = None  # required for a source without checksums of its own
 
     def __post_init__(self) -> None:
         if self.config is not None:
@@ -149,8 +156,10 @@ class BenchImage:
         identity: ImageIdentity,
         config: DeviceConfig | None,
         hostname_template: str | None,
+        integrity: IntegrityReport | None = None,
     ) -> None:
         self.raw_path = raw_path
+        self.integrity = integrity
         self.size_bytes = base.size
         self.image_sha256 = image_sha256
         self.identity = identity
@@ -175,6 +184,11 @@ class BenchImage:
         cancel = cancel or CancelToken()
         resolved = provider.obtain(job.source, on_event=on_event, cancel=cancel)
         cancel.check()
+        source_path = source_file(job.source, resolved)
+        integrity = check_image(
+            source_path, resolved.raw_path, job.expected_sha256, on_event=on_event, cancel=cancel
+        )
+        require_integrity(integrity, source_path)
         identity = read_image_identity(resolved.raw_path)
         config = job.config
         if config is None and job.config_from_image is not None:
@@ -198,6 +212,7 @@ class BenchImage:
                 identity=identity,
                 config=config,
                 hostname_template=job.hostname_template,
+                integrity=integrity,
             )
         except BaseException:
             base.close()
@@ -241,6 +256,7 @@ class BenchImage:
             "os_version": self.identity.os_version,
             "configured": self._config is not None,
             "hostname_template": self._template,
+            **(self.integrity.to_dict() if self.integrity is not None else {}),
         }
 
     def close(self) -> None:

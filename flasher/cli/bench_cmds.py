@@ -2,7 +2,7 @@
 
 bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostname-template TPL]
       [--slot PATTERN …] [--bus BUS …] [--min-size SIZE] [--max-size SIZE] [--report FILE]
-      [--once N] [--include-present] [--no-verify] [--yes] [--json]
+      [--once N] [--include-present] [--no-verify] [--sha256 HEX] [--yes] [--json]
 
 The image is resolved, downloaded, unpacked and configured once; then each card inserted into a
 bench slot is written and verified at once, on its own, while the others carry on. Slots are
@@ -13,7 +13,9 @@ not flashed again until it is pulled and re-inserted. --hostname-template gives 
 own hostname from {n} (the card's number in the report), {slot} (the slot's number) and
 {serial}. Each card appends one JSON line to the report. Erasing every inserted card needs
 --yes, or a "yes" typed on the terminal. Ctrl-C stops taking cards and lets the cards being
-written finish; a second Ctrl-C stops them too (they are left unbootable).
+written finish; a second Ctrl-C stops them too (they are left unbootable). A source that
+carries no checksum of its own (a raw image, zstd without checksums, xz --check=none) is
+refused unless --sha256 gives its expected SHA-256.
 
 --json prints JSON lines: {"event": "phase"|"progress"|"log", "slot": …} while preparing and
 per card, {"event": "station_ready", …}, {"event": "card_inserted"|"card_skipped"|
@@ -55,6 +57,7 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
+from flasher.cli.integrity_opts import parse_sha256_arg
 from flasher.cli.output import event_to_dict, human_bytes, human_duration
 from flasher.drives.constraints import LARGE_DRIVE_BYTES
 from flasher.errors import (
@@ -135,6 +138,12 @@ def register(groups: dict[str, Any]) -> None:
     )
     bench.add_argument(
         "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
+    )
+    bench.add_argument(
+        "--sha256",
+        metavar="HEX",
+        type=parse_sha256_arg,
+        help="the image's expected SHA-256 (required for a source without checksums of its own)",
     )
     bench.add_argument(
         "--yes", "-y", action="store_true", help="erase every inserted card without asking"
@@ -223,6 +232,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         ),
         hostname_template=args.hostname_template,
         verify=not args.no_verify,
+        expected_sha256=args.sha256,
     )
     report = ReportLog(args.report or default_report_path())
     _consent(args, ctx)

@@ -1,7 +1,8 @@
 """`flasher flash`: a configured, verified card (or many) from a file, a URL or a device type.
 
 flash [SOURCE] --target T [--target T …] [--device-type T [--version V]] [os configure options]
-      [--image-type raw|flasher] [--no-verify] [--write-all] [--bmap FILE] [--yes] [--json]
+      [--image-type raw|flasher] [--no-verify] [--write-all] [--bmap FILE] [--sha256 HEX]
+      [--allow-internal-disk] [--yes] [--json]
 
 SOURCE is an image file (.img .zip .gz .xz .zst .bz2) or an http(s) URL; without it
 `--device-type` (and `--version`, default the latest production release) downloads the image
@@ -14,7 +15,9 @@ missing file is created). Erasing a drive needs --yes, or a "yes" typed on the t
 {"event": "target_result", "target", "ok", "verified", "bytes_written", "seconds", "mb_per_s",
 "sha256", "error"} per target and a final {"event": "summary", "ok", "image", "size_bytes",
 "mapped_bytes", "image_sha256", "config_sha256", "device_type", "os_version", "seconds",
-"targets"}; errors as {"event": "error", "code", "message", "hint", "details"}.
+"targets", "source_integrity" ("none" or the check the source format carries: crc32, crc64,
+sha256, xxhash64), "sha256_matched" (null, "image" or "source"), "bmap_checked"};
+errors as {"event": "error", "code", "message", "hint", "details"}.
 Exit codes: 0 every target verified (or written, with --no-verify), 1 a target failed,
 2 bad usage or settings, 3 a verification failed, 4 a target was rejected, 130 cancelled.
 """
@@ -38,6 +41,7 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
+from flasher.cli.integrity_opts import integrity_text, parse_sha256_arg
 from flasher.cli.output import human_bytes
 from flasher.cli.progress import MultiBar
 from flasher.drives.constraints import Problem
@@ -93,6 +97,12 @@ def register(groups: dict[str, Any]) -> None:
         help="write every byte, not only the blocks that hold data",
     )
     parser.add_argument("--bmap", metavar="FILE", help="a bmaptool .bmap to use as the block map")
+    parser.add_argument(
+        "--sha256",
+        metavar="HEX",
+        type=parse_sha256_arg,
+        help="expected SHA-256 of the image (decoded, or as given); checked before writing",
+    )
     parser.add_argument(
         "--yes",
         "-y",
@@ -168,6 +178,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
         verify=not args.no_verify,
         write_all=args.write_all,
         bmap_path=args.bmap,
+        expected_sha256=args.sha256,
     )
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     provider = ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin)
@@ -255,6 +266,7 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         "os_version": report.os_version,
         "seconds": round(report.seconds, 3),
         "targets": len(rows),
+        **(report.integrity.to_dict() if report.integrity is not None else {}),
     }
     if ctx.out.json_mode:
         for row in rows:
@@ -270,6 +282,8 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         lines.append(f"  source sha256 {report.image_sha256}")
     if report.config_sha256:
         lines.append(f"  config.json sha256 {report.config_sha256}")
+    if report.integrity is not None:
+        lines.append(f"  source integrity {integrity_text(report.integrity)}")
     for r, row in zip(report.results, rows, strict=True):
         if r.ok:
             state = "verified" if r.verified else "written (not verified)"

@@ -190,6 +190,7 @@ def _station(
         SourceSpec(path=str(image.path)),
         config=DeviceConfig(device_type=image.device_type),
         hostname_template=template,
+        expected_sha256=file_sha256(image.path),  # a raw image proves nothing on its own
     )
     extra: dict[str, Any] = {"watcher": watcher} if watcher is not None else {}
     return Station(
@@ -565,6 +566,8 @@ def test_bench_command_flashes_a_card_and_prints_json_lines_without_secrets(
             "--json",
             "bench",
             str(image.path),
+            "--sha256",
+            file_sha256(image.path),
             "--hostname-template",
             "kiosk-{n}",
             "--wifi-ssid",
@@ -658,6 +661,8 @@ def test_first_ctrl_c_lets_the_card_being_written_finish(
             "--json",
             "bench",
             str(image.path),
+            "--sha256",
+            file_sha256(image.path),
             "--slot",
             slot.path,
             "--bus",

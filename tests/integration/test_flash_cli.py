@@ -267,14 +267,6 @@ def test_damaged_compressed_image_never_gives_a_good_card(
     assert not any(e["event"] == "target_result" and e["ok"] for e in events)
 
 
-def test_block_device_targets_need_consent(
-    tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = main(["flash", str(local_image), "--target", "/dev/loop-does-not-matter"])
-    assert code == 1
-    assert "--yes" in capsys.readouterr().err
-
-
 @pytest.fixture
 def loops(tmp_path: Path) -> Iterator[LoopDevices]:
     require_loop()
@@ -283,6 +275,16 @@ def loops(tmp_path: Path) -> Iterator[LoopDevices]:
         yield devices
     finally:
         devices.close()
+
+
+def test_block_device_targets_need_consent(
+    local_image: Path, loops: LoopDevices, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loop = loops.create(64 * 1024 * 1024, fill=b"\xa5")
+    code = main(["flash", str(local_image), "--target", loop.path])
+    assert code == 1
+    assert "--yes" in capsys.readouterr().err
+    assert loop.read(0, 4096) == b"\xa5" * 4096
 
 
 def test_flash_to_loop_devices_verifies_every_partition(
