@@ -51,6 +51,7 @@ class FlashJob:
     write_all: bool = False
     bmap_path: str | None = None
     expected_sha256: str | None = None  # of the decoded image (or the file as given)
+    allow_internal: bool = False  # internal disks were confirmed on their own
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,9 @@ def run_flash(
                 integrity = replace(integrity, bmap_checked=True)
         size = base.size
         on_event(PhaseChanged(Phase.CHECKING))
-        warnings = check_targets(targets, size, resolved.raw_path)
+        warnings = check_targets(
+            targets, size, resolved.raw_path, allow_internal=job.allow_internal
+        )
         if warnings and not (confirm is not None and confirm(warnings)):
             raise DriveRejected(
                 "Flashing needs your confirmation: " + " ".join(w.message for w in warnings),
@@ -206,6 +209,7 @@ def run_flash(
             on_event=on_event,
             cancel=cancel,
             launcher=launcher,
+            allow_internal=job.allow_internal,
         )
     finally:
         if prepared is not None:

@@ -107,7 +107,12 @@ def register(groups: dict[str, Any]) -> None:
         "--yes",
         "-y",
         action="store_true",
-        help="erase the drives and accept warnings without asking",
+        help="erase the drives and accept warnings without asking (not internal disks)",
+    )
+    parser.add_argument(
+        "--allow-internal-disk",
+        action="store_true",
+        help="also write internal (non-removable) disks named with --target; --yes never does",
     )
     parser.set_defaults(handler=flash_command)
 
@@ -179,6 +184,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
         write_all=args.write_all,
         bmap_path=args.bmap,
         expected_sha256=args.sha256,
+        allow_internal=args.allow_internal_disk,
     )
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     provider = ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin)

@@ -285,7 +285,7 @@ def _script(tmp_path: Path, body: str) -> str:
 
 @pytest.mark.parametrize("code", [126, 127])
 def test_pkexec_refusal_is_authorization_denied(feed: ImageFeed, tmp_path: Path, code: int) -> None:
-    launcher = PkexecLauncher(helper_path="/nonexistent", pkexec=_script(tmp_path, f"exit {code}"))
+    launcher = PkexecLauncher(helper_path="/bin/sh", pkexec=_script(tmp_path, f"exit {code}"))
     drive = Drive(path="/dev/sdz", size_bytes=32 * MiB, dev="8:250")
     with pytest.raises(AuthorizationDenied):
         write_image(feed, [drive], launcher=launcher)
