@@ -51,6 +51,7 @@ from flasher.errors import (
     EXIT_OK,
     EXIT_VERIFY,
     Cancelled,
+    DriveRejected,
     FlasherError,
     VerificationFailed,
 )
@@ -188,7 +189,13 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     )
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     provider = ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin)
-    report = _run(job, provider, args, ctx)
+    try:
+        report = _run(job, provider, args, ctx)
+    except DriveRejected as err:
+        problems = err.fields.get("problems") or []
+        if any(p.get("code") == "internal" for p in problems if isinstance(p, dict)):
+            err.hint = "Add --allow-internal-disk (and --yes) to write an internal disk."
+        raise
     return _report(report, args, ctx)
 
 

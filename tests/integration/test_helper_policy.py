@@ -143,6 +143,7 @@ def test_cli_yes_alone_never_writes_an_internal_disk(
     code = main(["--json", "flash", image, "--target", loop.path, "--yes"])
     out = capsys.readouterr().out
     assert code == 4 and '"internal"' in out, out
+    assert "--allow-internal-disk" in out
     assert loop.read(0, MiB) == b"\x5a" * MiB
     code = main(["flash", image, "--target", loop.path, "--yes", "--allow-internal-disk"])
     assert code == 0, capsys.readouterr()

@@ -178,6 +178,19 @@ def test_malformed_sha256_is_a_usage_error(
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("matches", [True, False], ids=["matching", "wrong"])
+def test_os_configure_checks_sha256_before_configuring(
+    tmp_path: Path, image: Path, matches: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "copy.img"
+    copy.write_bytes(image.read_bytes())
+    digest = _sha256(image) if matches else "0" * 64
+    code = main(["os", "configure", str(copy), "--hostname", "h2", "--sha256", digest])
+    capsys.readouterr()
+    assert (code == 0) is matches
+    assert (copy.read_bytes() == image.read_bytes()) is not matches
+
+
 def _bench_job(source: Path, sha256: str | None) -> BenchJob:
     return BenchJob(SourceSpec(path=str(source)), expected_sha256=sha256)
 
