@@ -13,6 +13,7 @@ import os
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import zstandard
@@ -28,6 +29,7 @@ from flasher.image.sources import open_source
 from flasher.provider import ImageProvider, SourceSpec
 from flasher.writer import engine
 from flasher.writer.blockdev import BlockDevicePolicy, OpenTarget, open_regular_file
+from flasher.writer.client import ImageFeed, write_file_targets
 from flasher.writer.imagesource import RandomAccessSource
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import TargetSpec
@@ -306,3 +308,18 @@ def test_block_card_failing_verification_has_its_first_mib_zeroed(
     )
     assert isinstance(outcome.error, VerificationFailed)
     assert loop.read(0, MiB) == bytes(MiB)
+
+
+def test_streamed_card_with_a_wrong_sha256_is_not_reported_good_and_cannot_boot(
+    tmp_path: Path, random_image: Path
+) -> None:
+    card = tmp_path / "card.img"
+
+    def open_stream() -> BinaryIO:
+        return open(random_image, "rb")
+
+    feed = ImageFeed.from_stream(open_stream, IMAGE_BYTES, sha256="0" * 64)
+    (result,) = write_file_targets(feed, [str(card)])
+    assert not result.ok and isinstance(result.error, ImageError)
+    assert result.error.problem == "checksum"
+    assert card.read_bytes()[:MiB] == bytes(MiB)
