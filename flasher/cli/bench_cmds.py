@@ -2,7 +2,8 @@
 
 bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostname-template TPL]
       [--slot PATTERN …] [--bus BUS …] [--min-size SIZE] [--max-size SIZE] [--report FILE]
-      [--once N] [--include-present] [--no-verify] [--yes] [--json]
+      [--once N] [--include-present] [--image-type raw|flasher] [--no-verify] [--write-all]
+      [--bmap FILE] [--yes] [--json]
 
 The image is resolved, downloaded, unpacked and configured once; then each card inserted into a
 bench slot is written and verified at once, on its own, while the others carry on. Slots are
@@ -55,6 +56,7 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
+from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
 from flasher.cli.output import event_to_dict, human_bytes, human_duration
 from flasher.drives.constraints import LARGE_DRIVE_BYTES
 from flasher.errors import (
@@ -68,7 +70,7 @@ from flasher.errors import (
     VerificationFailed,
 )
 from flasher.events import CancelToken
-from flasher.provider import ImageProvider, SourceSpec
+from flasher.provider import ImageProvider
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
 REDRAW_INTERVAL_S = 0.2
@@ -80,12 +82,7 @@ def register(groups: dict[str, Any]) -> None:
         help="flash every card inserted into the bench's slots, one report line per card",
         description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    parser.add_argument(
-        "source",
-        nargs="?",
-        metavar="SOURCE",
-        help="image file or http(s) URL (omit with --device-type)",
-    )
+    add_source_argument(parser)
     add_device_config_arguments(parser)
     bench = parser.add_argument_group("bench")
     bench.add_argument(
@@ -128,14 +125,7 @@ def register(groups: dict[str, Any]) -> None:
         action="store_true",
         help="also flash cards already inserted when the bench starts",
     )
-    bench.add_argument(
-        "--image-type",
-        choices=("raw", "flasher"),
-        help="disk image or installation media (default: the device type's)",
-    )
-    bench.add_argument(
-        "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
-    )
+    add_write_arguments(bench)
     bench.add_argument(
         "--yes", "-y", action="store_true", help="erase every inserted card without asking"
     )
@@ -206,14 +196,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if configure:
         _precheck(args)
     policy = _policy(args)
-    if args.source:
-        source = SourceSpec.from_argument(args.source)
-    else:
-        source = SourceSpec(
-            device_type=args.device_type,
-            version=args.os_version or "latest",
-            image_type=args.image_type,
-        )
+    source = source_spec(args)
     job = BenchJob(
         source=source,
         config_from_image=(
@@ -223,6 +206,8 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         ),
         hostname_template=args.hostname_template,
         verify=not args.no_verify,
+        write_all=args.write_all,
+        bmap_path=args.bmap,
     )
     report = ReportLog(args.report or default_report_path())
     _consent(args, ctx)
@@ -234,7 +219,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     )
     station = Station(
         job,
-        ImageProvider(ImageCache(), session_factory),
+        ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin),
         policy=policy,
         report=report,
         on_event=view.handle,

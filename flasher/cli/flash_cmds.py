@@ -36,6 +36,7 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
+from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
 from flasher.cli.output import human_bytes
 from flasher.cli.progress import MultiBar
 from flasher.drives.constraints import Problem
@@ -50,7 +51,7 @@ from flasher.errors import (
 )
 from flasher.events import CancelToken, Event
 from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport, run_flash
-from flasher.provider import ImageProvider, SourceSpec
+from flasher.provider import ImageProvider
 from flasher.writer.client import TargetResult
 
 
@@ -60,12 +61,7 @@ def register(groups: dict[str, Any]) -> None:
         help="write a configured image to cards or files and verify them",
         description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    parser.add_argument(
-        "source",
-        nargs="?",
-        metavar="SOURCE",
-        help="image file or http(s) URL (omit with --device-type)",
-    )
+    add_source_argument(parser)
     parser.add_argument(
         "--target",
         "-t",
@@ -77,20 +73,7 @@ def register(groups: dict[str, Any]) -> None:
         help="a drive (/dev/sdX, /dev/mmcblkN) or a file; repeat for more",
     )
     add_device_config_arguments(parser)
-    parser.add_argument(
-        "--image-type",
-        choices=("raw", "flasher"),
-        help="disk image or installation media (default: the device type's)",
-    )
-    parser.add_argument(
-        "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
-    )
-    parser.add_argument(
-        "--write-all",
-        action="store_true",
-        help="write every byte, not only the blocks that hold data",
-    )
-    parser.add_argument("--bmap", metavar="FILE", help="a bmaptool .bmap to use as the block map")
+    add_write_arguments(parser)
     parser.add_argument(
         "--yes",
         "-y",
@@ -98,16 +81,6 @@ def register(groups: dict[str, Any]) -> None:
         help="erase the drives and accept warnings without asking",
     )
     parser.set_defaults(handler=flash_command)
-
-
-def _source(args: argparse.Namespace) -> SourceSpec:
-    if args.source:
-        return SourceSpec.from_argument(args.source)
-    return SourceSpec(
-        device_type=args.device_type,
-        version=args.os_version or "latest",
-        image_type=args.image_type,
-    )
 
 
 def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
@@ -145,7 +118,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     configure = not args.source or config_requested(args)
     if configure:
         precheck_device_config(args, version_from_catalog=True)
-    source = _source(args)
+    source = source_spec(args)
     _erase_consent(args, ctx)
     job = FlashJob(
         source=source,
