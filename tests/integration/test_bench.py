@@ -636,6 +636,8 @@ def test_real_system_drives_and_internal_disks_are_never_offered() -> None:
         slots=("*",), buses=frozenset({"usb", "mmc", "loop", "ata", "scsi"}), max_size_bytes=None
     )
     drives = list_drives(all=True)
+    if not any(d.system or d.internal for d in drives):
+        pytest.skip("this machine shows no system drive or internal disk to test with")
     offered = everything.offered(drives)
     assert not [d.path for d in offered if d.system or d.internal]
     assert {
