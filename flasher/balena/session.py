@@ -2,22 +2,21 @@
 
 Every call to the balena API (or the sandbox, which speaks the same protocol) goes through a
 `BalenaSession`. It sends `Authorization: Bearer <token>` only to the API's own origin, retries
-connection failures, 429 and 5xx answers with exponential backoff and jitter (honouring
-`Retry-After`) inside a bounded time budget, and turns failures into FlasherErrors: 401/403 →
+connection failures, 408, 429 and 5xx answers with exponential backoff and jitter (honouring
+`Retry-After`) inside a bounded time budget (flasher.http: urllib3's Retry on the requests
+session), and turns failures into FlasherErrors: 401/403 →
 AuthError, 404 → CatalogError (status 404), other answers → ApiError. The token never appears in
 a log line, a repr or an error message; server messages that echo it are redacted.
 
-Imports requests and flasher.balena.pine; never Qt or the faces.
+Imports requests, flasher.http and flasher.balena.pine; never Qt or the faces.
 """
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import json as jsonlib
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
-import urllib3.exceptions
 
 from flasher import __version__
 from flasher.balena import pine
 from flasher.errors import ApiError, AuthError, CatalogError
+from flasher.http import RETRY_STATUSES, RetryPolicy, attempts_of, retry_after_s, retrying_session
 from flasher.models import Secret
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,6 @@ PINE_PREFIX = "v7"
 LOGIN_HINT = "Log in with 'balena login', or set BALENA_API_KEY to an API key, or pass --token."
 NETWORK_HINT = "Check the network connection, or use --sandbox to work offline."
 
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Answers that promise the request was not acted on, so even a POST may be sent again.
-_NOT_PROCESSED_STATUSES = frozenset({429, 503})
-_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _MAX_MESSAGE_CHARS = 300
 
 
@@ -108,13 +103,17 @@ class BalenaSession:
         self._token = token if token else None
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.max_wait_total_s = max_wait_total_s
-        self._sleep = sleep
-        self._http = requests.Session()
-        self._http.headers["User-Agent"] = f"flasher/{__version__}"
+        policy = RetryPolicy(
+            max_retries,
+            backoff_factor=backoff_s,
+            backoff_max=max_backoff_s,
+            max_wait_total_s=max_wait_total_s,
+            sleep=sleep,
+        )
+        self._http = retrying_session(policy)
+        self._once = requests.Session()  # for calls that must not be repeated
+        for http in (self._http, self._once):
+            http.headers["User-Agent"] = f"flasher/{__version__}"
 
     @classmethod
     def from_environment(
@@ -157,6 +156,7 @@ class BalenaSession:
 
     def close(self) -> None:
         self._http.close()
+        self._once.close()
 
     def url_for(self, path_or_url: str) -> str:
         if path_or_url.startswith(("http://", "https://")):
@@ -185,59 +185,28 @@ class BalenaSession:
         if self._token is not None and _origin(url) == _origin(self.api_url):
             send_headers["Authorization"] = f"Bearer {self._token.reveal()}"
         where = urlsplit(url).path or "/"
-        waited_s = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._http.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    headers=send_headers,
-                    stream=stream,
-                    timeout=(self.connect_timeout_s, self.read_timeout_s),
-                )
-            except requests.RequestException as err:
-                retryable = allow_retry and (method in _IDEMPOTENT_METHODS or _never_sent(err))
-                delay_s = self._retry_delay(attempt, None) if retryable else None
-                if delay_s is None or waited_s + delay_s > self.max_wait_total_s:
-                    raise ApiError(
-                        f"Cannot reach the balena API at {self.api_url} ({_reason(err)}).",
-                        hint=NETWORK_HINT,
-                        url=self.api_url,
-                        attempts=attempt,
-                    ) from None
-                log.info(
-                    "%s %s failed (%s); retrying in %.1f s", method, where, _reason(err), delay_s
-                )
-                waited_s += self._wait(delay_s)
-                continue
-            log.debug("%s %s -> %d", method, where, response.status_code)
-            if response.status_code < 400:
-                return response
-            retryable = (
-                allow_retry
-                and response.status_code in _RETRY_STATUSES
-                and (
-                    method in _IDEMPOTENT_METHODS or response.status_code in _NOT_PROCESSED_STATUSES
-                )
+        http = self._http if allow_retry else self._once
+        try:
+            response = http.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                headers=send_headers,
+                stream=stream,
+                timeout=(self.connect_timeout_s, self.read_timeout_s),
             )
-            if retryable:
-                delay_s = self._retry_delay(attempt, response.headers.get("Retry-After"))
-                if delay_s is not None and waited_s + delay_s <= self.max_wait_total_s:
-                    log.info(
-                        "%s %s -> %d; retrying in %.1f s",
-                        method,
-                        where,
-                        response.status_code,
-                        delay_s,
-                    )
-                    response.close()
-                    waited_s += self._wait(delay_s)
-                    continue
-            raise self._error_for(method, where, response, attempt)
+        except requests.RequestException as err:
+            raise ApiError(
+                f"Cannot reach the balena API at {self.api_url} ({_reason(err)}).",
+                hint=NETWORK_HINT,
+                url=self.api_url,
+                attempts=attempts_of(err),
+            ) from None
+        log.debug("%s %s -> %d", method, where, response.status_code)
+        if response.status_code < 400:
+            return response
+        raise self._error_for(method, where, response, attempts_of(response))
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         response = self.request("GET", path, params=params)
@@ -277,21 +246,6 @@ class BalenaSession:
                 path=path,
             ) from None
 
-    def _retry_delay(self, attempt: int, retry_after: str | None) -> float | None:
-        """Seconds to wait before attempt `attempt + 1`, or None when retries are used up."""
-        if attempt > self.max_retries:
-            return None
-        asked_s = _parse_retry_after(retry_after)
-        if asked_s is not None:
-            return asked_s
-        ceiling_s = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
-        # "Equal jitter": at least half the step, so clients that failed together spread out.
-        return ceiling_s / 2 + random.uniform(0, ceiling_s / 2)
-
-    def _wait(self, delay_s: float) -> float:
-        self._sleep(delay_s)
-        return delay_s
-
     def _error_for(
         self, method: str, where: str, response: requests.Response, attempts: int
     ) -> CatalogError:
@@ -318,9 +272,9 @@ class BalenaSession:
                 hint="Wait a minute and try again.",
                 status=status,
                 path=where,
-                retry_after_s=_parse_retry_after(response.headers.get("Retry-After")),
+                retry_after_s=retry_after_s(response),
             )
-        if status in _RETRY_STATUSES:
+        if status in RETRY_STATUSES:
             return ApiError(
                 f"The balena API failed (HTTP {status}) for {where} after {attempts} "
                 f"attempt(s){detail}",
@@ -341,35 +295,12 @@ def is_not_found(err: CatalogError) -> bool:
     return type(err) is CatalogError and err.fields.get("status") == 404
 
 
-def _never_sent(err: requests.RequestException) -> bool:
-    """Whether the request certainly never reached the server (so repeating it is harmless)."""
-    if isinstance(err, requests.ConnectTimeout):
-        return True
-    if not isinstance(err, requests.ConnectionError) or not err.args:
-        return False
-    reason = getattr(err.args[0], "reason", None)
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
-
-
 def _reason(err: requests.RequestException) -> str:
     if isinstance(err, requests.Timeout):
         return "timed out"
     if isinstance(err, requests.ConnectionError):
         return "connection failed"
     return type(err).__name__
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, float(when.timestamp()) - time.time())
 
 
 def _server_message(response: requests.Response, token: Secret | None) -> str:
