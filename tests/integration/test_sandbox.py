@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from flasher.resources import resource_path
+from flasher.resources import resource
 from flasher.sandbox.catalog import load_catalog
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.server import SandboxServer
@@ -254,7 +254,7 @@ def test_quotes_in_literals_are_doubled(sandbox: SandboxServer) -> None:
 
 
 def test_supported_device_types_need_a_successful_host_release(tmp_path: Path) -> None:
-    raw = json.loads(resource_path("sandbox-catalog.json").read_text())
+    raw = json.loads(resource("sandbox-catalog.json").read_text())
     raw["releases"]["balena_os/fincm3"] = []
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps(raw))
