@@ -58,7 +58,6 @@ def test_unknown_name_is_an_attribute_error() -> None:
     [
         "import flasher; flasher.__version__",
         "from flasher import CancelToken, DeviceConfig, Secret",
-        "import flasher.writer.helper",
     ],
 )
 def test_light_imports_load_no_network_pipeline_or_qt(statement: str) -> None:
