@@ -37,7 +37,7 @@ from flasher.bench.report import CardRecord, ReportLog, utc_timestamp
 from flasher.drives.discovery import find_drive, list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
-from flasher.events import CancelToken, Event, EventCallback, PhaseChanged
+from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
 from flasher.models import Drive
 from flasher.pipeline import CardImage, PreparedJob, accept_warnings, prepare, write
 from flasher.provider import ImageProvider
@@ -355,7 +355,6 @@ class Station:
             card_image = self._card_image(card, image)
             # Consent was given for the whole bench: warnings are logged, a mounted card is
             # simply unmounted.
-            card.writing = True
             (result,) = write(
                 image,
                 [card.drive],
@@ -394,8 +393,10 @@ class Station:
         """The card's events, as CardUpdates; a phase without a target is this card's."""
 
         def emit(event: Event) -> None:
-            if isinstance(event, PhaseChanged) and event.target is None:
-                event = PhaseChanged(event.phase, card.drive.path)
+            if isinstance(event, PhaseChanged):
+                if event.target is None:
+                    event = PhaseChanged(event.phase, card.drive.path)
+                card.writing = card.writing or event.phase is Phase.WRITING
             self._emit(CardUpdate(card.slot, event))
 
         return emit
