@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flasher.cache import sha256_file
-from flasher.errors import ImageError
+from flasher.errors import ConfigError, ImageError
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
 from flasher.image.byteio import FileReader
 from flasher.image.configure import prepare_image
@@ -83,11 +83,16 @@ class PreparedJob:
     def card(self, *, hostname: str | None = None) -> CardImage:
         """This job's image for one card with its own hostname (None: the shared image).
 
-        ConfigError for an invalid hostname, before anything is written. Costs a new overlay
+        ConfigError for an invalid hostname, or for any hostname when the job is not
+        configured, before anything is written. Costs a new overlay
         (a few milliseconds); the image is not read again.
         """
-        if hostname is None or self.config is None:
+        if hostname is None:
             return self.image
+        if self.config is None:
+            raise ConfigError(
+                "hostname", "needs a configured image", hint="Prepare the job with a configuration."
+            )
         return _configure(
             self.raw_path, self._base, self._base_map, replace(self.config, hostname=hostname)
         )

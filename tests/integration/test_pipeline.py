@@ -81,6 +81,17 @@ def test_an_invalid_card_hostname_is_refused_before_writing(
     assert list(tmp_path.glob("*.img")) == []
 
 
+def test_a_card_of_an_unconfigured_job_cannot_take_a_hostname(
+    image: BuiltImage, provider: ImageProvider
+) -> None:
+    with (
+        prepare(SourceSpec(path=str(image.path)), provider) as job,
+        pytest.raises(ConfigError) as caught,
+    ):
+        job.card(hostname="kiosk-01")
+    assert caught.value.fields["field"] == "hostname"
+
+
 def test_a_raw_file_used_in_place_is_hashed_for_the_report(
     image: BuiltImage, provider: ImageProvider, tmp_path: Path
 ) -> None:
