@@ -57,7 +57,6 @@ def register(groups: dict[str, Any]) -> None:
         help="list the device types balenaOS supports",
         description="List device types: slug, name, CPU architecture and aliases.",
     )
-    _json_flag(parser)
     parser.set_defaults(handler=device_types)
 
     parser = os_group.add_parser(
@@ -68,7 +67,6 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument("device_type", metavar="DEVICE_TYPE")
     _draft_flag(parser)
     _esr_flag(parser)
-    _json_flag(parser)
     parser.set_defaults(handler=os_versions)
 
     parser = os_group.add_parser(
@@ -85,7 +83,6 @@ def register(groups: dict[str, Any]) -> None:
         help="latest (default), recommended, default, an exact version or a semver range",
     )
     _esr_flag(parser)
-    _json_flag(parser)
     parser.set_defaults(handler=os_latest)
 
     parser = os_group.add_parser(
@@ -97,7 +94,6 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument(
         "--version", metavar="V", help="exact version (default: the one 'os download' picks)"
     )
-    _json_flag(parser)
     parser.set_defaults(handler=os_download_size)
 
     parser = os_group.add_parser(
@@ -108,7 +104,6 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument("device_type", metavar="DEVICE_TYPE")
     parser.add_argument("current", metavar="FROM")
     parser.add_argument("target", metavar="TO")
-    _json_flag(parser)
     parser.set_defaults(handler=os_update_type)
 
     parser = os_group.add_parser(
@@ -120,15 +115,7 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument("current", metavar="FROM")
     _draft_flag(parser)
     _esr_flag(parser)
-    _json_flag(parser)
     parser.set_defaults(handler=os_update_targets)
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS keeps an unset flag here from overwriting `flasher --json` given before it.
-    parser.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
-    )
 
 
 def _esr_flag(parser: argparse.ArgumentParser) -> None:
