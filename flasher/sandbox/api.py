@@ -278,6 +278,7 @@ def _network(params: Mapping[str, Any]) -> NetworkSettings:
             wifi_ssid=str(params["wifiSsid"]),
             wifi_key=Secret(str(key)) if key else None,
             ipv4=ipv4,
+            open_network=not key,  # the image maker writes an open network when given no key
         )
     return NetworkSettings(NetworkKind.ETHERNET, ipv4=ipv4)
 
