@@ -124,7 +124,7 @@ def validate_wifi_key(key: Secret | str | None) -> None:
             "wifi_key",
             f"has {len(value)} characters; a WPA passphrase has "
             f"{WPA_PASSPHRASE_MIN}-{WPA_PASSPHRASE_MAX}",
-            hint="leave it empty for an open network",
+            hint="an open network has no key at all",
         )
 
 
@@ -276,6 +276,11 @@ def validate_provisioning_key(key: Secret | None, fleet_id: int | None) -> None:
 
 
 def validate_keyfile_name(name: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", errors="backslashreplace").decode("ascii", errors="replace")
+        raise ConfigError(f"keyfile:{shown}", "a keyfile name must be UTF-8 text") from None
     field = f"keyfile:{name}"
     if not name or name in (".", ".."):
         raise ConfigError(field, "is not a file name")

@@ -22,6 +22,7 @@ from typing import Any
 
 from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN, load_config_file
 from flasher.cli.context import CliContext
+from flasher.cli.output import printable
 from flasher.errors import ConfigError
 from flasher.image.inspection import ImageIdentity
 from flasher.models import DeviceConfig, Keyfile, NetworkKind, NetworkSettings, Secret, StaticIPv4
@@ -168,7 +169,7 @@ def device_config_for_image(
 
 
 def _print_hint(message: str) -> None:
-    print(f"hint: {message}", file=sys.stderr)
+    print(f"hint: {printable(message)}", file=sys.stderr)
 
 
 def _prompt_wifi_key(prompt: str) -> str:
@@ -267,7 +268,15 @@ def _whole_number(text: str | None, field: str, rule: str) -> int | None:
 
 def _read_keyfile(path_text: str) -> Keyfile:
     path = Path(path_text)
-    field = f"keyfile:{path.name or path_text}"
+    # A name the terminal decoded into surrogates is not text; it is shown with \x escapes.
+    shown = os.fsencode(path.name or path_text).decode("utf-8", errors="backslashreplace")
+    field = f"keyfile:{shown}"
+    if shown != (path.name or path_text):
+        raise ConfigError(
+            field,
+            "the file name is not UTF-8 text; the image's connection files are named in UTF-8",
+            hint="rename the file (or a copy of it) to a UTF-8 name",
+        )
     try:
         with open(path, "rb") as handle:
             content = handle.read(KEYFILE_MAX_BYTES + 1)
