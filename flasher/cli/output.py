@@ -29,8 +29,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def printable(text: str) -> str:
-    """`text` without terminal control sequences or control characters (tab and newline stay)."""
-    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+    """`text` without terminal control sequences or control characters (tab and newline stay),
+    and with any lone surrogate (a `\\u` escape in foreign JSON) spelled as its escape."""
+    clean = _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+    return clean.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def human_bytes(n: float | None) -> str:

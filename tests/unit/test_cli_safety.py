@@ -65,6 +65,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         ("carriage\rreturn", "carriagereturn"),
         ("back\x08space del\x7f nul\x00", "backspace del nul"),
         ("dangling escape\x1b", "dangling escape"),
+        ("lone \udc80 surrogate", "lone \\udc80 surrogate"),
     ],
 )
 def test_printable_strips_control_sequences(text: str, expected: str) -> None:
