@@ -1,14 +1,20 @@
 """The balena API over HTTP: authentication, timeouts, bounded retries and error mapping.
 
 Every call to the balena API (or the sandbox, which speaks the same protocol) goes through a
-`BalenaSession`. It sends `Authorization: Bearer <token>` only to the API's own origin, retries
+`BalenaSession`. It sends `Authorization: Bearer <token>` only to the API's own origin (and
+over plain http only to 127.0.0.1/::1: a token for another http URL is refused), retries
 connection failures, 408, 429 and 5xx answers with exponential backoff and jitter (honouring
 `Retry-After`) inside a bounded time budget (flasher.http: urllib3's Retry on the requests
-session), and turns failures into FlasherErrors: 401/403 →
-AuthError, 404 → CatalogError (status 404), other answers → ApiError. The token never appears in
-a log line, a repr or an error message; server messages that echo it are redacted.
+session), and turns failures into FlasherErrors: 401/403 → AuthError, 404 → CatalogError
+(status 404), other answers → ApiError. The token never appears in a log line, a repr or an
+error message; server messages that echo it are redacted.
 
-Imports requests, flasher.http and flasher.balena.pine; never Qt or the faces.
+`from_environment` finds the login as the balena CLI does, and sends the saved login (and
+BALENA_API_KEY / BALENA_TOKEN) only to the API host it belongs to (flasher.balena.balenarc):
+pointed at another API, the session goes without it unless a token is given explicitly.
+
+Imports requests, flasher.http, flasher.balena.pine and flasher.balena.balenarc; never Qt or the
+faces.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import requests
 
 from flasher import __version__
 from flasher.balena import pine
-from flasher.errors import ApiError, AuthError, CatalogError
+from flasher.balena.balenarc import may_carry_token, origin, saved_login_api_url
+from flasher.errors import ApiError, AuthError, CatalogError, ConfigError
 from flasher.http import RETRY_STATUSES, RetryPolicy, attempts_of, retry_after_s, retrying_session
 from flasher.models import Secret
 
@@ -73,11 +80,6 @@ def _read_saved_token() -> str | None:
     return text or None
 
 
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
 class BalenaSession:
     """An HTTP session on one balena API base URL, with an optional token.
 
@@ -101,6 +103,13 @@ class BalenaSession:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._token = token if token else None
+        if self._token is not None and not may_carry_token(self.api_url):
+            raise ConfigError(
+                "api_url",
+                f"{self.api_url} is plain http; a token is only sent over https "
+                "(or over http to 127.0.0.1 or ::1)",
+                hint="use the API's https:// address",
+            )
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         policy = RetryPolicy(
@@ -121,10 +130,12 @@ class BalenaSession:
     ) -> BalenaSession:
         """A session configured like the balena CLI.
 
-        API URL: `api_url`, else $FLASHER_API_URL, else the balenaCloud API. Token: `token`,
-        else $BALENA_API_KEY, else $BALENA_TOKEN, else the token `balena login` saved.
+        API URL: `api_url`, else $FLASHER_API_URL, else the API of the balena CLI's settings
+        (balenaCloud's by default). Token: `token` (explicit: sent to that URL), else
+        $BALENA_API_KEY, else $BALENA_TOKEN, else the token `balena login` saved; those three
+        belong to the balena CLI's API and are used only when the URL is that API.
         """
-        url = api_url or os.environ.get("FLASHER_API_URL") or DEFAULT_API_URL
+        url = api_url or os.environ.get("FLASHER_API_URL") or saved_login_api_url()
         if isinstance(token, str):
             token = Secret(token)
         if not token:
@@ -133,7 +144,17 @@ class BalenaSession:
                 or os.environ.get("BALENA_TOKEN")
                 or _read_saved_token()
             )
-            token = Secret(found) if found else None
+            token = None
+            if found:
+                login_url = saved_login_api_url()
+                if origin(url) == origin(login_url) and may_carry_token(url):
+                    token = Secret(found)
+                else:
+                    log.warning(
+                        "The saved balena login is for %s; it is not sent to %s.",
+                        login_url,
+                        url.rstrip("/"),
+                    )
         return cls(url, token, **options)
 
     @property
@@ -182,7 +203,7 @@ class BalenaSession:
         url = self.url_for(path_or_url)
         send_headers = dict(headers or {})
         # The token belongs to the API; never hand it to another host (CDNs, redirects).
-        if self._token is not None and _origin(url) == _origin(self.api_url):
+        if self._token is not None and origin(url) == origin(self.api_url):
             send_headers["Authorization"] = f"Bearer {self._token.reveal()}"
         where = urlsplit(url).path or "/"
         http = self._http if allow_retry else self._once

@@ -57,7 +57,7 @@ from flasher.cli.config_opts import (
 )
 from flasher.cli.context import CliContext
 from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
-from flasher.cli.output import event_to_dict, human_bytes, human_duration
+from flasher.cli.output import event_to_dict, human_bytes, human_duration, printable
 from flasher.drives.constraints import LARGE_DRIVE_BYTES
 from flasher.errors import (
     EXIT_CANCELLED,
@@ -377,7 +377,7 @@ class _LogView:
 
     def _say(self, text: str) -> None:
         with self._lock:
-            print(text, file=self._stream, flush=True)
+            print(printable(text), file=self._stream, flush=True)
 
     def handle(self, event: BenchEvent) -> None:
         if isinstance(event, StationReady):
@@ -464,13 +464,13 @@ class _LiveView:
         with self._lock:
             self._redraw()
             self._drawn = 0
-            self._stream.write(_summary_text(summary) + "\n")
+            self._stream.write(printable(_summary_text(summary)) + "\n")
             self._stream.flush()
 
     def _print(self, text: str) -> None:
         """A line that stays above the table (the table is redrawn under it)."""
         self._clear()
-        self._stream.write(text + "\n")
+        self._stream.write(printable(text) + "\n")
 
     def _clear(self) -> None:
         if self._drawn:
@@ -507,6 +507,6 @@ class _LiveView:
         self._clear()
         lines = self._lines()
         for line in lines:
-            self._stream.write(line[:160] + "\n")
+            self._stream.write(printable(line)[:160] + "\n")
         self._drawn = len(lines)
         self._stream.flush()

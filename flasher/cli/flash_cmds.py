@@ -37,7 +37,7 @@ from flasher.cli.config_opts import (
 )
 from flasher.cli.context import CliContext
 from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
-from flasher.cli.output import human_bytes
+from flasher.cli.output import human_bytes, printable
 from flasher.cli.progress import MultiBar
 from flasher.drives.constraints import Problem
 from flasher.errors import (
@@ -90,7 +90,7 @@ def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
         if ctx.out.json_mode or not sys.stdin.isatty():
             return False
         for w in warnings:
-            print(f"warning: {w.message}", file=sys.stderr)
+            print(f"warning: {printable(w.message)}", file=sys.stderr)
         answer = input("Continue anyway? Type 'yes': ")
         return answer.strip().lower() == "yes"
 

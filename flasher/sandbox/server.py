@@ -1,8 +1,9 @@
 """The sandbox: a faithful local balena API on a threaded HTTP server, in-process.
 
 `SandboxServer.start()` serves the bundled catalog on 127.0.0.1 (a free port by default) from a
-daemon thread: pine resources under /v7 and /v6, /device-types/v1, /download (GET and POST,
-Range requests), /download-config, /config, /ping and whoami. Anonymous callers get public data;
+daemon thread: pine resources under /v7 and /v6, /device-types/v1 (with each type's image list
+and download sizes), /download (GET and POST, Range requests), /download-config, /config, /ping
+and whoami. Anonymous callers get public data;
 any non-empty bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
 never prints (requests are logged at DEBUG) and never imports Qt.
 """
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _PINE_PATH = re.compile(r"^/(v6|v7)/([A-Za-z_]+)(?:\((@?[^)]*)\))?/?$")
 _DOWNLOAD_SIZE = re.compile(r"^/device-types/v1/([^/]+)/images/([^/]+)/download-size/?$")
+_IMAGES = re.compile(r"^/device-types/v1/([^/]+)/images/?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -179,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(api.device_types_v1())
         elif match := _DOWNLOAD_SIZE.match(path):
             self._json(api.download_size(match.group(1), match.group(2)))
+        elif match := _IMAGES.match(path):
+            self._json(api.images(match.group(1)))
         elif path.startswith("/device-types/v1/") and path.count("/") == 3:
             self._json(api.device_type_v1(path.rsplit("/", 1)[1]))
         else:
