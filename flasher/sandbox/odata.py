@@ -4,7 +4,8 @@ Accepts both client styles: pinejs-client-core (JS, unparenthesised terms, `slug
 pine-client (Python, every term parenthesised). Callers URL-decode first. The filter grammar:
 eq ne gt ge lt le, and or not, `in (...)`, any/all lambdas over navigations, startswith, endswith,
 substringof, contains, tolower, toupper, length, trim, parentheses, and string ('' escapes),
-number, true/false/null and datetime'…' literals (compared with ISO 8601 text fields). Evaluation runs over any object graph that implements `Node`.
+number, true/false/null and datetime'…' literals (compared with ISO 8601 text fields).
+Evaluation runs over any object graph that implements `Node`.
 Imports only the standard library.
 """
 

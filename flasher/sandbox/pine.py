@@ -2,10 +2,10 @@
 
 Resources: device_type, cpu_architecture, device_type_alias, application, application_tag,
 release, release_tag, and the fleet releases' service, image, release_image, delta and user
-(flasher.sandbox.fleet_releases). Responses have the API's shape: `{"d": [...]}`, expanded navigations as
-arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata` on every entity.
-Anonymous callers see public things only; any authenticated caller also sees the sandbox user's
-fleets. Imports only the standard library and flasher.sandbox modules.
+(flasher.sandbox.fleet_releases). Responses have the API's shape: `{"d": [...]}`, expanded
+navigations as arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata`
+on every entity. Anonymous callers see public things only; any authenticated caller also sees
+the sandbox user's fleets. Imports only the standard library and flasher.sandbox modules.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 `SandboxServer.start()` serves the bundled catalog on 127.0.0.1 (a free port by default) from a
 daemon thread: pine resources under /v7 and /v6, /device-types/v1, /download (GET and POST,
-Range requests), /download-config, /config, /ping, whoami and the delta server's /api/v3/delta. Anonymous callers get public data;
-any non-empty bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
-never prints (requests are logged at DEBUG) and never imports Qt.
+Range requests), /download-config, /config, /ping, whoami and the delta server's /api/v3/delta.
+Anonymous callers get public data; any non-empty bearer token (or `?apikey=`) authenticates as
+the sandbox's one user. Core code: never prints (requests are logged at DEBUG) and never imports Qt.
 """
 
 from __future__ import annotations

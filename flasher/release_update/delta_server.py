@@ -1,0 +1,108 @@
+"""The balena delta server: where it is, and asking it to build the delta between two images.
+
+`GET <delta URL>/api/v3/delta?src=<image id>&dest=<image id>` with the API login's bearer
+token, redirects followed, a 59 s client timeout. Any answer below 400 means the delta exists
+or is being built; 504 means the server is still computing it (its gateway gave up waiting);
+any other error fails with the server's words (`Request error: <body>`), and no answer in time
+fails with `network timeout`. The body of a success is not needed.
+
+The URL follows the balena CLI settings balena-release-update reads: $BALENARC_DELTA_URL, else
+`https://delta.<balena URL>` from $BALENARC_BALENA_URL, else `delta.` beside an `api.` host of
+the API URL in use, else https://delta.balena-cloud.com. Callers may pass one explicitly.
+
+Imports requests and flasher.errors; never Qt or the faces.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import requests
+
+from flasher.errors import DeltaRequestFailed
+
+DEFAULT_BALENA_URL = "balena-cloud.com"
+TIMEOUT_S = 59.0
+
+
+class DeltaAnswer(enum.Enum):
+    ACCEPTED = "accepted"  # built, or building and answered in time
+    COMPUTING = "computing"  # 504: still being built
+
+
+def delta_url_from_settings(api_url: str, environ: Mapping[str, str] | None = None) -> str:
+    """The delta server's base URL for an API at `api_url` (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("BALENARC_DELTA_URL")
+    if explicit:
+        return explicit.rstrip("/")
+    balena_url = env.get("BALENARC_BALENA_URL")
+    if balena_url:
+        return f"https://delta.{balena_url.strip('/')}"
+    parts = urlsplit(api_url)
+    host = parts.hostname or ""
+    if host.startswith("api."):
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://delta.{host[4:]}{port}"
+    return f"https://delta.{DEFAULT_BALENA_URL}"
+
+
+class DeltaServer:
+    """A client of one delta server. `authorization` is the API login's bearer header (the
+    delta server shares it); it is sent to this server only, and never on a redirect to
+    another host."""
+
+    def __init__(
+        self,
+        url: str,
+        authorization: Mapping[str, str],
+        *,
+        timeout_s: float = TIMEOUT_S,
+        http: requests.Session | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._authorization = dict(authorization)
+        self.timeout_s = timeout_s
+        self._http = http or requests.Session()
+
+    def __repr__(self) -> str:
+        return f"DeltaServer(url={self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request_delta(self, source_image_id: int, target_image_id: int) -> DeltaAnswer:
+        """Ask for the delta between two images; DeltaRequestFailed if the server refuses."""
+        endpoint = f"{self.url}/api/v3/delta"
+        try:
+            response = self._http.get(
+                endpoint,
+                params={"src": source_image_id, "dest": target_image_id},
+                headers=self._authorization,
+                timeout=self.timeout_s,
+                allow_redirects=True,
+            )
+        except requests.Timeout:
+            raise DeltaRequestFailed("network timeout", status=None, url=endpoint) from None
+        except requests.RequestException as err:
+            reason = "connection failed" if isinstance(err, requests.ConnectionError) else ""
+            raise DeltaRequestFailed(
+                f"request to {endpoint} failed, reason: {reason or type(err).__name__}",
+                status=None,
+                url=endpoint,
+            ) from None
+        with response:
+            if response.status_code == 504:
+                return DeltaAnswer.COMPUTING
+            if response.status_code < 400:
+                return DeltaAnswer.ACCEPTED
+            body = response.text.strip()
+        token = self._authorization.get("Authorization", "").partition(" ")[2]
+        if token:
+            body = body.replace(token, "***")
+        raise DeltaRequestFailed(
+            f"Request error: {body}", status=response.status_code, url=endpoint
+        )
