@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flasher.balena import pine
 from flasher.balena.session import BalenaSession, is_not_found
 from flasher.errors import (
     CatalogError,
@@ -131,9 +132,9 @@ def _fetch_release(session: BalenaSession, release: int | str) -> _Release:
             options["$filter"] = {"status": "success"}
             rows = session.pine_get("release", options, entity_id=release)
         else:
-            options["$filter"] = {
-                "$and": [{"commit": {"$startswith": release}}, {"status": "success"}]
-            }
+            # Word for word as pinejs-client writes it (its first term unparenthesised).
+            prefix = pine.literal(release)
+            options["$filter"] = f"startswith(commit,{prefix}) and (status eq 'success')"
             rows = session.pine_get("release", options)
     except CatalogError as err:
         if is_not_found(err):

@@ -143,10 +143,10 @@ def test_delta_url_is_an_option_of_flashers_command_only() -> None:
     parsed = parse_arguments(argv, with_delta_url=True)
     assert isinstance(parsed, ReleaseUpdateArgs)
     assert parsed.delta_url == "http://127.0.0.1:9"
-    with pytest.raises(UsageProblem, match="^invalid option: --delta-url$"):
+    with pytest.raises(UsageProblem, match=r"^invalid option: --delta-url$"):
         parse_arguments(argv)
 
 
 def test_delta_url_must_be_an_http_url() -> None:
-    with pytest.raises(UsageProblem, match="^Invalid value for --delta-url option: ftp://x$"):
+    with pytest.raises(UsageProblem, match=r"^Invalid value for --delta-url option: ftp://x$"):
         parse_arguments(["--delta-url", "ftp://x"], with_delta_url=True)
