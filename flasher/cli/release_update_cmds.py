@@ -208,7 +208,7 @@ def release_update(args: argparse.Namespace, ctx: CliContext) -> int:
         if not sandbox or base.authenticated:
             return base
         # The sandbox takes any token as its one user, whose fleets hold the releases.
-        own.append(BalenaSession(base.api_url, Secret("sandbox")))
+        own.append(BalenaSession(base.api_url, Secret("sandbox-user-token")))
         return own[0]
 
     try:

@@ -40,7 +40,7 @@ def frozen() -> Iterator[tuple[SandboxServer, BalenaSession]]:
     """A sandbox whose delta builds never finish during the tests (statuses stay put)."""
     with (
         SandboxServer.start(delta_build_s=3600) as server,
-        BalenaSession(server.url, Secret("t")) as session,
+        BalenaSession(server.url, Secret("test-token")) as session,
     ):
         yield server, session
 
@@ -50,7 +50,7 @@ def slow() -> Iterator[tuple[SandboxServer, BalenaSession]]:
     """A sandbox of its own whose delta builds never finish during a test."""
     with (
         SandboxServer.start(delta_build_s=3600) as server,
-        BalenaSession(server.url, Secret("t")) as session,
+        BalenaSession(server.url, Secret("test-token")) as session,
     ):
         yield server, session
 
@@ -60,7 +60,7 @@ def fresh() -> Iterator[tuple[SandboxServer, BalenaSession]]:
     """A sandbox of its own whose delta builds take 0.3 s."""
     with (
         SandboxServer.start(delta_build_s=0.3) as server,
-        BalenaSession(server.url, Secret("t")) as session,
+        BalenaSession(server.url, Secret("test-token")) as session,
     ):
         yield server, session
 
