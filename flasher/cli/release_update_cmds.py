@@ -1,11 +1,12 @@
 """`flasher release-update` and the `balena-release-update` command: describe or prepare the
 update between two releases of a fleet, as balena-release-update does.
 
-Same arguments (flasher.cli.release_update_args), the update's JSON on stdout (two-space indent,
-the original's keys and order), `ERROR: <message>` on stderr with exit code 1 for every
-failure, and the original's `[DEBUG]` progress lines on stderr; on a terminal a spinner also
-shows which services are still being prepared while waiting. With --sandbox the sandbox's own
-delta server is used, checks come every second, and the sandbox user is logged in.
+Same arguments (flasher.cli.release_update_args), the update's JSON on stdout (two-space
+indent, the original's keys and order), `ERROR: <message>` on stderr with exit code 1 for every
+failure (with flasher's --json, the structured error with its code instead), and the original's
+`[DEBUG]` progress lines on stderr; on a terminal a spinner also shows which services are still
+being prepared while waiting. With --sandbox the sandbox's own delta server is used, checks come
+every second, and the sandbox user is logged in.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 
 from flasher.balena.session import BalenaSession
 from flasher.cli.context import CliContext
+from flasher.cli.output import Output
 from flasher.cli.release_update_args import (
     VERSION,
     Action,
@@ -28,7 +30,15 @@ from flasher.cli.release_update_args import (
     parse_arguments,
     usage,
 )
-from flasher.errors import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, ApiError, AuthError, FlasherError
+from flasher.errors import (
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_OK,
+    ApiError,
+    AuthError,
+    ConfigError,
+    FlasherError,
+)
 from flasher.models import Secret
 from flasher.release_update import (
     POLL_INTERVAL_S,
@@ -146,13 +156,18 @@ def run(
     with_delta_url: bool = False,
     delta_at_api_url: bool = False,
     poll_interval_s: float = POLL_INTERVAL_S,
+    json_errors: Output | None = None,
 ) -> int:
     """One run: parse `argv`, open the session only when needed, print, return the exit code.
-    `delta_at_api_url`: the API's server is also the delta server (the sandbox)."""
+    `delta_at_api_url`: the API's server is also the delta server (the sandbox).
+    `json_errors`: report failures there as structured JSON instead of `ERROR:` lines."""
     try:
         parsed = parse_arguments(argv, with_delta_url=with_delta_url)
     except UsageProblem as problem:
-        print(f"ERROR: {problem}", file=stderr)
+        if json_errors is not None:
+            json_errors.error(ConfigError("arguments", str(problem)))
+        else:
+            print(f"ERROR: {problem}", file=stderr)
         return EXIT_ERROR
     if parsed is Action.HELP:
         stdout.write(usage(prog, with_delta_url=with_delta_url))
@@ -166,7 +181,10 @@ def run(
         delta_url = parsed.delta_url or (api.api_url if delta_at_api_url else None)
         info = _update(parsed, api, stderr, delta_url, poll_interval_s)
     except FlasherError as err:
-        print(f"ERROR: {original_message(err, authenticated=api.authenticated)}", file=stderr)
+        if json_errors is not None:
+            json_errors.error(err)
+        else:
+            print(f"ERROR: {original_message(err, authenticated=api.authenticated)}", file=stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("ERROR: Interrupted", file=stderr)
@@ -221,6 +239,7 @@ def release_update(args: argparse.Namespace, ctx: CliContext) -> int:
             with_delta_url=True,
             delta_at_api_url=sandbox,
             poll_interval_s=SANDBOX_POLL_INTERVAL_S if sandbox else POLL_INTERVAL_S,
+            json_errors=ctx.out if ctx.out.json_mode else None,
         )
     finally:
         for opened in own:

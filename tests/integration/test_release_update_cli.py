@@ -253,3 +253,18 @@ def test_a_terminal_gets_a_spinner_between_checks_and_plain_output_none() -> Non
     assert "next check in" in terminal.getvalue()
     assert terminal.getvalue().endswith("\r\x1b[2K")  # the spinner line is cleared after
     assert pipe.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["--from-release", "999", "--to-release", "2100001"], "release_not_found"),
+        (["--bogus"], "invalid_config"),
+    ],
+)
+def test_flashers_json_mode_reports_failures_with_their_code(
+    capsys: pytest.CaptureFixture[str], argv: list[str], code: str
+) -> None:
+    assert flasher_main(["--sandbox", "--json", "release-update", *argv]) == 1
+    event = json.loads(capsys.readouterr().out)
+    assert (event["event"], event["code"]) == ("error", code)
