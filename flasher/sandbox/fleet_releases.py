@@ -242,7 +242,7 @@ def load(
     source = Path(path) if path is not None else resource_path(DATA_FILE)
     raw = json.loads(source.read_text(encoding="utf-8"))
     now = clock()
-    for name in RESOURCE_SCHEMAS:
+    for name in (*RESOURCE_SCHEMAS, "release"):
         rows.setdefault(name, {})
     rows["user"][user_id] = {"id": user_id, "username": username}
     for service in raw["services"]:
