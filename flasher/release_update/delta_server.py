@@ -8,7 +8,9 @@ fails with `network timeout`. The body of a success is not needed.
 
 The URL follows the balena CLI settings balena-release-update reads: $BALENARC_DELTA_URL, else
 `https://delta.<balena URL>` from $BALENARC_BALENA_URL, else `delta.` beside an `api.` host of
-the API URL in use, else https://delta.balena-cloud.com. Callers may pass one explicitly.
+the API URL in use (https://delta.balena-cloud.com for balenaCloud). An API on any other host
+(a local one) is taken to serve the delta endpoint too, so the login's token never leaves for a
+host it does not belong to. Callers may pass one explicitly.
 
 Imports requests and flasher.errors; never Qt or the faces.
 """
@@ -47,6 +49,8 @@ def delta_url_from_settings(api_url: str, environ: Mapping[str, str] | None = No
     if host.startswith("api."):
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://delta.{host[4:]}{port}"
+    if host:
+        return api_url.rstrip("/")
     return f"https://delta.{DEFAULT_BALENA_URL}"
 
 

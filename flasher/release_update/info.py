@@ -217,7 +217,7 @@ def _service_update(
         location = row.get("is_stored_at__location")
         delta = Delta(
             id=int(row["id"]),
-            version=int(row.get("version", DELTA_VERSION)),
+            version=parse_big_integer(row.get("version", DELTA_VERSION)),
             location=location if isinstance(location, str) else None,
             size_bytes=parse_big_integer(row.get("size")),
         )

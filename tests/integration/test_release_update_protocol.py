@@ -261,7 +261,8 @@ def test_an_unreachable_delta_server_fails_with_the_reason() -> None:
             "http://d",
         ),
         ({}, "https://api.my-balena.local:8443", "https://delta.my-balena.local:8443"),
-        ({}, "http://127.0.0.1:4000", "https://delta.balena-cloud.com"),
+        ({}, "http://127.0.0.1:4000/", "http://127.0.0.1:4000"),  # a local API serves both
+        ({}, "", "https://delta.balena-cloud.com"),
     ],
 )
 def test_delta_url_follows_the_balena_settings(
