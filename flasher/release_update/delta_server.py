@@ -6,11 +6,13 @@ or is being built; 504 means the server is still computing it (its gateway gave 
 any other error fails with the server's words (`Request error: <body>`), and no answer in time
 fails with `network timeout`. The body of a success is not needed.
 
-The URL follows the balena CLI settings balena-release-update reads: $BALENARC_DELTA_URL, else
-`https://delta.<balena URL>` from $BALENARC_BALENA_URL, else `delta.` beside an `api.` host of
-the API URL in use (https://delta.balena-cloud.com for balenaCloud). An API on any other host
-(a local one) is taken to serve the delta endpoint too, so the login's token never leaves for a
-host it does not belong to. Callers may pass one explicitly.
+The URL follows the balena CLI settings balena-release-update reads (balena-settings-client):
+`deltaUrl`, else `https://delta.<balenaUrl>`, each taken from $BALENARC_DELTA_URL /
+$BALENARC_BALENA_URL over ./.balenarc.yml over ~/.balenarc.yml (top-level `key: value` lines);
+with neither set, `delta.` beside an `api.` host of the API URL in use
+(https://delta.balena-cloud.com for balenaCloud). An API on any other host (a local one) is
+taken to serve the delta endpoint too, so the login's token never leaves for a host it does not
+belong to. Callers may pass one explicitly.
 
 Imports requests and flasher.errors; never Qt or the faces.
 """
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
@@ -35,15 +39,50 @@ class DeltaAnswer(enum.Enum):
     COMPUTING = "computing"  # 504: still being built
 
 
-def delta_url_from_settings(api_url: str, environ: Mapping[str, str] | None = None) -> str:
+_SETTING_LINE = re.compile(r"^(balenaUrl|deltaUrl)\s*:\s*(.*?)\s*$")
+_ENVIRONMENT = {"balenaUrl": "BALENARC_BALENA_URL", "deltaUrl": "BALENARC_DELTA_URL"}
+
+
+def _settings_file(path: Path) -> dict[str, str]:
+    """The balenaUrl/deltaUrl of one .balenarc.yml (plain top-level scalars only)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found = {}
+    for line in text.splitlines():
+        match = _SETTING_LINE.match(line)
+        if match and match.group(2):
+            found[match.group(1)] = match.group(2).strip("'\"")
+    return found
+
+
+def balena_settings(
+    environ: Mapping[str, str], home: Path | None = None, cwd: Path | None = None
+) -> dict[str, str]:
+    """balenaUrl and deltaUrl as balena-settings-client merges them (environment wins)."""
+    merged: dict[str, str] = {}
+    for directory in (home or Path.home(), cwd or Path.cwd()):
+        merged.update(_settings_file(directory / ".balenarc.yml"))
+    for key, variable in _ENVIRONMENT.items():
+        if environ.get(variable):
+            merged[key] = environ[variable]
+    return merged
+
+
+def delta_url_from_settings(
+    api_url: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    home: Path | None = None,
+    cwd: Path | None = None,
+) -> str:
     """The delta server's base URL for an API at `api_url` (see the module docstring)."""
-    env = os.environ if environ is None else environ
-    explicit = env.get("BALENARC_DELTA_URL")
-    if explicit:
-        return explicit.rstrip("/")
-    balena_url = env.get("BALENARC_BALENA_URL")
-    if balena_url:
-        return f"https://delta.{balena_url.strip('/')}"
+    settings = balena_settings(os.environ if environ is None else environ, home, cwd)
+    if "deltaUrl" in settings:
+        return settings["deltaUrl"].rstrip("/")
+    if "balenaUrl" in settings:
+        return f"https://delta.{settings['balenaUrl'].strip('/')}"
     parts = urlsplit(api_url)
     host = parts.hostname or ""
     if host.startswith("api."):

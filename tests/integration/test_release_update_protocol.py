@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -266,6 +267,29 @@ def test_an_unreachable_delta_server_fails_with_the_reason() -> None:
     ],
 )
 def test_delta_url_follows_the_balena_settings(
-    env: dict[str, str], api_url: str, expected: str
+    env: dict[str, str], api_url: str, expected: str, tmp_path: Path
 ) -> None:
-    assert delta_url_from_settings(api_url, env) == expected
+    assert delta_url_from_settings(api_url, env, home=tmp_path, cwd=tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    ("home_rc", "project_rc", "env", "expected"),
+    [
+        ("balenaUrl: example.org\n", "", {}, "https://delta.example.org"),
+        ("deltaUrl: 'http://d1'\n", "deltaUrl: http://d2\n", {}, "http://d2"),
+        ("deltaUrl: http://d1\n", "", {"BALENARC_DELTA_URL": "http://env"}, "http://env"),
+        # an explicit deltaUrl in a file beats a balenaUrl from the environment
+        ("deltaUrl: http://d1\n", "", {"BALENARC_BALENA_URL": "example.org"}, "http://d1"),
+        ("other: x\n  deltaUrl: nested\n", "", {}, "https://delta.balena-cloud.com"),
+    ],
+)
+def test_delta_url_reads_balenarc_files_under_the_environment(
+    tmp_path: Path, home_rc: str, project_rc: str, env: dict[str, str], expected: str
+) -> None:
+    home, project = tmp_path / "home", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    (home / ".balenarc.yml").write_text(home_rc)
+    (project / ".balenarc.yml").write_text(project_rc)
+    url = delta_url_from_settings("https://api.balena-cloud.com", env, home=home, cwd=project)
+    assert url == expected
