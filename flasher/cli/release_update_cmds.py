@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,7 @@ from flasher.release_update import (
 SANDBOX_POLL_INTERVAL_S = 1.0
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _SPIN_STEP_S = 0.1
+_SPIN_WIDTH = 100
 
 
 def register(groups: dict[str, Any]) -> None:
@@ -123,9 +125,8 @@ class Progress:
         end = time.monotonic() + duration_s
         while (left_s := end - time.monotonic()) > 0:
             self._clear()
-            self._stream.write(
-                f"{next(self._frames)} {self._status} (next check in {left_s:.0f} s)"
-            )
+            line = f"{next(self._frames)} {self._status} (next check in {math.ceil(left_s)} s)"
+            self._stream.write(line[:_SPIN_WIDTH])
             self._stream.flush()
             self._drawn = True
             time.sleep(min(_SPIN_STEP_S, left_s))
