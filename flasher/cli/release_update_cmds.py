@@ -35,8 +35,8 @@ from flasher.errors import (
     EXIT_CANCELLED,
     EXIT_ERROR,
     EXIT_OK,
-    ApiError,
     AuthError,
+    CatalogError,
     ConfigError,
     FlasherError,
 )
@@ -135,14 +135,12 @@ class Progress:
 
 
 def original_message(err: FlasherError, *, authenticated: bool) -> str:
-    """The words balena-release-update uses for an API failure; the error's own otherwise."""
-    if isinstance(err, AuthError):
-        if not authenticated:
-            return "You have to log in"
-        server = err.fields.get("server_message") or err.message
-        return f"Request error: {server}"
-    server = err.fields.get("server_message")
-    if isinstance(err, ApiError) and server:
+    """The words balena-release-update uses for an API failure; the error's own otherwise.
+    An answer with an empty body reads as balena-request words it."""
+    if isinstance(err, AuthError) and not authenticated:
+        return "You have to log in"
+    if isinstance(err, CatalogError) and "status" in err.fields:
+        server = err.fields.get("server_message") or "The request was unsuccessful"
         return f"Request error: {server}"
     return err.message
 

@@ -16,7 +16,7 @@ import pytest
 from flasher.balena.session import BalenaSession
 from flasher.cli import release_update_cmds
 from flasher.cli.main import main as flasher_main
-from flasher.errors import ApiError, AuthError, ReleaseNotFound
+from flasher.errors import ApiError, AuthError, CatalogError, ReleaseNotFound
 from flasher.models import Secret
 from flasher.release_update import get_update_info
 from flasher.sandbox.server import SandboxServer
@@ -219,13 +219,19 @@ def test_without_a_login_the_api_refusal_reads_you_have_to_log_in(
         ),
         (ApiError("failed", status=500, server_message="boom"), True, "Request error: boom"),
         (ApiError("Cannot reach the balena API."), True, "Cannot reach the balena API."),
+        (
+            ApiError("failed", status=500, server_message=""),
+            True,
+            "Request error: The request was unsuccessful",
+        ),
         (ReleaseNotFound(5), True, "Release not found: 5"),
+        (CatalogError("Not found", status=404, server_message="nope"), True, "Request error: nope"),
     ],
 )
 def test_api_failures_are_worded_as_the_original_words_them(
     error: Exception, authenticated: bool, message: str
 ) -> None:
-    assert isinstance(error, AuthError | ApiError | ReleaseNotFound)
+    assert isinstance(error, CatalogError | ReleaseNotFound)
     assert release_update_cmds.original_message(error, authenticated=authenticated) == message
 
 
