@@ -161,6 +161,13 @@ class BalenaSession:
     def authenticated(self) -> bool:
         return self._token is not None
 
+    def authorization_header(self) -> dict[str, str]:
+        """The bearer header for balena's own services that share the API's login (the delta
+        server); empty without a token. Callers send it to those services only."""
+        if self._token is None:
+            return {}
+        return {"Authorization": f"Bearer {self._token.reveal()}"}
+
     def __repr__(self) -> str:
         return f"BalenaSession(api_url={self.api_url!r}, authenticated={self.authenticated})"
 
@@ -279,7 +286,9 @@ class BalenaSession:
                 text = f"The balena API needs a login for {where} (HTTP {status}){detail}"
             else:
                 text = f"The balena API refused the credentials for {where} (HTTP {status}){detail}"
-            return AuthError(text, hint=LOGIN_HINT, status=status, path=where)
+            return AuthError(
+                text, hint=LOGIN_HINT, status=status, path=where, server_message=message
+            )
         if status == 404:
             return CatalogError(
                 f"Not found: {method} {where}{detail}",
@@ -293,6 +302,7 @@ class BalenaSession:
                 hint="Wait a minute and try again.",
                 status=status,
                 path=where,
+                server_message=message,
                 retry_after_s=retry_after_s(response),
             )
         if status in RETRY_STATUSES:
@@ -302,6 +312,7 @@ class BalenaSession:
                 hint="The service may be busy or down; try again later.",
                 status=status,
                 path=where,
+                server_message=message,
             )
         return ApiError(
             f"The balena API rejected {method} {where} (HTTP {status}){detail}",
