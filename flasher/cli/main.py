@@ -143,6 +143,8 @@ def _share_global_options(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):
+                if "-" not in sub.prefix_chars:
+                    continue  # a command that parses its own words (release-update)
                 _add_global_options(sub, top_level=False)
                 _share_global_options(sub)
 

@@ -171,7 +171,7 @@ def test_wait_in_the_sandbox_finishes_in_seconds(capsys: pytest.CaptureFixture[s
 def test_balena_release_update_command_uses_the_environments_api_and_delta_server(
     sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("FLASHER_API_URL", sandbox.url)
+    monkeypatch.setenv("BALENARC_API_URL", sandbox.url)
     monkeypatch.setenv("BALENA_API_KEY", "key")
     monkeypatch.setenv("BALENARC_DELTA_URL", sandbox.url)
     code = release_update_cmds.main(

@@ -92,6 +92,7 @@ def test_every_command_and_group_accepts_the_global_options() -> None:
     missing = [
         (prog, option)
         for prog, sub in all_parsers(cli_main.build_parser())
+        if "-" in sub.prefix_chars  # release-update parses its words by the original's rules
         for option in GLOBAL_OPTIONS
         if option not in sub._option_string_actions
     ]
