@@ -1,8 +1,10 @@
 """A bench station: prepare the image once, then flash every card inserted into a bench slot.
 
-`Station.run()` resolves, downloads, unpacks and configures the image once, watches hotplug
-(flasher.drives.monitor), and starts each card the moment it appears, on its own thread with its
-own writer, so a slow or failing card never holds back another. Cards inserted while the image
+`Station.run()` prepares the job once (BenchJob.prepare through flasher.pipeline.prepare:
+resolve, download, unpack, check the source's integrity, configure, map), watches hotplug
+(flasher.drives.monitor), and starts each card the moment it appears, on its own thread with
+its own writer (flasher.pipeline.write: the same drive checks, writer and verification as
+`flash`), so a slow or failing card never holds back another. Cards inserted while the image
 is being prepared wait for it; cards already present when the station starts are left alone
 unless `include_present`. A flashed card still in its slot is not flashed again; pulled and
 re-inserted, it is. A card pulled before it is finished is reported as DriveGone. Every card
@@ -30,17 +32,17 @@ from flasher.bench.events import (
     StationUpdate,
     ignore_bench_event,
 )
-from flasher.bench.image import BenchImage, BenchJob, CardFacts, CardImage, check_hostname_template
+from flasher.bench.image import BenchJob, CardFacts, check_hostname_template, render_hostname
 from flasher.bench.policy import DrivePolicy, Slot, card_identity
 from flasher.bench.report import CardRecord, ReportLog, utc_timestamp
-from flasher.drives.constraints import Severity, check_drive, rejection, source_device
 from flasher.drives.discovery import find_drive, list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
-from flasher.events import CancelToken, Log, Phase, PhaseChanged
+from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
 from flasher.models import Drive
+from flasher.pipeline import CardImage, PreparedJob, accept_warnings, write
 from flasher.provider import ImageProvider
-from flasher.writer.client import TargetResult, write_image
+from flasher.writer.client import TargetResult
 from flasher.writer.launchers import Launcher
 
 _log = logging.getLogger(__name__)
@@ -131,8 +133,7 @@ class Station:
         self._stopping = False
         self._accepting = True
         self._started = False
-        self._image: BenchImage | None = None
-        self._source_dev: str | None = None
+        self._image: PreparedJob | None = None
         self._present: set[tuple[str, str, str, int]] = set()
         self._seen: dict[str, Drive] = {}
         self._cards: dict[str, _Card] = {}
@@ -210,18 +211,14 @@ class Station:
     # Preparation and the run loop ---------------------------------------------------------
 
     def _prepare(self, cancel: CancelToken) -> None:
-        image = BenchImage.prepare(
-            self.job,
-            self._provider,
-            on_event=lambda ev: self._emit(StationUpdate(ev)),
-            cancel=cancel,
+        job = self.job
+        image = job.prepare(
+            self._provider, on_event=lambda ev: self._emit(StationUpdate(ev)), cancel=cancel
         )
         self._image = image
-        self._source_dev = source_device(image.raw_path)
+        summary = {**image.summary(), "hostname_template": job.hostname_template}
         self._emit(
-            StationReady(
-                image.summary(), str(self.report.path) if self.report is not None else None
-            )
+            StationReady(summary, str(self.report.path) if self.report is not None else None)
         )
         self._ready.set()
 
@@ -349,18 +346,19 @@ class Station:
             image = self._image
             if image is None or card.cancel.cancelled:
                 raise Cancelled("The station stopped before this card was written.")
-            card_image = image.for_card(CardFacts(card.n, card.slot, card.drive))
-            self._check(card, image)
-            card.writing = True
-            (result,) = write_image(
-                card_image.feed,
+            card_image = self._card_image(card, image)
+            # Consent was given for the whole bench: warnings are logged, a mounted card is
+            # simply unmounted.
+            (result,) = write(
+                image,
                 [card.drive],
-                ranges=card_image.ranges,
+                card=card_image,
                 verify=self.job.verify,
-                on_event=lambda ev: self._emit(CardUpdate(card.slot, ev)),
+                confirm=accept_warnings,
+                on_event=self._card_events(card),
                 cancel=card.cancel,
                 launcher=self._launcher,
-            )
+            ).results
         except FlasherError as err:
             result = TargetResult(card.drive.path, False, error=err)
         except Exception as err:  # one card's surprise must not take the bench down
@@ -377,20 +375,25 @@ class Station:
             card, self._record(card, card_image, result, error, time.monotonic() - started)
         )
 
-    def _check(self, card: _Card, image: BenchImage) -> None:
-        self._emit(CardUpdate(card.slot, PhaseChanged(Phase.CHECKING, card.drive.path)))
-        problems = check_drive(
-            card.drive,
-            image.size_bytes,
-            source_dev=self._source_dev,
-            source_path=str(image.raw_path),
+    def _card_image(self, card: _Card, image: PreparedJob) -> CardImage:
+        template = self.job.hostname_template
+        if template is None:
+            return image.image
+        return image.card(
+            hostname=render_hostname(template, CardFacts(card.n, card.slot, card.drive))
         )
-        errors = [p for p in problems if p.severity is Severity.ERROR]
-        if errors:
-            raise rejection(errors)
-        for warning in problems:
-            # Consent was given for the whole bench; a mounted card is simply unmounted.
-            self._emit(CardUpdate(card.slot, Log("warning", warning.message, card.drive.path)))
+
+    def _card_events(self, card: _Card) -> EventCallback:
+        """The card's events, as CardUpdates; a phase without a target is this card's."""
+
+        def emit(event: Event) -> None:
+            if isinstance(event, PhaseChanged):
+                if event.target is None:
+                    event = PhaseChanged(event.phase, card.drive.path)
+                card.writing = card.writing or event.phase is Phase.WRITING
+            self._emit(CardUpdate(card.slot, event))
+
+        return emit
 
     def _explain(self, card: _Card, result: TargetResult) -> FlasherError | None:
         """The error to record: a write that failed because the card was pulled says so."""
@@ -431,7 +434,7 @@ class Station:
             vendor=drive.vendor or None,
             model=drive.model or None,
             size_bytes=drive.size_bytes,
-            image_sha256=image.image_sha256 if image is not None else None,
+            image_sha256=image.source_sha256 if image is not None else None,
             device_type=image.identity.device_type if image is not None else None,
             os_version=image.identity.os_version if image is not None else None,
             config_sha256=card_image.config_sha256 if card_image is not None else None,

@@ -2,7 +2,8 @@
 
 bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostname-template TPL]
       [--slot PATTERN …] [--bus BUS …] [--min-size SIZE] [--max-size SIZE] [--report FILE]
-      [--once N] [--include-present] [--no-verify] [--sha256 HEX] [--yes] [--json]
+      [--once N] [--include-present] [--image-type raw|flasher] [--no-verify] [--write-all]
+      [--bmap FILE] [--sha256 HEX] [--yes] [--json]
 
 The image is resolved, downloaded, unpacked and configured once; then each card inserted into a
 bench slot is written and verified at once, on its own, while the others carry on. Slots are
@@ -15,7 +16,7 @@ own hostname from {n} (the card's number in the report), {slot} (the slot's numb
 --yes, or a "yes" typed on the terminal. Ctrl-C stops taking cards and lets the cards being
 written finish; a second Ctrl-C stops them too (they are left unbootable). A source that
 carries no checksum of its own (a raw image, zstd without checksums, xz --check=none) is
-refused unless --sha256 gives its expected SHA-256.
+refused unless --sha256 gives its expected SHA-256 or --bmap a block map with checksums.
 
 --json prints JSON lines: {"event": "phase"|"progress"|"log", "slot": …} while preparing and
 per card, {"event": "station_ready", …}, {"event": "card_inserted"|"card_skipped"|
@@ -57,8 +58,8 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
-from flasher.cli.integrity_opts import parse_sha256_arg
-from flasher.cli.output import event_to_dict, human_bytes, human_duration
+from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
+from flasher.cli.output import event_to_dict, human_bytes, human_duration, printable
 from flasher.drives.constraints import LARGE_DRIVE_BYTES
 from flasher.errors import (
     EXIT_CANCELLED,
@@ -71,7 +72,7 @@ from flasher.errors import (
     VerificationFailed,
 )
 from flasher.events import CancelToken
-from flasher.provider import ImageProvider, SourceSpec
+from flasher.provider import ImageProvider
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
 REDRAW_INTERVAL_S = 0.2
@@ -83,12 +84,7 @@ def register(groups: dict[str, Any]) -> None:
         help="flash every card inserted into the bench's slots, one report line per card",
         description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    parser.add_argument(
-        "source",
-        nargs="?",
-        metavar="SOURCE",
-        help="image file or http(s) URL (omit with --device-type)",
-    )
+    add_source_argument(parser)
     add_device_config_arguments(parser)
     bench = parser.add_argument_group("bench")
     bench.add_argument(
@@ -131,20 +127,7 @@ def register(groups: dict[str, Any]) -> None:
         action="store_true",
         help="also flash cards already inserted when the bench starts",
     )
-    bench.add_argument(
-        "--image-type",
-        choices=("raw", "flasher"),
-        help="disk image or installation media (default: the device type's)",
-    )
-    bench.add_argument(
-        "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
-    )
-    bench.add_argument(
-        "--sha256",
-        metavar="HEX",
-        type=parse_sha256_arg,
-        help="the image's expected SHA-256 (required for a source without checksums of its own)",
-    )
+    add_write_arguments(bench)
     bench.add_argument(
         "--yes", "-y", action="store_true", help="erase every inserted card without asking"
     )
@@ -215,14 +198,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if configure:
         _precheck(args)
     policy = _policy(args)
-    if args.source:
-        source = SourceSpec.from_argument(args.source)
-    else:
-        source = SourceSpec(
-            device_type=args.device_type,
-            version=args.os_version or "latest",
-            image_type=args.image_type,
-        )
+    source = source_spec(args)
     job = BenchJob(
         source=source,
         config_from_image=(
@@ -232,6 +208,8 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         ),
         hostname_template=args.hostname_template,
         verify=not args.no_verify,
+        write_all=args.write_all,
+        bmap_path=args.bmap,
         expected_sha256=args.sha256,
     )
     report = ReportLog(args.report or default_report_path())
@@ -244,7 +222,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     )
     station = Station(
         job,
-        ImageProvider(ImageCache(), session_factory),
+        ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin),
         policy=policy,
         report=report,
         on_event=view.handle,
@@ -402,7 +380,7 @@ class _LogView:
 
     def _say(self, text: str) -> None:
         with self._lock:
-            print(text, file=self._stream, flush=True)
+            print(printable(text), file=self._stream, flush=True)
 
     def handle(self, event: BenchEvent) -> None:
         if isinstance(event, StationReady):
@@ -489,13 +467,13 @@ class _LiveView:
         with self._lock:
             self._redraw()
             self._drawn = 0
-            self._stream.write(_summary_text(summary) + "\n")
+            self._stream.write(printable(_summary_text(summary)) + "\n")
             self._stream.flush()
 
     def _print(self, text: str) -> None:
         """A line that stays above the table (the table is redrawn under it)."""
         self._clear()
-        self._stream.write(text + "\n")
+        self._stream.write(printable(text) + "\n")
 
     def _clear(self) -> None:
         if self._drawn:
@@ -532,6 +510,6 @@ class _LiveView:
         self._clear()
         lines = self._lines()
         for line in lines:
-            self._stream.write(line[:160] + "\n")
+            self._stream.write(printable(line)[:160] + "\n")
         self._drawn = len(lines)
         self._stream.flush()

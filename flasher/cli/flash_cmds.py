@@ -41,8 +41,9 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
-from flasher.cli.integrity_opts import integrity_text, parse_sha256_arg
-from flasher.cli.output import human_bytes
+from flasher.cli.integrity_opts import integrity_text
+from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
+from flasher.cli.output import human_bytes, printable
 from flasher.cli.progress import MultiBar
 from flasher.drives.constraints import Problem
 from flasher.errors import (
@@ -57,7 +58,7 @@ from flasher.errors import (
 )
 from flasher.events import CancelToken, Event
 from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport, run_flash
-from flasher.provider import ImageProvider, SourceSpec
+from flasher.provider import ImageProvider
 from flasher.writer.client import TargetResult
 
 
@@ -67,12 +68,7 @@ def register(groups: dict[str, Any]) -> None:
         help="write a configured image to cards or files and verify them",
         description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    parser.add_argument(
-        "source",
-        nargs="?",
-        metavar="SOURCE",
-        help="image file or http(s) URL (omit with --device-type)",
-    )
+    add_source_argument(parser)
     parser.add_argument(
         "--target",
         "-t",
@@ -84,26 +80,7 @@ def register(groups: dict[str, Any]) -> None:
         help="a drive (/dev/sdX, /dev/mmcblkN) or a file; repeat for more",
     )
     add_device_config_arguments(parser)
-    parser.add_argument(
-        "--image-type",
-        choices=("raw", "flasher"),
-        help="disk image or installation media (default: the device type's)",
-    )
-    parser.add_argument(
-        "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
-    )
-    parser.add_argument(
-        "--write-all",
-        action="store_true",
-        help="write every byte, not only the blocks that hold data",
-    )
-    parser.add_argument("--bmap", metavar="FILE", help="a bmaptool .bmap to use as the block map")
-    parser.add_argument(
-        "--sha256",
-        metavar="HEX",
-        type=parse_sha256_arg,
-        help="expected SHA-256 of the image (decoded, or as given); checked before writing",
-    )
+    add_write_arguments(parser)
     parser.add_argument(
         "--yes",
         "-y",
@@ -118,16 +95,6 @@ def register(groups: dict[str, Any]) -> None:
     parser.set_defaults(handler=flash_command)
 
 
-def _source(args: argparse.Namespace) -> SourceSpec:
-    if args.source:
-        return SourceSpec.from_argument(args.source)
-    return SourceSpec(
-        device_type=args.device_type,
-        version=args.os_version or "latest",
-        image_type=args.image_type,
-    )
-
-
 def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
     def ask(warnings: Sequence[Problem]) -> bool:
         if args.yes:
@@ -135,7 +102,7 @@ def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
         if ctx.out.json_mode or not sys.stdin.isatty():
             return False
         for w in warnings:
-            print(f"warning: {w.message}", file=sys.stderr)
+            print(f"warning: {printable(w.message)}", file=sys.stderr)
         answer = input("Continue anyway? Type 'yes': ")
         return answer.strip().lower() == "yes"
 
@@ -171,7 +138,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     configure = not args.source or config_requested(args)
     if configure:
         precheck_device_config(args, version_from_catalog=True)
-    source = _source(args)
+    source = source_spec(args)
     _erase_consent(args, ctx)
     job = FlashJob(
         source=source,
@@ -279,7 +246,7 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         "os_version": report.os_version,
         "seconds": round(report.seconds, 3),
         "targets": len(rows),
-        **(report.integrity.to_dict() if report.integrity is not None else {}),
+        **report.integrity.to_dict(),
     }
     if ctx.out.json_mode:
         for row in rows:
@@ -295,8 +262,7 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         lines.append(f"  source sha256 {report.image_sha256}")
     if report.config_sha256:
         lines.append(f"  config.json sha256 {report.config_sha256}")
-    if report.integrity is not None:
-        lines.append(f"  source integrity {integrity_text(report.integrity)}")
+    lines.append(f"  source integrity {integrity_text(report.integrity)}")
     for r, row in zip(report.results, rows, strict=True):
         if r.ok:
             state = "verified" if r.verified else "written (not verified)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,10 @@ def source_file(spec: SourceSpec, resolved: ResolvedImage) -> Path:
 
 
 def bmap_checksummed(bmap_path: str | os.PathLike[str]) -> bool:
-    """Whether a .bmap carries per-range checksums (bmap format 1.4 and 2.x do)."""
-    return read_bmap(bmap_path).checksum_type is not None
+    """Whether every range of a .bmap carries a checksum (bmap formats 1.3 and later can; a
+    checksum type with ranges that lack one proves nothing about them)."""
+    bmap = read_bmap(bmap_path)
+    return bmap.checksum_type is not None and all(r.checksum for r in bmap.ranges)
 
 
 def check_image(
@@ -121,22 +124,33 @@ def check_image(
     raw_path: Path,
     expected_sha256: str | None,
     *,
+    known_sha256: Mapping[Path, str] | None = None,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
 ) -> IntegrityReport:
     """The source's own integrity, and with `expected_sha256` the proof that the decoded image
     (or the file as given) has it; ImageError (problem "checksum") before anything is written
-    when neither does."""
+    when neither does. `known_sha256` holds digests already taken (by resolved path), so no file
+    is hashed twice."""
     kind = source_integrity(open_source(source_path))
     if expected_sha256 is None:
         return IntegrityReport(kind)
-    on_event(PhaseChanged(Phase.CHECKING))
-    on_event(Log("info", "checking the image's SHA-256"))
-    if sha256_file(raw_path, cancel) == expected_sha256:
-        return IntegrityReport(kind, "image")
-    distinct = source_path.resolve() != raw_path.resolve()
-    if distinct and sha256_file(source_path, cancel) == expected_sha256:
-        return IntegrityReport(kind, "source")
+    known = {path.resolve(): digest for path, digest in (known_sha256 or {}).items()}
+    candidates = [(raw_path.resolve(), "image")]
+    if source_path.resolve() != raw_path.resolve():
+        candidates.append((source_path.resolve(), "source"))
+    candidates.sort(key=lambda candidate: candidate[0] not in known)  # free comparisons first
+    hashing = False
+    for path, matched in candidates:
+        digest = known.get(path)
+        if digest is None:
+            if not hashing:
+                on_event(PhaseChanged(Phase.CHECKING))
+                hashing = True
+            on_event(Log("info", f"checking the SHA-256 of {path}"))
+            digest = sha256_file(path, cancel)
+        if digest == expected_sha256:
+            return IntegrityReport(kind, matched)
     raise ImageError(
         str(source_path),
         f"neither the file nor its decoded image has the expected SHA-256 {expected_sha256}",
@@ -145,7 +159,7 @@ def check_image(
     )
 
 
-def require_integrity(report: IntegrityReport, source_path: Path) -> None:
+def refuse_unproven(report: IntegrityReport, source_path: Path) -> None:
     """Refuse a source nothing can prove (no check of its own, no expected SHA-256)."""
     if not report.checked:
         raise ImageError(

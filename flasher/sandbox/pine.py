@@ -1,10 +1,11 @@
 """The sandbox's pine resources: the catalog as an OData entity graph, queried like the API.
 
 Resources: device_type, cpu_architecture, device_type_alias, application, application_tag,
-release, release_tag. Responses have the API's shape: `{"d": [...]}`, expanded navigations as
-arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata` on every entity.
-Anonymous callers see public things only; any authenticated caller also sees the sandbox user's
-fleets. Imports only the standard library and flasher.sandbox modules.
+release, release_tag, and the fleet releases' service, image, release_image, delta and user
+(flasher.sandbox.fleet_releases). Responses have the API's shape: `{"d": [...]}`, expanded
+navigations as arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata`
+on every entity. Anonymous callers see public things only; any authenticated caller also sees
+the sandbox user's fleets. Imports only the standard library and flasher.sandbox modules.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flasher.sandbox import fleet_releases
 from flasher.sandbox.catalog import Catalog, Release
 from flasher.sandbox.manifest import contract, logo_data_uri
 from flasher.sandbox.odata import ODataError, QueryOptions, evaluate, order_key
@@ -94,21 +96,26 @@ SCHEMAS: dict[str, ResourceSchema] = {
             "note",
             "contract",
         ),
-        {"belongs_to__application": "application"},
-        {"release_tag": ("release_tag", "release")},
+        {"belongs_to__application": "application", **fleet_releases.RELEASE_SINGLE},
+        {"release_tag": ("release_tag", "release"), **fleet_releases.RELEASE_COLLECTIONS},
     ),
     "release_tag": ResourceSchema(("id", "tag_key", "value"), {"release": "release"}, {}),
+    **{name: ResourceSchema(*spec) for name, spec in fleet_releases.RESOURCE_SCHEMAS.items()},
 }
 
 
 class PineStore:
     """Rows of every resource, built once from a catalog; queries are read-only."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, delta_build_s: float = 3.0) -> None:
         self.rows: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in SCHEMAS}
         self._private_apps = {a.id for a in catalog.applications if not a.is_public}
         self._private_types = {d.id for d in catalog.device_types if d.is_private}
         self._load(catalog)
+        account = catalog.account
+        self.deltas = fleet_releases.load(
+            self.rows, user_id=account.user_id, username=account.username, build_s=delta_build_s
+        )
         self._children: dict[tuple[str, str], dict[int, list[int]]] = {}
         for schema in SCHEMAS.values():
             for target, link in schema.many.values():
@@ -197,6 +204,8 @@ class PineStore:
     def visible(self, resource: str, row: Mapping[str, Any], authenticated: bool) -> bool:
         if authenticated:
             return True
+        if resource in fleet_releases.PRIVATE_RESOURCES:
+            return False
         if resource == "device_type":
             return row["id"] not in self._private_types
         app_id = {
@@ -221,6 +230,8 @@ class PineStore:
         if resource not in SCHEMAS:
             raise UnknownResource(resource)
         validate(resource, options)
+        if resource == "delta":
+            self.deltas.advance()
         ids = list(self.rows[resource]) if entity_id is None else [entity_id]
         entities = [
             _Entity(self, resource, self.rows[resource][i], authenticated)
@@ -293,7 +304,7 @@ class _Entity:
         if name in schema.fields:
             return self.row[name]
         if name in schema.one:
-            return self._entity(schema.one[name], self.row[name])
+            return self._entity(schema.one[name], self.row.get(name))
         if name in schema.many:
             target, link = schema.many[name]
             children = self.store._children[(target, link)].get(self.row["id"], [])
@@ -347,7 +358,7 @@ def render(entity: _Entity, options: QueryOptions) -> dict[str, Any]:
         if name in schema.fields:
             out[name] = entity.row[name]
         elif name in schema.one:
-            target_id = entity.row[name]
+            target_id = entity.row.get(name)
             out[name] = (
                 None
                 if target_id is None

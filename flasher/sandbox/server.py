@@ -1,10 +1,11 @@
 """The sandbox: a faithful local balena API on a threaded HTTP server, in-process.
 
 `SandboxServer.start()` serves the bundled catalog on 127.0.0.1 (a free port by default) from a
-daemon thread: pine resources under /v7 and /v6, /device-types/v1, /download (GET and POST,
-Range requests), /download-config, /config, /ping and whoami. Anonymous callers get public data;
-any non-empty bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
-never prints (requests are logged at DEBUG) and never imports Qt.
+daemon thread: pine resources under /v7 and /v6, /device-types/v1 (with each type's image list
+and download sizes), /download (GET and POST, Range requests), /download-config, /config, /ping,
+whoami and the delta server's /api/v3/delta. Anonymous callers get public data; any non-empty
+bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code: never prints
+(requests are logged at DEBUG) and never imports Qt.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _PINE_PATH = re.compile(r"^/(v6|v7)/([A-Za-z_]+)(?:\((@?[^)]*)\))?/?$")
 _DOWNLOAD_SIZE = re.compile(r"^/device-types/v1/([^/]+)/images/([^/]+)/download-size/?$")
+_IMAGES = re.compile(r"^/device-types/v1/([^/]+)/images/?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -39,6 +41,9 @@ MAX_BODY_BYTES = 1024 * 1024
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "flasher-sandbox"
+    # Headers and body go out in two writes; without this each small answer waits ~40 ms for
+    # the client's delayed ACK (Nagle).
+    disable_nagle_algorithm = True
     server: _Server
     _body_read = False
 
@@ -167,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(api.download_config(merged))
         elif method != "GET":
             raise ApiProblem(405, f"{self.command} is not supported on {path}")
+        elif path in ("/api/v3/delta", "/api/v3/delta/"):
+            self._delta_server(query, auth)
         elif path == "/ping":
             self._text(200, "OK")
         elif path == "/config":
@@ -179,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(api.device_types_v1())
         elif match := _DOWNLOAD_SIZE.match(path):
             self._json(api.download_size(match.group(1), match.group(2)))
+        elif match := _IMAGES.match(path):
+            self._json(api.images(match.group(1)))
         elif path.startswith("/device-types/v1/") and path.count("/") == 3:
             self._json(api.device_type_v1(path.rsplit("/", 1)[1]))
         else:
@@ -203,6 +212,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(
             self.server.pine.query(resource, options, entity_id=entity_id, authenticated=auth)
         )
+
+    def _delta_server(self, query: Mapping[str, str], auth: bool) -> None:
+        if not auth:
+            raise ApiProblem(401, "Unauthorized")
+        try:
+            src, dest = int(query.get("src", "")), int(query.get("dest", ""))
+        except ValueError:
+            raise ApiProblem(400, "src and dest must be image IDs") from None
+        status, body = self.server.pine.deltas.request(src, dest)
+        if isinstance(body, str):
+            self._text(status, body)
+        else:
+            self._json(body, status)
 
     def _artifact(self, artifact: Artifact) -> None:
         try:
@@ -292,9 +314,11 @@ class SandboxServer:
         image_scale: ImageScale | None = None,
         cache_dir: str | Path | None = None,
         seed: int = 0,
+        delta_build_s: float = 3.0,
     ) -> SandboxServer:
         """Serve in a daemon thread. Images are cached in `cache_dir` (default: a private
-        temporary directory removed on close); `seed` fixes the provisioning-key sequence."""
+        temporary directory removed on close); `seed` fixes the provisioning-key sequence;
+        an image delta takes `delta_build_s` seconds to build."""
         catalog = catalog or load_catalog()
         own_cache = None
         if cache_dir is None:
@@ -303,7 +327,7 @@ class SandboxServer:
         store = ImageStore(cache_dir, image_scale or ImageScale())
         server = _Server((host, port), _Handler)
         server.api = SandboxApi(catalog, store, seed=seed)
-        server.pine = PineStore(catalog)
+        server.pine = PineStore(catalog, delta_build_s=delta_build_s)
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="flasher-sandbox", daemon=True
         )

@@ -18,12 +18,14 @@ from typing import BinaryIO
 import pytest
 import zstandard
 
-from flasher.bench.image import BenchImage, BenchJob
+from flasher.bench.image import BenchJob
 from flasher.cache import ImageCache
 from flasher.cli.main import main
 from flasher.drives.discovery import find_drive
 from flasher.errors import ImageError, VerificationFailed
 from flasher.events import CancelToken, Event, Phase, PhaseChanged
+from flasher.image.bmap import write_bmap
+from flasher.image.byteio import FileReader
 from flasher.image.integrity import Integrity, source_integrity
 from flasher.image.sources import open_source
 from flasher.provider import ImageProvider, SourceSpec
@@ -34,6 +36,7 @@ from flasher.writer.imagesource import RandomAccessSource
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import TargetSpec
 from tests.conftest import ImageFactory
+from tests.support.httpserver import HttpTestServer
 from tests.support.loopdev import LoopDevices, require_loop
 
 MiB = 1024 * 1024
@@ -170,6 +173,34 @@ def test_matching_sha256_is_reported(
     assert (summary["sha256_matched"], summary["source_integrity"]) == (matched, integrity)
 
 
+@pytest.mark.parametrize("digest_of", ["image", "source"])
+def test_a_downloaded_image_is_matched_by_its_file_or_its_decoded_image(
+    tmp_path: Path, image: Path, digest_of: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = gzip.compress(image.read_bytes())
+    digest = _sha256(image) if digest_of == "image" else hashlib.sha256(served).hexdigest()
+    card = tmp_path / "card.img"
+    with HttpTestServer() as server:
+        url = server.serve("/images/balena.img.gz", served)
+        code = main(["--json", "flash", url, "--target", str(card), "--sha256", digest])
+    summary = _events(capsys.readouterr().out)[-1]
+    assert code == 0, summary
+    assert (summary["sha256_matched"], summary["source_integrity"]) == (digest_of, "crc32")
+
+
+def test_a_downloaded_image_with_another_sha256_is_refused_before_writing(
+    tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "card.img"
+    with HttpTestServer() as server:
+        url = server.serve("/images/balena.img.gz", gzip.compress(image.read_bytes()))
+        code = main(["--json", "flash", url, "--target", str(card), "--sha256", "0" * 64])
+    error = _events(capsys.readouterr().out)[-1]
+    assert code != 0
+    assert error["event"] == "error" and error["details"]["problem"] == "checksum"  # type: ignore[index]
+    assert not card.exists()
+
+
 @pytest.mark.parametrize("value", ["abc", "g" * 64, "0" * 63])
 def test_malformed_sha256_is_a_usage_error(
     tmp_path: Path, image: Path, value: str, capsys: pytest.CaptureFixture[str]
@@ -200,20 +231,20 @@ def _bench_job(source: Path, sha256: str | None) -> BenchJob:
 def test_bench_refuses_a_source_without_integrity(tmp_path: Path, corrupt_zstd: Path) -> None:
     provider = ImageProvider(ImageCache(tmp_path / "cache"))
     with pytest.raises(ImageError) as info:
-        BenchImage.prepare(_bench_job(corrupt_zstd, None), provider)
+        _bench_job(corrupt_zstd, None).prepare(provider)
     assert info.value.problem == "no_integrity"
 
 
 def test_bench_refuses_a_raw_image_without_sha256(tmp_path: Path, image: Path) -> None:
     provider = ImageProvider(ImageCache(tmp_path / "cache"))
     with pytest.raises(ImageError) as info:
-        BenchImage.prepare(_bench_job(image, None), provider)
+        _bench_job(image, None).prepare(provider)
     assert info.value.problem == "no_integrity"
 
 
 def test_bench_takes_a_raw_image_with_its_sha256(tmp_path: Path, image: Path) -> None:
     provider = ImageProvider(ImageCache(tmp_path / "cache"))
-    bench = BenchImage.prepare(_bench_job(image, _sha256(image)), provider)
+    bench = _bench_job(image, _sha256(image)).prepare(provider)
     try:
         assert bench.summary()["sha256_matched"] == "image"
     finally:
@@ -224,11 +255,56 @@ def test_bench_takes_a_checksummed_source_as_it_is(tmp_path: Path, image: Path) 
     source = tmp_path / "image.img.gz"
     source.write_bytes(gzip.compress(image.read_bytes()))
     provider = ImageProvider(ImageCache(tmp_path / "cache"))
-    bench = BenchImage.prepare(_bench_job(source, None), provider)
+    bench = _bench_job(source, None).prepare(provider)
     try:
         assert bench.summary()["source_integrity"] == "crc32"
     finally:
         bench.close()
+
+
+def _bmap(tmp_path: Path, image: Path, *, checksums: bool) -> Path:
+    size = image.stat().st_size
+    with FileReader(image) as reader:
+        return write_bmap(
+            tmp_path / "image.bmap", [(0, size)], size, image=reader if checksums else None
+        )
+
+
+def test_bench_takes_a_raw_image_with_a_checksummed_bmap(tmp_path: Path, image: Path) -> None:
+    provider = ImageProvider(ImageCache(tmp_path / "cache"))
+    job = BenchJob(
+        SourceSpec(path=str(image)), bmap_path=str(_bmap(tmp_path, image, checksums=True))
+    )
+    bench = job.prepare(provider)
+    try:
+        assert (bench.summary()["source_integrity"], bench.summary()["bmap_checked"]) == (
+            "none",
+            True,
+        )
+    finally:
+        bench.close()
+
+
+def test_bench_refuses_a_bmap_whose_ranges_carry_no_checksums(tmp_path: Path, image: Path) -> None:
+    provider = ImageProvider(ImageCache(tmp_path / "cache"))
+    bmap = _bmap(tmp_path, image, checksums=False)  # names a checksum type, lists none
+    with pytest.raises(ImageError) as info:
+        BenchJob(SourceSpec(path=str(image)), bmap_path=str(bmap)).prepare(provider)
+    assert info.value.problem == "no_integrity"
+
+
+def test_bench_refuses_a_raw_image_its_checksummed_bmap_does_not_match(
+    tmp_path: Path, image: Path
+) -> None:
+    bmap = _bmap(tmp_path, image, checksums=True)
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    corrupt = tmp_path / "corrupt.img"
+    corrupt.write_bytes(data)
+    provider = ImageProvider(ImageCache(tmp_path / "cache"))
+    with pytest.raises(ImageError) as info:
+        BenchJob(SourceSpec(path=str(corrupt)), bmap_path=str(bmap)).prepare(provider)
+    assert info.value.problem == "bmap_mismatch"
 
 
 # -- a card that fails verification is left unbootable ----------------------------------------
