@@ -173,10 +173,13 @@ class BalenaSession:
         stream: bool = False,
         headers: Mapping[str, str] | None = None,
         allow_retry: bool = True,
+        check_status: bool = True,
     ) -> requests.Response:
         """Send a request and return the successful (< 400) response.
 
-        With `stream=True` the body is left unread; the caller closes the response.
+        With `stream=True` the body is left unread; the caller closes the response. With
+        `check_status=False` every answer is returned as it came (no retry on its status): for
+        callers that give the API's statuses their own meaning (the supervisor proxy).
         """
         method = method.upper()
         url = self.url_for(path_or_url)
@@ -215,7 +218,7 @@ class BalenaSession:
                 waited_s += self._wait(delay_s)
                 continue
             log.debug("%s %s -> %d", method, where, response.status_code)
-            if response.status_code < 400:
+            if response.status_code < 400 or not check_status:
                 return response
             retryable = (
                 allow_retry
