@@ -1,10 +1,10 @@
 """The sandbox's pine resources: the catalog as an OData entity graph, queried like the API.
 
 Resources: device_type, cpu_architecture, device_type_alias, application, application_tag,
-release, release_tag. Responses have the API's shape: `{"d": [...]}`, expanded navigations as
-arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata` on every entity.
-Anonymous callers see public things only; any authenticated caller also sees the sandbox user's
-fleets. Imports only the standard library and flasher.sandbox modules.
+release, release_tag, device. Responses have the API's shape: `{"d": [...]}`, expanded
+navigations as arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata`
+on every entity. Anonymous callers see public things only; any authenticated caller also sees the
+sandbox user's fleets and devices. Imports only the standard library and flasher.sandbox modules.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flasher.sandbox.catalog import Catalog, Release
+from flasher.sandbox.devices import DEVICE_FIELDS
 from flasher.sandbox.manifest import contract, logo_data_uri
 from flasher.sandbox.odata import ODataError, QueryOptions, evaluate, order_key
 
@@ -98,6 +99,11 @@ SCHEMAS: dict[str, ResourceSchema] = {
         {"release_tag": ("release_tag", "release")},
     ),
     "release_tag": ResourceSchema(("id", "tag_key", "value"), {"release": "release"}, {}),
+    "device": ResourceSchema(
+        DEVICE_FIELDS,
+        {"belongs_to__application": "application", "is_of__device_type": "device_type"},
+        {},
+    ),
 }
 
 
@@ -194,9 +200,23 @@ class PineStore:
                     )
                     tag_id += 1
 
+    def add_devices(self, rows: list[dict[str, Any]]) -> None:
+        """The sandbox's devices (flasher.sandbox.devices); only logged-in callers see them."""
+        for row in rows:
+            self._add("device", row)
+
+    def id_by_key(self, resource: str, field: str, value: str) -> int | None:
+        """The id of the row whose alternate key `field` is `value` (`device(uuid='…')`)."""
+        for row in self.rows.get(resource, {}).values():
+            if str(row.get(field)) == value:
+                return int(row["id"])
+        return None
+
     def visible(self, resource: str, row: Mapping[str, Any], authenticated: bool) -> bool:
         if authenticated:
             return True
+        if resource == "device":
+            return False
         if resource == "device_type":
             return row["id"] not in self._private_types
         app_id = {

@@ -2,8 +2,10 @@
 
 `SandboxServer.start()` serves the bundled catalog on 127.0.0.1 (a free port by default) from a
 daemon thread: pine resources under /v7 and /v6, /device-types/v1, /download (GET and POST,
-Range requests), /download-config, /config, /ping and whoami. Anonymous callers get public data;
-any non-empty bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
+Range requests), /download-config, /config, /ping, whoami, and the supervisor proxy
+POST /supervisor/<path> to the sandbox's fake devices (flasher.sandbox.devices). Anonymous
+callers get public data; any non-empty bearer token (or `?apikey=`) authenticates as the
+sandbox's one user. Core code:
 never prints (requests are logged at DEBUG) and never imports Qt.
 """
 
@@ -21,9 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
+from flasher.sandbox import proxy
 from flasher.sandbox.api import ApiProblem, SandboxApi
 from flasher.sandbox.artifacts import CHUNK_BYTES, Artifact, ImageStore
 from flasher.sandbox.catalog import Catalog, load_catalog
+from flasher.sandbox.devices import SandboxDevices
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.odata import ODataError, parse_options
 from flasher.sandbox.pine import PineStore, UnknownResource
@@ -165,6 +169,15 @@ class _Handler(BaseHTTPRequestHandler):
             if not auth:
                 raise ApiProblem(401, "Unauthorized")
             self._json(api.download_config(merged))
+        elif path.startswith("/supervisor/"):
+            if method != "POST":
+                raise ApiProblem(405, "Use POST")
+            if not auth:
+                raise ApiProblem(401, "Unauthorized")
+            answer = proxy.handle(
+                self.server.devices, path[len("/supervisor") :], self._read_body()
+            )
+            self._send(answer.status, answer.body, answer.content_type or "")
         elif method != "GET":
             raise ApiProblem(405, f"{self.command} is not supported on {path}")
         elif path == "/ping":
@@ -195,10 +208,16 @@ class _Handler(BaseHTTPRequestHandler):
         entity_id = None
         if key is not None:
             raw = query.get(key, "") if key.startswith("@") else key
-            try:
-                entity_id = int(raw)
-            except ValueError:
-                raise ODataError(f"Malformed id {raw!r}") from None
+            field, eq, value = key.partition("=")
+            if eq:  # an alternate key: device(uuid='…') or device(uuid=@u)
+                value = query.get(value, "") if value.startswith("@") else value
+                found = self.server.pine.id_by_key(resource, field, value.strip("'"))
+                entity_id = -1 if found is None else found
+            else:
+                try:
+                    entity_id = int(raw)
+                except ValueError:
+                    raise ODataError(f"Malformed id {raw!r}") from None
         options = parse_options((n, v) for n, v in params if not n.startswith("@"))
         self._json(
             self.server.pine.query(resource, options, entity_id=entity_id, authenticated=auth)
@@ -255,6 +274,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: SandboxApi
     pine: PineStore
+    devices: SandboxDevices
 
 
 class SandboxServer:
@@ -282,6 +302,10 @@ class SandboxServer:
     def api(self) -> SandboxApi:
         return self._server.api
 
+    @property
+    def devices(self) -> SandboxDevices:
+        return self._server.devices
+
     @classmethod
     def start(
         cls,
@@ -304,6 +328,9 @@ class SandboxServer:
         server = _Server((host, port), _Handler)
         server.api = SandboxApi(catalog, store, seed=seed)
         server.pine = PineStore(catalog)
+        server.devices = SandboxDevices()
+        type_ids = {dt.slug: dt.id for dt in catalog.device_types}
+        server.pine.add_devices(server.devices.pine_rows(type_ids))
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="flasher-sandbox", daemon=True
         )
@@ -312,6 +339,7 @@ class SandboxServer:
         return cls(server, thread, own_cache)
 
     def close(self) -> None:
+        self._server.devices.close()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
