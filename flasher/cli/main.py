@@ -32,6 +32,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "drives": ("flasher.cli.drives_cmds",),
     "flash": ("flasher.cli.flash_cmds",),
     "bench": ("flasher.cli.bench_cmds",),
+    "device": ("flasher.cli.device_cmds",),
 }
 _VALUE_OPTIONS = ("--api-url", "--token")
 

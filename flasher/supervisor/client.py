@@ -13,7 +13,7 @@ Imports requests (through the transports) and flasher.supervisor; never Qt or th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from flasher.models import Secret
@@ -92,6 +92,10 @@ class SupervisorClient:
             raise self._error(method, path, answer, app_id)
         return answer
 
+    def _who(self) -> str:
+        subject = self.transport.subject
+        return subject[:1].upper() + subject[1:]
+
     def _error(self, method: str, path: str, answer: Answer, app_id: int | None) -> DeviceError:
         where = self.transport.where
         status = answer.status
@@ -113,7 +117,7 @@ class SupervisorClient:
                 expected = "the device's supervisor API key"
                 what = "the API key"
             return DeviceUnauthorized(
-                f"The supervisor at {where} refused {what} for {method} {path} (HTTP 401).",
+                f"{self._who()} refused {what} for {method} {path} (HTTP 401).",
                 where=where,
                 expected_key=expected,
                 status=401,
@@ -121,7 +125,7 @@ class SupervisorClient:
             )
         if status == 423:
             return DeviceLocked(
-                f"The device at {where} is locked against {method} {path}{said}",
+                f"{self._who()} is locked against {method} {path}{said}",
                 where=where,
                 lock_message=text,
                 status=423,
@@ -136,7 +140,7 @@ class SupervisorClient:
         if kind is SupervisorFailed:
             hint = "The supervisor reported a failure; its logs (journal) may tell more."
         return kind(
-            f"The supervisor at {where} answered {method} {path} with HTTP {status}{said}",
+            f"{self._who()} answered {method} {path} with HTTP {status}{said}",
             where=where,
             status=status,
             server_message=text,
@@ -147,8 +151,7 @@ class SupervisorClient:
         body = answer.json()
         if body is None:
             raise SupervisorFailed(
-                f"The supervisor at {self.transport.where} answered {path} with something that "
-                "is not JSON.",
+                f"{self._who()} answered {path} with something that is not JSON.",
                 where=self.transport.where,
                 status=answer.status,
             )
@@ -168,7 +171,7 @@ class SupervisorClient:
         except ConnectionDropped:
             if not drop_ok:
                 raise SupervisorFailed(
-                    f"The supervisor at {self.transport.where} closed the connection during "
+                    f"{self._who()} closed the connection during "
                     f"{method} {path} without an answer.",
                     where=self.transport.where,
                     hint="Check whether the action happened before trying again.",
@@ -359,7 +362,7 @@ class SupervisorClient:
             return found
         if service_name not in found:
             raise SupervisorFailed(
-                f"The supervisor at {self.transport.where} has no service named {service_name!r}.",
+                f"{self._who()} has no service named {service_name!r}.",
                 where=self.transport.where,
                 status=503,
                 server_message="Could not find service with that name",
@@ -410,8 +413,12 @@ class SupervisorClient:
 
     # -- streams -----------------------------------------------------------------------------
 
-    def _open(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.transport.open_stream(method, path, body=body, connect_timeout_s=5.0)
+    def _open(
+        self, method: str, path: str, body: Any = None, idle_timeout_s: float | None = None
+    ) -> Any:
+        response = self.transport.open_stream(
+            method, path, body=body, connect_timeout_s=5.0, read_timeout_s=idle_timeout_s
+        )
         if response.status_code >= 400:
             with response:
                 answer = Answer(
@@ -420,9 +427,10 @@ class SupervisorClient:
             raise self._error(method, path, answer, None)
         return response
 
-    def logs(self) -> Iterator[LogLine]:
-        """GET /v2/local/logs: the supervisor's and services' log lines as they come."""
-        response = self._open("GET", "/v2/local/logs")
+    def logs(self, *, idle_timeout_s: float | None = None) -> Generator[LogLine, None, None]:
+        """GET /v2/local/logs: the supervisor's and services' log lines as they come. The
+        stream never ends by itself; with `idle_timeout_s` it ends after that long silent."""
+        response = self._open("GET", "/v2/local/logs", idle_timeout_s=idle_timeout_s)
         for raw in iter_lines(response):
             if not raw.strip():
                 continue
@@ -442,7 +450,8 @@ class SupervisorClient:
         output_format: str | None = None,
         since: str | None = None,
         until: str | None = None,
-    ) -> Iterator[str]:
+        idle_timeout_s: float | None = None,
+    ) -> Generator[str, None, None]:
         """POST /v2/journal-logs: journalctl's output, line by line."""
         body: dict[str, Any] = {}
         if follow:
@@ -460,7 +469,7 @@ class SupervisorClient:
         ):
             if value is not None:
                 body[key] = value
-        response = self._open("POST", "/v2/journal-logs", body)
+        response = self._open("POST", "/v2/journal-logs", body, idle_timeout_s)
         for raw in iter_lines(response):
             yield raw.decode("utf-8", "replace")
 

@@ -71,7 +71,12 @@ class Timeouts:
 
 class Transport(Protocol):
     @property
-    def where(self) -> str: ...
+    def where(self) -> str:
+        """The device, short: an address, or the proxy filter."""
+
+    @property
+    def subject(self) -> str:
+        """The device's supervisor, for a sentence ("the supervisor at …")."""
 
     @property
     def has_key(self) -> bool: ...
@@ -90,7 +95,13 @@ class Transport(Protocol):
     ) -> Answer: ...
 
     def open_stream(
-        self, method: str, path: str, *, body: Any = None, connect_timeout_s: float
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        connect_timeout_s: float,
+        read_timeout_s: float | None = None,
     ) -> requests.Response: ...
 
     def close(self) -> None: ...
@@ -174,6 +185,10 @@ class DirectTransport:
         return self.address
 
     @property
+    def subject(self) -> str:
+        return f"the supervisor at {self.address}"
+
+    @property
     def has_key(self) -> bool:
         return self._key is not None
 
@@ -228,7 +243,8 @@ class DirectTransport:
                     self._sleep(min(0.5 * attempt, 2.0))
                     continue
                 raise DeviceUnreachable(
-                    f"Cannot reach the supervisor at {self.address} ({_reason(err)}).",
+                    f"Cannot reach the supervisor at {self.address}: {method} {path} failed "
+                    f"{attempt} time(s) ({_reason(err)}).",
                     where=self.address,
                     tried=tuple(tried),
                     hint="Check that the device is on, on this network, and that its supervisor "
@@ -241,7 +257,13 @@ class DirectTransport:
         raise AssertionError("unreachable")
 
     def open_stream(
-        self, method: str, path: str, *, body: Any = None, connect_timeout_s: float
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        connect_timeout_s: float,
+        read_timeout_s: float | None = None,
     ) -> requests.Response:
         headers, params = self._auth(None)
         try:
@@ -252,7 +274,7 @@ class DirectTransport:
                 json=body,
                 headers=headers,
                 stream=True,
-                timeout=(connect_timeout_s, None),
+                timeout=(connect_timeout_s, read_timeout_s),
             )
         except requests.RequestException as err:
             raise DeviceUnreachable(
@@ -284,8 +306,10 @@ class ProxyTarget:
         return out
 
     def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.fields().items()]
-        return "device " + ", ".join(parts) if parts else "no device"
+        if self.uuid:
+            return f"device {self.uuid[:7]}"
+        parts = [f"{k} {v}" for k, v in self.fields().items()]
+        return "devices with " + ", ".join(parts) if parts else "no device"
 
 
 class ProxyTransport:
@@ -299,7 +323,14 @@ class ProxyTransport:
 
     @property
     def where(self) -> str:
-        return f"{self.target.describe()} (through {self.session.api_url})"
+        return self.target.describe()
+
+    @property
+    def subject(self) -> str:
+        return (
+            f"the supervisor of {self.target.describe()} (through the balena API at "
+            f"{self.session.api_url})"
+        )
 
     @property
     def has_key(self) -> bool:
@@ -371,7 +402,13 @@ class ProxyTransport:
             )
 
     def open_stream(
-        self, method: str, path: str, *, body: Any = None, connect_timeout_s: float
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        connect_timeout_s: float,
+        read_timeout_s: float | None = None,
     ) -> requests.Response:
         raise DeviceError(
             f"{path} streams without end, and the balena API's proxy only passes complete answers.",

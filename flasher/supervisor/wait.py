@@ -90,7 +90,7 @@ def wait_for_device(
         if clock() - start + poll_interval_s > timeout_s:
             reason = f" (last: {last.message})" if last else ""
             raise DeviceUnreachable(
-                f"The device at {where} did not answer within {timeout_s:g} s{reason}.",
+                f"The supervisor at {where} did not answer within {timeout_s:g} s{reason}.",
                 where=where,
                 tried=(f"GET {where}/ping, {attempts} time(s) over {timeout_s:g} s",),
                 hint="Check that the device booted from the card, is powered and on this "
