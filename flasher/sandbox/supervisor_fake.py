@@ -206,6 +206,29 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     fake: FakeSupervisor
 
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """What a device going down does to the connections it had open."""
+        with self.connections_lock:
+            open_now = list(self.connections)
+        for connection in open_now:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
 
 class FakeSupervisor:
     """One fake device's supervisor. `start()` listens; `url` is its BALENA_SUPERVISOR_ADDRESS."""
@@ -229,7 +252,7 @@ class FakeSupervisor:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> FakeSupervisor:
-        server = _Server((self.host, self.port), _Handler)
+        server = _Server((self.host, self.port))
         server.fake = self
         self.port = int(server.server_address[1])
         self._server = server
@@ -244,12 +267,13 @@ class FakeSupervisor:
 
     def stop(self) -> None:
         """Stop listening (the device is off). Open streams end."""
-        self.up.clear()
         self.stopping.set()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.drop_connections()
+        self.up.clear()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 

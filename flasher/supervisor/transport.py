@@ -234,7 +234,8 @@ class DirectTransport:
                     allow_redirects=False,
                 )
             except requests.RequestException as err:
-                if not _never_sent(err) and not isinstance(err, requests.ReadTimeout):
+                dropped = not _never_sent(err) and not isinstance(err, requests.ReadTimeout)
+                if dropped and method != "GET":
                     raise ConnectionDropped(_reason(err)) from None
                 tried.append(f"{method} {self.address}{path}: {_reason(err)}")
                 # Only a request that never left is repeated; an action is never sent twice.
