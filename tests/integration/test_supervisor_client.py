@@ -109,10 +109,16 @@ CALLS: list[tuple[str, Any, str, str, Any]] = [
     ("device-info", lambda c: c.device_info(), "GET", "/v2/local/device-info", None),
     ("name", lambda c: c.device_name(), "GET", "/v2/device/name", None),
     ("tags", lambda c: c.tags(), "GET", "/v2/device/tags", None),
-    ("set-tags", lambda c: c.set_tags({"room": "hall"}), "PATCH", "/v2/device/tags", {"room": "hall"}),
+    (
+        "set-tags",
+        lambda c: c.set_tags({"room": "hall"}),
+        "PATCH",
+        "/v2/device/tags",
+        {"room": "hall"},
+    ),
     ("vpn", lambda c: c.vpn(), "GET", "/v2/device/vpn", None),
     ("cleanup-volumes", lambda c: c.cleanup_volumes(), "GET", "/v2/cleanup-volumes", None),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -142,9 +148,9 @@ def test_unhealthy_supervisor_reads_as_false(devices: SandboxDevices) -> None:
 
 
 def test_a_key_the_header_cannot_carry_goes_in_the_query(kitchen: FakeSupervisor) -> None:
-    with SupervisorClient(DirectTransport(kitchen.url, Secret("not-a-word key"))) as client:
-        with pytest.raises(DeviceUnauthorized):
-            client.device()
+    transport = DirectTransport(kitchen.url, Secret("not-a-word key"))
+    with SupervisorClient(transport) as client, pytest.raises(DeviceUnauthorized):
+        client.device()
     assert (kitchen.requests[-1].key, kitchen.requests[-1].key_via) == ("not-a-word key", "query")
 
 
@@ -248,19 +254,103 @@ def test_unmanaged_device_answers_without_a_key(devices: SandboxDevices) -> None
 ERRORS: list[tuple[str, str, Any, type[DeviceError], int, str]] = [
     # (id, device, call, error, status, words of the supervisor in the error)
     ("no-key", "kitchen-pi", lambda c: c.device(), DeviceUnauthorized, 401, "Unauthorized"),
-    ("locked-reboot", "locked-pi", lambda c: c.reboot(), DeviceLocked, 423, "Lockfile exists for { appId: 1958513, service: main }"),
-    ("locked-restart", "locked-pi", lambda c: c.restart_app(DEMO), DeviceLocked, 423, "Lockfile exists"),
-    ("locked-hostname", "locked-pi", lambda c: c.set_host_config(hostname="x"), DeviceLocked, 423, "Lockfile exists"),
-    ("multi-v1-stop", "gateway-multi", lambda c: c.stop_app(GATEWAY), DeviceBadRequest, 400, "multi-container"),
-    ("multi-v1-app", "gateway-multi", lambda c: c.app(GATEWAY), DeviceBadRequest, 400, "single-container apps"),
-    ("no-service", "kitchen-pi", lambda c: c.restart_service(DEMO), DeviceBadRequest, 400, "serviceName or imageId"),
-    ("unknown-service", "kitchen-pi", lambda c: c.restart_service(DEMO, service_name="x"), DeviceNotFound, 404, "Service not found"),
-    ("unknown-app-v2", "kitchen-pi", lambda c: c.stop_service(999, service_name="main"), DeviceNotFound, 404, "App not found"),
-    ("absent-app-state", "kitchen-pi", lambda c: c.app_state(999), DeviceConflict, 409, "Application ID does not exist: 999"),
-    ("absent-app-purge", "kitchen-pi", lambda c: c.purge(999), SupervisorFailed, 503, "not in the current state"),
-    ("unknown-container", "kitchen-pi", lambda c: c.container_ids("nope"), SupervisorFailed, 503, "Could not find service"),
-    ("not-local-mode", "kitchen-pi", lambda c: c.set_local_target_state({"local": {}}), DeviceBadRequest, 400, "only set when device is in local mode"),
-]  # fmt: skip
+    (
+        "locked-reboot",
+        "locked-pi",
+        lambda c: c.reboot(),
+        DeviceLocked,
+        423,
+        "Lockfile exists for { appId: 1958513, service: main }",
+    ),
+    (
+        "locked-restart",
+        "locked-pi",
+        lambda c: c.restart_app(DEMO),
+        DeviceLocked,
+        423,
+        "Lockfile exists",
+    ),
+    (
+        "locked-hostname",
+        "locked-pi",
+        lambda c: c.set_host_config(hostname="x"),
+        DeviceLocked,
+        423,
+        "Lockfile exists",
+    ),
+    (
+        "multi-v1-stop",
+        "gateway-multi",
+        lambda c: c.stop_app(GATEWAY),
+        DeviceBadRequest,
+        400,
+        "multi-container",
+    ),
+    (
+        "multi-v1-app",
+        "gateway-multi",
+        lambda c: c.app(GATEWAY),
+        DeviceBadRequest,
+        400,
+        "single-container apps",
+    ),
+    (
+        "no-service",
+        "kitchen-pi",
+        lambda c: c.restart_service(DEMO),
+        DeviceBadRequest,
+        400,
+        "serviceName or imageId",
+    ),
+    (
+        "unknown-service",
+        "kitchen-pi",
+        lambda c: c.restart_service(DEMO, service_name="x"),
+        DeviceNotFound,
+        404,
+        "Service not found",
+    ),
+    (
+        "unknown-app-v2",
+        "kitchen-pi",
+        lambda c: c.stop_service(999, service_name="main"),
+        DeviceNotFound,
+        404,
+        "App not found",
+    ),
+    (
+        "absent-app-state",
+        "kitchen-pi",
+        lambda c: c.app_state(999),
+        DeviceConflict,
+        409,
+        "Application ID does not exist: 999",
+    ),
+    (
+        "absent-app-purge",
+        "kitchen-pi",
+        lambda c: c.purge(999),
+        SupervisorFailed,
+        503,
+        "not in the current state",
+    ),
+    (
+        "unknown-container",
+        "kitchen-pi",
+        lambda c: c.container_ids("nope"),
+        SupervisorFailed,
+        503,
+        "Could not find service",
+    ),
+    (
+        "not-local-mode",
+        "kitchen-pi",
+        lambda c: c.set_local_target_state({"local": {}}),
+        DeviceBadRequest,
+        400,
+        "only set when device is in local mode",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -277,9 +367,9 @@ def test_error_answers_become_typed_errors(
     words: str,
 ) -> None:
     fake = devices.supervisor(device)
-    with _client(fake, key=None if error is DeviceUnauthorized else "global") as client:
-        with pytest.raises(error) as caught:
-            call(client)
+    key = None if error is DeviceUnauthorized else "global"
+    with _client(fake, key=key) as client, pytest.raises(error) as caught:
+        call(client)
     assert type(caught.value) is error
     assert caught.value.status == status
     assert words in caught.value.server_message
@@ -343,9 +433,9 @@ def test_an_action_is_never_sent_twice() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with SupervisorClient(DirectTransport(f"127.0.0.1:{port}", None)) as client:
-        with pytest.raises(DeviceUnreachable) as caught:
-            client.reboot()
+    transport = DirectTransport(f"127.0.0.1:{port}", None)
+    with SupervisorClient(transport) as client, pytest.raises(DeviceUnreachable) as caught:
+        client.reboot()
     assert len(caught.value.tried) == 1
 
 
@@ -355,9 +445,9 @@ def test_ping_gives_up_fast_on_a_silent_device() -> None:
         server.listen()  # accepts connections, never answers
         port = server.getsockname()[1]
         started = time.monotonic()
-        with SupervisorClient(DirectTransport(f"127.0.0.1:{port}")) as client:
-            with pytest.raises(DeviceUnreachable) as caught:
-                client.ping()
+        transport = DirectTransport(f"127.0.0.1:{port}")
+        with SupervisorClient(transport) as client, pytest.raises(DeviceUnreachable) as caught:
+            client.ping()
         elapsed_s = time.monotonic() - started
     assert "no answer in time" in str(caught.value)
     assert elapsed_s < 10
