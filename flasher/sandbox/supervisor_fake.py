@@ -93,7 +93,7 @@ class Recorded:
 class FakeState:
     """What the supervisor knows at run time; guarded by `lock`."""
 
-    def __init__(self, spec: FakeDeviceSpec) -> None:
+    def __init__(self, spec: FakeDeviceSpec, *, boots: int = 1) -> None:
         self.lock = threading.RLock()
         self.spec = spec
         self.api_key = spec.api_key
@@ -109,7 +109,7 @@ class FakeState:
         self.purges: list[int] = []
         self.restarts: list[int] = []
         self.cleanups = 0
-        self.boots = 1
+        self.boots = boots
         self.last_power_action: str | None = None
 
 
@@ -287,9 +287,7 @@ class FakeSupervisor:
                 if not come_back:
                     return
                 time.sleep(self.spec.reboot_delay_s)
-                boots = self.state.boots
-                self.state = FakeState(self.spec)
-                self.state.boots = boots + 1
+                self.state = FakeState(self.spec, boots=self.state.boots + 1)
                 self.start()
 
         threading.Thread(target=run, name="fake-supervisor-power", daemon=True).start()
