@@ -65,9 +65,8 @@ def _host_config(client: SupervisorClient, args: argparse.Namespace, ctx: CliCon
         result = client.set_host_config(
             hostname=args.hostname, proxy=proxy, clear_proxy=args.clear_proxy, force=args.force
         )
-        if ctx.out.json_mode:
-            return show(ctx, result.to_dict(), "")
-        action(ctx, "Host configuration changed", result)
+        if not ctx.out.json_mode:  # JSON shows the configuration that results
+            action(ctx, "Host configuration changed", result)
     config = client.host_config()
     proxy_text = "none"
     if config.proxy is not None:
@@ -110,9 +109,8 @@ def _read_target(path: str) -> dict[str, Any]:
 def _target_state(client: SupervisorClient, args: argparse.Namespace, ctx: CliContext) -> int:
     if args.set:
         result = client.set_local_target_state(_read_target(args.set))
-        if ctx.out.json_mode:
-            return show(ctx, result.to_dict(), "")
-        action(ctx, "Target state set", result)
+        if not ctx.out.json_mode:  # JSON shows the state that results
+            action(ctx, "Target state set", result)
     state = dict(client.local_target_state())
     return show(ctx, state, json.dumps(state, indent=2))
 
