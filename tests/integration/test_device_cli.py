@@ -291,3 +291,18 @@ def test_sandbox_direct_local_mode_target_state(
     code, out, _ = run(capsys, *argv, "--set", str(tmp_path / "t.json"), "--json")
     assert code == 0
     assert json.loads(out) == state
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--hostname-template", "b-{n}", "--boot-address", "{name}.local"]],
+    ids=["no-hostnames", "placeholder"],
+)
+def test_bench_check_boot_settings_are_refused_before_any_io(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, extra: list[str]
+) -> None:
+    argv = ["--json", "--sandbox", "bench", "--device-type", "raspberrypi4-64", "--check-boot"]
+    code, out, _ = run(capsys, *argv, *extra, "--yes", "--report", str(tmp_path / "r.jsonl"))
+    assert code == 2
+    assert json.loads(out)["details"]["field"] == "boot_address"
+    assert not (tmp_path / "r.jsonl").exists()
