@@ -172,7 +172,7 @@ def _proxied(
     key: Secret | None,
 ) -> SupervisorClient:
     from flasher.balena.session import BalenaSession
-    from flasher.supervisor.registry import find_device
+    from flasher.supervisor.registry import find_device, is_full_uuid
 
     session = ctx.session()
     if sandbox and not session.authenticated:
@@ -189,5 +189,8 @@ def _proxied(
         fake = devices.supervisor(found[0].spec.name)
         sandbox_key = Secret(fake.state.api_key) if fake.state.api_key else None
         return SupervisorClient(DirectTransport(fake.url, key or sandbox_key))
+    if uuid is not None and is_full_uuid(uuid):
+        # The proxy takes it as it is; only a prefix or a name needs the device list.
+        return SupervisorClient(ProxyTransport(session, ProxyTarget(uuid=uuid.lower())))
     device = find_device(session, uuid=uuid, name=name)
     return SupervisorClient(ProxyTransport(session, ProxyTarget(uuid=device.uuid)))

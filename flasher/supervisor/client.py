@@ -190,7 +190,7 @@ class SupervisorClient:
     def ping(self) -> bool:
         """GET /ping: True when the supervisor answers OK."""
         answer = self._call("GET", "/ping", timeouts=PING)
-        return answer.text.strip() == "OK"
+        return answer.text.strip() == "OK" or answer.json() == "OK"
 
     def healthy(self) -> bool:
         """GET /v1/healthy: True on 200, False on the supervisor's 500 "Unhealthy"."""

@@ -79,6 +79,12 @@ class RegisteredDevice:
         }
 
 
+def is_full_uuid(text: str) -> bool:
+    """A whole device uuid (32 or 62 hexadecimal characters), not a prefix."""
+    wanted = text.strip().lower()
+    return len(wanted) in _FULL_UUID_LENGTHS and bool(_HEX.match(wanted))
+
+
 def list_devices(session: BalenaSession) -> tuple[RegisteredDevice, ...]:
     rows = session.pine_get(
         "device", {"$select": _SELECT, "$expand": _EXPAND, "$orderby": "device_name asc"}

@@ -1,12 +1,13 @@
 """The two ways to reach a device's Supervisor API: directly, or through the balena API's proxy.
 
 `DirectTransport` speaks HTTP to the supervisor itself (`BALENA_SUPERVISOR_ADDRESS`, default port
-48484), sending the API key in an `Authorization: Bearer` header (the supervisor also accepts
-`?apikey=`; the header keeps the key out of URLs and their logs) and no key at all for local-mode
-and unmanaged devices. `ProxyTransport` sends `POST <api>/supervisor<path>` with a
-`uuid`/`deviceId`/`appId` filter, the `method` and the JSON `data`, over the user's balena login
-(flasher.balena.session). Both return the supervisor's answer as an `Answer`; only failures of
-the transport itself become errors here (unreachable, offline, not logged in).
+48484), sending the API key as the documented `apikey` query parameter (what every supervisor
+version reads first; request lines are logged without their query strings, and transport errors
+are reported without the URL) and no key at all for local-mode and unmanaged devices.
+`ProxyTransport` sends `POST <api>/supervisor<path>` with a `uuid`/`deviceId`/`appId` filter,
+the `method` and the JSON `data`, over the user's balena login (flasher.balena.session). Both
+return the supervisor's answer as an `Answer`; only failures of the transport itself become
+errors here (unreachable, offline, not logged in).
 
 Imports requests and flasher.balena.session; never Qt or the faces.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 48484
 OFFLINE_MESSAGE = "No online device(s) found"
-_HEADER_KEY = re.compile(r"^\w+$")
 
 
 @dataclass(frozen=True)
@@ -203,11 +202,7 @@ class DirectTransport:
         headers: dict[str, str] = {}
         params = dict(query or {})
         if self._key is not None:
-            key = self._key.reveal()
-            if _HEADER_KEY.match(key):
-                headers["Authorization"] = f"Bearer {key}"
-            else:  # the header only takes \w+ keys; the query takes any
-                params["apikey"] = key
+            params["apikey"] = self._key.reveal()
         return headers, params
 
     def call(
@@ -382,7 +377,7 @@ class ProxyTransport:
             )
         message = answer.json()
         text = message if isinstance(message, str) else answer.text.strip()
-        if answer.status == 404 and text == OFFLINE_MESSAGE:
+        if answer.status == 404 and OFFLINE_MESSAGE.lower() in answer.text.lower():
             raise DeviceOffline(
                 f"The balena API at {api} found no online device for {self.target.describe()}.",
                 where=self.where,

@@ -306,3 +306,21 @@ def test_bench_check_boot_settings_are_refused_before_any_io(
     assert code == 2
     assert json.loads(out)["details"]["field"] == "boot_address"
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_full_uuid_goes_to_the_proxy_without_a_device_lookup(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flasher.balena.session import BalenaSession
+    from flasher.sandbox.devices import sandbox_uuid
+
+    asked: list[str] = []
+    original = BalenaSession.pine_get
+
+    def recording(self: BalenaSession, resource: str, *a: Any, **k: Any) -> Any:
+        asked.append(resource)
+        return original(self, resource, *a, **k)
+
+    monkeypatch.setattr(BalenaSession, "pine_get", recording)
+    code, out, _ = run(capsys, "--sandbox", "device", "--uuid", sandbox_uuid("hall-pi"), "name")
+    assert (code, out.strip(), asked) == (0, "hall-pi", [])

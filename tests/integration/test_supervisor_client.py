@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -124,14 +125,14 @@ CALLS: list[tuple[str, Any, str, str, Any]] = [
 @pytest.mark.parametrize(
     ("call", "method", "path", "body"), [c[1:] for c in CALLS], ids=[c[0] for c in CALLS]
 )
-def test_each_call_reaches_the_device_as_documented_with_the_key_in_the_header(
+def test_each_call_reaches_the_device_as_documented_with_its_key(
     kitchen: FakeSupervisor, call: Any, method: str, path: str, body: Any
 ) -> None:
     with _client(kitchen) as client:
         call(client)
     seen = kitchen.requests[-1]
     assert (seen.method, seen.path, seen.body) == (method, path, body)
-    assert (seen.key, seen.key_via) == (kitchen.spec.api_key, "bearer")
+    assert (seen.key, seen.key_via) == (kitchen.spec.api_key, "query")
 
 
 def test_ping_and_healthy_send_no_key_and_need_none(kitchen: FakeSupervisor) -> None:
@@ -147,11 +148,15 @@ def test_unhealthy_supervisor_reads_as_false(devices: SandboxDevices) -> None:
         assert client.healthy() is False
 
 
-def test_a_key_the_header_cannot_carry_goes_in_the_query(kitchen: FakeSupervisor) -> None:
-    transport = DirectTransport(kitchen.url, Secret("not-a-word key"))
-    with SupervisorClient(transport) as client, pytest.raises(DeviceUnauthorized):
+def test_the_key_never_appears_in_the_debug_log(
+    kitchen: FakeSupervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with _client(kitchen) as client:
         client.device()
-    assert (kitchen.requests[-1].key, kitchen.requests[-1].key_via) == ("not-a-word key", "query")
+    key = kitchen.spec.api_key or ""
+    assert any("/v1/device" in r.getMessage() for r in caplog.records)
+    assert not any(key in r.getMessage() for r in caplog.records)
 
 
 # -- typed answers ----------------------------------------------------------------------------
