@@ -59,6 +59,13 @@ def _target_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--name", metavar="NAME", default=default, help="reach the device named NAME (balena API)"
     )
     group.add_argument(
+        "--fleet",
+        metavar="APP_ID",
+        type=int,
+        default=default,
+        help="send an action to every online device of a fleet (balena API)",
+    )
+    group.add_argument(
         "--direct",
         action="store_true",
         default=False if top else argparse.SUPPRESS,
@@ -97,6 +104,8 @@ def _usage(parser: argparse.ArgumentParser) -> Any:
 def _runner(verb: device_verbs.Verb) -> Any:
     def run(args: argparse.Namespace, ctx: CliContext) -> int:
         verb.check(args)  # invalid input is refused before any I/O
+        if args.fleet is not None and not verb.fleet:
+            raise ConfigError("--fleet", f"'{verb.name}' is for one device; give --uuid or --name")
         if verb.needs_device:
             try:
                 with open_client(args, ctx) as client:
@@ -137,18 +146,19 @@ def _read_key(args: argparse.Namespace) -> Secret | None:
 
 def open_client(args: argparse.Namespace, ctx: CliContext) -> SupervisorClient:
     """The client for the device the options name (checked before any I/O)."""
-    address, uuid, name = args.address, args.uuid, args.name
-    given = [n for n, v in (("--address", address), ("--uuid", uuid), ("--name", name)) if v]
+    address, uuid, name, fleet = args.address, args.uuid, args.name, args.fleet
+    options = (("--address", address), ("--uuid", uuid), ("--name", name), ("--fleet", fleet))
+    given = [n for n, v in options if v is not None]
     if len(given) > 1:
         raise ConfigError("device", f"give only one of {', '.join(given)}")
     key = _read_key(args)
     sandbox = bool(getattr(args, "sandbox", False))
-    if (uuid or name) and key is not None and not args.direct:
+    if (uuid or name or fleet is not None) and key is not None and not args.direct:
         raise ConfigError(
             "--api-key",
             "the balena API's proxy uses your balena login, not a supervisor API key",
         )
-    if uuid or name:
+    if uuid or name or fleet is not None:
         return _proxied(args, ctx, uuid=uuid, name=name, sandbox=sandbox, key=key)
     try:
         return SupervisorClient(DirectTransport.from_environment(address, key))
@@ -189,6 +199,8 @@ def _proxied(
         fake = devices.supervisor(found[0].spec.name)
         sandbox_key = Secret(fake.state.api_key) if fake.state.api_key else None
         return SupervisorClient(DirectTransport(fake.url, key or sandbox_key))
+    if args.fleet is not None:
+        return SupervisorClient(ProxyTransport(session, ProxyTarget(app_id=args.fleet)))
     if uuid is not None and is_full_uuid(uuid):
         # The proxy takes it as it is; only a prefix or a name needs the device list.
         return SupervisorClient(ProxyTransport(session, ProxyTarget(uuid=uuid.lower())))

@@ -37,6 +37,7 @@ class Verb:
     add_arguments: Callable[[argparse.ArgumentParser], object] = field(default=_no_arguments)
     check: Callable[[argparse.Namespace], None] = field(default=_no_check)
     needs_device: bool = True
+    fleet: bool = False  # may go to a whole fleet (--fleet)
 
     def run(
         self, client: SupervisorClient | None, args: argparse.Namespace, ctx: CliContext
@@ -57,7 +58,12 @@ def action(ctx: CliContext, done: str, result: ActionResult) -> int:
         text = f"{done} (HTTP {result.status}){said}."
     if result.container_id:
         text += f"\ncontainer {result.container_id}"
-    return show(ctx, result.to_dict(), text)
+    for n, reply in enumerate(result.replies, 1):
+        said = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+        text += f"\n  device {n}: HTTP {reply.status} {said}".rstrip()
+    show(ctx, result.to_dict(), text)
+    failed = any(reply.status >= 400 for reply in result.replies)
+    return 1 if failed else EXIT_OK
 
 
 def force_option(parser: argparse.ArgumentParser) -> None:
@@ -261,7 +267,7 @@ def _regenerate(client: SupervisorClient, args: argparse.Namespace, ctx: CliCont
 VERBS: tuple[Verb, ...] = (
     Verb("ping", "check that the supervisor answers (no key needed)", _ping),
     Verb("healthy", "the supervisor's own health check (no key needed)", _healthy),
-    Verb("identify", "blink the device's LED for 15 s", _identify),
+    Verb("identify", "blink the device's LED for 15 s", _identify, fleet=True),
     Verb("info", "the device state (/v1/device)", _info),
     Verb("device-info", "device type and architecture (/v2/local/device-info)", _device_info),
     Verb("name", "the device's name", _name),
@@ -273,13 +279,13 @@ VERBS: tuple[Verb, ...] = (
         _apps,
         lambda p: p.add_argument("app_id", metavar="APP_ID", type=int, nargs="?"),
     ),
-    Verb("update", "check for an update now", _update, force_option),
-    Verb("reboot", "reboot the device", _reboot, force_option),
-    Verb("shutdown", "shut the device down", _shutdown, force_option),
-    Verb("restart", "restart an app, or one service of it", _restart, _service_options),
+    Verb("update", "check for an update now", _update, force_option, fleet=True),
+    Verb("reboot", "reboot the device", _reboot, force_option, fleet=True),
+    Verb("shutdown", "shut the device down", _shutdown, force_option, fleet=True),
+    Verb("restart", "restart an app, or one service", _restart, _service_options, fleet=True),
     Verb("stop", "stop an app (single-container) or one service", _stop, _service_options),
     Verb("start", "start an app (single-container) or one service", _start, _service_options),
-    Verb("purge", "clear an app's /data and volumes", _purge, _purge_arguments),
+    Verb("purge", "clear an app's /data and volumes", _purge, _purge_arguments, fleet=True),
     Verb(
         "container-id",
         "service names and their container ids",

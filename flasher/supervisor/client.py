@@ -177,6 +177,9 @@ class SupervisorClient:
                     hint="Check whether the action happened before trying again.",
                 ) from None
             return ActionResult(status=None, connection_dropped=True)
+        if answer.status == 207:
+            replies = fleet_replies(answer)
+            return ActionResult(status=207, message=f"{len(replies)} device(s)", replies=replies)
         body_json = answer.json()
         container = body_json.get("containerId") if isinstance(body_json, dict) else None
         return ActionResult(status=answer.status, message=_message(answer), container_id=container)
@@ -352,7 +355,9 @@ class SupervisorClient:
         path = "/v2/containerId"
         query = None
         if service_name and self.transport.forwards_query:
-            query = {"serviceName": service_name}
+            query = {
+                "service": service_name
+            }  # the documented name (newer ones also take serviceName)
         body = self._json(self._call("GET", path, query=query), path)
         if isinstance(body, dict) and "containerId" in body and service_name:
             return {service_name: str(body["containerId"])}

@@ -41,22 +41,35 @@ def _obj(value: Any) -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True)
+class DeviceReply:
+    """One device's part of a 207 fleet-wide proxy answer."""
+
+    status: int
+    body: Any
+
+
+@dataclass(frozen=True)
 class ActionResult:
     """What an action answered: the status, the supervisor's words, and whether the connection
-    closed before any answer (expected of a reboot or shutdown)."""
+    closed before any answer (expected of a reboot or shutdown). Sent to a whole fleet through
+    the proxy (207), `replies` holds each online device's answer."""
 
     status: int | None
     message: str = ""
     container_id: str | None = None
     connection_dropped: bool = False
+    replies: tuple[DeviceReply, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "status": self.status,
             "message": self.message,
             "container_id": self.container_id,
             "connection_dropped": self.connection_dropped,
         }
+        if self.status == 207:
+            out["replies"] = [{"status": r.status, "body": r.body} for r in self.replies]
+        return out
 
 
 @dataclass(frozen=True)
@@ -346,11 +359,3 @@ class LogLine:
             is_system=bool(data.get("isSystem")),
             is_stderr=bool(data.get("isStdErr")),
         )
-
-
-@dataclass(frozen=True)
-class DeviceReply:
-    """One device's part of a 207 fleet-wide proxy answer."""
-
-    status: int
-    body: Any

@@ -324,3 +324,19 @@ def test_a_full_uuid_goes_to_the_proxy_without_a_device_lookup(
     monkeypatch.setattr(BalenaSession, "pine_get", recording)
     code, out, _ = run(capsys, "--sandbox", "device", "--uuid", sandbox_uuid("hall-pi"), "name")
     assert (code, out.strip(), asked) == (0, "hall-pi", [])
+
+
+def test_fleet_action_reports_each_device_and_fails_if_one_did(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "--sandbox", "device", "--fleet", DEMO, "identify", "--json")
+    result = json.loads(out)
+    assert code == 1  # attic-pi is online for the API but does not answer
+    assert result["status"] == 207
+    assert sorted(r["status"] for r in result["replies"]) == [200, 200, 200, 502]
+
+
+def test_fleet_is_refused_for_one_device_verbs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--json", "--sandbox", "device", "--fleet", DEMO, "info")
+    assert code == 2
+    assert json.loads(out)["details"]["field"] == "--fleet"

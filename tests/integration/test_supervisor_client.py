@@ -224,7 +224,7 @@ def test_container_id_of_one_service_is_asked_by_query(multi: FakeSupervisor) ->
     with _client(multi) as client:
         ids = client.container_ids("proxy")
     assert list(ids) == ["proxy"]
-    assert multi.requests[-1].query == {"serviceName": "proxy"}
+    assert multi.requests[-1].query == {"service": "proxy"}
 
 
 def test_regenerated_key_replaces_the_old_one_at_once(kitchen: FakeSupervisor) -> None:
