@@ -6,4 +6,5 @@ API's proxy), its errors, and the post-flash check. Qt-free; never prints.
     models.py     frozen answers (DeviceState, DeviceInfo, StateStatus, ...)
     errors.py     DeviceError and its subclasses (unauthorized, locked, offline, unreachable ...)
     wait.py       wait_for_device: the post-flash check
+    registry.py   the devices the balena API knows (list, find by uuid prefix or name)
 """
