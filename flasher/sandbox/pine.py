@@ -1,10 +1,13 @@
 """The sandbox's pine resources: the catalog as an OData entity graph, queried like the API.
 
 Resources: device_type, cpu_architecture, device_type_alias, application, application_tag,
-release, release_tag, device. Responses have the API's shape: `{"d": [...]}`, expanded
-navigations as arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata`
-on every entity. Anonymous callers see public things only; any authenticated caller also sees the
-sandbox user's fleets and devices. Imports only the standard library and flasher.sandbox modules.
+release, release_tag. Responses have the API's shape: `{"d": [...]}`, expanded navigations as
+arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata` on every entity.
+Anonymous callers see public things only; any authenticated caller also sees the sandbox user's
+fleets. Imports only the standard library and flasher.sandbox modules.
+
+The `device` resource holds the sandbox's devices (flasher.sandbox.devices), shown to
+logged-in callers only.
 """
 
 from __future__ import annotations

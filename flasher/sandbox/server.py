@@ -2,11 +2,12 @@
 
 `SandboxServer.start()` serves the bundled catalog on 127.0.0.1 (a free port by default) from a
 daemon thread: pine resources under /v7 and /v6, /device-types/v1, /download (GET and POST,
-Range requests), /download-config, /config, /ping, whoami, and the supervisor proxy
-POST /supervisor/<path> to the sandbox's fake devices (flasher.sandbox.devices). Anonymous
-callers get public data; any non-empty bearer token (or `?apikey=`) authenticates as the
-sandbox's one user. Core code:
+Range requests), /download-config, /config, /ping and whoami. Anonymous callers get public data;
+any non-empty bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
 never prints (requests are logged at DEBUG) and never imports Qt.
+
+POST /supervisor/<path> is the balena API's supervisor proxy to the sandbox's fake devices
+(flasher.sandbox.proxy, flasher.sandbox.devices).
 """
 
 from __future__ import annotations
