@@ -16,6 +16,7 @@ from typing import Any
 from flasher.cli.context import CliContext
 from flasher.errors import EXIT_OK, ConfigError
 from flasher.supervisor.client import SupervisorClient
+from flasher.supervisor.errors import DeviceBadRequest
 from flasher.supervisor.models import ActionResult
 
 Runner = Callable[[Any, argparse.Namespace, CliContext], int]
@@ -201,11 +202,20 @@ def _restart(client: SupervisorClient, args: argparse.Namespace, ctx: CliContext
     return action(ctx, f"Restarted {args.service or f'image {args.image_id}'}", result)
 
 
+def _single_container(call: Callable[[], ActionResult]) -> ActionResult:
+    """A whole-app stop/start (v1) works on single-container apps only."""
+    try:
+        return call()
+    except DeviceBadRequest as err:
+        if "multi-container" in err.server_message:
+            err.hint = "This app has several services: name one with --service."
+        raise
+
+
 def _stop(client: SupervisorClient, args: argparse.Namespace, ctx: CliContext) -> int:
     if args.service is None and args.image_id is None:
-        return action(
-            ctx, f"Stopped app {args.app_id}", client.stop_app(args.app_id, force=args.force)
-        )
+        result = _single_container(lambda: client.stop_app(args.app_id, force=args.force))
+        return action(ctx, f"Stopped app {args.app_id}", result)
     result = client.stop_service(
         args.app_id, service_name=args.service, image_id=args.image_id, force=args.force
     )
@@ -214,7 +224,8 @@ def _stop(client: SupervisorClient, args: argparse.Namespace, ctx: CliContext) -
 
 def _start(client: SupervisorClient, args: argparse.Namespace, ctx: CliContext) -> int:
     if args.service is None and args.image_id is None:
-        return action(ctx, f"Started app {args.app_id}", client.start_app(args.app_id))
+        result = _single_container(lambda: client.start_app(args.app_id))
+        return action(ctx, f"Started app {args.app_id}", result)
     result = client.start_service(
         args.app_id, service_name=args.service, image_id=args.image_id, force=args.force
     )

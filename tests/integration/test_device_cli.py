@@ -340,3 +340,11 @@ def test_fleet_is_refused_for_one_device_verbs(capsys: pytest.CaptureFixture[str
     code, out, _ = run(capsys, "--json", "--sandbox", "device", "--fleet", DEMO, "info")
     assert code == 2
     assert json.loads(out)["details"]["field"] == "--fleet"
+
+
+def test_whole_app_stop_on_a_multi_container_app_points_at_service(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _out, err = run(capsys, "--sandbox", "device", "--name", "gateway-multi", "stop", GATEWAY)
+    assert code == 1
+    assert "multi-container" in err and "--service" in err
