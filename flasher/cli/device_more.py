@@ -20,6 +20,7 @@ from flasher.supervisor.models import PROXY_TYPES, ProxySettings
 from flasher.supervisor.wait import wait_for_device
 
 LOG_IDLE_S = 3.0
+LOG_LINES = 100
 
 # -- host-config ------------------------------------------------------------------------------
 
@@ -135,9 +136,11 @@ def _when(timestamp_ms: int | None) -> str:
 
 
 def _logs(client: SupervisorClient, args: argparse.Namespace, ctx: CliContext) -> int:
+    # The stream never ends by itself: without --follow, stop after a screenful or a quiet spell.
+    limit = args.count if args.count is not None or args.follow else LOG_LINES
     stream = client.logs(idle_timeout_s=None if args.follow else LOG_IDLE_S)
     try:
-        for line in itertools.islice(stream, args.count):
+        for line in itertools.islice(stream, limit):
             who = line.service_name or ("supervisor" if line.is_system else "")
             ctx.out.result(
                 {
@@ -249,7 +252,8 @@ VERBS: tuple[Verb, ...] = (
     ),
     Verb(
         "logs",
-        "the services' and supervisor's logs (local mode)",
+        "the services' and supervisor's logs (local mode); without --follow, the next 100 "
+        "lines or until 3 s pass without one",
         _logs,
         lambda p: _count_option(p, "lines"),
         _count_check,
