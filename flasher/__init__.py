@@ -74,6 +74,24 @@ _EXPORTS: dict[str, str] = {
     "BalenaSession": "flasher.balena.session",
     "OsModel": "flasher.balena.os_model",
     "SandboxServer": "flasher.sandbox.server",
+    # The device side: the Supervisor API, directly or through the balena API's proxy.
+    "SupervisorClient": "flasher.supervisor.client",
+    "DirectTransport": "flasher.supervisor.transport",
+    "ProxyTransport": "flasher.supervisor.transport",
+    "ProxyTarget": "flasher.supervisor.transport",
+    "wait_for_device": "flasher.supervisor.wait",
+    "BootCheck": "flasher.supervisor.wait",
+    "DeviceError": "flasher.supervisor.errors",
+    "DeviceLocked": "flasher.supervisor.errors",
+    "DeviceUnauthorized": "flasher.supervisor.errors",
+    "DeviceOffline": "flasher.supervisor.errors",
+    "DeviceUnreachable": "flasher.supervisor.errors",
+    "DeviceMismatch": "flasher.supervisor.errors",
+    # Release updates: what moving a fleet between releases costs; deltas built ahead.
+    "get_update_info": "flasher.release_update",
+    "prepare_update": "flasher.release_update",
+    "UpdateInfo": "flasher.release_update",
+    "UpdateStatus": "flasher.release_update",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -120,7 +138,19 @@ if TYPE_CHECKING:
     from flasher.pipeline.prepare import CardImage, PreparedJob, prepare
     from flasher.pipeline.write import WriteOutcome, accept_warnings, resolve_target, write
     from flasher.provider import ImageProvider, SourceSpec
+    from flasher.release_update import UpdateInfo, UpdateStatus, get_update_info, prepare_update
     from flasher.sandbox.server import SandboxServer
+    from flasher.supervisor.client import SupervisorClient
+    from flasher.supervisor.errors import (
+        DeviceError,
+        DeviceLocked,
+        DeviceMismatch,
+        DeviceOffline,
+        DeviceUnauthorized,
+        DeviceUnreachable,
+    )
+    from flasher.supervisor.transport import DirectTransport, ProxyTarget, ProxyTransport
+    from flasher.supervisor.wait import BootCheck, wait_for_device
     from flasher.writer.job import TargetResult
 
 

@@ -201,10 +201,13 @@ class BalenaSession:
         stream: bool = False,
         headers: Mapping[str, str] | None = None,
         allow_retry: bool = True,
+        check_status: bool = True,
     ) -> requests.Response:
         """Send a request and return the successful (< 400) response.
 
-        With `stream=True` the body is left unread; the caller closes the response.
+        With `stream=True` the body is left unread; the caller closes the response. With
+        `check_status=False` every answer is returned as it came (no retry on its status): for
+        callers that give the API's statuses their own meaning (the supervisor proxy).
         """
         method = method.upper()
         url = self.url_for(path_or_url)
@@ -213,7 +216,8 @@ class BalenaSession:
         if self._token is not None and origin(url) == origin(self.api_url):
             send_headers["Authorization"] = f"Bearer {self._token.reveal()}"
         where = urlsplit(url).path or "/"
-        http = self._http if allow_retry else self._once
+        # The proxy's statuses are the caller's to read: never retried on them.
+        http = self._http if allow_retry and check_status else self._once
         try:
             response = http.request(
                 method,
@@ -232,7 +236,7 @@ class BalenaSession:
                 attempts=attempts_of(err),
             ) from None
         log.debug("%s %s -> %d", method, where, response.status_code)
-        if response.status_code < 400:
+        if response.status_code < 400 or not check_status:
             return response
         raise self._error_for(method, where, response, attempts_of(response))
 

@@ -85,13 +85,15 @@ class _Card:
     cancel: CancelToken = field(default_factory=CancelToken)
     removed: bool = False
     writing: bool = False
+    finished: bool = False
 
 
 class Station:
     """Flashes the job's image onto every card the policy accepts; see the module docstring.
 
     `launcher` starts the writer for each card (default: directly when root, else pkexec).
-    `card_limit` ends the run after that many cards. `watcher`, `list_present` and `probe` are
+    `card_limit` ends the run after that many cards. `after_card` (the boot check) may add to
+    each card's record before it is reported. `watcher`, `list_present` and `probe` are
     the hotplug monitor, the listing taken at start and the single-drive lookup (defaults:
     udev through flasher.drives).
     """
@@ -110,6 +112,7 @@ class Station:
         watcher: Callable[[], DriveWatcher] = default_watcher,
         list_present: Callable[[], Sequence[Drive]] = list_drives,
         probe: Callable[[str], Drive | None] = find_drive,
+        after_card: Callable[[CardRecord, CancelToken], CardRecord] | None = None,
     ) -> None:
         self.job = job
         self.policy = policy or DrivePolicy()
@@ -126,6 +129,7 @@ class Station:
         self._watcher = watcher
         self._list_present = list_present
         self._probe = probe
+        self._after_card = after_card
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._emit_lock = threading.Lock()
@@ -314,7 +318,7 @@ class Station:
     def _removed(self, drive: Drive) -> None:
         with self._lock:
             card = self._cards.get(drive.path)
-            during = card is not None and card in self._active
+            during = card is not None and card in self._active and not card.finished
         if card is not None and during and self._still_there(card.drive):
             return  # a stale listing, not a pulled card
         with self._lock:
@@ -371,9 +375,13 @@ class Station:
                 ),
             )
         error = self._explain(card, result)
-        self._finish(
-            card, self._record(card, card_image, result, error, time.monotonic() - started)
-        )
+        record = self._record(card, card_image, result, error, time.monotonic() - started)
+        if self._after_card is not None and not card.cancel.cancelled:
+            # e.g. the boot check; the card's thread waits for it, the other slots do not, and
+            # the card may leave its slot meanwhile (to boot a device)
+            card.finished = True
+            record = self._after_card(record, card.cancel)
+        self._finish(card, record)
 
     def _card_image(self, card: _Card, image: PreparedJob) -> CardImage:
         template = self.job.hostname_template

@@ -51,6 +51,7 @@ from flasher.bench.policy import DEFAULT_BUSES, DrivePolicy, Slot
 from flasher.bench.report import CardRecord, ReportLog, default_report_path
 from flasher.bench.station import Station, StationSummary
 from flasher.cache import ImageCache
+from flasher.cli import bench_boot
 from flasher.cli.config_opts import (
     add_device_config_arguments,
     config_requested,
@@ -134,6 +135,7 @@ def register(groups: dict[str, Any]) -> None:
     bench.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON-lines output"
     )
+    bench_boot.add_arguments(parser)
     parser.set_defaults(handler=bench_command)
 
 
@@ -198,6 +200,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if configure:
         _precheck(args)
     policy = _policy(args)
+    after_card = bench_boot.checker(args)
     source = source_spec(args)
     job = BenchJob(
         source=source,
@@ -228,6 +231,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         on_event=view.handle,
         card_limit=args.once,
         include_present=args.include_present,
+        after_card=after_card,
     )
     summary, interrupted = _run(station, view)
     view.close(summary)
@@ -358,7 +362,7 @@ def _card_line(record: CardRecord) -> str:
         name = f" as {record.hostname}" if record.hostname else ""
         return (
             f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
-            f"{record.seconds:.1f} s{rate}"
+            f"{record.seconds:.1f} s{rate}{bench_boot.describe(record.boot)}"
         )
     hint = f" ({record.error_hint})" if record.error_hint else ""
     return f"card {record.card} FAILED: {record.error_message}{hint}"

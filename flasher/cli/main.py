@@ -42,6 +42,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "flash": ("flasher.cli.flash_cmds",),
     "bench": ("flasher.cli.bench_cmds",),
     "release-update": ("flasher.cli.release_update_cmds",),
+    "device": ("flasher.cli.device_cmds",),
 }
 _VALUE_OPTIONS = ("--api-url", "--token")
 _VERBOSE_AFTER = "verbose_after_command"

@@ -6,6 +6,9 @@ release, release_tag, and the fleet releases' service, image, release_image, del
 navigations as arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata`
 on every entity. Anonymous callers see public things only; any authenticated caller also sees
 the sandbox user's fleets. Imports only the standard library and flasher.sandbox modules.
+
+The `device` resource holds the sandbox's devices (flasher.sandbox.devices), shown to
+logged-in callers only.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from flasher.sandbox import fleet_releases
 from flasher.sandbox.catalog import Catalog, Release
+from flasher.sandbox.devices import DEVICE_FIELDS
 from flasher.sandbox.manifest import contract, logo_data_uri
 from flasher.sandbox.odata import ODataError, QueryOptions, evaluate, order_key
 
@@ -101,6 +105,11 @@ SCHEMAS: dict[str, ResourceSchema] = {
     ),
     "release_tag": ResourceSchema(("id", "tag_key", "value"), {"release": "release"}, {}),
     **{name: ResourceSchema(*spec) for name, spec in fleet_releases.RESOURCE_SCHEMAS.items()},
+    "device": ResourceSchema(
+        DEVICE_FIELDS,
+        {"belongs_to__application": "application", "is_of__device_type": "device_type"},
+        {},
+    ),
 }
 
 
@@ -201,10 +210,22 @@ class PineStore:
                     )
                     tag_id += 1
 
+    def add_devices(self, rows: list[dict[str, Any]]) -> None:
+        """The sandbox's devices (flasher.sandbox.devices); only logged-in callers see them."""
+        for row in rows:
+            self._add("device", row)
+
+    def id_by_key(self, resource: str, field: str, value: str) -> int | None:
+        """The id of the row whose alternate key `field` is `value` (`device(uuid='…')`)."""
+        for row in self.rows.get(resource, {}).values():
+            if str(row.get(field)) == value:
+                return int(row["id"])
+        return None
+
     def visible(self, resource: str, row: Mapping[str, Any], authenticated: bool) -> bool:
         if authenticated:
             return True
-        if resource in fleet_releases.PRIVATE_RESOURCES:
+        if resource == "device" or resource in fleet_releases.PRIVATE_RESOURCES:
             return False
         if resource == "device_type":
             return row["id"] not in self._private_types

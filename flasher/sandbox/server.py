@@ -6,6 +6,9 @@ and download sizes), /download (GET and POST, Range requests), /download-config,
 whoami and the delta server's /api/v3/delta. Anonymous callers get public data; any non-empty
 bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code: never prints
 (requests are logged at DEBUG) and never imports Qt.
+
+POST /supervisor/<path> is the balena API's supervisor proxy to the sandbox's fake devices
+(flasher.sandbox.proxy, flasher.sandbox.devices).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
+from flasher.sandbox import proxy
 from flasher.sandbox.api import ApiProblem, SandboxApi
 from flasher.sandbox.artifacts import CHUNK_BYTES, Artifact, ImageStore
 from flasher.sandbox.catalog import Catalog, load_catalog
+from flasher.sandbox.devices import SandboxDevices
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.odata import ODataError, parse_options
 from flasher.sandbox.pine import PineStore, UnknownResource
@@ -170,6 +175,15 @@ class _Handler(BaseHTTPRequestHandler):
             if not auth:
                 raise ApiProblem(401, "Unauthorized")
             self._json(api.download_config(merged))
+        elif path.startswith("/supervisor/"):
+            if method != "POST":
+                raise ApiProblem(405, "Use POST")
+            if not auth:
+                raise ApiProblem(401, "Unauthorized")
+            answer = proxy.handle(
+                self.server.devices, path[len("/supervisor") :], self._read_body()
+            )
+            self._send(answer.status, answer.body, answer.content_type or "")
         elif method != "GET":
             raise ApiProblem(405, f"{self.command} is not supported on {path}")
         elif path in ("/api/v3/delta", "/api/v3/delta/"):
@@ -204,10 +218,16 @@ class _Handler(BaseHTTPRequestHandler):
         entity_id = None
         if key is not None:
             raw = query.get(key, "") if key.startswith("@") else key
-            try:
-                entity_id = int(raw)
-            except ValueError:
-                raise ODataError(f"Malformed id {raw!r}") from None
+            field, eq, value = key.partition("=")
+            if eq:  # an alternate key: device(uuid='…') or device(uuid=@u)
+                value = query.get(value, "") if value.startswith("@") else value
+                found = self.server.pine.id_by_key(resource, field, value.strip("'"))
+                entity_id = -1 if found is None else found
+            else:
+                try:
+                    entity_id = int(raw)
+                except ValueError:
+                    raise ODataError(f"Malformed id {raw!r}") from None
         options = parse_options((n, v) for n, v in params if not n.startswith("@"))
         self._json(
             self.server.pine.query(resource, options, entity_id=entity_id, authenticated=auth)
@@ -277,6 +297,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: SandboxApi
     pine: PineStore
+    devices: SandboxDevices
 
 
 class SandboxServer:
@@ -304,6 +325,10 @@ class SandboxServer:
     def api(self) -> SandboxApi:
         return self._server.api
 
+    @property
+    def devices(self) -> SandboxDevices:
+        return self._server.devices
+
     @classmethod
     def start(
         cls,
@@ -328,6 +353,9 @@ class SandboxServer:
         server = _Server((host, port), _Handler)
         server.api = SandboxApi(catalog, store, seed=seed)
         server.pine = PineStore(catalog, delta_build_s=delta_build_s)
+        server.devices = SandboxDevices()
+        type_ids = {dt.slug: dt.id for dt in catalog.device_types}
+        server.pine.add_devices(server.devices.pine_rows(type_ids))
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="flasher-sandbox", daemon=True
         )
@@ -336,6 +364,7 @@ class SandboxServer:
         return cls(server, thread, own_cache)
 
     def close(self) -> None:
+        self._server.devices.close()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

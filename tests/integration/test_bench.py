@@ -750,3 +750,36 @@ def test_bench_takes_the_write_options_flash_takes_and_writes_what_flash_writes(
         assert card["bytes_written"] == image.size_bytes
     else:
         assert card["bytes_written"] < image.size_bytes
+
+
+def test_boot_check_adds_the_booted_device_to_the_card_line(
+    slots: Slots, image: BuiltImage, tmp_path: Path
+) -> None:
+    from dataclasses import replace as _replace
+
+    from flasher.bench.bootcheck import BootCheckSettings, boot_checker
+    from flasher.sandbox.devices import default_devices
+    from flasher.sandbox.supervisor_fake import FakeSupervisor
+
+    spec = _replace(default_devices()[0].spec, local_mode=True, api_key=None)
+    slot = slots.add()
+    recorder, report = Recorder[BenchEvent](), tmp_path / "cards.jsonl"
+    with FakeSupervisor(spec) as device:
+        settings = BootCheckSettings(f"{device.host}:{device.port}", 20, 0.1)
+        station = _station(
+            image, [slot], recorder, report, card_limit=1, after_card=boot_checker(settings)
+        )
+        with _running(station) as (finish, _cancel):
+            recorder.wait_for(_ready, "station ready")
+            slots.insert(slot, _card_bytes(image))
+            finish()
+    (record,) = ReportLog(report).records()
+    assert record["ok"] is True
+    boot = record["boot"]
+    assert (boot["up"], boot["device_type"], boot["os_version"], boot["problem"]) == (
+        True,
+        image.device_type,
+        "balenaOS 6.5.50+rev8",
+        None,
+    )
+    assert boot["first_ping_s"] is not None
