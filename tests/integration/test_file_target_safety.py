@@ -29,10 +29,7 @@ from tests.support.loopdev import LoopDevices, require_loop
 MISSING_DRIVE = "/dev/flasher-test-no-such-drive"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("FLASHER_API_URL", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture

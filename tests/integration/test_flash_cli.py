@@ -20,7 +20,7 @@ from tests.conftest import ImageFactory
 from tests.support.bootcheck import fsck_boot, mtype, region_sha256
 from tests.support.filesystems import ext4_readback, extract
 from tests.support.httpserver import HttpTestServer
-from tests.support.loopdev import LoopDevices, require_loop
+from tests.support.loopdev import LoopDevices
 
 WIFI_KEY = "correct-horse-battery"
 
@@ -265,16 +265,6 @@ def test_damaged_compressed_image_never_gives_a_good_card(
     assert events[-1]["event"] == "error"
     assert events[-1]["details"]["problem"] in ("truncated", "corrupt")  # type: ignore[index]
     assert not any(e["event"] == "target_result" and e["ok"] for e in events)
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[LoopDevices]:
-    require_loop()
-    devices = LoopDevices(tmp_path)
-    try:
-        yield devices
-    finally:
-        devices.close()
 
 
 def test_block_device_targets_need_consent(

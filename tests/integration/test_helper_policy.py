@@ -35,13 +35,6 @@ ZRAM_CONTROL = Path("/sys/class/zram-control")
 
 
 @pytest.fixture
-def loops(tmp_path: Path) -> Iterator[LoopDevices]:
-    require_loop()
-    with LoopDevices(tmp_path) as devices:
-        yield devices
-
-
-@pytest.fixture
 def internal_disk() -> Iterator[str]:
     """A zram device of our own: a real block device that is neither removable, USB, SD nor
     loop, i.e. what the helper must treat as an internal disk."""

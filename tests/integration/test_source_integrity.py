@@ -11,7 +11,7 @@ import json
 import lzma
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,15 +37,12 @@ from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import TargetSpec
 from tests.conftest import ImageFactory
 from tests.support.httpserver import HttpTestServer
-from tests.support.loopdev import LoopDevices, require_loop
+from tests.support.loopdev import LoopDevices
 
 MiB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("FLASHER_API_URL", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture
@@ -362,13 +359,6 @@ def test_file_card_failing_verification_has_its_first_mib_zeroed(
     outcome = _write(random_image, target, _corrupt_on_verify(poke))
     assert isinstance(outcome.error, VerificationFailed)
     assert card.read_bytes()[:MiB] == bytes(MiB)
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[LoopDevices]:
-    require_loop()
-    with LoopDevices(tmp_path) as devices:
-        yield devices
 
 
 def test_block_card_failing_verification_has_its_first_mib_zeroed(

@@ -7,7 +7,6 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
@@ -40,13 +39,6 @@ from tests.support.writer_policy import RegularFilePolicy
 
 MiB = 1024 * 1024
 PARTITIONED = "label: dos\n,8M,c\n,,83\n"
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[LoopDevices]:
-    require_loop()
-    with LoopDevices(tmp_path) as devices:
-        yield devices
 
 
 @pytest.fixture
