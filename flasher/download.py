@@ -305,15 +305,15 @@ class _Fetch:
             self.sent += attempts_of(err)
             raise self._failed(f"the request failed ({type(err).__name__})") from None
         except ApiError as err:
-            self.sent += int(err.fields.get("attempts") or 1)
-            if err.fields.get("status") == 416:
+            self.sent += err.attempts or 1
+            if err.status == 416:
                 self._restart()
                 raise _Resume("the server refused to resume", at_once=True) from None
             raise DownloadError(
                 f"Downloading {self.request.display_url} failed: {err.message}",
                 hint=err.hint or RETRY_HINT,
                 url=self.request.display_url,
-                status=err.fields.get("status"),
+                status=err.status,
             ) from None
         self.sent += attempts_of(response)
         return response

@@ -1,18 +1,18 @@
 """The FlasherError tree: every failure the core reports, with a message, a hint and an exit code.
 
-Imports only the standard library (the root writer helper uses it).
+Imports only the standard library and flasher.error_codes (the root writer helper uses it).
 
     FlasherError                      str(e): one sentence; e.hint: what to do next
     ├── ConfigError                   invalid settings, found before any I/O (field, rule)
     ├── CatalogError                  unknown device type or version, bad API answer
-    │   ├── ApiError                  the API failed or could not be reached (status)
+    │   ├── ApiError                  the API failed or could not be reached (status, url, …)
     │   └── AuthError                 401/403: not logged in or not allowed
-    ├── DownloadError                 broken, short or corrupt download
-    ├── CacheError                    the image cache cannot be used
+    ├── DownloadError                 broken, short or corrupt download (url, status, attempts)
+    ├── CacheError                    the image cache cannot be used (path)
     ├── ImageError                    unsupported, corrupt or truncated image (path, problem)
-    ├── DriveError                    a drive cannot be listed or opened
-    │   ├── DriveRejected             a constraint blocks this target (problems)
-    │   └── DriveGone                 unplugged or detached while in use
+    ├── DriveError                    a drive cannot be listed or opened (target)
+    │   ├── DriveRejected             a constraint blocks this target (problem, problems)
+    │   └── DriveGone                 unplugged or detached while in use (errno, offset)
     ├── WriterError                   the writer helper failed
     │   ├── AuthorizationDenied       the privilege prompt was dismissed or refused
     │   ├── WriterProtocolError       version mismatch or garbled stream
@@ -26,11 +26,20 @@ Imports only the standard library (the root writer helper uses it).
         ├── ReleaseImageNotFound      a release's image is missing or did not build
         ├── DeltaRequestFailed        the delta server refused or failed a delta request
         └── UpdateTimeout             the update did not become ready in time
+
+Each class declares its typed attributes in `detail_names`; `to_dict()` turns those (the ones
+set) into `details`, and `from_details()` rebuilds the error from them (the writer protocol's
+one decoder). `hint` is neutral prose; `action`, when set, names a next step each face words
+its own way (see flasher.error_codes.Action). An OS error's own text goes in `cause`, never in
+the message.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+from flasher.error_codes import Action, DriveProblem, ErrorCode, ProblemCode
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -43,23 +52,55 @@ EXIT_CANCELLED = 130
 class FlasherError(Exception):
     """Base of every error Flasher reports to a person or a script."""
 
-    code: ClassVar[str] = "error"
+    code: ClassVar[ErrorCode] = ErrorCode.ERROR
     exit_code: ClassVar[int] = EXIT_ERROR
+    detail_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, message: str, *, hint: str | None = None, **fields: Any) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, action: Action | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
-        self.fields: dict[str, Any] = fields
+        self.action = action
+
+    def details(self) -> dict[str, Any]:
+        """The typed attributes that are set, JSON-ready, keyed by their names."""
+        out: dict[str, Any] = {}
+        for name in self.detail_names:
+            value = getattr(self, name)
+            if value is not None and value != ():
+                out[name] = _plain(value)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description: code, message, hint and the structured fields."""
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        """A JSON-ready description: code, message, hint and the typed details."""
+        out: dict[str, Any] = {"code": self.code.value, "message": self.message}
         if self.hint:
             out["hint"] = self.hint
-        if self.fields:
-            out["details"] = {k: _plain(v) for k, v in self.fields.items()}
+        details = self.details()
+        if details:
+            out["details"] = details
         return out
+
+    @classmethod
+    def from_details(
+        cls,
+        message: str,
+        *,
+        hint: str | None,
+        action: Action | None,
+        details: Mapping[str, Any],
+    ) -> Self:
+        """The error `to_dict()` described; ValueError on a detail it does not declare."""
+        unknown = set(details) - set(cls.detail_names)
+        if unknown:
+            raise ValueError(f"unknown details for {cls.code}: {sorted(unknown)}")
+        err = cls.__new__(cls)
+        FlasherError.__init__(err, message, hint=hint, action=action)
+        for name in cls.detail_names:
+            setattr(err, name, _decode(name, details.get(name)))
+        return err
 
     def __str__(self) -> str:
         return self.message
@@ -68,6 +109,8 @@ class FlasherError(Exception):
 def _plain(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if isinstance(value, DriveProblem):
+        return value.to_dict()
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -75,149 +118,402 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _decode(name: str, value: Any) -> Any:
+    if value is None:
+        return () if name in _TUPLE_DETAILS else None
+    if name == "problem":
+        return ProblemCode(value)
+    if name == "problems":
+        return tuple(DriveProblem.from_dict(p) for p in value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+_TUPLE_DETAILS = frozenset({"problems", "tried"})
+
+
 class ConfigError(FlasherError):
     """A setting is invalid; raised before any I/O. `field` names it, `rule` says what it breaks."""
 
-    code = "invalid_config"
+    code = ErrorCode.INVALID_CONFIG
     exit_code = EXIT_USAGE
+    detail_names: ClassVar[tuple[str, ...]] = ("field", "rule")
 
-    def __init__(self, field: str, rule: str, *, hint: str | None = None) -> None:
-        super().__init__(f"{field}: {rule}", hint=hint, field=field, rule=rule)
+    def __init__(
+        self, field: str, rule: str, *, hint: str | None = None, action: Action | None = None
+    ) -> None:
+        super().__init__(f"{field}: {rule}", hint=hint, action=action)
         self.field = field
         self.rule = rule
 
 
 class CatalogError(FlasherError):
-    code = "catalog"
+    """The catalog cannot answer: what was asked (`device_type`, `version`, `fleet`, `range`)
+    and, for an API answer, its `status`, `path` and the server's own `server_message`."""
+
+    code = ErrorCode.CATALOG
+    detail_names: ClassVar[tuple[str, ...]] = (
+        "device_type",
+        "version",
+        "fleet",
+        "range",
+        "status",
+        "path",
+        "server_message",
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        device_type: str | None = None,
+        version: str | None = None,
+        fleet: str | int | None = None,
+        range: str | None = None,
+        status: int | None = None,
+        path: str | None = None,
+        server_message: str | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, action=action)
+        self.device_type = device_type
+        self.version = version
+        self.fleet = fleet
+        self.range = range
+        self.status = status
+        self.path = path
+        self.server_message = server_message
 
 
 class ApiError(CatalogError):
-    code = "api"
+    """The API failed: `status` (None when unreachable), `url`, `attempts`, `retry_after_s`."""
+
+    code = ErrorCode.API
+    detail_names: ClassVar[tuple[str, ...]] = (
+        *CatalogError.detail_names,
+        "url",
+        "attempts",
+        "retry_after_s",
+        "resource",
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        path: str | None = None,
+        server_message: str | None = None,
+        url: str | None = None,
+        attempts: int | None = None,
+        retry_after_s: float | None = None,
+        resource: str | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status=status,
+            path=path,
+            server_message=server_message,
+            hint=hint,
+            action=action,
+        )
+        self.url = url
+        self.attempts = attempts
+        self.retry_after_s = retry_after_s
+        self.resource = resource
 
 
 class AuthError(CatalogError):
-    code = "auth"
+    code = ErrorCode.AUTH
 
 
 class DownloadError(FlasherError):
-    code = "download"
+    """A download failed: `url`, the HTTP `status`, `attempts`, the expected `sha256`, or the
+    `problem` found in what arrived."""
+
+    code = ErrorCode.DOWNLOAD
+    detail_names: ClassVar[tuple[str, ...]] = ("url", "status", "attempts", "sha256", "problem")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        attempts: int | None = None,
+        sha256: str | None = None,
+        problem: ProblemCode | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, action=action)
+        self.url = url
+        self.status = status
+        self.attempts = attempts
+        self.sha256 = sha256
+        self.problem = problem
 
 
 class CacheError(FlasherError):
-    code = "cache"
+    """The image cache cannot be used; `path` names the folder or file, `cause` the OS's words."""
+
+    code = ErrorCode.CACHE
+    detail_names: ClassVar[tuple[str, ...]] = ("path", "cause")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        cause: str | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, action=action)
+        self.path = path
+        self.cause = cause
 
 
 class ImageError(FlasherError):
-    """An image cannot be used. `path` names the file, `problem` is a short machine word."""
+    """An image cannot be used. `path` names the file, `problem` says what is wrong."""
 
-    code = "image"
+    code = ErrorCode.IMAGE
+    detail_names: ClassVar[tuple[str, ...]] = ("path", "problem")
 
     def __init__(
-        self, path: str, message: str, *, problem: str = "invalid", hint: str | None = None
+        self,
+        path: str,
+        message: str,
+        *,
+        problem: ProblemCode = ProblemCode.INVALID,
+        hint: str | None = None,
+        action: Action | None = None,
     ) -> None:
-        super().__init__(f"{path}: {message}", hint=hint, path=path, problem=problem)
+        super().__init__(f"{path}: {message}", hint=hint, action=action)
         self.path = path
         self.problem = problem
 
 
 class DriveError(FlasherError):
-    code = "drive"
+    """A drive cannot be listed or opened; `target` names it, `cause` carries the OS's words."""
+
+    code = ErrorCode.DRIVE
     exit_code = EXIT_DRIVE
+    detail_names: ClassVar[tuple[str, ...]] = ("target", "cause")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        cause: str | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, action=action)
+        self.target = target
+        self.cause = cause
 
 
 class DriveRejected(DriveError):
-    code = "drive_rejected"
+    """A target may not be written: one `problem` (the writer's check) or every blocking
+    `problems` entry (the drive rules)."""
+
+    code = ErrorCode.DRIVE_REJECTED
+    detail_names: ClassVar[tuple[str, ...]] = ("target", "problem", "problems")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        problem: ProblemCode | None = None,
+        problems: tuple[DriveProblem, ...] = (),
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, target=target, hint=hint, action=action)
+        self.problem = problem
+        self.problems = problems
 
 
 class DriveGone(DriveError):
-    code = "drive_gone"
+    """The target went away while in use (`errno`, and the byte `offset` when writing)."""
+
+    code = ErrorCode.DRIVE_GONE
     exit_code = EXIT_ERROR
+    detail_names: ClassVar[tuple[str, ...]] = ("target", "errno", "offset", "cause")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        errno: int | None = None,
+        offset: int | None = None,
+        cause: str | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, target=target, cause=cause, hint=hint, action=action)
+        self.errno = errno
+        self.offset = offset
 
 
 class WriterError(FlasherError):
-    code = "writer"
+    """The writer helper failed: the `target`, the `path` of a helper file, the helper's
+    `helper_exit_code` and the tail of its `stderr`, or the `argv0` that could not start."""
+
+    code = ErrorCode.WRITER
+    detail_names: ClassVar[tuple[str, ...]] = (
+        "target",
+        "path",
+        "helper_exit_code",
+        "stderr",
+        "argv0",
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        path: str | None = None,
+        helper_exit_code: int | None = None,
+        stderr: str | None = None,
+        argv0: str | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, action=action)
+        self.target = target
+        self.path = path
+        self.helper_exit_code = helper_exit_code
+        self.stderr = stderr
+        self.argv0 = argv0
 
 
 class AuthorizationDenied(WriterError):
-    code = "authorization_denied"
+    code = ErrorCode.AUTHORIZATION_DENIED
 
 
 class WriterProtocolError(WriterError):
-    code = "protocol"
+    code = ErrorCode.PROTOCOL
 
 
 class WriteFailed(WriterError):
-    code = "write_failed"
+    """An I/O error on a target: the `errno` at byte `offset` of `target`."""
+
+    code = ErrorCode.WRITE_FAILED
+    detail_names: ClassVar[tuple[str, ...]] = ("target", "offset", "errno")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        offset: int | None = None,
+        errno: int | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, target=target, hint=hint, action=action)
+        self.offset = offset
+        self.errno = errno
 
 
 class VerificationFailed(FlasherError):
-    code = "verify_mismatch"
+    """The read-back differs: first at byte `offset`, inside [`range_start`, `range_end`)."""
+
+    code = ErrorCode.VERIFY_MISMATCH
     exit_code = EXIT_VERIFY
+    detail_names: ClassVar[tuple[str, ...]] = ("target", "offset", "range_start", "range_end")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        offset: int | None = None,
+        range_start: int | None = None,
+        range_end: int | None = None,
+        hint: str | None = None,
+        action: Action | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, action=action)
+        self.target = target
+        self.offset = offset
+        self.range_start = range_start
+        self.range_end = range_end
 
 
 class Cancelled(FlasherError):
-    code = "cancelled"
+    code = ErrorCode.CANCELLED
     exit_code = EXIT_CANCELLED
+    detail_names: ClassVar[tuple[str, ...]] = ("target",)
 
-    def __init__(self, message: str = "Cancelled.", **fields: Any) -> None:
-        super().__init__(message, **fields)
+    def __init__(self, message: str = "Cancelled.", *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
 
 
 class ReleaseUpdateError(FlasherError):
-    code = "release_update"
+    code = ErrorCode.RELEASE_UPDATE
 
 
 class ReleaseNotFound(ReleaseUpdateError):
     """`release` is the ID (int) or commit prefix (str) that matched no successful release."""
 
-    code = "release_not_found"
+    code = ErrorCode.RELEASE_NOT_FOUND
+    detail_names: ClassVar[tuple[str, ...]] = ("release",)
 
     def __init__(self, release: int | str) -> None:
         super().__init__(
             f"Release not found: {release}",
             hint="Check the release ID or commit; only successful releases count.",
-            release=release,
         )
         self.release = release
 
 
 class ReleaseAmbiguous(ReleaseUpdateError):
-    code = "release_ambiguous"
+    code = ErrorCode.RELEASE_AMBIGUOUS
+    detail_names: ClassVar[tuple[str, ...]] = ("commit", "matches")
 
     def __init__(self, commit: str, matches: int) -> None:
         super().__init__(
             "Release is ambiguous: There are multiple releases matching the release hash "
             f"'{commit}'",
             hint="Give more characters of the commit, or the release ID.",
-            commit=commit,
-            matches=matches,
         )
         self.commit = commit
         self.matches = matches
 
 
 class ReleasesNotInOneFleet(ReleaseUpdateError):
-    code = "releases_not_in_one_fleet"
+    code = ErrorCode.RELEASES_NOT_IN_ONE_FLEET
+    detail_names: ClassVar[tuple[str, ...]] = ("from_fleet_id", "to_fleet_id")
 
     def __init__(self, from_fleet_id: int | None, to_fleet_id: int | None) -> None:
         super().__init__(
             "Source and target release must be from the same application",
             hint="Pick two releases of the same fleet.",
-            from_fleet_id=from_fleet_id,
-            to_fleet_id=to_fleet_id,
         )
         self.from_fleet_id = from_fleet_id
         self.to_fleet_id = to_fleet_id
 
 
 class ReleaseImageNotFound(ReleaseUpdateError):
-    code = "release_image_not_found"
+    code = ErrorCode.RELEASE_IMAGE_NOT_FOUND
+    detail_names: ClassVar[tuple[str, ...]] = ("image_id",)
 
     def __init__(self, image_id: int) -> None:
         super().__init__(
             f"Image not found: {image_id}",
             hint="The release refers to an image that is missing or did not build.",
-            image_id=image_id,
         )
         self.image_id = image_id
 
@@ -225,33 +521,29 @@ class ReleaseImageNotFound(ReleaseUpdateError):
 class DeltaRequestFailed(ReleaseUpdateError):
     """`status` is the delta server's HTTP status, or None when no answer arrived."""
 
-    code = "delta_request_failed"
+    code = ErrorCode.DELTA_REQUEST_FAILED
+    detail_names: ClassVar[tuple[str, ...]] = ("status", "url")
 
     def __init__(self, message: str, *, status: int | None, url: str) -> None:
-        super().__init__(
-            message,
-            hint="The delta server may be busy or down; try again later.",
-            status=status,
-            url=url,
-        )
+        super().__init__(message, hint="The delta server may be busy or down; try again later.")
         self.status = status
         self.url = url
 
 
 class UpdateTimeout(ReleaseUpdateError):
-    code = "update_timeout"
+    code = ErrorCode.UPDATE_TIMEOUT
+    detail_names: ClassVar[tuple[str, ...]] = ("timeout_s",)
 
     def __init__(self, timeout_s: float) -> None:
         super().__init__(
             "timeout",
             hint="The deltas are still being built; wait longer or try again later.",
-            timeout_s=timeout_s,
         )
         self.timeout_s = timeout_s
 
 
 ERROR_CLASSES: dict[str, type[FlasherError]] = {
-    cls.code: cls
+    cls.code.value: cls
     for cls in (
         FlasherError,
         ConfigError,

@@ -10,9 +10,10 @@ Imports only the standard library and flasher.balena.versions; no I/O.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from flasher.balena import versions
+from flasher.error_codes import Action, ErrorCode
 from flasher.errors import CatalogError
 
 UpdateType = Literal["balenahup", "takeover"]
@@ -31,18 +32,19 @@ MIN_TAKEOVER_VERSION: dict[str, str] = {
 class OsUpdateError(CatalogError):
     """An OS update between two versions is not possible; `rule` says which rule forbids it."""
 
-    code = "os_update"
+    code = ErrorCode.OS_UPDATE
+    detail_names: ClassVar[tuple[str, ...]] = ("rule", "current", "target", "device_type")
 
     def __init__(self, rule: str, *, current: str, target: str, device_type: str) -> None:
         super().__init__(
             f"Cannot update {device_type} from {current} to {target}: {rule}",
-            hint="Pick a target listed by 'flasher os update-targets'.",
-            rule=rule,
-            current=current,
-            target=target,
             device_type=device_type,
+            hint="Pick one of the update targets listed for this version.",
+            action=Action.LIST_UPDATE_TARGETS,
         )
         self.rule = rule
+        self.current = current
+        self.target = target
 
 
 def get_hup_action_type(device_type: str, current: str, target: str) -> UpdateType:

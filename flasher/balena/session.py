@@ -328,7 +328,7 @@ class BalenaSession:
 
 def is_not_found(err: CatalogError) -> bool:
     """Whether `err` is the session's answer to an HTTP 404."""
-    return type(err) is CatalogError and err.fields.get("status") == 404
+    return type(err) is CatalogError and err.status == 404
 
 
 def _reason(err: requests.RequestException) -> str:

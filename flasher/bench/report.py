@@ -101,7 +101,6 @@ class ReportLog:
             raise FlasherError(
                 f"The bench report {self.path} cannot be written: {err.strerror or err}.",
                 hint="Choose another file with --report.",
-                path=str(self.path),
             ) from None
         os.close(fd)
 
@@ -135,5 +134,4 @@ class ReportLog:
                     f"The bench report {self.path} cannot be written: {err.strerror or err}.",
                     hint="Free some space or choose another file with --report; the station "
                     "stopped taking cards so none goes unrecorded.",
-                    path=str(self.path),
                 ) from None

@@ -46,6 +46,7 @@ from flasher.cli.job_opts import add_source_argument, add_write_arguments, sourc
 from flasher.cli.output import human_bytes, printable
 from flasher.cli.progress import MultiBar
 from flasher.drives.constraints import Problem
+from flasher.error_codes import Action, ProblemCode
 from flasher.errors import (
     EXIT_CANCELLED,
     EXIT_ERROR,
@@ -159,9 +160,8 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     try:
         report = _run(job, provider, args, ctx)
     except DriveRejected as err:
-        problems = err.fields.get("problems") or []
-        if any(p.get("code") == "internal" for p in problems if isinstance(p, dict)):
-            err.hint = "Add --allow-internal-disk (and --yes) to write an internal disk."
+        if any(p.code is ProblemCode.INTERNAL for p in err.problems):
+            err.action = Action.ALLOW_INTERNAL_DISK
         raise
     return _report(report, args, ctx)
 

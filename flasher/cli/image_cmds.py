@@ -56,6 +56,7 @@ from flasher.cli.config_opts import (
 from flasher.cli.context import CliContext
 from flasher.cli.integrity_opts import parse_sha256_arg
 from flasher.cli.output import human_bytes
+from flasher.error_codes import ProblemCode
 from flasher.errors import EXIT_OK, ConfigError, ImageError
 from flasher.image.byteio import FileReadWriter
 from flasher.image.configure import prepare_image
@@ -138,7 +139,7 @@ def _writing(path: Path) -> Iterator[None]:
         raise ImageError(
             str(path),
             f"cannot be written: {err.strerror or err}",
-            problem="not_writable",
+            problem=ProblemCode.UNWRITABLE,
             hint="check the free space and permissions, or use -o OUTPUT elsewhere",
         ) from None
 
@@ -150,7 +151,7 @@ def _configure_in_place(
         raise ImageError(
             str(image),
             f"is a {source.kind.value} file and cannot be configured in place",
-            problem="compressed",
+            problem=ProblemCode.COMPRESSED,
             hint="use -o OUTPUT to write a configured raw image",
         )
     cfg = _device_config(args, ctx, image, str(image))

@@ -139,8 +139,8 @@ def original_message(err: FlasherError, *, authenticated: bool) -> str:
     An answer with an empty body reads as balena-request words it."""
     if isinstance(err, AuthError) and not authenticated:
         return "You have to log in"
-    if isinstance(err, CatalogError) and "status" in err.fields:
-        server = err.fields.get("server_message") or "The request was unsuccessful"
+    if isinstance(err, CatalogError) and err.status is not None:
+        server = err.server_message or "The request was unsuccessful"
         return f"Request error: {server}"
     return err.message
 

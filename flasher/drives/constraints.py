@@ -5,17 +5,16 @@ small, read-only (the SD card's lock switch), holds the source image, drive gone
 an internal (fixed) disk, a large drive (> 128 GB) and mounted (it will be unmounted) are
 warnings. A file target in the device namespace (/dev, /proc, /sys, any devtmpfs) is a
 drive that was not found. Imports only the standard library, flasher's value and error
-modules and flasher.writer.filetarget.
+modules and flasher.writer.filetarget. `Problem`, `ProblemCode` and `Severity` are
+flasher.error_codes' drive vocabulary.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
+from flasher.error_codes import DriveProblem, ProblemCode, Severity
 from flasher.errors import DriveRejected
 from flasher.models import Drive
 from flasher.writer.filetarget import file_target_refusal
@@ -23,46 +22,8 @@ from flasher.writer.filetarget import file_target_refusal
 LARGE_DRIVE_BYTES = 128 * 10**9  # what Etcher and Imager call a "large drive"
 
 
-class Severity(enum.StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-class ProblemCode(enum.StrEnum):
-    SYSTEM = "system"
-    TOO_SMALL = "too_small"
-    READ_ONLY = "read_only"
-    SOURCE_DRIVE = "source_drive"
-    GONE = "gone"
-    DUPLICATE = "duplicate"
-    LARGE = "large_drive"
-    MOUNTED = "mounted"
-    INTERNAL = "internal"
-    NOT_FOUND = "not_found"
-    FOREIGN_SYMLINK = "foreign_symlink"
-    FOREIGN_FILE = "foreign_file"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason a drive is refused (error) or needs confirmation (warning)."""
-
-    target: str
-    code: ProblemCode
-    severity: Severity
-    message: str
-    hint: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "target": self.target,
-            "code": self.code.value,
-            "severity": self.severity.value,
-            "message": self.message,
-        }
-        if self.hint:
-            out["hint"] = self.hint
-        return out
+# The drive rules' names for the shared vocabulary (flasher.error_codes).
+Problem = DriveProblem
 
 
 def _gb(size_bytes: int) -> str:
@@ -121,7 +82,7 @@ def check_drive(
     if drive.is_file:
         refusal = file_target_refusal(drive.path)
         if refusal is not None:
-            code = ProblemCode(refusal.fields["problem"])
+            code = refusal.problem or ProblemCode.NOT_FOUND
             add(code, Severity.ERROR, refusal.message, refusal.hint)
             return problems
         if source_path is not None and _same_file(drive.path, source_path):
@@ -255,4 +216,4 @@ def rejection(errors: Sequence[Problem]) -> DriveRejected:
     else:
         message = "Some targets cannot be written: " + " ".join(p.message for p in errors)
         hint = "; ".join(dict.fromkeys(p.hint for p in errors if p.hint)) or None
-    return DriveRejected(message, hint=hint, problems=[p.to_dict() for p in errors])
+    return DriveRejected(message, hint=hint, problems=tuple(errors))

@@ -18,8 +18,9 @@ from PySide6.QtCore import QObject, Signal
 
 from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
-from flasher.drives.constraints import Problem, Severity
+from flasher.drives.constraints import Problem
 from flasher.drives.monitor import DriveEvent
+from flasher.error_codes import Severity
 from flasher.errors import Cancelled
 from flasher.events import CancelToken, Event, EventCallback
 from flasher.gui.bridge import Bridge, Failure, Relay, Task

@@ -25,8 +25,9 @@ from PySide6.QtCore import (
     Signal,
 )
 
-from flasher.drives.constraints import Problem, Severity, check_drive
+from flasher.drives.constraints import Problem, check_drive
 from flasher.drives.monitor import DriveAction, DriveEvent
+from flasher.error_codes import Severity
 from flasher.gui.progress import human_bytes
 from flasher.gui.theme import drive_icon, icon
 from flasher.models import DeviceType, Drive, OsVersion

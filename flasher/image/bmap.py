@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
 from flasher.image.byteio import ReadAt
@@ -62,24 +63,28 @@ def read_bmap(path: str | os.PathLike[str]) -> Bmap:
             raw = f.read(MAX_BMAP_FILE_BYTES + 1)
     except OSError as e:
         raise ImageError(
-            name, f"cannot read the block map: {e.strerror}", problem="bad_bmap"
+            name, f"cannot read the block map: {e.strerror}", problem=ProblemCode.BAD_BMAP
         ) from e
     if len(raw) > MAX_BMAP_FILE_BYTES:
-        raise ImageError(name, "the block map is implausibly large", problem="bad_bmap")
+        raise ImageError(name, "the block map is implausibly large", problem=ProblemCode.BAD_BMAP)
     if _DTD.search(raw):
         raise ImageError(
-            name, "the block map contains a DTD, which .bmap files never need", problem="bad_bmap"
+            name,
+            "the block map contains a DTD, which .bmap files never need",
+            problem=ProblemCode.BAD_BMAP,
         )
     try:
         root = ET.fromstring(raw)
     except ET.ParseError as e:
-        raise ImageError(name, f"the block map is not valid XML ({e})", problem="bad_bmap") from e
+        raise ImageError(
+            name, f"the block map is not valid XML ({e})", problem=ProblemCode.BAD_BMAP
+        ) from e
     return _parse(name, raw, root)
 
 
 def _parse(name: str, raw: bytes, root: ET.Element) -> Bmap:
     def fail(message: str) -> ImageError:
-        return ImageError(name, message, problem="bad_bmap")
+        return ImageError(name, message, problem=ProblemCode.BAD_BMAP)
 
     def number(tag: str) -> int:
         text = (root.findtext(tag) or "").strip()
@@ -135,7 +140,9 @@ def _parse(name: str, raw: bytes, root: ET.Element) -> Bmap:
 
 def _check_file_checksum(name: str, raw: bytes, kind: str, stated: str) -> None:
     if not re.fullmatch(r"[0-9a-fA-F]+", stated):
-        raise ImageError(name, "the block map's own checksum is missing", problem="bad_bmap")
+        raise ImageError(
+            name, "the block map's own checksum is missing", problem=ProblemCode.BAD_BMAP
+        )
     # The checksum is taken over the file with the checksum text replaced by ASCII zeros.
     position = raw.find(stated.encode())
     zeroed = raw[:position] + b"0" * len(stated) + raw[position + len(stated) :]
@@ -143,7 +150,7 @@ def _check_file_checksum(name: str, raw: bytes, kind: str, stated: str) -> None:
         raise ImageError(
             name,
             "the block map's own checksum does not match: it was altered or truncated",
-            problem="bad_bmap",
+            problem=ProblemCode.BAD_BMAP,
         )
 
 
@@ -153,7 +160,7 @@ def verify_bmap(io: ReadAt, bmap: Bmap, *, name: str) -> None:
         raise ImageError(
             name,
             f"the block map describes {bmap.image_size} bytes but the image has {io.size}",
-            problem="bmap_mismatch",
+            problem=ProblemCode.BMAP_MISMATCH,
         )
     if bmap.checksum_type is None:
         return
@@ -166,7 +173,7 @@ def verify_bmap(io: ReadAt, bmap: Bmap, *, name: str) -> None:
             raise ImageError(
                 name,
                 f"blocks {r.first_block}-{r.last_block} do not match the block map's checksum",
-                problem="bmap_mismatch",
+                problem=ProblemCode.BMAP_MISMATCH,
                 hint="Use the .bmap published with this exact image.",
             )
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flasher.balena.config import config_json_bytes
+from flasher.error_codes import ProblemCode
 from flasher.errors import ConfigError, ImageError
 from flasher.image.byteio import FileReader, ReadAt
 from flasher.image.inspection import (
@@ -191,7 +192,7 @@ def prepare_image(
             raise ImageError(
                 name,
                 f"cannot open: {err.strerror or err}",
-                problem="unreadable",
+                problem=ProblemCode.UNREADABLE,
                 hint="Check the path and its permissions.",
             ) from None
         base = owned
@@ -216,7 +217,7 @@ def _prepare(
         raise ImageError(
             name,
             f"the boot partition (partition {boot.number}) has no config.json",
-            problem="no_config_json",
+            problem=ProblemCode.NO_CONFIG_JSON,
             hint="Is this a balenaOS image? Flasher configures balenaOS images only; get one "
             "with 'flasher os download'.",
         )

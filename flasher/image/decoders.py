@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, Protocol, cast
 import zstandard
 from isal import igzip_lib, isal_zlib
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def corrupt(name: str, detail: str) -> ImageError:
     return ImageError(
         name,
         f"the compressed data is corrupt ({detail})",
-        problem="corrupt",
+        problem=ProblemCode.CORRUPT,
         hint="Download the image again; if it keeps failing, the file on the server is damaged.",
     )
 
@@ -169,7 +170,7 @@ def truncated(name: str, detail: str) -> ImageError:
     return ImageError(
         name,
         f"the file ends early ({detail})",
-        problem="truncated",
+        problem=ProblemCode.TRUNCATED,
         hint="The file is incomplete (an interrupted download or copy); get it again.",
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
 from flasher.image.byteio import ReadAt
@@ -144,12 +145,12 @@ class Ext4Filesystem:
         self.name = name
         sb = io.pread(SUPERBLOCK_SIZE, SUPERBLOCK_OFFSET)
         if len(sb) < SUPERBLOCK_SIZE or int.from_bytes(sb[0x38:0x3A], "little") != EXT_MAGIC:
-            self._fail("no ext2/3/4 superblock", "not_ext4")
+            self._fail("no ext2/3/4 superblock", ProblemCode.NOT_EXT4)
         self._parse_superblock(sb)
         self.descriptors = self._read_descriptors()
         self._check_pointers()
 
-    def _fail(self, message: str, problem: str = "corrupt_filesystem") -> None:
+    def _fail(self, message: str, problem: ProblemCode = ProblemCode.CORRUPT_FILESYSTEM) -> None:
         raise ImageError(self.name, message, problem=problem)
 
     def _parse_superblock(self, sb: bytes) -> None:
@@ -165,14 +166,19 @@ class Ext4Filesystem:
         self.ro_compat = u32(0x64) if rev_level else 0
         unknown = self.incompat & ~INCOMPAT_UNDERSTOOD
         if self.incompat & INCOMPAT_RECOVER:
-            self._fail("the journal needs recovery, so the bitmaps may be stale", "needs_recovery")
+            self._fail(
+                "the journal needs recovery, so the bitmaps may be stale",
+                ProblemCode.NEEDS_RECOVERY,
+            )
         if self.incompat & INCOMPAT_JOURNAL_DEV:
-            self._fail("this is an external journal device, not a filesystem", "unsupported")
+            self._fail(
+                "this is an external journal device, not a filesystem", ProblemCode.UNSUPPORTED
+            )
         if unknown:
-            self._fail(f"unsupported incompatible features 0x{unknown:x}", "unsupported")
+            self._fail(f"unsupported incompatible features 0x{unknown:x}", ProblemCode.UNSUPPORTED)
         unknown = self.ro_compat & ~RO_COMPAT_UNDERSTOOD
         if unknown:
-            self._fail(f"unsupported read-only features 0x{unknown:x}", "unsupported")
+            self._fail(f"unsupported read-only features 0x{unknown:x}", ProblemCode.UNSUPPORTED)
         self.metadata_csum = bool(self.ro_compat & RO_COMPAT_METADATA_CSUM)
         if self.metadata_csum:
             if sb[0x175] != 1:
@@ -227,7 +233,7 @@ class Ext4Filesystem:
             self._fail(
                 f"the filesystem ({self.size_bytes} bytes) is larger than its partition "
                 f"({self._io.size} bytes)",
-                "truncated",
+                ProblemCode.TRUNCATED,
             )
         self.group_count = -(-(self.blocks_count - self.first_data_block) // self.blocks_per_group)
         self.descs_per_block = self.block_size // self.desc_size
@@ -293,7 +299,7 @@ class Ext4Filesystem:
     def _read_block(self, block: int) -> bytes:
         data = self._io.pread(self.block_size, block * self.block_size)
         if len(data) != self.block_size:
-            self._fail(f"block {block} is past the end of the partition", "truncated")
+            self._fail(f"block {block} is past the end of the partition", ProblemCode.TRUNCATED)
         return data
 
     def _read_descriptors(self) -> tuple[GroupDescriptor, ...]:

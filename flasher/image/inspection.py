@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flasher.balena.config import redact_config
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, ignore_event
 from flasher.image.byteio import FileReader, ReadAt, SliceIO
@@ -167,7 +168,7 @@ def open_boot_partition(io: ReadAt, table: PartitionTable, *, name: str) -> Part
             name,
             "has no balenaOS boot partition (no resin-boot, balena-boot or flash-boot, and no "
             "partition 1)",
-            problem="no_boot_partition",
+            problem=ProblemCode.NO_BOOT_PARTITION,
             hint=_NOT_BALENA_HINT,
         )
     kind = filesystem_of(io, boot).kind
@@ -175,7 +176,7 @@ def open_boot_partition(io: ReadAt, table: PartitionTable, *, name: str) -> Part
         raise ImageError(
             name,
             f"the boot partition (partition {boot.number}) holds {kind}, not a FAT filesystem",
-            problem="boot_not_fat",
+            problem=ProblemCode.BOOT_NOT_FAT,
             hint=_NOT_BALENA_HINT,
         )
     return boot
@@ -199,14 +200,14 @@ def _json_object(fs: FatFilesystem, path: str, data: bytes) -> dict[str, Any]:
         raise ImageError(
             fs.name,
             f"{path} is not valid JSON ({err})",
-            problem="bad_manifest",
+            problem=ProblemCode.BAD_MANIFEST,
             hint="Download the image again.",
         ) from None
     if not isinstance(parsed, dict):
         raise ImageError(
             fs.name,
             f"{path} is not a JSON object",
-            problem="bad_manifest",
+            problem=ProblemCode.BAD_MANIFEST,
             hint="Download the image again.",
         )
     return parsed

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flasher.cache import sha256_file
+from flasher.error_codes import ProblemCode
 from flasher.errors import ConfigError, ImageError
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
 from flasher.image.bmap import read_bmap
@@ -154,7 +155,7 @@ def check_image(
     raise ImageError(
         str(source_path),
         f"neither the file nor its decoded image has the expected SHA-256 {expected_sha256}",
-        problem="checksum",
+        problem=ProblemCode.CHECKSUM,
         hint="The image is corrupt or not the one expected; obtain it again.",
     )
 
@@ -165,6 +166,6 @@ def refuse_unproven(report: IntegrityReport, source_path: Path) -> None:
         raise ImageError(
             str(source_path),
             "carries no integrity check of its own, so a corrupt copy would be written as good",
-            problem="no_integrity",
+            problem=ProblemCode.NO_INTEGRITY,
             hint="Give the image's expected SHA-256, or use a compressed image with checksums.",
         )

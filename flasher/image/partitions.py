@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.image.byteio import ReadAt, SliceIO
 from flasher.image.fat.filesystem import FatFilesystem, probe_fat
@@ -79,7 +80,9 @@ def read_partition_table(io: ReadAt, *, name: str) -> PartitionTable:
     """Parse the image's partition table; ImageError names anything corrupt or truncated."""
     if io.size < 512:
         raise ImageError(
-            name, f"is only {io.size} bytes, too small for a disk image", problem="truncated"
+            name,
+            f"is only {io.size} bytes, too small for a disk image",
+            problem=ProblemCode.TRUNCATED,
         )
     mbr = io.pread(512, 0)
     if mbr[510:512] != b"\x55\xaa" or probe_fat(mbr) is not None:
@@ -90,7 +93,7 @@ def read_partition_table(io: ReadAt, *, name: str) -> PartitionTable:
             raise ImageError(
                 name,
                 f"MBR entry {slot} has an invalid status byte 0x{entry[0]:02x}",
-                problem="bad_partition_table",
+                problem=ProblemCode.BAD_PARTITION_TABLE,
             )
     if any(e[2] == MBR_PROTECTIVE_TYPE for e in entries):
         return _GptReader(io, name).read()
@@ -107,7 +110,9 @@ def _read_mbr(
             continue
         if start == 0:
             raise ImageError(
-                name, f"partition {slot} starts on the MBR sector", problem="bad_partition_table"
+                name,
+                f"partition {slot} starts on the MBR sector",
+                problem=ProblemCode.BAD_PARTITION_TABLE,
             )
         parts.append(
             Partition(
@@ -145,27 +150,27 @@ def _walk_ebr_chain(
             raise ImageError(
                 name,
                 f"the logical partition chain loops back to sector {ebr_lba}",
-                problem="bad_partition_table",
+                problem=ProblemCode.BAD_PARTITION_TABLE,
             )
         seen.add(ebr_lba)
         if not base <= ebr_lba < limit:
             raise ImageError(
                 name,
                 f"an extended boot record at sector {ebr_lba} lies outside the extended partition",
-                problem="bad_partition_table",
+                problem=ProblemCode.BAD_PARTITION_TABLE,
             )
         ebr = io.pread(512, ebr_lba * 512)
         if len(ebr) < 512:
             raise ImageError(
                 name,
                 f"the extended boot record at sector {ebr_lba} is past the end of the image",
-                problem="truncated",
+                problem=ProblemCode.TRUNCATED,
             )
         if ebr[510:512] != b"\x55\xaa":
             raise ImageError(
                 name,
                 f"the extended boot record at sector {ebr_lba} has no 0x55AA signature",
-                problem="bad_partition_table",
+                problem=ProblemCode.BAD_PARTITION_TABLE,
             )
         status, _, ptype, _, rel_start, count = MBR_ENTRY.unpack_from(ebr, 446)
         if ptype != 0 and count != 0 and ptype not in MBR_EXTENDED_TYPES:
@@ -174,7 +179,7 @@ def _walk_ebr_chain(
                 raise ImageError(
                     name,
                     f"logical partition {number} lies outside the extended partition",
-                    problem="bad_partition_table",
+                    problem=ProblemCode.BAD_PARTITION_TABLE,
                 )
             yield (
                 Partition(
@@ -196,14 +201,16 @@ def _check_bounds(io: ReadAt, name: str, parts: list[Partition]) -> None:
                 name,
                 f"partition {p.number} ends at byte {p.end_bytes}, past the "
                 f"end of the image ({io.size} bytes)",
-                problem="truncated",
+                problem=ProblemCode.TRUNCATED,
                 hint="The image file is incomplete; download it again.",
             )
     data = sorted((p for p in parts if not p.is_extended), key=lambda p: p.start_bytes)
     for a, b in itertools.pairwise(data):
         if b.start_bytes < a.end_bytes:
             raise ImageError(
-                name, f"partitions {a.number} and {b.number} overlap", problem="bad_partition_table"
+                name,
+                f"partitions {a.number} and {b.number} overlap",
+                problem=ProblemCode.BAD_PARTITION_TABLE,
             )
     for c in (p for p in parts if p.is_extended):
         for p in data:
@@ -212,7 +219,7 @@ def _check_bounds(io: ReadAt, name: str, parts: list[Partition]) -> None:
                 raise ImageError(
                     name,
                     f"partition {p.number} overlaps the extended partition",
-                    problem="bad_partition_table",
+                    problem=ProblemCode.BAD_PARTITION_TABLE,
                 )
 
 
@@ -260,7 +267,7 @@ class _GptReader:
                 raise ImageError(
                     self.name,
                     f"the GPT is corrupt: primary: {primary}; backup: {backup}",
-                    problem="bad_partition_table",
+                    problem=ProblemCode.BAD_PARTITION_TABLE,
                     hint="The image is damaged; download it again.",
                 )
             header = backup
@@ -351,13 +358,13 @@ class _GptReader:
                 raise ImageError(
                     self.name,
                     f"GPT partition {number} ends before it starts",
-                    problem="bad_partition_table",
+                    problem=ProblemCode.BAD_PARTITION_TABLE,
                 )
             if first < header.first_usable or last > header.last_usable:
                 raise ImageError(
                     self.name,
                     f"GPT partition {number} lies outside the usable sectors",
-                    problem="bad_partition_table",
+                    problem=ProblemCode.BAD_PARTITION_TABLE,
                 )
             parts.append(
                 Partition(

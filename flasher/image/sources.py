@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
 from flasher.image import decoders as dec
@@ -72,7 +73,9 @@ _NESTED = (dec.GZIP_MAGIC, dec.XZ_MAGIC, dec.ZSTD_MAGIC, b"PK\x03\x04")
 
 
 def _unsupported(name: str, what: str, hint: str) -> ImageError:
-    return ImageError(name, f"this is {what}, not a disk image", problem="unsupported", hint=hint)
+    return ImageError(
+        name, f"this is {what}, not a disk image", problem=ProblemCode.UNSUPPORTED, hint=hint
+    )
 
 
 def _is_bzip2(head: bytes) -> bool:
@@ -95,14 +98,14 @@ def check_payload(name: str, head: bytes, size_bytes: int | None) -> None:
         raise ImageError(
             name,
             "the image is empty (0 bytes)",
-            problem="empty",
+            problem=ProblemCode.EMPTY,
             hint="Download or copy the image again.",
         )
     if size_bytes is not None and size_bytes < SECTOR_BYTES:
         raise ImageError(
             name,
             f"only {size_bytes} bytes: too small to hold a partition table or a filesystem",
-            problem="not_an_image",
+            problem=ProblemCode.NOT_AN_IMAGE,
         )
     if any(head.startswith(m) for m in _NESTED) or _is_bzip2(head) or _is_zstd(head):
         raise _unsupported(name, "compressed twice", "Decompress the outer layer first.")
@@ -119,7 +122,7 @@ def check_payload(name: str, head: bytes, size_bytes: int | None) -> None:
         raise ImageError(
             name,
             f"this looks like {looks}, not a disk image",
-            problem="not_an_image",
+            problem=ProblemCode.NOT_AN_IMAGE,
             hint="Check the download: a server error page may have been saved instead.",
         )
 
@@ -241,7 +244,7 @@ def _write_error(dest: Path, err: OSError) -> ImageError:
     return ImageError(
         str(dest),
         f"cannot write the unpacked image: {err.strerror}",
-        problem="unwritable",
+        problem=ProblemCode.UNWRITABLE,
         hint=hint,
     )
 
@@ -300,12 +303,16 @@ def _open_error(path: Path, err: OSError) -> ImageError:
         return ImageError(
             str(path),
             "no such file",
-            problem="not_found",
+            problem=ProblemCode.NOT_FOUND,
             hint="Check the path, or download the image first.",
         )
     if err.errno == errno.EISDIR:
-        return ImageError(str(path), "this is a folder, not an image file", problem="not_a_file")
-    return ImageError(str(path), f"cannot read the file: {err.strerror}", problem="unreadable")
+        return ImageError(
+            str(path), "this is a folder, not an image file", problem=ProblemCode.NOT_A_FILE
+        )
+    return ImageError(
+        str(path), f"cannot read the file: {err.strerror}", problem=ProblemCode.UNREADABLE
+    )
 
 
 def _head(source: ImageSource) -> bytes:
@@ -372,14 +379,14 @@ def _zip_member(path: Path, fd: int) -> ZipMember:
         raise ImageError(
             name,
             f"the zip archive's image cannot be read: {skipped[0]}",
-            problem="unsupported",
+            problem=ProblemCode.UNSUPPORTED,
             hint="Repack the image as a plain zip, gz or xz.",
         )
     listed = ", ".join(i.filename for i in infos[:5]) or "nothing"
     raise ImageError(
         name,
         f"no disk image inside the zip archive (it holds {listed})",
-        problem="no_image_in_archive",
+        problem=ProblemCode.NO_IMAGE_IN_ARCHIVE,
         hint="Use the .img file itself, or an archive that contains one.",
     )
 
@@ -401,7 +408,7 @@ def _sniff(path: Path, fd: int, size: int) -> ImageSource:
         member = _zip_member(path, fd)
         return ImageSource(path, SourceKind.ZIP, member.compressed_size, member.file_size, member)
     if head.startswith(b"PK\x05\x06"):
-        raise ImageError(name, "the zip archive is empty", problem="no_image_in_archive")
+        raise ImageError(name, "the zip archive is empty", problem=ProblemCode.NO_IMAGE_IN_ARCHIVE)
     if size >= SECTOR_BYTES and os.pread(fd, 4, size - SECTOR_BYTES) == b"koly":
         raise _unsupported(name, "an Apple disk image (.dmg)", _CONVERT_HINT)
     check_payload(name, head, size)

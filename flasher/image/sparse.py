@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
 from flasher.image.bmap import read_bmap, verify_bmap
@@ -163,7 +164,7 @@ def _from_bmap(
         raise ImageError(
             os.fspath(path),
             f"the block map describes {bmap.image_size} bytes but the image has {io.size}",
-            problem="bmap_mismatch",
+            problem=ProblemCode.BMAP_MISMATCH,
             hint="Use the .bmap published with this exact image.",
         )
     if verify:

@@ -122,7 +122,7 @@ def check(
         raise DriveRejected(
             "Flashing needs your confirmation: " + " ".join(w.message for w in warnings),
             hint="Re-run with --yes to accept these warnings.",
-            problems=[w.to_dict() for w in warnings],
+            problems=tuple(warnings),
         )
     for w in warnings:
         on_event(Log("warning", w.message, target=w.target))

@@ -129,6 +129,6 @@ def find_device(
             f"Several devices match {what}.",
             where=session.api_url,
             hint="Give the full uuid.",
-            matches=[str(r.get("uuid")) for r in rows],
+            matches=len(rows),
         )
     return RegisteredDevice.from_row(rows[0])

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import DriveGone, DriveRejected, WriteFailed
 from flasher.writer import sysblock
 from flasher.writer.filetarget import open_file_target
@@ -85,7 +86,9 @@ class TargetPolicy(Protocol):
     def open_target(self, spec: TargetSpec, log: LogFn) -> OpenTarget: ...
 
 
-def _reject(spec: TargetSpec, message: str, problem: str, hint: str | None = None) -> DriveRejected:
+def _reject(
+    spec: TargetSpec, message: str, problem: ProblemCode, hint: str | None = None
+) -> DriveRejected:
     return DriveRejected(message, hint=hint, target=spec.path, problem=problem)
 
 
@@ -123,7 +126,7 @@ class BlockDevicePolicy:
     def resolve(self, spec: TargetSpec, log: LogFn) -> str:
         """The real device node behind `spec.path`, after every check that needs no opening."""
         if not os.path.isabs(spec.path):
-            raise _reject(spec, f"{spec.path} is not an absolute path.", "not_absolute")
+            raise _reject(spec, f"{spec.path} is not an absolute path.", ProblemCode.NOT_ABSOLUTE)
         try:
             lst = os.lstat(spec.path)
         except FileNotFoundError:
@@ -140,14 +143,14 @@ class BlockDevicePolicy:
         except OSError:
             raise DriveGone(f"{spec.path} is gone.", target=spec.path) from None
         if not stat.S_ISBLK(st.st_mode):
-            raise _reject(spec, f"{spec.path} is not a block device.", "not_block_device")
+            raise _reject(spec, f"{spec.path} is not a block device.", ProblemCode.NOT_BLOCK_DEVICE)
         dev = sysblock.dev_string(st.st_rdev)
         if sysblock.is_partition(dev):
             parent = os.path.basename(os.path.dirname(sysblock.sys_path(dev)))
             raise _reject(
                 spec,
                 f"{spec.path} is a partition, not a whole disk.",
-                "partition",
+                ProblemCode.PARTITION,
                 f"Pick the whole disk, /dev/{parent}.",
             )
         use = sysblock.disk_use(dev)
@@ -155,21 +158,21 @@ class BlockDevicePolicy:
             raise _reject(
                 spec,
                 f"{spec.path} is a system disk: {'; '.join(use.reasons())}.",
-                "system",
+                ProblemCode.SYSTEM,
                 "Pick a removable card or USB drive.",
             )
         if sysblock.is_internal(dev) and not spec.allow_internal:
             raise _reject(
                 spec,
                 f"{spec.path} is an internal disk, not a removable card or USB drive.",
-                "internal",
+                ProblemCode.INTERNAL,
                 "Internal disks are written only when they are confirmed on their own.",
             )
         if dev != spec.dev:
             raise _reject(
                 spec,
                 f"{spec.path} is now device {dev}, not the {spec.dev} that was confirmed.",
-                "device_changed",
+                ProblemCode.DEVICE_CHANGED,
                 "The drive list changed; pick the drive again.",
             )
         size_bytes = sysblock.size_bytes(dev)
@@ -177,7 +180,7 @@ class BlockDevicePolicy:
             raise _reject(
                 spec,
                 f"{spec.path} now holds {size_bytes} bytes, not the {spec.size_bytes} confirmed.",
-                "size_changed",
+                ProblemCode.SIZE_CHANGED,
                 "The card may have been swapped; pick the drive again.",
             )
         serial = sysblock.read_serial(dev)
@@ -186,14 +189,14 @@ class BlockDevicePolicy:
                 spec,
                 f"{spec.path} now has serial {serial or '(none)'}, not the confirmed "
                 f"{spec.serial or '(none)'}.",
-                "serial_changed",
+                ProblemCode.SERIAL_CHANGED,
                 "The drive may have been swapped; pick the drive again.",
             )
         if sysblock.read_attr(os.path.join(sysblock.sys_path(dev), "ro")) == "1":
             raise _reject(
                 spec,
                 f"{spec.path} is write-protected.",
-                "read_only",
+                ProblemCode.READ_ONLY,
                 "Slide the SD card's lock switch to unlocked and insert it again.",
             )
         return real
@@ -211,14 +214,14 @@ class BlockDevicePolicy:
                     spec,
                     f"{mount.mountpoint} ({mount.source}) on {spec.path} cannot be unmounted: "
                     f"{os.strerror(err.errno or 0)}.",
-                    "busy",
+                    ProblemCode.BUSY,
                     "Close the programs and terminals using it, then try again.",
                 ) from None
             log(f"unmounted {mount.mountpoint}")
         left = sysblock.disk_use(spec.dev)
         if left.mounts or left.swaps:
             still = ", ".join([m.mountpoint for m in left.mounts] + list(left.swaps))
-            raise _reject(spec, f"{spec.path} is still in use: {still}.", "busy")
+            raise _reject(spec, f"{spec.path} is still in use: {still}.", ProblemCode.BUSY)
 
     def _pin(self, spec: TargetSpec, real: str) -> int:
         """An O_PATH descriptor of the checked node, proven to be the confirmed block device.
@@ -233,7 +236,9 @@ class BlockDevicePolicy:
         st = os.fstat(path_fd)
         if not stat.S_ISBLK(st.st_mode) or sysblock.dev_string(st.st_rdev) != spec.dev:
             os.close(path_fd)
-            raise _reject(spec, f"{spec.path} changed while being opened.", "device_changed")
+            raise _reject(
+                spec, f"{spec.path} changed while being opened.", ProblemCode.DEVICE_CHANGED
+            )
         return path_fd
 
     def open_target(self, spec: TargetSpec, log: LogFn) -> OpenTarget:
@@ -252,11 +257,13 @@ class BlockDevicePolicy:
                 raise _reject(
                     spec,
                     f"{spec.path} is in use by another program{by}.",
-                    "busy",
+                    ProblemCode.BUSY,
                     "Close programs using it (or deactivate its LVM/RAID volumes) and retry.",
                 ) from None
             if err.errno == errno.EROFS:
-                raise _reject(spec, f"{spec.path} is write-protected.", "read_only") from None
+                raise _reject(
+                    spec, f"{spec.path} is write-protected.", ProblemCode.READ_ONLY
+                ) from None
             if err.errno in (errno.ENOENT, errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM):
                 raise DriveGone(f"{spec.path} is gone.", target=spec.path) from None
             raise WriteFailed(
@@ -270,7 +277,9 @@ class BlockDevicePolicy:
             st = os.fstat(fd)
             # The node could have been replaced between the checks and the open.
             if sysblock.dev_string(st.st_rdev) != spec.dev or size_of(fd) != spec.size_bytes:
-                raise _reject(spec, f"{spec.path} changed while being opened.", "device_changed")
+                raise _reject(
+                    spec, f"{spec.path} changed while being opened.", ProblemCode.DEVICE_CHANGED
+                )
             target = OpenTarget(
                 path=spec.path,
                 device_path=real,

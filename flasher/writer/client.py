@@ -232,7 +232,7 @@ class _Session:
                 raise authorization_denied(code) or WriterError(
                     f"The writer helper exited before starting (exit code {code}).",
                     hint="Run with -v for details, or reinstall Flasher.",
-                    exit_code=code,
+                    helper_exit_code=code,
                     stderr=handle.diagnostics(),
                 )
             hello = decode_event(first)

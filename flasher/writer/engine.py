@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import (
     Cancelled,
     DriveGone,
@@ -71,19 +72,20 @@ def io_error(err: OSError, path: str, doing: str, offset: int | None = None) -> 
     """A typed error for an OSError on a target, naming the operation and the byte offset."""
     where = f" at byte {offset}" if offset is not None else ""
     code = err.errno or 0
-    fields: dict[str, object] = {"target": path, "errno": code}
-    if offset is not None:
-        fields["offset"] = offset
     if code in GONE_ERRNOS:
         return DriveGone(
             f"{path} disappeared while {doing}{where}.",
             hint="Check that the card and reader are firmly connected, then try again.",
-            **fields,
+            target=path,
+            errno=code,
+            offset=offset,
         )
     return WriteFailed(
         f"{path}: {os.strerror(code)} while {doing}{where}.",
         hint=_hint_for(code, path),
-        **fields,
+        target=path,
+        errno=code,
+        offset=offset,
     )
 
 
@@ -187,7 +189,7 @@ class _TargetJob:
                 f"of {self.plan.image_size_bytes}.",
                 hint="Use a larger card.",
                 target=self.target.path,
-                problem="too_small",
+                problem=ProblemCode.TOO_SMALL,
             )
 
     def write(self, feed: Feed) -> int:

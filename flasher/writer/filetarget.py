@@ -21,6 +21,7 @@ import fcntl
 import os
 import stat
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import DriveRejected
 
 PRIVATE_FILE_MODE = 0o600
@@ -109,11 +110,11 @@ def drive_not_found(path: str) -> DriveRejected:
         f"{path}: no such drive; nothing is written to a missing device path.",
         hint="Check that the card is inserted, then list the drives to find its path.",
         target=path,
-        problem="not_found",
+        problem=ProblemCode.NOT_FOUND,
     )
 
 
-def _refuse(path: str, message: str, problem: str, hint: str) -> DriveRejected:
+def _refuse(path: str, message: str, problem: ProblemCode, hint: str) -> DriveRejected:
     return DriveRejected(f"{path} {message}", hint=hint, target=path, problem=problem)
 
 
@@ -129,7 +130,7 @@ def _follow_own_link(path: str) -> str:
         raise _refuse(
             path,
             "is a symbolic link owned by another user; it is not followed.",
-            "foreign_symlink",
+            ProblemCode.FOREIGN_SYMLINK,
             "Name the file itself, in a folder only you can write to.",
         )
     return os.path.realpath(path)
@@ -142,7 +143,7 @@ def _check_sticky_owner(path: str, st: os.stat_result) -> None:
         raise _refuse(
             path,
             "belongs to another user in a shared folder; it is not overwritten.",
-            "foreign_file",
+            ProblemCode.FOREIGN_FILE,
             "Choose a file name of your own, or a folder only you can write to.",
         )
 
@@ -193,7 +194,7 @@ def open_file_target(path: str, *, create: bool, direct: bool = True) -> tuple[i
                 raise _refuse(
                     path,
                     "became a symbolic link while being opened; it is not followed.",
-                    "foreign_symlink",
+                    ProblemCode.FOREIGN_SYMLINK,
                     "Name the file itself, in a folder only you can write to.",
                 ) from None
             raise
@@ -201,7 +202,10 @@ def open_file_target(path: str, *, create: bool, direct: bool = True) -> tuple[i
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _refuse(
-                path, "is not a regular file.", "not_file", "Choose a file or a listed drive."
+                path,
+                "is not a regular file.",
+                ProblemCode.NOT_A_FILE,
+                "Choose a file or a listed drive.",
             )
         _check_sticky_owner(real, st)
         if stat.S_IMODE(st.st_mode) != PRIVATE_FILE_MODE:

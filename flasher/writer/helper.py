@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import (
     EXIT_CANCELLED,
     EXIT_ERROR,
@@ -211,7 +212,7 @@ def _fitting(
                     f"{request.image.size_bytes}.",
                     hint="Use a larger card.",
                     target=target.path,
-                    problem="too_small",
+                    problem=ProblemCode.TOO_SMALL,
                 ),
             )
         )

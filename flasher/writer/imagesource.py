@@ -16,6 +16,7 @@ import select
 import threading
 from collections.abc import Callable, Sequence
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.events import CancelToken
 from flasher.writer.plan import ALIGN_BYTES, Chunk, round_up
@@ -44,7 +45,9 @@ class Overlay:
             data = os.pread(fd, length, pos)
             if len(data) != length:
                 raise ImageError(
-                    STREAM_NAME, "the overlay is shorter than its ranges", problem="truncated"
+                    STREAM_NAME,
+                    "the overlay is shorter than its ranges",
+                    problem=ProblemCode.TRUNCATED,
                 )
             segments.append((offset, data))
             pos += length
@@ -86,7 +89,7 @@ class RandomAccessSource:
             raise ImageError(
                 STREAM_NAME,
                 f"the image file holds {actual} bytes, fewer than the {size_bytes} announced",
-                problem="truncated",
+                problem=ProblemCode.TRUNCATED,
             )
         self.fd = fd
         self.size_bytes = size_bytes
@@ -103,7 +106,7 @@ class RandomAccessSource:
                 raise ImageError(
                     STREAM_NAME,
                     f"the image ended at byte {chunk.offset + got} of {self.size_bytes}",
-                    problem="truncated",
+                    problem=ProblemCode.TRUNCATED,
                 )
             got += n
         self.overlay.apply(buf, chunk.offset, chunk.length)
@@ -174,7 +177,7 @@ class StreamSource:
             raise ImageError(
                 STREAM_NAME,
                 f"the decompressed image has sha256 {actual}, not the expected {self._expected}",
-                problem="checksum",
+                problem=ProblemCode.CHECKSUM,
                 hint="The download or the cached image is corrupt; download it again.",
             )
 
@@ -186,7 +189,7 @@ class StreamSource:
                 raise ImageError(
                     STREAM_NAME,
                     f"the image stream ended at byte {self._pos + got} of {self.size_bytes}",
-                    problem="truncated",
+                    problem=ProblemCode.TRUNCATED,
                 )
             got += n
         if self._hash is not None:

@@ -1,6 +1,7 @@
 """The writer protocol (version 1): one JSON-lines request per job, JSON-lines events back.
 
-Standard library plus flasher.errors and flasher.events only (the root helper imports it).
+Standard library plus flasher.errors, flasher.error_codes and flasher.events only (the root
+helper imports it).
 
 Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0).
 
@@ -43,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from flasher.error_codes import Action
 from flasher.errors import (
     Cancelled,
     DriveError,
@@ -71,7 +73,7 @@ MIN_CHUNK_BYTES = 1 * MiB
 MAX_CHUNK_BYTES = 64 * MiB
 
 WIRE_ERRORS: dict[str, type[FlasherError]] = {
-    cls.code: cls
+    cls.code.value: cls
     for cls in (
         DriveError,
         DriveRejected,
@@ -312,17 +314,24 @@ def decode_request(line: bytes) -> WriteRequest:
 
 def error_to_wire(err: FlasherError) -> dict[str, Any]:
     out = err.to_dict()
+    if err.action is not None:
+        out["action"] = err.action.value
     if out["code"] not in WIRE_ERRORS:
         # Keep the set closed: anything else travels as the nearest writer error.
-        out["code"] = WriterError.code
+        out["code"] = WriterError.code.value
+        details = {k: v for k, v in out.pop("details", {}).items() if k in WriterError.detail_names}
+        if details:
+            out["details"] = details
     return out
 
 
 def error_from_wire(data: Any, where: str = "error") -> FlasherError:
+    """The typed error a `to_dict()` (plus its action) described: the one decoder of errors."""
     f = Fields(data, where)
     code = f.text("code") or ""
     message = f.text("message") or ""
     hint = f.text("hint", required=False)
+    action_name = f.text("action", required=False)
     details = f.value("details", required=False) or {}
     f.done()
     cls = WIRE_ERRORS.get(code)
@@ -330,12 +339,11 @@ def error_from_wire(data: Any, where: str = "error") -> FlasherError:
         fail(f"unknown error code {code!r}")
     if not isinstance(details, dict):
         fail(f"{where}.details must be an object")
-    err = cls.__new__(cls)
-    FlasherError.__init__(err, message, hint=hint, **details)
-    if isinstance(err, ImageError):
-        err.path = str(details.get("path", ""))
-        err.problem = str(details.get("problem", "invalid"))
-    return err
+    try:
+        action = None if action_name is None else Action(action_name)
+        return cls.from_details(message, hint=hint, action=action, details=details)
+    except (ValueError, KeyError, TypeError) as err:
+        fail(f"{where}: {err}")
 
 
 # -- events -----------------------------------------------------------------------------------

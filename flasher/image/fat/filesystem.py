@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.image.byteio import ReadAt, WriteAt
 from flasher.image.fat.entries import (
@@ -84,12 +85,12 @@ class FatFilesystem:
         self.name = name
         geo = parse_boot_sector(io.pread(512, 0))
         if isinstance(geo, str):
-            raise self._error(f"not a usable FAT filesystem: {geo}", "bad_filesystem")
+            raise self._error(f"not a usable FAT filesystem: {geo}", ProblemCode.BAD_FILESYSTEM)
         end = geo.data_offset + geo.cluster_count * geo.cluster_size
         if end > io.size:
             raise self._error(
                 f"the filesystem needs {end} bytes but its partition has {io.size}",
-                "bad_filesystem",
+                ProblemCode.BAD_FILESYSTEM,
             )
         self._geo: Geometry = geo
         self._fat_cache: Fat | None = None
@@ -117,7 +118,7 @@ class FatFilesystem:
         root_label = self._listing(self._root()).label
         return root_label if root_label is not None else self._geo.bpb_label
 
-    def _error(self, message: str, problem: str) -> ImageError:
+    def _error(self, message: str, problem: ProblemCode) -> ImageError:
         hint = (
             "Run fsck.fat on the image, or download it again."
             if problem == "bad_filesystem"
@@ -162,7 +163,9 @@ class FatFilesystem:
         for offset, length in _coalesce(extents):
             chunk = self._io.pread(length, offset)
             if len(chunk) < length:
-                raise self._error("a cluster lies past the end of the partition", "bad_filesystem")
+                raise self._error(
+                    "a cluster lies past the end of the partition", ProblemCode.BAD_FILESYSTEM
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -184,9 +187,13 @@ class FatFilesystem:
             record = self._find(self._listing(d), part)
             where = "/" + "/".join(parts[: i + 1])
             if record is None:
-                raise self._error(f"{where} does not exist (looking for {path})", "not_found")
+                raise self._error(
+                    f"{where} does not exist (looking for {path})", ProblemCode.NOT_FOUND
+                )
             if not record.is_dir:
-                raise self._error(f"{where} is a file, not a directory", "not_a_directory")
+                raise self._error(
+                    f"{where} is a file, not a directory", ProblemCode.NOT_A_DIRECTORY
+                )
             d = self._chain_dir(record.first_cluster) if record.first_cluster else self._root()
         return d
 
@@ -194,7 +201,9 @@ class FatFilesystem:
         """The parent directory of `path`, its record there (None if absent) and its leaf name."""
         parts = _split(path)
         if not parts:
-            raise self._error("the root directory has no entry of its own", "is_a_directory")
+            raise self._error(
+                "the root directory has no entry of its own", ProblemCode.IS_A_DIRECTORY
+            )
         parent = self._walk(parts[:-1], path)
         return parent, self._find(self._listing(parent), parts[-1]), parts[-1]
 
@@ -219,19 +228,21 @@ class FatFilesystem:
     def read_file(self, path: str) -> bytes:
         _, record, _ = self._lookup(path)
         if record is None:
-            raise self._error(f"{path} does not exist", "not_found")
+            raise self._error(f"{path} does not exist", ProblemCode.NOT_FOUND)
         if record.is_dir:
-            raise self._error(f"{path} is a directory", "is_a_directory")
+            raise self._error(f"{path} is a directory", ProblemCode.IS_A_DIRECTORY)
         if record.size == 0:
             return b""
         if record.first_cluster == 0:
-            raise self._error(f"{path} has {record.size} bytes but no clusters", "bad_filesystem")
+            raise self._error(
+                f"{path} has {record.size} bytes but no clusters", ProblemCode.BAD_FILESYSTEM
+            )
         clusters = self._fat.chain(record.first_cluster)
         needed = -(-record.size // self._geo.cluster_size)
         if len(clusters) < needed:
             raise self._error(
                 f"{path} has {record.size} bytes but only {len(clusters)} clusters",
-                "bad_filesystem",
+                ProblemCode.BAD_FILESYSTEM,
             )
         return self._read_extents(self._extents(clusters[:needed]))[: record.size]
 
@@ -265,7 +276,7 @@ class FatFilesystem:
                 )
                 return
             if record.is_dir:
-                raise self._error(f"{path} is a directory", "is_a_directory")
+                raise self._error(f"{path} is a directory", ProblemCode.IS_A_DIRECTORY)
             old = self._fat.chain(record.first_cluster) if record.first_cluster else []
             clusters = self._resize_chain(old, len(data))
             self._write_clusters(clusters, data)
@@ -306,17 +317,19 @@ class FatFilesystem:
                     )
                 else:
                     where = "/" + "/".join(parts[: i + 1])
-                    raise self._error(f"{where} is a file, not a directory", "not_a_directory")
+                    raise self._error(
+                        f"{where} is a file, not a directory", ProblemCode.NOT_A_DIRECTORY
+                    )
 
     def remove(self, path: str) -> None:
         """Delete a file or an empty directory."""
         with self._undo_on_error():
             parent, record, _ = self._lookup(path)
             if record is None:
-                raise self._error(f"{path} does not exist", "not_found")
+                raise self._error(f"{path} does not exist", ProblemCode.NOT_FOUND)
             clusters = self._fat.chain(record.first_cluster) if record.first_cluster else []
             if record.is_dir and self._listing(self._chain_dir(record.first_cluster)).records:
-                raise self._error(f"{path} is a directory that is not empty", "not_empty")
+                raise self._error(f"{path} is a directory that is not empty", ProblemCode.NOT_EMPTY)
             self._fat.free(clusters)
             self._fat.flush(self._writer)
             deleted = []
@@ -360,7 +373,7 @@ class FatFilesystem:
         """
         problem = long_name_problem(name)
         if problem:
-            raise self._error(f"the name {name!r} {problem}", "bad_name")
+            raise self._error(f"the name {name!r} {problem}", ProblemCode.BAD_NAME)
         listing = self._listing(d)
         short = short_name_for(name, {r.short for r in listing.records})
         lfn = [] if display_short(short, 0) == name else lfn_entries(name, short)
@@ -369,7 +382,7 @@ class FatFilesystem:
         grow = 0
         if start is None:
             if d.cluster == 0:
-                raise self._error("the root directory is full", "no_space")
+                raise self._error("the root directory is full", ProblemCode.NO_SPACE)
             start = listing.end_slot
             slots_per_cluster = self._geo.cluster_size // ENTRY_SIZE
             grow = -(-(start + count - len(d.data) // ENTRY_SIZE) // slots_per_cluster)
@@ -377,7 +390,7 @@ class FatFilesystem:
             raise self._error(
                 f"not enough free space: {grow + extra_clusters} clusters needed, "
                 f"{self._fat.free_count} free",
-                "no_space",
+                ProblemCode.NO_SPACE,
             )
         return _Insert(short, lfn, start, grow, listing.end_slot)
 

@@ -12,6 +12,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.image.byteio import ReadAt, WriteAt
 
@@ -182,7 +183,7 @@ class Fat:
         return ImageError(
             self._name,
             message,
-            problem="bad_filesystem",
+            problem=ProblemCode.BAD_FILESYSTEM,
             hint="Run fsck.fat on the image, or download it again.",
         )
 
@@ -246,7 +247,7 @@ class Fat:
             raise ImageError(
                 self._name,
                 f"not enough free space: {count} clusters needed, {self.free_count} free",
-                problem="no_space",
+                problem=ProblemCode.NO_SPACE,
                 hint="Remove files from the boot partition or use smaller files.",
             )
         taken: list[int] = []
