@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from flasher.errors import DeltaRequestFailed
+from flasher.release_update.errors import DeltaRequestFailed
 
 DEFAULT_BALENA_URL = "balena-cloud.com"
 TIMEOUT_S = 59.0

@@ -23,8 +23,8 @@ from typing import Any
 
 from flasher.balena import pine
 from flasher.balena.session import BalenaSession, is_not_found
-from flasher.errors import (
-    CatalogError,
+from flasher.errors import CatalogError
+from flasher.release_update.errors import (
     ReleaseAmbiguous,
     ReleaseImageNotFound,
     ReleaseNotFound,

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 
 from flasher.balena.session import BalenaSession
-from flasher.errors import UpdateTimeout
 from flasher.release_update.delta_server import DeltaServer, delta_url_from_settings
+from flasher.release_update.errors import UpdateTimeout
 from flasher.release_update.info import Clock, describe_update, utc_now
 from flasher.release_update.model import (
     DeltaRequested,

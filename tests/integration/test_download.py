@@ -191,7 +191,7 @@ def test_balena_session_errors_become_download_errors(
     session = BalenaSession(server.url, max_retries=1, backoff_s=0.01, sleep=lambda _s: None)
     with pytest.raises(DownloadError) as caught:
         download_image(session, _request(), cache, sleep=lambda _s: None)
-    assert caught.value.fields["status"] == 503
+    assert caught.value.status == 503
     assert _leftovers(cache) == []
 
 
@@ -232,7 +232,7 @@ def test_an_error_page_is_not_stored_as_an_image(server: HttpTestServer, cache: 
     server.serve("/img.zip", b"<!DOCTYPE html><html><body>Maintenance</body></html>\n" * 20)
     with pytest.raises(DownloadError) as caught:
         _download(server, cache)
-    assert caught.value.fields["problem"] == "not_an_image"
+    assert caught.value.problem == "not_an_image"
     assert _leftovers(cache) == []
 
 

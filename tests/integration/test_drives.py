@@ -117,7 +117,7 @@ def test_drive_holding_the_source_image_is_refused(loops: LoopDevices) -> None:
     assert drive is not None
     with pytest.raises(DriveRejected) as caught:
         check_targets([drive], MiB, source)
-    assert [p["code"] for p in caught.value.fields["problems"]] == ["source_drive"]
+    assert [p.code for p in caught.value.problems] == ["source_drive"]
 
 
 @pytest.mark.root

@@ -91,7 +91,7 @@ def test_gui_file_drive_in_dev_is_rejected_by_the_shared_checks() -> None:
     drive = Drive(path=MISSING_DRIVE, size_bytes=0, is_file=True, description="new file")
     with pytest.raises(DriveRejected) as info:
         check_targets([drive], 1024)
-    assert info.value.fields["problems"][0]["code"] == "not_found"
+    assert info.value.problems[0].code == "not_found"
 
 
 def test_filesystem_type_reads_the_deepest_mount(tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_engine_open_refuses_another_users_symlink(shared_dir: Path, victim: Pat
     _as_other_user("symlink", victim, link)
     with pytest.raises(DriveRejected) as info:
         open_regular_file(str(link), size_bytes=4096, create=True)
-    assert info.value.fields["problem"] == "foreign_symlink"
+    assert info.value.problem == "foreign_symlink"
 
 
 def test_engine_open_refuses_another_users_file_in_a_sticky_folder(shared_dir: Path) -> None:
@@ -185,7 +185,7 @@ def test_engine_open_refuses_another_users_file_in_a_sticky_folder(shared_dir: P
     _as_other_user("file", theirs)
     with pytest.raises(DriveRejected) as info:
         open_regular_file(str(theirs), size_bytes=4096, create=True)
-    assert info.value.fields["problem"] == "foreign_file"
+    assert info.value.problem == "foreign_file"
     assert theirs.read_bytes() == b"theirs"
 
 

@@ -170,7 +170,7 @@ def test_node_swapped_for_a_symlink_is_refused_before_unmounting(
     spec = TargetSpec(loop.path, str(entry["dev"]), int(str(entry["size"])), str(entry["serial"]))
     with pytest.raises(DriveRejected) as caught:
         _SwappedAfterChecks(str(link)).open_target(spec, lambda _m: None)
-    assert caught.value.fields["problem"] == "device_changed"
+    assert caught.value.problem == "device_changed"
     assert os.path.ismount(mountpoint)
 
 

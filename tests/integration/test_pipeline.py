@@ -77,7 +77,7 @@ def test_an_invalid_card_hostname_is_refused_before_writing(
         pytest.raises(ConfigError) as caught,
     ):
         job.card(hostname="not a hostname")
-    assert caught.value.fields["field"] == "hostname"
+    assert caught.value.field == "hostname"
     assert list(tmp_path.glob("*.img")) == []
 
 
@@ -89,7 +89,7 @@ def test_a_card_of_an_unconfigured_job_cannot_take_a_hostname(
         pytest.raises(ConfigError) as caught,
     ):
         job.card(hostname="kiosk-01")
-    assert caught.value.fields["field"] == "hostname"
+    assert caught.value.field == "hostname"
 
 
 def test_a_raw_file_used_in_place_is_hashed_for_the_report(

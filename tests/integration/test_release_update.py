@@ -13,13 +13,6 @@ from collections.abc import Iterator
 import pytest
 
 from flasher.balena.session import BalenaSession
-from flasher.errors import (
-    ReleaseAmbiguous,
-    ReleaseImageNotFound,
-    ReleaseNotFound,
-    ReleasesNotInOneFleet,
-    UpdateTimeout,
-)
 from flasher.models import Secret
 from flasher.release_update import (
     DeltaRequested,
@@ -29,6 +22,13 @@ from flasher.release_update import (
     UpdateStatus,
     get_update_info,
     prepare_update,
+)
+from flasher.release_update.errors import (
+    ReleaseAmbiguous,
+    ReleaseImageNotFound,
+    ReleaseNotFound,
+    ReleasesNotInOneFleet,
+    UpdateTimeout,
 )
 from flasher.sandbox.server import SandboxServer
 

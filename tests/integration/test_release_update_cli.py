@@ -16,9 +16,10 @@ import pytest
 from flasher.balena.session import BalenaSession
 from flasher.cli import release_update_cmds
 from flasher.cli.main import main as flasher_main
-from flasher.errors import ApiError, AuthError, CatalogError, ReleaseNotFound
+from flasher.errors import ApiError, AuthError, CatalogError
 from flasher.models import Secret
 from flasher.release_update import get_update_info
+from flasher.release_update.errors import ReleaseNotFound
 from flasher.sandbox.server import SandboxServer
 from tests.support.fakeapi import Answer, FakeApi
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flasher.balena.session import BalenaSession
-from flasher.errors import ApiError, DeltaRequestFailed
+from flasher.errors import ApiError
 from flasher.models import Secret
 from flasher.release_update import (
     DeltaServer,
@@ -22,6 +22,7 @@ from flasher.release_update import (
     prepare_update,
 )
 from flasher.release_update.delta_server import DeltaAnswer
+from flasher.release_update.errors import DeltaRequestFailed
 from tests.support.fakeapi import Answer, FakeApi
 
 RELEASE_EXPAND = (
@@ -180,7 +181,7 @@ def test_an_error_during_a_wait_ends_it_with_that_error(
     )
     with pytest.raises(ApiError) as caught:
         prepare_update(10, 11, session=session, delta_url=api.url, wait=True, poll_interval_s=0.01)
-    assert caught.value.fields["server_message"] == "database unavailable"
+    assert caught.value.server_message == "database unavailable"
 
 
 # -- the delta server ------------------------------------------------------------------------

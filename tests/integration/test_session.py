@@ -160,7 +160,7 @@ def test_gives_up_on_5xx_after_bounded_retries(api: FakeApi) -> None:
         session.get_json("/broken")
     assert len(api.hits("/broken")) == 4
     assert len(sleeps) == 3
-    assert info.value.fields["status"] == 500
+    assert info.value.status == 500
     assert "internal" in str(info.value)
 
 
@@ -182,7 +182,7 @@ def test_total_wait_is_bounded(api: FakeApi) -> None:
     with session, pytest.raises(ApiError) as info:
         session.get_json("/busy")
     assert sleeps == []
-    assert info.value.fields["retry_after_s"] == 3600.0
+    assert info.value.retry_after_s == 3600.0
     assert len(api.hits("/busy")) == 1
 
 
@@ -207,7 +207,7 @@ def test_connection_refused_becomes_api_error_with_hint() -> None:
         session.get_json("/ping")
     assert "Cannot reach the balena API" in str(info.value)
     assert info.value.hint is not None and "--sandbox" in info.value.hint
-    assert info.value.fields["attempts"] == 3
+    assert info.value.attempts == 3
     assert len(sleeps) == 2
 
 
@@ -219,7 +219,7 @@ def test_auth_failure_becomes_auth_error_with_login_hint(
     api.reply("GET", "/private", Answer(status, "Unauthorized"))
     with session_for(api, token=token) as session, pytest.raises(AuthError) as info:
         session.get_json("/private")
-    assert info.value.fields["status"] == status
+    assert info.value.status == status
     assert info.value.hint is not None
     assert "balena login" in info.value.hint and "BALENA_API_KEY" in info.value.hint
     assert "--token" in info.value.hint
@@ -238,7 +238,7 @@ def test_other_client_errors_carry_the_server_message(api: FakeApi) -> None:
     with session_for(api) as session, pytest.raises(ApiError) as info:
         session.get_json("/bad")
     assert "Invalid device type" in str(info.value)
-    assert info.value.fields["status"] == 400
+    assert info.value.status == 400
     assert len(api.hits("/bad")) == 1
 
 

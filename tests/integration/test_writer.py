@@ -122,8 +122,8 @@ def test_verify_reports_the_offset_of_a_flipped_byte(
         finally:
             target.close()
     assert isinstance(outcome.error, VerificationFailed)
-    assert outcome.error.fields["offset"] == offset
-    assert outcome.error.fields["range_start"] <= offset < outcome.error.fields["range_end"]
+    assert outcome.error.offset == offset
+    assert outcome.error.range_start <= offset < outcome.error.range_end
 
 
 @pytest.mark.root
@@ -140,7 +140,7 @@ def test_verify_only_job_rechecks_cards_through_the_helper(
     assert ok.ok and ok.verified and ok.bytes_written == 0
     assert ok.sha256 == written[0].sha256
     assert isinstance(failed.error, VerificationFailed)
-    assert failed.error.fields["offset"] == 3 * MiB
+    assert failed.error.offset == 3 * MiB
     assert good.read(0, IMAGE_BYTES) == expected
 
 
@@ -216,7 +216,7 @@ def test_a_target_failing_mid_write_leaves_the_others_verified(
     assert [r.target for r in results] == [d.path for d in drives]
     bad, *rest = results
     assert not bad.ok and isinstance(bad.error, WriteFailed)
-    assert bad.error.fields["offset"] >= MiB
+    assert bad.error.offset >= MiB
     for result, loop in zip(rest, good, strict=True):
         assert result.ok and result.verified, result.error
         assert loop.read(0, IMAGE_BYTES) == expected

@@ -69,7 +69,7 @@ def _write(feed: ImageFeed, drive: Drive, events: list[Event] | None = None) -> 
 
 def _problem(result: TargetResult) -> str:
     assert isinstance(result.error, DriveRejected), result.error
-    return str(result.error.fields["problem"])
+    return str(result.error.problem)
 
 
 @pytest.mark.root
@@ -117,7 +117,7 @@ def test_helper_refuses_a_symlink_to_the_system_disk(tmp_path: Path) -> None:
     spec = TargetSpec(str(link), confirmed.dev, confirmed.size_bytes + 512, confirmed.serial)
     with pytest.raises(DriveRejected) as caught:
         BlockDevicePolicy().resolve(spec, lambda _m: None)
-    assert caught.value.fields["problem"] == "system"
+    assert caught.value.problem == "system"
 
 
 @pytest.mark.root
@@ -288,8 +288,8 @@ def test_helper_dying_before_hello_is_a_writer_error(feed: ImageFeed, tmp_path: 
     drive = Drive(path="/dev/sdz", size_bytes=32 * MiB, dev="8:250")
     with pytest.raises(WriterError) as caught:
         write_image(feed, [drive], launcher=launcher)
-    assert caught.value.fields["exit_code"] == 3
-    assert "broken" in caught.value.fields["stderr"]
+    assert caught.value.helper_exit_code == 3
+    assert "broken" in caught.value.stderr
 
 
 def test_helper_speaking_another_protocol_version_is_refused(

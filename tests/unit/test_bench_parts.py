@@ -149,7 +149,7 @@ def test_no_policy_ever_offers_a_system_drive_or_an_internal_disk(policy: DriveP
 def test_internal_buses_cannot_be_allowed(bus: str) -> None:
     with pytest.raises(ConfigError) as caught:
         DrivePolicy(buses=frozenset({"usb", bus}))
-    assert caught.value.fields["field"] == "bus"
+    assert caught.value.field == "bus"
 
 
 @pytest.mark.parametrize(
@@ -326,7 +326,7 @@ def test_sizes_are_read_in_decimal_or_binary_units(text: str, size_bytes: int | 
 def test_bad_sizes_name_the_option(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_size(text, "min_size")
-    assert caught.value.fields["field"] == "min_size"
+    assert caught.value.field == "min_size"
 
 
 def test_live_view_ends_with_one_line_per_slot_and_the_totals() -> None:

@@ -154,8 +154,8 @@ def test_check_targets_raises_one_rejection_listing_every_error() -> None:
     ]
     with pytest.raises(DriveRejected) as caught:
         check_targets(drives, IMAGE)
-    problems = caught.value.fields["problems"]
-    assert [(p["target"], p["code"]) for p in problems] == [
+    problems = caught.value.problems
+    assert [(p.target, p.code) for p in problems] == [
         ("/dev/sdb", "system"),
         ("/dev/sdc", "read_only"),
     ]
@@ -165,7 +165,7 @@ def test_check_targets_raises_one_rejection_listing_every_error() -> None:
 def test_check_targets_refuses_the_same_drive_twice() -> None:
     with pytest.raises(DriveRejected) as caught:
         check_targets([CARD, replace(CARD)], IMAGE)
-    assert [p["code"] for p in caught.value.fields["problems"]] == ["duplicate"]
+    assert [p.code for p in caught.value.problems] == ["duplicate"]
 
 
 def test_rejection_keeps_the_hint() -> None:

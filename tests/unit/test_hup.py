@@ -54,7 +54,7 @@ def test_refusals_name_the_rule(current: str, target: str, rule: str) -> None:
     with pytest.raises(hup.OsUpdateError) as info:
         hup.get_hup_action_type(DEVICE, current, target)
     assert info.value.rule == rule
-    assert info.value.fields == {
+    assert info.value.details() == {
         "rule": rule,
         "current": current,
         "target": target,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from flasher.error_codes import Action, DriveProblem, ProblemCode, Severity
 from flasher.errors import (
     Cancelled,
     ConfigError,
@@ -162,9 +163,16 @@ def test_event_survives_a_round_trip(event: WireEvent) -> None:
         VerificationFailed("differs at 4097", target="/dev/sdb", offset=4097, range_start=0),
         WriteFailed("I/O error", hint="try another card", offset=8192, errno=5),
         DriveGone("gone", target="/dev/sdb"),
-        DriveRejected("system disk", target="/dev/sdb", problem="system"),
+        DriveRejected("system disk", target="/dev/sdb", problem=ProblemCode.SYSTEM),
         Cancelled(),
-        ImageError("<stream>", "ended early", problem="truncated"),
+        ImageError("<stream>", "ended early", problem=ProblemCode.TRUNCATED),
+        DriveRejected(
+            "needs confirmation",
+            problems=(
+                DriveProblem("/dev/sdb", ProblemCode.LARGE, Severity.WARNING, "large", "check"),
+            ),
+            action=Action.CONFIRM_DRIVE_WARNINGS,
+        ),
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -174,11 +182,12 @@ def test_target_error_rebuilds_the_same_error_class_and_fields(error: FlasherErr
     assert type(decoded.error) is type(error)
     assert decoded.error.message == error.message
     assert decoded.error.hint == error.hint
-    assert decoded.error.fields == error.fields
+    assert decoded.error.details() == error.details()
+    assert decoded.error.action == error.action
 
 
 def test_image_error_keeps_its_path_and_problem_across_the_wire() -> None:
-    err = ImageError("<stream>", "ended early", problem="truncated")
+    err = ImageError("<stream>", "ended early", problem=ProblemCode.TRUNCATED)
     decoded = decode_event(encode_event(TargetError("/dev/sdb", err)).rstrip(b"\n"))
     assert isinstance(decoded, TargetError) and isinstance(decoded.error, ImageError)
     assert (decoded.error.path, decoded.error.problem) == ("<stream>", "truncated")
