@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flasher.cache import ImageCache, ImageMeta
+from flasher.error_codes import Action
 from flasher.errors import CatalogError, ConfigError
 from flasher.events import CancelToken, EventCallback, Phase, PhaseChanged, ignore_event
 from flasher.image.sources import SourceKind, open_source
@@ -48,9 +49,8 @@ class SourceSpec:
         if len(given) != 1:
             raise ConfigError(
                 "source",
-                "name exactly one image: a file, an http(s) URL, or --device-type",
-                hint="e.g. 'flasher flash balena.img --target …' or "
-                "'flasher flash --device-type raspberrypi4-64 --target …'",
+                "name exactly one image: a file, an http(s) URL, or a device type",
+                action=Action.NAME_IMAGE,
             )
         if self.url and urlsplit(self.url).scheme not in ("http", "https"):
             raise ConfigError("source", "URLs must start with http:// or https://")
@@ -81,7 +81,8 @@ def resolve_version(model: OsModel, slug: str, version: str) -> str:
     if found is None:
         raise CatalogError(
             f"No balenaOS version of {slug} matches {version!r}.",
-            hint=f"List them with 'flasher os versions {slug}'.",
+            hint=f"Pick one of the balenaOS versions of {slug}.",
+            action=Action.LIST_OS_VERSIONS,
             device_type=slug,
             version=version,
         )
@@ -187,7 +188,8 @@ class ImageProvider:
             if self._session_factory is None:
                 raise CatalogError(
                     "No balena API is configured for device-type downloads.",
-                    hint="Use --sandbox, or name an image file instead.",
+                    hint="Name an image file instead.",
+                    action=Action.USE_SANDBOX,
                 )
             session = self._session_factory()
             model = OsModel(session)

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from flasher.error_codes import Action
 from flasher.errors import ConfigError
 from flasher.image.network import (
     KeyfileSyntaxError,
@@ -64,7 +65,7 @@ _PROVISIONING_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 def validate_device_type(slug: str) -> None:
-    hint = "list them with 'flasher device-types'"
+    hint = "Use a slug from the list of device types."
     if not slug:
         raise ConfigError("device_type", "is required", hint=hint)
     if not _SLUG.fullmatch(slug):
@@ -81,7 +82,8 @@ def validate_os_version(version: str) -> None:
         raise ConfigError(
             "os_version",
             f"'{version}' is not a balenaOS version such as 6.5.50+rev8",
-            hint="list them with 'flasher os versions <device type>'",
+            hint="Use a version from the list of the device type's versions.",
+            action=Action.LIST_OS_VERSIONS,
         )
     if int(match.group(1)) < 2:
         raise ConfigError(
@@ -196,7 +198,7 @@ def validate_network(network: NetworkSettings) -> None:
         validate_wifi_key(network.wifi_key)
         validate_open_network(network)
     else:
-        wifi_hint = "add '--network wifi', or remove the Wi-Fi settings"
+        wifi_hint = "Set the network to Wi-Fi, or remove the Wi-Fi settings."
         if network.wifi_ssid:
             raise ConfigError("wifi_ssid", "is set but the network is ethernet", hint=wifi_hint)
         if network.wifi_key:
@@ -267,7 +269,7 @@ def validate_provisioning_key(key: Secret | None, fleet_id: int | None) -> None:
         raise ConfigError(
             "provisioning_key",
             "needs a fleet: a provisioning key only registers devices into its fleet",
-            hint="add '--fleet <ID>'",
+            hint="Give the fleet's ID too.",
         )
     if not _PROVISIONING_KEY.fullmatch(key.reveal()):
         raise ConfigError(
@@ -349,7 +351,7 @@ def _validate_provisioning(cfg: DeviceConfig, *, expect_remote_config: bool) -> 
             "fleet_id",
             f"differs from the applicationId {base_app} in the given config.json, whose keys "
             "belong to that fleet",
-            hint="drop '--fleet', or give that fleet's provisioning key",
+            hint="Leave the fleet unset, or give that fleet's provisioning key.",
         )
     has_credentials = cfg.provisioning_key is not None or any(
         _base_value(cfg.base_config, key) for key in ("apiKey", "deviceApiKey")
@@ -396,7 +398,7 @@ def validate_device_config(cfg: DeviceConfig, *, expect_remote_config: bool = Fa
         raise ConfigError(
             "development_mode",
             f"conflicts with the production balenaOS version {cfg.os_version}",
-            hint="drop '--dev', or use a development or unified (no .prod) version",
+            hint="Turn development mode off, or use a development or unified (no .prod) version.",
         )
     validate_api_url(cfg.api_url)
     _validate_provisioning(cfg, expect_remote_config=expect_remote_config)

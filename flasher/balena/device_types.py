@@ -14,6 +14,7 @@ from typing import Any
 
 from flasher.balena.pine import merge_options
 from flasher.balena.session import BalenaSession
+from flasher.error_codes import Action
 from flasher.errors import CatalogError
 from flasher.models import DeviceType
 
@@ -60,7 +61,8 @@ _SUPPORTED_FILTER: Mapping[str, Any] = {
 def invalid_device_type(name: str) -> CatalogError:
     return CatalogError(
         f"Invalid device type: {name}",
-        hint="Run 'flasher device-types' to list the valid slugs.",
+        hint="Use a device type slug from the list of device types.",
+        action=Action.LIST_DEVICE_TYPES,
         device_type=name,
     )
 

@@ -27,7 +27,8 @@ from flasher.balena.os_versions import (
     versions_from_host_apps,
 )
 from flasher.balena.pine import Options, merge_options
-from flasher.balena.session import LOGIN_HINT, BalenaSession, is_not_found
+from flasher.balena.session import BalenaSession, is_not_found
+from flasher.error_codes import Action
 from flasher.errors import CatalogError, ConfigError
 from flasher.models import OsVersion, Secret
 
@@ -204,7 +205,8 @@ class OsModel:
                 if is_not_found(err):
                     raise CatalogError(
                         f"No download size known for {slug} {version}.",
-                        hint="Check the version with 'flasher os versions'.",
+                        hint="Check the version against the list of versions.",
+                        action=Action.LIST_OS_VERSIONS,
                         device_type=slug,
                         version=version,
                     ) from None
@@ -271,7 +273,8 @@ class OsModel:
                 kind = f", and image type {image_type}" if image_type else ""
                 raise CatalogError(
                     f"No image found for device type {slug}, version {exact}{kind}.",
-                    hint="List the versions with 'flasher os versions'.",
+                    hint="Pick one of the listed versions.",
+                    action=Action.LIST_OS_VERSIONS,
                     device_type=slug,
                     version=exact,
                 ) from None
@@ -297,12 +300,14 @@ class OsModel:
                 )
         if not rows or not isinstance(rows[0].get("id"), int):
             # Private fleets are invisible to anonymous sessions, so say how to log in.
-            hint = (
-                "Check the fleet slug (org/fleet) or id, and that this account can see it."
-                if self._session.authenticated
-                else LOGIN_HINT
+            if self._session.authenticated:
+                hint = "Check the fleet slug (org/fleet) or id, and that this account can see it."
+                action = None
+            else:
+                hint, action = "Private fleets are visible only when logged in.", Action.LOG_IN
+            raise CatalogError(
+                f"Fleet not found: {fleet}", hint=hint, action=action, fleet=str(fleet)
             )
-            raise CatalogError(f"Fleet not found: {fleet}", hint=hint, fleet=str(fleet))
         return int(rows[0]["id"])
 
     def get_config(

@@ -35,6 +35,7 @@ import requests
 from flasher import __version__
 from flasher.balena import pine
 from flasher.balena.balenarc import may_carry_token, origin, saved_login_api_url
+from flasher.error_codes import Action
 from flasher.errors import ApiError, AuthError, CatalogError, ConfigError
 from flasher.http import RETRY_STATUSES, RetryPolicy, attempts_of, retry_after_s, retrying_session
 from flasher.models import Secret
@@ -59,8 +60,7 @@ logging.getLogger("urllib3.connectionpool").addFilter(_HideQueryStrings())
 DEFAULT_API_URL = "https://api.balena-cloud.com"
 PINE_PREFIX = "v7"
 
-LOGIN_HINT = "Log in with 'balena login', or set BALENA_API_KEY to an API key, or pass --token."
-NETWORK_HINT = "Check the network connection, or use --sandbox to work offline."
+NETWORK_HINT = "Check the network connection."
 
 _MAX_MESSAGE_CHARS = 300
 
@@ -232,6 +232,7 @@ class BalenaSession:
             raise ApiError(
                 f"Cannot reach the balena API at {self.api_url} ({_reason(err)}).",
                 hint=NETWORK_HINT,
+                action=Action.USE_SANDBOX,
                 url=self.api_url,
                 attempts=attempts_of(err),
             ) from None
@@ -263,8 +264,8 @@ class BalenaSession:
         if not isinstance(rows, list):
             raise ApiError(
                 f"The balena API answered {resource} with an unexpected shape.",
-                hint="Check that --api-url points at a balena API.",
                 resource=resource,
+                action=Action.CHECK_API_URL,
             )
         return [row for row in rows if isinstance(row, dict)]
 
@@ -274,8 +275,8 @@ class BalenaSession:
         except ValueError:
             raise ApiError(
                 f"The balena API answered {path} with something that is not JSON.",
-                hint="Check that --api-url points at a balena API.",
                 path=path,
+                action=Action.CHECK_API_URL,
             ) from None
 
     def _error_for(
@@ -291,7 +292,12 @@ class BalenaSession:
             else:
                 text = f"The balena API refused the credentials for {where} (HTTP {status}){detail}"
             return AuthError(
-                text, hint=LOGIN_HINT, status=status, path=where, server_message=message
+                text,
+                hint="Log in to balena with an account that may do this.",
+                action=Action.LOG_IN,
+                status=status,
+                path=where,
+                server_message=message,
             )
         if status == 404:
             return CatalogError(

@@ -89,7 +89,7 @@ def check_hostname_template(template: str, *, numbered_slots: bool) -> None:
         raise ConfigError(
             "hostname_template",
             "has no {serial}, {slot} or {n}: every card would get the same name",
-            hint="use --hostname for one name on every card",
+            hint="Give a plain hostname for one name on every card.",
         )
     sample = Slot(name="/dev/sdb", device="/dev/sdb", number=1 if numbered_slots else None)
     drive = Drive(path="/dev/sdb", size_bytes=1, serial=_SAMPLE_SERIAL)
@@ -123,7 +123,7 @@ class BenchJob:
             raise ConfigError(
                 "hostname_template",
                 "needs a configured image",
-                hint="add --device-type or configuration options",
+                hint="Name a device type or give configuration settings.",
             )
 
     def prepare(

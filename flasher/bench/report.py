@@ -18,6 +18,7 @@ from typing import Any
 
 import platformdirs
 
+from flasher.error_codes import Action
 from flasher.errors import FlasherError
 
 REPORT_ENV = "FLASHER_BENCH_REPORT"
@@ -100,7 +101,7 @@ class ReportLog:
         except OSError as err:
             raise FlasherError(
                 f"The bench report {self.path} cannot be written: {err.strerror or err}.",
-                hint="Choose another file with --report.",
+                action=Action.CHOOSE_REPORT_FILE,
             ) from None
         os.close(fd)
 
@@ -132,6 +133,7 @@ class ReportLog:
             except OSError as err:
                 raise FlasherError(
                     f"The bench report {self.path} cannot be written: {err.strerror or err}.",
-                    hint="Free some space or choose another file with --report; the station "
-                    "stopped taking cards so none goes unrecorded.",
+                    hint="Free some space; the station stopped taking cards so none goes "
+                    "unrecorded.",
+                    action=Action.CHOOSE_REPORT_FILE,
                 ) from None

@@ -17,7 +17,7 @@ from flasher.cli.context import CliContext
 from flasher.errors import ConfigError
 from flasher.models import Secret
 from flasher.supervisor.client import SupervisorClient
-from flasher.supervisor.errors import DeviceLocked, DeviceUnauthorized
+from flasher.supervisor.errors import DeviceUnauthorized
 from flasher.supervisor.transport import DirectTransport, ProxyTarget, ProxyTransport
 
 DESCRIPTION = (
@@ -110,12 +110,6 @@ def _runner(verb: device_verbs.Verb) -> Any:
             try:
                 with open_client(args, ctx) as client:
                     return verb.run(client, args, ctx)
-            except DeviceLocked as err:
-                err.hint = (
-                    "Wait for the application to release its update lock, or add --force to "
-                    "override it."
-                )
-                raise
             except DeviceUnauthorized as err:
                 err.hint = (
                     f"Use {err.expected_key}: pass it with --api-key-file, or set "

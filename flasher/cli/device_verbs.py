@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flasher.cli.context import CliContext
+from flasher.error_codes import Action
 from flasher.errors import EXIT_OK, ConfigError
 from flasher.supervisor.client import SupervisorClient
 from flasher.supervisor.errors import DeviceBadRequest
@@ -208,7 +209,8 @@ def _single_container(call: Callable[[], ActionResult]) -> ActionResult:
         return call()
     except DeviceBadRequest as err:
         if "multi-container" in err.server_message:
-            err.hint = "This app has several services: name one with --service."
+            err.hint = "This app has several services."
+            err.action = Action.NAME_SERVICE
         raise
 
 

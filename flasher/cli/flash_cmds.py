@@ -41,6 +41,7 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
+from flasher.cli.hints import cli_error_dict, cli_hint
 from flasher.cli.integrity_opts import integrity_text
 from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
 from flasher.cli.output import human_bytes, printable
@@ -218,7 +219,7 @@ def _result_dict(r: TargetResult) -> dict[str, Any]:
         "seconds": round(r.seconds, 3),
         "mb_per_s": round(rate, 1) if rate is not None else None,
         "sha256": r.sha256,
-        "error": r.error.to_dict() if r.error is not None else None,
+        "error": cli_error_dict(r.error) if r.error is not None else None,
     }
 
 
@@ -273,7 +274,8 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         else:
             message = r.error.message if r.error is not None else "failed"
             lines.append(f"  {r.target}: FAILED: {message}")
-            if r.error is not None and r.error.hint:
-                lines.append(f"    hint: {r.error.hint}")
+            hint = cli_hint(r.error) if r.error is not None else None
+            if hint:
+                lines.append(f"    hint: {hint}")
     ctx.out.result(summary, "\n".join(lines))
     return _exit_code(report.results)

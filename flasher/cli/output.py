@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from flasher.cli.hints import cli_error_dict, cli_hint
 from flasher.errors import FlasherError
 from flasher.events import Event, Log, PhaseChanged, Progress
 
@@ -91,12 +92,13 @@ class Output:
 
     def error(self, err: FlasherError) -> None:
         if self.json_mode:
-            self.json_event("error", **err.to_dict())
+            self.json_event("error", **cli_error_dict(err))
             return
         self._end_bar()
         print(f"error: {printable(err.message)}", file=self.stderr)
-        if err.hint:
-            print(f"hint: {printable(err.hint)}", file=self.stderr)
+        hint = cli_hint(err)
+        if hint:
+            print(f"hint: {printable(hint)}", file=self.stderr)
 
     def event(self, ev: Event) -> None:
         """Render a core event: a JSON line, a redrawn progress bar on a TTY, or nothing."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from flasher.errors import Cancelled, FlasherError
 from flasher.events import Event, Log, Phase, PhaseChanged, Progress
+from flasher.gui.wording import action_hint
 from flasher.writer.client import TargetResult
 
 SHARED_PHASES = (
@@ -265,7 +266,7 @@ def error_words(error: BaseException | None) -> tuple[str, str | None]:
     if error is None:
         return "The write did not finish.", None
     if isinstance(error, FlasherError):
-        return error.message, error.hint
+        return error.message, action_hint(error)
     return (
         f"Flasher hit an internal error ({type(error).__name__}).",
         "Copy the details and report them; the card may be incomplete.",

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flasher.balena.config import config_json_bytes
-from flasher.error_codes import ProblemCode
+from flasher.error_codes import Action, ProblemCode
 from flasher.errors import ConfigError, ImageError
 from flasher.image.byteio import FileReader, ReadAt
 from flasher.image.inspection import (
@@ -146,8 +146,8 @@ def check_image_matches(config: DeviceConfig, identity: ImageIdentity, *, name: 
         raise ConfigError(
             "device_type",
             f"is {config.device_type}, but {name} is a {identity.device_type} image",
-            hint=f"use '--device-type {identity.device_type}' (or leave it out), or get the "
-            f"{config.device_type} image",
+            hint=f"Set the device type to {identity.device_type} (or leave it unset), or use a "
+            f"{config.device_type} image.",
         )
     if (
         config.os_version is not None
@@ -157,7 +157,8 @@ def check_image_matches(config: DeviceConfig, identity: ImageIdentity, *, name: 
         raise ConfigError(
             "os_version",
             f"is {config.os_version}, but {name} holds balenaOS {identity.os_version}",
-            hint="leave '--version' out to configure the image as it is, or get that version",
+            hint="Leave the version unset to configure the image as it is, or use an image of "
+            "that version.",
         )
 
 
@@ -218,8 +219,8 @@ def _prepare(
             name,
             f"the boot partition (partition {boot.number}) has no config.json",
             problem=ProblemCode.NO_CONFIG_JSON,
-            hint="Is this a balenaOS image? Flasher configures balenaOS images only; get one "
-            "with 'flasher os download'.",
+            hint="Is this a balenaOS image? Flasher configures balenaOS images only.",
+            action=Action.DOWNLOAD_OS,
         )
     # An explicit config.json replaces the image's, which then need not even parse.
     image_config = read_config_json(fs) if config.base_config is None else None

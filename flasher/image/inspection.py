@@ -41,8 +41,8 @@ DEVICE_TYPE_PATH = "/device-type.json"
 OS_RELEASE_PATH = "/os-release"
 CONNECTIONS_DIR = "/system-connections"
 _NOT_BALENA_HINT = (
-    "Flasher configures balenaOS images; get one with 'flasher os download' or from the "
-    "balenaCloud dashboard."
+    "Flasher configures balenaOS images; download one for your device type, for example from "
+    "the balenaCloud dashboard."
 )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flasher.drives.constraints import Problem, check_targets
+from flasher.error_codes import Action
 from flasher.errors import ConfigError, DriveError, DriveRejected
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
 from flasher.models import Drive
@@ -53,7 +54,7 @@ def require_targets(targets: Sequence[object]) -> None:
         raise ConfigError(
             "target",
             "at least one target is required",
-            hint="Add '--target /dev/sdX' or '--target card.img'.",
+            action=Action.NAME_TARGET,
         )
 
 
@@ -90,7 +91,8 @@ def resolve_target(path: str) -> Drive:
         raise ConfigError(
             "target",
             f"{path} is neither a block device nor a regular file",
-            hint="Choose a drive from 'flasher drives' or a file path.",
+            hint="Choose a listed drive or a file path.",
+            action=Action.LIST_DRIVES,
         )
     from flasher.drives.discovery import find_drive  # udev is needed for drives only
 
@@ -98,7 +100,8 @@ def resolve_target(path: str) -> Drive:
     if drive is None:
         raise DriveError(
             f"{path} is not a drive Flasher can write.",
-            hint="Run 'flasher drives --all' to list the drives.",
+            hint="Check that the card is inserted and choose it from the drive list.",
+            action=Action.LIST_DRIVES,
         )
     return drive
 
@@ -121,7 +124,7 @@ def check(
     if warnings and not (confirm is not None and confirm(warnings)):
         raise DriveRejected(
             "Flashing needs your confirmation: " + " ".join(w.message for w in warnings),
-            hint="Re-run with --yes to accept these warnings.",
+            action=Action.CONFIRM_DRIVE_WARNINGS,
             problems=tuple(warnings),
         )
     for w in warnings:

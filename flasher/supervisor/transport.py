@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 import requests
 import urllib3.exceptions
 
-from flasher.balena.session import LOGIN_HINT, BalenaSession
+from flasher.balena.session import BalenaSession
+from flasher.error_codes import Action
 from flasher.errors import AuthError
 from flasher.models import Secret
 from flasher.supervisor.errors import DeviceError, DeviceOffline, DeviceUnreachable
@@ -371,7 +372,8 @@ class ProxyTransport:
             raise AuthError(
                 f"The balena API refused the supervisor proxy request for {path} "
                 f"(HTTP {answer.status}).",
-                hint=LOGIN_HINT,
+                hint="Log in to balena with an account that can reach this device.",
+                action=Action.LOG_IN,
                 status=answer.status,
                 path=path,
             )

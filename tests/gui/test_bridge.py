@@ -11,6 +11,7 @@ import pytest
 from PySide6.QtCore import QThread
 from pytestqt.qtbot import QtBot
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.events import CancelToken, Event, EventCallback, Log, Phase, PhaseChanged, Progress
 from flasher.gui.bridge import Bridge, Failure, Relay, Worker
@@ -60,7 +61,7 @@ def test_events_arrive_in_order_before_the_result(qtbot: QtBot) -> None:
 
 def test_a_flasher_error_arrives_as_an_expected_failure(qtbot: QtBot) -> None:
     def work(_emit: EventCallback, _cancel: CancelToken) -> None:
-        raise ImageError("x.img", "is truncated", problem="truncated")
+        raise ImageError("x.img", "is truncated", problem=ProblemCode.TRUNCATED)
 
     _events, results, failures = _collect(Bridge(), qtbot, work)
     assert results == []

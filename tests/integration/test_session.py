@@ -14,6 +14,8 @@ import pytest
 from flasher import __version__
 from flasher.balena.balenarc import saved_login_api_url
 from flasher.balena.session import BalenaSession, is_not_found
+from flasher.cli.hints import cli_hint
+from flasher.error_codes import Action
 from flasher.errors import ApiError, AuthError, CatalogError, ConfigError
 from flasher.models import Secret
 from tests.support.fakeapi import Answer, FakeApi, Recorded, closed_port_url
@@ -206,7 +208,8 @@ def test_connection_refused_becomes_api_error_with_hint() -> None:
     with session, pytest.raises(ApiError) as info:
         session.get_json("/ping")
     assert "Cannot reach the balena API" in str(info.value)
-    assert info.value.hint is not None and "--sandbox" in info.value.hint
+    assert info.value.action is Action.USE_SANDBOX
+    assert "--sandbox" in (cli_hint(info.value) or "")
     assert info.value.attempts == 3
     assert len(sleeps) == 2
 
@@ -220,9 +223,10 @@ def test_auth_failure_becomes_auth_error_with_login_hint(
     with session_for(api, token=token) as session, pytest.raises(AuthError) as info:
         session.get_json("/private")
     assert info.value.status == status
-    assert info.value.hint is not None
-    assert "balena login" in info.value.hint and "BALENA_API_KEY" in info.value.hint
-    assert "--token" in info.value.hint
+    assert info.value.action is Action.LOG_IN
+    hint = cli_hint(info.value) or ""
+    assert "balena login" in hint and "BALENA_API_KEY" in hint
+    assert "--token" in hint
     assert len(api.hits("/private")) == 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import DriveRejected
 from flasher.writer.blockdev import LogFn, OpenTarget, open_regular_file
 from flasher.writer.protocol import TargetSpec
@@ -24,8 +25,11 @@ class RegularFilePolicy:
     def open_target(self, spec: TargetSpec, log: LogFn) -> OpenTarget:
         real = os.path.realpath(spec.path)
         if not real.startswith(self.root_dir + os.sep):
+            # What the production policy says of anything that is not a disk.
             raise DriveRejected(
-                f"{spec.path} is outside the test directory.", target=spec.path, problem="outside"
+                f"{spec.path} is outside the test directory.",
+                target=spec.path,
+                problem=ProblemCode.NOT_BLOCK_DEVICE,
             )
         target = open_regular_file(real, label=spec.path)
         if target.size_bytes != spec.size_bytes:
@@ -33,7 +37,7 @@ class RegularFilePolicy:
             raise DriveRejected(
                 f"{spec.path} now holds {target.size_bytes} bytes, not {spec.size_bytes}.",
                 target=spec.path,
-                problem="size_changed",
+                problem=ProblemCode.SIZE_CHANGED,
             )
         log(f"opened test file {Path(real).name}")
         return target

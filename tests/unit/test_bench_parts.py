@@ -25,6 +25,8 @@ from flasher.bench.report import CardRecord, ReportLog
 from flasher.bench.station import StationSummary
 from flasher.cli import bench_cmds
 from flasher.cli.bench_cmds import parse_size
+from flasher.cli.hints import cli_hint
+from flasher.error_codes import Action
 from flasher.errors import ConfigError, FlasherError
 from flasher.events import Phase, PhaseChanged, Progress
 from flasher.models import Drive
@@ -255,7 +257,8 @@ def test_unwritable_report_is_refused_before_the_bench_starts(tmp_path: Path) ->
     not_a_folder.write_bytes(b"")
     with pytest.raises(FlasherError) as caught:
         ReportLog(not_a_folder / "cards.jsonl")
-    assert "--report" in (caught.value.hint or "")
+    assert caught.value.action is Action.CHOOSE_REPORT_FILE
+    assert "--report" in (cli_hint(caught.value) or "")
     assert not_a_folder.read_bytes() == b""
 
 

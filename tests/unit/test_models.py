@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from flasher.error_codes import ProblemCode
 from flasher.errors import (
     ERROR_CLASSES,
     ConfigError,
@@ -52,7 +53,9 @@ def test_config_error_names_field_and_rule() -> None:
 
 
 def test_error_dicts_are_json_ready() -> None:
-    err = ImageError("x.img", "truncated gzip stream", problem="truncated", hint="re-download")
+    err = ImageError(
+        "x.img", "truncated gzip stream", problem=ProblemCode.TRUNCATED, hint="re-download"
+    )
     data = json.loads(json.dumps(err.to_dict()))
     assert data["code"] == "image"
     assert data["details"]["problem"] == "truncated"
