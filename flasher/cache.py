@@ -33,6 +33,7 @@ from typing import Any
 
 import platformdirs
 
+from flasher.error_codes import Action
 from flasher.errors import CacheError
 from flasher.events import CancelToken, EventCallback, ignore_event
 from flasher.image.sources import SourceKind, open_source
@@ -147,9 +148,11 @@ class ImageCache:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise CacheError(
-                f"Cannot create the image cache folder {path}: {err.strerror}.",
-                hint="Set FLASHER_CACHE_DIR to a writable folder.",
+                f"Cannot create the image cache folder {path}.",
+                hint="Check that the folder can be written.",
+                action=Action.SET_CACHE_DIR,
                 path=str(path),
+                cause=err.strerror,
             ) from None
         return path
 
@@ -303,9 +306,11 @@ class ImageCache:
             except OSError as err:
                 staging.unlink(missing_ok=True)
                 raise CacheError(
-                    f"Cannot store the image in the cache ({self.root}): {err.strerror}.",
-                    hint="Free some disk space or set FLASHER_CACHE_DIR to another folder.",
+                    f"Cannot store the image in the cache ({self.root}).",
+                    hint="Free some disk space.",
+                    action=Action.SET_CACHE_DIR,
                     path=str(self.root),
+                    cause=err.strerror,
                 ) from None
         elif move:
             path.unlink(missing_ok=True)

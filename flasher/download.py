@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 import requests
 
 from flasher.cache import CacheEntry, ImageCache, ImageMeta
+from flasher.error_codes import Action
 from flasher.errors import ApiError, AuthError, Cancelled, DownloadError, ImageError
 from flasher.events import (
     CancelToken,
@@ -391,8 +392,12 @@ class _Fetch:
             except OSError as err:
                 self.discard_on_failure = True
                 raise DownloadError(
-                    f"Cannot write the download into {self.part.parent}: {err.strerror}.",
-                    hint="Free some disk space or set FLASHER_CACHE_DIR to another folder.",
+                    f"The download of {self.request.display_url} cannot be saved in the image "
+                    "cache.",
+                    hint="Free some disk space.",
+                    action=Action.SET_CACHE_DIR,
+                    url=self.request.display_url,
+                    cause=err.strerror,
                 ) from None
             except Exception:
                 self._check_cancel()  # closing the response on cancel breaks the read oddly

@@ -127,6 +127,8 @@ class Action(enum.StrEnum):
     FORCE_LOCKED_DEVICE = "force_locked_device"
     NAME_SERVICE = "name_service"
     CHOOSE_REPORT_FILE = "choose_report_file"
+    SET_CACHE_DIR = "set_cache_dir"
+    GIVE_PROVISIONING_KEY = "give_provisioning_key"
 
 
 class Severity(enum.StrEnum):

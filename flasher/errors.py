@@ -232,7 +232,14 @@ class DownloadError(FlasherError):
     `problem` found in what arrived."""
 
     code = ErrorCode.DOWNLOAD
-    detail_names: ClassVar[tuple[str, ...]] = ("url", "status", "attempts", "sha256", "problem")
+    detail_names: ClassVar[tuple[str, ...]] = (
+        "url",
+        "status",
+        "attempts",
+        "sha256",
+        "problem",
+        "cause",
+    )
 
     def __init__(
         self,
@@ -243,10 +250,12 @@ class DownloadError(FlasherError):
         attempts: int | None = None,
         sha256: str | None = None,
         problem: ProblemCode | None = None,
+        cause: str | None = None,
         hint: str | None = None,
         action: Action | None = None,
     ) -> None:
         super().__init__(message, hint=hint, action=action)
+        self.cause = cause
         self.url = url
         self.status = status
         self.attempts = attempts

@@ -89,7 +89,7 @@ def validate_os_version(version: str) -> None:
         raise ConfigError(
             "os_version",
             f"balenaOS {version} uses connman networking, which Flasher does not configure",
-            hint="use balenaOS 2.0 or later",
+            hint="Use balenaOS 2.0 or later.",
         )
 
 
@@ -126,7 +126,7 @@ def validate_wifi_key(key: Secret | str | None) -> None:
             "wifi_key",
             f"has {len(value)} characters; a WPA passphrase has "
             f"{WPA_PASSPHRASE_MIN}-{WPA_PASSPHRASE_MAX}",
-            hint="an open network has no key at all",
+            hint="An open network has no key at all.",
         )
 
 
@@ -187,7 +187,7 @@ def validate_static_ipv4(ipv4: StaticIPv4) -> None:
         raise ConfigError(
             "ipv4.gateway",
             f"{gateway} is outside the device's subnet {network}",
-            hint="check the netmask, or use the router's address on this subnet",
+            hint="Check the netmask, or use the router's address on this subnet.",
         )
     validate_dns(ipv4.dns)
 
@@ -229,7 +229,7 @@ def validate_hostname(name: str | None) -> None:
         return
     field = "hostname"
     if not name:
-        raise ConfigError(field, "is empty", hint="leave it unset to use the device's UUID")
+        raise ConfigError(field, "is empty", hint="Leave it unset to use the device's UUID.")
     if len(name) > HOSTNAME_MAX:
         raise ConfigError(field, f"has {len(name)} characters; at most {HOSTNAME_MAX}")
     if "." in name:
@@ -238,7 +238,7 @@ def validate_hostname(name: str | None) -> None:
             "must be a single name without dots; the device announces it as <name>.local",
         )
     if name.lower() != name:
-        raise ConfigError(field, "must be lowercase", hint=f"use '{name.lower()}'")
+        raise ConfigError(field, "must be lowercase", hint=f"Use '{name.lower()}'.")
     if name.startswith("-") or name.endswith("-"):
         raise ConfigError(field, "must not start or end with '-'")
     if not _HOSTNAME.fullmatch(name):
@@ -299,7 +299,7 @@ def validate_keyfile_name(name: str) -> None:
             field,
             "NetworkManager ignores files with this name (hidden, backup '~', '.pem'/'.der', "
             "or a 6-character extension such as '.ignore')",
-            hint="rename the file, e.g. without an extension",
+            hint="Rename the file, e.g. without an extension.",
         )
 
 
@@ -331,7 +331,7 @@ def _validate_keyfiles(cfg: DeviceConfig) -> None:
             raise ConfigError(
                 field,
                 "has the name of the connection Flasher generates from the network settings",
-                hint="rename the file, or drop the network options it duplicates",
+                hint="Rename the file, or drop the network options it duplicates.",
             )
         seen.add(keyfile.name)
 
@@ -360,8 +360,8 @@ def _validate_provisioning(cfg: DeviceConfig, *, expect_remote_config: bool) -> 
         raise ConfigError(
             "provisioning_key",
             "is required with a fleet: without it the device cannot register",
-            hint="pass one of the fleet's provisioning keys in the FLASHER_PROVISIONING_KEY "
-            "environment variable",
+            hint="Give one of the fleet's provisioning keys.",
+            action=Action.GIVE_PROVISIONING_KEY,
         )
 
 
@@ -374,13 +374,13 @@ def validate_open_network(network: NetworkSettings) -> None:
         raise ConfigError(
             "wifi_key",
             "is required for a Wi-Fi network, unless an open network is asked for explicitly",
-            hint="give the network's key, or choose an open network (no key) explicitly",
+            hint="Give the network's key, or choose an open network (no key) explicitly.",
         )
     if has_key and network.open_network:
         raise ConfigError(
             "wifi_key",
             "is set but an open network (no key) was asked for",
-            hint="drop the key, or do not ask for an open network",
+            hint="Drop the key, or do not ask for an open network.",
         )
 
 

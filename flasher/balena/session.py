@@ -108,7 +108,7 @@ class BalenaSession:
                 "api_url",
                 f"{self.api_url} is plain http; a token is only sent over https "
                 "(or over http to 127.0.0.1 or ::1)",
-                hint="use the API's https:// address",
+                hint="Use the API's https:// address.",
             )
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s

@@ -59,7 +59,7 @@ def render_hostname(template: str, facts: CardFacts) -> str:
         raise ConfigError(
             "hostname_template",
             f"needs a serial number, and the card in {facts.slot.label} reports none",
-            hint="use {n} (the card's number) or {slot} instead",
+            hint="Use {n} (the card's number) or {slot} instead.",
         )
     try:
         name = template.format_map(values)
@@ -83,7 +83,7 @@ def check_hostname_template(template: str, *, numbered_slots: bool) -> None:
             "hostname_template",
             f"uses {', '.join('{' + f + '}' for f in unknown)}; only {{serial}}, {{slot}} and "
             "{n} are filled in",
-            hint="e.g. 'bench-{n:04d}' or 'kiosk-{serial}'",
+            hint="For example 'bench-{n:04d}' or 'kiosk-{serial}'.",
         )
     if not fields:
         raise ConfigError(

@@ -70,13 +70,13 @@ class DrivePolicy:
     def __post_init__(self) -> None:
         for pattern in self.slots:
             if not pattern.strip():
-                raise ConfigError("slot", "is empty", hint="give a by-path glob or /dev/sdX")
+                raise ConfigError("slot", "is empty", hint="Give a by-path glob or /dev/sdX.")
         internal = sorted(self.buses & INTERNAL_BUSES)
         if internal:
             raise ConfigError(
                 "bus",
                 f"{', '.join(internal)} drives are internal disks, never bench cards",
-                hint="allow usb, mmc (the default) or the transport of your card readers",
+                hint="Allow usb, mmc (the default) or the transport of your card readers.",
             )
         if self.min_size_bytes < 0:
             raise ConfigError("min_size", "must not be negative")

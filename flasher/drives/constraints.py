@@ -215,5 +215,5 @@ def rejection(errors: Sequence[Problem]) -> DriveRejected:
         hint = errors[0].hint
     else:
         message = "Some targets cannot be written: " + " ".join(p.message for p in errors)
-        hint = "; ".join(dict.fromkeys(p.hint for p in errors if p.hint)) or None
+        hint = " ".join(dict.fromkeys(p.hint for p in errors if p.hint)) or None
     return DriveRejected(message, hint=hint, problems=tuple(errors))

@@ -24,6 +24,8 @@ DESKTOP_ACTIONS: dict[Action, str] = {
     Action.FORCE_LOCKED_DEVICE: "Or override the lock.",
     Action.NAME_SERVICE: "Choose one service of the app.",
     Action.CHOOSE_REPORT_FILE: "Choose another report file.",
+    Action.GIVE_PROVISIONING_KEY: "Enter it in the provisioning key field on the Configure page.",
+    Action.SET_CACHE_DIR: "Or start Flasher with its image cache on another disk.",
 }
 
 
