@@ -158,11 +158,7 @@ def worker_count() -> int:
 
 
 def parallel_worth_it(plan: XzPlan, workers: int) -> bool:
-    return (
-        workers > 1
-        and plan.blocks > 1
-        and plan.largest_block_bytes <= MAX_BLOCK_BYTES
-    )
+    return workers > 1 and plan.blocks > 1 and plan.largest_block_bytes <= MAX_BLOCK_BYTES
 
 
 def _index_for(block: XzBlock) -> bytes:
