@@ -114,7 +114,7 @@ class Measured:
     stderr: str
 
 
-class _TreeRss(threading.Thread):
+class TreeRss(threading.Thread):
     """Tracks the peak RSS (VmHWM) of each process in a tree; their sum bounds the tree's peak.
 
     The kernel keeps each process's high-water mark, so a slow poll (cheap on a 2-CPU machine
@@ -185,7 +185,7 @@ def run_measured(
             env=dict(env) if env is not None else None,
             cwd=cwd,
         )
-        poller = _TreeRss(proc.pid)
+        poller = TreeRss(proc.pid)
         poller.start()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
