@@ -219,6 +219,12 @@ class CardsBench:
             rss.stop()
             drain.join(timeout=5)
         results = [e for _, e in events if e["event"] == "card_result"]
+        phases: dict[str, dict[str, float]] = {}  # per card: first time of each phase
+        for at, e in events:
+            if e["event"] in ("card_inserted", "phase", "card_result") and e.get("device"):
+                name = e.get("phase") or e["event"]
+                since = at - inserted_at if inserted_at else 0.0
+                phases.setdefault(e["device"], {}).setdefault(name, round(since, 3))
         ends = [t for t, e in events if e["event"] == "card_result"]
         by_device = {r.get("device"): r for r in results}
         row: dict[str, Any] = {
@@ -238,6 +244,7 @@ class CardsBench:
                     "bytes_written": by_device.get(d.path, {}).get("bytes_written"),
                     "ok": bool(by_device.get(d.path, {}).get("ok")),
                     "verified": bool(by_device.get(d.path, {}).get("verified")),
+                    "phases_s": phases.get(d.path, {}),
                 }
                 for d, speed in zip(used, cards.speeds_mb_s, strict=True)
             ],
