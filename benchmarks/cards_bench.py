@@ -150,6 +150,7 @@ class CardsBench:
             "returncode": m.returncode,
             "peak_tree_rss_bytes": m.peak_tree_rss_bytes,
             "max_process_rss_bytes": m.max_process_rss_bytes,
+            "cpu_seconds": m.cpu_seconds,
             "load_avg_1min": os.getloadavg()[0],
             "cards": [
                 {
@@ -213,7 +214,8 @@ class CardsBench:
                     inserted_at = time.perf_counter()
                     for slot in slots:
                         slot.insert(card_bytes)
-            proc.wait()
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
         finally:
             watchdog.cancel()
             rss.stop()
@@ -234,6 +236,7 @@ class CardsBench:
             "returncode": proc.returncode,
             "seconds": (max(ends) - inserted_at) if ends and inserted_at else None,
             "peak_tree_rss_bytes": rss.peak_bytes,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "load_avg_1min": os.getloadavg()[0],
             "cards": [
                 {
@@ -302,6 +305,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "median_total_s": _median([r["seconds"] for r in runs if r["seconds"]]),
             "per_speed": per_speed,
             "peak_tree_rss_mb": max(r["peak_tree_rss_bytes"] for r in runs) / MB,
+            "median_cpu_s": _median([r["cpu_seconds"] for r in runs if "cpu_seconds" in r]),
             "all_verified": all(c["ok"] and c["verified"] and c.get("check_ok") for c in cards),
             "load_avg_1min": [round(r["load_avg_1min"], 1) for r in runs],
         }
@@ -332,8 +336,8 @@ def _cards_per_hour(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(summaries: list[dict[str, Any]]) -> str:
     lines = [
         "| mode | set | runs | total s | card s (median) by speed | vs alone | cards/h "
-        "(vs card speed) | peak RSS MB | all verified | load |",
-        "|---|---|---:|---:|---|---|---|---:|---|---|",
+        "(vs card speed) | peak RSS MB | CPU s | all verified | load |",
+        "|---|---|---:|---:|---|---|---|---:|---:|---|---|",
     ]
     for s in summaries:
         speeds = s["per_speed"]
@@ -348,9 +352,11 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
             share = s["share_of_card_speed"]
             per_hour = f"{s['cards_per_hour']:.0f} ({share:.0%})" if share else "?"
         total = f"{s['median_total_s']:.2f}" if s["median_total_s"] else "-"
+        cpu = f"{s['median_cpu_s']:.1f}" if s["median_cpu_s"] is not None else "-"
         lines.append(
             f"| {s['mode']} | {s['set']} | {s['runs']} | {total} | {times} | {ratios or '-'} "
-            f"| {per_hour} | {s['peak_tree_rss_mb']:.0f} | {'yes' if s['all_verified'] else 'NO'} "
+            f"| {per_hour} | {s['peak_tree_rss_mb']:.0f} | {cpu} "
+            f"| {'yes' if s['all_verified'] else 'NO'} "
             f"| {', '.join(map(str, s['load_avg_1min']))} |"
         )
     return "\n".join(lines)

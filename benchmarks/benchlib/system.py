@@ -112,6 +112,7 @@ class Measured:
     max_process_rss_bytes: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system, the command and every descendant it waited for
 
 
 class TreeRss(threading.Thread):
@@ -203,4 +204,5 @@ def run_measured(
         max_process_rss_bytes=usage.ru_maxrss * 1024,
         stdout=stdout.decode("utf-8", "replace"),
         stderr=stderr.decode("utf-8", "replace"),
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
     )
