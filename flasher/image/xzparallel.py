@@ -40,6 +40,7 @@ _HEADER_BYTES = 12
 _FOOTER_BYTES = 12
 _MAX_INDEX_BYTES = 16 * 1024 * 1024
 _CHECK_BYTES = {0x00: 0, 0x01: 4, 0x04: 8, 0x0A: 32}  # none, CRC-32, CRC-64, SHA-256
+_CHECK_NAMES = {0x00: "", 0x01: "CRC-32", 0x04: "CRC-64", 0x0A: "SHA-256"}
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,8 @@ def _read_exact(src: dec.Input, size: int, name: str, what: str) -> bytes:
 
 
 def _jobs(plan: XzPlan, src: dec.Input, name: str) -> Iterator[tuple[bytes, XzBlock, bytes, str]]:
-    """(stream header, block, block bytes, where) in file order, checking the bytes between
-    blocks against the plan as the reader passes them."""
+    """(stream header, block, block bytes, what a decoding error means) in file order,
+    checking the bytes between blocks against the plan as the reader passes them."""
     offset = 0
     for stream in plan.streams:
         if _read_exact(src, _HEADER_BYTES, name, "a stream header") != stream.header:
@@ -215,7 +216,9 @@ def _jobs(plan: XzPlan, src: dec.Input, name: str) -> Iterator[tuple[bytes, XzBl
         offset += _HEADER_BYTES
         for number, block in enumerate(stream.blocks):
             data = _read_exact(src, block.stored_bytes, name, f"block {number}")
-            yield stream.header, block, data, f"block {number} at byte {offset}"
+            check = _CHECK_NAMES[stream.check_id]
+            fault = f"fails its {check} check or is damaged" if check else "is damaged"
+            yield stream.header, block, data, f"block {number} at byte {offset} {fault}"
             offset += block.stored_bytes
         if _read_exact(src, len(stream.trailer), name, "the index") != stream.trailer:
             raise dec.corrupt(name, f"xz index at byte {offset} changed while reading")

@@ -135,7 +135,8 @@ def test_a_wrong_block_check_is_corrupt_and_names_the_block(
     with pytest.raises(ImageError) as caught:
         _stream(bad)
     assert caught.value.problem == "corrupt"
-    assert f"block 5 at byte {offset}" in str(caught.value)
+    check_name = {"crc32": "CRC-32", "crc64": "CRC-64", "sha256": "SHA-256"}[check]
+    assert f"block 5 at byte {offset} fails its {check_name} check" in str(caught.value)
     assert str(bad) in str(caught.value)
 
 
