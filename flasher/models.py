@@ -65,6 +65,9 @@ class NetworkSettings:
     wifi_key: Secret | None = None
     hidden: bool = False
     ipv4: StaticIPv4 | None = None
+    # A Wi-Fi network without a key must be said to be open: a key that came from nowhere
+    # (a remembered SSID, a template) would otherwise flash an open network silently.
+    open_network: bool = False
 
 
 @dataclass(frozen=True)

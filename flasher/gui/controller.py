@@ -8,9 +8,10 @@ user picked something else meanwhile) are dropped by generation counters.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,10 +19,16 @@ from PySide6.QtCore import QObject, Signal
 
 from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
-from flasher.drives.constraints import Problem, Severity
+from flasher.drives.constraints import (
+    Problem,
+    Severity,
+    check_drive,
+    rejection,
+    source_device,
+)
 from flasher.drives.monitor import DriveEvent
 from flasher.errors import Cancelled
-from flasher.events import CancelToken, Event, EventCallback
+from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
 from flasher.gui.progress import FlashState, JobProgress
 from flasher.gui.qtmodels import (
@@ -35,11 +42,13 @@ from flasher.gui.qtmodels import (
     drive_title,
     visible_versions,
 )
+from flasher.gui.wording import word_problem
 from flasher.image.inspection import ImageInfo, inspect_image
 from flasher.models import DeviceConfig, DeviceType, Drive, OsVersion
 from flasher.pipeline import FlashJob, FlashReport, run_flash
 from flasher.provider import ImageProvider, SessionFactory, SourceSpec
 from flasher.settings import Settings
+from flasher.writer.job import TargetResult
 from flasher.writer.launchers import Launcher
 
 
@@ -64,6 +73,7 @@ class Services:
     sandbox: bool = False
     device_api_url: str | None = None  # written into config.json; None: balenaCloud
     inspect: Callable[[Path], ImageInfo] = inspect_image
+    cache_dir: str | None = None  # its paths are left out of messages
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,13 @@ class FlashController(QObject):
         if self._versions_task is None:
             self._load_versions()
 
+    def clear_device_type(self) -> None:
+        """No device type chosen (a search without matches): no versions either."""
+        self._generation += 1
+        self._versions_slug = None
+        self._all_versions = []
+        self._show_versions()
+
     def reload_versions(self, slug: str) -> None:
         """Ask again for `slug`'s versions (after a failed query)."""
         self._versions_slug = None
@@ -278,6 +295,10 @@ class FlashController(QObject):
         elif failure is not None and not isinstance(failure.error, Cancelled):
             self.image_failed.emit(failure)
 
+    @property
+    def opening_image(self) -> bool:
+        return self._image_task is not None
+
     def cancel_image(self) -> None:
         if self._image_task is not None:
             self._image_task.cancel()
@@ -343,14 +364,19 @@ class FlashController(QObject):
 
     def retry_failed(self) -> None:
         """Flash again to the targets that failed; download and preparation come from cache."""
+        if self.job is not None:
+            self.retry(self.job.failed_targets)
+
+    def retry(self, paths: Sequence[str]) -> None:
+        """Flash again to those of `paths` that failed; the others keep their results."""
         if self.job is None or self._flash_task is not None or self.selection is None:
             return
         failed = set(self.job.failed_targets)
         by_path = {d.path: d for d in self.drives.drives}
-        drives = [by_path[p] for p in self.job.failed_targets if p in by_path]
+        drives = [by_path[p] for p in paths if p in failed and p in by_path]
         if not drives:
             return
-        self.job.retry([d.path for d in drives if d.path in failed])
+        self.job.retry([d.path for d in drives])
         self.failure = None
         self._run(drives)
 
@@ -372,16 +398,26 @@ class FlashController(QObject):
         def confirm(warnings: Sequence[Problem]) -> bool:
             return all((w.target, w.code) in accepted for w in warnings)
 
-        def work(emit: EventCallback, cancel: CancelToken) -> FlashReport:
-            return run_flash(
-                job,
+        def work(emit: EventCallback, cancel: CancelToken) -> Outcome:
+            # Each drive is checked on its own, so one that cannot be written fails alone and
+            # the others are written.
+            resolved = provider.obtain(job.source, on_event=emit, cancel=cancel)
+            size_bytes = os.path.getsize(resolved.raw_path)
+            refused, usable = refuse_unusable(chosen, size_bytes, str(resolved.raw_path))
+            for result in refused:
+                emit(PhaseChanged(Phase.FAILED, target=result.target))
+            if not usable:
+                return Outcome(None, tuple(refused))
+            report = run_flash(
+                replace(job, targets=tuple(d.path for d in usable)),
                 provider,
                 on_event=emit,
                 cancel=cancel,
                 confirm=confirm,
                 launcher=launcher,
-                drives=chosen,
+                drives=usable,
             )
+            return Outcome(report, tuple(refused))
 
         task = self._flash_task = self.bridge.run("flash", work)
         task.core_event.connect(self._flash_event)
@@ -399,12 +435,12 @@ class FlashController(QObject):
         else:
             self.target_changed.emit(changed)
 
-    def _flash_done(self, report: FlashReport) -> None:
+    def _flash_done(self, outcome: Outcome) -> None:
         assert self.job is not None and self._flash_task is not None
         cancelled = self._flash_task.cancel_token.cancelled
         self._flash_task = None
-        self.report = report
-        self.job.finish(report.results, cancelled=cancelled)
+        self.report = outcome.report
+        self.job.finish(outcome.results, cancelled=cancelled)
         self._finished()
 
     def _flash_failed(self, failure: Failure) -> None:
@@ -461,6 +497,43 @@ class FlashController(QObject):
                     self._session, self._catalog = None, None
             finally:
                 self._catalog_lock.release()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A flash's end: the job's report (None when no drive could be written) and the drives
+    refused by their own checks."""
+
+    report: FlashReport | None
+    refused: tuple[TargetResult, ...]
+
+    @property
+    def results(self) -> tuple[TargetResult, ...]:
+        written = self.report.results if self.report is not None else ()
+        return (*written, *self.refused)
+
+
+def refuse_unusable(
+    drives: Sequence[Drive], image_size_bytes: int, source_path: str
+) -> tuple[list[TargetResult], list[Drive]]:
+    """Check each drive alone: a failed result for each one with a blocking problem (in
+    desktop words), and the drives that may be written."""
+    refused: list[TargetResult] = []
+    usable: list[Drive] = []
+    source_dev = source_device(source_path)
+    for drive in drives:
+        problems = [
+            word_problem(p, drive, image_size_bytes)
+            for p in check_drive(
+                drive, image_size_bytes, source_dev=source_dev, source_path=source_path
+            )
+        ]
+        errors = [p for p in problems if p.severity is Severity.ERROR]
+        if errors:
+            refused.append(TargetResult(drive.path, False, error=rejection(errors)))
+        else:
+            usable.append(drive)
+    return refused, usable
 
 
 def apply_config_to_settings(settings: Settings, config: DeviceConfig) -> None:

@@ -2,7 +2,7 @@
 the job's state machine, and the words and numbers the Progress page shows.
 
 Pure Python (no Qt), so the rules are tested without a window. Imports flasher.events,
-flasher.errors and the writer's TargetResult value only.
+flasher.errors, the writer's TargetResult value and the GUI's wording table only.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from flasher.errors import Cancelled, FlasherError
 from flasher.events import Event, Log, Phase, PhaseChanged, Progress
+from flasher.gui.wording import desktop_hint, desktop_message
 from flasher.writer.client import TargetResult
 
 SHARED_PHASES = (
@@ -260,12 +261,16 @@ def shared_line(job: JobProgress) -> str:
     return " · ".join(parts)
 
 
-def error_words(error: BaseException | None) -> tuple[str, str | None]:
-    """The headline and next step for an error; an unexpected one is called what it is."""
+def error_words(
+    error: BaseException | None, *, from_url: bool = False, cache_dir: str | None = None
+) -> tuple[str, str | None]:
+    """The headline and next step for an error, in desktop words (no command-line options, no
+    cache paths, a hint about the URL when the source is one); an unexpected error is called
+    what it is."""
     if error is None:
         return "The write did not finish.", None
     if isinstance(error, FlasherError):
-        return error.message, error.hint
+        return desktop_message(error.message, cache_dir), desktop_hint(error, from_url=from_url)
     return (
         f"Flasher hit an internal error ({type(error).__name__}).",
         "Copy the details and report them; the card may be incomplete.",

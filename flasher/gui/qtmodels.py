@@ -29,6 +29,7 @@ from flasher.drives.constraints import Problem, Severity, check_drive
 from flasher.drives.monitor import DriveAction, DriveEvent
 from flasher.gui.progress import human_bytes
 from flasher.gui.theme import drive_icon, icon
+from flasher.gui.wording import word_problem
 from flasher.models import DeviceType, Drive, OsVersion
 
 Index = QModelIndex | QPersistentModelIndex
@@ -93,7 +94,7 @@ class DeviceTypeModel(_HeadedTableModel):
         if role == ValueRole:
             return item
         if role == SearchRole:
-            return " ".join((item.name, item.slug, *item.aliases, item.arch)).lower()
+            return " ".join((item.name, item.slug, *item.aliases)).lower()
         return None
 
 
@@ -110,7 +111,8 @@ class _Filter(QSortFilterProxyModel):
 
 
 class DeviceTypeFilter(_Filter):
-    """Keeps rows whose name, slug, aliases or architecture contain every typed word."""
+    """Keeps rows whose name, slug or aliases contain every typed word (or whose architecture
+    starts with it)."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -121,8 +123,16 @@ class DeviceTypeFilter(_Filter):
 
     def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:
         model = self.sourceModel()
-        haystack = str(model.data(model.index(source_row, 0, source_parent), SearchRole))
-        return all(term in haystack for term in self._terms)
+        index = model.index(source_row, 0, source_parent)
+        haystack = str(model.data(index, SearchRole))
+        item = model.data(index, ValueRole)
+        arch = item.arch.lower() if isinstance(item, DeviceType) else ""
+        return all(term in haystack or _names_arch(term, arch) for term in self._terms)
+
+
+def _names_arch(term: str, arch: str) -> bool:
+    """ "aarch", "armv7" find an architecture; a digit alone ("4" for a Pi 4) does not."""
+    return term[:1].isalpha() and arch.startswith(term)
 
 
 @dataclass(frozen=True)
@@ -264,6 +274,7 @@ class DriveModel(_HeadedTableModel):
     selection_changed = Signal()
     confirmation_needed = Signal(object)  # the Drive
     drive_removed = Signal(object)  # a checked Drive that disappeared
+    file_refused = Signal(str)  # why a file target cannot be added
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -275,7 +286,11 @@ class DriveModel(_HeadedTableModel):
     # --- content ------------------------------------------------------------------------------
 
     def _problems(self, drive: Drive) -> tuple[Problem, ...]:
-        return tuple(check_drive(drive, self._image_size_bytes, source_path=self._source_path))
+        size = self._image_size_bytes
+        return tuple(
+            word_problem(p, drive, size)
+            for p in check_drive(drive, size, source_path=self._source_path)
+        )
 
     def set_image(self, size_bytes: int | None, source_path: str | None) -> None:
         """The image about to be written (its size and file), to recheck every drive."""
@@ -317,8 +332,16 @@ class DriveModel(_HeadedTableModel):
             self.selection_changed.emit()
 
     def add_file_target(self, path: str) -> None:
-        """A regular file to write the image into ("Save to image file…"), selected."""
+        """A regular file to write the image into ("Save to image file…"), selected; a path in
+        a folder that does not exist is refused here, before anything is written."""
         path = os.path.abspath(path)
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            self.file_refused.emit(f"The folder {folder} does not exist.")
+            return
+        if os.path.isdir(path):
+            self.file_refused.emit(f"{path} is a folder; choose a file name in it.")
+            return
         size = os.path.getsize(path) if os.path.isfile(path) else 0
         self.add(
             Drive(path=path, size_bytes=size, is_file=True, description="Image file"), checked=True

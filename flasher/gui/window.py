@@ -82,11 +82,17 @@ class MainWindow(QMainWindow):
         nav = QHBoxLayout(self.nav)
         nav.setContentsMargins(0, 0, 0, 0)
         self.summary = note("", self.nav)
+        # Why Next is disabled, always said next to it.
+        self.why = QLabel(self.nav)
+        self.why.setWordWrap(True)
+        self.why.setAccessibleName("why Next is disabled")
+        self.why.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.back = QPushButton("&Back", self.nav)
         self.next = QPushButton("&Next", self.nav)
         self.back.clicked.connect(self.go_back)
         self.next.clicked.connect(self.go_next)
         nav.addWidget(self.summary, 1)
+        nav.addWidget(self.why, 1)
         nav.addWidget(self.back)
         nav.addWidget(self.next)
         layout.addWidget(self.nav)
@@ -174,17 +180,25 @@ class MainWindow(QMainWindow):
         if current == TARGETS:
             self.next.setText("&Flash…")
             self.next.setIcon(icon("flash"))
-            self.next.setEnabled(self.targets_page.is_complete())
         else:
             self.next.setText("&Next")
             self.next.setIcon(QIcon())
-            ready = {
-                OS: self.os_page.selection() is not None,
-                CONFIGURE: self.configure_page.is_valid(),
-            }.get(current, False)
-            self.next.setEnabled(ready)
+        why = self.next_blocker()
+        self.next.setEnabled(current != PROGRESS and why is None)
+        self.why.setText(why or "")
+        self.why.setVisible(bool(why))
+        self.next.setToolTip(why or "")
         self.next.setDefault(True)
         self.summary.setText(self._summary())
+
+    def next_blocker(self) -> str | None:
+        """What keeps Next (or Flash) disabled on the current page, in one sentence."""
+        blocker = {
+            OS: self.os_page.blocker,
+            CONFIGURE: self.configure_page.blocker,
+            TARGETS: self.targets_page.blocker,
+        }.get(self._current())
+        return blocker() if blocker is not None else None
 
     def _summary(self) -> str:
         parts = []

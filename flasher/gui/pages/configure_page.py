@@ -33,7 +33,14 @@ from PySide6.QtWidgets import (
 
 from flasher.errors import ConfigError
 from flasher.gui.controller import Selection
-from flasher.gui.pages.fields import FieldSet, parse_dns, parse_fleet_id, read_keyfile
+from flasher.gui.pages.fields import (
+    FieldSet,
+    error_text,
+    field_key,
+    parse_dns,
+    parse_fleet_id,
+    read_keyfile,
+)
 from flasher.gui.theme import em, icon
 from flasher.gui.widgets import FieldError, SecretEdit, heading, note
 from flasher.models import (
@@ -77,6 +84,7 @@ class ConfigurePage(QWidget):
         super().__init__(parent)
         self._api_url = device_api_url
         self._selection: Selection | None = None
+        self._key_forgotten = False
         self.keyfiles: list[Keyfile] = []
         self.fields = FieldSet()
         outer = QVBoxLayout(self)
@@ -140,18 +148,23 @@ class ConfigurePage(QWidget):
             lambda: validate_wifi_ssid(self.ssid_edit.text()),
         )
         self.key_edit = SecretEdit(group)
-        self.key_edit.setPlaceholderText("empty for an open network")
+        self.key_edit.setPlaceholderText("the network's password")
         self.key_edit.setAccessibleName("Wi-Fi key")
-        self.key_error = self._row(
-            form,
-            "&Key:",
-            self.key_edit,
-            "key",
-            lambda: validate_wifi_key(Secret(self.key_edit.text())),
-        )
+        self.key_error = self._row(form, "&Key:", self.key_edit, "key", self._check_key)
+        self.open_check = QCheckBox("O&pen network (no password)", group)
+        self.open_check.toggled.connect(self._open_toggled)
         self.hidden_check = QCheckBox("&Hidden network", group)
-        form.addRow("", self.hidden_check)
-        self.wifi_widgets: list[QWidget] = [self.ssid_edit, self.key_edit, self.hidden_check]
+        checks = QHBoxLayout()
+        checks.addWidget(self.open_check)
+        checks.addWidget(self.hidden_check)
+        checks.addStretch(1)
+        form.addRow("", checks)
+        self.wifi_widgets: list[QWidget] = [
+            self.ssid_edit,
+            self.key_edit,
+            self.open_check,
+            self.hidden_check,
+        ]
         self.ethernet_radio.toggled.connect(self._network_changed)
         return group
 
@@ -256,7 +269,7 @@ class ConfigurePage(QWidget):
             "Provisioning ke&y:",
             self.provisioning_edit,
             "provisioning",
-            lambda: validate_provisioning_key(self._provisioning_key(), 1),
+            self._check_provisioning,
         )
         group.toggled.connect(lambda _on: self._edited("fleet_group"))
         return group
@@ -314,6 +327,16 @@ class ConfigurePage(QWidget):
         text = self.provisioning_edit.text().strip()
         return Secret(text) if text else None
 
+    def _check_provisioning(self) -> None:
+        key = self._provisioning_key()
+        if key is None:
+            raise ConfigError(
+                "provisioning_key",
+                "is required to register in a fleet: copy one from the fleet's page in the "
+                "balena dashboard (Add device)",
+            )
+        validate_provisioning_key(key, 1)
+
     def _check_gateway(self) -> None:
         gateway = validate_ipv4_address(self.gateway_edit.text(), "ipv4.gateway")
         try:
@@ -327,6 +350,31 @@ class ConfigurePage(QWidget):
             )
         )
 
+    def _check_key(self) -> None:
+        """An empty key is an open network only when the user said so: a key that was not
+        remembered must not flash an open network silently."""
+        if self.open_check.isChecked():
+            return
+        key = self.key_edit.text()
+        if not key:
+            if self._key_forgotten:
+                raise ConfigError(
+                    "wifi_key",
+                    f"for “{self.ssid_edit.text()}” was not remembered: type it again, or tick "
+                    "“Open network” if it has no password",
+                )
+            raise ConfigError(
+                "wifi_key",
+                "is required: type the network's password, or tick “Open network” if it has none",
+            )
+        validate_wifi_key(Secret(key))
+
+    def _open_toggled(self, on: bool) -> None:
+        if on:
+            self.key_edit.clear()
+        self.key_edit.setEnabled(not on and self.wifi_radio.isChecked())
+        self._edited("key")
+
     def _check_keyfiles(self) -> None:
         for keyfile in self.keyfiles:
             validate_keyfile(keyfile)
@@ -335,6 +383,7 @@ class ConfigurePage(QWidget):
         wifi = self.wifi_radio.isChecked()
         for widget in self.wifi_widgets:
             widget.setEnabled(wifi)
+        self.key_edit.setEnabled(wifi and not self.open_check.isChecked())
         self.fields.set_active("ssid", wifi)
         self.fields.set_active("key", wifi)
         self._edited("network")
@@ -429,8 +478,13 @@ class ConfigurePage(QWidget):
         self.remember_check.setChecked(settings.remember_secrets)
         self.key_edit.setText(settings.wifi_key or "")
         self.provisioning_edit.setText(settings.provisioning_key or "")
-        # Restored values are judged when the user edits them or moves on, not at start.
+        self._key_forgotten = bool(settings.wifi_ssid) and not settings.wifi_key
+        # Restored values are judged when the user edits them or moves on, not at start; a
+        # Wi-Fi key that was not remembered is asked for at once.
         self.fields.clear_touched()
+        if wifi and self._key_forgotten:
+            self.fields.touch("key")
+            self.fields.refresh()
 
     def validate_all(self) -> bool:
         """Show every field's error; True when the settings can be written."""
@@ -448,7 +502,21 @@ class ConfigurePage(QWidget):
         return True
 
     def is_valid(self) -> bool:
-        return not self.configure_check.isChecked() or self.fields.all_valid()
+        return self.blocker() is None
+
+    def blocker(self) -> str | None:
+        """Why Next would refuse, in the words shown under the field; None when it would not."""
+        if not self.configure_check.isChecked():
+            return None
+        problem = self.fields.first_problem()
+        if problem is not None:
+            return problem
+        try:
+            self.config()
+        except ConfigError as err:
+            key = field_key(err.field)
+            return error_text(key, err) if key else str(err)
+        return None
 
     def config(self) -> DeviceConfig | None:
         """The settings as a validated DeviceConfig; None to write the image as it is."""
@@ -460,6 +528,8 @@ class ConfigurePage(QWidget):
         ):
             return None
         wifi = self.wifi_radio.isChecked()
+        if wifi:
+            self._check_key()
         key = self.key_edit.text()
         ipv4 = None
         if self.ip_group.isChecked():
@@ -475,6 +545,7 @@ class ConfigurePage(QWidget):
             wifi_key=Secret(key) if wifi and key else None,
             hidden=wifi and self.hidden_check.isChecked(),
             ipv4=ipv4,
+            open_network=wifi and self.open_check.isChecked(),
         )
         fleet = self.fleet_group.isChecked()
         config = DeviceConfig(

@@ -57,6 +57,7 @@ _PREDICATE_START = {
     "only",
     "conflicts",
     "cannot",
+    "for",
     "was",
 }
 
@@ -140,8 +141,13 @@ class FieldSet:
             field.error.show_error(problem if field.touched else None)
         return ok
 
-    def all_valid(self) -> bool:
-        return all(self._run(key) is None for key in self._fields)
+    def first_problem(self) -> str | None:
+        """The first active field's error, touched or not (why Next is disabled)."""
+        for key in self._fields:
+            problem = self._run(key)
+            if problem is not None:
+                return problem
+        return None
 
     def show_for(self, core_field: str, err: ConfigError) -> bool:
         """Show a whole-config error under its field; False if no field matches."""

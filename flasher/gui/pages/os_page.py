@@ -63,6 +63,7 @@ class OsPage(QWidget):
         super().__init__(parent)
         self.controller = controller
         self._choice: ImageChoice | None = None
+        self._catalog_size_bytes: int | None = None
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Choose the operating system", self))
         kinds = QHBoxLayout()
@@ -260,12 +261,25 @@ class OsPage(QWidget):
         return True
 
     def _search_changed(self, text: str) -> None:
+        """Typing picks the first match; nothing is picked before the user types or clicks
+        (the first launch), and a search that matches nothing says so and drops the version."""
         proxy = self.controller.device_type_filter
         proxy.set_search(text)
         current = self.device_view.currentIndex()
+        if proxy.rowCount() == 0 and self.controller.device_types.rowCount():
+            self.device_view.setCurrentIndex(proxy.index(-1, -1))
+            self.controller.clear_device_type()
+            self.catalog_status.setText(f"No device type matches “{text.strip()}”.")
+            self.catalog_status.show()
+            self.changed.emit()
+            return
+        if self.controller.device_types.rowCount():
+            self.catalog_status.hide()
         if (
-            not current.isValid() or not self.device_view.selectionModel().isSelected(current)
-        ) and proxy.rowCount() > 0:
+            text.strip()
+            and (not current.isValid() or not self.device_view.selectionModel().isSelected(current))
+            and proxy.rowCount() > 0
+        ):
             self.device_view.setCurrentIndex(proxy.index(0, 0))
 
     def current_device_type(self) -> DeviceType | None:
@@ -308,6 +322,7 @@ class OsPage(QWidget):
         if version is not None and version.known_issue:
             self.known_issue.setText(f"⚠ Known issue: {version.known_issue}")
         self.size_label.clear()
+        self._catalog_size_bytes = None
         if version is not None and device is not None:
             self.size_label.setText("…")
             self.controller.fetch_download_size(device.slug, version.raw_version)
@@ -316,6 +331,8 @@ class OsPage(QWidget):
         self.changed.emit()
 
     def _download_size(self, size: int | None) -> None:
+        # The API's figure is the image's size: drives smaller than it are marked too small.
+        self._catalog_size_bytes = size
         self.size_label.setText(f"about {human_bytes(size)}" if size else "size unknown")
 
     def _catalog_failed(self, failure: Failure) -> None:
@@ -438,6 +455,22 @@ class OsPage(QWidget):
 
     # --- what the window asks ---------------------------------------------------------------
 
+    def blocker(self) -> str | None:
+        """Why Next is disabled on this page; None when a source is chosen."""
+        if self.selection() is not None:
+            return None
+        if self.catalog_radio.isChecked():
+            if self.current_device_type() is None:
+                return "Choose a device type."
+            if not self.controller.versions.rowCount():
+                return "No version matches these options."
+            return "Choose a balenaOS version."
+        if self.controller.opening_image:
+            return "Opening the image…"
+        if self.file_radio.isChecked():
+            return "Choose an image file."
+        return "Type the image's URL and press Download."
+
     def selection(self) -> Selection | None:
         if self.catalog_radio.isChecked():
             device, version = self.current_device_type(), self.current_version()
@@ -449,7 +482,11 @@ class OsPage(QWidget):
                 development=self.dev_check.isChecked(),
             )
             return Selection(
-                spec, device.slug, version.raw_version, f"{device.name} · {version_label(version)}"
+                spec,
+                device.slug,
+                version.raw_version,
+                f"{device.name} · {version_label(version)}",
+                image_size_bytes=self._catalog_size_bytes,
             )
         choice = self._choice
         if choice is None:

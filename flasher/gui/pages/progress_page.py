@@ -199,7 +199,7 @@ class ProgressPage(QWidget):
             if card is None:
                 card = self.cards[status.path] = TargetCard(status, drives.get(status.path), self)
                 card.details_requested.connect(self.details_requested)
-                card.retry_requested.connect(lambda _p: self.controller.retry_failed())
+                card.retry_requested.connect(lambda p: self.controller.retry([p]))
                 self.card_layout.insertWidget(self.card_layout.count() - 1, card)
             card.update_from(status, running=True)
         self.banner.hide()
