@@ -148,9 +148,10 @@ class JobProgress:
                 status.result = result
                 status.phase = Phase.DONE if result.ok else Phase.FAILED
         ok = all(t.result is not None and t.result.ok for t in self.targets.values())
+        errors = [t.result.error for t in self.targets.values() if t.result and not t.result.ok]
         if ok:
             self.state = FlashState.DONE
-        elif cancelled or all(isinstance(r.error, Cancelled) for r in results if not r.ok):
+        elif cancelled or all(isinstance(e, Cancelled) for e in errors):
             self.state = FlashState.CANCELLED
         else:
             self.state = FlashState.FAILED
