@@ -138,3 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         controller.shutdown()
         backend.close()
+
+
+if __name__ == "__main__":  # python -m flasher.gui.app, as flasher-gui
+    sys.exit(main())

@@ -45,11 +45,16 @@ def note(text: str = "", parent: QWidget | None = None) -> QLabel:
 class FieldError(QLabel):
     """The rule a field breaks, right under it; hidden while the field is fine."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, reserve: bool = False) -> None:
         super().__init__(parent)
         self.setWordWrap(True)
         tint(self, QPalette.ColorRole.WindowText, Accent.ERROR)
         self.setAccessibleName("field error")
+        if reserve:
+            # The line stays reserved while hidden, so fields do not jump as errors come and go.
+            policy = self.sizePolicy()
+            policy.setRetainSizeWhenHidden(True)
+            self.setSizePolicy(policy)
         self.hide()
 
     def show_error(self, text: str | None) -> None:

@@ -98,7 +98,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.nav)
         self.setCentralWidget(central)
         self.setMinimumSize(em(self, 44), em(self, 30))
-        self.resize(em(self, 58), em(self, 40))
+        self.resize(em(self, 60), em(self, 44))
         for page in (self.os_page, self.configure_page, self.targets_page):
             page.changed.connect(self._update_nav)
         self.os_page.details_requested.connect(self.show_failure)

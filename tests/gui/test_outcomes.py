@@ -26,6 +26,8 @@ from tests.support.loopdev import LoopDevices, require_loop
 
 MiB = 1024 * 1024
 BIG_IMAGE_BYTES = 1024 * MiB
+# Larger than the catalog's size estimate for the default Raspberry Pi 4 release (371.5 MB).
+CARD_BYTES = 512 * MiB
 
 
 @pytest.fixture
@@ -161,7 +163,7 @@ def test_flash_to_a_loop_device_through_the_writer_helper(
 ) -> None:
     require_loop()
     with LoopDevices(tmp_path) as loops:
-        loop = loops.create(256 * MiB)
+        loop = loops.create(CARD_BYTES)
         app = make_app(launcher=DirectLauncher())
         app.to_configure()
         app.type_into(app.window.configure_page.hostname_edit, "kiosk")

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -67,7 +68,34 @@ from flasher.validation import (
 )
 
 
-def _form(group: QGroupBox) -> QFormLayout:
+def _expander(title: str, parent: QWidget) -> tuple[QCheckBox, QWidget, QWidget]:
+    """A tick box with a framed body that shows only while it is ticked: advanced parts stay
+    one line until they are wanted, so the page fits the window. Returns the box, the whole
+    part and the body to fill."""
+    part = QWidget(parent)
+    column = QVBoxLayout(part)
+    column.setContentsMargins(0, 0, 0, 0)
+    check = QCheckBox(title, part)
+    body = QFrame(part)
+    body.setFrameShape(QFrame.Shape.StyledPanel)
+    column.addWidget(check)
+    column.addWidget(body)
+    body.hide()
+    check.toggled.connect(body.setVisible)
+    return check, part, body
+
+
+def _two_forms(body: QWidget) -> tuple[QFormLayout, QFormLayout]:
+    """Two form columns side by side: an expanded group stays two rows high."""
+    row = QHBoxLayout(body)
+    forms = (QFormLayout(), QFormLayout())
+    for form in forms:
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        row.addLayout(form, 1)
+    return forms
+
+
+def _form(group: QWidget) -> QFormLayout:
     form = QFormLayout(group)
     form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
     # In a narrow window a label goes above its field rather than squeezing it.
@@ -107,13 +135,13 @@ class ConfigurePage(QWidget):
         grid.setContentsMargins(0, 0, em(self, 0.5), 0)
         grid.setHorizontalSpacing(em(self, 1.2))
         grid.addWidget(self._network_group(), 0, 0)
-        grid.addWidget(self._ip_group(), 1, 0)
         grid.addWidget(self._device_group(), 0, 1)
-        grid.addWidget(self._fleet_group(), 1, 1)
-        grid.addWidget(self._keyfile_group(), 2, 0, 1, 2)
+        grid.addWidget(self._ip_group(), 1, 0, 1, 2)
+        grid.addWidget(self._fleet_group(), 2, 0, 1, 2)
+        grid.addWidget(self._keyfile_group(), 3, 0, 1, 2)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
-        grid.setRowStretch(3, 1)
+        grid.setRowStretch(4, 1)
         scroll.setWidget(self.form)
         outer.addWidget(scroll, 1)
         self.remember_check = QCheckBox(
@@ -168,13 +196,11 @@ class ConfigurePage(QWidget):
         self.ethernet_radio.toggled.connect(self._network_changed)
         return group
 
-    def _ip_group(self) -> QGroupBox:
-        group = QGroupBox("Static I&P address (IPv4)", self.form)
-        group.setCheckable(True)
-        group.setChecked(False)
+    def _ip_group(self) -> QWidget:
+        group, part, body = _expander("Static I&P address (IPv4)", self.form)
         self.ip_group = group
-        form = _form(group)
-        self.address_edit = QLineEdit(group)
+        form, right = _two_forms(body)
+        self.address_edit = QLineEdit(body)
         self.address_edit.setPlaceholderText("192.168.1.50")
         self.address_error = self._row(
             form,
@@ -183,31 +209,31 @@ class ConfigurePage(QWidget):
             "address",
             lambda: validate_ipv4_address(self.address_edit.text()),
         )
-        self.netmask_edit = QLineEdit(group)
+        self.netmask_edit = QLineEdit(body)
         self.netmask_edit.setPlaceholderText("255.255.255.0 or 24")
         self.netmask_error = self._row(
-            form,
+            right,
             "Net&mask:",
             self.netmask_edit,
             "netmask",
             lambda: validate_netmask(self.netmask_edit.text()),
         )
-        self.gateway_edit = QLineEdit(group)
+        self.gateway_edit = QLineEdit(body)
         self.gateway_edit.setPlaceholderText("192.168.1.1")
         self.gateway_error = self._row(
             form, "&Gateway:", self.gateway_edit, "gateway", self._check_gateway
         )
-        self.dns_edit = QLineEdit(group)
+        self.dns_edit = QLineEdit(body)
         self.dns_edit.setPlaceholderText("1.1.1.1, 8.8.8.8")
         self.dns_error = self._row(
-            form,
+            right,
             "DNS ser&vers:",
             self.dns_edit,
             "dns",
             lambda: validate_dns(parse_dns(self.dns_edit.text())),
         )
         group.toggled.connect(lambda _on: self._edited("static"))
-        return group
+        return part
 
     def _device_group(self) -> QGroupBox:
         group = QGroupBox("Device", self.form)
@@ -248,13 +274,11 @@ class ConfigurePage(QWidget):
         form.addRow("", self.logging_check)
         return group
 
-    def _fleet_group(self) -> QGroupBox:
-        group = QGroupBox("Register in a &fleet (optional)", self.form)
-        group.setCheckable(True)
-        group.setChecked(False)
+    def _fleet_group(self) -> QWidget:
+        group, part, body = _expander("Register in a &fleet (optional)", self.form)
         self.fleet_group = group
-        form = _form(group)
-        self.fleet_edit = QLineEdit(group)
+        form, right = _two_forms(body)
+        self.fleet_edit = QLineEdit(body)
         self.fleet_edit.setPlaceholderText("numeric ID from the dashboard URL")
         self.fleet_error = self._row(
             form,
@@ -263,32 +287,37 @@ class ConfigurePage(QWidget):
             "fleet",
             lambda: parse_fleet_id(self.fleet_edit.text()),
         )
-        self.provisioning_edit = SecretEdit(group)
+        self.provisioning_edit = SecretEdit(body)
         self.provisioning_error = self._row(
-            form,
+            right,
             "Provisioning ke&y:",
             self.provisioning_edit,
             "provisioning",
             self._check_provisioning,
         )
         group.toggled.connect(lambda _on: self._edited("fleet_group"))
-        return group
+        return part
 
     def _keyfile_group(self) -> QGroupBox:
         group = QGroupBox("Extra network connections (NetworkManager files)", self.form)
         layout = QHBoxLayout(group)
+        # One line while there are none; the list appears with the first file.
+        self.keyfile_none = note("None: the device uses the network chosen above.", group)
         self.keyfile_list = QListWidget(group)
         self.keyfile_list.setAccessibleName("extra connection files")
-        self.keyfile_list.setMaximumHeight(em(self, 5))
+        self.keyfile_list.setMaximumHeight(em(self, 4))
+        self.keyfile_list.hide()
         buttons = QVBoxLayout()
         self.add_keyfile = QPushButton("Add &connection file…", group)
         self.remove_keyfile = QPushButton("&Remove", group)
+        self.remove_keyfile.hide()
         self.add_keyfile.clicked.connect(self._browse_keyfile)
         self.remove_keyfile.clicked.connect(self._remove_keyfile)
         buttons.addWidget(self.add_keyfile)
         buttons.addWidget(self.remove_keyfile)
         buttons.addStretch(1)
         column = QVBoxLayout()
+        column.addWidget(self.keyfile_none)
         column.addWidget(self.keyfile_list)
         self.keyfile_error = FieldError(group)
         column.addWidget(self.keyfile_error)
@@ -306,7 +335,7 @@ class ConfigurePage(QWidget):
         check: Callable[[], object],
         signal: str = "textChanged",
     ) -> FieldError:
-        error = FieldError(editor.parentWidget())
+        error = FieldError(editor.parentWidget(), reserve=True)
         column = QVBoxLayout()
         column.setSpacing(0)
         column.addWidget(editor)
@@ -432,6 +461,9 @@ class ConfigurePage(QWidget):
 
     def _show_keyfiles(self) -> None:
         self.keyfile_list.clear()
+        for widget in (self.keyfile_list, self.remove_keyfile):
+            widget.setVisible(bool(self.keyfiles))
+        self.keyfile_none.setVisible(not self.keyfiles)
         for keyfile in self.keyfiles:
             self.keyfile_list.addItem(keyfile.name)
             self.keyfile_list.item(self.keyfile_list.count() - 1).setIcon(icon("file"))
