@@ -30,7 +30,7 @@ from flasher.drives.monitor import DriveEvent
 from flasher.errors import Cancelled
 from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
-from flasher.gui.progress import FlashState, JobProgress
+from flasher.gui.progress import FlashState, JobProgress, error_words
 from flasher.gui.qtmodels import (
     DeviceTypeFilter,
     DeviceTypeModel,
@@ -461,6 +461,12 @@ class FlashController(QObject):
     def cancel_flash(self) -> None:
         if self._flash_task is not None:
             self._flash_task.cancel()
+
+    def error_words(
+        self, error: BaseException | None, *, from_url: bool = False
+    ) -> tuple[str, str | None]:
+        """An error's headline and next step in desktop words (no cache paths)."""
+        return error_words(error, from_url=from_url, cache_dir=self.services.cache_dir)
 
     @property
     def state(self) -> FlashState:

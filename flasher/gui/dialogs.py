@@ -9,6 +9,7 @@ Dialogs are window-modal and opened with `open()`, never `exec()`: the event loo
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import traceback
@@ -54,11 +55,10 @@ class ConfirmEraseDialog(QDialog):
         self.setWindowTitle("Erase and flash")
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
-        count = len(drives)
         devices = [d for d in drives if not d.is_file]
-        noun = "drive" if devices else "file"
-        title = heading(f"Erase {count} {noun if count == 1 else noun + 's'}?", self, factor=1.2)
-        layout.addWidget(title)
+        headline, consequence = erase_words(len(devices), len(drives) - len(devices))
+        self.question = heading(headline, self, factor=1.2)
+        layout.addWidget(self.question)
         what = note(f"Flasher will write {image_title} to:", self)
         layout.addWidget(what)
         self.drive_labels: list[QLabel] = []
@@ -90,15 +90,10 @@ class ConfirmEraseDialog(QDialog):
             row.addWidget(mark, 0, Qt.AlignmentFlag.AlignTop)
             row.addWidget(text, 1)
             layout.addLayout(row)
-        lost = QLabel(
-            "Everything on these drives will be lost."
-            if devices
-            else "Anything in these files will be replaced.",
-            self,
-        )
-        lost.setFont(scaled_font(lost, 1.0, bold=True))
-        layout.addWidget(lost)
-        if devices:
+        self.consequence = QLabel(consequence, self)
+        self.consequence.setFont(scaled_font(self.consequence, 1.0, bold=True))
+        layout.addWidget(self.consequence)
+        if devices and os.geteuid() != 0:
             layout.addWidget(
                 note(
                     "Writing drives needs administrator permission: you may be "
@@ -117,6 +112,24 @@ class ConfirmEraseDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def erase_words(drives: int, files: int) -> tuple[str, str]:
+    """The question and its consequence for `drives` drives and `files` image files: a file is
+    not called a drive, and one of them is not "these"."""
+    parts = [_count(n, noun) for n, noun in ((drives, "drive"), (files, "file")) if n]
+    question = f"Erase {' and '.join(parts)}?"
+    if drives and files:
+        return question, "Everything on the drives will be lost, and the files replaced."
+    if drives:
+        which = "this drive" if drives == 1 else "these drives"
+        return question, f"Everything on {which} will be lost."
+    which = "this file" if files == 1 else "these files"
+    return question, f"Anything in {which} will be replaced."
 
 
 class SystemDriveDialog(QDialog):

@@ -111,8 +111,7 @@ class _Filter(QSortFilterProxyModel):
 
 
 class DeviceTypeFilter(_Filter):
-    """Keeps rows whose name, slug or aliases contain every typed word (or whose architecture
-    starts with it)."""
+    """Keeps rows that match every typed word (see `_matches`)."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -127,12 +126,16 @@ class DeviceTypeFilter(_Filter):
         haystack = str(model.data(index, SearchRole))
         item = model.data(index, ValueRole)
         arch = item.arch.lower() if isinstance(item, DeviceType) else ""
-        return all(term in haystack or _names_arch(term, arch) for term in self._terms)
+        return all(_matches(term, haystack, arch) for term in self._terms)
 
 
-def _names_arch(term: str, arch: str) -> bool:
-    """ "aarch", "armv7" find an architecture; a digit alone ("4" for a Pi 4) does not."""
-    return term[:1].isalpha() and arch.startswith(term)
+def _matches(term: str, haystack: str, arch: str) -> bool:
+    """A word is found anywhere in a name, slug or alias ("pi4", "berry"); a number only where
+    a number starts ("4" finds the Pi 4, not the 4 of "aarch64"); an architecture by its start
+    ("aarch", "armv7")."""
+    if term[:1].isdigit():
+        return re.search(r"(?<!\d)" + re.escape(term), haystack) is not None
+    return term in haystack or arch.startswith(term)
 
 
 @dataclass(frozen=True)

@@ -45,17 +45,22 @@ def note(text: str = "", parent: QWidget | None = None) -> QLabel:
 class FieldError(QLabel):
     """The rule a field breaks, right under it; hidden while the field is fine."""
 
-    def __init__(self, parent: QWidget | None = None, *, reserve: bool = False) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWordWrap(True)
         tint(self, QPalette.ColorRole.WindowText, Accent.ERROR)
         self.setAccessibleName("field error")
-        if reserve:
-            # The line stays reserved while hidden, so fields do not jump as errors come and go.
-            policy = self.sizePolicy()
-            policy.setRetainSizeWhenHidden(True)
-            self.setSizePolicy(policy)
         self.hide()
+
+    def in_reserved_line(self, parent: QWidget | None) -> QWidget:
+        """The error in a holder one text line high that stays when the error hides, so the
+        fields below do not jump as errors come and go."""
+        holder = QWidget(parent)
+        column = QVBoxLayout(holder)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self)
+        holder.setMinimumHeight(self.fontMetrics().lineSpacing())
+        return holder
 
     def show_error(self, text: str | None) -> None:
         self.setText(text or "")

@@ -29,7 +29,6 @@ from flasher.gui.pages.configure_page import ConfigurePage
 from flasher.gui.pages.os_page import OsPage
 from flasher.gui.pages.progress_page import ProgressPage
 from flasher.gui.pages.targets_page import TargetsPage
-from flasher.gui.progress import error_words
 from flasher.gui.theme import app_icon, em, icon, scaled_font
 from flasher.gui.widgets import StepHeader, note
 
@@ -44,6 +43,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self._reachable = OS
         self._quit_after_flash = False
+        self._quit_box: QMessageBox | None = None
         self.dialog: QWidget | None = None
         central = QWidget(self)
         layout = QVBoxLayout(central)
@@ -235,6 +235,9 @@ class MainWindow(QMainWindow):
     def _flash_finished(self) -> None:
         if self._quit_after_flash:
             self.close()
+        elif self._quit_box is not None:
+            # The flash ended while the question was open: there is nothing left to cancel.
+            self._quit_box.reject()
 
     def _show_flash_details(self, path: str) -> None:
         job = self.controller.job
@@ -251,7 +254,7 @@ class MainWindow(QMainWindow):
             log = job.log
             failure = self.controller.failure
             trace = failure.traceback_text if failure and not failure.expected else ""
-        message, hint = error_words(error)
+        message, hint = self.controller.error_words(error)
         self._open(
             ErrorDetailsDialog(
                 message, hint, details_text(error, traceback_text=trace, log=log), self
@@ -259,7 +262,7 @@ class MainWindow(QMainWindow):
         )
 
     def show_failure(self, failure: Failure) -> None:
-        message, hint = error_words(failure.error)
+        message, hint = self.controller.error_words(failure.error)
         trace = "" if failure.expected else failure.traceback_text
         self._open(
             ErrorDetailsDialog(
@@ -292,6 +295,8 @@ class MainWindow(QMainWindow):
         )
         box.setDefaultButton(QMessageBox.StandardButton.No)
         box.buttonClicked.connect(lambda button: self._quit_answer(box, button))
+        box.finished.connect(lambda _r: setattr(self, "_quit_box", None))
+        self._quit_box = box
         self._open(box)
 
     def _quit_answer(self, box: QMessageBox, button: QAbstractButton) -> None:

@@ -20,7 +20,7 @@ _CLI_HINT = re.compile(r"(?<![\w-])--[a-z]|'flasher |FLASHER_[A-Z_]+")
 
 # What to do instead, by error code, where the core hint is worded for a terminal.
 DESKTOP_HINTS: dict[str, str] = {
-    "config": "Correct the setting on the Configure page.",
+    "invalid_config": "Correct the setting on the Configure page.",
     "catalog": "Go back and choose another version from the list.",
     "api": "Check the internet connection, then try again.",
     "cache": "Free some disk space, then try again.",
@@ -38,7 +38,7 @@ _URL_HINTS: dict[str, str] = {
 
 def desktop_hint(error: FlasherError, *, from_url: bool = False) -> str | None:
     """The error's hint, or the desktop's own words when it is worded for a terminal."""
-    if from_url and error.code in _URL_HINTS and (error.hint is None or _is_cli(error.hint)):
+    if from_url and error.code in _URL_HINTS:
         return _URL_HINTS[error.code]
     if error.hint is None or not _is_cli(error.hint):
         return error.hint

@@ -145,8 +145,15 @@ def test_cancel_mid_write_leaves_the_target_unbootable(
 
     def cancel_once_writing(path: str) -> None:
         status = app.controller.job.targets[path]  # type: ignore[union-attr]
-        if status.phase is Phase.WRITING and status.done_bytes and page.cancel.isEnabled():
+        if (
+            status.phase is Phase.WRITING
+            and status.done_bytes
+            and page.cancel.isEnabled()
+            and page.cancel_question is None
+        ):
             app.click(page.cancel)
+            assert page.cancel_question is not None  # a write is never stopped unasked
+            app.click(page.stop_button)
 
     app.controller.target_changed.connect(cancel_once_writing)
     app.flash()

@@ -335,14 +335,13 @@ class ConfigurePage(QWidget):
         check: Callable[[], object],
         signal: str = "textChanged",
     ) -> FieldError:
-        error = FieldError(editor.parentWidget(), reserve=True)
-        column = QVBoxLayout()
-        column.setSpacing(0)
-        column.addWidget(editor)
-        column.addWidget(error)
-        title = QLabel(label, editor.parentWidget())
+        # The error spans the row (label and field), so most rules fit its one reserved line.
+        parent = editor.parentWidget()
+        error = FieldError(parent)
+        title = QLabel(label, parent)
         title.setBuddy(editor)
-        form.addRow(title, column)
+        form.addRow(title, editor)
+        form.addRow(error.in_reserved_line(parent))
         self.fields.add(key, error, check)
         getattr(editor, signal).connect(lambda *_args: self._edited(key))
         return error

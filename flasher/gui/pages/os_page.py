@@ -31,7 +31,7 @@ from flasher.errors import FlasherError
 from flasher.events import Event, Phase, PhaseChanged, Progress
 from flasher.gui.bridge import Failure
 from flasher.gui.controller import FlashController, ImageChoice, Selection
-from flasher.gui.progress import PHASE_WORDS, error_words, human_bytes
+from flasher.gui.progress import PHASE_WORDS, human_bytes
 from flasher.gui.qtmodels import ValueRole, VersionFilter, version_label
 from flasher.gui.theme import Accent, icon, tint
 from flasher.gui.widgets import Banner, FieldError, heading, note
@@ -337,7 +337,7 @@ class OsPage(QWidget):
 
     def _catalog_failed(self, failure: Failure) -> None:
         self._failure = failure
-        message, hint = error_words(failure.error)
+        message, hint = self.controller.error_words(failure.error)
         self.banner.show_message("error", message, hint, details=True)
         self.catalog_status.setText("The catalog could not be loaded.")
         self.try_again.show()
@@ -449,7 +449,9 @@ class OsPage(QWidget):
         progress, status, error = self._widgets()
         progress.hide()
         status.clear()
-        message, hint = error_words(failure.error)
+        message, hint = self.controller.error_words(
+            failure.error, from_url=self.url_radio.isChecked()
+        )
         error.show_error(f"{message} {hint or ''}".strip())
         self.changed.emit()
 

@@ -6,12 +6,15 @@ for the targets that failed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -19,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from flasher.errors import Cancelled
 from flasher.events import Phase
 from flasher.gui.controller import FlashController
 from flasher.gui.progress import (
@@ -35,6 +39,7 @@ from flasher.gui.widgets import Banner, heading, note
 from flasher.models import Drive
 
 BAR_STEPS = 1000
+WRITE_PHASES = (Phase.WRITING, Phase.SYNCING, Phase.VERIFYING)
 
 
 class TargetCard(QFrame):
@@ -44,10 +49,15 @@ class TargetCard(QFrame):
     retry_requested = Signal(str)
 
     def __init__(
-        self, status: TargetStatus, drive: Drive | None, parent: QWidget | None = None
+        self,
+        status: TargetStatus,
+        drive: Drive | None,
+        words: Callable[[BaseException | None], tuple[str, str | None]] = error_words,
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.path = status.path
+        self.words = words
         self._state: tuple[str, Accent | None] | None = None
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setAccessibleName(f"target {status.label}")
@@ -100,24 +110,30 @@ class TargetCard(QFrame):
             self.bar.setRange(0, BAR_STEPS)
             self.bar.setValue(round((fraction or 0.0) * BAR_STEPS))
         failed = (result is not None and not result.ok) or status.phase is Phase.FAILED
+        cancelled = result is not None and isinstance(result.error, Cancelled)
         if result is not None and result.ok:
             self.bar.setValue(BAR_STEPS)
             self._show_state("ok", Accent.SUCCESS)
+        elif cancelled:
+            self._show_state("info", None)
         elif failed:
             self._show_state("error", None)
         else:
             self._show_state("ok" if status.phase is Phase.DONE else "flash", None)
         self.bar.setVisible(not failed)
-        failed = result is not None and not result.ok
-        message, hint = error_words(result.error if result is not None else None)
+        failed = result is not None and not result.ok and not cancelled
+        message, hint = self.words(result.error if result is not None else None)
         if failed and status.phase is Phase.FAILED and result is not None and result.error is None:
             message, hint = "This target failed; see the job's error above.", None
+        if cancelled:
+            hint = "Left unbootable on purpose: flash it again to use it."
         self.error.setText(message if failed else "")
         self.hint.setText(hint or "")
         for widget in (self.error, self.details):
             widget.setVisible(failed)
-        self.hint.setVisible(failed and bool(hint))
-        self.retry.setVisible(failed and not running)
+        self.hint.setVisible((failed or cancelled) and bool(hint))
+        self.retry.setText("Flash &again" if cancelled else "&Retry")
+        self.retry.setVisible((failed or cancelled) and not running)
 
     def _show_state(self, mark: str, bar_accent: Accent | None) -> None:
         """Icon and bar colour; redrawn only when they change (progress arrives often)."""
@@ -141,6 +157,7 @@ class ProgressPage(QWidget):
         super().__init__(parent)
         self.controller = controller
         self.cards: dict[str, TargetCard] = {}
+        self.cancel_question: QMessageBox | None = None
         layout = QVBoxLayout(self)
         self.title = heading("Flashing", self)
         layout.addWidget(self.title)
@@ -183,6 +200,35 @@ class ProgressPage(QWidget):
         controller.flash_finished.connect(self._finished)
 
     def _cancel(self) -> None:
+        """Before anything is written, cancel at once; once a card is being written, ask."""
+        job = self.controller.job
+        writing = job is not None and any(
+            t.result is None and t.phase in WRITE_PHASES for t in job.targets.values()
+        )
+        if not writing:
+            self._cancel_now()
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Stop writing?",
+            "Stop writing? Cards being written are left unbootable until they are flashed again.",
+            QMessageBox.StandardButton.NoButton,
+            self,
+        )
+        self.stop_button = box.addButton("&Stop writing", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("&Keep writing", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.setEscapeButton(keep)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.buttonClicked.connect(
+            lambda button: self._cancel_now() if button is self.stop_button else None
+        )
+        box.finished.connect(lambda _r: setattr(self, "cancel_question", None))
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.cancel_question = box
+        box.open()
+
+    def _cancel_now(self) -> None:
         self.cancel.setEnabled(False)
         self.cancel.setText("Cancelling…")
         self.controller.cancel_flash()
@@ -197,7 +243,9 @@ class ProgressPage(QWidget):
         for status in job.targets.values():
             card = self.cards.get(status.path)
             if card is None:
-                card = self.cards[status.path] = TargetCard(status, drives.get(status.path), self)
+                card = self.cards[status.path] = TargetCard(
+                    status, drives.get(status.path), self.controller.error_words, self
+                )
                 card.details_requested.connect(self.details_requested)
                 card.retry_requested.connect(lambda p: self.controller.retry([p]))
                 self.card_layout.insertWidget(self.card_layout.count() - 1, card)
@@ -249,6 +297,8 @@ class ProgressPage(QWidget):
     def _finished(self) -> None:
         job = self.controller.job
         assert job is not None
+        if self.cancel_question is not None:
+            self.cancel_question.reject()  # nothing left to stop
         failed = job.failed_targets
         total = len(job.targets)
         ok = total - len(failed)
@@ -262,18 +312,22 @@ class ProgressPage(QWidget):
         else:
             self.title.setText(f"{len(failed)} of {total} failed" if ok else "Flashing failed")
         error = job.job_error
-        if error is not None:
-            message, hint = error_words(error)
-            kind = "info" if job.state is FlashState.CANCELLED else "error"
-            self.banner.show_message(
-                kind, message, hint, details=job.state is not FlashState.CANCELLED
+        if job.state is FlashState.CANCELLED:
+            cancelled = sum(
+                1
+                for t in job.targets.values()
+                if t.result and isinstance(t.result.error, Cancelled)
             )
-        elif job.state is FlashState.CANCELLED:
             self.banner.show_message(
                 "info",
-                "Cancelled. Cards that were being written are left unbootable on purpose.",
-                "Flash them again to use them.",
+                "Cancelled — the card was left unbootable."
+                if cancelled == 1
+                else "Cancelled — the cards were left unbootable.",
+                "Flash again to use it." if cancelled == 1 else "Flash again to use them.",
             )
+        elif error is not None:
+            message, hint = self.controller.error_words(error)
+            self.banner.show_message("error", message, hint, details=True)
         self.shared_label.hide()
         self.shared_bar.hide()
         for path, card in self.cards.items():
