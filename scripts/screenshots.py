@@ -151,45 +151,17 @@ class Shooter:
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
-def dark_palette() -> object:
-    """What a dark desktop theme hands the app; only to show that every colour follows it."""
-    from PySide6.QtGui import QColor, QPalette
-
-    palette = QPalette()
-    roles = QPalette.ColorRole
-    for role, color in (
-        (roles.Window, "#2b2d31"),
-        (roles.WindowText, "#e6e6e6"),
-        (roles.Base, "#1e1f22"),
-        (roles.AlternateBase, "#313338"),
-        (roles.Text, "#e6e6e6"),
-        (roles.Button, "#383a40"),
-        (roles.ButtonText, "#e6e6e6"),
-        (roles.Highlight, "#3d7bd9"),
-        (roles.HighlightedText, "#ffffff"),
-        (roles.ToolTipBase, "#313338"),
-        (roles.ToolTipText, "#e6e6e6"),
-        (roles.PlaceholderText, "#9a9ca3"),
-        (roles.Mid, "#4a4d55"),
-        (roles.Dark, "#1a1b1e"),
-        (roles.Light, "#4f525a"),
-        (roles.Midlight, "#45474e"),
-        (roles.Shadow, "#111214"),
-    ):
-        palette.setColor(role, QColor(color))
-    palette.setColor(QPalette.ColorGroup.Disabled, roles.WindowText, QColor("#7a7c82"))
-    palette.setColor(QPalette.ColorGroup.Disabled, roles.ButtonText, QColor("#7a7c82"))
-    palette.setColor(QPalette.ColorGroup.Disabled, roles.Text, QColor("#7a7c82"))
-    return palette
-
-
 def run(out: Path, work: Path) -> None:
     from PySide6.QtWidgets import QApplication
 
     from flasher.cache import ImageCache
     from flasher.gui.app import build_services, build_window
     from flasher.gui.dialogs import ConfirmEraseDialog, ErrorDetailsDialog
-    from flasher.gui.theme import configure_application, prepare_application
+    from flasher.gui.theme import (
+        configure_application,
+        prepare_application,
+        sample_dark_palette,
+    )
     from flasher.gui.window import TARGETS
     from flasher.sandbox.images import ImageScale
     from flasher.sandbox.server import SandboxServer
@@ -330,7 +302,7 @@ def run(out: Path, work: Path) -> None:
         shooter.shot(window, "error-details")
         window.dialog.reject()  # type: ignore[union-attr]
 
-        app.setPalette(dark_palette())
+        app.setPalette(sample_dark_palette())
         shooter.shot(window, "dark-theme")
         shooter.click(window.progress_page.again)
         shooter.shot(window, "dark-theme-os")

@@ -7,10 +7,11 @@ moves on, Escape goes back, Ctrl+Enter is Next/Flash anywhere.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QApplication,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -29,7 +30,7 @@ from flasher.gui.pages.configure_page import ConfigurePage
 from flasher.gui.pages.os_page import OsPage
 from flasher.gui.pages.progress_page import ProgressPage
 from flasher.gui.pages.targets_page import TargetsPage
-from flasher.gui.theme import app_icon, em, icon, scaled_font
+from flasher.gui.theme import app_icon, em, icon, keep_readable, retint, scaled_font
 from flasher.gui.widgets import StepHeader, note
 
 OS, CONFIGURE, TARGETS, PROGRESS = range(4)
@@ -279,6 +280,15 @@ class MainWindow(QMainWindow):
         if self.dialog is dialog:
             self.dialog = None
         dialog.deleteLater()
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.ApplicationPaletteChange:
+            # A light/dark theme switch: readable secondary text, accents in the right shade.
+            app = QApplication.instance()
+            if isinstance(app, QApplication):
+                keep_readable(app)
+            retint(self)
+        super().changeEvent(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.controller.flashing:
