@@ -356,7 +356,7 @@ class FlashController(QObject):
         drives = self.selected_drives()
         if not drives:
             return
-        self.job = JobProgress.start([(d.path, drive_title(d)) for d in drives])
+        self.job = JobProgress.start([(d.path, drive_title(d), d.is_file) for d in drives])
         self.report = None
         self.failure = None
         self.remember_choices()

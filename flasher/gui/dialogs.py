@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from flasher import __version__
 from flasher.drives.constraints import Problem
 from flasher.errors import FlasherError
-from flasher.gui.progress import human_bytes
+from flasher.gui.progress import count_words, human_bytes
 from flasher.gui.qtmodels import drive_location, drive_title
 from flasher.gui.theme import em, icon, scaled_font
 from flasher.gui.widgets import heading, note
@@ -114,15 +114,10 @@ class ConfirmEraseDialog(QDialog):
         layout.addWidget(buttons)
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
 def erase_words(drives: int, files: int) -> tuple[str, str]:
     """The question and its consequence for `drives` drives and `files` image files: a file is
     not called a drive, and one of them is not "these"."""
-    parts = [_count(n, noun) for n, noun in ((drives, "drive"), (files, "file")) if n]
-    question = f"Erase {' and '.join(parts)}?"
+    question = f"Erase {count_words(drives, files)}?"
     if drives and files:
         return question, "Everything on the drives will be lost, and the files replaced."
     if drives:

@@ -30,6 +30,7 @@ from flasher.gui.pages.configure_page import ConfigurePage
 from flasher.gui.pages.os_page import OsPage
 from flasher.gui.pages.progress_page import ProgressPage
 from flasher.gui.pages.targets_page import TargetsPage
+from flasher.gui.progress import FlashState, count_words
 from flasher.gui.theme import app_icon, em, icon, keep_readable, retint, scaled_font
 from flasher.gui.widgets import StepHeader, note
 
@@ -40,7 +41,8 @@ class MainWindow(QMainWindow):
     def __init__(self, controller: FlashController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controller = controller
-        self.setWindowTitle("Flasher" + (" — sandbox" if controller.services.sandbox else ""))
+        self._base_title = "Flasher" + (" — sandbox" if controller.services.sandbox else "")
+        self.setWindowTitle(self._base_title)
         self.setWindowIcon(app_icon())
         self._reachable = OS
         self._quit_after_flash = False
@@ -110,6 +112,8 @@ class MainWindow(QMainWindow):
         self.progress_page.done_requested.connect(lambda: self._show(TARGETS))
         self.progress_page.again_requested.connect(lambda: self._show(OS))
         controller.flash_finished.connect(self._flash_finished)
+        controller.job_changed.connect(self._update_title)
+        controller.target_changed.connect(self._update_title)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.go_back)
         QShortcut(QKeySequence("Ctrl+Return"), self, self.go_next)
         self._show(OS)
@@ -211,8 +215,9 @@ class MainWindow(QMainWindow):
             if words:
                 parts.append(words)
         if self._current() == TARGETS:
-            count = len(self.controller.drives.selected)
-            parts.append(f"{count} {'target' if count == 1 else 'targets'} selected")
+            selected = self.controller.drives.selected
+            files = sum(1 for row in selected if row.drive.is_file)
+            parts.append(f"{count_words(len(selected) - files, files)} selected")
         return " — ".join(parts)
 
     # --- flashing -----------------------------------------------------------------------------
@@ -232,6 +237,18 @@ class MainWindow(QMainWindow):
     def _start_flash(self) -> None:
         self._show(PROGRESS)
         self.controller.start_flash()
+
+    def _update_title(self) -> None:
+        """The job's state in the title, so it shows in the task bar while the window is away."""
+        job = self.controller.job
+        if job is None:
+            title = self._base_title
+        elif job.state in (FlashState.WRITING, FlashState.VERIFYING):
+            title = f"{job.fraction:.0%} {job.state.value} — {self._base_title}"
+        else:
+            title = f"{job.state.value.capitalize()} — {self._base_title}"
+        if title != self.windowTitle():
+            self.setWindowTitle(title)
 
     def _flash_finished(self) -> None:
         if self._quit_after_flash:

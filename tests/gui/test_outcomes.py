@@ -97,7 +97,7 @@ def test_retry_flashes_only_the_failed_target(
     assert app.controller.job.targets[str(good)].result is first  # type: ignore[union-attr]
     assert good.stat().st_mtime_ns == written
     assert bad.read_bytes() == good.read_bytes()
-    assert app.window.progress_page.title.text() == "All 2 targets done"
+    assert app.window.progress_page.title.text() == "Done: 2 files"
 
 
 def test_failed_target_details_can_be_copied(

@@ -30,6 +30,8 @@ from flasher.gui.progress import (
     FlashState,
     TargetStatus,
     error_words,
+    job_count_words,
+    overall_line,
     shared_line,
     status_line,
 )
@@ -163,6 +165,16 @@ class ProgressPage(QWidget):
         layout.addWidget(self.title)
         self.subtitle = note("", self)
         layout.addWidget(self.subtitle)
+        # All cards together: one bar, the average speed and the time so far.
+        overall = QHBoxLayout()
+        self.overall_bar = QProgressBar(self)
+        self.overall_bar.setRange(0, BAR_STEPS)
+        self.overall_bar.setTextVisible(False)
+        self.overall_bar.setAccessibleName("overall progress")
+        self.overall_label = QLabel(self)
+        overall.addWidget(self.overall_bar, 1)
+        overall.addWidget(self.overall_label)
+        layout.addLayout(overall)
         self.shared_label = QLabel(self)
         self.shared_bar = QProgressBar(self)
         self.shared_bar.setTextVisible(False)
@@ -261,8 +273,7 @@ class ProgressPage(QWidget):
             (self.done, False),
         ):
             button.setVisible(visible)
-        count = len(job.targets)
-        self.title.setText(f"Flashing {count} {'target' if count == 1 else 'targets'}")
+        self.title.setText(f"Flashing {job_count_words(job)}")
         selection = self.controller.selection
         self.subtitle.setText(selection.title if selection else "")
         self.cancel.setFocus()
@@ -278,6 +289,12 @@ class ProgressPage(QWidget):
         job = self.controller.job
         if job is None:
             return
+        writing = job.state in (FlashState.WRITING, FlashState.VERIFYING)
+        self.overall_bar.setVisible(writing)
+        self.overall_label.setVisible(writing or job.state.finished)
+        if writing or job.state.finished:
+            self.overall_bar.setValue(round(job.fraction * BAR_STEPS))
+            self.overall_label.setText(overall_line(job))
         preparing = job.state is FlashState.PREPARING and job.shared_phase in SHARED_PHASES
         self.shared_label.setVisible(preparing)
         self.shared_bar.setVisible(preparing)
@@ -304,7 +321,7 @@ class ProgressPage(QWidget):
         ok = total - len(failed)
         verified = sum(1 for t in job.targets.values() if t.result and t.result.verified)
         if job.state is FlashState.DONE:
-            self.title.setText("Done" if total == 1 else f"All {total} targets done")
+            self.title.setText("Done" if total == 1 else f"Done: {job_count_words(job)}")
             words = f"{verified} of {total} verified" if verified else "written, not verified"
             self.subtitle.setText(f"{self.subtitle.text().split(' — ')[0]} — {words}")
         elif job.state is FlashState.CANCELLED:
