@@ -108,6 +108,7 @@ def build_services(
         # default endpoints (as the CLI does). A custom API is written into config.json.
         device_api_url=None if sandbox is not None else api_url,
         cache_dir=str(cache.root),
+        window_state_path=str(folder / "window.ini"),
     )
     return Backend(services, sandbox)
 

@@ -173,15 +173,21 @@ class ErrorDetailsDialog(QDialog):
     """What went wrong in plain words, the next step, and a copyable details panel."""
 
     def __init__(
-        self, message: str, hint: str | None, details: str, parent: QWidget | None = None
+        self,
+        message: str,
+        hint: str | None,
+        details: str,
+        parent: QWidget | None = None,
+        *,
+        title: str = "Error details",
     ) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Error details")
+        self.setWindowTitle(title)
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
-        title = heading(message, self, factor=1.1)
-        title.setWordWrap(True)
-        layout.addWidget(title)
+        headline = heading(message, self, factor=1.1)
+        headline.setWordWrap(True)
+        layout.addWidget(headline)
         if hint:
             layout.addWidget(note(hint, self))
         self.details = QPlainTextEdit(details, self)

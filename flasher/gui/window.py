@@ -7,8 +7,15 @@ moves on, Escape goes back, Ctrl+Enter is Next/Flash anywhere.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QShortcut
+from PySide6.QtCore import QEvent, QMimeData, QSettings, QSize, Qt
+from PySide6.QtGui import (
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QIcon,
+    QKeySequence,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QAbstractButton,
     QApplication,
@@ -26,11 +33,12 @@ from PySide6.QtWidgets import (
 from flasher.gui.bridge import Failure
 from flasher.gui.controller import FlashController
 from flasher.gui.dialogs import ConfirmEraseDialog, ErrorDetailsDialog, details_text
+from flasher.gui.notify import notify_finished
 from flasher.gui.pages.configure_page import ConfigurePage
 from flasher.gui.pages.os_page import OsPage
 from flasher.gui.pages.progress_page import ProgressPage
 from flasher.gui.pages.targets_page import TargetsPage
-from flasher.gui.progress import FlashState, count_words
+from flasher.gui.progress import FlashState, count_words, overall_line, status_line
 from flasher.gui.theme import app_icon, em, icon, keep_readable, retint, scaled_font
 from flasher.gui.widgets import StepHeader, note
 
@@ -100,8 +108,10 @@ class MainWindow(QMainWindow):
         nav.addWidget(self.next)
         layout.addWidget(self.nav)
         self.setCentralWidget(central)
+        self.setAcceptDrops(True)  # an image file or URL dropped anywhere opens it
         self.setMinimumSize(em(self, 44), em(self, 30))
         self.resize(em(self, 60), em(self, 44))
+        self._restore_size()
         for page in (self.os_page, self.configure_page, self.targets_page):
             page.changed.connect(self._update_nav)
         self.os_page.details_requested.connect(self.show_failure)
@@ -109,6 +119,7 @@ class MainWindow(QMainWindow):
         for edit in self.configure_page.findChildren(QLineEdit):
             edit.returnPressed.connect(self.go_next)
         self.progress_page.details_requested.connect(self._show_flash_details)
+        self.progress_page.log_requested.connect(self.show_log)
         self.progress_page.done_requested.connect(lambda: self._show(TARGETS))
         self.progress_page.again_requested.connect(lambda: self._show(OS))
         controller.flash_finished.connect(self._flash_finished)
@@ -251,6 +262,14 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(title)
 
     def _flash_finished(self) -> None:
+        job = self.controller.job
+        if job is not None:
+            notify_finished(
+                self,
+                self.progress_page.title.text(),
+                self.progress_page.subtitle.text(),
+                elapsed_s=job.elapsed_s,
+            )
         if self._quit_after_flash:
             self.close()
         elif self._quit_box is not None:
@@ -279,6 +298,22 @@ class MainWindow(QMainWindow):
             )
         )
 
+    def show_log(self) -> None:
+        """The whole job's log, after a success too (what was written where, and how)."""
+        job = self.controller.job
+        if job is None:
+            return
+        headline = {
+            FlashState.DONE: "The flash succeeded",
+            FlashState.CANCELLED: "The flash was cancelled",
+        }.get(job.state, "The flash ended with errors")
+        lines = [overall_line(job), *job.log]
+        for status in job.targets.values():
+            lines.append(f"{status.label} ({status.path}): {status_line(status)}")
+        self._open(
+            ErrorDetailsDialog(headline, None, details_text(None, log=lines), self, title="Log")
+        )
+
     def show_failure(self, failure: Failure) -> None:
         message, hint = self.controller.error_words(failure.error)
         trace = "" if failure.expected else failure.traceback_text
@@ -298,6 +333,36 @@ class MainWindow(QMainWindow):
             self.dialog = None
         dialog.deleteLater()
 
+    # --- drag and drop ------------------------------------------------------------------------
+
+    @staticmethod
+    def dropped_source(mime: QMimeData) -> tuple[str, bool] | None:
+        """(path or URL, is_url) for a dropped image file or http(s) link; None otherwise."""
+        urls = mime.urls()
+        if urls:
+            url = urls[0]
+            if url.isLocalFile():
+                return url.toLocalFile(), False
+            if url.scheme() in ("http", "https"):
+                return url.toString(), True
+            return None
+        text = mime.text().strip()
+        if text.startswith(("http://", "https://")) and " " not in text:
+            return text, True
+        return None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if not self.controller.flashing and self.dropped_source(event.mimeData()) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        dropped = self.dropped_source(event.mimeData())
+        if dropped is None or self.controller.flashing:
+            return
+        event.acceptProposedAction()
+        self._show(OS)
+        self.os_page.open_dropped(dropped[0], is_url=dropped[1])
+
     def changeEvent(self, event: QEvent) -> None:
         if event.type() == QEvent.Type.ApplicationPaletteChange:
             # A light/dark theme switch: readable secondary text, accents in the right shade.
@@ -307,8 +372,29 @@ class MainWindow(QMainWindow):
             retint(self)
         super().changeEvent(event)
 
+    def _window_state(self) -> QSettings | None:
+        path = self.controller.services.window_state_path
+        return QSettings(path, QSettings.Format.IniFormat) if path else None
+
+    def _restore_size(self) -> None:
+        """The size the window had when it was last closed (clamped to this screen)."""
+        state = self._window_state()
+        if state is None:
+            return
+        size = state.value("window/size")
+        if isinstance(size, QSize) and size.isValid():
+            screen = self.screen().availableGeometry().size()
+            self.resize(size.boundedTo(screen).expandedTo(self.minimumSize()))
+
+    def _save_size(self) -> None:
+        state = self._window_state()
+        if state is not None:
+            state.setValue("window/size", self.size())
+            state.sync()
+
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.controller.flashing:
+            self._save_size()
             self.controller.shutdown()
             event.accept()
             return

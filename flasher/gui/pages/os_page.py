@@ -382,6 +382,17 @@ class OsPage(QWidget):
         self.path_edit.setText(path)
         self._open_path()
 
+    def open_dropped(self, source: str, *, is_url: bool) -> None:
+        """An image file or URL dropped on the window: shown in its panel and opened."""
+        if is_url:
+            self.url_radio.setChecked(True)
+            self.url_edit.setText(source)
+            self._open_url()
+        else:
+            self.file_radio.setChecked(True)
+            self.path_edit.setText(source)
+            self._open_path()
+
     def _open_path(self) -> None:
         path = self.path_edit.text().strip()
         if path:

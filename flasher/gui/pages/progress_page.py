@@ -152,6 +152,7 @@ class TargetCard(QFrame):
 
 class ProgressPage(QWidget):
     details_requested = Signal(str)  # a target path, or "" for the job
+    log_requested = Signal()
     done_requested = Signal()
     again_requested = Signal()
 
@@ -199,10 +200,13 @@ class ProgressPage(QWidget):
         self.cancel.clicked.connect(self._cancel)
         self.retry = QPushButton(icon("retry"), "&Retry failed", self)
         self.retry.clicked.connect(controller.retry_failed)
+        self.log_button = QPushButton(icon("info"), "Show &log…", self)
+        self.log_button.clicked.connect(self.log_requested)
         self.again = QPushButton("Flash &another", self)
         self.again.clicked.connect(self.again_requested)
         self.done = QPushButton("&Done", self)
         self.done.clicked.connect(self.done_requested)
+        buttons.insertWidget(0, self.log_button)
         for button in (self.cancel, self.retry, self.again, self.done):
             buttons.addWidget(button)
         layout.addLayout(buttons)
@@ -268,6 +272,7 @@ class ProgressPage(QWidget):
         self.cancel.setDefault(True)
         for button, visible in (
             (self.cancel, True),
+            (self.log_button, False),
             (self.retry, False),
             (self.again, False),
             (self.done, False),
@@ -350,6 +355,7 @@ class ProgressPage(QWidget):
         for path, card in self.cards.items():
             card.update_from(job.targets[path], running=False)
         self.cancel.hide()
+        self.log_button.show()
         self.retry.setVisible(bool(failed))
         self.again.show()
         self.done.show()

@@ -1,0 +1,144 @@
+"""What Etcher and Imager users expect, through the window: an image file or URL dropped on it
+opens, overall progress and the state in the title, a log after a success too, the window's
+size remembered, and a notification after a long flash."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QSize, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from flasher.events import Phase
+from flasher.gui.dialogs import ErrorDetailsDialog
+from flasher.gui.notify import notification_command, notify_finished
+from flasher.gui.progress import FlashState
+from flasher.gui.window import OS
+from tests.conftest import ImageFactory
+from tests.gui.conftest import MakeApp
+from tests.gui.driving import FLASH_TIMEOUT_MS, App
+from tests.gui.test_outcomes import _big_image
+
+
+def _drop(app: App, mime: QMimeData) -> bool:
+    """Drag `mime` over the window and drop it; True when the window took it."""
+    window = app.window
+    where = QPoint(window.width() // 2, window.height() // 2)
+    enter = QDragEnterEvent(
+        where, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier(0)
+    )
+    QApplication.sendEvent(window, enter)
+    if not enter.isAccepted():
+        return False
+    drop = QDropEvent(
+        where, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier(0)
+    )
+    QApplication.sendEvent(window, drop)
+    return drop.isAccepted()
+
+
+def test_a_dropped_image_file_opens(
+    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+) -> None:
+    app = make_app()
+    image = mbr_image().path
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(image))])
+    assert _drop(app, mime)
+    page = app.window.os_page
+    assert app.page() == OS and page.file_radio.isChecked()
+    app.qtbot.waitUntil(lambda: page.selection() is not None, timeout=FLASH_TIMEOUT_MS)
+    assert page.path_edit.text() == str(image)
+
+
+def test_a_dropped_link_goes_to_the_url_panel(make_app: MakeApp) -> None:
+    app = make_app()
+    mime = QMimeData()
+    mime.setText("https://example.invalid/balena.img.zip")
+    assert _drop(app, mime)
+    page = app.window.os_page
+    assert page.url_radio.isChecked()
+    assert page.url_edit.text() == "https://example.invalid/balena.img.zip"
+
+
+@pytest.mark.parametrize("text", ["just some words", "ftp://example.invalid/x.img", ""])
+def test_dropped_text_that_is_no_image_link_is_refused(make_app: MakeApp, text: str) -> None:
+    app = make_app()
+    mime = QMimeData()
+    mime.setText(text)
+    assert not _drop(app, mime)
+    assert app.window.os_page.catalog_radio.isChecked()
+
+
+def test_overall_progress_and_the_title_follow_the_write(
+    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+) -> None:
+    app = make_app()
+    app.open_image_file(_big_image(mbr_image, tmp_path))
+    app.next()
+    app.to_targets()
+    app.click(app.window.targets_page.write_all_check)
+    app.add_file_target(tmp_path / "card.img")
+    page = app.window.progress_page
+    seen: list[tuple[str, bool]] = []
+
+    def watch(path: str) -> None:
+        status = app.controller.job.targets[path]  # type: ignore[union-attr]
+        if status.phase is Phase.WRITING and status.done_bytes:
+            seen.append((app.window.windowTitle(), page.overall_bar.isVisible()))
+
+    app.controller.target_changed.connect(watch)
+    app.flash(timeout_ms=120_000)
+    assert seen
+    title, bar_shown = seen[-1]
+    assert re.match(r"\d+% writing — Flasher", title) and bar_shown
+    assert app.window.windowTitle().startswith("Done — Flasher")
+    assert re.search(r"MB/s average · in ", page.overall_label.text())
+
+
+def test_the_log_can_be_seen_after_a_success(make_app: MakeApp, tmp_path: Path) -> None:
+    app = make_app()
+    app.to_configure()
+    app.to_targets()
+    app.add_file_target(tmp_path / "card.img")
+    app.flash()
+    assert app.controller.state is FlashState.DONE
+    page = app.window.progress_page
+    app.click(page.log_button)
+    dialog = app.window.dialog
+    assert isinstance(dialog, ErrorDetailsDialog)
+    assert dialog.windowTitle() == "Log"
+    text = dialog.details.toPlainText()
+    assert "[phase] job: configuring" in text
+    assert f"card.img ({tmp_path / 'card.img'}): Done" in text
+
+
+def test_the_window_size_is_remembered(make_app: MakeApp) -> None:
+    first = make_app()
+    wanted = first.window.minimumSize() + QSize(37, 23)
+    first.window.resize(wanted)
+    assert first.window.close()
+    second = make_app()
+    assert second.window.size() == wanted
+
+
+def test_notify_send_is_preferred_when_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tool = tmp_path / "notify-send"
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    command = notification_command("Done: 2 drives", "balenaOS 6.5")
+    assert command is not None and command[0] == "notify-send"
+    assert command[-2:] == ["Done: 2 drives", "balenaOS 6.5"]
+
+
+def test_a_short_flash_calls_nobody_back(make_app: MakeApp) -> None:
+    app = make_app()
+    assert not notify_finished(app.window, "Done", "", elapsed_s=3.0)
