@@ -313,23 +313,27 @@ def status_line(status: TargetStatus) -> str:
     return " · ".join(parts)
 
 
+def transfer_line(progress: Progress) -> str:
+    """ "Downloading · 12.0 MB of 40.0 MB · 3.1 MB/s · 10 s left"."""
+    parts = [PHASE_WORDS.get(progress.phase, progress.phase.value)]
+    if progress.total_bytes:
+        parts.append(f"{human_bytes(progress.done_bytes)} of {human_bytes(progress.total_bytes)}")
+    else:
+        parts.append(human_bytes(progress.done_bytes))
+    if progress.speed_bps:
+        parts.append(human_speed(progress.speed_bps))
+    if progress.eta_s is not None:
+        parts.append(f"{human_duration(progress.eta_s)} left")
+    return " · ".join(parts)
+
+
 def shared_line(job: JobProgress) -> str:
     if job.shared_phase is None:
         return "Starting"
-    parts = [PHASE_WORDS.get(job.shared_phase, job.shared_phase.value)]
     progress = job.shared_progress
     if progress is not None and progress.phase is job.shared_phase:
-        if progress.total_bytes:
-            parts.append(
-                f"{human_bytes(progress.done_bytes)} of {human_bytes(progress.total_bytes)}"
-            )
-        else:
-            parts.append(human_bytes(progress.done_bytes))
-        if progress.speed_bps:
-            parts.append(human_speed(progress.speed_bps))
-        if progress.eta_s is not None:
-            parts.append(f"{human_duration(progress.eta_s)} left")
-    return " · ".join(parts)
+        return transfer_line(progress)
+    return PHASE_WORDS.get(job.shared_phase, job.shared_phase.value)
 
 
 def error_words(

@@ -23,6 +23,7 @@ from tests.conftest import ImageFactory
 from tests.gui.conftest import MakeApp
 from tests.gui.driving import FLASH_TIMEOUT_MS, App
 from tests.gui.test_outcomes import _big_image
+from tests.support.httpserver import HttpTestServer
 
 
 def _drop(app: App, mime: QMimeData) -> bool:
@@ -142,3 +143,29 @@ def test_notify_send_is_preferred_when_installed(
 def test_a_short_flash_calls_nobody_back(make_app: MakeApp) -> None:
     app = make_app()
     assert not notify_finished(app.window, "Done", "", elapsed_s=3.0)
+
+
+def test_a_url_download_shows_its_progress_and_resumes_after_stop(
+    make_app: MakeApp, mbr_image: ImageFactory
+) -> None:
+    image = mbr_image().path.read_bytes()
+    app = make_app()
+    page = app.window.os_page
+    with HttpTestServer() as server:
+        url = server.serve("/card.img", image, send_delay_s=0.02)
+        app.click(page.url_radio)
+        app.type_into(page.url_edit, url)
+        app.click(page.url_open)
+        app.qtbot.waitUntil(
+            lambda: re.match(r"Downloading · .* of .*", page.url_status.text()) is not None,
+            timeout=FLASH_TIMEOUT_MS,
+        )
+        assert page.url_cancel.isVisible() and not page.url_open.isVisible()
+        app.click(page.url_cancel)
+        assert page.url_status.text().startswith("Stopped.")
+        assert page.selection() is None and page.url_open.isVisible()
+        server.serve("/card.img", image)
+        app.click(page.url_open)
+        app.qtbot.waitUntil(lambda: page.selection() is not None, timeout=FLASH_TIMEOUT_MS)
+        resumed = server.requests_for("/card.img")[-1]
+    assert resumed.headers.get("Range", "").startswith("bytes=")

@@ -31,7 +31,7 @@ from flasher.errors import FlasherError
 from flasher.events import Event, Phase, PhaseChanged, Progress
 from flasher.gui.bridge import Failure
 from flasher.gui.controller import FlashController, ImageChoice, Selection
-from flasher.gui.progress import PHASE_WORDS, human_bytes
+from flasher.gui.progress import PHASE_WORDS, human_bytes, transfer_line
 from flasher.gui.qtmodels import ValueRole, VersionFilter, version_label
 from flasher.gui.theme import Accent, icon, tint
 from flasher.gui.widgets import Banner, FieldError, heading, note
@@ -209,9 +209,13 @@ class OsPage(QWidget):
         label.setBuddy(self.url_edit)
         self.url_open = QPushButton("D&ownload", panel)
         self.url_open.clicked.connect(self._open_url)
+        self.url_cancel = QPushButton("&Stop", panel)
+        self.url_cancel.clicked.connect(self._stop_download)
+        self.url_cancel.hide()
         row.addWidget(label)
         row.addWidget(self.url_edit, 1)
         row.addWidget(self.url_open)
+        row.addWidget(self.url_cancel)
         layout.addLayout(row)
         self.url_progress, self.url_status, self.url_error = self._image_status(panel, layout)
         layout.addStretch(1)
@@ -409,10 +413,24 @@ class OsPage(QWidget):
             return
         self._open(spec, self.url_progress, self.url_status, self.url_error)
 
+    def _stop_download(self) -> None:
+        """Stop a download; what arrived stays in the cache, so Download resumes from there."""
+        self.controller.cancel_image()
+        self.url_progress.hide()
+        self._downloading(False)
+        self.url_status.setText("Stopped. Press Download to resume where it stopped.")
+        self.changed.emit()
+
+    def _downloading(self, busy: bool) -> None:
+        self.url_open.setVisible(not busy)
+        self.url_cancel.setVisible(busy)
+
     def _open(
         self, spec: SourceSpec, progress: QProgressBar, status: QLabel, error: FieldError
     ) -> None:
         self._choice = None
+        if spec.url:
+            self._downloading(True)
         error.show_error(None)
         status.setText("Opening…")
         progress.setRange(0, 0)
@@ -435,8 +453,10 @@ class OsPage(QWidget):
             if fraction is not None:
                 progress.setRange(0, 1000)
                 progress.setValue(round(fraction * 1000))
+            status.setText(transfer_line(event))
 
     def _image_ready(self, choice: ImageChoice) -> None:
+        self._downloading(False)
         progress, status, error = self._widgets()
         progress.hide()
         self._choice = choice
@@ -457,6 +477,7 @@ class OsPage(QWidget):
         self.changed.emit()
 
     def _image_failed(self, failure: Failure) -> None:
+        self._downloading(False)
         progress, status, error = self._widgets()
         progress.hide()
         status.clear()
