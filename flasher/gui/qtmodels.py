@@ -87,6 +87,8 @@ class DeviceTypeModel(_HeadedTableModel):
             if index.column() == 1:
                 return item.slug + (f"  ({', '.join(item.aliases)})" if item.aliases else "")
             return item.arch
+        if role == Qt.ItemDataRole.DecorationRole and index.column() == 0:
+            return icon(f"family-{device_family(item)}")
         if role == Qt.ItemDataRole.ToolTipRole:
             aliases = f"; also known as {', '.join(item.aliases)}" if item.aliases else ""
             media = "; the image installs itself to internal storage" if item.flasher else ""
@@ -96,6 +98,20 @@ class DeviceTypeModel(_HeadedTableModel):
         if role == SearchRole:
             return " ".join((item.name, item.slug, *item.aliases)).lower()
         return None
+
+
+_PC_SLUGS = ("generic-amd64", "intel-nuc", "qemux86", "genericx86", "surface", "up-board")
+
+
+def device_family(device: DeviceType) -> str:
+    """The picture for a device type: "raspberrypi" (Raspberry Pi and boards built on its
+    compute modules), "pc" (x86 machines), else "board"."""
+    words = " ".join((device.slug, device.name, *device.aliases)).lower()
+    if "raspberry" in words or device.slug.startswith(("rpi", "fincm", "raspberrypi")):
+        return "raspberrypi"
+    if device.arch in ("amd64", "i386") or device.slug.startswith(_PC_SLUGS):
+        return "pc"
+    return "board"
 
 
 class _Filter(QSortFilterProxyModel):

@@ -157,6 +157,20 @@ ICONS: dict[str, str] = {
         '1.5 0 0 1-1.5 1.5h-15A1.5 1.5 0 0 1 3 18.5z"/>'
     ),
     "flash": _svg('<path d="M13 2.5L5 13.5h6.5l-1 8 8-11H12z"/>'),
+    # Device families, for the device type list.
+    "family-raspberrypi": _svg(
+        '<rect x="2.5" y="5" width="19" height="14" rx="2"/>'
+        '<path d="M5 7.5h10"/><path d="M5.5 7.5v0M8 7.5v0M10.5 7.5v0M13 7.5v0"/>'
+        '<circle cx="9" cy="13.5" r="2.5"/><rect x="15" y="11" width="4.5" height="5" rx=".5"/>'
+    ),
+    "family-pc": _svg(
+        '<rect x="3" y="4" width="18" height="12" rx="1.5"/><path d="M8 20h8M12 16v4"/>'
+    ),
+    "family-board": _svg(
+        '<rect x="6" y="6" width="12" height="12" rx="1.5"/><rect x="9.5" y="9.5" width="5" '
+        'height="5"/><path d="M9 3v3M12 3v3M15 3v3M9 18v3M12 18v3M15 18v3M3 9h3M3 12h3M3 15h3'
+        'M18 9h3M18 12h3M18 15h3"/>'
+    ),
     "retry": _svg('<path d="M20.5 12a8.5 8.5 0 1 1-2.5-6"/><path d="M20.5 3.5v5h-5"/>'),
 }
 

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QSize, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import QApplication
 
 from flasher.events import Phase
 from flasher.gui.dialogs import ErrorDetailsDialog
 from flasher.gui.notify import notification_command, notify_finished
 from flasher.gui.progress import FlashState
+from flasher.gui.qtmodels import device_family
 from flasher.gui.window import OS
+from flasher.models import DeviceType
 from tests.conftest import ImageFactory
 from tests.gui.conftest import MakeApp
 from tests.gui.driving import FLASH_TIMEOUT_MS, App
@@ -169,3 +171,27 @@ def test_a_url_download_shows_its_progress_and_resumes_after_stop(
         app.qtbot.waitUntil(lambda: page.selection() is not None, timeout=FLASH_TIMEOUT_MS)
         resumed = server.requests_for("/card.img")[-1]
     assert resumed.headers.get("Range", "").startswith("bytes=")
+
+
+@pytest.mark.parametrize(
+    ("slug", "name", "arch", "family"),
+    [
+        ("raspberrypi4-64", "Raspberry Pi 4 (using 64bit OS)", "aarch64", "raspberrypi"),
+        ("fincm3", "Balena Fin (CM3)", "armv7hf", "raspberrypi"),
+        ("intel-nuc", "Intel NUC", "amd64", "pc"),
+        ("generic-amd64", "Generic x86_64 (GPT)", "amd64", "pc"),
+        ("beaglebone-black", "BeagleBone Black", "armv7hf", "board"),
+        ("generic-aarch64", "Generic AARCH64", "aarch64", "board"),
+    ],
+)
+def test_device_families(slug: str, name: str, arch: str, family: str) -> None:
+    assert device_family(DeviceType(slug, name, arch)) == family
+
+
+def test_every_device_type_in_the_list_has_a_picture(make_app: MakeApp) -> None:
+    app = make_app()
+    model = app.controller.device_types
+    app.qtbot.waitUntil(lambda: model.rowCount() > 0, timeout=FLASH_TIMEOUT_MS)
+    for row in range(model.rowCount()):
+        picture = model.data(model.index(row, 0), Qt.ItemDataRole.DecorationRole)
+        assert isinstance(picture, QIcon) and not picture.isNull()

@@ -161,7 +161,7 @@ def test_no_device_type_is_picked_on_the_first_launch(make_app: MakeApp) -> None
     page = app.window.os_page
     assert page.current_device_type() is None
     assert not app.window.next.isEnabled()
-    assert app.window.why.text() == "Choose a device type."
+    assert app.window.why.text() == "Choose a device type, or drop an image file here."
 
 
 def test_search_without_a_match_says_so_and_clears_the_version(make_app: MakeApp) -> None:

@@ -5,7 +5,7 @@ size), or a local image file, or an http(s) URL, with the device type and versio
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelection, Qt, Signal
+from PySide6.QtCore import QItemSelection, QSize, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -33,7 +33,7 @@ from flasher.gui.bridge import Failure
 from flasher.gui.controller import FlashController, ImageChoice, Selection
 from flasher.gui.progress import PHASE_WORDS, human_bytes, transfer_line
 from flasher.gui.qtmodels import ValueRole, VersionFilter, version_label
-from flasher.gui.theme import Accent, icon, tint
+from flasher.gui.theme import Accent, em, icon, tint
 from flasher.gui.widgets import Banner, FieldError, heading, note
 from flasher.models import DeviceType, OsVersion
 from flasher.provider import SourceSpec
@@ -113,6 +113,7 @@ class OsPage(QWidget):
         self.device_view.setAlternatingRowColors(True)
         self.device_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.device_view.setAccessibleName("device types")
+        self.device_view.setIconSize(QSize(em(self, 1.5), em(self, 1.5)))
         header = self.device_view.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -495,7 +496,7 @@ class OsPage(QWidget):
             return None
         if self.catalog_radio.isChecked():
             if self.current_device_type() is None:
-                return "Choose a device type."
+                return "Choose a device type, or drop an image file here."
             if not self.controller.versions.rowCount():
                 return "No version matches these options."
             return "Choose a balenaOS version."
