@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 
 from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
+from flasher.bench.policy import DrivePolicy
 from flasher.drives.constraints import (
     Problem,
     Severity,
@@ -26,6 +27,7 @@ from flasher.drives.constraints import (
 from flasher.drives.monitor import DriveEvent
 from flasher.errors import Cancelled
 from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
+from flasher.gui.bench import BenchSetup
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
 from flasher.gui.flashing import Outcome, apply_config_to_settings, refuse_unusable
 from flasher.gui.progress import FlashState, JobProgress, error_words
@@ -71,6 +73,7 @@ class Services:
     inspect: Callable[[Path], ImageInfo] = inspect_image
     cache_dir: str | None = None  # its paths are left out of messages
     window_state_path: str | None = None  # where the window's size is remembered
+    bench: BenchSetup = field(default_factory=lambda: BenchSetup(DrivePolicy()))
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from flasher.gui.bench import BenchController
 from flasher.gui.bridge import Failure
 from flasher.gui.controller import FlashController
 from flasher.gui.dialogs import ConfirmEraseDialog, ErrorDetailsDialog, details_text
 from flasher.gui.notify import notify_finished
+from flasher.gui.pages.bench_page import BenchPage
 from flasher.gui.pages.configure_page import ConfigurePage
 from flasher.gui.pages.os_page import OsPage
 from flasher.gui.pages.progress_page import ProgressPage
@@ -42,7 +44,7 @@ from flasher.gui.progress import FlashState, count_words, overall_line, status_l
 from flasher.gui.theme import app_icon, em, icon, keep_readable, retint, scaled_font
 from flasher.gui.widgets import StepHeader, note
 
-OS, CONFIGURE, TARGETS, PROGRESS = range(4)
+OS, CONFIGURE, TARGETS, PROGRESS, BENCH = range(5)
 
 
 class MainWindow(QMainWindow):
@@ -86,7 +88,18 @@ class MainWindow(QMainWindow):
         )
         self.targets_page = TargetsPage(controller, self.stack)
         self.progress_page = ProgressPage(controller, self.stack)
-        for page in (self.os_page, self.configure_page, self.targets_page, self.progress_page):
+        services = controller.services
+        self.bench = BenchController(
+            controller.bridge, services.provider, services.launcher, services.bench, self
+        )
+        self.bench_page = BenchPage(self.bench, self.stack)
+        for page in (
+            self.os_page,
+            self.configure_page,
+            self.targets_page,
+            self.progress_page,
+            self.bench_page,
+        ):
             self.stack.addWidget(page)
         layout.addWidget(self.stack, 1)
         self.nav = QWidget(central)
@@ -120,6 +133,10 @@ class MainWindow(QMainWindow):
             edit.returnPressed.connect(self.go_next)
         self.progress_page.details_requested.connect(self._show_flash_details)
         self.progress_page.log_requested.connect(self.show_log)
+        self.targets_page.bench_requested.connect(lambda: self._show(BENCH))
+        self.bench_page.back_requested.connect(lambda: self._show(TARGETS))
+        self.bench_page.start_requested.connect(self._start_bench)
+        self.bench.failed.connect(self.show_failure)
         self.progress_page.done_requested.connect(lambda: self._show(TARGETS))
         self.progress_page.again_requested.connect(lambda: self._show(OS))
         controller.flash_finished.connect(self._flash_finished)
@@ -136,9 +153,10 @@ class MainWindow(QMainWindow):
 
     def _show(self, index: int) -> None:
         self.stack.setCurrentIndex(index)
-        self._reachable = max(self._reachable, index) if index != PROGRESS else self._reachable
-        self.nav.setVisible(index != PROGRESS)
-        self.steps.setVisible(index != PROGRESS)
+        wizard = index not in (PROGRESS, BENCH)
+        self._reachable = max(self._reachable, index) if wizard else self._reachable
+        self.nav.setVisible(wizard)
+        self.steps.setVisible(wizard)
         self.steps.set_current(index, self._reachable)
         if index == TARGETS:
             self.controller.start_drive_watch()
@@ -244,6 +262,12 @@ class MainWindow(QMainWindow):
         )
         dialog.accepted.connect(self._start_flash)
         self._open(dialog)
+
+    def _start_bench(self) -> None:
+        selection = self.controller.selection
+        if selection is not None:
+            self.controller.remember_choices()
+            self.bench.start(selection.spec, self.controller.config, verify=self.controller.verify)
 
     def _start_flash(self) -> None:
         self._show(PROGRESS)
@@ -393,6 +417,7 @@ class MainWindow(QMainWindow):
             state.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.bench.abort()  # a card being written by the bench is left unbootable, never half
         if not self.controller.flashing:
             self._save_size()
             self.controller.shutdown()

@@ -30,6 +30,7 @@ from flasher.models import Drive
 
 class TargetsPage(QWidget):
     changed = Signal()
+    bench_requested = Signal()
 
     def __init__(self, controller: FlashController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +86,13 @@ class TargetsPage(QWidget):
         options.addWidget(self.verify_check)
         options.addWidget(self.write_all_check)
         options.addStretch(1)
+        self.bench_button = QPushButton("Bench &station…", self)
+        self.bench_button.setToolTip(
+            "Flash every card inserted into the card readers, one after another, without "
+            "choosing each."
+        )
+        self.bench_button.clicked.connect(self.bench_requested)
+        options.addWidget(self.bench_button)
         layout.addLayout(options)
         self.banner = Banner(self)
         layout.addWidget(self.banner)
