@@ -259,13 +259,24 @@ class FlashController(QObject):
         task = self.bridge.run(
             "download-size", self._with_catalog(lambda m: m.get_download_size(slug, version))
         )
-        task.done.connect(lambda size: self._download_size(generation, size))
+        task.done.connect(lambda size: self._download_size(generation, size, slug, version))
         # An unknown size is not worth an error: the label just says so.
         task.failed.connect(lambda _failure: self._download_size(generation, None))
 
-    def _download_size(self, generation: int, size: int | None) -> None:
+    def _download_size(
+        self, generation: int, size: int | None, slug: str = "", version: str = ""
+    ) -> None:
         if generation == self._generation:
             self.download_size_known.emit(size)
+        # The size may come after the user moved on: the drive list learns it then.
+        chosen = self.selection
+        if (
+            size
+            and chosen is not None
+            and chosen.image_size_bytes is None
+            and (chosen.spec.device_type, chosen.spec.version) == (slug, version)
+        ):
+            self.set_selection(replace(chosen, image_size_bytes=size))
 
     # --- local files and URLs -----------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def notification_command(summary: str, body: str) -> list[str] | None:
             body,
             "[]",
             "{}",
-            "-1",
+            "10000",  # ms on screen (a negative default would read as an option)
         ]
     return None
 

@@ -1,5 +1,6 @@
 """Small widgets the pages share: inline field errors, a secret field with show/hide, message
-banners with a details button, the step header, and headings.
+banners with a details button, the step header, headings, and form layouts (two form columns,
+an expander that shows its body while ticked).
 
 Everything is sized from the font (no fixed pixel sizes) and coloured from the palette, except
 the error/warning/success accents.
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QPalette
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -158,3 +161,38 @@ class StepHeader(QWidget):
             button.setChecked(i == index)
             button.setEnabled(i <= reachable)
             button.setFont(scaled_font(button, 1.0, bold=i == index))
+
+
+def expander(title: str, parent: QWidget) -> tuple[QCheckBox, QWidget, QWidget]:
+    """A tick box with a framed body that shows only while it is ticked: advanced parts stay
+    one line until they are wanted, so the page fits the window. Returns the box, the whole
+    part and the body to fill."""
+    part = QWidget(parent)
+    column = QVBoxLayout(part)
+    column.setContentsMargins(0, 0, 0, 0)
+    check = QCheckBox(title, part)
+    body = QFrame(part)
+    body.setFrameShape(QFrame.Shape.StyledPanel)
+    column.addWidget(check)
+    column.addWidget(body)
+    body.hide()
+    check.toggled.connect(body.setVisible)
+    return check, part, body
+
+
+def two_forms(body: QWidget) -> tuple[QFormLayout, QFormLayout]:
+    """Two form columns side by side: an expanded group stays two rows high."""
+    row = QHBoxLayout(body)
+    forms = (QFormLayout(), QFormLayout())
+    for form in forms:
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        row.addLayout(form, 1)
+    return forms
+
+
+def form_layout(group: QWidget) -> QFormLayout:
+    form = QFormLayout(group)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    # In a narrow window a label goes above its field rather than squeezing it.
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    return form

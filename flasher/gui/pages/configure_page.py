@@ -15,16 +15,12 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
-    QFileDialog,
     QFormLayout,
-    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QPushButton,
     QRadioButton,
     QScrollArea,
     QSpinBox,
@@ -36,17 +32,26 @@ from flasher.errors import ConfigError
 from flasher.gui.controller import Selection
 from flasher.gui.pages.fields import (
     FieldSet,
+    check_gateway,
+    config_summary,
     error_text,
     field_key,
     parse_dns,
     parse_fleet_id,
-    read_keyfile,
 )
-from flasher.gui.theme import em, icon
-from flasher.gui.widgets import FieldError, SecretEdit, heading, note
+from flasher.gui.pages.keyfiles import KeyfileBox
+from flasher.gui.theme import em
+from flasher.gui.widgets import (
+    FieldError,
+    SecretEdit,
+    expander,
+    form_layout,
+    heading,
+    note,
+    two_forms,
+)
 from flasher.models import (
     DeviceConfig,
-    Keyfile,
     NetworkKind,
     NetworkSettings,
     Secret,
@@ -58,49 +63,12 @@ from flasher.validation import (
     validate_dns,
     validate_hostname,
     validate_ipv4_address,
-    validate_keyfile,
     validate_netmask,
     validate_poll_interval,
     validate_provisioning_key,
-    validate_static_ipv4,
     validate_wifi_key,
     validate_wifi_ssid,
 )
-
-
-def _expander(title: str, parent: QWidget) -> tuple[QCheckBox, QWidget, QWidget]:
-    """A tick box with a framed body that shows only while it is ticked: advanced parts stay
-    one line until they are wanted, so the page fits the window. Returns the box, the whole
-    part and the body to fill."""
-    part = QWidget(parent)
-    column = QVBoxLayout(part)
-    column.setContentsMargins(0, 0, 0, 0)
-    check = QCheckBox(title, part)
-    body = QFrame(part)
-    body.setFrameShape(QFrame.Shape.StyledPanel)
-    column.addWidget(check)
-    column.addWidget(body)
-    body.hide()
-    check.toggled.connect(body.setVisible)
-    return check, part, body
-
-
-def _two_forms(body: QWidget) -> tuple[QFormLayout, QFormLayout]:
-    """Two form columns side by side: an expanded group stays two rows high."""
-    row = QHBoxLayout(body)
-    forms = (QFormLayout(), QFormLayout())
-    for form in forms:
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        row.addLayout(form, 1)
-    return forms
-
-
-def _form(group: QWidget) -> QFormLayout:
-    form = QFormLayout(group)
-    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-    # In a narrow window a label goes above its field rather than squeezing it.
-    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
-    return form
 
 
 class ConfigurePage(QWidget):
@@ -113,7 +81,6 @@ class ConfigurePage(QWidget):
         self._api_url = device_api_url
         self._selection: Selection | None = None
         self._key_forgotten = False
-        self.keyfiles: list[Keyfile] = []
         self.fields = FieldSet()
         outer = QVBoxLayout(self)
         outer.addWidget(heading("Configure the device", self))
@@ -138,7 +105,13 @@ class ConfigurePage(QWidget):
         grid.addWidget(self._device_group(), 0, 1)
         grid.addWidget(self._ip_group(), 1, 0, 1, 2)
         grid.addWidget(self._fleet_group(), 2, 0, 1, 2)
-        grid.addWidget(self._keyfile_group(), 3, 0, 1, 2)
+        self.keyfile_box = KeyfileBox(self.form)
+        self.keyfile_box.edited.connect(lambda: self._edited("keyfile"))
+        self.fields.add("keyfile", self.keyfile_box.error, self.keyfile_box.check)
+        # What the tests and the keyboard reach directly.
+        self.keyfile_list, self.add_keyfile = self.keyfile_box.list, self.keyfile_box.add
+        self.add_keyfiles = self.keyfile_box.add_files
+        grid.addWidget(self.keyfile_box, 3, 0, 1, 2)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         grid.setRowStretch(4, 1)
@@ -155,7 +128,7 @@ class ConfigurePage(QWidget):
 
     def _network_group(self) -> QGroupBox:
         group = QGroupBox("Network", self.form)
-        form = _form(group)
+        form = form_layout(group)
         kinds = QHBoxLayout()
         self.ethernet_radio = QRadioButton("E&thernet", group)
         self.wifi_radio = QRadioButton("W&i-Fi", group)
@@ -197,9 +170,9 @@ class ConfigurePage(QWidget):
         return group
 
     def _ip_group(self) -> QWidget:
-        group, part, body = _expander("Static I&P address (IPv4)", self.form)
+        group, part, body = expander("Static I&P address (IPv4)", self.form)
         self.ip_group = group
-        form, right = _two_forms(body)
+        form, right = two_forms(body)
         self.address_edit = QLineEdit(body)
         self.address_edit.setPlaceholderText("192.168.1.50")
         self.address_error = self._row(
@@ -237,7 +210,7 @@ class ConfigurePage(QWidget):
 
     def _device_group(self) -> QGroupBox:
         group = QGroupBox("Device", self.form)
-        form = _form(group)
+        form = form_layout(group)
         self.hostname_edit = QLineEdit(group)
         self.hostname_edit.setPlaceholderText("default: the device's UUID")
         self.hostname_error = self._row(
@@ -275,9 +248,9 @@ class ConfigurePage(QWidget):
         return group
 
     def _fleet_group(self) -> QWidget:
-        group, part, body = _expander("Register in a &fleet (optional)", self.form)
+        group, part, body = expander("Register in a &fleet (optional)", self.form)
         self.fleet_group = group
-        form, right = _two_forms(body)
+        form, right = two_forms(body)
         self.fleet_edit = QLineEdit(body)
         self.fleet_edit.setPlaceholderText("numeric ID from the dashboard URL")
         self.fleet_error = self._row(
@@ -297,34 +270,6 @@ class ConfigurePage(QWidget):
         )
         group.toggled.connect(lambda _on: self._edited("fleet_group"))
         return part
-
-    def _keyfile_group(self) -> QGroupBox:
-        group = QGroupBox("Extra network connections (NetworkManager files)", self.form)
-        layout = QHBoxLayout(group)
-        # One line while there are none; the list appears with the first file.
-        self.keyfile_none = note("None: the device uses the network chosen above.", group)
-        self.keyfile_list = QListWidget(group)
-        self.keyfile_list.setAccessibleName("extra connection files")
-        self.keyfile_list.setMaximumHeight(em(self, 4))
-        self.keyfile_list.hide()
-        buttons = QVBoxLayout()
-        self.add_keyfile = QPushButton("Add &connection file…", group)
-        self.remove_keyfile = QPushButton("&Remove", group)
-        self.remove_keyfile.hide()
-        self.add_keyfile.clicked.connect(self._browse_keyfile)
-        self.remove_keyfile.clicked.connect(self._remove_keyfile)
-        buttons.addWidget(self.add_keyfile)
-        buttons.addWidget(self.remove_keyfile)
-        buttons.addStretch(1)
-        column = QVBoxLayout()
-        column.addWidget(self.keyfile_none)
-        column.addWidget(self.keyfile_list)
-        self.keyfile_error = FieldError(group)
-        column.addWidget(self.keyfile_error)
-        self.fields.add("keyfile", self.keyfile_error, self._check_keyfiles)
-        layout.addLayout(column, 1)
-        layout.addLayout(buttons)
-        return group
 
     def _row(
         self,
@@ -366,17 +311,7 @@ class ConfigurePage(QWidget):
         validate_provisioning_key(key, 1)
 
     def _check_gateway(self) -> None:
-        gateway = validate_ipv4_address(self.gateway_edit.text(), "ipv4.gateway")
-        try:
-            validate_ipv4_address(self.address_edit.text())
-            validate_netmask(self.netmask_edit.text())
-        except ConfigError:
-            return  # the subnet rules need a valid address and netmask first
-        validate_static_ipv4(
-            StaticIPv4(
-                self.address_edit.text().strip(), self.netmask_edit.text().strip(), str(gateway)
-            )
-        )
+        check_gateway(self.address_edit.text(), self.netmask_edit.text(), self.gateway_edit.text())
 
     def _check_key(self) -> None:
         """An empty key is an open network only when the user said so: a key that was not
@@ -403,10 +338,6 @@ class ConfigurePage(QWidget):
         self.key_edit.setEnabled(not on and self.wifi_radio.isChecked())
         self._edited("key")
 
-    def _check_keyfiles(self) -> None:
-        for keyfile in self.keyfiles:
-            validate_keyfile(keyfile)
-
     def _network_changed(self) -> None:
         wifi = self.wifi_radio.isChecked()
         for widget in self.wifi_widgets:
@@ -432,41 +363,6 @@ class ConfigurePage(QWidget):
         self.fields.refresh()
         self.general_error.show_error(None)
         self.changed.emit()
-
-    def _browse_keyfile(self) -> None:
-        dialog = QFileDialog(self, "Add NetworkManager connection files")
-        dialog.setObjectName("keyfile-dialog")
-        dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
-        dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.filesSelected.connect(self.add_keyfiles)
-        dialog.open()
-
-    def add_keyfiles(self, paths: list[str]) -> None:
-        for path in paths:
-            try:
-                keyfile = read_keyfile(path)
-            except ConfigError as err:
-                self.keyfile_error.show_error(str(err))
-                return
-            self.keyfiles = [k for k in self.keyfiles if k.name != keyfile.name] + [keyfile]
-        self._show_keyfiles()
-
-    def _remove_keyfile(self) -> None:
-        row = self.keyfile_list.currentRow()
-        if 0 <= row < len(self.keyfiles):
-            del self.keyfiles[row]
-            self._show_keyfiles()
-
-    def _show_keyfiles(self) -> None:
-        self.keyfile_list.clear()
-        for widget in (self.keyfile_list, self.remove_keyfile):
-            widget.setVisible(bool(self.keyfiles))
-        self.keyfile_none.setVisible(not self.keyfiles)
-        for keyfile in self.keyfiles:
-            self.keyfile_list.addItem(keyfile.name)
-            self.keyfile_list.item(self.keyfile_list.count() - 1).setIcon(icon("file"))
-        self._edited("keyfile")
 
     # --- selection, settings and the result -------------------------------------------------
 
@@ -589,29 +485,17 @@ class ConfigurePage(QWidget):
             hostname=self.hostname_text(),
             development_mode=self.dev_check.isChecked(),
             persistent_logging=self.logging_check.isChecked(),
-            extra_keyfiles=tuple(self.keyfiles),
+            extra_keyfiles=tuple(self.keyfile_box.keyfiles),
             api_url=self._api_url,
         )
         validate_device_config(config)
         return config
 
     def summary(self) -> str:
-        config = None
         try:
-            config = self.config()
+            return config_summary(self.config())
         except ConfigError:
             return ""
-        if config is None:
-            return "image as it is"
-        network = config.network
-        words = [f"Wi-Fi “{network.wifi_ssid}”" if network.kind is NetworkKind.WIFI else "Ethernet"]
-        if network.ipv4 is not None:
-            words.append(network.ipv4.address)
-        if config.hostname:
-            words.append(config.hostname)
-        if config.development_mode:
-            words.append("development")
-        return ", ".join(words)
 
     def remember_secrets(self) -> bool:
         return self.remember_check.isChecked()
