@@ -29,6 +29,7 @@ from flasher.errors import Cancelled
 from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
 from flasher.gui.bench import BenchSetup
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
+from flasher.gui.choices import ImageChoice, Selection
 from flasher.gui.flashing import Outcome, apply_config_to_settings, refuse_unusable
 from flasher.gui.progress import FlashState, JobProgress, error_words
 from flasher.gui.qtmodels import (
@@ -74,36 +75,6 @@ class Services:
     cache_dir: str | None = None  # its paths are left out of messages
     window_state_path: str | None = None  # where the window's size is remembered
     bench: BenchSetup = field(default_factory=lambda: BenchSetup(DrivePolicy()))
-
-
-@dataclass(frozen=True)
-class ImageChoice:
-    """A local file or URL, opened: its raw image in the cache and what it says it is."""
-
-    spec: SourceSpec
-    raw_path: str
-    size_bytes: int
-    info: ImageInfo
-
-    @property
-    def device_type(self) -> str | None:
-        return self.info.identity.device_type
-
-    @property
-    def os_version(self) -> str | None:
-        return self.info.identity.os_version
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What the OS page picked: a catalog device type + version, or an opened image."""
-
-    spec: SourceSpec
-    device_type: str | None
-    os_version: str | None
-    title: str
-    image_size_bytes: int | None = None
-    source_path: str | None = None
 
 
 class FlashController(QObject):

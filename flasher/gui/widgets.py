@@ -1,5 +1,6 @@
 """Small widgets the pages share: inline field errors, a secret field with show/hide, message
-banners with a details button, the step header, headings, and form layouts (two form columns,
+banners with a details button, the step header, headings, a search field that steers its list,
+the status lines under an image field, and form layouts (two form columns,
 an expander that shows its body while ticked).
 
 Everything is sized from the font (no fixed pixel sizes) and coloured from the palette, except
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QPalette
+from PySide6.QtGui import QAction, QKeyEvent, QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
     QFormLayout,
@@ -19,9 +20,11 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QSizePolicy,
     QToolButton,
+    QTreeView,
     QVBoxLayout,
     QWidget,
 )
@@ -196,3 +199,31 @@ def form_layout(group: QWidget) -> QFormLayout:
     # In a narrow window a label goes above its field rather than squeezing it.
     form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
     return form
+
+
+class SearchField(QLineEdit):
+    """Arrow keys move through the list below while the focus stays in the search field."""
+
+    def __init__(self, view: QTreeView, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._view = view
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Down, Qt.Key.Key_Up, Qt.Key.Key_PageDown, Qt.Key.Key_PageUp):
+            self._view.keyPressEvent(event)
+            return
+        super().keyPressEvent(event)
+
+
+def image_status(panel: QWidget, layout: QVBoxLayout) -> tuple[QProgressBar, QLabel, FieldError]:
+    """A bar, a status line and an error line under an image file or URL field."""
+    progress = QProgressBar(panel)
+    progress.hide()
+    status = QLabel(panel)
+    status.setWordWrap(True)
+    status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    error = FieldError(panel)
+    layout.addWidget(progress)
+    layout.addWidget(status)
+    layout.addWidget(error)
+    return progress, status, error

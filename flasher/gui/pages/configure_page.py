@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from flasher.errors import ConfigError
-from flasher.gui.controller import Selection
+from flasher.gui.choices import Selection
 from flasher.gui.pages.fields import (
     FieldSet,
     check_gateway,

@@ -6,7 +6,7 @@ size), or a local image file, or an http(s) URL, with the device type and versio
 from __future__ import annotations
 
 from PySide6.QtCore import QItemSelection, QSize, Qt, Signal
-from PySide6.QtGui import QKeyEvent, QPalette
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
@@ -30,29 +30,16 @@ from PySide6.QtWidgets import (
 from flasher.errors import FlasherError
 from flasher.events import Event, Phase, PhaseChanged, Progress
 from flasher.gui.bridge import Failure
-from flasher.gui.controller import FlashController, ImageChoice, Selection
+from flasher.gui.choices import ImageChoice, Selection, image_words
+from flasher.gui.controller import FlashController
 from flasher.gui.progress import PHASE_WORDS, human_bytes, transfer_line
 from flasher.gui.qtmodels import ValueRole, VersionFilter, version_label
 from flasher.gui.theme import Accent, em, icon, tint
-from flasher.gui.widgets import Banner, FieldError, heading, note
+from flasher.gui.widgets import Banner, FieldError, SearchField, heading, image_status, note
 from flasher.models import DeviceType, OsVersion
 from flasher.provider import SourceSpec
 
 IMAGE_FILTER = "Disk images (*.img *.raw *.zip *.gz *.xz *.zst *.bz2);;All files (*)"
-
-
-class SearchField(QLineEdit):
-    """Arrow keys move through the list below while the focus stays in the search field."""
-
-    def __init__(self, view: QTreeView, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._view = view
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        if event.key() in (Qt.Key.Key_Down, Qt.Key.Key_Up, Qt.Key.Key_PageDown, Qt.Key.Key_PageUp):
-            self._view.keyPressEvent(event)
-            return
-        super().keyPressEvent(event)
 
 
 class OsPage(QWidget):
@@ -193,7 +180,7 @@ class OsPage(QWidget):
                 panel,
             )
         )
-        self.file_progress, self.file_status, self.file_error = self._image_status(panel, layout)
+        self.file_progress, self.file_status, self.file_error = image_status(panel, layout)
         layout.addStretch(1)
         return panel
 
@@ -218,25 +205,9 @@ class OsPage(QWidget):
         row.addWidget(self.url_open)
         row.addWidget(self.url_cancel)
         layout.addLayout(row)
-        self.url_progress, self.url_status, self.url_error = self._image_status(panel, layout)
+        self.url_progress, self.url_status, self.url_error = image_status(panel, layout)
         layout.addStretch(1)
         return panel
-
-    def _image_status(
-        self,
-        panel: QWidget,
-        layout: QVBoxLayout,
-    ) -> tuple[QProgressBar, QLabel, FieldError]:
-        progress = QProgressBar(panel)
-        progress.hide()
-        status = QLabel(panel)
-        status.setWordWrap(True)
-        status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        error = FieldError(panel)
-        layout.addWidget(progress)
-        layout.addWidget(status)
-        layout.addWidget(error)
-        return progress, status, error
 
     # --- catalog ------------------------------------------------------------------------------
 
@@ -461,18 +432,7 @@ class OsPage(QWidget):
         progress, status, error = self._widgets()
         progress.hide()
         self._choice = choice
-        identity = choice.info.identity
-        what = identity.device_type_name or identity.device_type
-        parts = [
-            f"Device type: {what} ({identity.device_type})"
-            if identity.device_type
-            else "Device type: not recorded in the image",
-            f"balenaOS {identity.os_version}"
-            if identity.os_version
-            else "balenaOS version: unknown",
-            f"{human_bytes(choice.size_bytes)} unpacked",
-        ]
-        status.setText(" · ".join(parts))
+        status.setText(image_words(choice))
         problems = [p.message for p in choice.info.problems]
         error.show_error("; ".join(problems) if problems else None)
         self.changed.emit()
