@@ -30,6 +30,7 @@ from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChange
 from flasher.gui.bench import BenchSetup
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
 from flasher.gui.choices import ImageChoice, Selection
+from flasher.gui.eject import eject, ejectable
 from flasher.gui.flashing import Outcome, apply_config_to_settings, refuse_unusable
 from flasher.gui.progress import FlashState, JobProgress, error_words
 from flasher.gui.qtmodels import (
@@ -89,6 +90,7 @@ class FlashController(QObject):
     target_changed = Signal(str)
     job_changed = Signal()
     flash_finished = Signal()
+    cards_ejected = Signal(object)  # list of paths powered off after their verification
 
     def __init__(self, services: Services, bridge: Bridge, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -105,6 +107,8 @@ class FlashController(QObject):
         self.config: DeviceConfig | None = None
         self.verify = services.settings.verify
         self.write_all = False
+        self.eject_when_verified = True
+        self.ejected: list[str] = []
         self.job: JobProgress | None = None
         self.report: FlashReport | None = None
         self.failure: Failure | None = None
@@ -338,6 +342,7 @@ class FlashController(QObject):
         drives = self.selected_drives()
         if not drives:
             return
+        self.ejected = []
         self.job = JobProgress.start([(d.path, drive_title(d), d.is_file) for d in drives])
         self.report = None
         self.failure = None
@@ -424,6 +429,21 @@ class FlashController(QObject):
         self.report = outcome.report
         self.job.finish(outcome.results, cancelled=cancelled)
         self._finished()
+        if self.eject_when_verified:
+            drives = {d.path: d for d in self.drives.drives}
+            self._eject(ejectable(drives, outcome.results))
+
+    def _eject(self, paths: list[str]) -> None:
+        """Power off the verified cards on a worker; the page then says they can be removed."""
+        if not paths:
+            return
+        task = self.bridge.run("eject", lambda _emit, _cancel: eject(paths))
+        task.done.connect(self._ejected)
+
+    def _ejected(self, paths: list[str]) -> None:
+        self.ejected = [*self.ejected, *paths]
+        if paths:
+            self.cards_ejected.emit(paths)
 
     def _flash_failed(self, failure: Failure) -> None:
         assert self.job is not None and self._flash_task is not None

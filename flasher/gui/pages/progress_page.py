@@ -214,6 +214,7 @@ class ProgressPage(QWidget):
         controller.target_changed.connect(self._target_changed)
         controller.job_changed.connect(self._job_changed)
         controller.flash_finished.connect(self._finished)
+        controller.cards_ejected.connect(self._ejected)
 
     def _cancel(self) -> None:
         """Before anything is written, cancel at once; once a card is being written, ask."""
@@ -315,6 +316,16 @@ class ProgressPage(QWidget):
             else:
                 self.shared_bar.setRange(0, BAR_STEPS)
                 self.shared_bar.setValue(round(fraction * BAR_STEPS))
+
+    def _ejected(self, paths: list[str]) -> None:
+        for path in paths:
+            card = self.cards.get(path)
+            if card is not None:
+                card.status.setText(f"{card.status.text()} · ejected")
+        many = len(self.controller.ejected) > 1
+        self.banner.show_message(
+            "ok", "You can remove the cards." if many else "You can remove the card."
+        )
 
     def _finished(self) -> None:
         job = self.controller.job

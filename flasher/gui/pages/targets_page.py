@@ -83,8 +83,13 @@ class TargetsPage(QWidget):
             "checked by their own checksums."
         )
         self.write_all_check.toggled.connect(self._options_changed)
+        self.eject_check = QCheckBox("E&ject when verified", self)
+        self.eject_check.setToolTip("Power off each card once it is verified, ready to pull out.")
+        self.eject_check.setChecked(controller.eject_when_verified)
+        self.eject_check.toggled.connect(lambda on: setattr(controller, "eject_when_verified", on))
         options.addWidget(self.verify_check)
         options.addWidget(self.write_all_check)
+        options.addWidget(self.eject_check)
         options.addStretch(1)
         self.bench_button = QPushButton("Bench &station…", self)
         self.bench_button.setToolTip(
