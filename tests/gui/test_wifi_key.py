@@ -99,3 +99,10 @@ def test_fleet_without_provisioning_key_disables_next_and_says_why(make_app: Mak
     assert app.window.next.isEnabled()
     app.to_targets()
     assert app.page() == TARGETS
+
+
+def test_the_summary_says_the_network_is_open(make_app: MakeApp) -> None:
+    app = make_app(settings=_remembered_ssid_only())
+    app.to_configure()
+    app.click(app.window.configure_page.open_check)
+    assert "open Wi-Fi “Workshop”" in app.window.summary.text()

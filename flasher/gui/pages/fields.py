@@ -181,7 +181,8 @@ def config_summary(config: DeviceConfig | None) -> str:
     if config is None:
         return "image as it is"
     network = config.network
-    words = [f"Wi-Fi “{network.wifi_ssid}”" if network.kind is NetworkKind.WIFI else "Ethernet"]
+    wifi = "open Wi-Fi" if network.open_network else "Wi-Fi"
+    words = [f"{wifi} “{network.wifi_ssid}”" if network.kind is NetworkKind.WIFI else "Ethernet"]
     if network.ipv4 is not None:
         words.append(network.ipv4.address)
     if config.hostname:
