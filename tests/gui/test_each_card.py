@@ -5,6 +5,7 @@ target in a folder that does not exist."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,26 @@ def test_file_target_in_a_missing_folder_is_refused_on_the_targets_page(
     assert "does not exist" in page.banner.message.text()
     assert app.controller.drives.row_of(str(missing)) < 0
     assert not app.window.next.isEnabled()
+
+
+def test_a_size_that_arrives_after_next_still_marks_small_drives(
+    make_app: MakeApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's size answer can come after the user moved on; the drive list learns it then."""
+    require_loop()
+    gate = threading.Event()
+    answer = OsModel.get_download_size
+
+    def late(self: OsModel, device_type: str, version: str = "latest") -> int:
+        gate.wait(CATALOG_TIMEOUT_MS / 1000)
+        return answer(self, device_type, version)
+
+    monkeypatch.setattr(OsModel, "get_download_size", late)
+    with LoopDevices(tmp_path) as loops:
+        small = loops.create(SMALL_BYTES)
+        app = make_app(launcher=DirectLauncher())
+        app.to_configure()
+        app.to_targets()
+        assert not _row(app, small.path).blocked
+        gate.set()
+        app.qtbot.waitUntil(lambda: _row(app, small.path).blocked, timeout=CATALOG_TIMEOUT_MS)
