@@ -70,14 +70,16 @@ def xvfb(width: int, height: int) -> Iterator[str]:
 
 
 @contextmanager
-def loop_card(folder: Path) -> Iterator[str | None]:
-    """A sparse 32 GB loop device when root (a stand-in card), else None."""
+def loop_card(
+    folder: Path, size_bytes: int = CARD_BYTES, name: str = "SanDisk-Ultra-32GB"
+) -> Iterator[str | None]:
+    """A sparse loop device when root (a stand-in card), else None."""
     if os.geteuid() != 0 or shutil.which("losetup") is None:
         yield None
         return
-    backing = folder / "SanDisk-Ultra-32GB.img"
+    backing = folder / f"{name}.img"
     with open(backing, "wb") as f:
-        f.truncate(CARD_BYTES)
+        f.truncate(size_bytes)
     path = subprocess.run(
         ["losetup", "--show", "-f", str(backing)], check=True, capture_output=True, text=True
     ).stdout.strip()
@@ -151,45 +153,19 @@ class Shooter:
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
-def dark_palette() -> object:
-    """What a dark desktop theme hands the app; only to show that every colour follows it."""
-    from PySide6.QtGui import QColor, QPalette
-
-    palette = QPalette()
-    roles = QPalette.ColorRole
-    for role, color in (
-        (roles.Window, "#2b2d31"),
-        (roles.WindowText, "#e6e6e6"),
-        (roles.Base, "#1e1f22"),
-        (roles.AlternateBase, "#313338"),
-        (roles.Text, "#e6e6e6"),
-        (roles.Button, "#383a40"),
-        (roles.ButtonText, "#e6e6e6"),
-        (roles.Highlight, "#3d7bd9"),
-        (roles.HighlightedText, "#ffffff"),
-        (roles.ToolTipBase, "#313338"),
-        (roles.ToolTipText, "#e6e6e6"),
-        (roles.PlaceholderText, "#9a9ca3"),
-        (roles.Mid, "#4a4d55"),
-        (roles.Dark, "#1a1b1e"),
-        (roles.Light, "#4f525a"),
-        (roles.Midlight, "#45474e"),
-        (roles.Shadow, "#111214"),
-    ):
-        palette.setColor(role, QColor(color))
-    palette.setColor(QPalette.ColorGroup.Disabled, roles.WindowText, QColor("#7a7c82"))
-    palette.setColor(QPalette.ColorGroup.Disabled, roles.ButtonText, QColor("#7a7c82"))
-    palette.setColor(QPalette.ColorGroup.Disabled, roles.Text, QColor("#7a7c82"))
-    return palette
-
-
 def run(out: Path, work: Path) -> None:
     from PySide6.QtWidgets import QApplication
 
+    from flasher.bench.policy import DrivePolicy
     from flasher.cache import ImageCache
     from flasher.gui.app import build_services, build_window
+    from flasher.gui.bench import BenchSetup
     from flasher.gui.dialogs import ConfirmEraseDialog, ErrorDetailsDialog
-    from flasher.gui.theme import configure_application, prepare_application
+    from flasher.gui.theme import (
+        configure_application,
+        prepare_application,
+        sample_dark_palette,
+    )
     from flasher.gui.window import TARGETS
     from flasher.sandbox.images import ImageScale
     from flasher.sandbox.server import SandboxServer
@@ -205,6 +181,7 @@ def run(out: Path, work: Path) -> None:
     with (
         SandboxServer.start(image_scale=scale, cache_dir=work / "sandbox") as sandbox,
         loop_card(work) as card,
+        loop_card(work, 256 * MiB, "old-256MB-card") as small_card,
         read_only_dir(work) as locked,
     ):
         backend = build_services(
@@ -219,6 +196,7 @@ def run(out: Path, work: Path) -> None:
         controller.load_device_types()
         os_page = window.os_page
         shooter.wait(lambda: controller.device_types.rowCount() > 0, "the catalog")
+        shooter.shot(window, "os-first-launch")
         shooter.type(os_page.search, "pi 4")
         shooter.wait(
             lambda: (
@@ -238,6 +216,9 @@ def run(out: Path, work: Path) -> None:
         page = window.configure_page
         shooter.click(page.wifi_radio)
         shooter.type(page.ssid_edit, "Workshop")
+        page.fields.touch("key")
+        page.fields.refresh()
+        shooter.shot(window, "configure-wifi-key-asked")
         shooter.type(page.key_edit, "short")
         page.ip_group.setChecked(True)
         shooter.type(page.address_edit, "192.168.8.40")
@@ -268,6 +249,8 @@ def run(out: Path, work: Path) -> None:
         dialog.selectFile(str(work / "raspberrypi4-64-kiosk.img"))
         dialog.accept()
         shooter.wait(lambda: len(controller.drives.selected) == (2 if card else 1), "targets")
+        if small_card is not None:
+            shooter.wait(lambda: controller.drives.row_of(small_card) >= 0, "the small card")
         shooter.shot(window, "targets")
 
         shooter.click(window.next)
@@ -303,6 +286,10 @@ def run(out: Path, work: Path) -> None:
         )
         controller.target_changed.disconnect(midway)
         shooter.shot(window, "done")
+        shooter.click(window.progress_page.log_button)
+        shooter.wait(lambda: isinstance(window.dialog, ErrorDetailsDialog), "the log")
+        shooter.shot(window, "log")
+        window.dialog.reject()  # type: ignore[union-attr]
 
         shooter.click(window.progress_page.done)
         shooter.wait(lambda: window.stack.currentIndex() == TARGETS, "the Targets page")
@@ -312,6 +299,20 @@ def run(out: Path, work: Path) -> None:
         controller.drives.add_file_target(str(locked / "third-card.img"))
         shooter.click(window.next)
         shooter.wait(lambda: isinstance(window.dialog, ConfirmEraseDialog), "the confirmation")
+        asked: list[bool] = []
+        progress_page = window.progress_page
+
+        def ask_cancel(path: str) -> None:
+            job = controller.job
+            status = job.targets[path] if job else None
+            if not asked and status is not None and (status.fraction or 0) >= 0.2:
+                asked.append(True)
+                shooter.click(progress_page.cancel)
+                shooter.shot(window, "cancel-question")
+                if progress_page.cancel_question is not None:
+                    progress_page.cancel_question.reject()  # keep writing
+
+        controller.target_changed.connect(ask_cancel)
         shooter.click(window.dialog.erase)
         shooter.wait(
             lambda: (
@@ -322,6 +323,7 @@ def run(out: Path, work: Path) -> None:
             "the second flash",
             timeout_s=300,
         )
+        controller.target_changed.disconnect(ask_cancel)
         shooter.shot(window, "one-failed")
 
         failed = window.progress_page.cards[str(locked / "third-card.img")]
@@ -330,9 +332,29 @@ def run(out: Path, work: Path) -> None:
         shooter.shot(window, "error-details")
         window.dialog.reject()  # type: ignore[union-attr]
 
-        app.setPalette(dark_palette())
+        if card is not None:
+            shooter.click(progress_page.done)
+            shooter.click(window.targets_page.bench_button)
+            window.bench.setup = BenchSetup(
+                DrivePolicy(slots=(card,), buses=frozenset({"loop"})),
+                report_path=str(work / "cards.jsonl"),
+                include_present=True,
+            )
+            window.bench_page.include_present.setChecked(True)
+            shooter.click(window.bench_page.start)
+            shooter.wait(lambda: window.bench.board.done == 1, "the bench card", timeout_s=300)
+            shooter.shot(window, "bench")
+            shooter.click(window.bench_page.stop)
+            shooter.wait(lambda: not window.bench.running, "the bench to stop")
+            shooter.click(window.bench_page.back)
+
+        app.setPalette(sample_dark_palette())
         shooter.shot(window, "dark-theme")
-        shooter.click(window.progress_page.again)
+        if window.stack.currentIndex() == TARGETS:
+            window.go_back()
+            window.go_back()
+        else:
+            shooter.click(progress_page.again)
         shooter.shot(window, "dark-theme-os")
         controller.shutdown()
         window.close()

@@ -112,9 +112,10 @@ class Measured:
     max_process_rss_bytes: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system, the command and every descendant it waited for
 
 
-class _TreeRss(threading.Thread):
+class TreeRss(threading.Thread):
     """Tracks the peak RSS (VmHWM) of each process in a tree; their sum bounds the tree's peak.
 
     The kernel keeps each process's high-water mark, so a slow poll (cheap on a 2-CPU machine
@@ -185,7 +186,7 @@ def run_measured(
             env=dict(env) if env is not None else None,
             cwd=cwd,
         )
-        poller = _TreeRss(proc.pid)
+        poller = TreeRss(proc.pid)
         poller.start()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -203,4 +204,5 @@ def run_measured(
         max_process_rss_bytes=usage.ru_maxrss * 1024,
         stdout=stdout.decode("utf-8", "replace"),
         stderr=stderr.decode("utf-8", "replace"),
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
     )

@@ -6,27 +6,27 @@ Option names follow the balena CLI where it has one (`--config-network`, `--conf
 shorter spellings as the primary names. Secrets can come from the environment (FLASHER_WIFI_KEY,
 FLASHER_PROVISIONING_KEY) or, for the Wi-Fi key, a prompt, because a command line is visible to
 every user of the machine. `with_fleet_config_from_api` lets the balena API generate a fleet's
-config.json when the user is logged in but has no provisioning key.
+config.json when the user is logged in but has no provisioning key. Validation, the config
+file reader and the prompt load when a command runs, not when its parser is built (`--help`).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN, load_config_file
 from flasher.cli.context import CliContext
 from flasher.cli.output import printable
 from flasher.errors import ConfigError
-from flasher.image.inspection import ImageIdentity
 from flasher.models import DeviceConfig, Keyfile, NetworkKind, NetworkSettings, Secret, StaticIPv4
-from flasher.validation import validate_device_config
+
+if TYPE_CHECKING:
+    from flasher.image.inspection import ImageIdentity
 
 WIFI_KEY_ENV = "FLASHER_WIFI_KEY"
 PROVISIONAL_DEVICE_TYPE = "generic"  # validates the other settings before the image is read
@@ -173,6 +173,8 @@ def _print_hint(message: str) -> None:
 
 
 def _prompt_wifi_key(prompt: str) -> str:
+    import getpass
+
     return getpass.getpass(prompt)
 
 
@@ -305,6 +307,9 @@ def device_config_from_args(
     the caller fetches config.json from the API, so `--fleet` needs no provisioning key.
     `environ`, `prompt` and `hint` default to os.environ, getpass on a terminal, and stderr.
     """
+    from flasher.balena.config import load_config_file
+    from flasher.validation import validate_device_config
+
     env = os.environ if environ is None else environ
     say = hint or _print_hint
     config_path = _text(args, "config_file")
@@ -385,6 +390,9 @@ def with_fleet_config_from_api(cfg: DeviceConfig, ctx: CliContext) -> DeviceConf
     of the config.json the API generates (POST /download-config, which mints a provisioning
     key), validated. Otherwise `cfg` unchanged. Pair it with
     `device_config_from_args(..., expect_remote_config=True)`."""
+    from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN
+    from flasher.validation import validate_device_config
+
     fleet_id = cfg.fleet_id
     if fleet_id is None or not _lacks_credentials(cfg):
         return cfg

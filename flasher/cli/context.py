@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from flasher.cli.output import Output
 from flasher.errors import Cancelled, FlasherError
-from flasher.models import Secret
 
 if TYPE_CHECKING:
     from flasher.balena.session import BalenaSession
@@ -49,6 +48,7 @@ class CliContext:
             api_url = getattr(self.args, "api_url", None)
             token = getattr(self.args, "token", None)
             if getattr(self.args, "sandbox", False):
+                from flasher.models import Secret
                 from flasher.sandbox.server import SandboxServer
 
                 self._sandbox = SandboxServer.start()

@@ -31,9 +31,8 @@ import sys
 import threading
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flasher.cache import ImageCache
 from flasher.cli.config_opts import (
     add_device_config_arguments,
     config_requested,
@@ -45,8 +44,6 @@ from flasher.cli.hints import cli_error_dict, cli_hint
 from flasher.cli.integrity_opts import integrity_text
 from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
 from flasher.cli.output import human_bytes, printable
-from flasher.cli.progress import MultiBar
-from flasher.drives.constraints import Problem
 from flasher.error_codes import Action, ProblemCode
 from flasher.errors import (
     EXIT_CANCELLED,
@@ -59,9 +56,12 @@ from flasher.errors import (
     VerificationFailed,
 )
 from flasher.events import CancelToken, Event
-from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport, run_flash
-from flasher.provider import ImageProvider
-from flasher.writer.client import TargetResult
+
+if TYPE_CHECKING:  # the flash machinery loads when the command runs, not for --help
+    from flasher.drives.constraints import Problem
+    from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport
+    from flasher.provider import ImageProvider
+    from flasher.writer.client import TargetResult
 
 
 def register(groups: dict[str, Any]) -> None:
@@ -133,6 +133,10 @@ def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
 
 
 def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    from flasher.cache import ImageCache
+    from flasher.pipeline import FlashJob
+    from flasher.provider import ImageProvider
+
     if not args.source and not args.device_type:
         raise FlasherError(
             "Name an image to flash.", hint="Give an image file or URL, or --device-type SLUG."
@@ -171,6 +175,9 @@ def _run(
     job: FlashJob, provider: ImageProvider, args: argparse.Namespace, ctx: CliContext
 ) -> FlashReport:
     """Run the job on a worker thread so Ctrl-C cancels it cleanly (cards left unbootable)."""
+    from flasher.cli.progress import MultiBar
+    from flasher.pipeline import run_flash
+
     cancel = CancelToken()
     bars = MultiBar(sys.stderr) if ctx.out.tty else None
 

@@ -4,13 +4,18 @@ image in a summary."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from flasher.errors import ConfigError
-from flasher.image.integrity import Integrity, IntegrityReport, parse_sha256
+
+if TYPE_CHECKING:  # the image engine loads when a command runs, not for --help
+    from flasher.image.integrity import IntegrityReport
 
 
 def parse_sha256_arg(text: str) -> str:
     """argparse type for `--sha256`: 64 hex digits, any case."""
+    from flasher.image.integrity import parse_sha256
+
     try:
         return parse_sha256(text)
     except ConfigError as err:
@@ -19,6 +24,8 @@ def parse_sha256_arg(text: str) -> str:
 
 def integrity_text(report: IntegrityReport) -> str:
     """One line: the format's own check, and what else proved the bytes."""
+    from flasher.image.integrity import Integrity
+
     if report.kind is Integrity.NONE:
         own = "none (the source format carries no checksum)"
     else:

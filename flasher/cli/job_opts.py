@@ -6,9 +6,12 @@ block map (--bmap, --write-all), the source's expected SHA-256 (--sha256) and th
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from flasher.cli.integrity_opts import parse_sha256_arg
-from flasher.provider import SourceSpec
+
+if TYPE_CHECKING:  # the provider (and the image engine under it) loads when a command runs
+    from flasher.provider import SourceSpec
 
 
 def add_source_argument(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +50,8 @@ def add_write_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
 
 def source_spec(args: argparse.Namespace) -> SourceSpec:
     """The image named by SOURCE, or by --device-type and --version (default: the latest)."""
+    from flasher.provider import SourceSpec
+
     if args.source:
         return SourceSpec.from_argument(args.source)
     return SourceSpec(

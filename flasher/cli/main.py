@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -43,6 +42,16 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "bench": ("flasher.cli.bench_cmds",),
     "release-update": ("flasher.cli.release_update_cmds",),
     "device": ("flasher.cli.device_cmds",),
+}
+# What `flasher --help` lists for the commands outside GROUPS, so the top-level help needs no
+# command module (a test keeps these equal to what the modules register).
+COMMAND_HELP = {
+    "device-types": "list the device types balenaOS supports",
+    "drives": "list the drives that can be flashed",
+    "flash": "write a configured image to cards or files and verify them",
+    "bench": "flash every card inserted into the bench's slots, one report line per card",
+    "release-update": "what updating a fleet between two releases costs; build its deltas ahead",
+    "device": "talk to a device's supervisor",
 }
 _VALUE_OPTIONS = ("--api-url", "--token")
 _VERBOSE_AFTER = "verbose_after_command"
@@ -75,10 +84,15 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The modules to import for `argv`; None when it names no command (`flasher --help`,
+    a bare `flasher`, a misspelt command): the top-level parser is built from COMMAND_HELP
+    alone."""
     command = _command_of(argv) if argv is not None else None
     if command in COMMAND_MODULES:
         return COMMAND_MODULES[command]
+    if argv is not None:
+        return None  # no command, or an unknown one: the usage error lists COMMAND_HELP too
     return tuple(dict.fromkeys(m for mods in COMMAND_MODULES.values() for m in mods))
 
 
@@ -96,7 +110,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         group = top.add_parser(name, help=help_text, description=help_text)
         groups[name] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         group.set_defaults(handler=_group_help(group))
-    for module_name in _modules_for(argv):
+    modules = _modules_for(argv)
+    if modules is None:
+        for name, help_text in COMMAND_HELP.items():
+            top.add_parser(name, help=help_text)
+        return parser
+    for module_name in modules:
         importlib.import_module(module_name).register(groups)
     _share_global_options(parser)
     return parser
@@ -166,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(arguments)
     args = parser.parse_args(arguments)
+    import logging  # not needed by --help and usage errors, which exit above
+
     logging.basicConfig(
         level=logging.WARNING - 10 * min(_verbosity(args), 2),
         format="%(levelname)s %(name)s: %(message)s",

@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
-from flasher.error_codes import DriveProblem, ProblemCode, Severity
+from flasher.error_codes import DriveProblem
+from flasher.error_codes import ProblemCode as ProblemCode  # re-exported: the drive rules speak it
+from flasher.error_codes import Severity as Severity
 from flasher.errors import DriveRejected
 from flasher.models import Drive
 from flasher.writer.filetarget import file_target_refusal

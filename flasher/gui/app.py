@@ -90,13 +90,14 @@ def build_services(
             return BalenaSession(sandbox.url)
         return BalenaSession.from_environment(api_url=api_url)
 
+    cache = cache or ImageCache()
     services = Services(
         settings=settings,
         save_settings=lambda s: s.save(folder),
         session_factory=session_factory,
         # The sandbox listens on a new port each run but serves the same images: one cache key.
         provider=ImageProvider(
-            cache or ImageCache(),
+            cache,
             session_factory,
             origin=SANDBOX_ORIGIN if sandbox is not None else None,
         ),
@@ -106,6 +107,8 @@ def build_services(
         # A device configured against the in-process sandbox could never reach it; it gets the
         # default endpoints (as the CLI does). A custom API is written into config.json.
         device_api_url=None if sandbox is not None else api_url,
+        cache_dir=str(cache.root),
+        window_state_path=str(folder / "window.ini"),
     )
     return Backend(services, sandbox)
 
@@ -136,3 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         controller.shutdown()
         backend.close()
+
+
+if __name__ == "__main__":  # python -m flasher.gui.app, as flasher-gui
+    sys.exit(main())

@@ -8,9 +8,10 @@ user picked something else meanwhile) are dropped by generation counters.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,13 +19,18 @@ from PySide6.QtCore import QObject, Signal
 
 from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
+from flasher.bench.policy import DrivePolicy
 from flasher.drives.constraints import Problem
 from flasher.drives.monitor import DriveEvent
 from flasher.error_codes import Severity
 from flasher.errors import Cancelled
-from flasher.events import CancelToken, Event, EventCallback
+from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
+from flasher.gui.bench import BenchSetup
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
-from flasher.gui.progress import FlashState, JobProgress
+from flasher.gui.choices import ImageChoice, Selection
+from flasher.gui.eject import eject, ejectable
+from flasher.gui.flashing import Outcome, apply_config_to_settings, refuse_unusable
+from flasher.gui.progress import FlashState, JobProgress, error_words
 from flasher.gui.qtmodels import (
     DeviceTypeFilter,
     DeviceTypeModel,
@@ -65,36 +71,9 @@ class Services:
     sandbox: bool = False
     device_api_url: str | None = None  # written into config.json; None: balenaCloud
     inspect: Callable[[Path], ImageInfo] = inspect_image
-
-
-@dataclass(frozen=True)
-class ImageChoice:
-    """A local file or URL, opened: its raw image in the cache and what it says it is."""
-
-    spec: SourceSpec
-    raw_path: str
-    size_bytes: int
-    info: ImageInfo
-
-    @property
-    def device_type(self) -> str | None:
-        return self.info.identity.device_type
-
-    @property
-    def os_version(self) -> str | None:
-        return self.info.identity.os_version
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What the OS page picked: a catalog device type + version, or an opened image."""
-
-    spec: SourceSpec
-    device_type: str | None
-    os_version: str | None
-    title: str
-    image_size_bytes: int | None = None
-    source_path: str | None = None
+    cache_dir: str | None = None  # its paths are left out of messages
+    window_state_path: str | None = None  # where the window's size is remembered
+    bench: BenchSetup = field(default_factory=lambda: BenchSetup(DrivePolicy()))
 
 
 class FlashController(QObject):
@@ -109,6 +88,7 @@ class FlashController(QObject):
     target_changed = Signal(str)
     job_changed = Signal()
     flash_finished = Signal()
+    cards_ejected = Signal(object)  # list of paths powered off after their verification
 
     def __init__(self, services: Services, bridge: Bridge, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -125,6 +105,8 @@ class FlashController(QObject):
         self.config: DeviceConfig | None = None
         self.verify = services.settings.verify
         self.write_all = False
+        self.eject_when_verified = True
+        self.ejected: list[str] = []
         self.job: JobProgress | None = None
         self.report: FlashReport | None = None
         self.failure: Failure | None = None
@@ -186,6 +168,13 @@ class FlashController(QObject):
         if self._versions_task is None:
             self._load_versions()
 
+    def clear_device_type(self) -> None:
+        """No device type chosen (a search without matches): no versions either."""
+        self._generation += 1
+        self._versions_slug = None
+        self._all_versions = []
+        self._show_versions()
+
     def reload_versions(self, slug: str) -> None:
         """Ask again for `slug`'s versions (after a failed query)."""
         self._versions_slug = None
@@ -243,13 +232,24 @@ class FlashController(QObject):
         task = self.bridge.run(
             "download-size", self._with_catalog(lambda m: m.get_download_size(slug, version))
         )
-        task.done.connect(lambda size: self._download_size(generation, size))
+        task.done.connect(lambda size: self._download_size(generation, size, slug, version))
         # An unknown size is not worth an error: the label just says so.
         task.failed.connect(lambda _failure: self._download_size(generation, None))
 
-    def _download_size(self, generation: int, size: int | None) -> None:
+    def _download_size(
+        self, generation: int, size: int | None, slug: str = "", version: str = ""
+    ) -> None:
         if generation == self._generation:
             self.download_size_known.emit(size)
+        # The size may come after the user moved on: the drive list learns it then.
+        chosen = self.selection
+        if (
+            size
+            and chosen is not None
+            and chosen.image_size_bytes is None
+            and (chosen.spec.device_type, chosen.spec.version) == (slug, version)
+        ):
+            self.set_selection(replace(chosen, image_size_bytes=size))
 
     # --- local files and URLs -----------------------------------------------------------------
 
@@ -278,6 +278,10 @@ class FlashController(QObject):
             self.image_ready.emit(choice)
         elif failure is not None and not isinstance(failure.error, Cancelled):
             self.image_failed.emit(failure)
+
+    @property
+    def opening_image(self) -> bool:
+        return self._image_task is not None
 
     def cancel_image(self) -> None:
         if self._image_task is not None:
@@ -336,7 +340,8 @@ class FlashController(QObject):
         drives = self.selected_drives()
         if not drives:
             return
-        self.job = JobProgress.start([(d.path, drive_title(d)) for d in drives])
+        self.ejected = []
+        self.job = JobProgress.start([(d.path, drive_title(d), d.is_file) for d in drives])
         self.report = None
         self.failure = None
         self.remember_choices()
@@ -344,14 +349,19 @@ class FlashController(QObject):
 
     def retry_failed(self) -> None:
         """Flash again to the targets that failed; download and preparation come from cache."""
+        if self.job is not None:
+            self.retry(self.job.failed_targets)
+
+    def retry(self, paths: Sequence[str]) -> None:
+        """Flash again to those of `paths` that failed; the others keep their results."""
         if self.job is None or self._flash_task is not None or self.selection is None:
             return
         failed = set(self.job.failed_targets)
         by_path = {d.path: d for d in self.drives.drives}
-        drives = [by_path[p] for p in self.job.failed_targets if p in by_path]
+        drives = [by_path[p] for p in paths if p in failed and p in by_path]
         if not drives:
             return
-        self.job.retry([d.path for d in drives if d.path in failed])
+        self.job.retry([d.path for d in drives])
         self.failure = None
         self._run(drives)
 
@@ -375,16 +385,26 @@ class FlashController(QObject):
         def confirm(warnings: Sequence[Problem]) -> bool:
             return all((w.target, w.code) in accepted for w in warnings)
 
-        def work(emit: EventCallback, cancel: CancelToken) -> FlashReport:
-            return run_flash(
-                job,
+        def work(emit: EventCallback, cancel: CancelToken) -> Outcome:
+            # Each drive is checked on its own, so one that cannot be written fails alone and
+            # the others are written.
+            resolved = provider.obtain(job.source, on_event=emit, cancel=cancel)
+            size_bytes = os.path.getsize(resolved.raw_path)
+            refused, usable = refuse_unusable(chosen, size_bytes, str(resolved.raw_path))
+            for result in refused:
+                emit(PhaseChanged(Phase.FAILED, target=result.target))
+            if not usable:
+                return Outcome(None, tuple(refused))
+            report = run_flash(
+                replace(job, targets=tuple(d.path for d in usable)),
                 provider,
                 on_event=emit,
                 cancel=cancel,
                 confirm=confirm,
                 launcher=launcher,
-                drives=chosen,
+                drives=usable,
             )
+            return Outcome(report, tuple(refused))
 
         task = self._flash_task = self.bridge.run("flash", work)
         task.core_event.connect(self._flash_event)
@@ -402,13 +422,28 @@ class FlashController(QObject):
         else:
             self.target_changed.emit(changed)
 
-    def _flash_done(self, report: FlashReport) -> None:
+    def _flash_done(self, outcome: Outcome) -> None:
         assert self.job is not None and self._flash_task is not None
         cancelled = self._flash_task.cancel_token.cancelled
         self._flash_task = None
-        self.report = report
-        self.job.finish(report.results, cancelled=cancelled)
+        self.report = outcome.report
+        self.job.finish(outcome.results, cancelled=cancelled)
         self._finished()
+        if self.eject_when_verified:
+            drives = {d.path: d for d in self.drives.drives}
+            self._eject(ejectable(drives, outcome.results))
+
+    def _eject(self, paths: list[str]) -> None:
+        """Power off the verified cards on a worker; the page then says they can be removed."""
+        if not paths:
+            return
+        task = self.bridge.run("eject", lambda _emit, _cancel: eject(paths))
+        task.done.connect(self._ejected)
+
+    def _ejected(self, paths: list[str]) -> None:
+        self.ejected = [*self.ejected, *paths]
+        if paths:
+            self.cards_ejected.emit(paths)
 
     def _flash_failed(self, failure: Failure) -> None:
         assert self.job is not None and self._flash_task is not None
@@ -428,6 +463,12 @@ class FlashController(QObject):
     def cancel_flash(self) -> None:
         if self._flash_task is not None:
             self._flash_task.cancel()
+
+    def error_words(
+        self, error: BaseException | None, *, from_url: bool = False
+    ) -> tuple[str, str | None]:
+        """An error's headline and next step in desktop words (no cache paths)."""
+        return error_words(error, from_url=from_url, cache_dir=self.services.cache_dir)
 
     @property
     def state(self) -> FlashState:
@@ -464,27 +505,3 @@ class FlashController(QObject):
                     self._session, self._catalog = None, None
             finally:
                 self._catalog_lock.release()
-
-
-def apply_config_to_settings(settings: Settings, config: DeviceConfig) -> None:
-    network = config.network
-    settings.network = network.kind.value
-    settings.wifi_ssid = network.wifi_ssid
-    settings.wifi_hidden = network.hidden
-    settings.static_ip = network.ipv4 is not None
-    if network.ipv4 is not None:
-        settings.ip_address = network.ipv4.address
-        settings.ip_netmask = network.ipv4.netmask
-        settings.ip_gateway = network.ipv4.gateway
-        settings.dns_servers = list(network.ipv4.dns)
-    settings.poll_interval_min = config.poll_interval_min
-    settings.hostname = config.hostname
-    settings.fleet_id = config.fleet_id
-    settings.development_mode = config.development_mode
-    if settings.remember_secrets:
-        settings.wifi_key = network.wifi_key.reveal() if network.wifi_key else None
-        settings.provisioning_key = (
-            config.provisioning_key.reveal() if config.provisioning_key else None
-        )
-    else:
-        settings.wifi_key = settings.provisioning_key = None

@@ -9,6 +9,7 @@ Dialogs are window-modal and opened with `open()`, never `exec()`: the event loo
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import traceback
@@ -33,7 +34,7 @@ from PySide6.QtWidgets import (
 from flasher import __version__
 from flasher.drives.constraints import Problem
 from flasher.errors import FlasherError
-from flasher.gui.progress import human_bytes
+from flasher.gui.progress import count_words, human_bytes
 from flasher.gui.qtmodels import drive_location, drive_title
 from flasher.gui.theme import em, icon, scaled_font
 from flasher.gui.widgets import heading, note
@@ -54,11 +55,10 @@ class ConfirmEraseDialog(QDialog):
         self.setWindowTitle("Erase and flash")
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
-        count = len(drives)
         devices = [d for d in drives if not d.is_file]
-        noun = "drive" if devices else "file"
-        title = heading(f"Erase {count} {noun if count == 1 else noun + 's'}?", self, factor=1.2)
-        layout.addWidget(title)
+        headline, consequence = erase_words(len(devices), len(drives) - len(devices))
+        self.question = heading(headline, self, factor=1.2)
+        layout.addWidget(self.question)
         what = note(f"Flasher will write {image_title} to:", self)
         layout.addWidget(what)
         self.drive_labels: list[QLabel] = []
@@ -90,15 +90,10 @@ class ConfirmEraseDialog(QDialog):
             row.addWidget(mark, 0, Qt.AlignmentFlag.AlignTop)
             row.addWidget(text, 1)
             layout.addLayout(row)
-        lost = QLabel(
-            "Everything on these drives will be lost."
-            if devices
-            else "Anything in these files will be replaced.",
-            self,
-        )
-        lost.setFont(scaled_font(lost, 1.0, bold=True))
-        layout.addWidget(lost)
-        if devices:
+        self.consequence = QLabel(consequence, self)
+        self.consequence.setFont(scaled_font(self.consequence, 1.0, bold=True))
+        layout.addWidget(self.consequence)
+        if devices and os.geteuid() != 0:
             layout.addWidget(
                 note(
                     "Writing drives needs administrator permission: you may be "
@@ -117,6 +112,19 @@ class ConfirmEraseDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+
+def erase_words(drives: int, files: int) -> tuple[str, str]:
+    """The question and its consequence for `drives` drives and `files` image files: a file is
+    not called a drive, and one of them is not "these"."""
+    question = f"Erase {count_words(drives, files)}?"
+    if drives and files:
+        return question, "Everything on the drives will be lost, and the files replaced."
+    if drives:
+        which = "this drive" if drives == 1 else "these drives"
+        return question, f"Everything on {which} will be lost."
+    which = "this file" if files == 1 else "these files"
+    return question, f"Anything in {which} will be replaced."
 
 
 class SystemDriveDialog(QDialog):
@@ -165,15 +173,21 @@ class ErrorDetailsDialog(QDialog):
     """What went wrong in plain words, the next step, and a copyable details panel."""
 
     def __init__(
-        self, message: str, hint: str | None, details: str, parent: QWidget | None = None
+        self,
+        message: str,
+        hint: str | None,
+        details: str,
+        parent: QWidget | None = None,
+        *,
+        title: str = "Error details",
     ) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Error details")
+        self.setWindowTitle(title)
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
-        title = heading(message, self, factor=1.1)
-        title.setWordWrap(True)
-        layout.addWidget(title)
+        headline = heading(message, self, factor=1.1)
+        headline.setWordWrap(True)
+        layout.addWidget(headline)
         if hint:
             layout.addWidget(note(hint, self))
         self.details = QPlainTextEdit(details, self)

@@ -2,18 +2,19 @@
 the job's state machine, and the words and numbers the Progress page shows.
 
 Pure Python (no Qt), so the rules are tested without a window. Imports flasher.events,
-flasher.errors and the writer's TargetResult value only.
+flasher.errors, the writer's TargetResult value and the GUI's wording table only.
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from flasher.errors import Cancelled, FlasherError
 from flasher.events import Event, Log, Phase, PhaseChanged, Progress
-from flasher.gui.wording import action_hint
+from flasher.gui.wording import desktop_hint, desktop_message
 from flasher.writer.client import TargetResult
 
 SHARED_PHASES = (
@@ -67,6 +68,7 @@ class TargetStatus:
     eta_s: float | None = None
     result: TargetResult | None = None
     notes: list[str] = field(default_factory=list)
+    is_file: bool = False
 
     @property
     def fraction(self) -> float | None:
@@ -91,10 +93,17 @@ class JobProgress:
     log: list[str] = field(default_factory=list)
     state: FlashState = FlashState.PREPARING
     job_error: FlasherError | BaseException | None = None
+    started_s: float = field(default_factory=time.monotonic)
+    ended_s: float | None = None
+    # Bytes written and read back by all targets together, since the first of them started.
+    moved_bytes: int = 0
+    first_move_s: float | None = None
 
     @classmethod
-    def start(cls, targets: Sequence[tuple[str, str]]) -> JobProgress:
-        return cls({path: TargetStatus(path, label) for path, label in targets})
+    def start(cls, targets: Sequence[tuple[str, str, bool]]) -> JobProgress:
+        return cls(
+            {path: TargetStatus(path, label, is_file=is_file) for path, label, is_file in targets}
+        )
 
     def apply(self, event: Event) -> str | None:
         target = self.targets.get(event.target) if event.target is not None else None
@@ -124,6 +133,12 @@ class JobProgress:
             if target is None:
                 self.shared_progress = event
                 return None
+            if target.phase is event.phase and event.done_bytes > target.done_bytes:
+                self.moved_bytes += event.done_bytes - target.done_bytes
+            elif target.phase is not event.phase:
+                self.moved_bytes += event.done_bytes
+            if self.first_move_s is None:
+                self.first_move_s = time.monotonic()
             target.phase = event.phase
             target.done_bytes, target.total_bytes = event.done_bytes, event.total_bytes
             target.speed_bps, target.eta_s = event.speed_bps, event.eta_s
@@ -142,21 +157,24 @@ class JobProgress:
             self.state = FlashState.PREPARING
 
     def finish(self, results: Sequence[TargetResult], *, cancelled: bool) -> None:
+        self.ended_s = time.monotonic()
         for result in results:
             status = self.targets.get(result.target)
             if status is not None:
                 status.result = result
                 status.phase = Phase.DONE if result.ok else Phase.FAILED
         ok = all(t.result is not None and t.result.ok for t in self.targets.values())
+        errors = [t.result.error for t in self.targets.values() if t.result and not t.result.ok]
         if ok:
             self.state = FlashState.DONE
-        elif cancelled or all(isinstance(r.error, Cancelled) for r in results if not r.ok):
+        elif cancelled or all(isinstance(e, Cancelled) for e in errors):
             self.state = FlashState.CANCELLED
         else:
             self.state = FlashState.FAILED
 
     def fail(self, error: BaseException, *, cancelled: bool) -> None:
         """The job ended before any target finished (bad source, rejected drive, cancel)."""
+        self.ended_s = time.monotonic()
         self.job_error = error
         for status in self.targets.values():
             if status.result is None:
@@ -172,16 +190,69 @@ class JobProgress:
     def retry(self, paths: Sequence[str]) -> None:
         """Start over for `paths` (the failed ones); finished targets keep their results."""
         for path in paths:
-            label = self.targets[path].label
-            self.targets[path] = TargetStatus(path, label)
+            old = self.targets[path]
+            self.targets[path] = TargetStatus(path, old.label, is_file=old.is_file)
         self.shared_phase = None
         self.shared_progress = None
         self.job_error = None
         self.state = FlashState.PREPARING
+        self.started_s, self.ended_s = time.monotonic(), None
+        self.moved_bytes, self.first_move_s = 0, None
 
     @property
     def failed_targets(self) -> list[str]:
         return [t.path for t in self.targets.values() if t.failed]
+
+    @property
+    def fraction(self) -> float:
+        """All targets together: each counts its write and, when verified, its read-back."""
+        total = 0.0
+        for status in self.targets.values():
+            if status.result is not None or status.phase is Phase.DONE:
+                total += 1.0
+            elif status.phase is Phase.VERIFYING:
+                total += 0.5 + 0.5 * (status.fraction or 0.0)
+            elif status.phase in (Phase.WRITING, Phase.SYNCING):
+                total += 0.5 * (status.fraction or 0.0)
+        return total / len(self.targets) if self.targets else 0.0
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.ended_s or time.monotonic()) - self.started_s
+
+    @property
+    def average_speed_bps(self) -> float | None:
+        """Bytes written and verified by all cards per second since writing began."""
+        if self.first_move_s is None:
+            return None
+        seconds = (self.ended_s or time.monotonic()) - self.first_move_s
+        return self.moved_bytes / seconds if seconds > 0.5 else None
+
+
+def count_words(drives: int, files: int) -> str:
+    """ "1 drive", "2 drives and 1 file": a file is not called a drive."""
+    parts = [
+        f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+        for number, noun in ((drives, "drive"), (files, "file"))
+        if number
+    ]
+    return " and ".join(parts) or "no targets"
+
+
+def job_count_words(job: JobProgress) -> str:
+    files = sum(1 for t in job.targets.values() if t.is_file)
+    return count_words(len(job.targets) - files, files)
+
+
+def overall_line(job: JobProgress) -> str:
+    """ "45% · 28.1 MB/s average · 1 min 05 s elapsed" (all cards together)."""
+    parts = [] if job.state.finished else [f"{job.fraction:.0%}"]
+    speed = job.average_speed_bps
+    if speed:
+        parts.append(f"{human_speed(speed)} average")
+    verb = "in" if job.state.finished else "elapsed:"
+    parts.append(f"{verb} {human_duration(job.elapsed_s)}")
+    return " · ".join(parts)
 
 
 def human_bytes(size_bytes: float) -> str:
@@ -242,31 +313,39 @@ def status_line(status: TargetStatus) -> str:
     return " · ".join(parts)
 
 
-def shared_line(job: JobProgress) -> str:
-    if job.shared_phase is None:
-        return "Starting"
-    parts = [PHASE_WORDS.get(job.shared_phase, job.shared_phase.value)]
-    progress = job.shared_progress
-    if progress is not None and progress.phase is job.shared_phase:
-        if progress.total_bytes:
-            parts.append(
-                f"{human_bytes(progress.done_bytes)} of {human_bytes(progress.total_bytes)}"
-            )
-        else:
-            parts.append(human_bytes(progress.done_bytes))
-        if progress.speed_bps:
-            parts.append(human_speed(progress.speed_bps))
-        if progress.eta_s is not None:
-            parts.append(f"{human_duration(progress.eta_s)} left")
+def transfer_line(progress: Progress) -> str:
+    """ "Downloading · 12.0 MB of 40.0 MB · 3.1 MB/s · 10 s left"."""
+    parts = [PHASE_WORDS.get(progress.phase, progress.phase.value)]
+    if progress.total_bytes:
+        parts.append(f"{human_bytes(progress.done_bytes)} of {human_bytes(progress.total_bytes)}")
+    else:
+        parts.append(human_bytes(progress.done_bytes))
+    if progress.speed_bps:
+        parts.append(human_speed(progress.speed_bps))
+    if progress.eta_s is not None:
+        parts.append(f"{human_duration(progress.eta_s)} left")
     return " · ".join(parts)
 
 
-def error_words(error: BaseException | None) -> tuple[str, str | None]:
-    """The headline and next step for an error; an unexpected one is called what it is."""
+def shared_line(job: JobProgress) -> str:
+    if job.shared_phase is None:
+        return "Starting"
+    progress = job.shared_progress
+    if progress is not None and progress.phase is job.shared_phase:
+        return transfer_line(progress)
+    return PHASE_WORDS.get(job.shared_phase, job.shared_phase.value)
+
+
+def error_words(
+    error: BaseException | None, *, from_url: bool = False, cache_dir: str | None = None
+) -> tuple[str, str | None]:
+    """The headline and next step for an error, in desktop words (no command-line options, no
+    cache paths, a hint about the URL when the source is one); an unexpected error is called
+    what it is."""
     if error is None:
         return "The write did not finish.", None
     if isinstance(error, FlasherError):
-        return error.message, action_hint(error)
+        return desktop_message(error.message, cache_dir), desktop_hint(error, from_url=from_url)
     return (
         f"Flasher hit an internal error ({type(error).__name__}).",
         "Copy the details and report them; the card may be incomplete.",

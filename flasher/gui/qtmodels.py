@@ -30,6 +30,7 @@ from flasher.drives.monitor import DriveAction, DriveEvent
 from flasher.error_codes import Severity
 from flasher.gui.progress import human_bytes
 from flasher.gui.theme import drive_icon, icon
+from flasher.gui.wording import word_problem
 from flasher.models import DeviceType, Drive, OsVersion
 
 Index = QModelIndex | QPersistentModelIndex
@@ -87,6 +88,8 @@ class DeviceTypeModel(_HeadedTableModel):
             if index.column() == 1:
                 return item.slug + (f"  ({', '.join(item.aliases)})" if item.aliases else "")
             return item.arch
+        if role == Qt.ItemDataRole.DecorationRole and index.column() == 0:
+            return icon(f"family-{device_family(item)}")
         if role == Qt.ItemDataRole.ToolTipRole:
             aliases = f"; also known as {', '.join(item.aliases)}" if item.aliases else ""
             media = "; the image installs itself to internal storage" if item.flasher else ""
@@ -94,8 +97,22 @@ class DeviceTypeModel(_HeadedTableModel):
         if role == ValueRole:
             return item
         if role == SearchRole:
-            return " ".join((item.name, item.slug, *item.aliases, item.arch)).lower()
+            return " ".join((item.name, item.slug, *item.aliases)).lower()
         return None
+
+
+_PC_SLUGS = ("generic-amd64", "intel-nuc", "qemux86", "genericx86", "surface", "up-board")
+
+
+def device_family(device: DeviceType) -> str:
+    """The picture for a device type: "raspberrypi" (Raspberry Pi and boards built on its
+    compute modules), "pc" (x86 machines), else "board"."""
+    words = " ".join((device.slug, device.name, *device.aliases)).lower()
+    if "raspberry" in words or device.slug.startswith(("rpi", "fincm", "raspberrypi")):
+        return "raspberrypi"
+    if device.arch in ("amd64", "i386") or device.slug.startswith(_PC_SLUGS):
+        return "pc"
+    return "board"
 
 
 class _Filter(QSortFilterProxyModel):
@@ -111,7 +128,7 @@ class _Filter(QSortFilterProxyModel):
 
 
 class DeviceTypeFilter(_Filter):
-    """Keeps rows whose name, slug, aliases or architecture contain every typed word."""
+    """Keeps rows that match every typed word (see `_matches`)."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -122,8 +139,20 @@ class DeviceTypeFilter(_Filter):
 
     def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:
         model = self.sourceModel()
-        haystack = str(model.data(model.index(source_row, 0, source_parent), SearchRole))
-        return all(term in haystack for term in self._terms)
+        index = model.index(source_row, 0, source_parent)
+        haystack = str(model.data(index, SearchRole))
+        item = model.data(index, ValueRole)
+        arch = item.arch.lower() if isinstance(item, DeviceType) else ""
+        return all(_matches(term, haystack, arch) for term in self._terms)
+
+
+def _matches(term: str, haystack: str, arch: str) -> bool:
+    """A word is found anywhere in a name, slug or alias ("pi4", "berry"); a number only where
+    a number starts ("4" finds the Pi 4, not the 4 of "aarch64"); an architecture by its start
+    ("aarch", "armv7")."""
+    if term[:1].isdigit():
+        return re.search(r"(?<!\d)" + re.escape(term), haystack) is not None
+    return term in haystack or arch.startswith(term)
 
 
 @dataclass(frozen=True)
@@ -265,6 +294,7 @@ class DriveModel(_HeadedTableModel):
     selection_changed = Signal()
     confirmation_needed = Signal(object)  # the Drive
     drive_removed = Signal(object)  # a checked Drive that disappeared
+    file_refused = Signal(str)  # why a file target cannot be added
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -278,10 +308,10 @@ class DriveModel(_HeadedTableModel):
     def _problems(self, drive: Drive) -> tuple[Problem, ...]:
         # An internal disk is selected only after its name is typed (set_checked): that is
         # its own confirmation, so here it is a warning, not an error.
+        size = self._image_size_bytes
         return tuple(
-            check_drive(
-                drive, self._image_size_bytes, source_path=self._source_path, allow_internal=True
-            )
+            word_problem(p, drive, size)
+            for p in check_drive(drive, size, source_path=self._source_path, allow_internal=True)
         )
 
     def set_image(self, size_bytes: int | None, source_path: str | None) -> None:
@@ -324,8 +354,16 @@ class DriveModel(_HeadedTableModel):
             self.selection_changed.emit()
 
     def add_file_target(self, path: str) -> None:
-        """A regular file to write the image into ("Save to image file…"), selected."""
+        """A regular file to write the image into ("Save to image file…"), selected; a path in
+        a folder that does not exist is refused here, before anything is written."""
         path = os.path.abspath(path)
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            self.file_refused.emit(f"The folder {folder} does not exist.")
+            return
+        if os.path.isdir(path):
+            self.file_refused.emit(f"{path} is a folder; choose a file name in it.")
+            return
         size = os.path.getsize(path) if os.path.isfile(path) else 0
         self.add(
             Drive(path=path, size_bytes=size, is_file=True, description="Image file"), checked=True

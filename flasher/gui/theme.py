@@ -30,16 +30,83 @@ from flasher.resources import resource
 APP_ID = "io.balena.Flasher"
 
 
-class Accent(enum.Enum):
-    """The only fixed colours: states read the same on light and dark backgrounds."""
+MIN_TEXT_CONTRAST = 4.5  # WCAG 2 AA for body text
+_ACCENT_PROPERTY = "flasherAccent"
 
-    SUCCESS = "#2f9e44"
-    WARNING = "#e08a00"
-    ERROR = "#e03131"
+
+class Accent(enum.Enum):
+    """The only fixed colours, one shade for light and one for dark backgrounds, each at least
+    4.5:1 against the window and the views (WCAG AA)."""
+
+    SUCCESS = ("#237032", "#69db7c")
+    WARNING = ("#8f4b00", "#ffa94d")
+    ERROR = ("#c92a2a", "#ff8787")
+
+    def on(self, background: QColor) -> QColor:
+        light, dark = self.value
+        return QColor(dark if background.lightnessF() < 0.5 else light)
 
     @property
     def color(self) -> QColor:
-        return QColor(self.value)
+        return self.on(QGuiApplication.palette().color(QPalette.ColorRole.Window))
+
+
+def luminance(color: QColor) -> float:
+    """WCAG relative luminance."""
+
+    def channel(value: float) -> float:
+        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
+
+    return (
+        0.2126 * channel(color.redF())
+        + 0.7152 * channel(color.greenF())
+        + 0.0722 * channel(color.blueF())
+    )
+
+
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    """WCAG contrast ratio, 1 to 21."""
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def shown_on(over: QColor, under: QColor) -> QColor:
+    """`over` (which may be translucent, as a placeholder colour often is) painted on `under`."""
+    alpha = over.alphaF()
+    return QColor.fromRgbF(
+        over.redF() * alpha + under.redF() * (1 - alpha),
+        over.greenF() * alpha + under.greenF() * (1 - alpha),
+        over.blueF() * alpha + under.blueF() * (1 - alpha),
+    )
+
+
+def readable_palette(palette: QPalette) -> QPalette | None:
+    """The palette with its secondary (placeholder) text darkened or lightened toward the main
+    text until it reads at 4.5:1 on the window and the views; None when it already does."""
+    text = palette.color(QPalette.ColorRole.WindowText)
+    backgrounds = [palette.color(r) for r in (QPalette.ColorRole.Window, QPalette.ColorRole.Base)]
+    muted_text = palette.color(QPalette.ColorRole.PlaceholderText)
+
+    def readable(color: QColor) -> bool:
+        return all(
+            contrast_ratio(shown_on(color, bg), bg) >= MIN_TEXT_CONTRAST for bg in backgrounds
+        )
+
+    if readable(muted_text):
+        return None
+    shown = shown_on(muted_text, backgrounds[0])
+    for step in range(1, 11):
+        mix = step / 10
+        candidate = QColor.fromRgbF(
+            shown.redF() * (1 - mix) + text.redF() * mix,
+            shown.greenF() * (1 - mix) + text.greenF() * mix,
+            shown.blueF() * (1 - mix) + text.blueF() * mix,
+        )
+        if readable(candidate):
+            break
+    adjusted = QPalette(palette)
+    adjusted.setColor(QPalette.ColorGroup.All, QPalette.ColorRole.PlaceholderText, candidate)
+    return adjusted
 
 
 def _svg(body: str) -> str:
@@ -91,6 +158,20 @@ ICONS: dict[str, str] = {
         '1.5 0 0 1-1.5 1.5h-15A1.5 1.5 0 0 1 3 18.5z"/>'
     ),
     "flash": _svg('<path d="M13 2.5L5 13.5h6.5l-1 8 8-11H12z"/>'),
+    # Device families, for the device type list.
+    "family-raspberrypi": _svg(
+        '<rect x="2.5" y="5" width="19" height="14" rx="2"/>'
+        '<path d="M5 7.5h10"/><path d="M5.5 7.5v0M8 7.5v0M10.5 7.5v0M13 7.5v0"/>'
+        '<circle cx="9" cy="13.5" r="2.5"/><rect x="15" y="11" width="4.5" height="5" rx=".5"/>'
+    ),
+    "family-pc": _svg(
+        '<rect x="3" y="4" width="18" height="12" rx="1.5"/><path d="M8 20h8M12 16v4"/>'
+    ),
+    "family-board": _svg(
+        '<rect x="6" y="6" width="12" height="12" rx="1.5"/><rect x="9.5" y="9.5" width="5" '
+        'height="5"/><path d="M9 3v3M12 3v3M15 3v3M9 18v3M12 18v3M15 18v3M3 9h3M3 12h3M3 15h3'
+        'M18 9h3M18 12h3M18 15h3"/>'
+    ),
     "retry": _svg('<path d="M20.5 12a8.5 8.5 0 1 1-2.5-6"/><path d="M20.5 3.5v5h-5"/>'),
 }
 
@@ -181,12 +262,61 @@ def scaled_font(widget: QWidget, factor: float, *, bold: bool = False) -> QFont:
     return font
 
 
+def sample_dark_palette() -> QPalette:
+    """A dark theme as a desktop hands it to the app: the screenshots show, and the contrast
+    test checks, that every colour follows it."""
+    palette = QPalette()
+    roles = QPalette.ColorRole
+    for role, color in (
+        (roles.Window, "#2b2d31"),
+        (roles.WindowText, "#e6e6e6"),
+        (roles.Base, "#1e1f22"),
+        (roles.AlternateBase, "#313338"),
+        (roles.Text, "#e6e6e6"),
+        (roles.Button, "#383a40"),
+        (roles.ButtonText, "#e6e6e6"),
+        (roles.Highlight, "#3d7bd9"),
+        (roles.HighlightedText, "#ffffff"),
+        (roles.ToolTipBase, "#313338"),
+        (roles.ToolTipText, "#e6e6e6"),
+        (roles.PlaceholderText, "#9a9ca3"),
+        (roles.Mid, "#4a4d55"),
+        (roles.Dark, "#1a1b1e"),
+        (roles.Light, "#4f525a"),
+        (roles.Midlight, "#45474e"),
+        (roles.Shadow, "#111214"),
+    ):
+        palette.setColor(role, QColor(color))
+    palette.setColor(QPalette.ColorGroup.Disabled, roles.WindowText, QColor("#7a7c82"))
+    palette.setColor(QPalette.ColorGroup.Disabled, roles.ButtonText, QColor("#7a7c82"))
+    palette.setColor(QPalette.ColorGroup.Disabled, roles.Text, QColor("#7a7c82"))
+    return palette
+
+
 def tint(widget: QWidget, role: QPalette.ColorRole, accent: Accent) -> None:
-    """Colour one role of one widget with an accent (a failed progress bar, an error label);
-    every other role keeps following the application palette."""
+    """Colour one role of one widget with an accent (a failed progress bar, an error label) in
+    the shade that reads on the current background; every other role keeps following the
+    application palette, and `retint` picks the shade again after a theme switch."""
     palette = widget.palette()
-    palette.setColor(role, accent.color)
+    palette.setColor(role, accent.on(QGuiApplication.palette().color(QPalette.ColorRole.Window)))
     widget.setPalette(palette)
+    widget.setProperty(_ACCENT_PROPERTY, f"{role.name} {accent.name}")
+
+
+def retint(root: QWidget) -> None:
+    """Pick every accent's shade again under `root` (the theme switched to light or dark)."""
+    for widget in (root, *root.findChildren(QWidget)):
+        value = widget.property(_ACCENT_PROPERTY)
+        if isinstance(value, str) and value:
+            role, accent = value.split(" ")
+            tint(widget, QPalette.ColorRole[role], Accent[accent])
+
+
+def keep_readable(app: QApplication) -> None:
+    """Make the application palette's secondary text readable (after a theme switch too)."""
+    adjusted = readable_palette(app.palette())
+    if adjusted is not None:
+        app.setPalette(adjusted)
 
 
 def muted(widget: QWidget) -> None:
@@ -209,3 +339,4 @@ def configure_application(app: QApplication) -> None:
     # Wayland compositors find the window's icon and name through the desktop file.
     app.setDesktopFileName(APP_ID)
     app.setWindowIcon(app_icon())
+    keep_readable(app)

@@ -1,5 +1,7 @@
 """Small widgets the pages share: inline field errors, a secret field with show/hide, message
-banners with a details button, the step header, and headings.
+banners with a details button, the step header, headings, a search field that steers its list,
+the status lines under an image field, and form layouts (two form columns,
+an expander that shows its body while ticked).
 
 Everything is sized from the font (no fixed pixel sizes) and coloured from the palette, except
 the error/warning/success accents.
@@ -10,15 +12,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QPalette
+from PySide6.QtGui import QAction, QKeyEvent, QPalette
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QSizePolicy,
     QToolButton,
+    QTreeView,
     QVBoxLayout,
     QWidget,
 )
@@ -51,6 +57,16 @@ class FieldError(QLabel):
         tint(self, QPalette.ColorRole.WindowText, Accent.ERROR)
         self.setAccessibleName("field error")
         self.hide()
+
+    def in_reserved_line(self, parent: QWidget | None) -> QWidget:
+        """The error in a holder one text line high that stays when the error hides, so the
+        fields below do not jump as errors come and go."""
+        holder = QWidget(parent)
+        column = QVBoxLayout(holder)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self)
+        holder.setMinimumHeight(self.fontMetrics().lineSpacing())
+        return holder
 
     def show_error(self, text: str | None) -> None:
         self.setText(text or "")
@@ -148,3 +164,66 @@ class StepHeader(QWidget):
             button.setChecked(i == index)
             button.setEnabled(i <= reachable)
             button.setFont(scaled_font(button, 1.0, bold=i == index))
+
+
+def expander(title: str, parent: QWidget) -> tuple[QCheckBox, QWidget, QWidget]:
+    """A tick box with a framed body that shows only while it is ticked: advanced parts stay
+    one line until they are wanted, so the page fits the window. Returns the box, the whole
+    part and the body to fill."""
+    part = QWidget(parent)
+    column = QVBoxLayout(part)
+    column.setContentsMargins(0, 0, 0, 0)
+    check = QCheckBox(title, part)
+    body = QFrame(part)
+    body.setFrameShape(QFrame.Shape.StyledPanel)
+    column.addWidget(check)
+    column.addWidget(body)
+    body.hide()
+    check.toggled.connect(body.setVisible)
+    return check, part, body
+
+
+def two_forms(body: QWidget) -> tuple[QFormLayout, QFormLayout]:
+    """Two form columns side by side: an expanded group stays two rows high."""
+    row = QHBoxLayout(body)
+    forms = (QFormLayout(), QFormLayout())
+    for form in forms:
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        row.addLayout(form, 1)
+    return forms
+
+
+def form_layout(group: QWidget) -> QFormLayout:
+    form = QFormLayout(group)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    # In a narrow window a label goes above its field rather than squeezing it.
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    return form
+
+
+class SearchField(QLineEdit):
+    """Arrow keys move through the list below while the focus stays in the search field."""
+
+    def __init__(self, view: QTreeView, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._view = view
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Down, Qt.Key.Key_Up, Qt.Key.Key_PageDown, Qt.Key.Key_PageUp):
+            self._view.keyPressEvent(event)
+            return
+        super().keyPressEvent(event)
+
+
+def image_status(panel: QWidget, layout: QVBoxLayout) -> tuple[QProgressBar, QLabel, FieldError]:
+    """A bar, a status line and an error line under an image file or URL field."""
+    progress = QProgressBar(panel)
+    progress.hide()
+    status = QLabel(panel)
+    status.setWordWrap(True)
+    status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    error = FieldError(panel)
+    layout.addWidget(progress)
+    layout.addWidget(status)
+    layout.addWidget(error)
+    return progress, status, error

@@ -7,10 +7,18 @@ moves on, Escape goes back, Ctrl+Enter is Next/Flash anywhere.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QShortcut
+from PySide6.QtCore import QEvent, QMimeData, QSettings, QSize, Qt
+from PySide6.QtGui import (
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QIcon,
+    QKeySequence,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QApplication,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -22,28 +30,33 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from flasher.gui.bench import BenchController
 from flasher.gui.bridge import Failure
 from flasher.gui.controller import FlashController
 from flasher.gui.dialogs import ConfirmEraseDialog, ErrorDetailsDialog, details_text
+from flasher.gui.notify import notify_finished
+from flasher.gui.pages.bench_page import BenchPage
 from flasher.gui.pages.configure_page import ConfigurePage
 from flasher.gui.pages.os_page import OsPage
 from flasher.gui.pages.progress_page import ProgressPage
 from flasher.gui.pages.targets_page import TargetsPage
-from flasher.gui.progress import error_words
-from flasher.gui.theme import app_icon, em, icon, scaled_font
+from flasher.gui.progress import FlashState, count_words, overall_line, status_line
+from flasher.gui.theme import app_icon, em, icon, keep_readable, retint, scaled_font
 from flasher.gui.widgets import StepHeader, note
 
-OS, CONFIGURE, TARGETS, PROGRESS = range(4)
+OS, CONFIGURE, TARGETS, PROGRESS, BENCH = range(5)
 
 
 class MainWindow(QMainWindow):
     def __init__(self, controller: FlashController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controller = controller
-        self.setWindowTitle("Flasher" + (" — sandbox" if controller.services.sandbox else ""))
+        self._base_title = "Flasher" + (" — sandbox" if controller.services.sandbox else "")
+        self.setWindowTitle(self._base_title)
         self.setWindowIcon(app_icon())
         self._reachable = OS
         self._quit_after_flash = False
+        self._quit_box: QMessageBox | None = None
         self.dialog: QWidget | None = None
         central = QWidget(self)
         layout = QVBoxLayout(central)
@@ -75,24 +88,43 @@ class MainWindow(QMainWindow):
         )
         self.targets_page = TargetsPage(controller, self.stack)
         self.progress_page = ProgressPage(controller, self.stack)
-        for page in (self.os_page, self.configure_page, self.targets_page, self.progress_page):
+        services = controller.services
+        self.bench = BenchController(
+            controller.bridge, services.provider, services.launcher, services.bench, self
+        )
+        self.bench_page = BenchPage(self.bench, self.stack)
+        for page in (
+            self.os_page,
+            self.configure_page,
+            self.targets_page,
+            self.progress_page,
+            self.bench_page,
+        ):
             self.stack.addWidget(page)
         layout.addWidget(self.stack, 1)
         self.nav = QWidget(central)
         nav = QHBoxLayout(self.nav)
         nav.setContentsMargins(0, 0, 0, 0)
         self.summary = note("", self.nav)
+        # Why Next is disabled, always said next to it.
+        self.why = QLabel(self.nav)
+        self.why.setWordWrap(True)
+        self.why.setAccessibleName("why Next is disabled")
+        self.why.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.back = QPushButton("&Back", self.nav)
         self.next = QPushButton("&Next", self.nav)
         self.back.clicked.connect(self.go_back)
         self.next.clicked.connect(self.go_next)
         nav.addWidget(self.summary, 1)
+        nav.addWidget(self.why, 1)
         nav.addWidget(self.back)
         nav.addWidget(self.next)
         layout.addWidget(self.nav)
         self.setCentralWidget(central)
+        self.setAcceptDrops(True)  # an image file or URL dropped anywhere opens it
         self.setMinimumSize(em(self, 44), em(self, 30))
-        self.resize(em(self, 58), em(self, 40))
+        self.resize(em(self, 60), em(self, 44))
+        self._restore_size()
         for page in (self.os_page, self.configure_page, self.targets_page):
             page.changed.connect(self._update_nav)
         self.os_page.details_requested.connect(self.show_failure)
@@ -100,9 +132,16 @@ class MainWindow(QMainWindow):
         for edit in self.configure_page.findChildren(QLineEdit):
             edit.returnPressed.connect(self.go_next)
         self.progress_page.details_requested.connect(self._show_flash_details)
+        self.progress_page.log_requested.connect(self.show_log)
+        self.targets_page.bench_requested.connect(lambda: self._show(BENCH))
+        self.bench_page.back_requested.connect(lambda: self._show(TARGETS))
+        self.bench_page.start_requested.connect(self._start_bench)
+        self.bench.failed.connect(self.show_failure)
         self.progress_page.done_requested.connect(lambda: self._show(TARGETS))
         self.progress_page.again_requested.connect(lambda: self._show(OS))
         controller.flash_finished.connect(self._flash_finished)
+        controller.job_changed.connect(self._update_title)
+        controller.target_changed.connect(self._update_title)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.go_back)
         QShortcut(QKeySequence("Ctrl+Return"), self, self.go_next)
         self._show(OS)
@@ -114,9 +153,10 @@ class MainWindow(QMainWindow):
 
     def _show(self, index: int) -> None:
         self.stack.setCurrentIndex(index)
-        self._reachable = max(self._reachable, index) if index != PROGRESS else self._reachable
-        self.nav.setVisible(index != PROGRESS)
-        self.steps.setVisible(index != PROGRESS)
+        wizard = index not in (PROGRESS, BENCH)
+        self._reachable = max(self._reachable, index) if wizard else self._reachable
+        self.nav.setVisible(wizard)
+        self.steps.setVisible(wizard)
         self.steps.set_current(index, self._reachable)
         if index == TARGETS:
             self.controller.start_drive_watch()
@@ -174,17 +214,25 @@ class MainWindow(QMainWindow):
         if current == TARGETS:
             self.next.setText("&Flash…")
             self.next.setIcon(icon("flash"))
-            self.next.setEnabled(self.targets_page.is_complete())
         else:
             self.next.setText("&Next")
             self.next.setIcon(QIcon())
-            ready = {
-                OS: self.os_page.selection() is not None,
-                CONFIGURE: self.configure_page.is_valid(),
-            }.get(current, False)
-            self.next.setEnabled(ready)
+        why = self.next_blocker()
+        self.next.setEnabled(current != PROGRESS and why is None)
+        self.why.setText(why or "")
+        self.why.setVisible(bool(why))
+        self.next.setToolTip(why or "")
         self.next.setDefault(True)
         self.summary.setText(self._summary())
+
+    def next_blocker(self) -> str | None:
+        """What keeps Next (or Flash) disabled on the current page, in one sentence."""
+        blocker = {
+            OS: self.os_page.blocker,
+            CONFIGURE: self.configure_page.blocker,
+            TARGETS: self.targets_page.blocker,
+        }.get(self._current())
+        return blocker() if blocker is not None else None
 
     def _summary(self) -> str:
         parts = []
@@ -196,8 +244,9 @@ class MainWindow(QMainWindow):
             if words:
                 parts.append(words)
         if self._current() == TARGETS:
-            count = len(self.controller.drives.selected)
-            parts.append(f"{count} {'target' if count == 1 else 'targets'} selected")
+            selected = self.controller.drives.selected
+            files = sum(1 for row in selected if row.drive.is_file)
+            parts.append(f"{count_words(len(selected) - files, files)} selected")
         return " — ".join(parts)
 
     # --- flashing -----------------------------------------------------------------------------
@@ -214,13 +263,42 @@ class MainWindow(QMainWindow):
         dialog.accepted.connect(self._start_flash)
         self._open(dialog)
 
+    def _start_bench(self) -> None:
+        selection = self.controller.selection
+        if selection is not None:
+            self.controller.remember_choices()
+            self.bench.start(selection.spec, self.controller.config, verify=self.controller.verify)
+
     def _start_flash(self) -> None:
         self._show(PROGRESS)
         self.controller.start_flash()
 
+    def _update_title(self) -> None:
+        """The job's state in the title, so it shows in the task bar while the window is away."""
+        job = self.controller.job
+        if job is None:
+            title = self._base_title
+        elif job.state in (FlashState.WRITING, FlashState.VERIFYING):
+            title = f"{job.fraction:.0%} {job.state.value} — {self._base_title}"
+        else:
+            title = f"{job.state.value.capitalize()} — {self._base_title}"
+        if title != self.windowTitle():
+            self.setWindowTitle(title)
+
     def _flash_finished(self) -> None:
+        job = self.controller.job
+        if job is not None:
+            notify_finished(
+                self,
+                self.progress_page.title.text(),
+                self.progress_page.subtitle.text(),
+                elapsed_s=job.elapsed_s,
+            )
         if self._quit_after_flash:
             self.close()
+        elif self._quit_box is not None:
+            # The flash ended while the question was open: there is nothing left to cancel.
+            self._quit_box.reject()
 
     def _show_flash_details(self, path: str) -> None:
         job = self.controller.job
@@ -237,15 +315,31 @@ class MainWindow(QMainWindow):
             log = job.log
             failure = self.controller.failure
             trace = failure.traceback_text if failure and not failure.expected else ""
-        message, hint = error_words(error)
+        message, hint = self.controller.error_words(error)
         self._open(
             ErrorDetailsDialog(
                 message, hint, details_text(error, traceback_text=trace, log=log), self
             )
         )
 
+    def show_log(self) -> None:
+        """The whole job's log, after a success too (what was written where, and how)."""
+        job = self.controller.job
+        if job is None:
+            return
+        headline = {
+            FlashState.DONE: "The flash succeeded",
+            FlashState.CANCELLED: "The flash was cancelled",
+        }.get(job.state, "The flash ended with errors")
+        lines = [overall_line(job), *job.log]
+        for status in job.targets.values():
+            lines.append(f"{status.label} ({status.path}): {status_line(status)}")
+        self._open(
+            ErrorDetailsDialog(headline, None, details_text(None, log=lines), self, title="Log")
+        )
+
     def show_failure(self, failure: Failure) -> None:
-        message, hint = error_words(failure.error)
+        message, hint = self.controller.error_words(failure.error)
         trace = "" if failure.expected else failure.traceback_text
         self._open(
             ErrorDetailsDialog(
@@ -263,8 +357,69 @@ class MainWindow(QMainWindow):
             self.dialog = None
         dialog.deleteLater()
 
+    # --- drag and drop ------------------------------------------------------------------------
+
+    @staticmethod
+    def dropped_source(mime: QMimeData) -> tuple[str, bool] | None:
+        """(path or URL, is_url) for a dropped image file or http(s) link; None otherwise."""
+        urls = mime.urls()
+        if urls:
+            url = urls[0]
+            if url.isLocalFile():
+                return url.toLocalFile(), False
+            if url.scheme() in ("http", "https"):
+                return url.toString(), True
+            return None
+        text = mime.text().strip()
+        if text.startswith(("http://", "https://")) and " " not in text:
+            return text, True
+        return None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if not self.controller.flashing and self.dropped_source(event.mimeData()) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        dropped = self.dropped_source(event.mimeData())
+        if dropped is None or self.controller.flashing:
+            return
+        event.acceptProposedAction()
+        self._show(OS)
+        self.os_page.open_dropped(dropped[0], is_url=dropped[1])
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.ApplicationPaletteChange:
+            # A light/dark theme switch: readable secondary text, accents in the right shade.
+            app = QApplication.instance()
+            if isinstance(app, QApplication):
+                keep_readable(app)
+            retint(self)
+        super().changeEvent(event)
+
+    def _window_state(self) -> QSettings | None:
+        path = self.controller.services.window_state_path
+        return QSettings(path, QSettings.Format.IniFormat) if path else None
+
+    def _restore_size(self) -> None:
+        """The size the window had when it was last closed (clamped to this screen)."""
+        state = self._window_state()
+        if state is None:
+            return
+        size = state.value("window/size")
+        if isinstance(size, QSize) and size.isValid():
+            screen = self.screen().availableGeometry().size()
+            self.resize(size.boundedTo(screen).expandedTo(self.minimumSize()))
+
+    def _save_size(self) -> None:
+        state = self._window_state()
+        if state is not None:
+            state.setValue("window/size", self.size())
+            state.sync()
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.bench.abort()  # a card being written by the bench is left unbootable, never half
         if not self.controller.flashing:
+            self._save_size()
             self.controller.shutdown()
             event.accept()
             return
@@ -278,6 +433,8 @@ class MainWindow(QMainWindow):
         )
         box.setDefaultButton(QMessageBox.StandardButton.No)
         box.buttonClicked.connect(lambda button: self._quit_answer(box, button))
+        box.finished.connect(lambda _r: setattr(self, "_quit_box", None))
+        self._quit_box = box
         self._open(box)
 
     def _quit_answer(self, box: QMessageBox, button: QAbstractButton) -> None:

@@ -362,7 +362,7 @@ def zstd_layout(pread: PreadFn, size_bytes: int) -> ZstdLayout:
     return ZstdLayout(None, total if known else None, checksummed and frames > 0)
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     for i in range(9):
         if pos + i >= len(data):
@@ -393,11 +393,11 @@ def xz_uncompressed_size(pread: PreadFn, size_bytes: int) -> int | None:
             index = pread(index_size, index_start)
             if index[:1] != b"\0":
                 return None
-            count, pos = _varint(index, 1)
+            count, pos = read_varint(index, 1)
             blocks_bytes = 0
             for _ in range(count):
-                unpadded, pos = _varint(index, pos)
-                uncompressed, pos = _varint(index, pos)
+                unpadded, pos = read_varint(index, pos)
+                uncompressed, pos = read_varint(index, pos)
                 blocks_bytes += (unpadded + 3) // 4 * 4
                 total += uncompressed
             start = index_start - blocks_bytes - 12

@@ -6,7 +6,8 @@ archives and other disk formats with an ImageError naming the file and a `proble
 (not_found, unreadable, empty, not_an_image, unsupported, no_image_in_archive, corrupt,
 truncated). `ImageSource.open_stream()` gives the raw bytes sequentially with bounded memory;
 `unpack_to()` decompresses once into a sparse raw file, atomically. Imports only the standard
-library, isal, zstandard and flasher (errors, events, image.decoders, image.byteio).
+library, isal, zstandard and flasher (errors, events, image.decoders, image.xzparallel,
+image.byteio).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
 from flasher.image import decoders as dec
+from flasher.image import xzparallel
 from flasher.image.byteio import atomic_file
 
 SECTOR_BYTES = 512
@@ -170,7 +172,7 @@ class ImageSource:
             )
             file.seek(start)
             src = dec.Input(file, limit)
-            chunks = self._decoder(src)
+            chunks = self._decoder(src, file.fileno())
             try:
                 yield chunks, src
             finally:
@@ -178,14 +180,14 @@ class ImageSource:
         finally:
             file.close()
 
-    def _decoder(self, src: dec.Input) -> dec.Chunks:
+    def _decoder(self, src: dec.Input, fd: int) -> dec.Chunks:
         name = self.name
         if self.kind is SourceKind.RAW:
             return dec.raw_chunks(src)
         if self.kind is SourceKind.GZIP:
             return dec.gzip_chunks(src, name)
         if self.kind is SourceKind.XZ:
-            return dec.xz_chunks(src, name)
+            return xzparallel.xz_chunks(src, name, dec.file_pread(fd), os.fstat(fd).st_size)
         if self.kind is SourceKind.BZIP2:
             return dec.bzip2_chunks(src, name)
         if self.kind is SourceKind.ZSTD:

@@ -186,7 +186,7 @@ def test_too_small_drive_cannot_be_ticked(qtbot: QtBot) -> None:
 
 
 def _job() -> JobProgress:
-    return JobProgress.start([("/dev/sdb", "card"), ("/tmp/x.img", "x.img")])
+    return JobProgress.start([("/dev/sdb", "card", False), ("/tmp/x.img", "x.img", True)])
 
 
 def test_job_state_follows_the_targets() -> None:

@@ -125,10 +125,17 @@ def test_catalog_failure_is_explained_and_can_be_retried(
             }
             server.serve(path, json.dumps({"d": [row]}).encode())
             qtbot.mouseClick(page.try_again, Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(lambda: controller.device_types.rowCount() == 1)
+            # Nothing is picked for the user: choosing the type asks for its versions.
+            view = page.device_view
+            qtbot.mouseClick(
+                view.viewport(),
+                Qt.MouseButton.LeftButton,
+                pos=view.visualRect(view.model().index(0, 0)).center(),
+            )
             qtbot.waitUntil(
                 lambda: (
-                    controller.device_types.rowCount() == 1
-                    and bool(server.requests_for(f"/{PINE_PREFIX}/application"))
+                    bool(server.requests_for(f"/{PINE_PREFIX}/application"))
                     and busy.count(True) == busy.count(False)
                 ),
                 timeout=OPEN_TIMEOUT_MS,

@@ -17,6 +17,8 @@ from tests.gui.driving import App
 from tests.support.loopdev import LoopDevices, require_loop
 
 MiB = 1024 * 1024
+# Larger than the catalog's size estimate for the default Raspberry Pi 4 release (371.5 MB).
+CARD_BYTES = 512 * MiB
 HOTPLUG_TIMEOUT_MS = 10_000
 
 
@@ -46,7 +48,7 @@ def test_detaching_a_ticked_drive_unticks_it_and_says_so(make_app: MakeApp, tmp_
     app.to_configure()
     app.to_targets()
     with LoopDevices(tmp_path) as loops:
-        loop = loops.create(64 * MiB)
+        loop = loops.create(CARD_BYTES)
         app.tick_drive(loop.path)
         assert app.window.next.isEnabled()
         loops.detach(loop)

@@ -161,8 +161,8 @@ def test_bad_connection_file_is_named_under_the_list(make_app: MakeApp, tmp_path
     app.to_configure()
     _add_connection_file(app, keyfile)
     page = app.window.configure_page
-    app.qtbot.waitUntil(page.keyfile_error.isVisible)
-    assert page.keyfile_error.text() == "lab: [connection] has no 'type'."
+    app.qtbot.waitUntil(page.keyfile_box.error.isVisible)
+    assert page.keyfile_box.error.text() == "lab: [connection] has no 'type'."
     assert not app.window.next.isEnabled()
 
 

@@ -46,11 +46,11 @@ from flasher.bench.report import ReportLog
 from flasher.bench.station import PRESENT_REASON, DriveWatcher, Station, StationSummary
 from flasher.cache import ImageCache
 from flasher.cli.main import main
-from flasher.drives.discovery import list_drives
+from flasher.drives.discovery import find_drive, list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.events import CancelToken, Phase, PhaseChanged
 from flasher.image.bmap import write_bmap
-from flasher.models import DeviceConfig
+from flasher.models import DeviceConfig, Drive
 from flasher.provider import ImageProvider, SourceSpec
 from tests.conftest import ImageFactory
 from tests.support.bootcheck import file_sha256, fsck_boot, mtype, region_sha256
@@ -125,15 +125,14 @@ class Recorder(Generic[E]):
             self._changed.notify_all()
 
     def wait_for(self, matches: Callable[[E], bool], what: str) -> E:
-        found: list[E] = []
-
-        def seen() -> bool:
-            found[:] = [e for e in self.events if matches(e)]
-            return bool(found)
-
+        assert self.seen(matches, WAIT_S), f"no {what} among {self.events}"
         with self._changed:
-            assert self._changed.wait_for(seen, WAIT_S), f"no {what} among {self.events}"
-        return found[0]
+            return next(e for e in self.events if matches(e))
+
+    def seen(self, matches: Callable[[E], bool], timeout_s: float) -> bool:
+        """Whether an event matching `matches` arrives within `timeout_s` (or already has)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: any(map(matches, self.events)), timeout_s)
 
     def of(self, slot: LoopDevice) -> list[E]:
         with self._changed:
@@ -333,6 +332,28 @@ def freezer(slots: Slots) -> Iterator[Freezer]:
         held.close()
 
 
+def _probe_after_removal(
+    recorder: Recorder[BenchEvent], slot: LoopDevice
+) -> Callable[[str], Drive | None]:
+    """The station's drive lookup, except that `slot`'s card thread looks its drive up only once
+    the station has taken in the pull of that slot.
+
+    A pulled card fails on its writer's next write, at once, while the pull reaches the station
+    through udev and the hotplug monitor; left to the scheduler, the card thread can finish the
+    card before that, and the removal then arrives as one after the card ended. Holding the
+    card's own lookup (it asks whether the card is still there before recording why it failed)
+    until the removal is in makes the order the test describes, a pull seen during the write,
+    the one that happens; what the station does with it is unchanged.
+    """
+
+    def probe(path: str) -> Drive | None:
+        if path == slot.path and threading.current_thread().name.startswith("flasher-bench-"):
+            recorder.seen(lambda e: isinstance(e, CardRemoved) and e.slot.device == path, WAIT_S)
+        return find_drive(path)
+
+    return probe
+
+
 def _wait_until_blocked(thread: threading.Thread) -> None:
     """Until `thread` sleeps uninterruptibly in the kernel, or has already ended."""
     stat = Path(f"/proc/self/task/{thread.native_id}/stat")
@@ -353,7 +374,14 @@ def test_card_pulled_mid_write_fails_as_gone_while_the_other_is_verified(
 ) -> None:
     steady, pulled = slots.add(), freezer.slot()
     recorder, report = Recorder[BenchEvent](), tmp_path / "cards.jsonl"
-    station = _station(image, [steady, pulled], recorder, report, card_limit=2)
+    station = _station(
+        image,
+        [steady, pulled],
+        recorder,
+        report,
+        card_limit=2,
+        probe=_probe_after_removal(recorder, pulled),
+    )
     with _running(station) as (finish, _cancel):
         recorder.wait_for(_ready, "station ready")
         os.truncate(pulled.backing, _card_bytes(image))

@@ -13,7 +13,7 @@ import pytest
 from flasher.cli.hints import CLI_ACTIONS, cli_error_dict, cli_hint
 from flasher.error_codes import Action, ErrorCode, ProblemCode
 from flasher.errors import DriveRejected, FlasherError
-from flasher.gui.wording import DESKTOP_ACTIONS, action_hint
+from flasher.gui.wording import DESKTOP_ACTIONS, desktop_hint
 
 ROOT = Path(__file__).resolve().parents[2]
 FLASHER = ROOT / "flasher"
@@ -133,4 +133,4 @@ def test_the_cli_words_an_action_after_the_neutral_hint() -> None:
 
 def test_the_desktop_words_an_action_without_a_flag() -> None:
     err = FlasherError("No target.", action=Action.NAME_TARGET)
-    assert action_hint(err) == "Choose at least one drive on the Targets page."
+    assert desktop_hint(err) == "Choose at least one drive on the Targets page."

@@ -15,15 +15,12 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QPushButton,
     QRadioButton,
     QScrollArea,
     QSpinBox,
@@ -32,13 +29,29 @@ from PySide6.QtWidgets import (
 )
 
 from flasher.errors import ConfigError
-from flasher.gui.controller import Selection
-from flasher.gui.pages.fields import FieldSet, parse_dns, parse_fleet_id, read_keyfile
-from flasher.gui.theme import em, icon
-from flasher.gui.widgets import FieldError, SecretEdit, heading, note
+from flasher.gui.choices import Selection
+from flasher.gui.pages.fields import (
+    FieldSet,
+    check_gateway,
+    config_summary,
+    error_text,
+    field_key,
+    parse_dns,
+    parse_fleet_id,
+)
+from flasher.gui.pages.keyfiles import KeyfileBox
+from flasher.gui.theme import em
+from flasher.gui.widgets import (
+    FieldError,
+    SecretEdit,
+    expander,
+    form_layout,
+    heading,
+    note,
+    two_forms,
+)
 from flasher.models import (
     DeviceConfig,
-    Keyfile,
     NetworkKind,
     NetworkSettings,
     Secret,
@@ -50,22 +63,12 @@ from flasher.validation import (
     validate_dns,
     validate_hostname,
     validate_ipv4_address,
-    validate_keyfile,
     validate_netmask,
     validate_poll_interval,
     validate_provisioning_key,
-    validate_static_ipv4,
     validate_wifi_key,
     validate_wifi_ssid,
 )
-
-
-def _form(group: QGroupBox) -> QFormLayout:
-    form = QFormLayout(group)
-    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-    # In a narrow window a label goes above its field rather than squeezing it.
-    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
-    return form
 
 
 class ConfigurePage(QWidget):
@@ -77,7 +80,7 @@ class ConfigurePage(QWidget):
         super().__init__(parent)
         self._api_url = device_api_url
         self._selection: Selection | None = None
-        self.keyfiles: list[Keyfile] = []
+        self._key_forgotten = False
         self.fields = FieldSet()
         outer = QVBoxLayout(self)
         outer.addWidget(heading("Configure the device", self))
@@ -99,13 +102,19 @@ class ConfigurePage(QWidget):
         grid.setContentsMargins(0, 0, em(self, 0.5), 0)
         grid.setHorizontalSpacing(em(self, 1.2))
         grid.addWidget(self._network_group(), 0, 0)
-        grid.addWidget(self._ip_group(), 1, 0)
         grid.addWidget(self._device_group(), 0, 1)
-        grid.addWidget(self._fleet_group(), 1, 1)
-        grid.addWidget(self._keyfile_group(), 2, 0, 1, 2)
+        grid.addWidget(self._ip_group(), 1, 0, 1, 2)
+        grid.addWidget(self._fleet_group(), 2, 0, 1, 2)
+        self.keyfile_box = KeyfileBox(self.form)
+        self.keyfile_box.edited.connect(lambda: self._edited("keyfile"))
+        self.fields.add("keyfile", self.keyfile_box.error, self.keyfile_box.check)
+        # What the tests and the keyboard reach directly.
+        self.keyfile_list, self.add_keyfile = self.keyfile_box.list, self.keyfile_box.add
+        self.add_keyfiles = self.keyfile_box.add_files
+        grid.addWidget(self.keyfile_box, 3, 0, 1, 2)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
-        grid.setRowStretch(3, 1)
+        grid.setRowStretch(4, 1)
         scroll.setWidget(self.form)
         outer.addWidget(scroll, 1)
         self.remember_check = QCheckBox(
@@ -119,7 +128,7 @@ class ConfigurePage(QWidget):
 
     def _network_group(self) -> QGroupBox:
         group = QGroupBox("Network", self.form)
-        form = _form(group)
+        form = form_layout(group)
         kinds = QHBoxLayout()
         self.ethernet_radio = QRadioButton("E&thernet", group)
         self.wifi_radio = QRadioButton("W&i-Fi", group)
@@ -140,21 +149,17 @@ class ConfigurePage(QWidget):
             lambda: validate_wifi_ssid(self.ssid_edit.text()),
         )
         self.key_edit = SecretEdit(group)
-        self.key_edit.setPlaceholderText("the network's passphrase")
+        self.key_edit.setPlaceholderText("the network's password")
         self.key_edit.setAccessibleName("Wi-Fi key")
-        self.key_error = self._row(
-            form,
-            "&Key:",
-            self.key_edit,
-            "key",
-            lambda: validate_wifi_key(Secret(self.key_edit.text())),
-        )
-        # An empty key means an open network only when that is ticked here.
-        self.open_check = QCheckBox("&Open network (no key)", group)
-        form.addRow("", self.open_check)
-        self.open_check.toggled.connect(lambda _on: self._edited("key"))
+        self.key_error = self._row(form, "&Key:", self.key_edit, "key", self._check_key)
+        self.open_check = QCheckBox("O&pen network (no password)", group)
+        self.open_check.toggled.connect(self._open_toggled)
         self.hidden_check = QCheckBox("&Hidden network", group)
-        form.addRow("", self.hidden_check)
+        checks = QHBoxLayout()
+        checks.addWidget(self.open_check)
+        checks.addWidget(self.hidden_check)
+        checks.addStretch(1)
+        form.addRow("", checks)
         self.wifi_widgets: list[QWidget] = [
             self.ssid_edit,
             self.key_edit,
@@ -164,13 +169,11 @@ class ConfigurePage(QWidget):
         self.ethernet_radio.toggled.connect(self._network_changed)
         return group
 
-    def _ip_group(self) -> QGroupBox:
-        group = QGroupBox("Static I&P address (IPv4)", self.form)
-        group.setCheckable(True)
-        group.setChecked(False)
+    def _ip_group(self) -> QWidget:
+        group, part, body = expander("Static I&P address (IPv4)", self.form)
         self.ip_group = group
-        form = _form(group)
-        self.address_edit = QLineEdit(group)
+        form, right = two_forms(body)
+        self.address_edit = QLineEdit(body)
         self.address_edit.setPlaceholderText("192.168.1.50")
         self.address_error = self._row(
             form,
@@ -179,35 +182,35 @@ class ConfigurePage(QWidget):
             "address",
             lambda: validate_ipv4_address(self.address_edit.text()),
         )
-        self.netmask_edit = QLineEdit(group)
+        self.netmask_edit = QLineEdit(body)
         self.netmask_edit.setPlaceholderText("255.255.255.0 or 24")
         self.netmask_error = self._row(
-            form,
+            right,
             "Net&mask:",
             self.netmask_edit,
             "netmask",
             lambda: validate_netmask(self.netmask_edit.text()),
         )
-        self.gateway_edit = QLineEdit(group)
+        self.gateway_edit = QLineEdit(body)
         self.gateway_edit.setPlaceholderText("192.168.1.1")
         self.gateway_error = self._row(
             form, "&Gateway:", self.gateway_edit, "gateway", self._check_gateway
         )
-        self.dns_edit = QLineEdit(group)
+        self.dns_edit = QLineEdit(body)
         self.dns_edit.setPlaceholderText("1.1.1.1, 8.8.8.8")
         self.dns_error = self._row(
-            form,
+            right,
             "DNS ser&vers:",
             self.dns_edit,
             "dns",
             lambda: validate_dns(parse_dns(self.dns_edit.text())),
         )
         group.toggled.connect(lambda _on: self._edited("static"))
-        return group
+        return part
 
     def _device_group(self) -> QGroupBox:
         group = QGroupBox("Device", self.form)
-        form = _form(group)
+        form = form_layout(group)
         self.hostname_edit = QLineEdit(group)
         self.hostname_edit.setPlaceholderText("default: the device's UUID")
         self.hostname_error = self._row(
@@ -244,13 +247,11 @@ class ConfigurePage(QWidget):
         form.addRow("", self.logging_check)
         return group
 
-    def _fleet_group(self) -> QGroupBox:
-        group = QGroupBox("Register in a &fleet (optional)", self.form)
-        group.setCheckable(True)
-        group.setChecked(False)
+    def _fleet_group(self) -> QWidget:
+        group, part, body = expander("Register in a &fleet (optional)", self.form)
         self.fleet_group = group
-        form = _form(group)
-        self.fleet_edit = QLineEdit(group)
+        form, right = two_forms(body)
+        self.fleet_edit = QLineEdit(body)
         self.fleet_edit.setPlaceholderText("numeric ID from the dashboard URL")
         self.fleet_error = self._row(
             form,
@@ -259,39 +260,16 @@ class ConfigurePage(QWidget):
             "fleet",
             lambda: parse_fleet_id(self.fleet_edit.text()),
         )
-        self.provisioning_edit = SecretEdit(group)
+        self.provisioning_edit = SecretEdit(body)
         self.provisioning_error = self._row(
-            form,
+            right,
             "Provisioning ke&y:",
             self.provisioning_edit,
             "provisioning",
-            lambda: validate_provisioning_key(self._provisioning_key(), 1),
+            self._check_provisioning,
         )
         group.toggled.connect(lambda _on: self._edited("fleet_group"))
-        return group
-
-    def _keyfile_group(self) -> QGroupBox:
-        group = QGroupBox("Extra network connections (NetworkManager files)", self.form)
-        layout = QHBoxLayout(group)
-        self.keyfile_list = QListWidget(group)
-        self.keyfile_list.setAccessibleName("extra connection files")
-        self.keyfile_list.setMaximumHeight(em(self, 5))
-        buttons = QVBoxLayout()
-        self.add_keyfile = QPushButton("Add &connection file…", group)
-        self.remove_keyfile = QPushButton("&Remove", group)
-        self.add_keyfile.clicked.connect(self._browse_keyfile)
-        self.remove_keyfile.clicked.connect(self._remove_keyfile)
-        buttons.addWidget(self.add_keyfile)
-        buttons.addWidget(self.remove_keyfile)
-        buttons.addStretch(1)
-        column = QVBoxLayout()
-        column.addWidget(self.keyfile_list)
-        self.keyfile_error = FieldError(group)
-        column.addWidget(self.keyfile_error)
-        self.fields.add("keyfile", self.keyfile_error, self._check_keyfiles)
-        layout.addLayout(column, 1)
-        layout.addLayout(buttons)
-        return group
+        return part
 
     def _row(
         self,
@@ -302,14 +280,13 @@ class ConfigurePage(QWidget):
         check: Callable[[], object],
         signal: str = "textChanged",
     ) -> FieldError:
-        error = FieldError(editor.parentWidget())
-        column = QVBoxLayout()
-        column.setSpacing(0)
-        column.addWidget(editor)
-        column.addWidget(error)
-        title = QLabel(label, editor.parentWidget())
+        # The error spans the row (label and field), so most rules fit its one reserved line.
+        parent = editor.parentWidget()
+        error = FieldError(parent)
+        title = QLabel(label, parent)
         title.setBuddy(editor)
-        form.addRow(title, column)
+        form.addRow(title, editor)
+        form.addRow(error.in_reserved_line(parent))
         self.fields.add(key, error, check)
         getattr(editor, signal).connect(lambda *_args: self._edited(key))
         return error
@@ -323,27 +300,49 @@ class ConfigurePage(QWidget):
         text = self.provisioning_edit.text().strip()
         return Secret(text) if text else None
 
-    def _check_gateway(self) -> None:
-        gateway = validate_ipv4_address(self.gateway_edit.text(), "ipv4.gateway")
-        try:
-            validate_ipv4_address(self.address_edit.text())
-            validate_netmask(self.netmask_edit.text())
-        except ConfigError:
-            return  # the subnet rules need a valid address and netmask first
-        validate_static_ipv4(
-            StaticIPv4(
-                self.address_edit.text().strip(), self.netmask_edit.text().strip(), str(gateway)
+    def _check_provisioning(self) -> None:
+        key = self._provisioning_key()
+        if key is None:
+            raise ConfigError(
+                "provisioning_key",
+                "is required to register in a fleet: copy one from the fleet's page in the "
+                "balena dashboard (Add device)",
             )
-        )
+        validate_provisioning_key(key, 1)
 
-    def _check_keyfiles(self) -> None:
-        for keyfile in self.keyfiles:
-            validate_keyfile(keyfile)
+    def _check_gateway(self) -> None:
+        check_gateway(self.address_edit.text(), self.netmask_edit.text(), self.gateway_edit.text())
+
+    def _check_key(self) -> None:
+        """An empty key is an open network only when the user said so: a key that was not
+        remembered must not flash an open network silently."""
+        if self.open_check.isChecked():
+            return
+        key = self.key_edit.text()
+        if not key:
+            if self._key_forgotten:
+                raise ConfigError(
+                    "wifi_key",
+                    f"for “{self.ssid_edit.text()}” was not remembered: type it again, or tick "
+                    "“Open network” if it has no password",
+                )
+            raise ConfigError(
+                "wifi_key",
+                "is required: type the network's password, or tick “Open network” if it has none",
+            )
+        validate_wifi_key(Secret(key))
+
+    def _open_toggled(self, on: bool) -> None:
+        if on:
+            self.key_edit.clear()
+        self.key_edit.setEnabled(not on and self.wifi_radio.isChecked())
+        self._edited("key")
 
     def _network_changed(self) -> None:
         wifi = self.wifi_radio.isChecked()
         for widget in self.wifi_widgets:
             widget.setEnabled(wifi)
+        self.key_edit.setEnabled(wifi and not self.open_check.isChecked())
         self.fields.set_active("ssid", wifi)
         self.fields.set_active("key", wifi)
         self._edited("network")
@@ -364,38 +363,6 @@ class ConfigurePage(QWidget):
         self.fields.refresh()
         self.general_error.show_error(None)
         self.changed.emit()
-
-    def _browse_keyfile(self) -> None:
-        dialog = QFileDialog(self, "Add NetworkManager connection files")
-        dialog.setObjectName("keyfile-dialog")
-        dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
-        dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.filesSelected.connect(self.add_keyfiles)
-        dialog.open()
-
-    def add_keyfiles(self, paths: list[str]) -> None:
-        for path in paths:
-            try:
-                keyfile = read_keyfile(path)
-            except ConfigError as err:
-                self.keyfile_error.show_error(str(err))
-                return
-            self.keyfiles = [k for k in self.keyfiles if k.name != keyfile.name] + [keyfile]
-        self._show_keyfiles()
-
-    def _remove_keyfile(self) -> None:
-        row = self.keyfile_list.currentRow()
-        if 0 <= row < len(self.keyfiles):
-            del self.keyfiles[row]
-            self._show_keyfiles()
-
-    def _show_keyfiles(self) -> None:
-        self.keyfile_list.clear()
-        for keyfile in self.keyfiles:
-            self.keyfile_list.addItem(keyfile.name)
-            self.keyfile_list.item(self.keyfile_list.count() - 1).setIcon(icon("file"))
-        self._edited("keyfile")
 
     # --- selection, settings and the result -------------------------------------------------
 
@@ -438,8 +405,13 @@ class ConfigurePage(QWidget):
         self.remember_check.setChecked(settings.remember_secrets)
         self.key_edit.setText(settings.wifi_key or "")
         self.provisioning_edit.setText(settings.provisioning_key or "")
-        # Restored values are judged when the user edits them or moves on, not at start.
+        self._key_forgotten = bool(settings.wifi_ssid) and not settings.wifi_key
+        # Restored values are judged when the user edits them or moves on, not at start; a
+        # Wi-Fi key that was not remembered is asked for at once.
         self.fields.clear_touched()
+        if wifi and self._key_forgotten:
+            self.fields.touch("key")
+            self.fields.refresh()
 
     def validate_all(self) -> bool:
         """Show every field's error; True when the settings can be written."""
@@ -457,7 +429,21 @@ class ConfigurePage(QWidget):
         return True
 
     def is_valid(self) -> bool:
-        return not self.configure_check.isChecked() or self.fields.all_valid()
+        return self.blocker() is None
+
+    def blocker(self) -> str | None:
+        """Why Next would refuse, in the words shown under the field; None when it would not."""
+        if not self.configure_check.isChecked():
+            return None
+        problem = self.fields.first_problem()
+        if problem is not None:
+            return problem
+        try:
+            self.config()
+        except ConfigError as err:
+            key = field_key(err.field)
+            return error_text(key, err) if key else str(err)
+        return None
 
     def config(self) -> DeviceConfig | None:
         """The settings as a validated DeviceConfig; None to write the image as it is."""
@@ -469,6 +455,8 @@ class ConfigurePage(QWidget):
         ):
             return None
         wifi = self.wifi_radio.isChecked()
+        if wifi:
+            self._check_key()
         key = self.key_edit.text()
         ipv4 = None
         if self.ip_group.isChecked():
@@ -484,7 +472,7 @@ class ConfigurePage(QWidget):
             wifi_key=Secret(key) if wifi and key else None,
             hidden=wifi and self.hidden_check.isChecked(),
             ipv4=ipv4,
-            open_network=wifi and not key and self.open_check.isChecked(),
+            open_network=wifi and self.open_check.isChecked(),
         )
         fleet = self.fleet_group.isChecked()
         config = DeviceConfig(
@@ -497,29 +485,17 @@ class ConfigurePage(QWidget):
             hostname=self.hostname_text(),
             development_mode=self.dev_check.isChecked(),
             persistent_logging=self.logging_check.isChecked(),
-            extra_keyfiles=tuple(self.keyfiles),
+            extra_keyfiles=tuple(self.keyfile_box.keyfiles),
             api_url=self._api_url,
         )
         validate_device_config(config)
         return config
 
     def summary(self) -> str:
-        config = None
         try:
-            config = self.config()
+            return config_summary(self.config())
         except ConfigError:
             return ""
-        if config is None:
-            return "image as it is"
-        network = config.network
-        words = [f"Wi-Fi “{network.wifi_ssid}”" if network.kind is NetworkKind.WIFI else "Ethernet"]
-        if network.ipv4 is not None:
-            words.append(network.ipv4.address)
-        if config.hostname:
-            words.append(config.hostname)
-        if config.development_mode:
-            words.append("development")
-        return ", ".join(words)
 
     def remember_secrets(self) -> bool:
         return self.remember_check.isChecked()

@@ -1,7 +1,8 @@
 """Inline validation for form fields: each field has a check (a core validator raising
 ConfigError) and an error label; errors show once the field was touched, and a ConfigError from
 the whole-config validation is routed to the field it names. Also the small parsers the
-Configure page needs (DNS list, fleet ID, connection files).
+Configure page needs (DNS list, fleet ID, connection files, the gateway's subnet rule, the
+summary line).
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from dataclasses import dataclass
 
 from flasher.errors import ConfigError
 from flasher.gui.widgets import FieldError
-from flasher.models import Keyfile
-from flasher.validation import validate_fleet_id
+from flasher.models import DeviceConfig, Keyfile, NetworkKind, StaticIPv4
+from flasher.validation import (
+    validate_fleet_id,
+    validate_ipv4_address,
+    validate_netmask,
+    validate_static_ipv4,
+)
 
 KEYFILE_MAX_BYTES = 64 * 1024
 
@@ -57,6 +63,7 @@ _PREDICATE_START = {
     "only",
     "conflicts",
     "cannot",
+    "for",
     "was",
 }
 
@@ -140,8 +147,13 @@ class FieldSet:
             field.error.show_error(problem if field.touched else None)
         return ok
 
-    def all_valid(self) -> bool:
-        return all(self._run(key) is None for key in self._fields)
+    def first_problem(self) -> str | None:
+        """The first active field's error, touched or not (why Next is disabled)."""
+        for key in self._fields:
+            problem = self._run(key)
+            if problem is not None:
+                return problem
+        return None
 
     def show_for(self, core_field: str, err: ConfigError) -> bool:
         """Show a whole-config error under its field; False if no field matches."""
@@ -150,6 +162,34 @@ class FieldSet:
             return False
         self._fields[key].error.show_error(error_text(key, err))
         return True
+
+
+def check_gateway(address: str, netmask: str, gateway: str) -> None:
+    """The gateway is an IPv4 address, and in the device's subnet once address and netmask
+    are valid themselves (their own fields say what is wrong with them)."""
+    valid_gateway = validate_ipv4_address(gateway, "ipv4.gateway")
+    try:
+        validate_ipv4_address(address)
+        validate_netmask(netmask)
+    except ConfigError:
+        return
+    validate_static_ipv4(StaticIPv4(address.strip(), netmask.strip(), str(valid_gateway)))
+
+
+def config_summary(config: DeviceConfig | None) -> str:
+    """ "Wi-Fi “Lab”, 192.168.1.50, kiosk, development" for the window's summary line."""
+    if config is None:
+        return "image as it is"
+    network = config.network
+    wifi = "open Wi-Fi" if network.open_network else "Wi-Fi"
+    words = [f"{wifi} “{network.wifi_ssid}”" if network.kind is NetworkKind.WIFI else "Ethernet"]
+    if network.ipv4 is not None:
+        words.append(network.ipv4.address)
+    if config.hostname:
+        words.append(config.hostname)
+    if config.development_mode:
+        words.append("development")
+    return ", ".join(words)
 
 
 def parse_dns(text: str) -> tuple[str, ...]:

@@ -5,8 +5,8 @@ size), or a local image file, or an http(s) URL, with the device type and versio
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelection, Qt, Signal
-from PySide6.QtGui import QKeyEvent, QPalette
+from PySide6.QtCore import QItemSelection, QSize, Qt, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
@@ -30,29 +30,16 @@ from PySide6.QtWidgets import (
 from flasher.errors import FlasherError
 from flasher.events import Event, Phase, PhaseChanged, Progress
 from flasher.gui.bridge import Failure
-from flasher.gui.controller import FlashController, ImageChoice, Selection
-from flasher.gui.progress import PHASE_WORDS, error_words, human_bytes
+from flasher.gui.choices import ImageChoice, Selection, image_words
+from flasher.gui.controller import FlashController
+from flasher.gui.progress import PHASE_WORDS, human_bytes, transfer_line
 from flasher.gui.qtmodels import ValueRole, VersionFilter, version_label
-from flasher.gui.theme import Accent, icon, tint
-from flasher.gui.widgets import Banner, FieldError, heading, note
+from flasher.gui.theme import Accent, em, icon, tint
+from flasher.gui.widgets import Banner, FieldError, SearchField, heading, image_status, note
 from flasher.models import DeviceType, OsVersion
 from flasher.provider import SourceSpec
 
 IMAGE_FILTER = "Disk images (*.img *.raw *.zip *.gz *.xz *.zst *.bz2);;All files (*)"
-
-
-class SearchField(QLineEdit):
-    """Arrow keys move through the list below while the focus stays in the search field."""
-
-    def __init__(self, view: QTreeView, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._view = view
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        if event.key() in (Qt.Key.Key_Down, Qt.Key.Key_Up, Qt.Key.Key_PageDown, Qt.Key.Key_PageUp):
-            self._view.keyPressEvent(event)
-            return
-        super().keyPressEvent(event)
 
 
 class OsPage(QWidget):
@@ -63,6 +50,7 @@ class OsPage(QWidget):
         super().__init__(parent)
         self.controller = controller
         self._choice: ImageChoice | None = None
+        self._catalog_size_bytes: int | None = None
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Choose the operating system", self))
         kinds = QHBoxLayout()
@@ -112,6 +100,7 @@ class OsPage(QWidget):
         self.device_view.setAlternatingRowColors(True)
         self.device_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.device_view.setAccessibleName("device types")
+        self.device_view.setIconSize(QSize(em(self, 1.5), em(self, 1.5)))
         header = self.device_view.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -191,7 +180,7 @@ class OsPage(QWidget):
                 panel,
             )
         )
-        self.file_progress, self.file_status, self.file_error = self._image_status(panel, layout)
+        self.file_progress, self.file_status, self.file_error = image_status(panel, layout)
         layout.addStretch(1)
         return panel
 
@@ -208,29 +197,17 @@ class OsPage(QWidget):
         label.setBuddy(self.url_edit)
         self.url_open = QPushButton("D&ownload", panel)
         self.url_open.clicked.connect(self._open_url)
+        self.url_cancel = QPushButton("&Stop", panel)
+        self.url_cancel.clicked.connect(self._stop_download)
+        self.url_cancel.hide()
         row.addWidget(label)
         row.addWidget(self.url_edit, 1)
         row.addWidget(self.url_open)
+        row.addWidget(self.url_cancel)
         layout.addLayout(row)
-        self.url_progress, self.url_status, self.url_error = self._image_status(panel, layout)
+        self.url_progress, self.url_status, self.url_error = image_status(panel, layout)
         layout.addStretch(1)
         return panel
-
-    def _image_status(
-        self,
-        panel: QWidget,
-        layout: QVBoxLayout,
-    ) -> tuple[QProgressBar, QLabel, FieldError]:
-        progress = QProgressBar(panel)
-        progress.hide()
-        status = QLabel(panel)
-        status.setWordWrap(True)
-        status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        error = FieldError(panel)
-        layout.addWidget(progress)
-        layout.addWidget(status)
-        layout.addWidget(error)
-        return progress, status, error
 
     # --- catalog ------------------------------------------------------------------------------
 
@@ -260,12 +237,25 @@ class OsPage(QWidget):
         return True
 
     def _search_changed(self, text: str) -> None:
+        """Typing picks the first match; nothing is picked before the user types or clicks
+        (the first launch), and a search that matches nothing says so and drops the version."""
         proxy = self.controller.device_type_filter
         proxy.set_search(text)
         current = self.device_view.currentIndex()
+        if proxy.rowCount() == 0 and self.controller.device_types.rowCount():
+            self.device_view.setCurrentIndex(proxy.index(-1, -1))
+            self.controller.clear_device_type()
+            self.catalog_status.setText(f"No device type matches “{text.strip()}”.")
+            self.catalog_status.show()
+            self.changed.emit()
+            return
+        if self.controller.device_types.rowCount():
+            self.catalog_status.hide()
         if (
-            not current.isValid() or not self.device_view.selectionModel().isSelected(current)
-        ) and proxy.rowCount() > 0:
+            text.strip()
+            and (not current.isValid() or not self.device_view.selectionModel().isSelected(current))
+            and proxy.rowCount() > 0
+        ):
             self.device_view.setCurrentIndex(proxy.index(0, 0))
 
     def current_device_type(self) -> DeviceType | None:
@@ -308,6 +298,7 @@ class OsPage(QWidget):
         if version is not None and version.known_issue:
             self.known_issue.setText(f"⚠ Known issue: {version.known_issue}")
         self.size_label.clear()
+        self._catalog_size_bytes = None
         if version is not None and device is not None:
             self.size_label.setText("…")
             self.controller.fetch_download_size(device.slug, version.raw_version)
@@ -316,11 +307,13 @@ class OsPage(QWidget):
         self.changed.emit()
 
     def _download_size(self, size: int | None) -> None:
+        # The API's figure is the image's size: drives smaller than it are marked too small.
+        self._catalog_size_bytes = size
         self.size_label.setText(f"about {human_bytes(size)}" if size else "size unknown")
 
     def _catalog_failed(self, failure: Failure) -> None:
         self._failure = failure
-        message, hint = error_words(failure.error)
+        message, hint = self.controller.error_words(failure.error)
         self.banner.show_message("error", message, hint, details=True)
         self.catalog_status.setText("The catalog could not be loaded.")
         self.try_again.show()
@@ -365,6 +358,17 @@ class OsPage(QWidget):
         self.path_edit.setText(path)
         self._open_path()
 
+    def open_dropped(self, source: str, *, is_url: bool) -> None:
+        """An image file or URL dropped on the window: shown in its panel and opened."""
+        if is_url:
+            self.url_radio.setChecked(True)
+            self.url_edit.setText(source)
+            self._open_url()
+        else:
+            self.file_radio.setChecked(True)
+            self.path_edit.setText(source)
+            self._open_path()
+
     def _open_path(self) -> None:
         path = self.path_edit.text().strip()
         if path:
@@ -381,10 +385,24 @@ class OsPage(QWidget):
             return
         self._open(spec, self.url_progress, self.url_status, self.url_error)
 
+    def _stop_download(self) -> None:
+        """Stop a download; what arrived stays in the cache, so Download resumes from there."""
+        self.controller.cancel_image()
+        self.url_progress.hide()
+        self._downloading(False)
+        self.url_status.setText("Stopped. Press Download to resume where it stopped.")
+        self.changed.emit()
+
+    def _downloading(self, busy: bool) -> None:
+        self.url_open.setVisible(not busy)
+        self.url_cancel.setVisible(busy)
+
     def _open(
         self, spec: SourceSpec, progress: QProgressBar, status: QLabel, error: FieldError
     ) -> None:
         self._choice = None
+        if spec.url:
+            self._downloading(True)
         error.show_error(None)
         status.setText("Opening…")
         progress.setRange(0, 0)
@@ -407,36 +425,46 @@ class OsPage(QWidget):
             if fraction is not None:
                 progress.setRange(0, 1000)
                 progress.setValue(round(fraction * 1000))
+            status.setText(transfer_line(event))
 
     def _image_ready(self, choice: ImageChoice) -> None:
+        self._downloading(False)
         progress, status, error = self._widgets()
         progress.hide()
         self._choice = choice
-        identity = choice.info.identity
-        what = identity.device_type_name or identity.device_type
-        parts = [
-            f"Device type: {what} ({identity.device_type})"
-            if identity.device_type
-            else "Device type: not recorded in the image",
-            f"balenaOS {identity.os_version}"
-            if identity.os_version
-            else "balenaOS version: unknown",
-            f"{human_bytes(choice.size_bytes)} unpacked",
-        ]
-        status.setText(" · ".join(parts))
+        status.setText(image_words(choice))
         problems = [p.message for p in choice.info.problems]
         error.show_error("; ".join(problems) if problems else None)
         self.changed.emit()
 
     def _image_failed(self, failure: Failure) -> None:
+        self._downloading(False)
         progress, status, error = self._widgets()
         progress.hide()
         status.clear()
-        message, hint = error_words(failure.error)
+        message, hint = self.controller.error_words(
+            failure.error, from_url=self.url_radio.isChecked()
+        )
         error.show_error(f"{message} {hint or ''}".strip())
         self.changed.emit()
 
     # --- what the window asks ---------------------------------------------------------------
+
+    def blocker(self) -> str | None:
+        """Why Next is disabled on this page; None when a source is chosen."""
+        if self.selection() is not None:
+            return None
+        if self.catalog_radio.isChecked():
+            if self.current_device_type() is None:
+                return "Choose a device type, or drop an image file here."
+            if not self.controller.versions.rowCount():
+                return "No version matches these options."
+            return "Choose a balenaOS version."
+        if self.controller.opening_image:
+            return "Opening the image…"
+        if self.file_radio.isChecked():
+            return "Choose an image file."
+        return "Type the image's URL and press Download."
 
     def selection(self) -> Selection | None:
         if self.catalog_radio.isChecked():
@@ -449,7 +477,11 @@ class OsPage(QWidget):
                 development=self.dev_check.isChecked(),
             )
             return Selection(
-                spec, device.slug, version.raw_version, f"{device.name} · {version_label(version)}"
+                spec,
+                device.slug,
+                version.raw_version,
+                f"{device.name} · {version_label(version)}",
+                image_size_bytes=self._catalog_size_bytes,
             )
         choice = self._choice
         if choice is None:

@@ -30,6 +30,7 @@ from flasher.models import Drive
 
 class TargetsPage(QWidget):
     changed = Signal()
+    bench_requested = Signal()
 
     def __init__(self, controller: FlashController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -82,9 +83,21 @@ class TargetsPage(QWidget):
             "checked by their own checksums."
         )
         self.write_all_check.toggled.connect(self._options_changed)
+        self.eject_check = QCheckBox("E&ject when verified", self)
+        self.eject_check.setToolTip("Power off each card once it is verified, ready to pull out.")
+        self.eject_check.setChecked(controller.eject_when_verified)
+        self.eject_check.toggled.connect(lambda on: setattr(controller, "eject_when_verified", on))
         options.addWidget(self.verify_check)
         options.addWidget(self.write_all_check)
+        options.addWidget(self.eject_check)
         options.addStretch(1)
+        self.bench_button = QPushButton("Bench &station…", self)
+        self.bench_button.setToolTip(
+            "Flash every card inserted into the card readers, one after another, without "
+            "choosing each."
+        )
+        self.bench_button.clicked.connect(self.bench_requested)
+        options.addWidget(self.bench_button)
         layout.addLayout(options)
         self.banner = Banner(self)
         layout.addWidget(self.banner)
@@ -94,6 +107,7 @@ class TargetsPage(QWidget):
         model.rowsRemoved.connect(self._rows_changed)
         model.confirmation_needed.connect(self._confirm_system)
         model.drive_removed.connect(self._drive_removed)
+        model.file_refused.connect(self._file_refused)
         self.view.activated.connect(self._toggle)
         self._rows_changed()
 
@@ -134,6 +148,9 @@ class TargetsPage(QWidget):
             "Insert it again to write it.",
         )
 
+    def _file_refused(self, reason: str) -> None:
+        self.banner.show_message("error", reason, "Choose a folder that exists.")
+
     def _confirm_system(self, drive: Drive) -> None:
         dialog = self.system_dialog = SystemDriveDialog(drive, self)
         dialog.accepted.connect(lambda: self.controller.drives.confirm_system(drive.path))
@@ -162,8 +179,17 @@ class TargetsPage(QWidget):
         self.default_file_name = safe if safe.endswith(".img") else f"{safe}.img"
 
     def is_complete(self) -> bool:
+        return self.blocker() is None
+
+    def blocker(self) -> str | None:
+        """Why Flash is disabled; None when the ticked targets can be written."""
         selected = self.controller.drives.selected
-        return bool(selected) and not any(row.blocked for row in selected)
+        if not selected:
+            return "Tick at least one drive, or save to an image file."
+        for row in selected:
+            if row.blocked:
+                return next(p.message for p in row.problems if p.severity.value == "error")
+        return None
 
     def focus_first(self) -> None:
         self.view.setFocus(Qt.FocusReason.OtherFocusReason)

@@ -1,0 +1,40 @@
+"""Start-up of the `flasher` command: help is built without loading the commands' machinery."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from flasher.cli.main import build_parser
+
+HEAVY = ("requests", "flasher.image", "flasher.pipeline", "flasher.writer", "flasher.balena")
+
+
+def _modules_after(argv: list[str]) -> list[str]:
+    code = (
+        "import sys\n"
+        "from flasher.cli.main import build_parser\n"
+        f"build_parser({argv!r})\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["--json"], ["bogus"]])
+def test_top_level_parser_lists_the_same_commands_as_the_full_one(argv: list[str]) -> None:
+    assert build_parser(argv).format_help() == build_parser(None).format_help()
+
+
+def test_top_level_help_loads_no_command_module() -> None:
+    loaded = _modules_after(["--help"])
+    assert [m for m in loaded if m.startswith("flasher.cli.") and m.endswith("_cmds")] == []
+    assert [m for m in loaded if m.startswith(HEAVY)] == []
+
+
+def test_flash_help_loads_no_image_writer_or_network_module() -> None:
+    loaded = _modules_after(["flash", "--help"])
+    assert "flasher.cli.flash_cmds" in loaded
+    assert [m for m in loaded if m.startswith(HEAVY)] == []
