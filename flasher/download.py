@@ -452,7 +452,7 @@ class _Fetch:
             )
         except ImageError as err:
             raise DownloadError(
-                f"The server sent something that is not a usable image for {url}: {err.message}",
+                f"The server sent something that is not a usable image for {url}: {err.reason}",
                 hint="The server may have answered with an error page; try again later.",
                 url=url,
                 problem=err.problem,

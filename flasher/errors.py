@@ -302,6 +302,11 @@ class ImageError(FlasherError):
         self.path = path
         self.problem = problem
 
+    @property
+    def reason(self) -> str:
+        """The message without the file's path (for a file the user never named)."""
+        return self.message.removeprefix(f"{self.path}: ")
+
 
 class DriveError(FlasherError):
     """A drive cannot be listed or opened; `target` names it, `cause` carries the OS's words."""

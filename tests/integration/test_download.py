@@ -236,6 +236,16 @@ def test_an_error_page_is_not_stored_as_an_image(server: HttpTestServer, cache: 
     assert _leftovers(cache) == []
 
 
+def test_a_download_error_names_the_url_not_the_cache_file(
+    server: HttpTestServer, cache: ImageCache
+) -> None:
+    server.serve("/img.zip", b"<!DOCTYPE html><html><body>Maintenance</body></html>\n" * 20)
+    with pytest.raises(DownloadError) as caught:
+        _download(server, cache)
+    assert "/img.zip" in caught.value.message
+    assert ".part" not in caught.value.message and str(cache.root) not in caught.value.message
+
+
 def test_a_second_request_is_served_from_the_cache(
     server: HttpTestServer, cache: ImageCache, image_zip: bytes
 ) -> None:
