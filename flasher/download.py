@@ -313,6 +313,7 @@ class _Fetch:
             raise DownloadError(
                 f"Downloading {self.request.display_url} failed: {err.message}",
                 hint=err.hint or RETRY_HINT,
+                action=err.action,
                 url=self.request.display_url,
                 status=err.status,
             ) from None

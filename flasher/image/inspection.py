@@ -104,12 +104,12 @@ class PartitionInfo:
 class Problem:
     """Something that keeps the image from being configured, found while inspecting it."""
 
-    code: str
+    code: ProblemCode
     message: str
     hint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "hint": self.hint}
+        return {"code": self.code.value, "message": self.message, "hint": self.hint}
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ def _inspect_raw(
             if config is None:
                 problems.append(
                     Problem(
-                        "no_config_json",
+                        ProblemCode.NO_CONFIG_JSON,
                         f"the boot partition (partition {boot.number}) has no config.json",
                         _NOT_BALENA_HINT,
                     )
