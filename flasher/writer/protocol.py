@@ -32,7 +32,9 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
 bytes, with chunks cut at multiples of `chunk_bytes` (and at the 1 MiB head boundary): the
 same value for the source and for the verified read-back, computed with one hashing pass. It is
 null when the job did not verify (nothing is hashed then, so writing runs at device speed).
-Error `code`s are a closed set, one per FlasherError class the helper can raise.
+Error `code`s are a closed set, one per FlasherError class the helper can raise; an error is
+`{code, message, hint?, action?, details?}` with the class's typed details, and
+`error_from_wire` rebuilds the typed error from it (the one place that decodes errors).
 """
 
 from __future__ import annotations

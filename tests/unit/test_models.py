@@ -10,13 +10,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from flasher.error_codes import ProblemCode
+from flasher.error_codes import DriveProblem, ProblemCode, Severity
 from flasher.errors import (
     ERROR_CLASSES,
     ConfigError,
+    DriveRejected,
     FlasherError,
     ImageError,
     VerificationFailed,
+    WriteFailed,
 )
 from flasher.models import DeviceConfig, NetworkKind, NetworkSettings, Secret
 
@@ -94,3 +96,24 @@ def test_every_registered_code_names_its_class() -> None:
 
 def test_exit_codes_follow_the_design() -> None:
     assert VerificationFailed("x").exit_code == 3
+
+
+def test_details_are_the_declared_attributes_that_are_set() -> None:
+    err = WriteFailed("I/O error", target="/dev/sdb", offset=8192, errno=5)
+    assert err.to_dict()["details"] == {"target": "/dev/sdb", "offset": 8192, "errno": 5}
+    assert "details" not in WriteFailed("I/O error").to_dict()
+
+
+def test_an_error_is_rebuilt_typed_from_its_details() -> None:
+    problem = DriveProblem("/dev/sdb", ProblemCode.SYSTEM, Severity.ERROR, "system drive")
+    err = DriveRejected("refused", problems=(problem,), problem=ProblemCode.SYSTEM)
+    rebuilt = DriveRejected.from_details(
+        err.message, hint=None, action=None, details=json.loads(json.dumps(err.details()))
+    )
+    assert rebuilt.problems == (problem,)
+    assert rebuilt.problem is ProblemCode.SYSTEM
+
+
+def test_a_detail_the_class_does_not_declare_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown details"):
+        WriteFailed.from_details("x", hint=None, action=None, details={"problems": []})

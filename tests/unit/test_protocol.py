@@ -219,6 +219,27 @@ BAD_EVENTS = {
         "seconds": 1.0,
     },
     "unknown-code": {"event": "target_error", "target": "/dev/sdb", "code": "oops", "message": ""},
+    "unknown-problem": {
+        "event": "target_error",
+        "target": "/dev/sdb",
+        "code": "drive_rejected",
+        "message": "no",
+        "details": {"problem": "outside"},
+    },
+    "undeclared-detail": {
+        "event": "target_error",
+        "target": "/dev/sdb",
+        "code": "write_failed",
+        "message": "no",
+        "details": {"problems": []},
+    },
+    "unknown-action": {
+        "event": "target_error",
+        "target": "/dev/sdb",
+        "code": "drive_rejected",
+        "message": "no",
+        "action": "press_any_key",
+    },
     "unknown-level": {"event": "log", "level": "shout", "message": "x"},
 }
 
