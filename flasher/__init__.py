@@ -70,6 +70,9 @@ _EXPORTS: dict[str, str] = {
     "WriteFailed": "flasher.errors",
     "VerificationFailed": "flasher.errors",
     "Cancelled": "flasher.errors",
+    "ErrorCode": "flasher.error_codes",
+    "ProblemCode": "flasher.error_codes",
+    "Action": "flasher.error_codes",
     # The balena API, and the built-in offline sandbox that serves it on 127.0.0.1.
     "BalenaSession": "flasher.balena.session",
     "OsModel": "flasher.balena.os_model",
@@ -105,6 +108,7 @@ if TYPE_CHECKING:
     from flasher.drives.constraints import Problem
     from flasher.drives.discovery import find_drive, list_drives
     from flasher.drives.monitor import DriveMonitor
+    from flasher.error_codes import Action, ErrorCode, ProblemCode
     from flasher.errors import (
         ApiError,
         AuthError,
