@@ -16,6 +16,8 @@ import pytest
 from flasher.balena.hup import OsUpdateError
 from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
+from flasher.cli.hints import cli_hint
+from flasher.error_codes import Action
 from flasher.errors import CatalogError, ConfigError
 from flasher.models import OsVersion, Secret
 from flasher.sandbox.images import ImageScale
@@ -333,7 +335,8 @@ def test_get_config_of_unknown_fleet(logged_in: BalenaSession) -> None:
 def test_private_fleet_without_login_hints_at_logging_in(model: OsModel) -> None:
     with pytest.raises(CatalogError, match="Fleet not found: 1958513") as info:
         model.get_config(1958513, version="6.5.50+rev8")
-    assert info.value.hint is not None and "balena login" in info.value.hint
+    assert info.value.action is Action.LOG_IN
+    assert "balena login" in (cli_hint(info.value) or "")
 
 
 # --- updates ----------------------------------------------------------------------------------
