@@ -122,6 +122,12 @@ class DriveRejected(DriveError):
     code = "drive_rejected"
 
 
+class CounterfeitCard(DriveRejected):
+    """The card holds less than it claims (writes past its real capacity wrap or vanish)."""
+
+    code = "counterfeit"
+
+
 class DriveGone(DriveError):
     code = "drive_gone"
     exit_code = EXIT_ERROR
@@ -169,6 +175,7 @@ ERROR_CLASSES: dict[str, type[FlasherError]] = {
         ImageError,
         DriveError,
         DriveRejected,
+        CounterfeitCard,
         DriveGone,
         WriterError,
         AuthorizationDenied,
