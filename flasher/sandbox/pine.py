@@ -1,8 +1,9 @@
 """The sandbox's pine resources: the catalog as an OData entity graph, queried like the API.
 
 Resources: device_type, cpu_architecture, device_type_alias, application, application_tag,
-release, release_tag. Responses have the API's shape: `{"d": [...]}`, expanded navigations as
-arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata` on every entity.
+release, release_tag, and device (rows added as devices are registered). Responses have the
+API's shape: `{"d": [...]}`, expanded navigations as arrays, unexpanded single navigations as
+`{"__id", "__deferred"}`, `__metadata` on every entity.
 Anonymous callers see public things only; any authenticated caller also sees the sandbox user's
 fleets. Imports only the standard library and flasher.sandbox modules.
 """
@@ -98,6 +99,23 @@ SCHEMAS: dict[str, ResourceSchema] = {
         {"release_tag": ("release_tag", "release")},
     ),
     "release_tag": ResourceSchema(("id", "tag_key", "value"), {"release": "release"}, {}),
+    # Rows added at run time by the sandbox's device registry (flasher.sandbox.devices).
+    "device": ResourceSchema(
+        (
+            "id",
+            "uuid",
+            "device_name",
+            "created_at",
+            "is_online",
+            "status",
+            "api_heartbeat_state",
+            "os_version",
+            "supervisor_version",
+            "note",
+        ),
+        {"belongs_to__application": "application", "is_of__device_type": "device_type"},
+        {},
+    ),
 }
 
 
@@ -194,9 +212,18 @@ class PineStore:
                     )
                     tag_id += 1
 
+    def put(self, resource: str, row: dict[str, Any]) -> None:
+        """Add or replace a row of a resource that no other resource lists (devices)."""
+        self.rows[resource][row["id"]] = row
+
+    def remove(self, resource: str, entity_id: int) -> bool:
+        return self.rows[resource].pop(entity_id, None) is not None
+
     def visible(self, resource: str, row: Mapping[str, Any], authenticated: bool) -> bool:
         if authenticated:
             return True
+        if resource == "device":
+            return False  # a fleet's devices are its owner's
         if resource == "device_type":
             return row["id"] not in self._private_types
         app_id = {

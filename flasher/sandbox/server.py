@@ -2,7 +2,8 @@
 
 `SandboxServer.start()` serves the bundled catalog on 127.0.0.1 (a free port by default) from a
 daemon thread: pine resources under /v7 and /v6, /device-types/v1, /download (GET and POST,
-Range requests), /download-config, /config, /ping and whoami. Anonymous callers get public data;
+Range requests), /download-config, /config, /ping and whoami, and device registration
+(flasher.sandbox.devices). Anonymous callers get public data;
 any non-empty bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
 never prints (requests are logged at DEBUG) and never imports Qt.
 """
@@ -24,6 +25,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 from flasher.sandbox.api import ApiProblem, SandboxApi
 from flasher.sandbox.artifacts import CHUNK_BYTES, Artifact, ImageStore
 from flasher.sandbox.catalog import Catalog, load_catalog
+from flasher.sandbox.devices import DeviceRegistry
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.odata import ODataError, parse_options
 from flasher.sandbox.pine import PineStore, UnknownResource
@@ -148,6 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self._authenticated(query)
         api = self.server.api
         method = self.command if self.command != "HEAD" else "GET"
+        if self._devices(method, path, params, auth):
+            return
         pine = _PINE_PATH.match(path)
         if pine:
             if method != "GET":
@@ -183,6 +187,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(api.device_type_v1(path.rsplit("/", 1)[1]))
         else:
             raise ApiProblem(404, f"Not found: {path}")
+
+    def _devices(self, method: str, path: str, params: list[tuple[str, str]], auth: bool) -> bool:
+        """Device registration and deletion (flasher.sandbox.devices); False if not its path."""
+        if method not in ("POST", "DELETE") or not path.startswith(("/device/", "/api-key/", "/v")):
+            return False
+        scheme, _, bearer = self.headers.get("Authorization", "").partition(" ")
+        body = self._body() if method == "POST" else {}
+        answer = self.server.devices.handle(
+            method, path, params, body, bearer.strip() if scheme.lower() == "bearer" else "", auth
+        )
+        if answer is None:
+            return False
+        self._json(answer[1], answer[0])
+        return True
 
     def _pine(
         self,
@@ -255,6 +273,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: SandboxApi
     pine: PineStore
+    devices: DeviceRegistry
 
 
 class SandboxServer:
@@ -282,6 +301,10 @@ class SandboxServer:
     def api(self) -> SandboxApi:
         return self._server.api
 
+    @property
+    def devices(self) -> DeviceRegistry:
+        return self._server.devices
+
     @classmethod
     def start(
         cls,
@@ -304,6 +327,7 @@ class SandboxServer:
         server = _Server((host, port), _Handler)
         server.api = SandboxApi(catalog, store, seed=seed)
         server.pine = PineStore(catalog)
+        server.devices = DeviceRegistry(server.api, server.pine)
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="flasher-sandbox", daemon=True
         )
