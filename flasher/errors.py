@@ -149,6 +149,12 @@ class WriteFailed(WriterError):
     code = "write_failed"
 
 
+class ReportDbError(FlasherError):
+    """The bench's report database cannot be reached or refused the records."""
+
+    code = "report_db"
+
+
 class VerificationFailed(FlasherError):
     code = "verify_mismatch"
     exit_code = EXIT_VERIFY
@@ -182,6 +188,7 @@ ERROR_CLASSES: dict[str, type[FlasherError]] = {
         WriterProtocolError,
         WriteFailed,
         VerificationFailed,
+        ReportDbError,
         Cancelled,
     )
 }

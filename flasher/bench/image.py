@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from flasher.balena.registration import RegisteredDevice, device_config
 from flasher.bench.policy import Slot
 from flasher.cache import sha256_file
 from flasher.errors import ConfigError
@@ -204,15 +205,24 @@ class BenchImage:
             raise
 
     @property
+    def config(self) -> DeviceConfig | None:
+        """The configuration every card starts from (None: the image is written as it is)."""
+        return self._config
+
+    @property
     def mapped_bytes(self) -> int:
         return sum(length for _off, length in self._sample.ranges)
 
-    def _configure(self, hostname: str | None) -> CardImage:
+    def _configure(self, hostname: str | None, device: RegisteredDevice | None = None) -> CardImage:
         config = self._config
         if config is None:
+            if device is not None:
+                raise ConfigError("register", "needs a configured image with a fleet")
             return CardImage(ImageFeed.from_file(self.raw_path), self._base_map.ranges)
         if hostname is not None:
             config = replace(config, hostname=hostname)
+        if device is not None:
+            config = device_config(config, device)
         with prepare_image(self.raw_path, config, base=self._base) as prepared:
             # The unconfigured image's map plus every range the overlay replaced covers every
             # used block: configuring takes a block only by writing it.
@@ -224,11 +234,13 @@ class BenchImage:
                 hostname=config.hostname,
             )
 
-    def for_card(self, facts: CardFacts) -> CardImage:
-        """The image for one card: the shared one, or one with the card's own hostname."""
-        if self._template is None:
+    def for_card(self, facts: CardFacts, device: RegisteredDevice | None = None) -> CardImage:
+        """The image for one card: the shared one, or one with the card's own hostname and,
+        for a registered `device`, that device's identity and key."""
+        if self._template is None and device is None:
             return self._sample
-        return self._configure(render_hostname(self._template, facts))
+        hostname = render_hostname(self._template, facts) if self._template is not None else None
+        return self._configure(hostname, device)
 
     def summary(self) -> Mapping[str, Any]:
         """JSON-ready facts about the station's image (no secrets)."""

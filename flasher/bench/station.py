@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from flasher.bench.cardsteps import CardOutcome, CardSteps
 from flasher.bench.events import (
     BenchCallback,
     BenchEvent,
@@ -83,6 +84,7 @@ class _Card:
     cancel: CancelToken = field(default_factory=CancelToken)
     removed: bool = False
     writing: bool = False
+    outcome: CardOutcome = field(default_factory=CardOutcome)
 
 
 class Station:
@@ -108,6 +110,7 @@ class Station:
         watcher: Callable[[], DriveWatcher] = default_watcher,
         list_present: Callable[[], Sequence[Drive]] = list_drives,
         probe: Callable[[str], Drive | None] = find_drive,
+        card_steps: CardSteps | None = None,
     ) -> None:
         self.job = job
         self.policy = policy or DrivePolicy()
@@ -124,6 +127,10 @@ class Station:
         self._watcher = watcher
         self._list_present = list_present
         self._probe = probe
+        self._steps = card_steps
+        registers = card_steps is not None and card_steps.registers
+        if registers and job.config is None and job.config_from_image is None:
+            raise ConfigError("register", "needs a configured image with a fleet")
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._emit_lock = threading.Lock()
@@ -349,8 +356,17 @@ class Station:
             image = self._image
             if image is None or card.cancel.cancelled:
                 raise Cancelled("The station stopped before this card was written.")
-            card_image = image.for_card(CardFacts(card.n, card.slot, card.drive))
             self._check(card, image)
+            device = None
+            if self._steps is not None:
+                device = self._steps.run(
+                    card.drive,
+                    card.outcome,
+                    image.config,
+                    on_event=lambda ev: self._emit(CardUpdate(card.slot, ev)),
+                    cancel=card.cancel,
+                )
+            card_image = image.for_card(CardFacts(card.n, card.slot, card.drive), device)
             card.writing = True
             (result,) = write_image(
                 card_image.feed,
@@ -445,6 +461,10 @@ class Station:
             error_code=error.code if error is not None else None,
             error_message=error.message if error is not None else None,
             error_hint=error.hint if error is not None else None,
+            device_uuid=card.outcome.device.uuid if card.outcome.device is not None else None,
+            capacity_bytes=(
+                card.outcome.capacity.real_bytes if card.outcome.capacity is not None else None
+            ),
         )
 
     def _finish(self, card: _Card, record: CardRecord) -> None:
