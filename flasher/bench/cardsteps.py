@@ -3,10 +3,11 @@
 in the fleet (or reusing one registered for a card that failed).
 
 `CardSteps.run()` is the station's one call per card; it returns the registered device (whose
-uuid and key go into that card's config.json), or None without registration. The probe runs
-with `restore=False`: the card is about to be written anyway, so what it overwrote need not be
-put back. Cost: 64 to 128 scattered 4 KiB writes and reads and one flush (typically well under
-a few seconds on an SD card), plus a bisection of up to ~20 small write-flush-read rounds only
+uuid and key go into that card's config.json), or None without registration. The probe puts
+back what it overwrote even though the card is about to be written: the write skips the
+image's unused blocks, and a probe tag left there would make the card differ from the image.
+Cost: 64 to 128 scattered 4 KiB reads, writes, reads and writes again, and two flushes
+(typically a second or two on an SD card), plus up to ~20 small write-flush-read rounds only
 on a card found to be fake.
 
 Core: never prints, imports no Qt.
@@ -116,7 +117,7 @@ class CardSteps:
             outcome.capacity = probe_drive(
                 drive,
                 positions=self.probe_positions,
-                restore=False,
+                restore=True,
                 launcher=self.launcher,
                 on_event=on_event,
                 cancel=cancel,

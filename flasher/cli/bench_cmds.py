@@ -3,6 +3,9 @@
 bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostname-template TPL]
       [--slot PATTERN …] [--bus BUS …] [--min-size SIZE] [--max-size SIZE] [--report FILE]
       [--once N] [--include-present] [--no-verify] [--yes] [--json]
+      [--register [--reuse-unflashed]] [--no-probe-capacity] [--report-db URL] [--station-id ID]
+bench report [--report FILE | --report-db URL] [--station-id ID] [--json]
+bench devices [--report FILE] [--delete-unflashed --fleet ID] [--json]
 
 The image is resolved, downloaded, unpacked and configured once; then each card inserted into a
 bench slot is written and verified at once, on its own, while the others carry on. Slots are
@@ -48,6 +51,7 @@ from flasher.bench.policy import DEFAULT_BUSES, DrivePolicy, Slot
 from flasher.bench.report import CardRecord, ReportLog, default_report_path
 from flasher.bench.station import Station, StationSummary
 from flasher.cache import ImageCache
+from flasher.cli import bench_extras
 from flasher.cli.config_opts import (
     add_device_config_arguments,
     config_requested,
@@ -142,6 +146,7 @@ def register(groups: dict[str, Any]) -> None:
     bench.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON-lines output"
     )
+    bench_extras.add_arguments(parser)
     parser.set_defaults(handler=bench_command)
 
 
@@ -198,6 +203,10 @@ def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
 
 
 def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    if args.source == "report":
+        return bench_extras.report_command(args, ctx)
+    if args.source == "devices":
+        return bench_extras.devices_command(args, ctx)
     if not args.source and not args.device_type:
         raise FlasherError(
             "Name an image for the bench.", hint="Give an image file or URL, or --device-type SLUG."
@@ -205,6 +214,8 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     configure = not args.source or config_requested(args) or bool(args.hostname_template)
     if configure:
         _precheck(args)
+    bench_extras.precheck(args)
+    db_url = bench_extras.report_db_url(args, ctx)
     policy = _policy(args)
     if args.source:
         source = SourceSpec.from_argument(args.source)
@@ -225,6 +236,8 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         verify=not args.no_verify,
     )
     report = ReportLog(args.report or default_report_path())
+    steps = bench_extras.card_steps(args, ctx, report)
+    shipper = bench_extras.report_shipper(args, db_url, report)
     _consent(args, ctx)
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     view: _View = (
@@ -237,11 +250,22 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         ImageProvider(ImageCache(), session_factory),
         policy=policy,
         report=report,
-        on_event=view.handle,
+        on_event=bench_extras.shipping(view.handle, shipper),
         card_limit=args.once,
         include_present=args.include_present,
+        card_steps=steps,
     )
-    summary, interrupted = _run(station, view)
+    if shipper is not None:
+        shipper.start()
+    try:
+        summary, interrupted = _run(station, view)
+    finally:
+        waiting = shipper.close() if shipper is not None else 0
+    if waiting:
+        view.message(
+            f"{waiting} record(s) are not in the report database yet; they are sent by the "
+            "next run with the same report and database"
+        )
     view.close(summary)
     if interrupted:
         return EXIT_CANCELLED
