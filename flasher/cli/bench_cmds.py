@@ -4,6 +4,7 @@ bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostnam
       [--slot PATTERN …] [--bus BUS …] [--min-size SIZE] [--max-size SIZE] [--report FILE]
       [--once N] [--include-present] [--no-verify] [--yes] [--json]
       [--register [--reuse-unflashed]] [--no-probe-capacity] [--report-db URL] [--station-id ID]
+      [--station FILE]
 bench report [--report FILE | --report-db URL] [--station-id ID] [--json]
 bench devices [--report FILE] [--delete-unflashed --fleet ID] [--json]
 
@@ -147,7 +148,12 @@ def register(groups: dict[str, Any]) -> None:
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON-lines output"
     )
     bench_extras.add_arguments(parser)
-    parser.set_defaults(handler=bench_command)
+    parser.add_argument(
+        "--station",
+        metavar="FILE",
+        help="read the bench's options from a TOML station file (command-line options win)",
+    )
+    parser.set_defaults(handler=bench_command, bench_parser=parser)
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -203,6 +209,12 @@ def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
 
 
 def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    if args.station:
+        from flasher.cli.station_file import apply_station, load_station
+
+        parser: argparse.ArgumentParser = args.bench_parser
+        defaults = vars(parser.parse_args([]))
+        apply_station(args, load_station(args.station, parser), defaults)
     if args.source == "report":
         return bench_extras.report_command(args, ctx)
     if args.source == "devices":

@@ -146,3 +146,32 @@ def test_bench_run_sends_its_records_to_the_report_database(
     local = ReportLog(report).records()
     assert local[0]["capacity_bytes"] == _card_bytes(image)  # probed by default
     assert [r for _s, r in records_from_db(server.dsn, ["bench-cli"])] == local
+
+
+@pytest.mark.root
+def test_station_file_runs_a_bench(
+    mbr_image: ImageFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_loop()
+    monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
+    image: BuiltImage = mbr_image()
+    report = tmp_path / "cards.jsonl"
+    with LoopDevices(tmp_path) as loops:
+        slots = Slots(loops)
+        slot = slots.add()
+        slots.insert(slot, _card_bytes(image))
+        station = tmp_path / "station.toml"
+        station.write_text(
+            f'source = "{image.path}"\n'
+            f'[slots]\nslot = ["{slot.path}"]\nbus = ["loop"]\ninclude-present = true\n'
+            f'[run]\nonce = 1\nyes = true\nreport = "{report}"\n'
+            'hostname-template = "station-{n}"\n'
+        )
+        code = main(["--json", "bench", "--station", str(station)])
+    events = _json_lines(capsys.readouterr().out)
+    assert code == 0, events[-3:]
+    (record,) = ReportLog(report).records()
+    assert record["verified"] and record["hostname"] == "station-1"
