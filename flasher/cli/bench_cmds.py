@@ -404,12 +404,18 @@ def _card_line(record: CardRecord) -> str:
         state = "verified" if record.verified else "written (not verified)"
         rate = f", {record.mb_per_s} MB/s" if record.mb_per_s is not None else ""
         name = f" as {record.hostname}" if record.hostname else ""
+        device = f", device {record.device_uuid[:7]}" if record.device_uuid else ""
         return (
             f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
-            f"{record.seconds:.1f} s{rate}"
+            f"{record.seconds:.1f} s{rate}{device}"
         )
     hint = f" ({record.error_hint})" if record.error_hint else ""
-    return f"card {record.card} FAILED: {record.error_message}{hint}"
+    unflashed = (
+        f"; device {record.device_uuid} is registered but not flashed"
+        if record.device_uuid
+        else ""
+    )
+    return f"card {record.card} FAILED: {record.error_message}{hint}{unflashed}"
 
 
 def _summary_text(summary: StationSummary) -> str:
