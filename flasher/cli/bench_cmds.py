@@ -411,9 +411,7 @@ def _card_line(record: CardRecord) -> str:
         )
     hint = f" ({record.error_hint})" if record.error_hint else ""
     unflashed = (
-        f"; device {record.device_uuid} is registered but not flashed"
-        if record.device_uuid
-        else ""
+        f"; device {record.device_uuid} is registered but not flashed" if record.device_uuid else ""
     )
     return f"card {record.card} FAILED: {record.error_message}{hint}{unflashed}"
 
