@@ -148,11 +148,6 @@ def register(groups: dict[str, Any]) -> None:
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON-lines output"
     )
     bench_extras.add_arguments(parser)
-    parser.add_argument(
-        "--station",
-        metavar="FILE",
-        help="read the bench's options from a TOML station file (command-line options win)",
-    )
     parser.set_defaults(handler=bench_command, bench_parser=parser)
 
 
@@ -209,16 +204,9 @@ def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
 
 
 def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
-    if args.station:
-        from flasher.cli.station_file import apply_station, load_station
-
-        parser: argparse.ArgumentParser = args.bench_parser
-        defaults = vars(parser.parse_args([]))
-        apply_station(args, load_station(args.station, parser), defaults)
-    if args.source == "report":
-        return bench_extras.report_command(args, ctx)
-    if args.source == "devices":
-        return bench_extras.devices_command(args, ctx)
+    handled = bench_extras.prelude(args, ctx)
+    if handled is not None:
+        return handled
     if not args.source and not args.device_type:
         raise FlasherError(
             "Name an image for the bench.", hint="Give an image file or URL, or --device-type SLUG."
@@ -267,17 +255,8 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         include_present=args.include_present,
         card_steps=steps,
     )
-    if shipper is not None:
-        shipper.start()
-    try:
+    with bench_extras.sending(shipper, view.message):
         summary, interrupted = _run(station, view)
-    finally:
-        waiting = shipper.close() if shipper is not None else 0
-    if waiting:
-        view.message(
-            f"{waiting} record(s) are not in the report database yet; they are sent by the "
-            "next run with the same report and database"
-        )
     view.close(summary)
     if interrupted:
         return EXIT_CANCELLED
@@ -410,10 +389,8 @@ def _card_line(record: CardRecord) -> str:
             f"{record.seconds:.1f} s{rate}{device}"
         )
     hint = f" ({record.error_hint})" if record.error_hint else ""
-    unflashed = (
-        f"; device {record.device_uuid} is registered but not flashed" if record.device_uuid else ""
-    )
-    return f"card {record.card} FAILED: {record.error_message}{hint}{unflashed}"
+    left = f"; device {record.device_uuid} is registered, not flashed" if record.device_uuid else ""
+    return f"card {record.card} FAILED: {record.error_message}{hint}{left}"
 
 
 def _summary_text(summary: StationSummary) -> str:

@@ -4,6 +4,7 @@
 * `--probe-capacity` (default) / `--no-probe-capacity`: counterfeit cards are refused;
 * `--report-db URL` (or $FLASHER_BENCH_REPORT_DB) and `--station-id`: records also go to
   PostgreSQL, through an outbox beside the report;
+* `--station FILE`: the options from a TOML station file (flasher.cli.station_file);
 * `flasher bench report [--report FILE | --report-db URL]`: per station, day and card model;
 * `flasher bench devices [--report FILE] [--delete-unflashed]`: devices registered for cards
   that then failed.
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from flasher.bench.cardsteps import CardSteps, UnflashedDevices, unflashed_devices
@@ -63,10 +66,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="this station's name in the report database (default: the machine's hostname)",
     )
     group.add_argument(
+        "--station",
+        metavar="FILE",
+        help="read the bench's options from a TOML station file (command-line options win)",
+    )
+    group.add_argument(
         "--delete-unflashed",
         action="store_true",
         help="with 'bench devices': delete those devices from the fleet (needs a login)",
     )
+
+
+def prelude(args: argparse.Namespace, ctx: CliContext) -> int | None:
+    """Apply a station file; run `bench report` / `bench devices` (their exit code), else
+    None for a bench run."""
+    if args.station:
+        from flasher.cli.station_file import apply_station, load_station
+
+        parser: argparse.ArgumentParser = args.bench_parser
+        apply_station(args, load_station(args.station, parser), vars(parser.parse_args([])))
+    if args.source == "report":
+        return report_command(args, ctx)
+    if args.source == "devices":
+        return devices_command(args, ctx)
+    return None
+
+
+@contextmanager
+def sending(shipper: ReportShipper | None, say: Callable[[str], None]) -> Iterator[None]:
+    """The report database's sender running around a bench run; says what is left unsent."""
+    if shipper is None:
+        yield
+        return
+    shipper.start()
+    try:
+        yield
+    finally:
+        waiting = shipper.close()
+        if waiting:
+            say(
+                f"{waiting} record(s) are not in the report database yet; they are sent by "
+                "the next run with the same report and database"
+            )
 
 
 def report_db_url(args: argparse.Namespace, ctx: CliContext) -> str | None:

@@ -99,7 +99,7 @@ SCHEMAS: dict[str, ResourceSchema] = {
         {"release_tag": ("release_tag", "release")},
     ),
     "release_tag": ResourceSchema(("id", "tag_key", "value"), {"release": "release"}, {}),
-    # Rows added at run time by the sandbox's device registry (flasher.sandbox.devices).
+    # Rows added at run time as devices are registered (flasher.sandbox.registration).
     "device": ResourceSchema(
         (
             "id",
@@ -212,11 +212,13 @@ class PineStore:
                     )
                     tag_id += 1
 
-    def put(self, resource: str, row: dict[str, Any]) -> None:
-        """Add or replace a row of a resource that no other resource lists (devices)."""
-        self.rows[resource][row["id"]] = row
+    def add_devices(self, rows: list[dict[str, Any]]) -> None:
+        """Devices (registered at run time); only logged-in callers see them."""
+        for row in rows:
+            self._add("device", row)
 
     def remove(self, resource: str, entity_id: int) -> bool:
+        """Drop a row no other resource lists (a deleted device)."""
         return self.rows[resource].pop(entity_id, None) is not None
 
     def visible(self, resource: str, row: Mapping[str, Any], authenticated: bool) -> bool:

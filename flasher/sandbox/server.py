@@ -3,7 +3,7 @@
 `SandboxServer.start()` serves the bundled catalog on 127.0.0.1 (a free port by default) from a
 daemon thread: pine resources under /v7 and /v6, /device-types/v1, /download (GET and POST,
 Range requests), /download-config, /config, /ping and whoami, and device registration
-(flasher.sandbox.devices). Anonymous callers get public data;
+(flasher.sandbox.registration). Anonymous callers get public data;
 any non-empty bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
 never prints (requests are logged at DEBUG) and never imports Qt.
 """
@@ -25,10 +25,10 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 from flasher.sandbox.api import ApiProblem, SandboxApi
 from flasher.sandbox.artifacts import CHUNK_BYTES, Artifact, ImageStore
 from flasher.sandbox.catalog import Catalog, load_catalog
-from flasher.sandbox.devices import DeviceRegistry
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.odata import ODataError, parse_options
 from flasher.sandbox.pine import PineStore, UnknownResource
+from flasher.sandbox.registration import DeviceRegistrations
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self._authenticated(query)
         api = self.server.api
         method = self.command if self.command != "HEAD" else "GET"
-        if self._devices(method, path, params, auth):
+        if self._registration(method, path, params, auth):
             return
         pine = _PINE_PATH.match(path)
         if pine:
@@ -188,13 +188,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ApiProblem(404, f"Not found: {path}")
 
-    def _devices(self, method: str, path: str, params: list[tuple[str, str]], auth: bool) -> bool:
-        """Device registration and deletion (flasher.sandbox.devices); False if not its path."""
+    def _registration(
+        self, method: str, path: str, params: list[tuple[str, str]], auth: bool
+    ) -> bool:
+        """Device registration and deletion (flasher.sandbox.registration); False if not its
+        path."""
         if method not in ("POST", "DELETE") or not path.startswith(("/device/", "/api-key/", "/v")):
             return False
         scheme, _, bearer = self.headers.get("Authorization", "").partition(" ")
         body = self._body() if method == "POST" else {}
-        answer = self.server.devices.handle(
+        answer = self.server.registrations.handle(
             method, path, params, body, bearer.strip() if scheme.lower() == "bearer" else "", auth
         )
         if answer is None:
@@ -273,7 +276,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: SandboxApi
     pine: PineStore
-    devices: DeviceRegistry
+    registrations: DeviceRegistrations
 
 
 class SandboxServer:
@@ -302,8 +305,8 @@ class SandboxServer:
         return self._server.api
 
     @property
-    def devices(self) -> DeviceRegistry:
-        return self._server.devices
+    def registrations(self) -> DeviceRegistrations:
+        return self._server.registrations
 
     @classmethod
     def start(
@@ -327,7 +330,7 @@ class SandboxServer:
         server = _Server((host, port), _Handler)
         server.api = SandboxApi(catalog, store, seed=seed)
         server.pine = PineStore(catalog)
-        server.devices = DeviceRegistry(server.api, server.pine)
+        server.registrations = DeviceRegistrations(server.api, server.pine)
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="flasher-sandbox", daemon=True
         )

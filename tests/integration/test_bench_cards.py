@@ -116,7 +116,7 @@ def test_two_cards_become_two_devices_the_api_lists(
     card_slots: Slots, built: BuiltImage, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     bench = [card_slots.add(), card_slots.add()]
-    key = sandbox.devices.new_provisioning_key(FLEET)
+    key = sandbox.registrations.new_provisioning_key(FLEET)
     steps = CardSteps(register_session=BalenaSession(sandbox.url, None))
     report = tmp_path / "cards.jsonl"
     recorder: Recorder[BenchEvent] = Recorder()
@@ -130,7 +130,7 @@ def test_two_cards_become_two_devices_the_api_lists(
         (record,) = [r for r in records if r["device"] == slot.path]
         assert config["uuid"] == record["device_uuid"]
         assert "apiKey" not in config
-        assert sandbox.devices.holds_key(config["uuid"], config["deviceApiKey"])
+        assert sandbox.registrations.holds_key(config["uuid"], config["deviceApiKey"])
         assert config["deviceApiKey"] not in report.read_text()
         assert record["capacity_bytes"] == _card_bytes(built)  # probed, honest
 
@@ -140,7 +140,7 @@ def test_device_of_a_failed_card_is_reused_by_the_next_card(
     card_slots: Slots, built: BuiltImage, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     bench = [card_slots.add()]
-    key = sandbox.devices.new_provisioning_key(FLEET)
+    key = sandbox.registrations.new_provisioning_key(FLEET)
     report = tmp_path / "cards.jsonl"
     # A loop device has no serial: the card fails after its device was registered.
     recorder: Recorder[BenchEvent] = Recorder()
@@ -169,7 +169,7 @@ def test_device_of_a_failed_card_is_reused_by_the_next_card(
     records = _run_cards(card_slots, reusing, recorder, bench, _card_bytes(built))
     assert records[-1]["ok"] and records[-1]["device_uuid"] == failed["device_uuid"]
     config = json.loads(mtype(bench[0].backing, built.boot.start_bytes, "/config.json"))
-    assert sandbox.devices.holds_key(failed["device_uuid"], config["deviceApiKey"])
+    assert sandbox.registrations.holds_key(failed["device_uuid"], config["deviceApiKey"])
     assert unflashed_devices(ReportLog(report).records()) == []
 
 
@@ -179,7 +179,7 @@ def test_fake_capacity_card_is_refused_before_a_device_is_registered(
 ) -> None:
     medium = card_slots.loops.tmpfs(6 * MiB)
     bench = [card_slots.add(backing_dir=medium)]
-    key = sandbox.devices.new_provisioning_key(FLEET)
+    key = sandbox.registrations.new_provisioning_key(FLEET)
     steps = CardSteps(register_session=BalenaSession(sandbox.url, None))
     recorder: Recorder[BenchEvent] = Recorder()
     station = _station(built, bench, recorder, tmp_path / "cards.jsonl", steps, key=key, cards=1)

@@ -53,8 +53,8 @@ def test_two_registrations_are_two_devices_the_api_lists(
     assert first.uuid != second.uuid and first.id != second.id
     listed = _listed(session)
     assert listed[first.uuid] == first.id and listed[second.uuid] == second.id
-    assert sandbox.devices.holds_key(first.uuid, first.api_key.reveal())
-    assert not sandbox.devices.holds_key(first.uuid, second.api_key.reveal())
+    assert sandbox.registrations.holds_key(first.uuid, first.api_key.reveal())
+    assert not sandbox.registrations.holds_key(first.uuid, second.api_key.reveal())
 
 
 def test_registered_device_belongs_to_the_fleet_and_device_type(session: BalenaSession) -> None:
@@ -113,7 +113,7 @@ def test_renewed_device_key_is_the_devices_own(
     device = registrar.register()
     renewed = registrar.renew(device.uuid)
     assert renewed.id == device.id and renewed.api_key != device.api_key
-    assert sandbox.devices.holds_key(device.uuid, renewed.api_key.reveal())
+    assert sandbox.registrations.holds_key(device.uuid, renewed.api_key.reveal())
 
 
 def test_deleted_device_is_no_longer_listed(session: BalenaSession) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from flasher.sandbox.api import ApiProblem, SandboxApi
 from flasher.sandbox.odata import QueryOptions, parse_options
-from flasher.sandbox.pine import PineStore
+from flasher.sandbox.pine import SCHEMAS, PineStore
 
 _PROVISIONING = re.compile(r"^/api-key/application/(\d+)/provisioning/?$")
 _DEVICE_KEY = re.compile(r"^/api-key/device/(\d+)/device-key/?$")
@@ -42,8 +42,9 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class DeviceRegistry:
-    """The devices registered in this sandbox (kept in the pine store as `device` rows)."""
+class DeviceRegistrations:
+    """The devices registered in this sandbox (kept in the pine store as `device` rows, with
+    every field of that resource; the ones registration does not know are null)."""
 
     def __init__(self, api: SandboxApi, pine: PineStore) -> None:
         self._api = api
@@ -109,8 +110,8 @@ class DeviceRegistry:
             device_id = self._next_id
             self._next_id += 1
             self._device_keys[device_id] = {_digest(api_key)}
-            self._pine.put(
-                "device",
+            row: dict[str, Any] = dict.fromkeys(SCHEMAS["device"].fields)
+            row.update(
                 {
                     "id": device_id,
                     "uuid": uuid,
@@ -124,8 +125,9 @@ class DeviceRegistry:
                     "note": None,
                     "belongs_to__application": fleet,
                     "is_of__device_type": dt.id,
-                },
+                }
             )
+            self._pine.add_devices([row])
         return {"id": device_id, "uuid": uuid, "api_key": api_key}
 
     def new_device_key(self, device_id: int) -> str:
