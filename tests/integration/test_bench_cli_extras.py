@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 
+from flasher.balena.registration import FleetCredentials, Registrar
+from flasher.balena.session import BalenaSession
 from flasher.bench.report import ReportLog
 from flasher.bench.summary import records_from_db
 from flasher.cli.main import main
+from flasher.models import Secret
+from flasher.sandbox.server import SandboxServer
 from tests.conftest import ImageFactory
 from tests.integration.test_bench import Slots, _card_bytes
 from tests.integration.test_report_db import _record
@@ -175,3 +179,25 @@ def test_station_file_runs_a_bench(
     assert code == 0, events[-3:]
     (record,) = ReportLog(report).records()
     assert record["verified"] and record["hostname"] == "station-1"
+
+
+def test_bench_devices_deletes_the_unflashed_devices_from_the_fleet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SandboxServer.start() as sandbox:
+        login = BalenaSession(sandbox.url, Secret("login"))
+        registrar = Registrar(login, FleetCredentials(1958513, "raspberrypi4-64", None))
+        left, flashed = registrar.register(), registrar.register()
+        report = ReportLog(tmp_path / "cards.jsonl")
+        report.append(_record(1, ok=False, device_uuid=left.uuid))
+        report.append(_record(2, device_uuid=flashed.uuid))
+        argv = ["--api-url", sandbox.url, "--token", "login", "--json", "bench", "devices"]
+        argv += ["--report", str(report.path), "--fleet", "1958513", "--delete-unflashed"]
+        code = main(argv)
+        (rows,) = _json_lines(capsys.readouterr().out)
+        listed = {r["uuid"] for r in login.pine_get("device", {"$select": ["uuid"]})}
+    assert code == 0
+    assert [(r["uuid"], r["card"], r["error"], r["deleted"]) for r in rows] == [
+        (left.uuid, 1, "verify_mismatch", True)
+    ]
+    assert left.uuid not in listed and flashed.uuid in listed
