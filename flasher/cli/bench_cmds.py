@@ -7,6 +7,7 @@ bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostnam
       [--station FILE]
 bench report [--report FILE | --report-db URL] [--station-id ID] [--json]
 bench devices [--report FILE] [--delete-unflashed --fleet ID] [--json]
+bench sync [--report FILE] --report-db URL [--station-id ID] [--json]
 
 The image is resolved, downloaded, unpacked and configured once; then each card inserted into a
 bench slot is written and verified at once, on its own, while the others carry on. Slots are

@@ -7,7 +7,9 @@
 * `--station FILE`: the options from a TOML station file (flasher.cli.station_file);
 * `flasher bench report [--report FILE | --report-db URL]`: per station, day and card model;
 * `flasher bench devices [--report FILE] [--delete-unflashed]`: devices registered for cards
-  that then failed.
+  that then failed;
+* `flasher bench sync [--report FILE] --report-db URL [--station-id ID]`: send the records
+  still waiting now (a run that ended while the database was down leaves some).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def prelude(args: argparse.Namespace, ctx: CliContext) -> int | None:
         return report_command(args, ctx)
     if args.source == "devices":
         return devices_command(args, ctx)
+    if args.source == "sync":
+        return sync_command(args, ctx)
     return None
 
 
@@ -196,6 +200,22 @@ def report_command(args: argparse.Namespace, ctx: CliContext) -> int:
             f"{_num(g.cards_per_hour):>7} {_num(g.median_mb_per_s):>6}  {reasons}".rstrip()
         )
     ctx.out.result([g.to_dict() for g in groups], "\n".join(lines))
+    return EXIT_OK
+
+
+def sync_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Send the report's waiting records to the report database now."""
+    from flasher.bench.reportdb import ReportOutbox
+
+    url = report_db_url(args, ctx)
+    if url is None:
+        raise ConfigError("report_db", "is required", hint="name the report database")
+    outbox = ReportOutbox(args.report or default_report_path(), url, station_id(args))
+    result = outbox.sync()
+    ctx.out.result(
+        {"sent": result.sent_lines, "waiting": len(outbox.pending())},
+        f"{result.sent_lines} record(s) sent; the database has every record of the report",
+    )
     return EXIT_OK
 
 

@@ -146,13 +146,13 @@ def capacity_text(drive: Drive, report: CapacityReport) -> str:
     if report.ok:
         return (
             f"{head}, every probed position held its data: OK "
-            f"({report.positions} positions, {report.seconds:.1f} s)"
+            f"({report.positions} positions, {report.seconds:.2f} s)"
         )
     how = "writes past it wrap around" if report.wrapped else "writes past it are lost"
     return (
         f"{head}, real capacity {human_bytes(report.real_bytes)} ({how}): COUNTERFEIT "
         f"({report.bad_positions} of {report.positions} positions failed, "
-        f"{report.seconds:.1f} s)"
+        f"{report.seconds:.2f} s)"
     )
 
 

@@ -201,3 +201,18 @@ def test_bench_devices_deletes_the_unflashed_devices_from_the_fleet(
         (left.uuid, 1, "verify_mismatch", True)
     ]
     assert left.uuid not in listed and flashed.uuid in listed
+
+
+def test_bench_sync_sends_what_a_run_left_waiting(
+    server: PostgresServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = ReportLog(tmp_path / "cards.jsonl")
+    for card in (1, 2):
+        report.append(_record(card))
+    argv = ["--json", "bench", "sync", "--report", str(report.path), "--report-db", server.dsn]
+    argv += ["--station-id", "bench-sync"]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    first, second = _json_lines(capsys.readouterr().out)
+    assert (first["sent"], second["sent"], second["waiting"]) == (2, 0, 0)
+    assert [r for _s, r in records_from_db(server.dsn, ["bench-sync"])] == report.records()
