@@ -30,7 +30,7 @@ import mmap
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from flasher.errors import Cancelled
@@ -116,7 +116,6 @@ class CapacityReport:
     wrapped: bool
     restored: bool
     seconds: float
-    bad_offsets: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -303,5 +302,4 @@ def probe_capacity(
         wrapped=period > 0,
         restored=restored,
         seconds=time.monotonic() - started,
-        bad_offsets=tuple(sorted(beyond)),
     )
