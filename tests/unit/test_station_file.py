@@ -90,6 +90,6 @@ def test_service_unit_runs_a_station_file_and_restarts_on_failure() -> None:
     assert service["Restart"] == "on-failure"
     assert service["StandardOutput"] == "journal"
     argv = shlex.split(service["ExecStart"])
-    assert argv[0].endswith("/flasher")
-    args = build_parser(argv[1:]).parse_args(argv[1:])
+    assert argv[:3] == ["/usr/bin/python3", "-m", "flasher"]
+    args = build_parser(argv[3:]).parse_args(argv[3:])
     assert args.station == "/etc/flasher/stations/%i.toml" and args.yes
