@@ -3,8 +3,9 @@
 `download_image` streams a GET into `partial/<key>.part` under the cache's lock for that
 download key (a second process waits, then reuses the result), hashing with SHA-256 as bytes
 arrive. A broken connection resumes with `Range` (and `If-Range` when the server gave a strong
-ETag or a Last-Modified date); a server that ignores the range restarts from zero. 429/5xx and
-connection failures are retried a bounded number of times (honouring `Retry-After`). The size
+ETag or a Last-Modified date); a server that ignores the range restarts from zero. Failed
+requests (429/5xx answers, refused connections) are repeated by the requester's session
+(flasher.http); this module only resumes bodies that broke off, a bounded number of times. The size
 is checked against Content-Length/Content-Range, the hash against an expected value when one is
 known, and the content is sniffed as an image before the file moves into the cache; nothing
 that failed a check stays. Imports requests, the standard library and flasher (cache, errors,
@@ -13,7 +14,6 @@ events, image.sources); never prints.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import re
@@ -36,10 +36,10 @@ from flasher.events import (
     RateMeter,
     ignore_event,
 )
+from flasher.http import RETRY_STATUSES, attempts_of
 
 # a read cut by a broken connection loses its piece: keep pieces small enough to lose little
 CHUNK_BYTES = 256 * 1024
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _SECRET_PARAM = re.compile(r"key|token|secret|pass", re.IGNORECASE)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 RETRY_HINT = "Check the network connection and run the command again; it resumes where it stopped."
@@ -94,22 +94,14 @@ class DownloadResult:
     attempts: int
 
 
-class _Retry(Exception):
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+class _Resume(Exception):
+    """The body broke off (or the server's answer cannot be continued): try again, resuming
+    where it stopped; `at_once` when waiting would not help."""
+
+    def __init__(self, reason: str, *, at_once: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retry_after_s = retry_after_s
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+        self.at_once = at_once
 
 
 def _validator(headers: Mapping[str, str]) -> str | None:
@@ -141,7 +133,12 @@ def download_image(
     max_backoff_s: float = 30.0,
     sleep: Callable[[float], None] | None = None,
 ) -> DownloadResult:
-    """The cached image for `request`, downloading it first if needed."""
+    """The cached image for `request`, downloading it first if needed.
+
+    `max_attempts` GETs at most resume a body that broke off, waiting `backoff_s` (doubling, up
+    to `max_backoff_s`) through `sleep` (default: the cancel token's wait) before each; failed
+    requests are repeated by the requester's own session.
+    """
     hit = _cached(cache, request)
     if hit is None:
 
@@ -182,6 +179,7 @@ class _Fetch:
         self.received = 0
         self.meter: RateMeter | None = None
         self.discard_on_failure = False
+        self.sent = 0  # HTTP requests, counting the ones the requester's session repeated
 
     # --- the attempt loop -----------------------------------------------------------------
 
@@ -202,19 +200,12 @@ class _Fetch:
                     if self._attempt():
                         break
                     reason = f"the connection closed after {self.done} of {self.total} bytes"
-                    retry_after_s = None
-                except _Retry as retry:
-                    reason, retry_after_s = retry.reason, retry.retry_after_s
+                    at_once = False
+                except _Resume as resume:
+                    reason, at_once = resume.reason, resume.at_once
                 if attempt >= max_attempts:
-                    raise DownloadError(
-                        f"Downloading {self.request.display_url} failed after {attempt} "
-                        f"attempts: {reason}.",
-                        hint=RETRY_HINT,
-                        url=self.request.display_url,
-                        attempts=attempt,
-                    )
-                delay_s = backoff_s * 2 ** (attempt - 1) if retry_after_s is None else retry_after_s
-                delay_s = min(delay_s, max_backoff_s)
+                    raise self._failed(reason)
+                delay_s = 0.0 if at_once else min(backoff_s * 2 ** (attempt - 1), max_backoff_s)
                 self.on_event(
                     Log(
                         "warning",
@@ -229,7 +220,16 @@ class _Fetch:
             if self.discard_on_failure or not resumable:
                 self._discard()
             raise
-        return DownloadResult(entry, False, self.received, attempt)
+        return DownloadResult(entry, False, self.received, self.sent)
+
+    def _failed(self, reason: str, **fields: Any) -> DownloadError:
+        return DownloadError(
+            f"Downloading {self.request.display_url} failed after {self.sent} attempts: {reason}.",
+            hint=RETRY_HINT,
+            url=self.request.display_url,
+            attempts=self.sent,
+            **fields,
+        )
 
     def _pause(self, delay_s: float, sleep: Callable[[float], None] | None) -> None:
         if sleep is not None:
@@ -294,7 +294,7 @@ class _Fetch:
             if self.validator:
                 headers["If-Range"] = self.validator
         try:
-            return self.requester.request(
+            response = self.requester.request(
                 "GET",
                 self.request.path_or_url,
                 params=self.request.params,
@@ -302,30 +302,31 @@ class _Fetch:
                 stream=True,
             )
         except requests.RequestException as err:
-            raise _Retry(f"the request failed ({type(err).__name__})") from None
+            self.sent += attempts_of(err)
+            raise self._failed(f"the request failed ({type(err).__name__})") from None
         except ApiError as err:
+            self.sent += int(err.fields.get("attempts") or 1)
             if err.fields.get("status") == 416:
                 self._restart()
-                raise _Retry("the server refused to resume", 0.0) from None
+                raise _Resume("the server refused to resume", at_once=True) from None
             raise DownloadError(
                 f"Downloading {self.request.display_url} failed: {err.message}",
                 hint=err.hint or RETRY_HINT,
                 url=self.request.display_url,
                 status=err.fields.get("status"),
             ) from None
+        self.sent += attempts_of(response)
+        return response
 
     def _check_status(self, response: requests.Response) -> int | None:
         """The total size this answer promises; raises for answers that carry no image."""
         status = response.status_code
         url = self.request.display_url
-        if status in RETRY_STATUSES:
-            raise _Retry(
-                f"the server answered HTTP {status}",
-                _parse_retry_after(response.headers.get("Retry-After")),
-            )
+        if status in RETRY_STATUSES:  # the requester's session has repeated it already
+            raise self._failed(f"the server answered HTTP {status}", status=status)
         if status == 416:
             self._restart()
-            raise _Retry("the server refused to resume", 0.0)
+            raise _Resume("the server refused to resume", at_once=True)
         if status in (401, 403):
             raise AuthError(
                 f"The server refused the download of {url} (HTTP {status}).",
@@ -345,11 +346,11 @@ class _Fetch:
             match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
             if not self.done or match is None or int(match.group(1)) != self.done:
                 self._restart()
-                raise _Retry("the server resumed at another offset than asked", 0.0)
+                raise _Resume("the server resumed at another offset than asked", at_once=True)
             total = None if match.group(3) == "*" else int(match.group(3))
             if self.total is not None and total is not None and total != self.total:
                 self._restart()
-                raise _Retry("the file on the server changed", 0.0)
+                raise _Resume("the file on the server changed", at_once=True)
         else:
             if self.done:
                 self.on_event(Log("info", "The server does not resume downloads; starting over."))
@@ -386,7 +387,7 @@ class _Fetch:
                 raise
             except requests.RequestException as err:
                 self._check_cancel()
-                raise _Retry(f"the connection broke ({type(err).__name__})") from None
+                raise _Resume(f"the connection broke ({type(err).__name__})") from None
             except OSError as err:
                 self.discard_on_failure = True
                 raise DownloadError(

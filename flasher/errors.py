@@ -18,7 +18,14 @@ Imports only the standard library (the root writer helper uses it).
     │   ├── WriterProtocolError       version mismatch or garbled stream
     │   └── WriteFailed               an I/O error while writing (offset, errno)
     ├── VerificationFailed            read-back differs from what was written (offset range)
-    └── Cancelled                     the user or a caller cancelled
+    ├── Cancelled                     the user or a caller cancelled
+    └── ReleaseUpdateError            a release update cannot be described or prepared
+        ├── ReleaseNotFound           no successful release has this ID or commit prefix
+        ├── ReleaseAmbiguous          several successful releases match a commit prefix
+        ├── ReleasesNotInOneFleet     the two releases belong to different fleets
+        ├── ReleaseImageNotFound      a release's image is missing or did not build
+        ├── DeltaRequestFailed        the delta server refused or failed a delta request
+        └── UpdateTimeout             the update did not become ready in time
 """
 
 from __future__ import annotations
@@ -168,6 +175,93 @@ class Cancelled(FlasherError):
         super().__init__(message, **fields)
 
 
+class ReleaseUpdateError(FlasherError):
+    code = "release_update"
+
+
+class ReleaseNotFound(ReleaseUpdateError):
+    """`release` is the ID (int) or commit prefix (str) that matched no successful release."""
+
+    code = "release_not_found"
+
+    def __init__(self, release: int | str) -> None:
+        super().__init__(
+            f"Release not found: {release}",
+            hint="Check the release ID or commit; only successful releases count.",
+            release=release,
+        )
+        self.release = release
+
+
+class ReleaseAmbiguous(ReleaseUpdateError):
+    code = "release_ambiguous"
+
+    def __init__(self, commit: str, matches: int) -> None:
+        super().__init__(
+            "Release is ambiguous: There are multiple releases matching the release hash "
+            f"'{commit}'",
+            hint="Give more characters of the commit, or the release ID.",
+            commit=commit,
+            matches=matches,
+        )
+        self.commit = commit
+        self.matches = matches
+
+
+class ReleasesNotInOneFleet(ReleaseUpdateError):
+    code = "releases_not_in_one_fleet"
+
+    def __init__(self, from_fleet_id: int | None, to_fleet_id: int | None) -> None:
+        super().__init__(
+            "Source and target release must be from the same application",
+            hint="Pick two releases of the same fleet.",
+            from_fleet_id=from_fleet_id,
+            to_fleet_id=to_fleet_id,
+        )
+        self.from_fleet_id = from_fleet_id
+        self.to_fleet_id = to_fleet_id
+
+
+class ReleaseImageNotFound(ReleaseUpdateError):
+    code = "release_image_not_found"
+
+    def __init__(self, image_id: int) -> None:
+        super().__init__(
+            f"Image not found: {image_id}",
+            hint="The release refers to an image that is missing or did not build.",
+            image_id=image_id,
+        )
+        self.image_id = image_id
+
+
+class DeltaRequestFailed(ReleaseUpdateError):
+    """`status` is the delta server's HTTP status, or None when no answer arrived."""
+
+    code = "delta_request_failed"
+
+    def __init__(self, message: str, *, status: int | None, url: str) -> None:
+        super().__init__(
+            message,
+            hint="The delta server may be busy or down; try again later.",
+            status=status,
+            url=url,
+        )
+        self.status = status
+        self.url = url
+
+
+class UpdateTimeout(ReleaseUpdateError):
+    code = "update_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            "timeout",
+            hint="The deltas are still being built; wait longer or try again later.",
+            timeout_s=timeout_s,
+        )
+        self.timeout_s = timeout_s
+
+
 ERROR_CLASSES: dict[str, type[FlasherError]] = {
     cls.code: cls
     for cls in (
@@ -190,5 +284,12 @@ ERROR_CLASSES: dict[str, type[FlasherError]] = {
         VerificationFailed,
         ReportDbError,
         Cancelled,
+        ReleaseUpdateError,
+        ReleaseNotFound,
+        ReleaseAmbiguous,
+        ReleasesNotInOneFleet,
+        ReleaseImageNotFound,
+        DeltaRequestFailed,
+        UpdateTimeout,
     )
 }

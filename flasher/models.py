@@ -60,11 +60,15 @@ class StaticIPv4:
 
 @dataclass(frozen=True)
 class NetworkSettings:
+    """How the device connects. A Wi-Fi network without a key is open, which must be asked for
+    explicitly with `open_network` (validation refuses a missing key otherwise)."""
+
     kind: NetworkKind = NetworkKind.ETHERNET
     wifi_ssid: str | None = None
     wifi_key: Secret | None = None
     hidden: bool = False
     ipv4: StaticIPv4 | None = None
+    open_network: bool = False
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,9 @@ class _PlainRequester:
     """Downloads from a full URL that is not the balena API (no token is ever sent there)."""
 
     def __init__(self) -> None:
-        import requests
+        from flasher.http import retrying_session
 
-        self._session = requests.Session()
+        self._session = retrying_session()
         self._session.headers["User-Agent"] = "flasher"
 
     def request(self, method: str, path_or_url: str, /, **kwargs: Any) -> requests.Response:

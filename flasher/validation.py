@@ -124,7 +124,7 @@ def validate_wifi_key(key: Secret | str | None) -> None:
             "wifi_key",
             f"has {len(value)} characters; a WPA passphrase has "
             f"{WPA_PASSPHRASE_MIN}-{WPA_PASSPHRASE_MAX}",
-            hint="leave it empty for an open network",
+            hint="an open network has no key at all",
         )
 
 
@@ -194,6 +194,7 @@ def validate_network(network: NetworkSettings) -> None:
     if network.kind is NetworkKind.WIFI:
         validate_wifi_ssid(network.wifi_ssid)
         validate_wifi_key(network.wifi_key)
+        validate_open_network(network)
     else:
         wifi_hint = "add '--network wifi', or remove the Wi-Fi settings"
         if network.wifi_ssid:
@@ -202,6 +203,8 @@ def validate_network(network: NetworkSettings) -> None:
             raise ConfigError("wifi_key", "is set but the network is ethernet", hint=wifi_hint)
         if network.hidden:
             raise ConfigError("hidden", "only applies to Wi-Fi networks", hint=wifi_hint)
+        if network.open_network:
+            raise ConfigError("open_network", "only applies to Wi-Fi networks", hint=wifi_hint)
     if network.ipv4 is not None:
         validate_static_ipv4(network.ipv4)
 
@@ -273,6 +276,11 @@ def validate_provisioning_key(key: Secret | None, fleet_id: int | None) -> None:
 
 
 def validate_keyfile_name(name: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", errors="backslashreplace").decode("ascii", errors="replace")
+        raise ConfigError(f"keyfile:{shown}", "a keyfile name must be UTF-8 text") from None
     field = f"keyfile:{name}"
     if not name or name in (".", ".."):
         raise ConfigError(field, "is not a file name")
@@ -352,6 +360,25 @@ def _validate_provisioning(cfg: DeviceConfig, *, expect_remote_config: bool) -> 
             "is required with a fleet: without it the device cannot register",
             hint="pass one of the fleet's provisioning keys in the FLASHER_PROVISIONING_KEY "
             "environment variable",
+        )
+
+
+def validate_open_network(network: NetworkSettings) -> None:
+    """A Wi-Fi network without a key is open only when that was asked for: a key forgotten
+    somewhere (no terminal to ask, a remembered SSID) must not leave the device on an open
+    network, or on none."""
+    has_key = network.wifi_key is not None and bool(network.wifi_key.reveal())
+    if not has_key and not network.open_network:
+        raise ConfigError(
+            "wifi_key",
+            "is required for a Wi-Fi network, unless an open network is asked for explicitly",
+            hint="give the network's key, or choose an open network (no key) explicitly",
+        )
+    if has_key and network.open_network:
+        raise ConfigError(
+            "wifi_key",
+            "is set but an open network (no key) was asked for",
+            hint="drop the key, or do not ask for an open network",
         )
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Render resources/icons/io.balena.Flasher.svg into the PNG sizes desktops still ask for, laid
+"""Render flasher/data/icons/io.balena.Flasher.svg into the PNG sizes desktops still ask for, laid
 out as an XDG icon theme: resources/icons/hicolor/<N>x<N>/apps/io.balena.Flasher.png.
 
     python3 scripts/render_icons.py
@@ -13,7 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-ICONS = Path(__file__).resolve().parent.parent / "resources" / "icons"
+ROOT = Path(__file__).resolve().parent.parent
+SVG_DIR = ROOT / "flasher" / "data" / "icons"
+ICONS = ROOT / "resources" / "icons"
 NAME = "io.balena.Flasher"
 SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
 
@@ -25,9 +27,9 @@ def main() -> int:
     from PySide6.QtSvg import QSvgRenderer
 
     app = QGuiApplication(sys.argv[:1])
-    renderer = QSvgRenderer(str(ICONS / f"{NAME}.svg"))
+    renderer = QSvgRenderer(str(SVG_DIR / f"{NAME}.svg"))
     if not renderer.isValid():
-        sys.exit(f"cannot read {ICONS / f'{NAME}.svg'}")
+        sys.exit(f"cannot read {SVG_DIR / f'{NAME}.svg'}")
     for size in SIZES:
         image = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
         image.fill(Qt.GlobalColor.transparent)

@@ -7,13 +7,14 @@ The cached images are read-only; a test that modifies one copies it first
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.images import BuiltImage, build_image, compress
+from tests.support.loopdev import LoopDevices, require_loop
 
 ImageFactory = Callable[..., BuiltImage]
 
@@ -60,3 +61,18 @@ def compressed_image() -> Callable[[Path, str], Path]:
         return made[path, kind]
 
     return make
+
+
+@pytest.fixture
+def loops(tmp_path: Path) -> Iterator[LoopDevices]:
+    """Loop devices of the test's own (skipped where they cannot exist), detached afterwards."""
+    require_loop()
+    with LoopDevices(tmp_path) as devices:
+        yield devices
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image cache of the test's own, and no API URL from the environment."""
+    monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FLASHER_API_URL", raising=False)

@@ -45,6 +45,7 @@ SUPERVISOR_LISTEN_PORT = 48484
 VPN_PORT = 443
 DEFAULT_FLEET_POLL_INTERVAL_MIN = 10
 CONFIG_FILE_MAX_BYTES = 1024 * 1024
+CONFIG_MAX_DEPTH = 32  # config.json nests 3 levels; far deeper is not one
 REDACTED = "***"
 
 # Keys only balenaOS 1.x (connman) or the image maker's request understood.
@@ -240,4 +241,34 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             "config", f"{source} is not valid JSON ({err.msg} at line {err.lineno})"
         ) from None
+    except RecursionError:
+        raise ConfigError("config", _too_deep(source)) from None
+    _check_text_tree(parsed, source)
     return check_config_object(parsed, source)
+
+
+def _too_deep(source: str) -> str:
+    return f"{source} nests deeper than {CONFIG_MAX_DEPTH} levels; it is not a config.json"
+
+
+def _check_text_tree(value: Any, source: str) -> None:
+    """Without recursion: nesting at most CONFIG_MAX_DEPTH deep, and every text (keys too) valid
+    Unicode (JSON's \\u escapes can spell a lone surrogate, which no file can hold)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > CONFIG_MAX_DEPTH:
+            raise ConfigError("config", _too_deep(source))
+        if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    "config",
+                    f"{source} holds a \\u escape of a lone surrogate, which is not text",
+                ) from None

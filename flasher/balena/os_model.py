@@ -376,10 +376,17 @@ class OsModel:
         os_type: OsTypeFilter = None,
         include_draft: bool = False,
     ) -> OsUpdateTargets:
-        """The versions a device on `current` may update to, newest first."""
+        """The versions a device on `current` may update to, newest first.
+
+        `os_type` None follows the line `current` is on (ESR for an ESR version, else the
+        default line), as the JS SDK does: a device is never moved to another line unasked.
+        "default" or "esr" names a line (a default-line device may move to ESR); "any" both.
+        """
         current_parsed = versions.parse(current)
         if current_parsed is None:
             raise ConfigError("current_version", f"'{current}' is not a balenaOS version")
+        if os_type is None:
+            os_type = "esr" if current_parsed.is_esr else "default"
         slug = self.device_types.resolve_slug(device_type)
         available = self.get_available_os_versions(slug, include_draft=include_draft)
         listed_current = next(

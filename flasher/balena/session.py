@@ -1,23 +1,28 @@
 """The balena API over HTTP: authentication, timeouts, bounded retries and error mapping.
 
 Every call to the balena API (or the sandbox, which speaks the same protocol) goes through a
-`BalenaSession`. It sends `Authorization: Bearer <token>` only to the API's own origin, retries
-connection failures, 429 and 5xx answers with exponential backoff and jitter (honouring
-`Retry-After`) inside a bounded time budget, and turns failures into FlasherErrors: 401/403 →
-AuthError, 404 → CatalogError (status 404), other answers → ApiError. The token never appears in
-a log line, a repr or an error message; server messages that echo it are redacted.
+`BalenaSession`. It sends `Authorization: Bearer <token>` only to the API's own origin (and
+over plain http only to 127.0.0.1/::1: a token for another http URL is refused), retries
+connection failures, 408, 429 and 5xx answers with exponential backoff and jitter (honouring
+`Retry-After`) inside a bounded time budget (flasher.http: urllib3's Retry on the requests
+session), and turns failures into FlasherErrors: 401/403 → AuthError, 404 → CatalogError
+(status 404), other answers → ApiError. The token never appears in a log line, a repr or an
+error message; server messages that echo it are redacted.
 
-Imports requests and flasher.balena.pine; never Qt or the faces.
+`from_environment` finds the login as the balena CLI does, and sends the saved login (and
+BALENA_API_KEY / BALENA_TOKEN) only to the API host it belongs to (flasher.balena.balenarc):
+pointed at another API, the session goes without it unless a token is given explicitly.
+
+Imports requests, flasher.http, flasher.balena.pine and flasher.balena.balenarc; never Qt or the
+faces.
 """
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import json as jsonlib
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,11 +31,12 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
-import urllib3.exceptions
 
 from flasher import __version__
 from flasher.balena import pine
-from flasher.errors import ApiError, AuthError, CatalogError
+from flasher.balena.balenarc import may_carry_token, origin, saved_login_api_url
+from flasher.errors import ApiError, AuthError, CatalogError, ConfigError
+from flasher.http import RETRY_STATUSES, RetryPolicy, attempts_of, retry_after_s, retrying_session
 from flasher.models import Secret
 
 log = logging.getLogger(__name__)
@@ -56,10 +62,6 @@ PINE_PREFIX = "v7"
 LOGIN_HINT = "Log in with 'balena login', or set BALENA_API_KEY to an API key, or pass --token."
 NETWORK_HINT = "Check the network connection, or use --sandbox to work offline."
 
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Answers that promise the request was not acted on, so even a POST may be sent again.
-_NOT_PROCESSED_STATUSES = frozenset({429, 503})
-_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _MAX_MESSAGE_CHARS = 300
 
 
@@ -76,11 +78,6 @@ def _read_saved_token() -> str | None:
     except OSError:
         return None
     return text or None
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
 
 
 class BalenaSession:
@@ -106,15 +103,26 @@ class BalenaSession:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._token = token if token else None
+        if self._token is not None and not may_carry_token(self.api_url):
+            raise ConfigError(
+                "api_url",
+                f"{self.api_url} is plain http; a token is only sent over https "
+                "(or over http to 127.0.0.1 or ::1)",
+                hint="use the API's https:// address",
+            )
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.max_wait_total_s = max_wait_total_s
-        self._sleep = sleep
-        self._http = requests.Session()
-        self._http.headers["User-Agent"] = f"flasher/{__version__}"
+        policy = RetryPolicy(
+            max_retries,
+            backoff_factor=backoff_s,
+            backoff_max=max_backoff_s,
+            max_wait_total_s=max_wait_total_s,
+            sleep=sleep,
+        )
+        self._http = retrying_session(policy)
+        self._once = requests.Session()  # for calls that must not be repeated
+        for http in (self._http, self._once):
+            http.headers["User-Agent"] = f"flasher/{__version__}"
 
     @classmethod
     def from_environment(
@@ -122,10 +130,12 @@ class BalenaSession:
     ) -> BalenaSession:
         """A session configured like the balena CLI.
 
-        API URL: `api_url`, else $FLASHER_API_URL, else the balenaCloud API. Token: `token`,
-        else $BALENA_API_KEY, else $BALENA_TOKEN, else the token `balena login` saved.
+        API URL: `api_url`, else $FLASHER_API_URL, else the API of the balena CLI's settings
+        (balenaCloud's by default). Token: `token` (explicit: sent to that URL), else
+        $BALENA_API_KEY, else $BALENA_TOKEN, else the token `balena login` saved; those three
+        belong to the balena CLI's API and are used only when the URL is that API.
         """
-        url = api_url or os.environ.get("FLASHER_API_URL") or DEFAULT_API_URL
+        url = api_url or os.environ.get("FLASHER_API_URL") or saved_login_api_url()
         if isinstance(token, str):
             token = Secret(token)
         if not token:
@@ -134,12 +144,29 @@ class BalenaSession:
                 or os.environ.get("BALENA_TOKEN")
                 or _read_saved_token()
             )
-            token = Secret(found) if found else None
+            token = None
+            if found:
+                login_url = saved_login_api_url()
+                if origin(url) == origin(login_url) and may_carry_token(url):
+                    token = Secret(found)
+                else:
+                    log.warning(
+                        "The saved balena login is for %s; it is not sent to %s.",
+                        login_url,
+                        url.rstrip("/"),
+                    )
         return cls(url, token, **options)
 
     @property
     def authenticated(self) -> bool:
         return self._token is not None
+
+    def authorization_header(self) -> dict[str, str]:
+        """The bearer header for balena's own services that share the API's login (the delta
+        server); empty without a token. Callers send it to those services only."""
+        if self._token is None:
+            return {}
+        return {"Authorization": f"Bearer {self._token.reveal()}"}
 
     def __repr__(self) -> str:
         return f"BalenaSession(api_url={self.api_url!r}, authenticated={self.authenticated})"
@@ -157,6 +184,7 @@ class BalenaSession:
 
     def close(self) -> None:
         self._http.close()
+        self._once.close()
 
     def url_for(self, path_or_url: str) -> str:
         if path_or_url.startswith(("http://", "https://")):
@@ -173,71 +201,44 @@ class BalenaSession:
         stream: bool = False,
         headers: Mapping[str, str] | None = None,
         allow_retry: bool = True,
+        check_status: bool = True,
     ) -> requests.Response:
         """Send a request and return the successful (< 400) response.
 
-        With `stream=True` the body is left unread; the caller closes the response.
+        With `stream=True` the body is left unread; the caller closes the response. With
+        `check_status=False` every answer is returned as it came (no retry on its status): for
+        callers that give the API's statuses their own meaning (the supervisor proxy).
         """
         method = method.upper()
         url = self.url_for(path_or_url)
         send_headers = dict(headers or {})
         # The token belongs to the API; never hand it to another host (CDNs, redirects).
-        if self._token is not None and _origin(url) == _origin(self.api_url):
+        if self._token is not None and origin(url) == origin(self.api_url):
             send_headers["Authorization"] = f"Bearer {self._token.reveal()}"
         where = urlsplit(url).path or "/"
-        waited_s = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._http.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    headers=send_headers,
-                    stream=stream,
-                    timeout=(self.connect_timeout_s, self.read_timeout_s),
-                )
-            except requests.RequestException as err:
-                retryable = allow_retry and (method in _IDEMPOTENT_METHODS or _never_sent(err))
-                delay_s = self._retry_delay(attempt, None) if retryable else None
-                if delay_s is None or waited_s + delay_s > self.max_wait_total_s:
-                    raise ApiError(
-                        f"Cannot reach the balena API at {self.api_url} ({_reason(err)}).",
-                        hint=NETWORK_HINT,
-                        url=self.api_url,
-                        attempts=attempt,
-                    ) from None
-                log.info(
-                    "%s %s failed (%s); retrying in %.1f s", method, where, _reason(err), delay_s
-                )
-                waited_s += self._wait(delay_s)
-                continue
-            log.debug("%s %s -> %d", method, where, response.status_code)
-            if response.status_code < 400:
-                return response
-            retryable = (
-                allow_retry
-                and response.status_code in _RETRY_STATUSES
-                and (
-                    method in _IDEMPOTENT_METHODS or response.status_code in _NOT_PROCESSED_STATUSES
-                )
+        # The proxy's statuses are the caller's to read: never retried on them.
+        http = self._http if allow_retry and check_status else self._once
+        try:
+            response = http.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                headers=send_headers,
+                stream=stream,
+                timeout=(self.connect_timeout_s, self.read_timeout_s),
             )
-            if retryable:
-                delay_s = self._retry_delay(attempt, response.headers.get("Retry-After"))
-                if delay_s is not None and waited_s + delay_s <= self.max_wait_total_s:
-                    log.info(
-                        "%s %s -> %d; retrying in %.1f s",
-                        method,
-                        where,
-                        response.status_code,
-                        delay_s,
-                    )
-                    response.close()
-                    waited_s += self._wait(delay_s)
-                    continue
-            raise self._error_for(method, where, response, attempt)
+        except requests.RequestException as err:
+            raise ApiError(
+                f"Cannot reach the balena API at {self.api_url} ({_reason(err)}).",
+                hint=NETWORK_HINT,
+                url=self.api_url,
+                attempts=attempts_of(err),
+            ) from None
+        log.debug("%s %s -> %d", method, where, response.status_code)
+        if response.status_code < 400 or not check_status:
+            return response
+        raise self._error_for(method, where, response, attempts_of(response))
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         response = self.request("GET", path, params=params)
@@ -277,21 +278,6 @@ class BalenaSession:
                 path=path,
             ) from None
 
-    def _retry_delay(self, attempt: int, retry_after: str | None) -> float | None:
-        """Seconds to wait before attempt `attempt + 1`, or None when retries are used up."""
-        if attempt > self.max_retries:
-            return None
-        asked_s = _parse_retry_after(retry_after)
-        if asked_s is not None:
-            return asked_s
-        ceiling_s = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
-        # "Equal jitter": at least half the step, so clients that failed together spread out.
-        return ceiling_s / 2 + random.uniform(0, ceiling_s / 2)
-
-    def _wait(self, delay_s: float) -> float:
-        self._sleep(delay_s)
-        return delay_s
-
     def _error_for(
         self, method: str, where: str, response: requests.Response, attempts: int
     ) -> CatalogError:
@@ -304,7 +290,9 @@ class BalenaSession:
                 text = f"The balena API needs a login for {where} (HTTP {status}){detail}"
             else:
                 text = f"The balena API refused the credentials for {where} (HTTP {status}){detail}"
-            return AuthError(text, hint=LOGIN_HINT, status=status, path=where)
+            return AuthError(
+                text, hint=LOGIN_HINT, status=status, path=where, server_message=message
+            )
         if status == 404:
             return CatalogError(
                 f"Not found: {method} {where}{detail}",
@@ -318,15 +306,17 @@ class BalenaSession:
                 hint="Wait a minute and try again.",
                 status=status,
                 path=where,
-                retry_after_s=_parse_retry_after(response.headers.get("Retry-After")),
+                server_message=message,
+                retry_after_s=retry_after_s(response),
             )
-        if status in _RETRY_STATUSES:
+        if status in RETRY_STATUSES:
             return ApiError(
                 f"The balena API failed (HTTP {status}) for {where} after {attempts} "
                 f"attempt(s){detail}",
                 hint="The service may be busy or down; try again later.",
                 status=status,
                 path=where,
+                server_message=message,
             )
         return ApiError(
             f"The balena API rejected {method} {where} (HTTP {status}){detail}",
@@ -341,35 +331,12 @@ def is_not_found(err: CatalogError) -> bool:
     return type(err) is CatalogError and err.fields.get("status") == 404
 
 
-def _never_sent(err: requests.RequestException) -> bool:
-    """Whether the request certainly never reached the server (so repeating it is harmless)."""
-    if isinstance(err, requests.ConnectTimeout):
-        return True
-    if not isinstance(err, requests.ConnectionError) or not err.args:
-        return False
-    reason = getattr(err.args[0], "reason", None)
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
-
-
 def _reason(err: requests.RequestException) -> str:
     if isinstance(err, requests.Timeout):
         return "timed out"
     if isinstance(err, requests.ConnectionError):
         return "connection failed"
     return type(err).__name__
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, float(when.timestamp()) - time.time())
 
 
 def _server_message(response: requests.Response, token: Secret | None) -> str:

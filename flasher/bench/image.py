@@ -1,7 +1,7 @@
-"""The station's image, prepared once: resolved, downloaded, unpacked and configured up front, so
-every card starts at the write. With a hostname template each card gets its own configuration
-(its own overlay, ~2 ms); the allocation map of the unconfigured image is computed once and each
-card adds the ranges its overlay replaced.
+"""What a bench station flashes: the job (prepared once through flasher.pipeline.prepare, which
+refuses a source nothing proves) and the per-card hostname template, checked with sample values
+before anything is downloaded and filled in for each card (`PreparedJob.card(hostname=…)` then
+derives the card's image).
 
 Core: never prints, imports no Qt.
 """
@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flasher.balena.registration import RegisteredDevice, device_config
 from flasher.bench.policy import Slot
-from flasher.cache import sha256_file
 from flasher.errors import ConfigError
-from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
-from flasher.image.byteio import FileReader
-from flasher.image.configure import prepare_image
-from flasher.image.inspection import ImageIdentity, read_image_identity
-from flasher.image.partitions import read_partition_table
-from flasher.image.sparse import AllocationMap, allocation_map
+from flasher.events import CancelToken, EventCallback, ignore_event
+from flasher.image.inspection import ImageIdentity
 from flasher.models import DeviceConfig, Drive
+from flasher.pipeline.prepare import PreparedJob, prepare
 from flasher.provider import ImageProvider, SourceSpec
 from flasher.validation import validate_device_config, validate_hostname
-from flasher.writer.job import ImageFeed
 
 TEMPLATE_FIELDS = ("serial", "slot", "n")
 _SAMPLE_SERIAL = "0123456789ab"
@@ -106,13 +100,19 @@ def check_hostname_template(template: str, *, numbered_slots: bool) -> None:
 class BenchJob:
     """What every card gets. `config` (or `config_from_image`, called once with the image's
     identity) configures the image; with neither, it is flashed as it is. A
-    `hostname_template` gives each card its own hostname."""
+    `hostname_template` gives each card its own hostname. `verify`, `write_all`, `bmap_path`
+    and `expected_sha256` mean what they mean for flasher.pipeline.FlashJob; a bench takes no
+    source that nothing proves (no check of its own, no expected SHA-256, no .bmap with
+    checksums), since every card it writes would carry the same unnoticed corruption."""
 
     source: SourceSpec
     config: DeviceConfig | None = None
     config_from_image: Callable[[ImageIdentity], DeviceConfig] | None = None
     hostname_template: str | None = None
     verify: bool = True
+    write_all: bool = False
+    bmap_path: str | None = None
+    expected_sha256: str | None = None  # required for a source without checksums of its own
 
     def __post_init__(self) -> None:
         if self.config is not None:
@@ -126,134 +126,24 @@ class BenchJob:
                 hint="add --device-type or configuration options",
             )
 
-
-@dataclass(frozen=True)
-class CardImage:
-    """What one card is written with: the feed, the ranges to write, and its configuration."""
-
-    feed: ImageFeed
-    ranges: tuple[tuple[int, int], ...]
-    config_sha256: str | None = None
-    hostname: str | None = None
-
-
-class BenchImage:
-    """The prepared image shared by every card; `for_card` gives one card's image."""
-
-    def __init__(
-        self,
-        raw_path: Path,
-        base: FileReader,
-        base_map: AllocationMap,
-        *,
-        image_sha256: str | None,
-        identity: ImageIdentity,
-        config: DeviceConfig | None,
-        hostname_template: str | None,
-    ) -> None:
-        self.raw_path = raw_path
-        self.size_bytes = base.size
-        self.image_sha256 = image_sha256
-        self.identity = identity
-        self._base = base
-        self._base_map = base_map
-        self._config = config
-        self._template = hostname_template
-        # Configured once now, so a configuration the image cannot take fails before any card
-        # (with a template, under a sample name; each card then gets its own).
-        self._sample = self._configure("sample" if hostname_template is not None else None)
-
-    @classmethod
     def prepare(
-        cls,
-        job: BenchJob,
+        self,
         provider: ImageProvider,
         *,
         on_event: EventCallback = ignore_event,
         cancel: CancelToken | None = None,
-    ) -> BenchImage:
-        """Resolve, download, unpack and configure once; raises before any card is touched."""
-        cancel = cancel or CancelToken()
-        resolved = provider.obtain(job.source, on_event=on_event, cancel=cancel)
-        cancel.check()
-        identity = read_image_identity(resolved.raw_path)
-        config = job.config
-        if config is None and job.config_from_image is not None:
-            config = job.config_from_image(identity)
-        image_sha256 = resolved.sha256
-        if image_sha256 is None:
-            # A raw file used in place has no cache entry to carry its hash; the report needs it.
-            on_event(PhaseChanged(Phase.CHECKING))
-            on_event(Log("info", f"hashing {resolved.raw_path} for the report"))
-            image_sha256 = sha256_file(resolved.raw_path, cancel)
-        on_event(PhaseChanged(Phase.CONFIGURING))
-        base = FileReader(resolved.raw_path)
-        try:
-            name = str(resolved.raw_path)
-            base_map = allocation_map(base, read_partition_table(base, name=name), name=name)
-            return cls(
-                resolved.raw_path,
-                base,
-                base_map,
-                image_sha256=image_sha256,
-                identity=identity,
-                config=config,
-                hostname_template=job.hostname_template,
-            )
-        except BaseException:
-            base.close()
-            raise
-
-    @property
-    def config(self) -> DeviceConfig | None:
-        """The configuration every card starts from (None: the image is written as it is)."""
-        return self._config
-
-    @property
-    def mapped_bytes(self) -> int:
-        return sum(length for _off, length in self._sample.ranges)
-
-    def _configure(self, hostname: str | None, device: RegisteredDevice | None = None) -> CardImage:
-        config = self._config
-        if config is None:
-            if device is not None:
-                raise ConfigError("register", "needs a configured image with a fleet")
-            return CardImage(ImageFeed.from_file(self.raw_path), self._base_map.ranges)
-        if hostname is not None:
-            config = replace(config, hostname=hostname)
-        if device is not None:
-            config = device_config(config, device)
-        with prepare_image(self.raw_path, config, base=self._base) as prepared:
-            # The unconfigured image's map plus every range the overlay replaced covers every
-            # used block: configuring takes a block only by writing it.
-            ranges = self._base_map.including(prepared.overlay.ranges()).ranges
-            return CardImage(
-                ImageFeed.from_file(self.raw_path, overlay=tuple(prepared.overlay.extents())),
-                ranges,
-                config_sha256=prepared.config_sha256,
-                hostname=config.hostname,
-            )
-
-    def for_card(self, facts: CardFacts, device: RegisteredDevice | None = None) -> CardImage:
-        """The image for one card: the shared one, or one with the card's own hostname and,
-        for a registered `device`, that device's identity and key."""
-        if self._template is None and device is None:
-            return self._sample
-        hostname = render_hostname(self._template, facts) if self._template is not None else None
-        return self._configure(hostname, device)
-
-    def summary(self) -> Mapping[str, Any]:
-        """JSON-ready facts about the station's image (no secrets)."""
-        return {
-            "image": str(self.raw_path),
-            "image_sha256": self.image_sha256,
-            "size_bytes": self.size_bytes,
-            "mapped_bytes": self.mapped_bytes,
-            "device_type": self.identity.device_type,
-            "os_version": self.identity.os_version,
-            "configured": self._config is not None,
-            "hostname_template": self._template,
-        }
-
-    def close(self) -> None:
-        self._base.close()
+    ) -> PreparedJob:
+        """The image every card gets, prepared once; ImageError (problem "no_integrity") for a
+        source nothing proves, before it is configured."""
+        return prepare(
+            self.source,
+            provider,
+            config=self.config,
+            config_from_image=self.config_from_image,
+            bmap_path=self.bmap_path,
+            write_all=self.write_all,
+            expected_sha256=self.expected_sha256,
+            require_integrity=True,
+            on_event=on_event,
+            cancel=cancel,
+        )

@@ -65,6 +65,7 @@ class CardRecord:
     error_hint: str | None = None
     device_uuid: str | None = None
     capacity_bytes: int | None = None
+    boot: dict[str, Any] | None = None  # the boot check's result, when the bench runs one
 
     @property
     def mb_per_s(self) -> float | None:
@@ -76,6 +77,8 @@ class CardRecord:
         out = asdict(self)
         for key in ("error_code", "error_message", "error_hint"):
             del out[key]
+        if self.boot is None:
+            del out["boot"]
         out["seconds"] = round(self.seconds, 3)
         out["write_seconds"] = round(self.write_seconds, 3)
         out["mb_per_s"] = self.mb_per_s

@@ -1,8 +1,10 @@
 """A bench station: prepare the image once, then flash every card inserted into a bench slot.
 
-`Station.run()` resolves, downloads, unpacks and configures the image once, watches hotplug
-(flasher.drives.monitor), and starts each card the moment it appears, on its own thread with its
-own writer, so a slow or failing card never holds back another. Cards inserted while the image
+`Station.run()` prepares the job once (BenchJob.prepare through flasher.pipeline.prepare:
+resolve, download, unpack, check the source's integrity, configure, map), watches hotplug
+(flasher.drives.monitor), and starts each card the moment it appears, on its own thread with
+its own writer (flasher.pipeline.write: the same drive checks, writer and verification as
+`flash`), so a slow or failing card never holds back another. Cards inserted while the image
 is being prepared wait for it; cards already present when the station starts are left alone
 unless `include_present`. A flashed card still in its slot is not flashed again; pulled and
 re-inserted, it is. A card pulled before it is finished is reported as DriveGone. Every card
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from flasher.balena.registration import RegisteredDevice
 from flasher.bench.cardsteps import CardOutcome, CardSteps
 from flasher.bench.events import (
     BenchCallback,
@@ -31,17 +34,17 @@ from flasher.bench.events import (
     StationUpdate,
     ignore_bench_event,
 )
-from flasher.bench.image import BenchImage, BenchJob, CardFacts, CardImage, check_hostname_template
+from flasher.bench.image import BenchJob, CardFacts, check_hostname_template, render_hostname
 from flasher.bench.policy import DrivePolicy, Slot, card_identity
 from flasher.bench.report import CardRecord, ReportLog, utc_timestamp
-from flasher.drives.constraints import Severity, check_drive, rejection, source_device
 from flasher.drives.discovery import find_drive, list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
-from flasher.events import CancelToken, Log, Phase, PhaseChanged
+from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
 from flasher.models import Drive
+from flasher.pipeline import CardImage, PreparedJob, accept_warnings, check, write
 from flasher.provider import ImageProvider
-from flasher.writer.client import TargetResult, write_image
+from flasher.writer.client import TargetResult
 from flasher.writer.launchers import Launcher
 
 _log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ class _Card:
     cancel: CancelToken = field(default_factory=CancelToken)
     removed: bool = False
     writing: bool = False
+    finished: bool = False
     outcome: CardOutcome = field(default_factory=CardOutcome)
 
 
@@ -91,7 +95,10 @@ class Station:
     """Flashes the job's image onto every card the policy accepts; see the module docstring.
 
     `launcher` starts the writer for each card (default: directly when root, else pkexec).
-    `card_limit` ends the run after that many cards. `watcher`, `list_present` and `probe` are
+    `card_limit` ends the run after that many cards. A card's own steps go around its write:
+    `card_steps` (capacity probe, device registration) run after its checks and before the
+    write, and may refuse it; `after_card` (the boot check) may add to its record before it is
+    reported. `watcher`, `list_present` and `probe` are
     the hotplug monitor, the listing taken at start and the single-drive lookup (defaults:
     udev through flasher.drives).
     """
@@ -111,6 +118,7 @@ class Station:
         list_present: Callable[[], Sequence[Drive]] = list_drives,
         probe: Callable[[str], Drive | None] = find_drive,
         card_steps: CardSteps | None = None,
+        after_card: Callable[[CardRecord, CancelToken], CardRecord] | None = None,
     ) -> None:
         self.job = job
         self.policy = policy or DrivePolicy()
@@ -131,6 +139,7 @@ class Station:
         registers = card_steps is not None and card_steps.registers
         if registers and job.config is None and job.config_from_image is None:
             raise ConfigError("register", "needs a configured image with a fleet")
+        self._after_card = after_card
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._emit_lock = threading.Lock()
@@ -138,8 +147,7 @@ class Station:
         self._stopping = False
         self._accepting = True
         self._started = False
-        self._image: BenchImage | None = None
-        self._source_dev: str | None = None
+        self._image: PreparedJob | None = None
         self._present: set[tuple[str, str, str, int]] = set()
         self._seen: dict[str, Drive] = {}
         self._cards: dict[str, _Card] = {}
@@ -217,18 +225,14 @@ class Station:
     # Preparation and the run loop ---------------------------------------------------------
 
     def _prepare(self, cancel: CancelToken) -> None:
-        image = BenchImage.prepare(
-            self.job,
-            self._provider,
-            on_event=lambda ev: self._emit(StationUpdate(ev)),
-            cancel=cancel,
+        job = self.job
+        image = job.prepare(
+            self._provider, on_event=lambda ev: self._emit(StationUpdate(ev)), cancel=cancel
         )
         self._image = image
-        self._source_dev = source_device(image.raw_path)
+        summary = {**image.summary(), "hostname_template": job.hostname_template}
         self._emit(
-            StationReady(
-                image.summary(), str(self.report.path) if self.report is not None else None
-            )
+            StationReady(summary, str(self.report.path) if self.report is not None else None)
         )
         self._ready.set()
 
@@ -324,7 +328,7 @@ class Station:
     def _removed(self, drive: Drive) -> None:
         with self._lock:
             card = self._cards.get(drive.path)
-            during = card is not None and card in self._active
+            during = card is not None and card in self._active and not card.finished
         if card is not None and during and self._still_there(card.drive):
             return  # a stale listing, not a pulled card
         with self._lock:
@@ -356,27 +360,20 @@ class Station:
             image = self._image
             if image is None or card.cancel.cancelled:
                 raise Cancelled("The station stopped before this card was written.")
-            self._check(card, image)
-            device = None
-            if self._steps is not None:
-                device = self._steps.run(
-                    card.drive,
-                    card.outcome,
-                    image.config,
-                    on_event=lambda ev: self._emit(CardUpdate(card.slot, ev)),
-                    cancel=card.cancel,
-                )
-            card_image = image.for_card(CardFacts(card.n, card.slot, card.drive), device)
-            card.writing = True
-            (result,) = write_image(
-                card_image.feed,
+            device = self._before_write(card, image)
+            card_image = self._card_image(card, image, device)
+            # Consent was given for the whole bench: warnings are logged, a mounted card is
+            # simply unmounted.
+            (result,) = write(
+                image,
                 [card.drive],
-                ranges=card_image.ranges,
+                card=card_image,
                 verify=self.job.verify,
-                on_event=lambda ev: self._emit(CardUpdate(card.slot, ev)),
+                confirm=accept_warnings,
+                on_event=self._card_events(card),
                 cancel=card.cancel,
                 launcher=self._launcher,
-            )
+            ).results
         except FlasherError as err:
             result = TargetResult(card.drive.path, False, error=err)
         except Exception as err:  # one card's surprise must not take the bench down
@@ -389,24 +386,48 @@ class Station:
                 ),
             )
         error = self._explain(card, result)
-        self._finish(
-            card, self._record(card, card_image, result, error, time.monotonic() - started)
+        record = self._record(card, card_image, result, error, time.monotonic() - started)
+        if self._after_card is not None and not card.cancel.cancelled:
+            # e.g. the boot check; the card's thread waits for it, the other slots do not, and
+            # the card may leave its slot meanwhile (to boot a device)
+            card.finished = True
+            record = self._after_card(record, card.cancel)
+        self._finish(card, record)
+
+    def _before_write(self, card: _Card, image: PreparedJob) -> RegisteredDevice | None:
+        """The card steps (capacity probe, registration), after the card's checks; the device
+        registered for the card, if any."""
+        if self._steps is None:
+            return None
+        events = self._card_events(card)
+        # Checked first, so a card the write would refuse is neither probed nor registered.
+        check(image, [card.drive], confirm=accept_warnings, on_event=events)
+        return self._steps.run(
+            card.drive, card.outcome, image.config, on_event=events, cancel=card.cancel
         )
 
-    def _check(self, card: _Card, image: BenchImage) -> None:
-        self._emit(CardUpdate(card.slot, PhaseChanged(Phase.CHECKING, card.drive.path)))
-        problems = check_drive(
-            card.drive,
-            image.size_bytes,
-            source_dev=self._source_dev,
-            source_path=str(image.raw_path),
+    def _card_image(
+        self, card: _Card, image: PreparedJob, device: RegisteredDevice | None
+    ) -> CardImage:
+        template = self.job.hostname_template
+        hostname = (
+            None
+            if template is None
+            else render_hostname(template, CardFacts(card.n, card.slot, card.drive))
         )
-        errors = [p for p in problems if p.severity is Severity.ERROR]
-        if errors:
-            raise rejection(errors)
-        for warning in problems:
-            # Consent was given for the whole bench; a mounted card is simply unmounted.
-            self._emit(CardUpdate(card.slot, Log("warning", warning.message, card.drive.path)))
+        return image.card(hostname=hostname, device=device)
+
+    def _card_events(self, card: _Card) -> EventCallback:
+        """The card's events, as CardUpdates; a phase without a target is this card's."""
+
+        def emit(event: Event) -> None:
+            if isinstance(event, PhaseChanged):
+                if event.target is None:
+                    event = PhaseChanged(event.phase, card.drive.path)
+                card.writing = card.writing or event.phase is Phase.WRITING
+            self._emit(CardUpdate(card.slot, event))
+
+        return emit
 
     def _explain(self, card: _Card, result: TargetResult) -> FlasherError | None:
         """The error to record: a write that failed because the card was pulled says so."""
@@ -447,7 +468,7 @@ class Station:
             vendor=drive.vendor or None,
             model=drive.model or None,
             size_bytes=drive.size_bytes,
-            image_sha256=image.image_sha256 if image is not None else None,
+            image_sha256=image.source_sha256 if image is not None else None,
             device_type=image.identity.device_type if image is not None else None,
             os_version=image.identity.os_version if image is not None else None,
             config_sha256=card_image.config_sha256 if card_image is not None else None,

@@ -2,7 +2,9 @@
 
 bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostname-template TPL]
       [--slot PATTERN …] [--bus BUS …] [--min-size SIZE] [--max-size SIZE] [--report FILE]
-      [--once N] [--include-present] [--no-verify] [--yes] [--json]
+      [--once N] [--include-present] [--image-type raw|flasher] [--no-verify] [--write-all]
+      [--bmap FILE] [--sha256 HEX] [--yes] [--json]
+      [--check-boot [--boot-address TPL] [--boot-timeout S]]
       [--register [--reuse-unflashed]] [--no-probe-capacity] [--report-db URL] [--station-id ID]
       [--station FILE]
 bench report [--report FILE | --report-db URL] [--station-id ID] [--json]
@@ -18,7 +20,9 @@ not flashed again until it is pulled and re-inserted. --hostname-template gives 
 own hostname from {n} (the card's number in the report), {slot} (the slot's number) and
 {serial}. Each card appends one JSON line to the report. Erasing every inserted card needs
 --yes, or a "yes" typed on the terminal. Ctrl-C stops taking cards and lets the cards being
-written finish; a second Ctrl-C stops them too (they are left unbootable).
+written finish; a second Ctrl-C stops them too (they are left unbootable). A source that
+carries no checksum of its own (a raw image, zstd without checksums, xz --check=none) is
+refused unless --sha256 gives its expected SHA-256 or --bmap a block map with checksums.
 
 --json prints JSON lines: {"event": "phase"|"progress"|"log", "slot": …} while preparing and
 per card, {"event": "station_ready", …}, {"event": "card_inserted"|"card_skipped"|
@@ -53,7 +57,7 @@ from flasher.bench.policy import DEFAULT_BUSES, DrivePolicy, Slot
 from flasher.bench.report import CardRecord, ReportLog, default_report_path
 from flasher.bench.station import Station, StationSummary
 from flasher.cache import ImageCache
-from flasher.cli import bench_extras
+from flasher.cli import bench_boot, bench_extras
 from flasher.cli.config_opts import (
     add_device_config_arguments,
     config_requested,
@@ -61,7 +65,8 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
-from flasher.cli.output import event_to_dict, human_bytes, human_duration
+from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
+from flasher.cli.output import event_to_dict, human_bytes, human_duration, printable
 from flasher.drives.constraints import LARGE_DRIVE_BYTES
 from flasher.errors import (
     EXIT_CANCELLED,
@@ -74,7 +79,7 @@ from flasher.errors import (
     VerificationFailed,
 )
 from flasher.events import CancelToken
-from flasher.provider import ImageProvider, SourceSpec
+from flasher.provider import ImageProvider
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
 REDRAW_INTERVAL_S = 0.2
@@ -86,12 +91,7 @@ def register(groups: dict[str, Any]) -> None:
         help="flash every card inserted into the bench's slots, one report line per card",
         description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    parser.add_argument(
-        "source",
-        nargs="?",
-        metavar="SOURCE",
-        help="image file or http(s) URL (omit with --device-type)",
-    )
+    add_source_argument(parser)
     add_device_config_arguments(parser)
     bench = parser.add_argument_group("bench")
     bench.add_argument(
@@ -134,14 +134,7 @@ def register(groups: dict[str, Any]) -> None:
         action="store_true",
         help="also flash cards already inserted when the bench starts",
     )
-    bench.add_argument(
-        "--image-type",
-        choices=("raw", "flasher"),
-        help="disk image or installation media (default: the device type's)",
-    )
-    bench.add_argument(
-        "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
-    )
+    add_write_arguments(bench)
     bench.add_argument(
         "--yes", "-y", action="store_true", help="erase every inserted card without asking"
     )
@@ -149,6 +142,7 @@ def register(groups: dict[str, Any]) -> None:
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON-lines output"
     )
     bench_extras.add_arguments(parser)
+    bench_boot.add_arguments(parser)
     parser.set_defaults(handler=bench_command, bench_parser=parser)
 
 
@@ -218,14 +212,8 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     bench_extras.precheck(args)
     db_url = bench_extras.report_db_url(args, ctx)
     policy = _policy(args)
-    if args.source:
-        source = SourceSpec.from_argument(args.source)
-    else:
-        source = SourceSpec(
-            device_type=args.device_type,
-            version=args.os_version or "latest",
-            image_type=args.image_type,
-        )
+    after_card = bench_boot.checker(args)
+    source = source_spec(args)
     job = BenchJob(
         source=source,
         config_from_image=(
@@ -235,6 +223,9 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         ),
         hostname_template=args.hostname_template,
         verify=not args.no_verify,
+        write_all=args.write_all,
+        bmap_path=args.bmap,
+        expected_sha256=args.sha256,
     )
     report = ReportLog(args.report or default_report_path())
     steps = bench_extras.card_steps(args, ctx, report)
@@ -248,13 +239,14 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     )
     station = Station(
         job,
-        ImageProvider(ImageCache(), session_factory),
+        ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin),
         policy=policy,
         report=report,
         on_event=bench_extras.shipping(view.handle, shipper),
         card_limit=args.once,
         include_present=args.include_present,
         card_steps=steps,
+        after_card=after_card,
     )
     with bench_extras.sending(shipper, view.message):
         summary, interrupted = _run(station, view)
@@ -387,7 +379,7 @@ def _card_line(record: CardRecord) -> str:
         device = f", device {record.device_uuid[:7]}" if record.device_uuid else ""
         return (
             f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
-            f"{record.seconds:.1f} s{rate}{device}"
+            f"{record.seconds:.1f} s{rate}{device}{bench_boot.describe(record.boot)}"
         )
     hint = f" ({record.error_hint})" if record.error_hint else ""
     left = f"; device {record.device_uuid} is registered, not flashed" if record.device_uuid else ""
@@ -410,7 +402,7 @@ class _LogView:
 
     def _say(self, text: str) -> None:
         with self._lock:
-            print(text, file=self._stream, flush=True)
+            print(printable(text), file=self._stream, flush=True)
 
     def handle(self, event: BenchEvent) -> None:
         if isinstance(event, StationReady):
@@ -497,13 +489,13 @@ class _LiveView:
         with self._lock:
             self._redraw()
             self._drawn = 0
-            self._stream.write(_summary_text(summary) + "\n")
+            self._stream.write(printable(_summary_text(summary)) + "\n")
             self._stream.flush()
 
     def _print(self, text: str) -> None:
         """A line that stays above the table (the table is redrawn under it)."""
         self._clear()
-        self._stream.write(text + "\n")
+        self._stream.write(printable(text) + "\n")
 
     def _clear(self) -> None:
         if self._drawn:
@@ -540,6 +532,6 @@ class _LiveView:
         self._clear()
         lines = self._lines()
         for line in lines:
-            self._stream.write(line[:160] + "\n")
+            self._stream.write(printable(line)[:160] + "\n")
         self._drawn = len(lines)
         self._stream.flush()

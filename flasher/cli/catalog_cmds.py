@@ -1,18 +1,23 @@
 """Catalog commands: device types and balenaOS versions, sizes and update paths.
 
     flasher device-types [--json]
-    flasher os versions DEVICE_TYPE [--include-draft] [--esr] [--json]
+    flasher os versions DEVICE_TYPE [--include-draft | --all] [--esr] [--json]
     flasher os latest DEVICE_TYPE [RANGE] [--esr] [--json]
     flasher os download-size DEVICE_TYPE [--version V] [--json]
     flasher os update-type DEVICE_TYPE FROM TO [--json]
     flasher os update-targets DEVICE_TYPE FROM [--include-draft] [--esr] [--json]
+    flasher os supervisor-releases ARCH [--json]
+    flasher os arch-compatible OS_ARCH APP_ARCH [--json]
 
 DEVICE_TYPE may be a slug or an alias ("nuc", "raspberrypi"). `os versions` lists the default
-OS line, or the ESR line with --esr (as `balena os versions` does). `os latest` without RANGE
+OS line, or the ESR line with --esr (as `balena os versions` does); --all adds drafts,
+invalidated and failed releases (the SDK's getAllOsVersions). `os latest` without RANGE
 (or with latest/recommended/default) answers for the default line, or the ESR line with --esr;
 an explicit RANGE ("^6", "~2.80.3", an exact version) searches every line unless --esr.
 `os update-targets` lists targets on the line FROM is on; --esr lists ESR targets (a device on
-the default line may move to ESR).
+the default line may move to ESR). `os supervisor-releases` lists the balena supervisor
+releases for a CPU architecture (slug such as aarch64, or its numeric id), newest first;
+`os arch-compatible` says whether an OS of OS_ARCH runs containers built for APP_ARCH.
 
 --json output (one JSON object on stdout; field names are stable):
     device-types    {"device_types": [{"slug", "name", "arch", "aliases": [str],
@@ -20,12 +25,14 @@ the default line may move to ESR).
     os versions     {"device_type", "os_type": "default"|"esr",
                      "versions": [{"version", "os_type", "line", "variant", "recommended": bool,
                                    "known_issue", "stripped_version", "based_on_version",
-                                   "is_final": bool, "id"}]}
+                                   "is_final": bool, "invalidated": bool, "id"}]}
     os latest       {"device_type", "range", "os_type": "default"|"esr"|null, "version"}
     os download-size {"device_type", "version", "size_bytes"}
     os update-type  {"device_type", "from", "to", "update_type": "balenahup"|"takeover"}
     os update-targets {"device_type", "from", "os_type": "default"|"esr", "current": str|null,
                        "recommended": str|null, "versions": [str]}
+    os supervisor-releases {"architecture", "releases": [{"id", "version", "known_issue"}]}
+    os arch-compatible {"os_arch", "app_arch", "compatible": bool}
 `line` is next/current/sunset/outdated for ESR versions and null otherwise; `current` is the
 listed spelling of FROM, or null when FROM is not an available version. Errors exit 1 (usage
 errors 2) and, with --json, print {"event": "error", "code", "message", "hint", "details"}.
@@ -57,7 +64,6 @@ def register(groups: dict[str, Any]) -> None:
         help="list the device types balenaOS supports",
         description="List device types: slug, name, CPU architecture and aliases.",
     )
-    _json_flag(parser)
     parser.set_defaults(handler=device_types)
 
     parser = os_group.add_parser(
@@ -66,9 +72,14 @@ def register(groups: dict[str, Any]) -> None:
         description="List balenaOS versions for a device type, newest first.",
     )
     parser.add_argument("device_type", metavar="DEVICE_TYPE")
-    _draft_flag(parser)
+    drafts = parser.add_mutually_exclusive_group()
+    _draft_flag(drafts)
+    drafts.add_argument(
+        "--all",
+        action="store_true",
+        help="every release: drafts, invalidated and failed ones too",
+    )
     _esr_flag(parser)
-    _json_flag(parser)
     parser.set_defaults(handler=os_versions)
 
     parser = os_group.add_parser(
@@ -85,7 +96,6 @@ def register(groups: dict[str, Any]) -> None:
         help="latest (default), recommended, default, an exact version or a semver range",
     )
     _esr_flag(parser)
-    _json_flag(parser)
     parser.set_defaults(handler=os_latest)
 
     parser = os_group.add_parser(
@@ -97,7 +107,6 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument(
         "--version", metavar="V", help="exact version (default: the one 'os download' picks)"
     )
-    _json_flag(parser)
     parser.set_defaults(handler=os_download_size)
 
     parser = os_group.add_parser(
@@ -108,7 +117,6 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument("device_type", metavar="DEVICE_TYPE")
     parser.add_argument("current", metavar="FROM")
     parser.add_argument("target", metavar="TO")
-    _json_flag(parser)
     parser.set_defaults(handler=os_update_type)
 
     parser = os_group.add_parser(
@@ -120,22 +128,31 @@ def register(groups: dict[str, Any]) -> None:
     parser.add_argument("current", metavar="FROM")
     _draft_flag(parser)
     _esr_flag(parser)
-    _json_flag(parser)
     parser.set_defaults(handler=os_update_targets)
 
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS keeps an unset flag here from overwriting `flasher --json` given before it.
-    parser.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+    parser = os_group.add_parser(
+        "supervisor-releases",
+        help="the balena supervisor releases for a CPU architecture",
+        description="List the balena supervisor releases for a CPU architecture, newest first.",
     )
+    parser.add_argument("architecture", metavar="ARCH", help="e.g. aarch64, or a numeric id")
+    parser.set_defaults(handler=os_supervisor_releases)
+
+    parser = os_group.add_parser(
+        "arch-compatible",
+        help="whether an OS architecture runs containers of another",
+        description="Say whether an OS built for OS_ARCH runs containers built for APP_ARCH.",
+    )
+    parser.add_argument("os_arch", metavar="OS_ARCH")
+    parser.add_argument("app_arch", metavar="APP_ARCH")
+    parser.set_defaults(handler=os_arch_compatible)
 
 
 def _esr_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--esr", action="store_true", help="the ESR (extended support) line")
 
 
-def _draft_flag(parser: argparse.ArgumentParser) -> None:
+def _draft_flag(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
     parser.add_argument(
         "--include-draft", action="store_true", help="include draft (pre-release) versions"
     )
@@ -196,6 +213,7 @@ def _version_json(v: OsVersion) -> dict[str, Any]:
         "stripped_version": v.stripped_version,
         "based_on_version": v.based_on_version,
         "is_final": v.is_final,
+        "invalidated": v.is_invalidated,
         "id": v.id,
     }
 
@@ -206,6 +224,8 @@ def _notes(v: OsVersion) -> str:
         notes.append("recommended")
     if not v.is_final:
         notes.append("draft")
+    if v.is_invalidated:
+        notes.append("invalidated")
     if v.known_issue:
         notes.append(f"known issue: {v.known_issue}")
     return "; ".join(notes)
@@ -215,11 +235,11 @@ def os_versions(args: argparse.Namespace, ctx: CliContext) -> int:
     model = _model(ctx)
     slug = model.device_types.resolve_slug(args.device_type)
     os_type = "esr" if args.esr else "default"
-    found = [
-        v
-        for v in model.get_available_os_versions(slug, include_draft=args.include_draft)
-        if v.os_type == os_type
-    ]
+    if args.all:
+        listed = model.get_all_os_versions(slug)
+    else:
+        listed = model.get_available_os_versions(slug, include_draft=args.include_draft)
+    found = [v for v in listed if v.os_type == os_type]
     rows = [(v.raw_version, v.line or "", v.variant or "", _notes(v)) for v in found]
     if found:
         text = table(("VERSION", "LINE", "VARIANT", "NOTES"), rows)
@@ -306,5 +326,42 @@ def os_update_targets(args: argparse.Namespace, ctx: CliContext) -> int:
     ctx.out.result(
         {"device_type": slug, "from": args.current, "os_type": os_type, **targets.to_dict()},
         "\n".join(lines),
+    )
+    return EXIT_OK
+
+
+# --- supervisors and architectures ------------------------------------------------------------
+
+
+def os_supervisor_releases(args: argparse.Namespace, ctx: CliContext) -> int:
+    arch: str = args.architecture
+    rows = _model(ctx).get_supervisor_releases_for_cpu_architecture(
+        int(arch) if arch.isdecimal() else arch
+    )
+    releases = [
+        {
+            "id": row.get("id"),
+            "version": row.get("raw_version"),
+            "known_issue": row.get("known_issue_list") or None,
+        }
+        for row in rows
+    ]
+    if releases:
+        text = table(
+            ("VERSION", "ID", "KNOWN ISSUE"),
+            [(str(r["version"]), str(r["id"]), str(r["known_issue"] or "")) for r in releases],
+        )
+    else:
+        text = f"No supervisor releases for the architecture '{arch}'."
+    ctx.out.result({"architecture": arch, "releases": releases}, text)
+    return EXIT_OK
+
+
+def os_arch_compatible(args: argparse.Namespace, ctx: CliContext) -> int:
+    compatible = OsModel.is_architecture_compatible_with(args.os_arch, args.app_arch)
+    ctx.out.result(
+        {"os_arch": args.os_arch, "app_arch": args.app_arch, "compatible": compatible},
+        f"An OS for {args.os_arch} {'runs' if compatible else 'does not run'} "
+        f"containers built for {args.app_arch}.",
     )
     return EXIT_OK

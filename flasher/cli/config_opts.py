@@ -22,6 +22,7 @@ from typing import Any
 
 from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN, load_config_file
 from flasher.cli.context import CliContext
+from flasher.cli.output import printable
 from flasher.errors import ConfigError
 from flasher.image.inspection import ImageIdentity
 from flasher.models import DeviceConfig, Keyfile, NetworkKind, NetworkSettings, Secret, StaticIPv4
@@ -32,6 +33,10 @@ PROVISIONAL_DEVICE_TYPE = "generic"  # validates the other settings before the i
 PROVISIONING_KEY_ENV = "FLASHER_PROVISIONING_KEY"
 API_URL_ENV = "FLASHER_API_URL"
 WIFI_KEY_PROMPT = "Wi-Fi key (leave empty for an open network): "
+WIFI_KEY_HINT = (
+    f"set {WIFI_KEY_ENV} to the network's key (or run on a terminal to be asked for it); "
+    "for an open network add --wifi-open"
+)
 KEYFILE_MAX_BYTES = 64 * 1024
 
 
@@ -61,7 +66,12 @@ def add_device_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-wifi-key",
         metavar="KEY",
         help=f"Wi-Fi passphrase (prefer env {WIFI_KEY_ENV}; asked for on a terminal; "
-        "empty for an open network)",
+        "'' for an open network)",
+    )
+    group.add_argument(
+        "--wifi-open",
+        action="store_true",
+        help="the Wi-Fi network is open (no key); an empty --wifi-key means the same",
     )
     group.add_argument("--hidden", action="store_true", help="the Wi-Fi network hides its name")
     group.add_argument("--ip", metavar="ADDRESS", help="static IPv4 address (default: DHCP)")
@@ -134,7 +144,8 @@ def precheck_device_config(args: argparse.Namespace, *, version_from_catalog: bo
         _job_args(args, version_from_catalog),
         device_type=getattr(args, "device_type", None) or PROVISIONAL_DEVICE_TYPE,
         expect_remote_config=True,
-        prompt=lambda _: "",
+        # A terminal will be asked for a missing key later; without one it is an error now.
+        prompt=(lambda _: "") if sys.stdin.isatty() else None,
         hint=lambda _: None,
     )
 
@@ -158,7 +169,7 @@ def device_config_for_image(
 
 
 def _print_hint(message: str) -> None:
-    print(f"hint: {message}", file=sys.stderr)
+    print(f"hint: {printable(message)}", file=sys.stderr)
 
 
 def _prompt_wifi_key(prompt: str) -> str:
@@ -176,28 +187,42 @@ def _network(
     environ: Mapping[str, str],
     hint: Callable[[str], None],
 ) -> tuple[NetworkSettings, bool]:
-    """The network settings, and whether the Wi-Fi key is still to be asked for."""
+    """The network settings, and whether the Wi-Fi key is still to be asked for.
+
+    An open network is only ever asked for: `--wifi-open`, or an empty key given on purpose
+    (`--wifi-key ''`, FLASHER_WIFI_KEY='', `"wifiKey": ""` in --config, or an empty answer at the
+    prompt). As `balena os configure --config` does, a config.json's `wifiSsid`/`wifiKey` are
+    read: they mean Wi-Fi unless the command line says otherwise, and its key is kept only for
+    its own SSID (another --wifi-ssid needs its own key)."""
     kind_arg = _text(args, "network")
     ssid = _text(args, "wifi_ssid")
     key = _text(args, "wifi_key")
-    if key is not None:
+    wifi_open = bool(getattr(args, "wifi_open", False))
+    if key:
         hint(f"other users can see --wifi-key in the process list; prefer env {WIFI_KEY_ENV}")
-    else:
+    elif key is None:
         key = environ.get(WIFI_KEY_ENV)
+    key_from_user = key is not None
     base_ssid = base.get("wifiSsid") if base is not None else None
-    # As `balena os configure --config` does: a config.json carrying Wi-Fi settings means Wi-Fi,
-    # unless the command line says otherwise.
-    from_base = kind_arg is None and ssid is None and isinstance(base_ssid, str) and bool(base_ssid)
-    if from_base and base is not None:
-        ssid = str(base_ssid)
-        if key is None:
-            base_key = base.get("wifiKey")
-            key = base_key if isinstance(base_key, str) else ""
+    base_key = base.get("wifiKey") if base is not None else None
+    file_ssid = str(base_ssid) if isinstance(base_ssid, str) and base_ssid else None
+    file_wifi = file_ssid is not None and kind_arg in (None, NetworkKind.WIFI.value)
+    if file_wifi and ssid is None:
+        ssid = file_ssid
+    if file_wifi and key is None and not wifi_open and isinstance(base_key, str):
+        if ssid == file_ssid:
+            key = base_key
+        else:
+            hint(
+                f"the --config file's wifiKey is for '{file_ssid}', so it is not used for "
+                f"'{ssid}'; give that network's key with env {WIFI_KEY_ENV}"
+            )
     if kind_arg is not None:
         kind = NetworkKind(kind_arg)
     else:
         kind = NetworkKind.WIFI if ssid is not None else NetworkKind.ETHERNET
-    if kind is NetworkKind.ETHERNET and _text(args, "wifi_key") is None and not from_base:
+    wifi = kind is NetworkKind.WIFI
+    if not wifi and _text(args, "wifi_key") is None:
         key = None  # a key exported in the environment is for Wi-Fi jobs; it does not apply here
     settings = NetworkSettings(
         kind=kind,
@@ -205,8 +230,10 @@ def _network(
         wifi_key=Secret(key) if key else None,
         hidden=bool(getattr(args, "hidden", False)),
         ipv4=_static_ipv4(args),
+        # An empty key given on purpose asks for an open network as --wifi-open does.
+        open_network=wifi_open or (wifi and key == ""),
     )
-    return settings, kind is NetworkKind.WIFI and key is None
+    return settings, wifi and key is None and not wifi_open and not key_from_user
 
 
 def _static_ipv4(args: argparse.Namespace) -> StaticIPv4 | None:
@@ -241,7 +268,15 @@ def _whole_number(text: str | None, field: str, rule: str) -> int | None:
 
 def _read_keyfile(path_text: str) -> Keyfile:
     path = Path(path_text)
-    field = f"keyfile:{path.name or path_text}"
+    # A name the terminal decoded into surrogates is not text; it is shown with \x escapes.
+    shown = os.fsencode(path.name or path_text).decode("utf-8", errors="backslashreplace")
+    field = f"keyfile:{shown}"
+    if shown != (path.name or path_text):
+        raise ConfigError(
+            field,
+            "the file name is not UTF-8 text; the image's connection files are named in UTF-8",
+            hint="rename the file (or a copy of it) to a UTF-8 name",
+        )
     try:
         with open(path, "rb") as handle:
             content = handle.read(KEYFILE_MAX_BYTES + 1)
@@ -318,15 +353,23 @@ def device_config_from_args(
         base_config=base,
         api_url=api_url,
     )
-    validate_device_config(cfg, expect_remote_config=expect_remote_config)
-    if ask_key:
-        # Asked only once everything else is known to be valid, so a typo elsewhere does not
-        # cost the user a retyped passphrase.
-        ask = prompt or (_prompt_wifi_key if sys.stdin.isatty() else None)
-        key = ask(WIFI_KEY_PROMPT) if ask is not None else ""
-        network = replace(network, wifi_key=Secret(key) if key else None)
+    ask = prompt or (_prompt_wifi_key if sys.stdin.isatty() else None)
+    if ask_key and ask is not None:
+        # The key is asked for only once everything else is known to be valid, so a typo
+        # elsewhere does not cost the user a retyped passphrase; until then it counts as given.
+        pending = replace(network, open_network=True)
+        validate_device_config(
+            replace(cfg, network=pending), expect_remote_config=expect_remote_config
+        )
+        key = ask(WIFI_KEY_PROMPT)
+        network = replace(network, wifi_key=Secret(key) if key else None, open_network=not key)
         cfg = replace(cfg, network=network)
+    try:
         validate_device_config(cfg, expect_remote_config=expect_remote_config)
+    except ConfigError as err:
+        if err.field == "wifi_key" and network.wifi_key is None and not network.open_network:
+            raise ConfigError(err.field, err.rule, hint=WIFI_KEY_HINT) from None
+        raise
     return cfg
 
 

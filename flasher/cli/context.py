@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from flasher.cli.output import Output
 from flasher.errors import Cancelled, FlasherError
@@ -16,12 +16,30 @@ if TYPE_CHECKING:
     from flasher.sandbox.server import SandboxServer
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
 @dataclass
 class CliContext:
     args: argparse.Namespace
     out: Output
     _sandbox: SandboxServer | None = field(default=None, init=False)
     _session: BalenaSession | None = field(default=None, init=False)
+    _owned: list[_Closable] = field(default_factory=list, init=False)
+
+    @property
+    def sandbox(self) -> SandboxServer | None:
+        """The in-process sandbox, once `session()` started it."""
+        return self._sandbox
+
+    def own(self, thing: _C) -> _C:
+        """Close `thing` with the context."""
+        self._owned.append(thing)
+        return thing
 
     def session(self) -> BalenaSession:
         """The balena API session: the in-process sandbox with --sandbox, else the real API."""
@@ -56,6 +74,8 @@ class CliContext:
         return "sandbox:" if getattr(self.args, "sandbox", False) else None
 
     def close(self) -> None:
+        while self._owned:
+            self._owned.pop().close()
         if self._session is not None:
             self._session.close()
             self._session = None

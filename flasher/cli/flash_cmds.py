@@ -1,7 +1,8 @@
 """`flasher flash`: a configured, verified card (or many) from a file, a URL or a device type.
 
 flash [SOURCE] --target T [--target T …] [--device-type T [--version V]] [os configure options]
-      [--image-type raw|flasher] [--no-verify] [--write-all] [--bmap FILE] [--yes] [--json]
+      [--image-type raw|flasher] [--no-verify] [--write-all] [--bmap FILE] [--sha256 HEX]
+      [--allow-internal-disk] [--yes] [--json]
 
 SOURCE is an image file (.img .zip .gz .xz .zst .bz2) or an http(s) URL; without it
 `--device-type` (and `--version`, default the latest production release) downloads the image
@@ -14,7 +15,9 @@ missing file is created). Erasing a drive needs --yes, or a "yes" typed on the t
 {"event": "target_result", "target", "ok", "verified", "bytes_written", "seconds", "mb_per_s",
 "sha256", "error"} per target and a final {"event": "summary", "ok", "image", "size_bytes",
 "mapped_bytes", "image_sha256", "config_sha256", "device_type", "os_version", "seconds",
-"targets"}; errors as {"event": "error", "code", "message", "hint", "details"}.
+"targets", "source_integrity" ("none" or the check the source format carries: crc32, crc64,
+sha256, xxhash64), "sha256_matched" (null, "image" or "source"), "bmap_checked"};
+errors as {"event": "error", "code", "message", "hint", "details"}.
 Exit codes: 0 every target verified (or written, with --no-verify), 1 a target failed,
 2 bad usage or settings, 3 a verification failed, 4 a target was rejected, 130 cancelled.
 """
@@ -22,6 +25,8 @@ Exit codes: 0 every target verified (or written, with --no-verify), 1 a target f
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 import threading
 from collections.abc import Sequence
@@ -36,7 +41,9 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
-from flasher.cli.output import human_bytes
+from flasher.cli.integrity_opts import integrity_text
+from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
+from flasher.cli.output import human_bytes, printable
 from flasher.cli.progress import MultiBar
 from flasher.drives.constraints import Problem
 from flasher.errors import (
@@ -45,12 +52,13 @@ from flasher.errors import (
     EXIT_OK,
     EXIT_VERIFY,
     Cancelled,
+    DriveRejected,
     FlasherError,
     VerificationFailed,
 )
 from flasher.events import CancelToken, Event
 from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport, run_flash
-from flasher.provider import ImageProvider, SourceSpec
+from flasher.provider import ImageProvider
 from flasher.writer.client import TargetResult
 
 
@@ -60,12 +68,7 @@ def register(groups: dict[str, Any]) -> None:
         help="write a configured image to cards or files and verify them",
         description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
-    parser.add_argument(
-        "source",
-        nargs="?",
-        metavar="SOURCE",
-        help="image file or http(s) URL (omit with --device-type)",
-    )
+    add_source_argument(parser)
     parser.add_argument(
         "--target",
         "-t",
@@ -77,37 +80,19 @@ def register(groups: dict[str, Any]) -> None:
         help="a drive (/dev/sdX, /dev/mmcblkN) or a file; repeat for more",
     )
     add_device_config_arguments(parser)
-    parser.add_argument(
-        "--image-type",
-        choices=("raw", "flasher"),
-        help="disk image or installation media (default: the device type's)",
-    )
-    parser.add_argument(
-        "--no-verify", action="store_true", help="skip reading the cards back (not recommended)"
-    )
-    parser.add_argument(
-        "--write-all",
-        action="store_true",
-        help="write every byte, not only the blocks that hold data",
-    )
-    parser.add_argument("--bmap", metavar="FILE", help="a bmaptool .bmap to use as the block map")
+    add_write_arguments(parser)
     parser.add_argument(
         "--yes",
         "-y",
         action="store_true",
-        help="erase the drives and accept warnings without asking",
+        help="erase the drives and accept warnings without asking (not internal disks)",
+    )
+    parser.add_argument(
+        "--allow-internal-disk",
+        action="store_true",
+        help="also write internal (non-removable) disks named with --target; --yes never does",
     )
     parser.set_defaults(handler=flash_command)
-
-
-def _source(args: argparse.Namespace) -> SourceSpec:
-    if args.source:
-        return SourceSpec.from_argument(args.source)
-    return SourceSpec(
-        device_type=args.device_type,
-        version=args.os_version or "latest",
-        image_type=args.image_type,
-    )
 
 
 def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
@@ -117,16 +102,24 @@ def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
         if ctx.out.json_mode or not sys.stdin.isatty():
             return False
         for w in warnings:
-            print(f"warning: {w.message}", file=sys.stderr)
+            print(f"warning: {printable(w.message)}", file=sys.stderr)
         answer = input("Continue anyway? Type 'yes': ")
         return answer.strip().lower() == "yes"
 
     return ask
 
 
+def _is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(os.path.realpath(path)).st_mode)
+    except OSError:
+        return False
+
+
 def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
-    """Block devices are erased only after --yes or a typed "yes"."""
-    devices = [t for t in args.targets if t.startswith("/dev/")]
+    """Block devices are erased only after --yes or a typed "yes", however they are spelled
+    (a symlink to a disk too). A device path that is not a block device is refused later."""
+    devices = [t for t in args.targets if _is_block_device(t)]
     if not devices or args.yes:
         return
     names = ", ".join(devices)
@@ -145,7 +138,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     configure = not args.source or config_requested(args)
     if configure:
         precheck_device_config(args, version_from_catalog=True)
-    source = _source(args)
+    source = source_spec(args)
     _erase_consent(args, ctx)
     job = FlashJob(
         source=source,
@@ -158,10 +151,18 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
         verify=not args.no_verify,
         write_all=args.write_all,
         bmap_path=args.bmap,
+        expected_sha256=args.sha256,
+        allow_internal=args.allow_internal_disk,
     )
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     provider = ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin)
-    report = _run(job, provider, args, ctx)
+    try:
+        report = _run(job, provider, args, ctx)
+    except DriveRejected as err:
+        problems = err.fields.get("problems") or []
+        if any(p.get("code") == "internal" for p in problems if isinstance(p, dict)):
+            err.hint = "Add --allow-internal-disk (and --yes) to write an internal disk."
+        raise
     return _report(report, args, ctx)
 
 
@@ -245,6 +246,7 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         "os_version": report.os_version,
         "seconds": round(report.seconds, 3),
         "targets": len(rows),
+        **report.integrity.to_dict(),
     }
     if ctx.out.json_mode:
         for row in rows:
@@ -260,6 +262,7 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         lines.append(f"  source sha256 {report.image_sha256}")
     if report.config_sha256:
         lines.append(f"  config.json sha256 {report.config_sha256}")
+    lines.append(f"  source integrity {integrity_text(report.integrity)}")
     for r, row in zip(report.results, rows, strict=True):
         if r.ok:
             state = "verified" if r.verified else "written (not verified)"

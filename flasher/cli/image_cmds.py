@@ -5,7 +5,9 @@ os configure IMAGE [-o OUTPUT] [device options]
     Without -o the raw IMAGE is edited in place, as `balena os configure` does; a compressed
     IMAGE needs -o. With -o, OUTPUT becomes a configured raw image made from any supported
     source (.img, .zip, .gz, .xz, .zst, .bz2), readable by its owner only (it holds keys);
-    IMAGE is never changed. The device type and balenaOS version default to the image's own.
+    IMAGE is never changed. With --sha256 the image (decoded, or the file as given) must have
+    that SHA-256 before anything is configured. The device type and balenaOS version default
+    to the image's own.
     With --fleet and no provisioning key, a logged-in user gets config.json from the balena API,
     as with `balena os configure --fleet`. Settings are checked before the image is read (except
     the device type, which may come from the image). Same image + same settings = same bytes =
@@ -52,11 +54,13 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
+from flasher.cli.integrity_opts import parse_sha256_arg
 from flasher.cli.output import human_bytes
 from flasher.errors import EXIT_OK, ConfigError, ImageError
 from flasher.image.byteio import FileReadWriter
 from flasher.image.configure import prepare_image
 from flasher.image.inspection import ImageInfo, inspect_image, read_image_identity
+from flasher.image.integrity import check_image
 from flasher.image.sources import ImageSource, SourceKind, open_source
 from flasher.models import DeviceConfig
 
@@ -73,6 +77,12 @@ def register(groups: dict[str, Any]) -> None:
     configure.add_argument("image", metavar="IMAGE", help="balenaOS image (.img, .zip, .gz, ...)")
     configure.add_argument(
         "-o", "--output", metavar="OUTPUT", help="write a configured raw image here instead"
+    )
+    configure.add_argument(
+        "--sha256",
+        metavar="HEX",
+        type=parse_sha256_arg,
+        help="expected SHA-256 of the image (decoded, or as given); checked before configuring",
     )
     _add_json(configure)
     add_device_config_arguments(configure)
@@ -144,8 +154,10 @@ def _configure_in_place(
             hint="use -o OUTPUT to write a configured raw image",
         )
     cfg = _device_config(args, ctx, image, str(image))
+    if args.sha256:
+        check_image(image, image, args.sha256, on_event=ctx.out.event)
     with prepare_image(image, cfg) as prepared:
-        with _writing(image), FileReadWriter(image) as target:
+        with _writing(image), FileReadWriter(image, private=True) as target:
             prepared.overlay.apply_in_place(target)
         return {**prepared.summary(), "image_sha256": None}
 
@@ -156,6 +168,8 @@ def _configure_copy(
     _check_output(image, output)
     if source.kind is SourceKind.RAW:
         cfg = _device_config(args, ctx, image, str(image))
+        if args.sha256:
+            check_image(image, image, args.sha256, on_event=ctx.out.event)
         with prepare_image(image, cfg) as prepared:
             with _writing(output):
                 prepared.overlay.write_to(output)
@@ -164,6 +178,8 @@ def _configure_copy(
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
         raw = Path(tmp) / "image.raw"
         source.unpack_to(raw, on_event=ctx.out.event)
+        if args.sha256:
+            check_image(image, raw, args.sha256, on_event=ctx.out.event)
         cfg = _device_config(args, ctx, raw, str(image))
         with prepare_image(raw, cfg) as prepared:
             with _writing(output), FileReadWriter(raw) as target:

@@ -2,7 +2,16 @@
 
 Each command module exposes `register(groups)`, where `groups` maps a group name ("" for the
 top level, "os", "image", "config", "cache", "sandbox") to an argparse sub-parsers object; a
-command sets `handler=fn(args, ctx) -> int` with `set_defaults`.
+command sets `handler=fn(args, ctx) -> int` with `set_defaults`. A new module is listed in
+COMMAND_MODULES under its top-level word (and a new group in GROUPS).
+
+Global options (`--json`, `-v`, `--sandbox`, `--api-url`, `--token`) are accepted before or after
+the command and its subcommand, as balena and gh users type them: once every module has
+registered, `_share_global_options` adds them to every command and group parser in the tree, so
+a registered command inherits them without doing anything. There they default to
+argparse.SUPPRESS, so an option left out after the command never overwrites one given before it
+(`-v` counts add up across both places). A command need not (and should not) define them; one
+that does keeps its own, which must then default to SUPPRESS too.
 """
 
 from __future__ import annotations
@@ -32,8 +41,11 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "drives": ("flasher.cli.drives_cmds",),
     "flash": ("flasher.cli.flash_cmds",),
     "bench": ("flasher.cli.bench_cmds",),
+    "release-update": ("flasher.cli.release_update_cmds",),
+    "device": ("flasher.cli.device_cmds",),
 }
 _VALUE_OPTIONS = ("--api-url", "--token")
+_VERBOSE_AFTER = "verbose_after_command"
 
 GROUPS = {
     "os": "balenaOS versions, downloads and image configuration",
@@ -77,21 +89,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Provision balenaOS devices: pick an OS, configure it, flash and verify.",
     )
     parser.add_argument("--version", action="version", version=f"flasher {__version__}")
-    parser.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="use the built-in offline balena API (no account, no network)",
-    )
-    parser.add_argument(
-        "--api-url", metavar="URL", help="balena API base URL (env FLASHER_API_URL)"
-    )
-    parser.add_argument(
-        "--token",
-        metavar="TOKEN",
-        help="balena API token (prefer env BALENA_API_KEY or `balena login`)",
-    )
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    _add_global_options(parser, top_level=True)
     top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, Any] = {"": top}
     for name, help_text in GROUPS.items():
@@ -100,7 +98,60 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         group.set_defaults(handler=_group_help(group))
     for module_name in _modules_for(argv):
         importlib.import_module(module_name).register(groups)
+    _share_global_options(parser)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """The global options; after a command they default to SUPPRESS (see the module docstring)."""
+    unset: dict[str, Any] = {} if top_level else {"default": argparse.SUPPRESS}
+    taken = parser._option_string_actions
+    if "--sandbox" not in taken:
+        parser.add_argument(
+            "--sandbox",
+            action="store_true",
+            help="use the built-in offline balena API (no account, no network)",
+            **unset,
+        )
+    if "--api-url" not in taken:
+        parser.add_argument(
+            "--api-url", metavar="URL", help="balena API base URL (env FLASHER_API_URL)", **unset
+        )
+    if "--token" not in taken:
+        parser.add_argument(
+            "--token",
+            metavar="TOKEN",
+            help="balena API token (prefer env BALENA_API_KEY or `balena login`)",
+            **unset,
+        )
+    if "--json" not in taken:
+        parser.add_argument(
+            "--json", action="store_true", help="machine-readable JSON output", **unset
+        )
+    if "-v" not in taken:
+        parser.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            dest="verbose" if top_level else _VERBOSE_AFTER,
+            default=0 if top_level else argparse.SUPPRESS,
+            help="more log output",
+        )
+
+
+def _share_global_options(parser: argparse.ArgumentParser) -> None:
+    """Adds the global options to every command and group parser below `parser`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                if "-" not in sub.prefix_chars:
+                    continue  # a command that parses its own words (release-update)
+                _add_global_options(sub, top_level=False)
+                _share_global_options(sub)
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    return int(args.verbose) + int(getattr(args, _VERBOSE_AFTER, 0))
 
 
 def _group_help(group: argparse.ArgumentParser) -> Any:
@@ -116,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(arguments)
     args = parser.parse_args(arguments)
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
+        level=logging.WARNING - 10 * min(_verbosity(args), 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
     out = Output(json_mode=args.json)

@@ -1,17 +1,38 @@
 """Terminal and JSON output for the CLI: results, errors, progress bars and JSON-lines events.
 
 The only place (with the GUI) that prints. Secrets never reach it: callers pass redacted data.
+Text that comes from outside (an image, a server, a drive's name, a file) can hold terminal
+control sequences that would recolour, retitle or rewrite the user's terminal; `printable`
+removes them, and every text line printed here (and by the CLI's progress views) goes through
+it. JSON output needs no such step: `json.dumps` escapes every control character.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from flasher.errors import FlasherError
 from flasher.events import Event, Log, PhaseChanged, Progress
+
+# Whole escape sequences first (CSI, OSC/DCS/APC/PM/SOS strings, two-byte ESC forms, their C1
+# spellings), then any control character left: C0 except tab and newline, DEL, and C1.
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|(?:\x1b[\]P_^X]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` without terminal control sequences or control characters (tab and newline stay),
+    and with any lone surrogate (a `\\u` escape in foreign JSON) spelled as its escape."""
+    clean = _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+    return clean.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def human_bytes(n: float | None) -> str:
@@ -56,7 +77,7 @@ class Output:
             self._json(data)
         else:
             self._end_bar()
-            print(text if text is not None else str(data), file=self.stdout)
+            print(printable(text if text is not None else str(data)), file=self.stdout)
 
     def json_event(self, kind: str, **fields: Any) -> None:
         self._json({"event": kind, **fields})
@@ -66,16 +87,16 @@ class Output:
             self.json_event("log", level="info", message=message)
         else:
             self._end_bar()
-            print(message, file=self.stderr)
+            print(printable(message), file=self.stderr)
 
     def error(self, err: FlasherError) -> None:
         if self.json_mode:
             self.json_event("error", **err.to_dict())
             return
         self._end_bar()
-        print(f"error: {err.message}", file=self.stderr)
+        print(f"error: {printable(err.message)}", file=self.stderr)
         if err.hint:
-            print(f"hint: {err.hint}", file=self.stderr)
+            print(f"hint: {printable(err.hint)}", file=self.stderr)
 
     def event(self, ev: Event) -> None:
         """Render a core event: a JSON line, a redrawn progress bar on a TTY, or nothing."""
@@ -91,7 +112,7 @@ class Output:
         filled = int(width * frac) if frac is not None else 0
         bar = "#" * filled + "-" * (width - filled)
         pct = f"{frac * 100:5.1f}%" if frac is not None else "  ?  "
-        who = f"{ev.target} " if ev.target else ""
+        who = f"{printable(ev.target)} " if ev.target else ""
         line = (
             f"\r{who}{ev.phase.value:<11} [{bar}] {pct} "
             f"{human_bytes(ev.done_bytes)}/{human_bytes(ev.total_bytes)} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import TextIO
 
-from flasher.cli.output import human_bytes, human_duration
+from flasher.cli.output import human_bytes, human_duration, printable
 from flasher.events import Event, Log, PhaseChanged, Progress
 
 BAR_WIDTH = 24
@@ -34,7 +34,7 @@ class MultiBar:
             elif isinstance(ev, Log) and ev.level in ("warning", "error"):
                 self._clear()
                 who = f"{ev.target}: " if ev.target else ""
-                self._stream.write(f"{ev.level}: {who}{ev.message}\n")
+                self._stream.write(printable(f"{ev.level}: {who}{ev.message}") + "\n")
             else:
                 return
             self._redraw()
@@ -52,7 +52,7 @@ class MultiBar:
     def _redraw(self) -> None:
         self._clear()
         for text in self._lines.values():
-            self._stream.write(text[:120] + "\n")
+            self._stream.write(printable(text)[:120] + "\n")
         self._drawn = len(self._lines)
         self._stream.flush()
 

@@ -69,12 +69,27 @@ def serve(args: argparse.Namespace, ctx: CliContext) -> int:
             hint="choose another --port, or 0 for any free port",
         ) from None
     try:
+        devices = [
+            {
+                "name": device.spec.name,
+                "uuid": device.spec.uuid,
+                "address": fake.url if fake.up.is_set() else None,
+                "needs_key": fake.spec.api_key is not None,
+            }
+            for device, fake in server.devices.start_all()
+        ]
+        device_lines = "".join(
+            f"  {d['name']:<14} {d['address'] or '(not answering)':<24} "
+            f"{'key needed' if d['needs_key'] else 'no key (local mode/unmanaged)'}\n"
+            for d in devices
+        )
         ctx.out.result(
-            {"event": "listening", "url": server.url},
+            {"event": "listening", "url": server.url, "devices": devices},
             text=(
                 f"Sandbox balena API listening on {server.url}\n"
                 f"Point flasher at it with --api-url {server.url} "
                 f"(or FLASHER_API_URL={server.url}); any non-empty --token is accepted.\n"
+                f"Fake devices (supervisor API addresses):\n{device_lines}"
                 "Press Ctrl-C to stop."
             ),
         )

@@ -3,8 +3,9 @@
 Pure functions over Drive values (plus the source image's device number): system drive, too
 small, read-only (the SD card's lock switch), holds the source image, drive gone are errors;
 an internal (fixed) disk, a large drive (> 128 GB) and mounted (it will be unmounted) are
-warnings. Imports only the
-standard library and flasher's value and error modules.
+warnings. A file target in the device namespace (/dev, /proc, /sys, any devtmpfs) is a
+drive that was not found. Imports only the standard library, flasher's value and error
+modules and flasher.writer.filetarget.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from flasher.errors import DriveRejected
 from flasher.models import Drive
+from flasher.writer.filetarget import file_target_refusal
 
 LARGE_DRIVE_BYTES = 128 * 10**9  # what Etcher and Imager call a "large drive"
 
@@ -36,6 +38,9 @@ class ProblemCode(enum.StrEnum):
     LARGE = "large_drive"
     MOUNTED = "mounted"
     INTERNAL = "internal"
+    NOT_FOUND = "not_found"
+    FOREIGN_SYMLINK = "foreign_symlink"
+    FOREIGN_FILE = "foreign_file"
 
 
 @dataclass(frozen=True)
@@ -91,12 +96,14 @@ def check_drive(
     source_dev: str | None = None,
     source_path: str | None = None,
     present: Iterable[Drive] | None = None,
+    allow_internal: bool = False,
 ) -> list[Problem]:
     """Every problem with writing an image of `image_size_bytes` to `drive`.
 
     `source_dev` is the device number of the filesystem holding the image (see
     `source_device`); `present`, when given, is the current drive list, to catch a drive that
-    was unplugged or swapped since it was chosen.
+    was unplugged or swapped since it was chosen. An internal disk is an error unless
+    `allow_internal` says it was confirmed on its own (then a warning that still needs consent).
     """
     problems: list[Problem] = []
 
@@ -112,6 +119,11 @@ def check_drive(
         )
         return problems
     if drive.is_file:
+        refusal = file_target_refusal(drive.path)
+        if refusal is not None:
+            code = ProblemCode(refusal.fields["problem"])
+            add(code, Severity.ERROR, refusal.message, refusal.hint)
+            return problems
         if source_path is not None and _same_file(drive.path, source_path):
             add(
                 ProblemCode.SOURCE_DRIVE,
@@ -130,10 +142,12 @@ def check_drive(
     if drive.internal and not drive.system:
         add(
             ProblemCode.INTERNAL,
-            Severity.WARNING,
+            Severity.WARNING if allow_internal else Severity.ERROR,
             f"{drive.path} is an internal disk, not a removable card; everything on it will be "
             "erased.",
-            "Make sure this is the disk you mean to provision.",
+            "Make sure this is the disk you mean to provision."
+            if allow_internal
+            else "Internal disks are written only when they are confirmed on their own.",
         )
     if drive.read_only:
         add(
@@ -193,10 +207,12 @@ def check_targets(
     source_path: str | os.PathLike[str] | None = None,
     *,
     present: Iterable[Drive] | None = None,
+    allow_internal: bool = False,
 ) -> list[Problem]:
     """Check every target; raise DriveRejected listing all errors, else return the warnings.
 
-    Warnings need explicit consent (`--yes` in the CLI, a dialog in the GUI).
+    Warnings need explicit consent (`--yes` in the CLI, a dialog in the GUI); internal disks
+    need `allow_internal` as well (their own flag in the CLI, a typed name in the GUI).
     """
     source_dev = source_device(source_path)
     source = os.fspath(source_path) if source_path is not None else None
@@ -223,6 +239,7 @@ def check_targets(
             source_dev=source_dev,
             source_path=source,
             present=present_list,
+            allow_internal=allow_internal,
         )
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if errors:

@@ -362,6 +362,8 @@ class FlashController(QObject):
             config=self.config,
             verify=self.verify,
             write_all=self.write_all,
+            # An internal disk is selectable only after its name was typed: its own confirmation.
+            allow_internal=any(d.internal for d in drives),
         )
         # The warnings the user saw in the confirmation; anything new (a card mounted since)
         # is refused rather than accepted silently.

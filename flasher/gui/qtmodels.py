@@ -275,7 +275,13 @@ class DriveModel(_HeadedTableModel):
     # --- content ------------------------------------------------------------------------------
 
     def _problems(self, drive: Drive) -> tuple[Problem, ...]:
-        return tuple(check_drive(drive, self._image_size_bytes, source_path=self._source_path))
+        # An internal disk is selected only after its name is typed (set_checked): that is
+        # its own confirmation, so here it is a warning, not an error.
+        return tuple(
+            check_drive(
+                drive, self._image_size_bytes, source_path=self._source_path, allow_internal=True
+            )
+        )
 
     def set_image(self, size_bytes: int | None, source_path: str | None) -> None:
         """The image about to be written (its size and file), to recheck every drive."""

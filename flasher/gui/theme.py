@@ -9,6 +9,7 @@ never hard-coded except the accents for success, warning and error.
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QPoint, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import (
@@ -24,7 +25,7 @@ from PySide6.QtGui import (
 from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtWidgets import QApplication, QWidget
 
-from flasher.resources import resources_dir
+from flasher.resources import resource
 
 APP_ID = "io.balena.Flasher"
 
@@ -156,12 +157,13 @@ def drive_icon(bus: str, is_file: bool) -> QIcon:
 
 
 def app_icon() -> QIcon:
-    """The application icon from resources/icons, else the installed theme icon."""
+    """The application icon from the package data, else the installed theme icon (a zipapp
+    has no file for Qt to open)."""
     try:
-        path = resources_dir() / "icons" / f"{APP_ID}.svg"
+        ref = resource(f"icons/{APP_ID}.svg")
     except FileNotFoundError:
         return QIcon.fromTheme(APP_ID)
-    return QIcon(str(path)) if path.is_file() else QIcon.fromTheme(APP_ID)
+    return QIcon(str(ref)) if isinstance(ref, Path) else QIcon.fromTheme(APP_ID)
 
 
 def em(widget: QWidget, count: float = 1.0) -> int:

@@ -73,10 +73,18 @@ class FileReader:
 class FileReadWriter(FileReader):
     """Read-write positional access, for editing an image in place (`os configure` without -o)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, private: bool = False) -> None:
+        """With `private`, the file is made mode 0600 before anything is written to it (a
+        configured image holds Wi-Fi and provisioning keys)."""
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        self._size = os.fstat(self._fd).st_size
+        try:
+            if private:
+                os.fchmod(self._fd, 0o600)
+            self._size = os.fstat(self._fd).st_size
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def pwrite(self, data: bytes, offset: int) -> None:
         view = memoryview(data)

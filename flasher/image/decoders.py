@@ -296,6 +296,7 @@ def zstd_chunks(src: Input, name: str, layout: ZstdLayout) -> Chunks:
 class ZstdLayout:
     problem: str | None  # None, "truncated", or what is wrong
     content_size: int | None  # sum of the frames' content sizes, if every frame records one
+    checksummed: bool = False  # every frame carries a content checksum (xxhash64)
 
 
 class _Window:
@@ -319,7 +320,7 @@ def zstd_layout(pread: PreadFn, size_bytes: int) -> ZstdLayout:
     """Walk the frame and block headers (RFC 8878) from the start to the end of the file."""
     win = _Window(pread)
     pos, total = 0, 0
-    known = True
+    known, checksummed, frames = True, True, 0
     while pos < size_bytes:
         head = win.get(pos, 18)  # the longest frame header
         if len(head) < 8:
@@ -353,9 +354,11 @@ def zstd_layout(pread: PreadFn, size_bytes: int) -> ZstdLayout:
                 return ZstdLayout(f"reserved zstd block type at offset {pos}", None)
             pos += 3 + (1 if block_type == 1 else block_size)
         pos += 4 if fhd & 0x04 else 0  # content checksum
+        checksummed = checksummed and bool(fhd & 0x04)
+        frames += 1
     if pos > size_bytes:
         return ZstdLayout("truncated", None)
-    return ZstdLayout(None, total if known else None)
+    return ZstdLayout(None, total if known else None, checksummed and frames > 0)
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -13,6 +13,13 @@ Syntax follows GLib's GKeyFile as NetworkManager uses it:
 * SSIDs: NM writes an SSID made only of printable ASCII as a string with `;` escaped as `\\;`
   (so "12;34;" cannot pass for a byte list); any other SSID as a byte list `67;97;102;195;169;`.
   Non-ASCII UTF-8 names therefore become byte lists, exactly as NM's own writer produces them.
+
+`hidden=`: `balena os configure` (and the API's image maker) always write `hidden=true`, which
+also joins visible networks. Flasher writes it only for a network marked hidden, on purpose: a
+hidden profile makes NetworkManager send probe requests naming the SSID wherever the device is,
+announcing its home network to anyone listening, while a visible network is found by an ordinary
+scan either way. A Wi-Fi profile without a key is an open network, which the settings only allow
+when it was asked for (`NetworkSettings.open_network`).
 """
 
 from __future__ import annotations
@@ -249,10 +256,9 @@ _IPV6_AUTO: Group = ("ipv6", [("addr-gen-mode", "stable-privacy"), ("method", "a
 def wifi_keyfile(network: NetworkSettings) -> Keyfile:
     """`resin-wifi` in the balena CLI's layout.
 
-    The CLI always writes `hidden=true`; here it follows `network.hidden`. A hidden profile makes
-    NetworkManager probe for the SSID by name wherever the device is (announcing the network's
-    name), and a visible network is found by an ordinary scan, so `hidden=true` appears only for
-    networks marked hidden. With no key the profile is an open network: no [wifi-security].
+    `hidden=true` only for a network marked hidden (see the module docstring for why balena's
+    always-hidden profile is not copied). With no key the profile is an open network: no
+    [wifi-security].
     """
     if not network.wifi_ssid:
         raise ValueError("a Wi-Fi keyfile needs an SSID")

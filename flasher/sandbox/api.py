@@ -70,6 +70,20 @@ class SandboxApi:
         latest = self.catalog.latest_os_release(dt.slug)
         return device_type_json(dt, build_id=latest.raw_version if latest else "")
 
+    def images(self, slug: str) -> dict[str, Any]:
+        """The legacy image listing (the SDK's old getSupportedVersions reads it): the default
+        line's available versions newest first, and the newest of them as `latest`."""
+        if not _SLUG.match(slug):
+            raise ApiProblem(400, "Invalid device type")
+        dt = self.catalog.device_type(slug)
+        if dt is None:
+            raise ApiProblem(404, f"Unknown device type {slug}")
+        releases = self.catalog.os_releases(dt.slug, os_type="default")
+        return {
+            "versions": [r.raw_version for r in releases],
+            "latest": releases[0].raw_version if releases else None,
+        }
+
     def download_size(self, slug: str, version: str) -> dict[str, int]:
         if not _SLUG.match(slug):
             raise ApiProblem(400, "Invalid device type")
@@ -281,6 +295,7 @@ def _network(params: Mapping[str, Any]) -> NetworkSettings:
             wifi_ssid=str(params["wifiSsid"]),
             wifi_key=Secret(str(key)) if key else None,
             ipv4=ipv4,
+            open_network=not key,  # the image maker writes an open network when given no key
         )
     return NetworkSettings(NetworkKind.ETHERNET, ipv4=ipv4)
 

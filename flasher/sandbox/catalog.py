@@ -1,6 +1,6 @@
 """The sandbox catalog: device types, CPU architectures, host apps, releases and fleets.
 
-Loads resources/sandbox-catalog.json (or any file of the same shape) into frozen values that the
+Loads flasher/data/sandbox-catalog.json (or any file of the same shape) into frozen values that the
 sandbox API serves and the image synthesizer reads. Imports only the standard library, `semver`
 and flasher.resources; never requests, Qt or the HTTP server.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from semver import Version
 
-from flasher.resources import resource_path
+from flasher.resources import resource
 
 CATALOG_FILE = "sandbox-catalog.json"
 _REV = re.compile(r"^rev(\d+)$")
@@ -199,7 +199,7 @@ def version_sort_key(raw_version: str) -> tuple[Version, int, bool, str]:
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
     """Read a catalog file; the bundled one when `path` is None. ValueError on a malformed file."""
-    source = Path(path) if path is not None else resource_path(CATALOG_FILE)
+    source = Path(path) if path is not None else resource(CATALOG_FILE)
     try:
         raw = json.loads(source.read_text(encoding="utf-8"))
         return _parse(raw)

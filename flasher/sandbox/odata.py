@@ -4,12 +4,14 @@ Accepts both client styles: pinejs-client-core (JS, unparenthesised terms, `slug
 pine-client (Python, every term parenthesised). Callers URL-decode first. The filter grammar:
 eq ne gt ge lt le, and or not, `in (...)`, any/all lambdas over navigations, startswith, endswith,
 substringof, contains, tolower, toupper, length, trim, parentheses, and string ('' escapes),
-number, true/false/null literals. Evaluation runs over any object graph that implements `Node`.
+number, true/false/null and datetime'…' literals (compared with ISO 8601 text fields).
+Evaluation runs over any object graph that implements `Node`.
 Imports only the standard library.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -232,6 +234,9 @@ class _Parser:
         if tok.text == "null":
             return Literal(None)
         nxt = self.peek()
+        if tok.text == "datetime" and nxt is not None and nxt.kind == "string":
+            self.i += 1
+            return Literal(_datetime(nxt.text[1:-1], nxt.pos))
         if nxt is not None and nxt.text == "(" and nxt.kind == "punct":
             return self.parse_call(tok.text)
         return self.parse_path(tok.text)
@@ -271,6 +276,14 @@ class _Parser:
         body = self.parse_or()
         self.expect(")")
         return Lambda(path, kind, var_tok.text, body)
+
+
+def _datetime(text: str, pos: int) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ODataError(f"Malformed $filter: bad datetime {text!r} at {pos}") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def parse_filter(text: str) -> Expr:
@@ -346,6 +359,7 @@ def _scalar(value: Any) -> Any:
 
 
 def _compare(op: str, left: Any, right: Any) -> bool:
+    left, right = _as_datetime(left, right), _as_datetime(right, left)
     if op == "eq":
         return _same(left, right)
     if op == "ne":
@@ -354,6 +368,16 @@ def _compare(op: str, left: Any, right: Any) -> bool:
         return False
     ordering = {"gt": left > right, "ge": left >= right, "lt": left < right, "le": left <= right}
     return bool(ordering[op])
+
+
+def _as_datetime(value: Any, other: Any) -> Any:
+    """`value` as a datetime when compared with one (fields hold dates as ISO 8601 text)."""
+    if isinstance(other, dt.datetime) and isinstance(value, str):
+        try:
+            return _datetime(value, 0)
+        except ODataError:
+            return value
+    return value
 
 
 def _kind(value: Any) -> str:

@@ -1,11 +1,14 @@
 """The sandbox's pine resources: the catalog as an OData entity graph, queried like the API.
 
 Resources: device_type, cpu_architecture, device_type_alias, application, application_tag,
-release, release_tag, and device (rows added as devices are registered). Responses have the
-API's shape: `{"d": [...]}`, expanded navigations as arrays, unexpanded single navigations as
-`{"__id", "__deferred"}`, `__metadata` on every entity.
-Anonymous callers see public things only; any authenticated caller also sees the sandbox user's
-fleets. Imports only the standard library and flasher.sandbox modules.
+release, release_tag, and the fleet releases' service, image, release_image, delta and user
+(flasher.sandbox.fleet_releases). Responses have the API's shape: `{"d": [...]}`, expanded
+navigations as arrays, unexpanded single navigations as `{"__id", "__deferred"}`, `__metadata`
+on every entity. Anonymous callers see public things only; any authenticated caller also sees
+the sandbox user's fleets. Imports only the standard library and flasher.sandbox modules.
+
+The `device` resource holds the sandbox's devices (flasher.sandbox.devices) and the ones
+registered at run time (flasher.sandbox.registration), shown to logged-in callers only.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flasher.sandbox import fleet_releases
 from flasher.sandbox.catalog import Catalog, Release
+from flasher.sandbox.devices import DEVICE_FIELDS
 from flasher.sandbox.manifest import contract, logo_data_uri
 from flasher.sandbox.odata import ODataError, QueryOptions, evaluate, order_key
 
@@ -95,24 +100,13 @@ SCHEMAS: dict[str, ResourceSchema] = {
             "note",
             "contract",
         ),
-        {"belongs_to__application": "application"},
-        {"release_tag": ("release_tag", "release")},
+        {"belongs_to__application": "application", **fleet_releases.RELEASE_SINGLE},
+        {"release_tag": ("release_tag", "release"), **fleet_releases.RELEASE_COLLECTIONS},
     ),
     "release_tag": ResourceSchema(("id", "tag_key", "value"), {"release": "release"}, {}),
-    # Rows added at run time as devices are registered (flasher.sandbox.registration).
+    **{name: ResourceSchema(*spec) for name, spec in fleet_releases.RESOURCE_SCHEMAS.items()},
     "device": ResourceSchema(
-        (
-            "id",
-            "uuid",
-            "device_name",
-            "created_at",
-            "is_online",
-            "status",
-            "api_heartbeat_state",
-            "os_version",
-            "supervisor_version",
-            "note",
-        ),
+        DEVICE_FIELDS,
         {"belongs_to__application": "application", "is_of__device_type": "device_type"},
         {},
     ),
@@ -122,11 +116,15 @@ SCHEMAS: dict[str, ResourceSchema] = {
 class PineStore:
     """Rows of every resource, built once from a catalog; queries are read-only."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, delta_build_s: float = 3.0) -> None:
         self.rows: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in SCHEMAS}
         self._private_apps = {a.id for a in catalog.applications if not a.is_public}
         self._private_types = {d.id for d in catalog.device_types if d.is_private}
         self._load(catalog)
+        account = catalog.account
+        self.deltas = fleet_releases.load(
+            self.rows, user_id=account.user_id, username=account.username, build_s=delta_build_s
+        )
         self._children: dict[tuple[str, str], dict[int, list[int]]] = {}
         for schema in SCHEMAS.values():
             for target, link in schema.many.values():
@@ -213,9 +211,16 @@ class PineStore:
                     tag_id += 1
 
     def add_devices(self, rows: list[dict[str, Any]]) -> None:
-        """Devices (registered at run time); only logged-in callers see them."""
+        """The sandbox's devices (flasher.sandbox.devices); only logged-in callers see them."""
         for row in rows:
             self._add("device", row)
+
+    def id_by_key(self, resource: str, field: str, value: str) -> int | None:
+        """The id of the row whose alternate key `field` is `value` (`device(uuid='…')`)."""
+        for row in self.rows.get(resource, {}).values():
+            if str(row.get(field)) == value:
+                return int(row["id"])
+        return None
 
     def remove(self, resource: str, entity_id: int) -> bool:
         """Drop a row no other resource lists (a deleted device)."""
@@ -224,8 +229,8 @@ class PineStore:
     def visible(self, resource: str, row: Mapping[str, Any], authenticated: bool) -> bool:
         if authenticated:
             return True
-        if resource == "device":
-            return False  # a fleet's devices are its owner's
+        if resource == "device" or resource in fleet_releases.PRIVATE_RESOURCES:
+            return False
         if resource == "device_type":
             return row["id"] not in self._private_types
         app_id = {
@@ -250,6 +255,8 @@ class PineStore:
         if resource not in SCHEMAS:
             raise UnknownResource(resource)
         validate(resource, options)
+        if resource == "delta":
+            self.deltas.advance()
         ids = list(self.rows[resource]) if entity_id is None else [entity_id]
         entities = [
             _Entity(self, resource, self.rows[resource][i], authenticated)
@@ -322,7 +329,7 @@ class _Entity:
         if name in schema.fields:
             return self.row[name]
         if name in schema.one:
-            return self._entity(schema.one[name], self.row[name])
+            return self._entity(schema.one[name], self.row.get(name))
         if name in schema.many:
             target, link = schema.many[name]
             children = self.store._children[(target, link)].get(self.row["id"], [])
@@ -376,7 +383,7 @@ def render(entity: _Entity, options: QueryOptions) -> dict[str, Any]:
         if name in schema.fields:
             out[name] = entity.row[name]
         elif name in schema.one:
-            target_id = entity.row[name]
+            target_id = entity.row.get(name)
             out[name] = (
                 None
                 if target_id is None

@@ -1,11 +1,16 @@
 """The sandbox: a faithful local balena API on a threaded HTTP server, in-process.
 
 `SandboxServer.start()` serves the bundled catalog on 127.0.0.1 (a free port by default) from a
-daemon thread: pine resources under /v7 and /v6, /device-types/v1, /download (GET and POST,
-Range requests), /download-config, /config, /ping and whoami, and device registration
-(flasher.sandbox.registration). Anonymous callers get public data;
-any non-empty bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
-never prints (requests are logged at DEBUG) and never imports Qt.
+daemon thread: pine resources under /v7 and /v6, /device-types/v1 (with each type's image list
+and download sizes), /download (GET and POST, Range requests), /download-config, /config, /ping,
+whoami and the delta server's /api/v3/delta. Anonymous callers get public data; any non-empty
+bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code: never prints
+(requests are logged at DEBUG) and never imports Qt.
+
+POST /supervisor/<path> is the balena API's supervisor proxy to the sandbox's fake devices
+(flasher.sandbox.proxy, flasher.sandbox.devices). Device registration, provisioning and device
+keys and deleting devices are flasher.sandbox.registration's; registered devices join the fake
+ones in pine's `device` resource.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
+from flasher.sandbox import proxy
 from flasher.sandbox.api import ApiProblem, SandboxApi
 from flasher.sandbox.artifacts import CHUNK_BYTES, Artifact, ImageStore
 from flasher.sandbox.catalog import Catalog, load_catalog
+from flasher.sandbox.devices import SandboxDevices
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.odata import ODataError, parse_options
 from flasher.sandbox.pine import PineStore, UnknownResource
@@ -34,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _PINE_PATH = re.compile(r"^/(v6|v7)/([A-Za-z_]+)(?:\((@?[^)]*)\))?/?$")
 _DOWNLOAD_SIZE = re.compile(r"^/device-types/v1/([^/]+)/images/([^/]+)/download-size/?$")
+_IMAGES = re.compile(r"^/device-types/v1/([^/]+)/images/?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -41,6 +49,9 @@ MAX_BODY_BYTES = 1024 * 1024
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "flasher-sandbox"
+    # Headers and body go out in two writes; without this each small answer waits ~40 ms for
+    # the client's delayed ACK (Nagle).
+    disable_nagle_algorithm = True
     server: _Server
     _body_read = False
 
@@ -169,8 +180,19 @@ class _Handler(BaseHTTPRequestHandler):
             if not auth:
                 raise ApiProblem(401, "Unauthorized")
             self._json(api.download_config(merged))
+        elif path.startswith("/supervisor/"):
+            if method != "POST":
+                raise ApiProblem(405, "Use POST")
+            if not auth:
+                raise ApiProblem(401, "Unauthorized")
+            answer = proxy.handle(
+                self.server.devices, path[len("/supervisor") :], self._read_body()
+            )
+            self._send(answer.status, answer.body, answer.content_type or "")
         elif method != "GET":
             raise ApiProblem(405, f"{self.command} is not supported on {path}")
+        elif path in ("/api/v3/delta", "/api/v3/delta/"):
+            self._delta_server(query, auth)
         elif path == "/ping":
             self._text(200, "OK")
         elif path == "/config":
@@ -183,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(api.device_types_v1())
         elif match := _DOWNLOAD_SIZE.match(path):
             self._json(api.download_size(match.group(1), match.group(2)))
+        elif match := _IMAGES.match(path):
+            self._json(api.images(match.group(1)))
         elif path.startswith("/device-types/v1/") and path.count("/") == 3:
             self._json(api.device_type_v1(path.rsplit("/", 1)[1]))
         else:
@@ -216,14 +240,33 @@ class _Handler(BaseHTTPRequestHandler):
         entity_id = None
         if key is not None:
             raw = query.get(key, "") if key.startswith("@") else key
-            try:
-                entity_id = int(raw)
-            except ValueError:
-                raise ODataError(f"Malformed id {raw!r}") from None
+            field, eq, value = key.partition("=")
+            if eq:  # an alternate key: device(uuid='…') or device(uuid=@u)
+                value = query.get(value, "") if value.startswith("@") else value
+                found = self.server.pine.id_by_key(resource, field, value.strip("'"))
+                entity_id = -1 if found is None else found
+            else:
+                try:
+                    entity_id = int(raw)
+                except ValueError:
+                    raise ODataError(f"Malformed id {raw!r}") from None
         options = parse_options((n, v) for n, v in params if not n.startswith("@"))
         self._json(
             self.server.pine.query(resource, options, entity_id=entity_id, authenticated=auth)
         )
+
+    def _delta_server(self, query: Mapping[str, str], auth: bool) -> None:
+        if not auth:
+            raise ApiProblem(401, "Unauthorized")
+        try:
+            src, dest = int(query.get("src", "")), int(query.get("dest", ""))
+        except ValueError:
+            raise ApiProblem(400, "src and dest must be image IDs") from None
+        status, body = self.server.pine.deltas.request(src, dest)
+        if isinstance(body, str):
+            self._text(status, body)
+        else:
+            self._json(body, status)
 
     def _artifact(self, artifact: Artifact) -> None:
         try:
@@ -277,6 +320,7 @@ class _Server(ThreadingHTTPServer):
     api: SandboxApi
     pine: PineStore
     registrations: DeviceRegistrations
+    devices: SandboxDevices
 
 
 class SandboxServer:
@@ -308,6 +352,10 @@ class SandboxServer:
     def registrations(self) -> DeviceRegistrations:
         return self._server.registrations
 
+    @property
+    def devices(self) -> SandboxDevices:
+        return self._server.devices
+
     @classmethod
     def start(
         cls,
@@ -318,9 +366,11 @@ class SandboxServer:
         image_scale: ImageScale | None = None,
         cache_dir: str | Path | None = None,
         seed: int = 0,
+        delta_build_s: float = 3.0,
     ) -> SandboxServer:
         """Serve in a daemon thread. Images are cached in `cache_dir` (default: a private
-        temporary directory removed on close); `seed` fixes the provisioning-key sequence."""
+        temporary directory removed on close); `seed` fixes the provisioning-key sequence;
+        an image delta takes `delta_build_s` seconds to build."""
         catalog = catalog or load_catalog()
         own_cache = None
         if cache_dir is None:
@@ -329,7 +379,10 @@ class SandboxServer:
         store = ImageStore(cache_dir, image_scale or ImageScale())
         server = _Server((host, port), _Handler)
         server.api = SandboxApi(catalog, store, seed=seed)
-        server.pine = PineStore(catalog)
+        server.pine = PineStore(catalog, delta_build_s=delta_build_s)
+        server.devices = SandboxDevices()
+        type_ids = {dt.slug: dt.id for dt in catalog.device_types}
+        server.pine.add_devices(server.devices.pine_rows(type_ids))
         server.registrations = DeviceRegistrations(server.api, server.pine)
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="flasher-sandbox", daemon=True
@@ -339,6 +392,7 @@ class SandboxServer:
         return cls(server, thread, own_cache)
 
     def close(self) -> None:
+        self._server.devices.close()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

@@ -4,10 +4,13 @@ Standard library plus flasher.errors and flasher.writer modules only (it runs as
 
 `BlockDevicePolicy` is the only policy the helper's `main()` uses: a target must be a whole-disk
 block device whose device number, size and serial still match what the person confirmed, that
-holds no mounted system filesystem or swap. Then its partitions are unmounted (a busy one is
-refused, never lazily detached) and it is opened O_EXCL | O_DIRECT. Regular-file targets exist
-only through another `TargetPolicy` object handed over in-process (tests), or through
-`open_regular_file` in the unprivileged process, never through a flag or variable.
+holds no mounted system filesystem or swap, and that is removable (a USB drive, an SD card)
+unless the request marks that internal disk as confirmed on its own. The checked node is then
+pinned with O_PATH | O_NOFOLLOW and its descriptor checked (block device, same device number)
+before anything is unmounted; its partitions are unmounted (a busy one is refused, never lazily
+detached) and the pinned inode is opened O_EXCL | O_DIRECT through /proc/self/fd. Regular-file
+targets exist only through another `TargetPolicy` object handed over in-process (tests), or
+through `open_regular_file` in the unprivileged process, never through a flag or variable.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Protocol
 
 from flasher.errors import DriveGone, DriveRejected, WriteFailed
 from flasher.writer import sysblock
+from flasher.writer.filetarget import open_file_target
 from flasher.writer.protocol import TargetSpec
 
 BLKGETSIZE64 = 0x80081272
@@ -86,16 +90,13 @@ def _reject(spec: TargetSpec, message: str, problem: str, hint: str | None = Non
 
 
 def _open_flags_direct(path: str, flags: int) -> tuple[int, bool]:
-    """Open with O_DIRECT, falling back to buffered I/O where the filesystem refuses it.
-
-    A file created here is private (0600): a configured image holds Wi-Fi and fleet keys.
-    """
+    """Open a device with O_DIRECT, falling back to buffered I/O where it is refused."""
     try:
-        return os.open(path, flags | os.O_DIRECT, 0o600), True
+        return os.open(path, flags | os.O_DIRECT), True
     except OSError as err:
         if err.errno != errno.EINVAL:
             raise
-    return os.open(path, flags, 0o600), False
+    return os.open(path, flags), False
 
 
 def _libc_umount(mountpoint: str) -> None:
@@ -157,6 +158,13 @@ class BlockDevicePolicy:
                 "system",
                 "Pick a removable card or USB drive.",
             )
+        if sysblock.is_internal(dev) and not spec.allow_internal:
+            raise _reject(
+                spec,
+                f"{spec.path} is an internal disk, not a removable card or USB drive.",
+                "internal",
+                "Internal disks are written only when they are confirmed on their own.",
+            )
         if dev != spec.dev:
             raise _reject(
                 spec,
@@ -212,11 +220,31 @@ class BlockDevicePolicy:
             still = ", ".join([m.mountpoint for m in left.mounts] + list(left.swaps))
             raise _reject(spec, f"{spec.path} is still in use: {still}.", "busy")
 
+    def _pin(self, spec: TargetSpec, real: str) -> int:
+        """An O_PATH descriptor of the checked node, proven to be the confirmed block device.
+
+        Opened without following links, so a node swapped for a symlink after the checks is
+        refused; everything after this (unmounting, the real open) goes through this descriptor.
+        """
+        try:
+            path_fd = os.open(real, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DriveGone(f"{spec.path} is gone.", target=spec.path) from None
+        st = os.fstat(path_fd)
+        if not stat.S_ISBLK(st.st_mode) or sysblock.dev_string(st.st_rdev) != spec.dev:
+            os.close(path_fd)
+            raise _reject(spec, f"{spec.path} changed while being opened.", "device_changed")
+        return path_fd
+
     def open_target(self, spec: TargetSpec, log: LogFn) -> OpenTarget:
         real = self.resolve(spec, log)
-        self._unmount_all(spec, log)
+        path_fd = self._pin(spec, real)
         try:
-            fd, direct = _open_flags_direct(real, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
+            self._unmount_all(spec, log)
+            # Re-opening the pinned descriptor through /proc opens that very inode.
+            fd, direct = _open_flags_direct(
+                f"/proc/self/fd/{path_fd}", os.O_RDWR | os.O_EXCL | os.O_CLOEXEC
+            )
         except OSError as err:
             if err.errno == errno.EBUSY:
                 holders = [name for name, _dev in sysblock.holders(sysblock.sys_path(spec.dev))]
@@ -236,6 +264,8 @@ class BlockDevicePolicy:
                 target=spec.path,
                 errno=err.errno,
             ) from None
+        finally:
+            os.close(path_fd)
         try:
             st = os.fstat(fd)
             # The node could have been replaced between the checks and the open.
@@ -262,17 +292,12 @@ def open_regular_file(
 ) -> OpenTarget:
     """A regular file as a target, for the unprivileged process (or a test policy).
 
-    With `create`, the file is created or emptied and sized to `size_bytes`, so ranges that
-    are not written read back as zeros (and stay holes on disk).
+    Opened as `filetarget.open_file_target` does (no foreign symlinks, never under /dev, mode
+    0600). With `create`, the file is created or emptied and sized to `size_bytes`, so ranges
+    that are not written read back as zeros (and stay holes on disk).
     """
-    flags = os.O_RDWR | os.O_CLOEXEC
-    if create:
-        flags |= os.O_CREAT | os.O_TRUNC
-    fd, direct = _open_flags_direct(path, flags)
+    fd, direct = open_file_target(path, create=create)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DriveRejected(f"{path} is not a regular file.", target=path, problem="not_file")
         if create and size_bytes is not None:
             os.ftruncate(fd, size_bytes)
         return OpenTarget(

@@ -143,12 +143,19 @@ class WriterClient:
         on_event: EventCallback = ignore_event,
         cancel: CancelToken | None = None,
         op: Op = Op.WRITE,
+        allow_internal: bool = False,
     ) -> list[TargetResult]:
-        """Run one job (write, or with `op=Op.VERIFY` only read back and compare)."""
+        """Run one job (write, or with `op=Op.VERIFY` only read back and compare).
+
+        `allow_internal` marks the internal disks among `targets` as confirmed on their own;
+        without it the helper refuses them."""
         cancel = cancel or CancelToken()
         request = WriteRequest(
             op=op,
-            targets=tuple(TargetSpec(d.path, d.dev, d.size_bytes, d.serial) for d in targets),
+            targets=tuple(
+                TargetSpec(d.path, d.dev, d.size_bytes, d.serial, allow_internal=allow_internal)
+                for d in targets
+            ),
             image=ImageSpec(
                 image.size_bytes,
                 SourceKind.FD if image.path is not None else SourceKind.STREAM,
@@ -351,6 +358,8 @@ def write_file_targets(
     for path in paths:
         try:
             opened.append(open_regular_file(path, size_bytes=image.size_bytes, create=True))
+        except FlasherError as err:
+            results[path] = TargetResult(path, False, error=err)
         except OSError as err:
             results[path] = TargetResult(path, False, error=engine.io_error(err, path, "creating"))
     overlay = Overlay(image.overlay)
@@ -408,13 +417,15 @@ def write_image(
     cancel: CancelToken | None = None,
     launcher: Launcher | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    allow_internal: bool = False,
 ) -> list[TargetResult]:
     """Write `image` to every target at once; one TargetResult per target, in order.
 
     Drives with `is_file` are written by this process; the others by the privileged helper
     started by `launcher` (default: directly when root, else pkexec). `ranges` is the allocation
-    map (None: the whole image). Raises only for job-level failures (permission refused, helper
-    missing or incompatible); per-target failures are in the results. `on_event` is called from
+    map (None: the whole image). Internal disks are written only with `allow_internal`. Raises
+    only for job-level failures (permission refused, helper missing or incompatible);
+    per-target failures are in the results. `on_event` is called from
     one thread at a time, though not always the caller's.
     """
     cancel = cancel or CancelToken()
@@ -441,7 +452,13 @@ def write_image(
         if devices:
             client = WriterClient(launcher)
             for r in client.write(
-                image, devices, ranges=ranges, options=options, on_event=emit, cancel=cancel
+                image,
+                devices,
+                ranges=ranges,
+                options=options,
+                on_event=emit,
+                cancel=cancel,
+                allow_internal=allow_internal,
             ):
                 results[r.target] = r
     except BaseException:

@@ -35,6 +35,7 @@ from flasher.errors import (
     DriveGone,
     DriveRejected,
     FlasherError,
+    ImageError,
     VerificationFailed,
     WriteFailed,
     WriterError,
@@ -327,7 +328,8 @@ class _TargetJob:
             feed.close()
 
     def invalidate(self) -> None:
-        """Best effort after a cancel: zero the first MiB so the card cannot pass for good."""
+        """Best effort after a cancel or a failed check: zero the first MiB so the card cannot
+        pass for good."""
         try:
             self._zero(0, min(HEAD_BYTES, self.target.size_bytes))
             self._fsync()
@@ -357,7 +359,9 @@ class _TargetJob:
                 verified=verify,
                 seconds=time.monotonic() - started,
             )
-        except Cancelled as err:
+        except (Cancelled, VerificationFailed, ImageError) as err:
+            # Cancelled, read back wrong, or the image itself turned out corrupt: the card
+            # must not boot from what was written.
             if write:
                 self.invalidate()
             return self._failed(err, started)

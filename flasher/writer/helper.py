@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import socket
 import stat
 import sys
@@ -25,6 +26,7 @@ from flasher.errors import (
     EXIT_OK,
     EXIT_USAGE,
     Cancelled,
+    DriveRejected,
     FlasherError,
 )
 from flasher.events import CancelToken, Event, Log, PhaseChanged, Progress
@@ -151,6 +153,71 @@ def _open_targets(
     return opened
 
 
+def _execute(
+    request: WriteRequest,
+    source: ImageSourceLike,
+    targets: list[OpenTarget],
+    emitter: _Emitter,
+    cancel: CancelToken,
+) -> list[engine.TargetOutcome]:
+    """Plan and run the job on targets already checked and opened.
+
+    The plan is built only now, for targets that hold the whole image, so its size is bounded
+    by a real device rather than by what the request claims.
+    """
+    opts = request.options
+    plan = WritePlan.build(
+        request.image.size_bytes,
+        request.ranges,
+        chunk_bytes=opts.chunk_bytes,
+        write_all=opts.write_all,
+        overlay_ranges=request.overlay,
+    )
+    if request.op is Op.VERIFY and isinstance(source, RandomAccessSource):
+        return engine.verify_targets(
+            source,
+            plan,
+            targets,
+            on_event=emitter.engine_event,
+            cancel=cancel,
+            on_outcome=emitter.outcome,
+        )
+    return engine.write_targets(
+        source,
+        plan,
+        targets,
+        verify=opts.verify,
+        on_event=emitter.engine_event,
+        cancel=cancel,
+        on_outcome=emitter.outcome,
+    )
+
+
+def _fitting(
+    opened: list[OpenTarget], request: WriteRequest, emitter: _Emitter
+) -> list[OpenTarget]:
+    """The opened targets that can hold the image; the others are refused and closed."""
+    keep: list[OpenTarget] = []
+    for target in opened:
+        if target.size_bytes >= request.image.size_bytes:
+            keep.append(target)
+            continue
+        target.close()
+        emitter.send(
+            TargetError(
+                target.path,
+                DriveRejected(
+                    f"{target.path} is too small: {target.size_bytes} bytes for an image of "
+                    f"{request.image.size_bytes}.",
+                    hint="Use a larger card.",
+                    target=target.path,
+                    problem="too_small",
+                ),
+            )
+        )
+    return keep
+
+
 def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None = None) -> int:
     """Serve one job on `sock`; returns the exit code (0 only if every target succeeded)."""
     cancel = cancel or CancelToken()
@@ -179,35 +246,9 @@ def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None
         return EXIT_USAGE
     watcher = threading.Thread(target=_watch_for_eof, args=(reader, cancel), daemon=True)
     watcher.start()
-    targets = _open_targets(request, policy, emitter, cancel)
+    targets = _fitting(_open_targets(request, policy, emitter, cancel), request, emitter)
     try:
-        opts = request.options
-        plan = WritePlan.build(
-            request.image.size_bytes,
-            request.ranges,
-            chunk_bytes=opts.chunk_bytes,
-            write_all=opts.write_all,
-            overlay_ranges=request.overlay,
-        )
-        if request.op is Op.VERIFY and isinstance(source, RandomAccessSource):
-            outcomes = engine.verify_targets(
-                source,
-                plan,
-                targets,
-                on_event=emitter.engine_event,
-                cancel=cancel,
-                on_outcome=emitter.outcome,
-            )
-        else:
-            outcomes = engine.write_targets(
-                source,
-                plan,
-                targets,
-                verify=opts.verify,
-                on_event=emitter.engine_event,
-                cancel=cancel,
-                on_outcome=emitter.outcome,
-            )
+        outcomes = _execute(request, source, targets, emitter, cancel) if targets else []
     finally:
         for target in targets:
             target.close()
@@ -246,6 +287,17 @@ def _close_all(fds: Sequence[int]) -> None:
             os.close(fd)
 
 
+def _shield(cancel: CancelToken) -> None:
+    """Keep a terminal from killing the helper mid-write, which would leave a half-written card
+    that may boot: leave the terminal's session, ignore SIGINT and SIGHUP (the app cancels by
+    closing the socket), and turn SIGTERM into a cancel, so unfinished cards are still erased."""
+    with contextlib.suppress(OSError):
+        os.setsid()  # fails only for a process group leader, which a child never is
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: cancel.cancel())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: stdin must be the socket Flasher passed; there are no options."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -259,9 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not is_socket:
         sys.stderr.write("flasher-writer: stdin must be the socket Flasher passes to it.\n")
         return EXIT_USAGE
+    cancel = CancelToken()
+    _shield(cancel)
     sock = socket.socket(fileno=0)
     try:
-        return run(sock, BlockDevicePolicy())
+        return run(sock, BlockDevicePolicy(), cancel=cancel)
     finally:
         sock.detach()
 

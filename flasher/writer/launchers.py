@@ -8,8 +8,8 @@ flasher.writer modules.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -23,6 +23,11 @@ from flasher.writer.blockdev import TargetPolicy
 
 # Where packaging installs the helper; the polkit action's exec.path names this file.
 INSTALLED_HELPER = "/usr/libexec/flasher/flasher-writer"
+# pkexec and the helper are taken from these system places only, never from the user's PATH.
+PKEXEC_PATHS = ("/usr/bin/pkexec", "/bin/pkexec")
+SYSTEM_PREFIXES = ("/usr/", "/opt/")
+# Everything the helper's environment holds: no tokens, keys or proxies reach the root process.
+HELPER_PATH_ENV = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLKIT_ACTION = "io.balena.flasher.write"
 PKEXEC_DISMISSED = 126
 PKEXEC_NOT_AUTHORIZED = 127
@@ -44,8 +49,55 @@ class Launcher(Protocol):
         ...
 
 
+def helper_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The helper's whole environment: a system PATH and the language, nothing the user set."""
+    env = {"PATH": HELPER_PATH_ENV, "LANG": os.environ.get("LANG", "C.UTF-8")}
+    env.update(extra or {})
+    return env
+
+
+def trusted_system_file(path: str, what: str) -> str:
+    """`path` resolved, if it is a root-owned executable in a system location that no one but
+    root can change (nor any folder above it); WriterError otherwise."""
+    real = os.path.realpath(path)
+    problem = None
+    if not real.startswith(SYSTEM_PREFIXES) and os.path.dirname(real) not in ("/bin", "/sbin"):
+        problem = "is not in a system location"
+    else:
+        node = real
+        while problem is None:
+            try:
+                st = os.stat(node)
+            except OSError:
+                problem = "is not installed"
+                break
+            if st.st_uid != 0:
+                problem = f"{node} is not owned by root"
+            elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                problem = f"{node} can be changed by other users"
+            if node == "/":
+                break
+            node = os.path.dirname(node)
+    if problem is None and not os.access(real, os.X_OK):
+        problem = "is not executable"
+    if problem is not None:
+        raise WriterError(
+            f"The {what} at {path} cannot be trusted: {problem}.",
+            hint="Reinstall Flasher from its package, or run the command as root.",
+            path=path,
+        )
+    return real
+
+
 class _ProcessHandle:
-    def __init__(self, argv: list[str], sock: socket.socket, env: dict[str, str] | None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        sock: socket.socket,
+        env: dict[str, str],
+        *,
+        new_session: bool = False,
+    ) -> None:
         try:
             self._proc = subprocess.Popen(
                 argv,
@@ -54,6 +106,7 @@ class _ProcessHandle:
                 stderr=subprocess.PIPE,
                 env=env,
                 close_fds=True,
+                start_new_session=new_session,
             )
         except OSError as err:
             raise WriterError(
@@ -85,34 +138,42 @@ class _ProcessHandle:
 
 
 class PkexecLauncher:
-    """Runs the installed helper through pkexec, so polkit asks for the administrator."""
+    """Runs the installed helper through pkexec, so polkit asks for the administrator.
 
-    def __init__(self, helper_path: str | None = None, pkexec: str = "pkexec") -> None:
+    The helper is only ever the root-owned one installed in a system location (by default
+    INSTALLED_HELPER, which the polkit action names); pkexec is the system's own. Neither is
+    looked up on the user's PATH.
+    """
+
+    def __init__(self, helper_path: str = INSTALLED_HELPER, pkexec: str | None = None) -> None:
         self.helper_path = helper_path
         self.pkexec = pkexec
 
-    def _helper(self) -> str:
-        if self.helper_path:
-            return self.helper_path
-        if os.access(INSTALLED_HELPER, os.X_OK):
-            return INSTALLED_HELPER
-        found = shutil.which("flasher-writer")
-        if found is None:
-            raise WriterError(
-                "The writer helper (flasher-writer) is not installed.",
-                hint="Reinstall Flasher, or run the command as root.",
-            )
-        return found
+    def _pkexec(self) -> str:
+        if self.pkexec is not None:
+            return self.pkexec
+        for candidate in PKEXEC_PATHS:
+            if os.access(candidate, os.X_OK):
+                return candidate
+        raise WriterError(
+            "pkexec is not installed, so Flasher cannot ask for permission to write drives.",
+            hint="Install polkit (pkexec), or run the command as root (sudo).",
+        )
 
     def launch(self, sock: socket.socket) -> WriterHandle:
-        pkexec = shutil.which(self.pkexec)
-        if pkexec is None:
+        try:
+            if not os.path.exists(self.helper_path):
+                raise WriterError(
+                    "The writer helper (flasher-writer) is not installed.",
+                    hint="Reinstall Flasher, or run the command as root.",
+                    path=self.helper_path,
+                )
+            helper_path = trusted_system_file(self.helper_path, "writer helper")
+            pkexec = self._pkexec()
+        except WriterError:
             sock.close()
-            raise WriterError(
-                "pkexec is not installed, so Flasher cannot ask for permission to write drives.",
-                hint="Install polkit (pkexec), or run the command as root (sudo).",
-            )
-        return _ProcessHandle([pkexec, self._helper()], sock, None)
+            raise
+        return _ProcessHandle([pkexec, helper_path], sock, helper_environment())
 
 
 class DirectLauncher:
@@ -123,11 +184,14 @@ class DirectLauncher:
 
     def launch(self, sock: socket.socket) -> WriterHandle:
         package_parent = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_parent, env.get("PYTHONPATH", "")) if p
+        # Its own session: a Ctrl-C or hangup of the terminal reaches only the app, which
+        # cancels by closing the socket, so the helper still leaves unfinished cards unbootable.
+        return _ProcessHandle(
+            [self.python, "-s", "-m", "flasher.writer"],
+            sock,
+            helper_environment({"PYTHONPATH": package_parent}),
+            new_session=True,
         )
-        return _ProcessHandle([self.python, "-m", "flasher.writer"], sock, env)
 
 
 class InProcessLauncher:

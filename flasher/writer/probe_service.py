@@ -88,7 +88,7 @@ def is_probe_request(line: bytes) -> bool:
     """Whether a request line asks for the probe (anything else is left to decode_request)."""
     try:
         return json.loads(line.decode("utf-8")).get("op") == PROBE_OP  # type: ignore[no-any-return]
-    except (ValueError, UnicodeDecodeError, AttributeError):
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
         return False
 
 

@@ -14,7 +14,8 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
      bytes concatenated in order. Overlay ranges replace base (or stream) bytes.
    ```
    {"v":1,"op":"write"|"verify",
-    "targets":[{"path":"/dev/sdb","dev":"8:16","size":31914983424,"serial":"…"}],
+    "targets":[{"path":"/dev/sdb","dev":"8:16","size":31914983424,"serial":"…",
+                "allow_internal":false}],           # true only for a separately confirmed disk
     "image":{"size":1073741824,"source":"fd"|"stream","sha256":null},
     "ranges":[[0,4194304],…] | null,        # allocation map; null = the whole image
     "overlay":[[4194304,16384],…],          # replaced byte ranges, bytes in the memfd
@@ -63,6 +64,8 @@ MAX_REQUEST_BYTES = 16 * MiB  # an allocation map of ~500k ranges
 MAX_EVENT_BYTES = 64 * 1024
 MAX_OVERLAY_BYTES = 256 * MiB
 MAX_TARGETS = 64
+MAX_PATH_BYTES = 4095  # PATH_MAX less the terminating NUL
+MAX_SERIAL_CHARS = 256
 DEFAULT_CHUNK_BYTES = 4 * MiB
 MIN_CHUNK_BYTES = 1 * MiB
 MAX_CHUNK_BYTES = 64 * MiB
@@ -104,6 +107,7 @@ class TargetSpec:
     dev: str
     size_bytes: int
     serial: str = ""
+    allow_internal: bool = False  # a fixed internal disk the person confirmed on its own
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,13 @@ def encode_request(request: WriteRequest) -> bytes:
         "v": PROTOCOL_VERSION,
         "op": request.op.value,
         "targets": [
-            {"path": t.path, "dev": t.dev, "size": t.size_bytes, "serial": t.serial}
+            {
+                "path": t.path,
+                "dev": t.dev,
+                "size": t.size_bytes,
+                "serial": t.serial,
+                "allow_internal": t.allow_internal,
+            }
             for t in request.targets
         ],
         "image": {
@@ -250,9 +260,20 @@ def decode_request(line: bytes) -> WriteRequest:
         dev = f.text("dev") or ""
         if not path.startswith("/") or "\0" in path:
             fail(f"request.targets[{i}].path must be an absolute path")
+        if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+            fail(f"request.targets[{i}].path is longer than {MAX_PATH_BYTES} bytes")
         if dev and not _DEV_RE.match(dev):
             fail(f"request.targets[{i}].dev must look like 'major:minor'")
-        spec = TargetSpec(path, dev, f.integer("size", minimum=1), f.text("serial") or "")
+        serial = f.text("serial") or ""
+        if len(serial) > MAX_SERIAL_CHARS:
+            fail(f"request.targets[{i}].serial is longer than {MAX_SERIAL_CHARS} characters")
+        spec = TargetSpec(
+            path,
+            dev,
+            f.integer("size", minimum=1),
+            serial,
+            allow_internal=f.flag("allow_internal", default=False),
+        )
         f.done()
         if any(t.path == spec.path or (spec.dev and t.dev == spec.dev) for t in targets):
             fail(f"target {spec.path} is listed twice")

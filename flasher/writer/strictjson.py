@@ -33,6 +33,10 @@ def loads(line: bytes, limit: int) -> dict[str, Any]:
         value = json.loads(line.decode("utf-8"), parse_constant=bad_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         fail(f"not a JSON line ({err})")
+    except RecursionError:
+        # The C decoder stops at the interpreter's recursion limit; the protocol itself never
+        # nests deeper than a pair inside a list.
+        fail("values nested too deeply")
     if not isinstance(value, dict):
         fail("a message must be a JSON object")
     return value

@@ -135,6 +135,20 @@ def sys_path(dev: str) -> str:
     return os.path.realpath(os.path.join(SYS_DEV_BLOCK, dev))
 
 
+def is_internal(dev: str) -> bool:
+    """A fixed disk: not flagged removable, not on USB, not an SD/MMC card, not a loop device.
+
+    Decided from sysfs alone, so the root helper needs no udev to refuse internal disks.
+    """
+    path = sys_path(dev)
+    name = os.path.basename(path)
+    if read_attr(os.path.join(path, "removable")) == "1":
+        return False
+    if name.startswith(("loop", "mmcblk")):
+        return False
+    return "/usb" not in path
+
+
 def exists(dev: str) -> bool:
     return os.path.exists(os.path.join(SYS_DEV_BLOCK, dev))
 

@@ -70,7 +70,7 @@ def test_desktop_file_validates() -> None:
 
 
 def test_app_icon_renders() -> None:
-    renderer = QSvgRenderer(str(RESOURCES / "icons" / f"{APP_ID}.svg"))
+    renderer = QSvgRenderer(str(ROOT / "flasher" / "data" / "icons" / f"{APP_ID}.svg"))
     assert renderer.isValid()
     assert renderer.defaultSize().width() == renderer.defaultSize().height()
 

@@ -164,3 +164,25 @@ def test_bad_connection_file_is_named_under_the_list(make_app: MakeApp, tmp_path
     app.qtbot.waitUntil(page.keyfile_error.isVisible)
     assert page.keyfile_error.text() == "lab: [connection] has no 'type'."
     assert not app.window.next.isEnabled()
+
+
+def test_an_empty_key_without_open_network_ticked_is_refused_at_next(make_app: MakeApp) -> None:
+    app = make_app()
+    app.to_configure()
+    page = app.window.configure_page
+    app.use_wifi("Lab", "")
+    app.qtbot.keyClick(app.window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert page.key_error.isVisible()
+    assert "is required" in page.key_error.text()
+    assert app.page() == CONFIGURE
+
+
+def test_an_empty_key_with_open_network_ticked_is_an_open_network(make_app: MakeApp) -> None:
+    app = make_app()
+    app.to_configure()
+    page = app.window.configure_page
+    app.use_wifi("Lab", "")
+    app.click(page.open_check)
+    config = page.config()
+    assert config is not None
+    assert (config.network.wifi_key, config.network.open_network) == (None, True)

@@ -49,6 +49,7 @@ from flasher.cli.main import main
 from flasher.drives.discovery import list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.events import CancelToken, Phase, PhaseChanged
+from flasher.image.bmap import write_bmap
 from flasher.models import DeviceConfig
 from flasher.provider import ImageProvider, SourceSpec
 from tests.conftest import ImageFactory
@@ -190,6 +191,7 @@ def _station(
         SourceSpec(path=str(image.path)),
         config=DeviceConfig(device_type=image.device_type),
         hostname_template=template,
+        expected_sha256=file_sha256(image.path),  # a raw image proves nothing on its own
     )
     extra: dict[str, Any] = {"watcher": watcher} if watcher is not None else {}
     return Station(
@@ -565,6 +567,8 @@ def test_bench_command_flashes_a_card_and_prints_json_lines_without_secrets(
             "--json",
             "bench",
             str(image.path),
+            "--sha256",
+            file_sha256(image.path),
             "--hostname-template",
             "kiosk-{n}",
             "--wifi-ssid",
@@ -636,6 +640,8 @@ def test_real_system_drives_and_internal_disks_are_never_offered() -> None:
         slots=("*",), buses=frozenset({"usb", "mmc", "loop", "ata", "scsi"}), max_size_bytes=None
     )
     drives = list_drives(all=True)
+    if not any(d.system or d.internal for d in drives):
+        pytest.skip("this machine shows no system drive or internal disk to test with")
     offered = everything.offered(drives)
     assert not [d.path for d in offered if d.system or d.internal]
     assert {
@@ -658,6 +664,8 @@ def test_first_ctrl_c_lets_the_card_being_written_finish(
             "--json",
             "bench",
             str(image.path),
+            "--sha256",
+            file_sha256(image.path),
             "--slot",
             slot.path,
             "--bus",
@@ -707,3 +715,73 @@ def _read_until(lines: Iterator[str], matches: Callable[[dict[str, Any]], bool])
         if matches(json.loads(line)):
             return
     raise AssertionError("the bench ended before the expected event")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("option", ["--write-all", "--bmap"])
+def test_bench_takes_the_write_options_flash_takes_and_writes_what_flash_writes(
+    slots: Slots,
+    image: BuiltImage,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+) -> None:
+    args = [option]
+    if option == "--bmap":
+        bmap = write_bmap(tmp_path / "image.bmap", [(0, 2 * MiB)], image.size_bytes)
+        args.append(str(bmap))
+    args += ["--sha256", file_sha256(image.path)]  # a raw image proves nothing on its own
+    assert (
+        main(["--json", "flash", str(image.path), "--target", str(tmp_path / "f.img"), *args]) == 0
+    )
+    flashed = _json_lines(capsys.readouterr().out)
+    slot = slots.add()
+    slots.insert(slot, _card_bytes(image))
+    bench = ["--slot", slot.path, "--bus", "loop", "--include-present", "--once", "1", "--yes"]
+    report = ["--report", str(tmp_path / "cards.jsonl")]
+    assert main(["--json", "bench", str(image.path), *bench, *report, *args]) == 0
+    benched = _json_lines(capsys.readouterr().out)
+    flash_summary = next(e for e in flashed if e["event"] == "summary")
+    flash_result = next(e for e in flashed if e["event"] == "target_result")
+    ready = next(e for e in benched if e["event"] == "station_ready")
+    card = next(e for e in benched if e["event"] == "card_result")
+    assert ready["mapped_bytes"] == flash_summary["mapped_bytes"]
+    assert card["bytes_written"] == flash_result["bytes_written"]
+    assert card["verified"] and card["image_sha256"] == flash_summary["image_sha256"]
+    if option == "--write-all":
+        assert card["bytes_written"] == image.size_bytes
+    else:
+        assert card["bytes_written"] < image.size_bytes
+
+
+def test_boot_check_adds_the_booted_device_to_the_card_line(
+    slots: Slots, image: BuiltImage, tmp_path: Path
+) -> None:
+    from dataclasses import replace as _replace
+
+    from flasher.bench.bootcheck import BootCheckSettings, boot_checker
+    from flasher.sandbox.devices import default_devices
+    from flasher.sandbox.supervisor_fake import FakeSupervisor
+
+    spec = _replace(default_devices()[0].spec, local_mode=True, api_key=None)
+    slot = slots.add()
+    recorder, report = Recorder[BenchEvent](), tmp_path / "cards.jsonl"
+    with FakeSupervisor(spec) as device:
+        settings = BootCheckSettings(f"{device.host}:{device.port}", 20, 0.1)
+        station = _station(
+            image, [slot], recorder, report, card_limit=1, after_card=boot_checker(settings)
+        )
+        with _running(station) as (finish, _cancel):
+            recorder.wait_for(_ready, "station ready")
+            slots.insert(slot, _card_bytes(image))
+            finish()
+    (record,) = ReportLog(report).records()
+    assert record["ok"] is True
+    boot = record["boot"]
+    assert (boot["up"], boot["device_type"], boot["os_version"], boot["problem"]) == (
+        True,
+        image.device_type,
+        "balenaOS 6.5.50+rev8",
+        None,
+    )
+    assert boot["first_ping_s"] is not None

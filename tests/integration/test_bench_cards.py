@@ -33,7 +33,7 @@ from tests.integration.test_bench import (
     _ready,
     _running,
 )
-from tests.support.bootcheck import mtype
+from tests.support.bootcheck import file_sha256, mtype
 from tests.support.images import BuiltImage
 from tests.support.loopdev import LoopDevice, LoopDevices, require_loop
 
@@ -77,6 +77,7 @@ def _station(
             device_type=image.device_type, fleet_id=FLEET, provisioning_key=Secret(key)
         ),
         hostname_template=template,
+        expected_sha256=file_sha256(image.path),  # a raw image proves nothing on its own
     )
     return Station(
         job,

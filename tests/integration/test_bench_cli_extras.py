@@ -20,6 +20,7 @@ from flasher.sandbox.server import SandboxServer
 from tests.conftest import ImageFactory
 from tests.integration.test_bench import Slots, _card_bytes
 from tests.integration.test_report_db import _record
+from tests.support.bootcheck import file_sha256
 from tests.support.images import BuiltImage
 from tests.support.loopdev import LoopDevices, require_loop
 from tests.support.postgres import PostgresServer, require_postgres
@@ -115,6 +116,7 @@ def _bench_run(image: BuiltImage, tmp_path: Path, report: Path, *options: str) -
         slots.insert(slot, _card_bytes(image))
         argv = ["--json", "bench", str(image.path), "--slot", slot.path, "--bus", "loop"]
         argv += ["--include-present", "--once", "1", "--yes", "--report", str(report)]
+        argv += ["--sha256", file_sha256(image.path)]  # a raw image proves nothing on its own
         return main([*argv, *options])
 
 
@@ -182,7 +184,7 @@ def test_station_file_runs_a_bench(
         slots.insert(slot, _card_bytes(image))
         station = tmp_path / "station.toml"
         station.write_text(
-            f'source = "{image.path}"\n'
+            f'source = "{image.path}"\nsha256 = "{file_sha256(image.path)}"\n'
             f'[slots]\nslot = ["{slot.path}"]\nbus = ["loop"]\ninclude-present = true\n'
             f'[run]\nonce = 1\nyes = true\nreport = "{report}"\n'
             'hostname-template = "station-{n}"\n'

@@ -21,6 +21,7 @@ from flasher.cli.main import main
 from flasher.download import DownloadRequest, DownloadResult, download_image
 from flasher.errors import Cancelled, DownloadError
 from flasher.events import CancelToken, Event, Log, Phase, Progress
+from flasher.http import RetryPolicy, retrying_session
 from tests.conftest import ImageFactory
 from tests.support.httpserver import Fault, HttpTestServer
 
@@ -28,11 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class PlainRequester:
-    """A bare requests.Session: no retries of its own, so every fault reaches the downloader."""
+    """A requests.Session on the test server: bare (every fault reaches the downloader), or
+    repeating failed requests as `policy` says (what flasher's own sessions do)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, policy: RetryPolicy | None = None) -> None:
         self.base_url = base_url
-        self.session = requests.Session()
+        self.session = requests.Session() if policy is None else retrying_session(policy)
 
     def request(
         self,
@@ -77,10 +79,16 @@ def _request(path: str = "/img.zip", **options: Any) -> DownloadRequest:
 
 
 def _download(
-    server: HttpTestServer, cache: ImageCache, request: DownloadRequest | None = None, **kw: Any
+    server: HttpTestServer,
+    cache: ImageCache,
+    request: DownloadRequest | None = None,
+    *,
+    policy: RetryPolicy | None = None,
+    **kw: Any,
 ) -> DownloadResult:
     kw.setdefault("sleep", lambda _s: None)
-    return download_image(PlainRequester(server.url), request or _request(), cache, **kw)
+    requester = PlainRequester(server.url, policy)
+    return download_image(requester, request or _request(), cache, **kw)
 
 
 def _leftovers(cache: ImageCache) -> list[str]:
@@ -157,7 +165,7 @@ def test_429_is_retried_after_the_time_the_server_asks(
 ) -> None:
     server.serve("/img.zip", image_zip, faults=[Fault(status=429, retry_after="7")])
     waits: list[float] = []
-    result = _download(server, cache, sleep=waits.append)
+    result = _download(server, cache, policy=RetryPolicy(sleep=waits.append))
     assert waits == [7.0]
     assert result.entry.path.read_bytes() == image_zip and result.attempts == 2
 
@@ -168,7 +176,8 @@ def test_500_forever_fails_clearly_after_bounded_retries(
     server.serve("/img.zip", image_zip, faults=[Fault(status=500)] * 10)
     waits: list[float] = []
     with pytest.raises(DownloadError) as caught:
-        _download(server, cache, max_attempts=3, backoff_s=0.5, sleep=waits.append)
+        policy = RetryPolicy(2, backoff_factor=0.5, jitter=0, sleep=waits.append)
+        _download(server, cache, policy=policy)
     assert "after 3 attempts" in str(caught.value) and "HTTP 500" in str(caught.value)
     assert caught.value.hint
     assert len(server.requests_for("/img.zip")) == 3 and waits == [0.5, 1.0]

@@ -8,7 +8,6 @@ import json
 import os
 import queue
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,11 @@ from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import DriveRejected
 from flasher.models import Drive
 from flasher.writer import sysblock
-from tests.support.loopdev import LoopDevice, LoopDevices, require_loop
+from tests.support.loopdev import LoopDevice, LoopDevices
 
 MiB = 1024 * 1024
 PARTITIONED = "label: dos\n,8M,c\n,,83\n"
 WAIT_S = 10
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[LoopDevices]:
-    require_loop()
-    with LoopDevices(tmp_path) as devices:
-        yield devices
 
 
 def _listed(loop: LoopDevice, *, all: bool = False) -> Drive | None:

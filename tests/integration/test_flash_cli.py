@@ -20,7 +20,7 @@ from tests.conftest import ImageFactory
 from tests.support.bootcheck import fsck_boot, mtype, region_sha256
 from tests.support.filesystems import ext4_readback, extract
 from tests.support.httpserver import HttpTestServer
-from tests.support.loopdev import LoopDevices, require_loop
+from tests.support.loopdev import LoopDevices
 
 WIFI_KEY = "correct-horse-battery"
 
@@ -268,21 +268,13 @@ def test_damaged_compressed_image_never_gives_a_good_card(
 
 
 def test_block_device_targets_need_consent(
-    tmp_path: Path, local_image: Path, capsys: pytest.CaptureFixture[str]
+    local_image: Path, loops: LoopDevices, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["flash", str(local_image), "--target", "/dev/loop-does-not-matter"])
+    loop = loops.create(64 * 1024 * 1024, fill=b"\xa5")
+    code = main(["flash", str(local_image), "--target", loop.path])
     assert code == 1
     assert "--yes" in capsys.readouterr().err
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[LoopDevices]:
-    require_loop()
-    devices = LoopDevices(tmp_path)
-    try:
-        yield devices
-    finally:
-        devices.close()
+    assert loop.read(0, 4096) == b"\xa5" * 4096
 
 
 def test_flash_to_loop_devices_verifies_every_partition(

@@ -385,11 +385,22 @@ def test_os_update_on_unknown_device_type(model: OsModel) -> None:
         ("6.5.50+rev7", "default", [], None, "6.5.50+rev7"),
         (
             "v6.5.50+rev8",
-            None,
+            "esr",
             ["2025.7.0", "2025.4.1", "2025.1.3", "2024.10.2"],
             "2025.7.0",
             "6.5.50+rev8",
         ),
+        (
+            "v6.5.50+rev8",
+            "any",
+            ["2025.7.0", "2025.4.1", "2025.1.3", "2024.10.2"],
+            "2025.7.0",
+            "6.5.50+rev8",
+        ),
+        # Without an OS type a device stays on the line it is on, as the JS SDK keeps it.
+        ("v6.5.50+rev8", None, [], None, "6.5.50+rev8"),
+        ("2.83.18", None, [*RPI4_AVAILABLE[4:11]], "6.5.50+rev8", None),
+        ("2025.4.1", None, ["2025.7.0"], "2025.7.0", "2025.4.1"),
         ("2025.4.1", "esr", ["2025.7.0"], "2025.7.0", "2025.4.1"),
         # Unified (variant-less) releases follow development images too; .prod ones do not.
         (

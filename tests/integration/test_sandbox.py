@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from flasher.resources import resource_path
+from flasher.resources import resource
 from flasher.sandbox.catalog import load_catalog
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.server import SandboxServer
@@ -254,7 +254,7 @@ def test_quotes_in_literals_are_doubled(sandbox: SandboxServer) -> None:
 
 
 def test_supported_device_types_need_a_successful_host_release(tmp_path: Path) -> None:
-    raw = json.loads(resource_path("sandbox-catalog.json").read_text())
+    raw = json.loads(resource("sandbox-catalog.json").read_text())
     raw["releases"]["balena_os/fincm3"] = []
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps(raw))
@@ -300,6 +300,31 @@ def test_device_types_v1_carry_build_id(sandbox: SandboxServer) -> None:
 )  # fmt: skip
 def test_download_size(sandbox: SandboxServer, path: str, status: int, body: Any) -> None:
     response = get(sandbox, f"/device-types/v1/{path}/download-size")
+    assert response.status_code == status
+    assert (response.json() if status == 200 else response.text) == body
+
+
+@pytest.mark.parametrize(
+    ("slug", "status", "body"),
+    [
+        ("raspberrypi4-64", 200, {
+            "versions": ["6.5.50+rev8", "6.5.50+rev7", "6.5.44+rev1", "6.0.50+rev3",
+                         "5.3.21+rev3", "2.114.18+rev3", "2.88.4", "2.80.3+rev1.prod",
+                         "2.80.3+rev1.dev"],
+            "latest": "6.5.50+rev8",
+        }),
+        ("generic-amd64", 200, {
+            "versions": ["6.8.1", "6.8.0+rev1", "6.5.39", "6.1.24", "6.0.50", "5.3.21",
+                         "4.0.26", "2.115.7"],
+            "latest": "6.8.1",
+        }),
+        ("foo", 404, "Unknown device type foo"),
+        ("foo.bar", 400, "Invalid device type"),
+    ],
+)  # fmt: skip
+def test_device_type_images(sandbox: SandboxServer, slug: str, status: int, body: Any) -> None:
+    # The legacy listing the SDK's getSupportedVersions reads: the default line, newest first.
+    response = get(sandbox, f"/device-types/v1/{slug}/images")
     assert response.status_code == status
     assert (response.json() if status == 200 else response.text) == body
 

@@ -12,8 +12,9 @@ from urllib.parse import unquote
 import pytest
 
 from flasher import __version__
+from flasher.balena.balenarc import saved_login_api_url
 from flasher.balena.session import BalenaSession, is_not_found
-from flasher.errors import ApiError, AuthError, CatalogError
+from flasher.errors import ApiError, AuthError, CatalogError, ConfigError
 from flasher.models import Secret
 from tests.support.fakeapi import Answer, FakeApi, Recorded, closed_port_url
 
@@ -28,9 +29,16 @@ def api() -> Iterator[FakeApi]:
 
 @pytest.fixture
 def no_saved_login(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in ("BALENA_API_KEY", "BALENA_TOKEN", "FLASHER_API_URL"):
+    for name in (
+        "BALENA_API_KEY",
+        "BALENA_TOKEN",
+        "FLASHER_API_URL",
+        "BALENARC_API_URL",
+        "BALENARC_BALENA_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BALENARC_DATA_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
     return tmp_path
 
 
@@ -97,6 +105,8 @@ def test_from_environment_token_precedence(
     arg: str | None,
     expected: str | None,
 ) -> None:
+    # The saved login belongs to the balena CLI's API, here the fake one.
+    monkeypatch.setenv("BALENARC_API_URL", api.url)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     if file_token is not None:
@@ -298,3 +308,110 @@ def test_pine_get_rejects_answers_without_rows(api: FakeApi) -> None:
     api.reply("GET", "/v7/device_type", Answer(200, {"error": "nope"}))
     with session_for(api) as session, pytest.raises(ApiError, match="unexpected shape"):
         session.pine_get("device_type")
+
+
+# --- where the saved login goes -----------------------------------------------------------------
+
+SAVED = "saved-login-token"
+
+
+def _save_login(folder: Path) -> None:
+    (folder / "token").write_text(SAVED)
+
+
+@pytest.mark.parametrize("source", ["file", "BALENA_API_KEY", "BALENA_TOKEN"])
+def test_the_saved_login_is_not_sent_to_another_api(
+    api: FakeApi, no_saved_login: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    if source == "file":
+        _save_login(no_saved_login)
+    else:
+        monkeypatch.setenv(source, SAVED)
+    api.reply("GET", "/ping", Answer(200, {}))
+    with BalenaSession.from_environment(api_url=api.url) as session:
+        session.get_json("/ping")
+        assert not session.authenticated
+    assert "authorization" not in api.requests[0].headers
+
+
+def test_the_saved_login_goes_to_the_api_of_the_balenarc_file(
+    api: FakeApi, no_saved_login: Path
+) -> None:
+    _save_login(no_saved_login)
+    (no_saved_login / ".balenarc.yml").write_text(f"apiUrl: '{api.url}/'\n")
+    api.reply("GET", "/ping", Answer(200, {}))
+    with BalenaSession.from_environment() as session:
+        session.get_json("/ping")
+    assert api.requests[0].headers["authorization"] == f"Bearer {SAVED}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "env", "expected"),
+    [
+        ("", {}, "https://api.balena-cloud.com"),
+        ("balenaUrl: 'open.example.org'\n", {}, "https://api.open.example.org"),
+        ('balenaUrl: "open.example.org"  # mine\n', {}, "https://api.open.example.org"),
+        (
+            "balenaUrl: open.example.org\n",
+            {"BALENARC_BALENA_URL": "env.example"},
+            "https://api.env.example",
+        ),
+        ("", {"BALENARC_API_URL": "https://api.x.example/"}, "https://api.x.example"),
+    ],
+)
+def test_the_login_host_follows_the_balena_cli_settings(
+    no_saved_login: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: str,
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    (no_saved_login / ".balenarc.yml").write_text(settings)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert saved_login_api_url() == expected
+
+
+def test_the_saved_login_goes_to_its_own_host_by_default(
+    no_saved_login: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BALENARC_BALENA_URL", "open.example.org")
+    _save_login(no_saved_login)
+    with BalenaSession.from_environment() as session:
+        assert session.api_url == "https://api.open.example.org"
+        assert session.authenticated
+    with BalenaSession.from_environment(api_url="https://api.balena-cloud.com") as session:
+        assert not session.authenticated
+
+
+def test_an_explicit_token_goes_to_another_api(api: FakeApi, no_saved_login: Path) -> None:
+    _save_login(no_saved_login)
+    api.reply("GET", "/ping", Answer(200, {}))
+    with BalenaSession.from_environment(api_url=api.url, token=TOKEN) as session:
+        session.get_json("/ping")
+    assert api.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.example.org", "http://10.0.0.2:8080", "http://localhost.example:80"]
+)
+def test_a_token_over_plain_http_to_another_host_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        BalenaSession(url, Secret(TOKEN))
+    assert caught.value.field == "api_url"
+    assert TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://[::1]:8080", "https://api.x.org"])
+def test_a_token_may_go_to_loopback_http_or_https(url: str) -> None:
+    with BalenaSession(url, Secret(TOKEN)) as session:
+        assert session.authenticated
+
+
+def test_the_saved_login_never_goes_over_plain_http(
+    no_saved_login: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BALENARC_API_URL", "http://api.example.org")
+    _save_login(no_saved_login)
+    with BalenaSession.from_environment() as session:
+        assert not session.authenticated

@@ -7,7 +7,7 @@ import io
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,19 +24,12 @@ from flasher.writer.imagesource import Overlay, RandomAccessSource
 from flasher.writer.launchers import DirectLauncher, InProcessLauncher, Launcher
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import TargetSpec
-from tests.support.loopdev import LoopDevice, LoopDevices, require_loop
+from tests.support.loopdev import LoopDevice, LoopDevices
 
 MiB = 1024 * 1024
 IMAGE_BYTES = 24 * MiB + 1536  # not a multiple of 4 KiB, so the padded tail is exercised
 FILL = b"\xaa"
 OVERLAY = ((5000, b"config.json was here"), (9 * MiB + 3, b"X" * 70000))
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[LoopDevices]:
-    require_loop()
-    with LoopDevices(tmp_path) as devices:
-        yield devices
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
@@ -40,13 +39,6 @@ from tests.support.writer_policy import RegularFilePolicy
 
 MiB = 1024 * 1024
 PARTITIONED = "label: dos\n,8M,c\n,,83\n"
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[LoopDevices]:
-    require_loop()
-    with LoopDevices(tmp_path) as devices:
-        yield devices
 
 
 @pytest.fixture
@@ -285,7 +277,7 @@ def _script(tmp_path: Path, body: str) -> str:
 
 @pytest.mark.parametrize("code", [126, 127])
 def test_pkexec_refusal_is_authorization_denied(feed: ImageFeed, tmp_path: Path, code: int) -> None:
-    launcher = PkexecLauncher(helper_path="/nonexistent", pkexec=_script(tmp_path, f"exit {code}"))
+    launcher = PkexecLauncher(helper_path="/bin/sh", pkexec=_script(tmp_path, f"exit {code}"))
     drive = Drive(path="/dev/sdz", size_bytes=32 * MiB, dev="8:250")
     with pytest.raises(AuthorizationDenied):
         write_image(feed, [drive], launcher=launcher)

@@ -16,19 +16,57 @@ def _modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+def _package_of(rel: str) -> list[str]:
+    """The package a module at `rel` (e.g. "flasher/bench/station.py") is in, as parts (for a
+    package's __init__.py, that package)."""
+    return rel.removesuffix(".py").split("/")[:-1]
+
+
+def _module_imports(source: str, rel: str) -> set[str]:
+    """Every module the code imports, relative imports resolved against `rel`'s package;
+    `from . import x` counts both the package and `package.x` (x may be a submodule)."""
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                found.add(node.module or "")
+                continue
+            package = _package_of(rel)
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                found.add(".".join([*base, node.module]))
+            else:
+                found.add(".".join(base))
+                found.update(".".join([*base, alias.name]) for alias in node.names)
     return found
 
 
 def _relative(path: Path) -> str:
     return path.relative_to(PACKAGE.parent).as_posix()
+
+
+def _imports(path: Path) -> set[str]:
+    return _module_imports(path.read_text(encoding="utf-8"), _relative(path))
+
+
+@pytest.mark.parametrize(
+    ("source", "rel", "expected"),
+    [
+        ("import PySide6.QtCore", "flasher/x.py", {"PySide6.QtCore"}),
+        ("from flasher.gui import app", "flasher/x.py", {"flasher.gui"}),
+        ("from .gui import app", "flasher/x.py", {"flasher.gui"}),
+        ("from ..cli.main import run", "flasher/bench/x.py", {"flasher.cli.main"}),
+        ("from . import gui", "flasher/__init__.py", {"flasher", "flasher.gui"}),
+        ("from .. import cli", "flasher/image/fat/x.py", {"flasher.image", "flasher.image.cli"}),
+        ("from .table import Fat", "flasher/image/fat/__init__.py", {"flasher.image.fat.table"}),
+    ],
+)
+def test_relative_imports_are_read_as_the_modules_they_name(
+    source: str, rel: str, expected: set[str]
+) -> None:
+    assert _module_imports(source, rel) == expected
 
 
 @pytest.mark.parametrize("path", _modules(), ids=_relative)

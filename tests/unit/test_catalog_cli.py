@@ -120,6 +120,7 @@ def test_os_versions_lists_the_default_line(capsys: pytest.CaptureFixture[str]) 
         "stripped_version": "6.5.50+rev8",
         "based_on_version": "6.5.50",
         "is_final": True,
+        "invalidated": False,
         "id": 3352101,
     }
 
@@ -276,3 +277,72 @@ def test_missing_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as info:
         cli_main.main(["os", "update-type", "raspberrypi4-64", "2.88.4"])
     assert info.value.code == 2
+
+
+def test_os_versions_all_adds_drafts_and_invalidated(capsys: pytest.CaptureFixture[str]) -> None:
+    found = run_json(capsys, "os", "versions", "raspberrypi4-64", "--all")["versions"]
+    listed = {v["version"]: v for v in found}
+    assert [v["version"] for v in found] == [
+        "6.5.53-1740412345678",
+        *DEFAULT_LINE[:3],
+        "6.5.39",
+        *DEFAULT_LINE[3:],
+    ]
+    assert (listed["6.5.39"]["invalidated"], listed["6.5.53-1740412345678"]["is_final"]) == (
+        True,
+        False,
+    )
+    assert listed["6.5.50+rev8"]["invalidated"] is False
+
+
+def test_os_versions_all_text_marks_invalidated(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "os", "versions", "raspberrypi4-64", "--all")
+    assert code == 0
+    assert any(line.startswith("6.5.39") and "invalidated" in line for line in out.splitlines())
+
+
+def test_os_versions_all_with_include_draft_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main.main(["os", "versions", "raspberrypi4-64", "--all", "--include-draft"])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("arch", ["aarch64", "3"])
+def test_supervisor_releases_for_an_architecture(
+    capsys: pytest.CaptureFixture[str], arch: str
+) -> None:
+    body = run_json(capsys, "os", "supervisor-releases", arch)
+    assert body == {
+        "architecture": arch,
+        "releases": [
+            {"id": 3301234, "version": "17.0.1", "known_issue": None},
+            {"id": 3288811, "version": "16.12.9", "known_issue": None},
+        ],
+    }
+
+
+def test_supervisor_releases_for_an_unknown_architecture(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_json(capsys, "os", "supervisor-releases", "sparc")["releases"] == []
+
+
+@pytest.mark.parametrize(
+    ("os_arch", "app_arch", "compatible"),
+    [
+        ("aarch64", "aarch64", True),
+        ("aarch64", "armv7hf", True),
+        ("aarch64", "rpi", True),
+        ("armv7hf", "rpi", True),
+        ("armv7hf", "aarch64", False),
+        ("rpi", "armv7hf", False),
+        ("amd64", "i386", False),
+    ],
+)
+def test_arch_compatible(
+    capsys: pytest.CaptureFixture[str], os_arch: str, app_arch: str, compatible: bool
+) -> None:
+    body = run_json(capsys, "os", "arch-compatible", os_arch, app_arch)
+    assert body == {"os_arch": os_arch, "app_arch": app_arch, "compatible": compatible}

@@ -18,6 +18,7 @@ from flasher.cli.config_opts import (
     WIFI_KEY_PROMPT,
     add_device_config_arguments,
     device_config_from_args,
+    precheck_device_config,
 )
 from flasher.errors import EXIT_OK, EXIT_USAGE, ConfigError
 from flasher.models import DeviceConfig, Keyfile, NetworkKind, Secret, StaticIPv4
@@ -143,14 +144,90 @@ def test_a_bad_answer_is_rejected() -> None:
     assert _error_field([*DT, "--wifi-ssid", "Lab"], prompt=lambda _t: "short") == "wifi_key"
 
 
-def test_without_a_terminal_a_missing_key_means_an_open_network(
+def test_without_a_terminal_a_missing_key_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(ConfigError) as caught:
+        device_config_from_args(
+            _args([*DT, "--wifi-ssid", "Lab"]), environ={}, hint=lambda _m: None
+        )
+    assert caught.value.field == "wifi_key"
+    assert "--wifi-open" in (caught.value.hint or "")
+
+
+def test_the_precheck_without_a_terminal_rejects_a_missing_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    cfg = device_config_from_args(
-        _args([*DT, "--wifi-ssid", "Lab"]), environ={}, hint=lambda _m: None
+    monkeypatch.delenv("FLASHER_WIFI_KEY", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        precheck_device_config(_args([*DT, "--wifi-ssid", "Lab"]))
+    assert caught.value.field == "wifi_key"
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ"),
+    [
+        (["--wifi-ssid", "Lab", "--wifi-open"], {}),
+        (["--wifi-ssid", "Lab", "--wifi-key", ""], {}),
+        (["--wifi-ssid", "Lab"], {"FLASHER_WIFI_KEY": ""}),
+    ],
+    ids=["--wifi-open", "empty --wifi-key", "empty env key"],
+)
+def test_an_open_network_asked_for_needs_no_terminal(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], environ: dict[str, str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    cfg = device_config_from_args(_args([*DT, *argv]), environ=environ, hint=lambda _m: None)
+    assert (cfg.network.wifi_key, cfg.network.open_network) == (None, True)
+
+
+def test_wifi_open_with_a_key_is_rejected() -> None:
+    assert _error_field([*DT, "--wifi-ssid", "Lab", "--wifi-open", "--wifi-key", KEY]) == (
+        "wifi_key"
     )
-    assert cfg.network.wifi_key is None
+
+
+def test_wifi_open_on_ethernet_is_rejected() -> None:
+    assert _error_field([*DT, "--network", "ethernet", "--wifi-open"]) == "open_network"
+
+
+def _config_file(tmp_path: Path, **keys: Any) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"deviceType": "raspberrypi3", **keys}))
+    return str(path)
+
+
+def test_config_network_wifi_takes_the_ssid_and_key_from_the_config_file(tmp_path: Path) -> None:
+    path = _config_file(tmp_path, wifiSsid="Lab", wifiKey=KEY)
+    cfg = _config(["--config", path, "--config-network", "wifi"])
+    assert (cfg.network.wifi_ssid, cfg.network.wifi_key) == ("Lab", Secret(KEY))
+
+
+def test_a_config_file_with_an_empty_key_means_an_open_network(tmp_path: Path) -> None:
+    cfg = _config(["--config", _config_file(tmp_path, wifiSsid="Lab", wifiKey="")])
+    assert (cfg.network.wifi_key, cfg.network.open_network) == (None, True)
+
+
+def test_a_config_file_without_a_key_asks_for_it(tmp_path: Path) -> None:
+    cfg = _config(["--config", _config_file(tmp_path, wifiSsid="Lab")], prompt=lambda _t: KEY)
+    assert cfg.network.wifi_key == Secret(KEY)
+
+
+def test_another_ssid_does_not_inherit_the_config_files_key(tmp_path: Path) -> None:
+    hints: list[str] = []
+    path = _config_file(tmp_path, wifiSsid="Lab", wifiKey=KEY)
+    args = _args(["--config", path, "--wifi-ssid", "Office"])
+    cfg = device_config_from_args(
+        args, environ={}, prompt=lambda _t: "other-key-1", hint=hints.append
+    )
+    assert (cfg.network.wifi_ssid, cfg.network.wifi_key) == ("Office", Secret("other-key-1"))
+    assert any("'Lab'" in hint and "'Office'" in hint for hint in hints)
+
+
+def test_the_same_ssid_keeps_the_config_files_key(tmp_path: Path) -> None:
+    path = _config_file(tmp_path, wifiSsid="Lab", wifiKey=KEY)
+    cfg = _config(["--config", path, "--wifi-ssid", "Lab"])
+    assert cfg.network.wifi_key == Secret(KEY)
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def _codes(drive: Drive, **kwargs: Any) -> list[tuple[ProblemCode, Severity]]:
     [
         (CARD, []),
         (replace(CARD, system=True), [(ProblemCode.SYSTEM, Severity.ERROR)]),
-        (replace(CARD, internal=True), [(ProblemCode.INTERNAL, Severity.WARNING)]),
+        (replace(CARD, internal=True), [(ProblemCode.INTERNAL, Severity.ERROR)]),
         (replace(CARD, read_only=True), [(ProblemCode.READ_ONLY, Severity.ERROR)]),
         (replace(CARD, size_bytes=IMAGE - 1), [(ProblemCode.TOO_SMALL, Severity.ERROR)]),
         (replace(CARD, size_bytes=IMAGE), []),
@@ -72,6 +72,11 @@ def test_check_drive_reports_each_problem(
     drive: Drive, expected: list[tuple[ProblemCode, Severity]]
 ) -> None:
     assert _codes(drive) == expected
+
+
+def test_internal_disk_confirmed_on_its_own_is_only_a_warning() -> None:
+    drive = replace(CARD, internal=True)
+    assert _codes(drive, allow_internal=True) == [(ProblemCode.INTERNAL, Severity.WARNING)]
 
 
 def test_system_drive_is_not_also_warned_about_mounts_or_size() -> None:

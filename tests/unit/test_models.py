@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
+from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 
-from flasher.errors import ERROR_CLASSES, ConfigError, ImageError, VerificationFailed
+from flasher.errors import (
+    ERROR_CLASSES,
+    ConfigError,
+    FlasherError,
+    ImageError,
+    VerificationFailed,
+)
 from flasher.models import DeviceConfig, NetworkKind, NetworkSettings, Secret
 
 KEY = "hunter2-correct-horse"
@@ -50,6 +59,35 @@ def test_error_dicts_are_json_ready() -> None:
     assert data["hint"] == "re-download"
 
 
-def test_error_codes_are_unique_and_exit_codes_follow_the_design() -> None:
-    assert len(ERROR_CLASSES) == len({cls.code for cls in ERROR_CLASSES.values()})
+def _error_classes() -> list[type[FlasherError]]:
+    """Every FlasherError class, as a list (a dict keyed by code would hide a duplicate)."""
+    importlib.import_module("flasher.balena.hup")  # defines its own error class
+    found: list[type[FlasherError]] = [FlasherError]
+    for cls in found:
+        found.extend(cls.__subclasses__())
+    return found
+
+
+def _duplicate_codes(classes: Sequence[type[object]]) -> list[str]:
+    codes = Counter(str(getattr(cls, "code", "")) for cls in classes)
+    return sorted(code for code, count in codes.items() if count > 1)
+
+
+def test_duplicate_codes_are_found_in_a_list() -> None:
+    first = type("First", (), {"code": "image"})
+    second = type("Second", (), {"code": "image"})
+    other = type("Other", (), {"code": "drive"})
+    assert _duplicate_codes([first, other, second]) == ["image"]
+
+
+def test_error_codes_are_unique() -> None:
+    assert _duplicate_codes(_error_classes()) == []
+
+
+def test_every_registered_code_names_its_class() -> None:
+    for cls in _error_classes():
+        assert ERROR_CLASSES.get(cls.code, cls) is cls
+
+
+def test_exit_codes_follow_the_design() -> None:
     assert VerificationFailed("x").exit_code == 3

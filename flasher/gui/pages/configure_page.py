@@ -140,7 +140,7 @@ class ConfigurePage(QWidget):
             lambda: validate_wifi_ssid(self.ssid_edit.text()),
         )
         self.key_edit = SecretEdit(group)
-        self.key_edit.setPlaceholderText("empty for an open network")
+        self.key_edit.setPlaceholderText("the network's passphrase")
         self.key_edit.setAccessibleName("Wi-Fi key")
         self.key_error = self._row(
             form,
@@ -149,9 +149,18 @@ class ConfigurePage(QWidget):
             "key",
             lambda: validate_wifi_key(Secret(self.key_edit.text())),
         )
+        # An empty key means an open network only when that is ticked here.
+        self.open_check = QCheckBox("&Open network (no key)", group)
+        form.addRow("", self.open_check)
+        self.open_check.toggled.connect(lambda _on: self._edited("key"))
         self.hidden_check = QCheckBox("&Hidden network", group)
         form.addRow("", self.hidden_check)
-        self.wifi_widgets: list[QWidget] = [self.ssid_edit, self.key_edit, self.hidden_check]
+        self.wifi_widgets: list[QWidget] = [
+            self.ssid_edit,
+            self.key_edit,
+            self.open_check,
+            self.hidden_check,
+        ]
         self.ethernet_radio.toggled.connect(self._network_changed)
         return group
 
@@ -475,6 +484,7 @@ class ConfigurePage(QWidget):
             wifi_key=Secret(key) if wifi and key else None,
             hidden=wifi and self.hidden_check.isChecked(),
             ipv4=ipv4,
+            open_network=wifi and not key and self.open_check.isChecked(),
         )
         fleet = self.fleet_group.isChecked()
         config = DeviceConfig(

@@ -1,0 +1,272 @@
+"""Prepare: resolve → download → unpack → check → configure → map, once per job.
+
+`prepare()` turns what the user named (a SourceSpec, a DeviceConfig) into a PreparedJob: the raw
+image in the cache (or used in place), its SHA-256 (from the cache, or hashed once for a raw
+file used in place), what proves its bytes (the source format's own check, an expected SHA-256,
+a .bmap's checksums: flasher.image.integrity), its identity, the allocation map of the
+unconfigured image and the configuration as given, applied in a copy-on-write overlay. A
+PreparedJob derives per-card images cheaply (`card(hostname=…, device=…)`): only config.json and the
+keyfiles are rendered again into a fresh overlay; the map is reused, plus the ranges that
+overlay replaced (configuring takes a block only by writing it). Every face (CLI, desktop app,
+bench) prepares through this one function and writes through flasher.pipeline.write.
+
+Core: never prints, imports no Qt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flasher.cache import sha256_file
+from flasher.errors import ConfigError, ImageError
+from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
+from flasher.image.byteio import FileReader
+from flasher.image.configure import prepare_image
+from flasher.image.inspection import ImageIdentity, read_image_identity
+from flasher.image.integrity import (
+    IntegrityReport,
+    bmap_checksummed,
+    check_image,
+    refuse_unproven,
+    source_file,
+)
+from flasher.image.partitions import read_partition_table
+from flasher.image.sparse import AllocationMap, allocation_map
+from flasher.models import DeviceConfig
+from flasher.provider import ImageProvider, SourceSpec
+from flasher.validation import validate_device_config
+from flasher.writer.job import ImageFeed
+
+if TYPE_CHECKING:
+    from flasher.balena.registration import RegisteredDevice
+
+ConfigFromImage = Callable[[ImageIdentity], DeviceConfig]
+
+
+@dataclass(frozen=True)
+class CardImage:
+    """What one card is written with: the feed (base file + overlay), the ranges to write
+    (None: every byte), and the configuration's facts for the report."""
+
+    feed: ImageFeed
+    ranges: tuple[tuple[int, int], ...] | None
+    config_sha256: str | None = None
+    hostname: str | None = None
+
+    @property
+    def mapped_bytes(self) -> int:
+        if self.ranges is None:
+            return self.feed.size_bytes
+        return sum(length for _off, length in self.ranges)
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """An image ready to write: shared by every target and every card of a run.
+
+    `image` is the configuration as given (or the plain image when there is none); `card()`
+    derives another configuration of the same image. Holds the raw image open: `close()` it (or
+    use it as a context manager) when the last card is written.
+    """
+
+    raw_path: Path
+    size_bytes: int
+    source_sha256: str
+    identity: ImageIdentity
+    config: DeviceConfig | None
+    image: CardImage
+    write_all: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    integrity: IntegrityReport = field(kw_only=True)
+    _base: FileReader = field(repr=False, compare=False, kw_only=True)
+    _base_map: AllocationMap | None = field(repr=False, compare=False, kw_only=True)
+
+    @property
+    def configured(self) -> bool:
+        return self.config is not None
+
+    @property
+    def mapped_bytes(self) -> int:
+        return self.image.mapped_bytes
+
+    def card(
+        self, *, hostname: str | None = None, device: RegisteredDevice | None = None
+    ) -> CardImage:
+        """This job's image for one card with its own hostname and, for a `device` registered
+        in the fleet, that device's config.json (its uuid and own device API key instead of the
+        provisioning key); with neither, the shared image.
+
+        ConfigError for an invalid hostname, or for any hostname or device when the job is not
+        configured, before anything is written. Costs a new overlay (a few milliseconds):
+        config.json and the keyfiles are rendered again; the image is not read again.
+        """
+        if hostname is None and device is None:
+            return self.image
+        if self.config is None:
+            field_name = "hostname" if device is None else "register"
+            raise ConfigError(
+                field_name,
+                "needs a configured image",
+                hint="Prepare the job with a configuration.",
+            )
+        config = self.config if hostname is None else replace(self.config, hostname=hostname)
+        if device is not None:
+            # Imported here: registration brings the network stack, which a plain flash of a
+            # local file never loads.
+            from flasher.balena.registration import device_config
+
+            config = device_config(config, device)
+        return _configure(self.raw_path, self._base, self._base_map, config)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts about the prepared image (no secrets)."""
+        return {
+            "image": str(self.raw_path),
+            "image_sha256": self.source_sha256,
+            "size_bytes": self.size_bytes,
+            "mapped_bytes": self.mapped_bytes,
+            "device_type": self.identity.device_type,
+            "os_version": self.identity.os_version,
+            "configured": self.configured,
+            **self.integrity.to_dict(),
+        }
+
+    def close(self) -> None:
+        self._base.close()
+
+    def __enter__(self) -> PreparedJob:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _configure(
+    raw_path: Path, base: FileReader, base_map: AllocationMap | None, config: DeviceConfig
+) -> CardImage:
+    with prepare_image(raw_path, config, base=base) as configured:
+        ranges = (
+            None if base_map is None else base_map.including(configured.overlay.ranges()).ranges
+        )
+        return CardImage(
+            ImageFeed.from_file(raw_path, overlay=tuple(configured.overlay.extents())),
+            ranges,
+            config_sha256=configured.config_sha256,
+            hostname=config.hostname,
+        )
+
+
+def _identity(
+    raw_path: Path, resolved_type: str | None, resolved_version: str | None
+) -> ImageIdentity:
+    """What the image says it is; for an image that is not balenaOS, what the catalog said."""
+    try:
+        return read_image_identity(raw_path)
+    except ImageError:
+        return ImageIdentity(device_type=resolved_type, os_version=resolved_version)
+
+
+def prepare(
+    source: SourceSpec,
+    provider: ImageProvider,
+    *,
+    config: DeviceConfig | None = None,
+    config_from_image: ConfigFromImage | None = None,
+    bmap_path: str | None = None,
+    write_all: bool = False,
+    expected_sha256: str | None = None,
+    require_integrity: bool = False,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+) -> PreparedJob:
+    """Resolve, download, unpack, check, configure and map `source` once.
+
+    `config` configures the image; `config_from_image` builds the configuration once the image
+    is known (called with its identity); with neither the image is written as it is. `bmap_path`
+    replaces the filesystem analysis with a .bmap (whose checksums are verified when the source
+    has no check of its own); `write_all` skips the map (every byte is written).
+    `expected_sha256` must be the SHA-256 of the decoded image or of the file as given;
+    `require_integrity` refuses a source nothing proves. Raises (ConfigError, CatalogError,
+    DownloadError, ImageError) before anything is written.
+    """
+    cancel = cancel or CancelToken()
+    if config is not None:
+        validate_device_config(config)
+    resolved = provider.obtain(source, on_event=on_event, cancel=cancel)
+    cancel.check()
+    sha256 = resolved.sha256
+    source_path = source_file(source, resolved)
+    if sha256 is None:
+        # A raw file used in place has no cache entry to carry its hash; reports need it.
+        on_event(PhaseChanged(Phase.CHECKING))
+        on_event(Log("info", f"hashing {resolved.raw_path} for the report"))
+        sha256 = sha256_file(resolved.raw_path, cancel)
+        known = {resolved.raw_path: sha256}
+    else:
+        known = {source_path: sha256}  # the cache's hash is the downloaded file's
+    integrity = check_image(
+        source_path,
+        resolved.raw_path,
+        expected_sha256,
+        known_sha256=known,
+        on_event=on_event,
+        cancel=cancel,
+    )
+    # A .bmap's checksums prove a source that cannot prove itself (verified while mapping).
+    bmap_proves = (
+        bmap_path is not None
+        and not write_all
+        and not integrity.checked
+        and bmap_checksummed(bmap_path)
+    )
+    if require_integrity and not bmap_proves:
+        refuse_unproven(integrity, source_path)
+    if config is not None or config_from_image is not None:
+        identity = read_image_identity(resolved.raw_path)  # ImageError: not balenaOS
+    else:
+        identity = _identity(resolved.raw_path, resolved.device_type, resolved.os_version)
+    if config is None and config_from_image is not None:
+        config = config_from_image(identity)
+    on_event(PhaseChanged(Phase.CONFIGURING))
+    base = FileReader(resolved.raw_path)
+    try:
+        name = str(resolved.raw_path)
+        base_map = (
+            None
+            if write_all
+            else allocation_map(
+                base,
+                read_partition_table(base, name=name),
+                bmap_path=bmap_path,
+                verify_bmap_checksums=bmap_proves,
+                name=name,
+            )
+        )
+        if bmap_proves:
+            integrity = replace(integrity, bmap_checked=True)
+        if config is not None:
+            image = _configure(resolved.raw_path, base, base_map, config)
+        else:
+            image = CardImage(
+                ImageFeed.from_file(resolved.raw_path),
+                None if base_map is None else base_map.ranges,
+            )
+        return PreparedJob(
+            raw_path=resolved.raw_path,
+            size_bytes=base.size,
+            source_sha256=sha256,
+            identity=identity,
+            config=config,
+            image=image,
+            write_all=write_all,
+            details=resolved.details,
+            integrity=integrity,
+            _base=base,
+            _base_map=base_map,
+        )
+    except BaseException:
+        base.close()
+        raise
