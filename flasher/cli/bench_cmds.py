@@ -34,7 +34,6 @@ failed, 2 bad usage or settings, 3 a verification failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -53,11 +52,11 @@ from flasher.bench.events import (
     StationUpdate,
 )
 from flasher.bench.image import BenchJob
-from flasher.bench.policy import DEFAULT_BUSES, DrivePolicy, Slot
+from flasher.bench.policy import Slot
 from flasher.bench.report import CardRecord, ReportLog, default_report_path
 from flasher.bench.station import Station, StationSummary
 from flasher.cache import ImageCache
-from flasher.cli import bench_boot, bench_extras
+from flasher.cli import bench_boot, bench_extras, bench_slots
 from flasher.cli.config_opts import (
     add_device_config_arguments,
     config_requested,
@@ -67,7 +66,6 @@ from flasher.cli.config_opts import (
 from flasher.cli.context import CliContext
 from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
 from flasher.cli.output import event_to_dict, human_bytes, human_duration, printable
-from flasher.drives.constraints import LARGE_DRIVE_BYTES
 from flasher.errors import (
     EXIT_CANCELLED,
     EXIT_ERROR,
@@ -81,7 +79,6 @@ from flasher.errors import (
 from flasher.events import CancelToken
 from flasher.provider import ImageProvider
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
 REDRAW_INTERVAL_S = 0.2
 
 
@@ -99,30 +96,7 @@ def register(groups: dict[str, Any]) -> None:
         metavar="TPL",
         help="per-card hostname from {n}, {slot} and {serial}, e.g. bench-{n:04d}",
     )
-    bench.add_argument(
-        "--slot",
-        dest="slots",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="a bench slot: glob over /dev/disk/by-path names or /dev paths "
-        "(repeatable; numbered in order; default: every USB/SD slot)",
-    )
-    bench.add_argument(
-        "--bus",
-        dest="buses",
-        action="append",
-        metavar="BUS",
-        help="transport to take cards from (repeatable; default: usb and mmc, "
-        "plus drives flagged removable)",
-    )
-    bench.add_argument("--min-size", metavar="SIZE", help="skip cards smaller than this, e.g. 8G")
-    bench.add_argument(
-        "--max-size",
-        metavar="SIZE",
-        help=f"skip drives larger than this (default {LARGE_DRIVE_BYTES // 10**9}G; "
-        "'none' for no limit)",
-    )
+    bench_slots.add_arguments(bench)
     bench.add_argument(
         "--report",
         metavar="FILE",
@@ -147,28 +121,6 @@ def register(groups: dict[str, Any]) -> None:
 
 
 # -- settings ----------------------------------------------------------------------------------
-
-
-def parse_size(text: str | None, field: str) -> int | None:
-    """Bytes for "8G", "7.5GB", "512M", "8GiB" or a plain number; None for None or "none"."""
-    if text is None or text.strip().lower() == "none":
-        return None
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ConfigError(field, f"'{text}' is not a size such as 8G, 512M or 8GiB")
-    number, unit, binary = match.groups()
-    power = "kmgt".find(unit.lower()) + 1 if unit else 0
-    return int(float(number) * (1024 if binary else 1000) ** power)
-
-
-def _policy(args: argparse.Namespace) -> DrivePolicy:
-    max_size = LARGE_DRIVE_BYTES if args.max_size is None else parse_size(args.max_size, "max_size")
-    return DrivePolicy(
-        slots=tuple(args.slots),
-        buses=frozenset(args.buses) if args.buses else DEFAULT_BUSES,
-        min_size_bytes=parse_size(args.min_size, "min_size") or 0,
-        max_size_bytes=max_size,
-    )
 
 
 def _precheck(args: argparse.Namespace) -> None:
@@ -211,7 +163,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         _precheck(args)
     bench_extras.precheck(args)
     db_url = bench_extras.report_db_url(args, ctx)
-    policy = _policy(args)
+    policy = bench_slots.policy(args)
     after_card = bench_boot.checker(args)
     source = source_spec(args)
     job = BenchJob(
