@@ -1,9 +1,12 @@
-"""What the station does to a card after its checks and before its write: the capacity probe
-(counterfeit cards are refused with their real capacity) and registering the card's own device
-in the fleet (or reusing one registered for a card that failed).
+"""What the station does to a card around its write: after its checks and before the write,
+the capacity probe (counterfeit cards are refused with their real capacity) and registering the
+card's own device in the fleet (or reusing one registered for a card that failed); after the
+write, an optional step that may add to the card's record (the boot check,
+flasher.bench.bootcheck).
 
-`CardSteps.run()` is the station's one call per card; it returns the registered device (whose
-uuid and key go into that card's config.json), or None without registration. The probe puts
+`CardSteps.run()` is the station's call before each write; it returns the registered device
+(whose uuid and key go into that card's config.json), or None without registration.
+`CardSteps.after()` is its call once the card's record is made. The probe puts
 back what it overwrote even though the card is about to be written: the write skips the
 image's unused blocks, and a probe tag left there would make the card differ from the image.
 Cost: 64 to 128 scattered 4 KiB reads, writes, reads and writes again, and two flushes
@@ -16,12 +19,13 @@ Core: never prints, imports no Qt.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from flasher.balena.registration import FleetCredentials, RegisteredDevice, Registrar
 from flasher.balena.session import BalenaSession
+from flasher.bench.report import CardRecord
 from flasher.errors import CatalogError, ConfigError
 from flasher.events import CancelToken, EventCallback
 from flasher.models import DeviceConfig, Drive
@@ -62,9 +66,14 @@ class CardOutcome:
     device: RegisteredDevice | None = None
 
 
+AfterCard = Callable[[CardRecord, CancelToken], CardRecord]
+
+
 class CardSteps:
     """`register_session` (the fleet's balena API) turns registration on; the fleet and its
-    provisioning key come from the station's configuration, known once the image is ready."""
+    provisioning key come from the station's configuration, known once the image is ready.
+    `after_card` runs on the card's thread once its record is made (the other slots carry on;
+    the card may leave its slot meanwhile) and returns the record to report."""
 
     def __init__(
         self,
@@ -74,18 +83,25 @@ class CardSteps:
         register_session: BalenaSession | None = None,
         reuse: UnflashedDevices | None = None,
         launcher: Launcher | None = None,
+        after_card: AfterCard | None = None,
     ) -> None:
         self.probe_capacity = probe_capacity
         self.probe_positions = probe_positions
         self.register_session = register_session
         self.reuse = reuse
         self.launcher = launcher
+        self.after_card = after_card
         self._registrar: Registrar | None = None
         self._lock = threading.Lock()
 
     @property
     def registers(self) -> bool:
         return self.register_session is not None
+
+    @property
+    def before_write(self) -> bool:
+        """Whether `run` does anything (a probe or a registration)."""
+        return self.probe_capacity or self.registers
 
     def _device(self, config: DeviceConfig | None) -> RegisteredDevice:
         assert self.register_session is not None
@@ -129,3 +145,7 @@ class CardSteps:
         cancel.check()
         outcome.device = self._device(config)
         return outcome.device
+
+    def after(self, record: CardRecord, cancel: CancelToken) -> CardRecord:
+        """The card's record once the after-card step has added to it (as it is without one)."""
+        return record if self.after_card is None else self.after_card(record, cancel)

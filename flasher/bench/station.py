@@ -95,10 +95,10 @@ class Station:
     """Flashes the job's image onto every card the policy accepts; see the module docstring.
 
     `launcher` starts the writer for each card (default: directly when root, else pkexec).
-    `card_limit` ends the run after that many cards. A card's own steps go around its write:
-    `card_steps` (capacity probe, device registration) run after its checks and before the
-    write, and may refuse it; `after_card` (the boot check) may add to its record before it is
-    reported. `watcher`, `list_present` and `probe` are
+    `card_limit` ends the run after that many cards. `card_steps` go around each card's write
+    (flasher.bench.cardsteps): the capacity probe and device registration after its checks and
+    before the write (they may refuse the card), and an after-card step (the boot check) that may
+    add to its record before it is reported. `watcher`, `list_present` and `probe` are
     the hotplug monitor, the listing taken at start and the single-drive lookup (defaults:
     udev through flasher.drives).
     """
@@ -118,7 +118,6 @@ class Station:
         list_present: Callable[[], Sequence[Drive]] = list_drives,
         probe: Callable[[str], Drive | None] = find_drive,
         card_steps: CardSteps | None = None,
-        after_card: Callable[[CardRecord, CancelToken], CardRecord] | None = None,
     ) -> None:
         self.job = job
         self.policy = policy or DrivePolicy()
@@ -139,7 +138,6 @@ class Station:
         registers = card_steps is not None and card_steps.registers
         if registers and job.config is None and job.config_from_image is None:
             raise ConfigError("register", "needs a configured image with a fleet")
-        self._after_card = after_card
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._emit_lock = threading.Lock()
@@ -387,17 +385,18 @@ class Station:
             )
         error = self._explain(card, result)
         record = self._record(card, card_image, result, error, time.monotonic() - started)
-        if self._after_card is not None and not card.cancel.cancelled:
+        steps = self._steps
+        if steps is not None and steps.after_card is not None and not card.cancel.cancelled:
             # e.g. the boot check; the card's thread waits for it, the other slots do not, and
             # the card may leave its slot meanwhile (to boot a device)
             card.finished = True
-            record = self._after_card(record, card.cancel)
+            record = steps.after(record, card.cancel)
         self._finish(card, record)
 
     def _before_write(self, card: _Card, image: PreparedJob) -> RegisteredDevice | None:
         """The card steps (capacity probe, registration), after the card's checks; the device
         registered for the card, if any."""
-        if self._steps is None:
+        if self._steps is None or not self._steps.before_write:
             return None
         events = self._card_events(card)
         # Checked first, so a card the write would refuse is neither probed nor registered.

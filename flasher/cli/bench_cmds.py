@@ -180,7 +180,7 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         expected_sha256=args.sha256,
     )
     report = ReportLog(args.report or default_report_path())
-    steps = bench_extras.card_steps(args, ctx, report)
+    steps = bench_extras.card_steps(args, ctx, report, after_card)
     shipper = bench_extras.report_shipper(args, db_url, report)
     _consent(args, ctx)
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
@@ -198,7 +198,6 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         card_limit=args.once,
         include_present=args.include_present,
         card_steps=steps,
-        after_card=after_card,
     )
     with bench_extras.sending(shipper, view.message):
         summary, interrupted = _run(station, view)

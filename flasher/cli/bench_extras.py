@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from flasher.bench.cardsteps import CardSteps, UnflashedDevices, unflashed_devices
+from flasher.bench.cardsteps import AfterCard, CardSteps, UnflashedDevices, unflashed_devices
 from flasher.bench.events import BenchCallback, BenchEvent, CardFinished
 from flasher.bench.report import ReportLog, default_report_path
 from flasher.cli.context import CliContext
@@ -145,7 +145,9 @@ def precheck(args: argparse.Namespace) -> None:
         raise ConfigError("station_id", "must not be empty")
 
 
-def card_steps(args: argparse.Namespace, ctx: CliContext, report: ReportLog) -> CardSteps:
+def card_steps(
+    args: argparse.Namespace, ctx: CliContext, report: ReportLog, after_card: AfterCard | None
+) -> CardSteps:
     session = ctx.session() if args.register else None
     if args.reuse_unflashed and session is not None and not session.authenticated:
         raise ConfigError(
@@ -154,7 +156,12 @@ def card_steps(args: argparse.Namespace, ctx: CliContext, report: ReportLog) -> 
             hint="log in ('balena login' or BALENA_API_KEY)",
         )
     reuse = UnflashedDevices(report.records()) if args.reuse_unflashed else None
-    return CardSteps(probe_capacity=args.probe_capacity, register_session=session, reuse=reuse)
+    return CardSteps(
+        probe_capacity=args.probe_capacity,
+        register_session=session,
+        reuse=reuse,
+        after_card=after_card,
+    )
 
 
 def report_shipper(
