@@ -129,6 +129,12 @@ class DriveRejected(DriveError):
     code = "drive_rejected"
 
 
+class CounterfeitCard(DriveRejected):
+    """The card holds less than it claims (writes past its real capacity wrap or vanish)."""
+
+    code = "counterfeit"
+
+
 class DriveGone(DriveError):
     code = "drive_gone"
     exit_code = EXIT_ERROR
@@ -148,6 +154,12 @@ class WriterProtocolError(WriterError):
 
 class WriteFailed(WriterError):
     code = "write_failed"
+
+
+class ReportDbError(FlasherError):
+    """The bench's report database cannot be reached or refused the records."""
+
+    code = "report_db"
 
 
 class VerificationFailed(FlasherError):
@@ -263,12 +275,14 @@ ERROR_CLASSES: dict[str, type[FlasherError]] = {
         ImageError,
         DriveError,
         DriveRejected,
+        CounterfeitCard,
         DriveGone,
         WriterError,
         AuthorizationDenied,
         WriterProtocolError,
         WriteFailed,
         VerificationFailed,
+        ReportDbError,
         Cancelled,
         ReleaseUpdateError,
         ReleaseNotFound,
