@@ -29,12 +29,14 @@ class ErrorCode(enum.StrEnum):
     DRIVE = "drive"
     DRIVE_REJECTED = "drive_rejected"
     DRIVE_GONE = "drive_gone"
+    COUNTERFEIT = "counterfeit"
     WRITER = "writer"
     AUTHORIZATION_DENIED = "authorization_denied"
     PROTOCOL = "protocol"
     WRITE_FAILED = "write_failed"
     VERIFY_MISMATCH = "verify_mismatch"
     CANCELLED = "cancelled"
+    REPORT_DB = "report_db"
     RELEASE_UPDATE = "release_update"
     RELEASE_NOT_FOUND = "release_not_found"
     RELEASE_AMBIGUOUS = "release_ambiguous"
@@ -107,6 +109,7 @@ class ProblemCode(enum.StrEnum):
     SERIAL_CHANGED = "serial_changed"
     FOREIGN_SYMLINK = "foreign_symlink"
     FOREIGN_FILE = "foreign_file"
+    COUNTERFEIT = "counterfeit"
 
 
 class Action(enum.StrEnum):

@@ -193,6 +193,7 @@ class ApiError(CatalogError):
         "attempts",
         "retry_after_s",
         "resource",
+        "uuid",
     )
 
     def __init__(
@@ -206,6 +207,7 @@ class ApiError(CatalogError):
         attempts: int | None = None,
         retry_after_s: float | None = None,
         resource: str | None = None,
+        uuid: str | None = None,
         hint: str | None = None,
         action: Action | None = None,
     ) -> None:
@@ -221,6 +223,7 @@ class ApiError(CatalogError):
         self.attempts = attempts
         self.retry_after_s = retry_after_s
         self.resource = resource
+        self.uuid = uuid
 
 
 class AuthError(CatalogError):
@@ -351,6 +354,31 @@ class DriveRejected(DriveError):
         self.problems = problems
 
 
+class CounterfeitCard(DriveRejected):
+    """The card holds less than it claims (writes past its real capacity wrap or vanish):
+    `advertised_bytes` is its stated size, `real_bytes` what it really holds."""
+
+    code = ErrorCode.COUNTERFEIT
+    detail_names: ClassVar[tuple[str, ...]] = (
+        *DriveRejected.detail_names,
+        "advertised_bytes",
+        "real_bytes",
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        advertised_bytes: int,
+        real_bytes: int,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, target=target, problem=ProblemCode.COUNTERFEIT, hint=hint)
+        self.advertised_bytes = advertised_bytes
+        self.real_bytes = real_bytes
+
+
 class DriveGone(DriveError):
     """The target went away while in use (`errno`, and the byte `offset` when writing)."""
 
@@ -436,6 +464,12 @@ class WriteFailed(WriterError):
         self.errno = errno
 
 
+class ReportDbError(FlasherError):
+    """The bench's report database cannot be reached or refused the records."""
+
+    code = ErrorCode.REPORT_DB
+
+
 class VerificationFailed(FlasherError):
     """The read-back differs: first at byte `offset`, inside [`range_start`, `range_end`)."""
 
@@ -484,12 +518,14 @@ ERROR_CLASSES: dict[str, type[FlasherError]] = {
         ImageError,
         DriveError,
         DriveRejected,
+        CounterfeitCard,
         DriveGone,
         WriterError,
         AuthorizationDenied,
         WriterProtocolError,
         WriteFailed,
         VerificationFailed,
+        ReportDbError,
         Cancelled,
     )
 }

@@ -64,6 +64,8 @@ class CardRecord:
     error_code: str | None = None
     error_message: str | None = None
     error_hint: str | None = None
+    device_uuid: str | None = None
+    capacity_bytes: int | None = None
     boot: dict[str, Any] | None = None  # the boot check's result, when the bench runs one
 
     @property
@@ -85,6 +87,10 @@ class CardRecord:
             {"code": self.error_code, "message": self.error_message, "hint": self.error_hint}
             if self.error_code is not None
             else None
+        )
+        # A device registered for a card that then failed is listed in the fleet, unflashed.
+        out["device_state"] = (
+            None if self.device_uuid is None else "flashed" if self.ok else "registered_unflashed"
         )
         return out
 

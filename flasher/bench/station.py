@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from flasher.balena.registration import RegisteredDevice
+from flasher.bench.cardsteps import CardOutcome, CardSteps
 from flasher.bench.events import (
     BenchCallback,
     BenchEvent,
@@ -40,7 +42,7 @@ from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
 from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
 from flasher.models import Drive
-from flasher.pipeline import CardImage, PreparedJob, accept_warnings, write
+from flasher.pipeline import CardImage, PreparedJob, accept_warnings, check, write
 from flasher.provider import ImageProvider
 from flasher.writer.client import TargetResult
 from flasher.writer.launchers import Launcher
@@ -86,14 +88,17 @@ class _Card:
     removed: bool = False
     writing: bool = False
     finished: bool = False
+    outcome: CardOutcome = field(default_factory=CardOutcome)
 
 
 class Station:
     """Flashes the job's image onto every card the policy accepts; see the module docstring.
 
     `launcher` starts the writer for each card (default: directly when root, else pkexec).
-    `card_limit` ends the run after that many cards. `after_card` (the boot check) may add to
-    each card's record before it is reported. `watcher`, `list_present` and `probe` are
+    `card_limit` ends the run after that many cards. `card_steps` go around each card's write
+    (flasher.bench.cardsteps): the capacity probe and device registration after its checks and
+    before the write (they may refuse the card), and an after-card step (the boot check) that may
+    add to its record before it is reported. `watcher`, `list_present` and `probe` are
     the hotplug monitor, the listing taken at start and the single-drive lookup (defaults:
     udev through flasher.drives).
     """
@@ -112,7 +117,7 @@ class Station:
         watcher: Callable[[], DriveWatcher] = default_watcher,
         list_present: Callable[[], Sequence[Drive]] = list_drives,
         probe: Callable[[str], Drive | None] = find_drive,
-        after_card: Callable[[CardRecord, CancelToken], CardRecord] | None = None,
+        card_steps: CardSteps | None = None,
     ) -> None:
         self.job = job
         self.policy = policy or DrivePolicy()
@@ -129,7 +134,10 @@ class Station:
         self._watcher = watcher
         self._list_present = list_present
         self._probe = probe
-        self._after_card = after_card
+        self._steps = card_steps
+        registers = card_steps is not None and card_steps.registers
+        if registers and job.config is None and job.config_from_image is None:
+            raise ConfigError("register", "needs a configured image with a fleet")
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._emit_lock = threading.Lock()
@@ -350,7 +358,8 @@ class Station:
             image = self._image
             if image is None or card.cancel.cancelled:
                 raise Cancelled("The station stopped before this card was written.")
-            card_image = self._card_image(card, image)
+            device = self._before_write(card, image)
+            card_image = self._card_image(card, image, device)
             # Consent was given for the whole bench: warnings are logged, a mounted card is
             # simply unmounted.
             (result,) = write(
@@ -376,20 +385,36 @@ class Station:
             )
         error = self._explain(card, result)
         record = self._record(card, card_image, result, error, time.monotonic() - started)
-        if self._after_card is not None and not card.cancel.cancelled:
+        steps = self._steps
+        if steps is not None and steps.after_card is not None and not card.cancel.cancelled:
             # e.g. the boot check; the card's thread waits for it, the other slots do not, and
             # the card may leave its slot meanwhile (to boot a device)
             card.finished = True
-            record = self._after_card(record, card.cancel)
+            record = steps.after(record, card.cancel)
         self._finish(card, record)
 
-    def _card_image(self, card: _Card, image: PreparedJob) -> CardImage:
-        template = self.job.hostname_template
-        if template is None:
-            return image.image
-        return image.card(
-            hostname=render_hostname(template, CardFacts(card.n, card.slot, card.drive))
+    def _before_write(self, card: _Card, image: PreparedJob) -> RegisteredDevice | None:
+        """The card steps (capacity probe, registration), after the card's checks; the device
+        registered for the card, if any."""
+        if self._steps is None or not self._steps.before_write:
+            return None
+        events = self._card_events(card)
+        # Checked first, so a card the write would refuse is neither probed nor registered.
+        check(image, [card.drive], confirm=accept_warnings, on_event=events)
+        return self._steps.run(
+            card.drive, card.outcome, image.config, on_event=events, cancel=card.cancel
         )
+
+    def _card_image(
+        self, card: _Card, image: PreparedJob, device: RegisteredDevice | None
+    ) -> CardImage:
+        template = self.job.hostname_template
+        hostname = (
+            None
+            if template is None
+            else render_hostname(template, CardFacts(card.n, card.slot, card.drive))
+        )
+        return image.card(hostname=hostname, device=device)
 
     def _card_events(self, card: _Card) -> EventCallback:
         """The card's events, as CardUpdates; a phase without a target is this card's."""
@@ -456,6 +481,10 @@ class Station:
             error_code=error.code if error is not None else None,
             error_message=error.message if error is not None else None,
             error_hint=error.hint if error is not None else None,
+            device_uuid=card.outcome.device.uuid if card.outcome.device is not None else None,
+            capacity_bytes=(
+                card.outcome.capacity.real_bytes if card.outcome.capacity is not None else None
+            ),
         )
 
     def _finish(self, card: _Card, record: CardRecord) -> None:

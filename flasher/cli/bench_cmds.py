@@ -4,6 +4,12 @@ bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostnam
       [--slot PATTERN …] [--bus BUS …] [--min-size SIZE] [--max-size SIZE] [--report FILE]
       [--once N] [--include-present] [--image-type raw|flasher] [--no-verify] [--write-all]
       [--bmap FILE] [--sha256 HEX] [--yes] [--json]
+      [--check-boot [--boot-address TPL] [--boot-timeout S]]
+      [--register [--reuse-unflashed]] [--no-probe-capacity] [--report-db URL] [--station-id ID]
+      [--station FILE]
+bench report [--report FILE | --report-db URL] [--station-id ID] [--json]
+bench devices [--report FILE] [--delete-unflashed --fleet ID] [--json]
+bench sync [--report FILE] --report-db URL [--station-id ID] [--json]
 
 The image is resolved, downloaded, unpacked and configured once; then each card inserted into a
 bench slot is written and verified at once, on its own, while the others carry on. Slots are
@@ -28,7 +34,6 @@ failed, 2 bad usage or settings, 3 a verification failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -47,11 +52,11 @@ from flasher.bench.events import (
     StationUpdate,
 )
 from flasher.bench.image import BenchJob
-from flasher.bench.policy import DEFAULT_BUSES, DrivePolicy, Slot
+from flasher.bench.policy import Slot
 from flasher.bench.report import CardRecord, ReportLog, default_report_path
 from flasher.bench.station import Station, StationSummary
 from flasher.cache import ImageCache
-from flasher.cli import bench_boot
+from flasher.cli import bench_boot, bench_extras, bench_slots
 from flasher.cli.config_opts import (
     add_device_config_arguments,
     config_requested,
@@ -61,7 +66,6 @@ from flasher.cli.config_opts import (
 from flasher.cli.context import CliContext
 from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
 from flasher.cli.output import event_to_dict, human_bytes, human_duration, printable
-from flasher.drives.constraints import LARGE_DRIVE_BYTES
 from flasher.errors import (
     EXIT_CANCELLED,
     EXIT_ERROR,
@@ -75,7 +79,6 @@ from flasher.errors import (
 from flasher.events import CancelToken
 from flasher.provider import ImageProvider
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
 REDRAW_INTERVAL_S = 0.2
 
 
@@ -93,30 +96,7 @@ def register(groups: dict[str, Any]) -> None:
         metavar="TPL",
         help="per-card hostname from {n}, {slot} and {serial}, e.g. bench-{n:04d}",
     )
-    bench.add_argument(
-        "--slot",
-        dest="slots",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="a bench slot: glob over /dev/disk/by-path names or /dev paths "
-        "(repeatable; numbered in order; default: every USB/SD slot)",
-    )
-    bench.add_argument(
-        "--bus",
-        dest="buses",
-        action="append",
-        metavar="BUS",
-        help="transport to take cards from (repeatable; default: usb and mmc, "
-        "plus drives flagged removable)",
-    )
-    bench.add_argument("--min-size", metavar="SIZE", help="skip cards smaller than this, e.g. 8G")
-    bench.add_argument(
-        "--max-size",
-        metavar="SIZE",
-        help=f"skip drives larger than this (default {LARGE_DRIVE_BYTES // 10**9}G; "
-        "'none' for no limit)",
-    )
+    bench_slots.add_arguments(bench)
     bench.add_argument(
         "--report",
         metavar="FILE",
@@ -135,33 +115,12 @@ def register(groups: dict[str, Any]) -> None:
     bench.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON-lines output"
     )
+    bench_extras.add_arguments(parser)
     bench_boot.add_arguments(parser)
-    parser.set_defaults(handler=bench_command)
+    parser.set_defaults(handler=bench_command, bench_parser=parser)
 
 
 # -- settings ----------------------------------------------------------------------------------
-
-
-def parse_size(text: str | None, field: str) -> int | None:
-    """Bytes for "8G", "7.5GB", "512M", "8GiB" or a plain number; None for None or "none"."""
-    if text is None or text.strip().lower() == "none":
-        return None
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ConfigError(field, f"'{text}' is not a size such as 8G, 512M or 8GiB")
-    number, unit, binary = match.groups()
-    power = "kmgt".find(unit.lower()) + 1 if unit else 0
-    return int(float(number) * (1024 if binary else 1000) ** power)
-
-
-def _policy(args: argparse.Namespace) -> DrivePolicy:
-    max_size = LARGE_DRIVE_BYTES if args.max_size is None else parse_size(args.max_size, "max_size")
-    return DrivePolicy(
-        slots=tuple(args.slots),
-        buses=frozenset(args.buses) if args.buses else DEFAULT_BUSES,
-        min_size_bytes=parse_size(args.min_size, "min_size") or 0,
-        max_size_bytes=max_size,
-    )
 
 
 def _precheck(args: argparse.Namespace) -> None:
@@ -192,6 +151,9 @@ def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
 
 
 def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
+    handled = bench_extras.prelude(args, ctx)
+    if handled is not None:
+        return handled
     if not args.source and not args.device_type:
         raise FlasherError(
             "Name an image for the bench.", hint="Give an image file or URL, or --device-type SLUG."
@@ -199,7 +161,9 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
     configure = not args.source or config_requested(args) or bool(args.hostname_template)
     if configure:
         _precheck(args)
-    policy = _policy(args)
+    bench_extras.precheck(args)
+    db_url = bench_extras.report_db_url(args, ctx)
+    policy = bench_slots.policy(args)
     after_card = bench_boot.checker(args)
     source = source_spec(args)
     job = BenchJob(
@@ -216,6 +180,8 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         expected_sha256=args.sha256,
     )
     report = ReportLog(args.report or default_report_path())
+    steps = bench_extras.card_steps(args, ctx, report, after_card)
+    shipper = bench_extras.report_shipper(args, db_url, report)
     _consent(args, ctx)
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     view: _View = (
@@ -228,12 +194,13 @@ def bench_command(args: argparse.Namespace, ctx: CliContext) -> int:
         ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin),
         policy=policy,
         report=report,
-        on_event=view.handle,
+        on_event=bench_extras.shipping(view.handle, shipper),
         card_limit=args.once,
         include_present=args.include_present,
-        after_card=after_card,
+        card_steps=steps,
     )
-    summary, interrupted = _run(station, view)
+    with bench_extras.sending(shipper, view.message):
+        summary, interrupted = _run(station, view)
     view.close(summary)
     if interrupted:
         return EXIT_CANCELLED
@@ -360,12 +327,14 @@ def _card_line(record: CardRecord) -> str:
         state = "verified" if record.verified else "written (not verified)"
         rate = f", {record.mb_per_s} MB/s" if record.mb_per_s is not None else ""
         name = f" as {record.hostname}" if record.hostname else ""
+        device = f", device {record.device_uuid[:7]}" if record.device_uuid else ""
         return (
             f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
-            f"{record.seconds:.1f} s{rate}{bench_boot.describe(record.boot)}"
+            f"{record.seconds:.1f} s{rate}{device}{bench_boot.describe(record.boot)}"
         )
     hint = f" ({record.error_hint})" if record.error_hint else ""
-    return f"card {record.card} FAILED: {record.error_message}{hint}"
+    left = f"; device {record.device_uuid} is registered, not flashed" if record.device_uuid else ""
+    return f"card {record.card} FAILED: {record.error_message}{hint}{left}"
 
 
 def _summary_text(summary: StationSummary) -> str:

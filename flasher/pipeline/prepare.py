@@ -5,7 +5,7 @@ image in the cache (or used in place), its SHA-256 (from the cache, or hashed on
 file used in place), what proves its bytes (the source format's own check, an expected SHA-256,
 a .bmap's checksums: flasher.image.integrity), its identity, the allocation map of the
 unconfigured image and the configuration as given, applied in a copy-on-write overlay. A
-PreparedJob derives per-card images cheaply (`card(hostname=…)`): only config.json and the
+PreparedJob derives per-card images cheaply (`card(hostname=…, device=…)`): only config.json and the
 keyfiles are rendered again into a fresh overlay; the map is reused, plus the ranges that
 overlay replaced (configuring takes a block only by writing it). Every face (CLI, desktop app,
 bench) prepares through this one function and writes through flasher.pipeline.write.
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flasher.cache import sha256_file
 from flasher.errors import ConfigError, ImageError
@@ -39,6 +39,9 @@ from flasher.models import DeviceConfig
 from flasher.provider import ImageProvider, SourceSpec
 from flasher.validation import validate_device_config
 from flasher.writer.job import ImageFeed
+
+if TYPE_CHECKING:
+    from flasher.balena.registration import RegisteredDevice
 
 ConfigFromImage = Callable[[ImageIdentity], DeviceConfig]
 
@@ -89,22 +92,34 @@ class PreparedJob:
     def mapped_bytes(self) -> int:
         return self.image.mapped_bytes
 
-    def card(self, *, hostname: str | None = None) -> CardImage:
-        """This job's image for one card with its own hostname (None: the shared image).
+    def card(
+        self, *, hostname: str | None = None, device: RegisteredDevice | None = None
+    ) -> CardImage:
+        """This job's image for one card with its own hostname and, for a `device` registered
+        in the fleet, that device's config.json (its uuid and own device API key instead of the
+        provisioning key); with neither, the shared image.
 
-        ConfigError for an invalid hostname, or for any hostname when the job is not
-        configured, before anything is written. Costs a new overlay
-        (a few milliseconds); the image is not read again.
+        ConfigError for an invalid hostname, or for any hostname or device when the job is not
+        configured, before anything is written. Costs a new overlay (a few milliseconds):
+        config.json and the keyfiles are rendered again; the image is not read again.
         """
-        if hostname is None:
+        if hostname is None and device is None:
             return self.image
         if self.config is None:
+            field_name = "hostname" if device is None else "register"
             raise ConfigError(
-                "hostname", "needs a configured image", hint="Prepare the job with a configuration."
+                field_name,
+                "needs a configured image",
+                hint="Prepare the job with a configuration.",
             )
-        return _configure(
-            self.raw_path, self._base, self._base_map, replace(self.config, hostname=hostname)
-        )
+        config = self.config if hostname is None else replace(self.config, hostname=hostname)
+        if device is not None:
+            # Imported here: registration brings the network stack, which a plain flash of a
+            # local file never loads.
+            from flasher.balena.registration import device_config
+
+            config = device_config(config, device)
+        return _configure(self.raw_path, self._base, self._base_map, config)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the prepared image (no secrets)."""

@@ -52,6 +52,8 @@ class SandboxApi:
         self._seed = str(seed).encode()
         self._keys_issued = 0
         self._key_lock = threading.Lock()
+        # Provisioning keys handed out, and their fleet (device registration checks them).
+        self.issued_keys: dict[str, int] = {}
 
     # -- device types ------------------------------------------------------------------------
 
@@ -200,6 +202,7 @@ class SandboxApi:
             "mixpanelToken": ep["mixpanelToken"],
             "apiKey": self.new_provisioning_key(),
         }
+        self.issued_keys[config["apiKey"]] = app.id
         if params.get("network") == "wifi":
             config["wifiSsid"] = params.get("wifiSsid") or ""
             config["wifiKey"] = params.get("wifiKey") or ""

@@ -7,8 +7,8 @@ navigations as arrays, unexpanded single navigations as `{"__id", "__deferred"}`
 on every entity. Anonymous callers see public things only; any authenticated caller also sees
 the sandbox user's fleets. Imports only the standard library and flasher.sandbox modules.
 
-The `device` resource holds the sandbox's devices (flasher.sandbox.devices), shown to
-logged-in callers only.
+The `device` resource holds the sandbox's devices (flasher.sandbox.devices) and the ones
+registered at run time (flasher.sandbox.registration), shown to logged-in callers only.
 """
 
 from __future__ import annotations
@@ -221,6 +221,10 @@ class PineStore:
             if str(row.get(field)) == value:
                 return int(row["id"])
         return None
+
+    def remove(self, resource: str, entity_id: int) -> bool:
+        """Drop a row no other resource lists (a deleted device)."""
+        return self.rows[resource].pop(entity_id, None) is not None
 
     def visible(self, resource: str, row: Mapping[str, Any], authenticated: bool) -> bool:
         if authenticated:

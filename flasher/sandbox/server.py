@@ -8,7 +8,9 @@ bearer token (or `?apikey=`) authenticates as the sandbox's one user. Core code:
 (requests are logged at DEBUG) and never imports Qt.
 
 POST /supervisor/<path> is the balena API's supervisor proxy to the sandbox's fake devices
-(flasher.sandbox.proxy, flasher.sandbox.devices).
+(flasher.sandbox.proxy, flasher.sandbox.devices). Device registration, provisioning and device
+keys and deleting devices are flasher.sandbox.registration's; registered devices join the fake
+ones in pine's `device` resource.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from flasher.sandbox.devices import SandboxDevices
 from flasher.sandbox.images import ImageScale
 from flasher.sandbox.odata import ODataError, parse_options
 from flasher.sandbox.pine import PineStore, UnknownResource
+from flasher.sandbox.registration import DeviceRegistrations
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self._authenticated(query)
         api = self.server.api
         method = self.command if self.command != "HEAD" else "GET"
+        if self._registration(method, path, params, auth):
+            return
         pine = _PINE_PATH.match(path)
         if pine:
             if method != "GET":
@@ -206,6 +211,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(api.device_type_v1(path.rsplit("/", 1)[1]))
         else:
             raise ApiProblem(404, f"Not found: {path}")
+
+    def _registration(
+        self, method: str, path: str, params: list[tuple[str, str]], auth: bool
+    ) -> bool:
+        """Device registration and deletion (flasher.sandbox.registration); False if not its
+        path."""
+        if method not in ("POST", "DELETE") or not path.startswith(("/device/", "/api-key/", "/v")):
+            return False
+        scheme, _, bearer = self.headers.get("Authorization", "").partition(" ")
+        body = self._body() if method == "POST" else {}
+        answer = self.server.registrations.handle(
+            method, path, params, body, bearer.strip() if scheme.lower() == "bearer" else "", auth
+        )
+        if answer is None:
+            return False
+        self._json(answer[1], answer[0])
+        return True
 
     def _pine(
         self,
@@ -297,6 +319,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: SandboxApi
     pine: PineStore
+    registrations: DeviceRegistrations
     devices: SandboxDevices
 
 
@@ -324,6 +347,10 @@ class SandboxServer:
     @property
     def api(self) -> SandboxApi:
         return self._server.api
+
+    @property
+    def registrations(self) -> DeviceRegistrations:
+        return self._server.registrations
 
     @property
     def devices(self) -> SandboxDevices:
@@ -356,6 +383,7 @@ class SandboxServer:
         server.devices = SandboxDevices()
         type_ids = {dt.slug: dt.id for dt in catalog.device_types}
         server.pine.add_devices(server.devices.pine_rows(type_ids))
+        server.registrations = DeviceRegistrations(server.api, server.pine)
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="flasher-sandbox", daemon=True
         )

@@ -31,7 +31,7 @@ from flasher.errors import (
     FlasherError,
 )
 from flasher.events import CancelToken, Event, Log, PhaseChanged, Progress
-from flasher.writer import engine
+from flasher.writer import engine, probe_service
 from flasher.writer.blockdev import BlockDevicePolicy, OpenTarget, TargetPolicy
 from flasher.writer.framing import LineReader
 from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
@@ -234,6 +234,9 @@ def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None
     if line is None:
         _close_all(reader.fds)
         return EXIT_CANCELLED  # the client left before asking for anything
+    if probe_service.is_probe_request(line):
+        _close_all(reader.fds)
+        return _serve_probe(sock, reader, line, policy, emitter, cancel)
     try:
         request = decode_request(line)
         source = _open_source(request, reader.fds, cancel)
@@ -256,6 +259,24 @@ def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)  # also wakes the EOF watcher
     watcher.join()
+    if ok:
+        return EXIT_OK
+    return EXIT_CANCELLED if cancel.cancelled else EXIT_ERROR
+
+
+def _serve_probe(
+    sock: socket.socket,
+    reader: LineReader,
+    line: bytes,
+    policy: TargetPolicy,
+    emitter: _Emitter,
+    cancel: CancelToken,
+) -> int:
+    try:
+        ok = probe_service.serve_probe(sock, reader, line, policy, cancel)
+    except FlasherError as err:
+        emitter.send(JobEnd(False, err))
+        return EXIT_USAGE
     if ok:
         return EXIT_OK
     return EXIT_CANCELLED if cancel.cancelled else EXIT_ERROR

@@ -701,6 +701,8 @@ def test_first_ctrl_c_lets_the_card_being_written_finish(
             "--yes",
             "--report",
             str(report),
+            # The frozen filesystem must hold up the card's write, not the probe before it.
+            "--no-probe-capacity",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -786,6 +788,7 @@ def test_boot_check_adds_the_booted_device_to_the_card_line(
     from dataclasses import replace as _replace
 
     from flasher.bench.bootcheck import BootCheckSettings, boot_checker
+    from flasher.bench.cardsteps import CardSteps
     from flasher.sandbox.devices import default_devices
     from flasher.sandbox.supervisor_fake import FakeSupervisor
 
@@ -794,9 +797,8 @@ def test_boot_check_adds_the_booted_device_to_the_card_line(
     recorder, report = Recorder[BenchEvent](), tmp_path / "cards.jsonl"
     with FakeSupervisor(spec) as device:
         settings = BootCheckSettings(f"{device.host}:{device.port}", 20, 0.1)
-        station = _station(
-            image, [slot], recorder, report, card_limit=1, after_card=boot_checker(settings)
-        )
+        steps = CardSteps(probe_capacity=False, after_card=boot_checker(settings))
+        station = _station(image, [slot], recorder, report, card_limit=1, card_steps=steps)
         with _running(station) as (finish, _cancel):
             recorder.wait_for(_ready, "station ready")
             slots.insert(slot, _card_bytes(image))

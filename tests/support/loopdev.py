@@ -133,12 +133,16 @@ class LoopDevices:
     def create_on_tmpfs(self, size_bytes: int, *, tmpfs_bytes: int) -> LoopDevice:
         """A loop device whose medium runs out of space after `tmpfs_bytes`: writes past that
         fail with an I/O error, like a card dying mid-write."""
+        return self.create(size_bytes, backing_dir=self.tmpfs(tmpfs_bytes))
+
+    def tmpfs(self, size_bytes: int) -> Path:
+        """A fresh tmpfs of `size_bytes`, unmounted on `close()`."""
         mountpoint = self.mount_dir()
         subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={tmpfs_bytes}", "tmpfs", mountpoint], check=True
+            ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", mountpoint], check=True
         )
         self._mounts.append(mountpoint)
-        return self.create(size_bytes, backing_dir=Path(mountpoint))
+        return Path(mountpoint)
 
     def mount_dir(self) -> str:
         path = tempfile.mkdtemp(prefix="flasher-test-", dir=MOUNT_ROOT)

@@ -41,3 +41,57 @@ class RegularFilePolicy:
             )
         log(f"opened test file {Path(real).name}")
         return target
+
+
+class WrappingSectors:
+    """A fake-capacity card: claims `advertised_bytes`, stores `real_bytes` in a file, and
+    either wraps every offset modulo the real size (the controller drops address bits) or,
+    with `vanish`, drops writes past it and reads zeros there."""
+
+    def __init__(
+        self, backing: str, advertised_bytes: int, real_bytes: int, *, vanish: bool = False
+    ) -> None:
+        self.fd = os.open(backing, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.ftruncate(self.fd, real_bytes)
+        self.advertised_bytes = advertised_bytes
+        self.real_bytes = real_bytes
+        self.vanish = vanish
+
+    @property
+    def size_bytes(self) -> int:
+        return self.advertised_bytes
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if self.vanish and offset >= self.real_bytes:
+            return bytes(length)
+        return os.pread(self.fd, length, offset % self.real_bytes)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        if self.vanish and offset >= self.real_bytes:
+            return
+        os.pwrite(self.fd, data, offset % self.real_bytes)
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class FakeCardPolicy:
+    """Every target is a fake-capacity card (WrappingSectors) backed by one file; the probe
+    reaches it through `open_sectors`, as it reaches a real card through `open_target`."""
+
+    def __init__(self, backing: str, real_bytes: int, *, vanish: bool = False) -> None:
+        self.backing = backing
+        self.real_bytes = real_bytes
+        self.vanish = vanish
+
+    def open_target(self, spec: TargetSpec, log: LogFn) -> OpenTarget:
+        raise DriveRejected("a fake card only takes the probe", target=spec.path, problem="fake")
+
+    def open_sectors(self, spec: TargetSpec, log: LogFn) -> WrappingSectors:
+        log("opened a fake-capacity test card")
+        return WrappingSectors(self.backing, spec.size_bytes, self.real_bytes, vanish=self.vanish)

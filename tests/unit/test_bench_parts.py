@@ -24,7 +24,7 @@ from flasher.bench.policy import DrivePolicy, Slot
 from flasher.bench.report import CardRecord, ReportLog
 from flasher.bench.station import StationSummary
 from flasher.cli import bench_cmds
-from flasher.cli.bench_cmds import parse_size
+from flasher.cli.bench_slots import parse_size
 from flasher.cli.hints import cli_hint
 from flasher.error_codes import Action
 from flasher.errors import ConfigError, FlasherError
