@@ -132,6 +132,7 @@ class Action(enum.StrEnum):
     CHOOSE_REPORT_FILE = "choose_report_file"
     SET_CACHE_DIR = "set_cache_dir"
     GIVE_PROVISIONING_KEY = "give_provisioning_key"
+    SHOW_DETAILS = "show_details"
 
 
 class Severity(enum.StrEnum):

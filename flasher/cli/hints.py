@@ -34,6 +34,7 @@ CLI_ACTIONS: dict[Action, str] = {
     Action.NAME_SERVICE: "Name one service with --service.",
     Action.CHOOSE_REPORT_FILE: "Choose another file with --report.",
     Action.GIVE_PROVISIONING_KEY: "Pass it in the FLASHER_PROVISIONING_KEY environment variable.",
+    Action.SHOW_DETAILS: "Run with -v for details.",
     Action.SET_CACHE_DIR: "Or set FLASHER_CACHE_DIR to a folder on another disk.",
 }
 

@@ -34,6 +34,7 @@ DESKTOP_ACTIONS: dict[Action, str] = {
     Action.NAME_SERVICE: "Choose one service of the app.",
     Action.CHOOSE_REPORT_FILE: "Choose another report file.",
     Action.GIVE_PROVISIONING_KEY: "Enter it in the provisioning key field on the Configure page.",
+    Action.SHOW_DETAILS: "The details say what the writer helper reported.",
     Action.SET_CACHE_DIR: "Or start Flasher with its image cache on another disk.",
 }
 

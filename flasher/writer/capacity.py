@@ -12,6 +12,7 @@ import socket
 import stat
 from os import stat as os_stat
 
+from flasher.error_codes import Action
 from flasher.errors import Cancelled, CounterfeitCard, FlasherError, WriterError
 from flasher.events import CancelToken, EventCallback, Log, Phase, RateMeter, ignore_event
 from flasher.models import Drive
@@ -107,7 +108,7 @@ class _Probe:
             raise Cancelled("The capacity probe was cancelled.")
         raise authorization_denied(code) or WriterError(
             f"The writer helper ended without probing the card (exit code {code}).",
-            hint="Run with -v for details.",
+            action=Action.SHOW_DETAILS,
             stderr=handle.diagnostics(),
         )
 

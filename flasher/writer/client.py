@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import BinaryIO
 
+from flasher.error_codes import Action
 from flasher.errors import (
     Cancelled,
     FlasherError,
@@ -231,7 +232,8 @@ class _Session:
                 code = handle.wait()
                 raise authorization_denied(code) or WriterError(
                     f"The writer helper exited before starting (exit code {code}).",
-                    hint="Run with -v for details, or reinstall Flasher.",
+                    hint="Reinstall Flasher if this happens again.",
+                    action=Action.SHOW_DETAILS,
                     helper_exit_code=code,
                     stderr=handle.diagnostics(),
                 )
@@ -311,7 +313,7 @@ class _Session:
                     error = self.job_error or WriterError(
                         f"The writer helper ended without a result for {spec.path} "
                         f"(exit code {code}).",
-                        hint="Run with -v for details.",
+                        action=Action.SHOW_DETAILS,
                         target=spec.path,
                         stderr=stderr,
                     )

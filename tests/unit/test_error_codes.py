@@ -23,8 +23,8 @@ ERROR_MODULES = (
     "flasher.release_update.errors",
     "flasher.balena.hup",
 )
-# A flag (--yes) or a flasher command ('flasher drives'): words only the command line owns.
-CLI_WORDS = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*|\bflasher [a-z]")
+# A flag (--yes, "run with -v") or a flasher command ('flasher drives'): command-line words.
+CLI_WORDS = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*|\bflasher [a-z]|\b[Rr]un with -[a-z]\b")
 
 
 def _error_classes() -> list[type[FlasherError]]:
