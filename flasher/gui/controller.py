@@ -31,7 +31,13 @@ from flasher.gui.bench import BenchSetup
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
 from flasher.gui.choices import ImageChoice, Selection
 from flasher.gui.eject import eject, ejectable
-from flasher.gui.flashing import Outcome, apply_config_to_settings, refuse_unusable
+from flasher.gui.flashing import (
+    Outcome,
+    apply_config_to_settings,
+    needs_fleet_config,
+    refuse_unusable,
+    with_fleet_config,
+)
 from flasher.gui.progress import FlashState, JobProgress, error_words
 from flasher.gui.qtmodels import (
     DeviceTypeFilter,
@@ -76,6 +82,7 @@ class Services:
     cache_dir: str | None = None  # its paths are left out of messages
     window_state_path: str | None = None  # where the window's size is remembered
     bench: BenchSetup = field(default_factory=lambda: BenchSetup(DrivePolicy()))
+    has_login: bool = False  # a balena login is saved (the API can make provisioning keys)
 
 
 class FlashController(QObject):
@@ -382,6 +389,7 @@ class FlashController(QObject):
         # is refused rather than accepted silently.
         accepted = frozenset((p.target, p.code) for p in self.selected_warnings())
         provider, launcher = self.services.provider, self.services.launcher
+        session_factory = self.services.session_factory
         chosen = list(drives)
 
         def confirm(warnings: Sequence[Problem]) -> bool:
@@ -397,8 +405,13 @@ class FlashController(QObject):
                 emit(PhaseChanged(Phase.FAILED, target=result.target))
             if not usable:
                 return Outcome(None, tuple(refused))
+            config = job.config
+            if config is not None and needs_fleet_config(config):
+                # The saved login instead of a provisioning key: the API makes the fleet's
+                # config.json (with a new key), as the CLI's flash --fleet does when logged in.
+                config = with_fleet_config(config, session_factory)
             report = run_flash(
-                replace(job, targets=tuple(d.path for d in usable)),
+                replace(job, targets=tuple(d.path for d in usable), config=config),
                 provider,
                 on_event=emit,
                 cancel=cancel,
