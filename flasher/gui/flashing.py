@@ -3,26 +3,30 @@ own before a flash (so one that cannot be written fails alone), the flash's outc
 choices saved as settings (secrets only when the user asked), and a fleet's config.json from the
 balena API when the user chose the saved login instead of a provisioning key.
 
-Imports the core's drive rules, balena API client, models, pipeline report, settings, validation
-and writer result values only.
+Imports the core's drive rules, balena API client, events, models, pipeline, provider, settings,
+validation and writer values only.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from flasher.balena.config import DEFAULT_FLEET_POLL_INTERVAL_MIN
 from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
-from flasher.drives.constraints import Severity, check_drive, rejection, source_device
+from flasher.drives.constraints import Problem, Severity, check_drive, rejection, source_device
 from flasher.errors import ConfigError
+from flasher.events import CancelToken, EventCallback, Phase, PhaseChanged
 from flasher.gui.wording import word_problem
 from flasher.models import DeviceConfig, Drive, NetworkKind
-from flasher.pipeline import FlashReport
+from flasher.pipeline import FlashJob, FlashReport, run_flash
+from flasher.provider import ImageProvider, SessionFactory
 from flasher.settings import Settings
 from flasher.validation import validate_device_config
 from flasher.writer.job import TargetResult
+from flasher.writer.launchers import Launcher
 
 
 @dataclass(frozen=True)
@@ -133,3 +137,43 @@ def with_fleet_config(
     with_base = replace(config, base_config=api_config)
     validate_device_config(with_base)
     return with_base
+
+
+def flash_work(
+    job: FlashJob,
+    drives: Sequence[Drive],
+    confirm: Callable[[Sequence[Problem]], bool],
+    *,
+    provider: ImageProvider,
+    launcher: Launcher | None,
+    session_factory: SessionFactory,
+) -> Callable[[EventCallback, CancelToken], Outcome]:
+    """The flash as a worker's job: each drive is checked on its own (one that cannot be
+    written fails alone and the others are written), a fleet chosen with the saved login gets
+    its config.json from the API, then the core's run_flash."""
+
+    def work(emit: EventCallback, cancel: CancelToken) -> Outcome:
+        resolved = provider.obtain(job.source, on_event=emit, cancel=cancel)
+        size_bytes = os.path.getsize(resolved.raw_path)
+        refused, usable = refuse_unusable(drives, size_bytes, str(resolved.raw_path))
+        for result in refused:
+            emit(PhaseChanged(Phase.FAILED, target=result.target))
+        if not usable:
+            return Outcome(None, tuple(refused))
+        config = job.config
+        if config is not None and needs_fleet_config(config):
+            # The saved login instead of a provisioning key: the API makes the fleet's
+            # config.json (with a new key), as the CLI's flash --fleet does when logged in.
+            config = with_fleet_config(config, session_factory)
+        report = run_flash(
+            replace(job, targets=tuple(d.path for d in usable), config=config),
+            provider,
+            on_event=emit,
+            cancel=cancel,
+            confirm=confirm,
+            launcher=launcher,
+            drives=usable,
+        )
+        return Outcome(report, tuple(refused))
+
+    return work
