@@ -274,7 +274,7 @@ def job_count_words(job: JobProgress) -> str:
 
 def overall_line(job: JobProgress) -> str:
     """Running: "45% · 28.1 MB/s writing average · elapsed: 1 min 05 s". Finished: "50.0 MB
-    written at 28.1 MB/s average · flashed in 4 s (after 12 s of preparation)" — the speed over
+    written at 28.1 MB/s average · flashed in 4 s (after 12 s preparing the image)" — the speed over
     the writing only, the time of the flash itself."""
     speed = job.average_speed_bps
     if not job.state.finished:
@@ -292,7 +292,7 @@ def overall_line(job: JobProgress) -> str:
     took = f"flashed in {human_duration(flash_s)}"
     preparation_s = job.elapsed_s - flash_s
     if preparation_s >= 1.0:
-        took += f" (after {human_duration(preparation_s)} of download and preparation)"
+        took += f" (after {human_duration(preparation_s)} preparing the image)"
     return f"{written} · {took}"
 
 

@@ -67,8 +67,7 @@ def test_flash_time_leaves_out_the_preparation(clock: Clock) -> None:
 def test_done_line_names_bytes_speed_flash_time_and_preparation(clock: Clock) -> None:
     job = _two_cards_flashed(clock)
     assert overall_line(job) == (
-        "50.0 MB written at 5.0 MB/s average · flashed in 15 s "
-        "(after 40 s of download and preparation)"
+        "50.0 MB written at 5.0 MB/s average · flashed in 15 s (after 40 s preparing the image)"
     )
 
 
