@@ -26,7 +26,7 @@ from flasher.errors import ConfigError
 from flasher.gui.bench import BenchSetup
 from flasher.gui.widgets import FieldError, form_layout
 
-SLOT_HINT = "e.g. sd[b-e] or a /dev/disk/by-path name; several separated by spaces"
+SLOT_HINT = "e.g. sd[b-e] or by-path names, separated by spaces"
 TEMPLATE_HINT = "e.g. kiosk-{n:03d} — {n} counts cards, {slot} and {serial} name them"
 
 

@@ -18,7 +18,7 @@ from flasher.gui.widgets import FieldError, SecretEdit, expander, two_forms
 from flasher.models import Secret
 from flasher.validation import validate_provisioning_key
 
-LOGIN_CHOICE = "Use my balena &login instead (the balena API creates a provisioning key)"
+LOGIN_CHOICE = "Use my balena &login instead (the API creates a key)"
 
 
 class AddRow(Protocol):
@@ -57,7 +57,7 @@ class FleetBox:
             "fleet's settings and a new provisioning key when the cards are written."
         )
         self.login_check.setVisible(has_login)
-        form.addRow(self.login_check)
+        right.addRow(self.login_check)
         self.login_check.toggled.connect(self._login_toggled)
         self.group.toggled.connect(lambda _on: edited("fleet_group"))
         self._edited = edited
@@ -95,5 +95,5 @@ class FleetBox:
         validate_provisioning_key(key, 1)
 
     def _login_toggled(self, on: bool) -> None:
-        self.provisioning_edit.setEnabled(not on)
+        self.provisioning_edit.setEnabled(not (on and self.has_login))
         self._edited("provisioning")
