@@ -20,6 +20,7 @@ from flasher import __version__
 from flasher.balena.session import BalenaSession
 from flasher.cache import ImageCache
 from flasher.drives.monitor import DriveMonitor
+from flasher.errors import FlasherError
 from flasher.gui.bridge import Bridge
 from flasher.gui.controller import DriveWatch, FlashController, Services
 from flasher.gui.dialogs import ExceptionHook
@@ -99,9 +100,13 @@ def build_services(
             return BalenaSession(sandbox.url, Secret("sandbox-user") if sandbox_login else None)
         return BalenaSession.from_environment(api_url=api_url)
 
-    probe = session_factory()  # reads the saved login; no request is sent
-    has_login = probe.authenticated
-    probe.close()
+    try:
+        probe = session_factory()  # reads the saved login; no request is sent
+    except FlasherError:
+        has_login = False  # the catalog's first query says what is wrong
+    else:
+        has_login = probe.authenticated
+        probe.close()
 
     cache = cache or ImageCache()
     services = Services(

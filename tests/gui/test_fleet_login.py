@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from flasher.cache import ImageCache
 from flasher.sandbox.server import SandboxServer
 from tests.gui.conftest import MakeApp
 from tests.gui.driving import App
@@ -65,3 +68,33 @@ def test_flash_with_the_login_writes_the_apis_fleet_config(
     config = json.loads(_boot_file(target, "/config.json"))
     assert config["applicationId"] == FLEET
     assert sandbox.api.issued_keys.get(config["apiKey"]) == FLEET
+
+
+@pytest.mark.parametrize(
+    ("api_key", "api_url", "expected"),
+    [
+        ("k3y", None, True),  # balenaCloud's API with a key: logged in
+        (None, None, False),  # no login saved
+        ("k3y", "https://api.example.invalid", False),  # the login is not for that API
+    ],
+)
+def test_the_login_is_offered_only_when_one_is_saved_for_that_api(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    api_key: str | None,
+    api_url: str | None,
+    expected: bool,
+) -> None:
+    from flasher.gui.app import build_services
+
+    for name in ("BALENA_API_KEY", "BALENA_TOKEN", "FLASHER_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no saved login, no .balenarc.yml
+    monkeypatch.setenv("BALENARC_DATA_DIRECTORY", str(tmp_path / "balenarc"))
+    monkeypatch.delenv("BALENARC_BALENA_URL", raising=False)
+    if api_key is not None:
+        monkeypatch.setenv("BALENA_API_KEY", api_key)
+    backend = build_services(
+        api_url=api_url, config_dir=tmp_path / "config", cache=ImageCache(tmp_path / "cache")
+    )
+    assert backend.services.has_login is expected
