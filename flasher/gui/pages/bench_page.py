@@ -122,6 +122,8 @@ class BenchPage(QWidget):
         row.addWidget(self.counters)
         layout.addLayout(row)
         self.grid = QGridLayout()
+        for column in range(TILE_COLUMNS):  # a tile keeps its size however many slots there are
+            self.grid.setColumnStretch(column, 1)
         layout.addLayout(self.grid)
         self.empty = note("No card yet: insert one into a card reader.", self)
         layout.addWidget(self.empty)
