@@ -334,12 +334,15 @@ def run(out: Path, work: Path) -> None:
 
         if card is not None:
             shooter.click(progress_page.done)
-            shooter.click(window.targets_page.bench_button)
+            # Only the script's own loop device is a bench slot (set before the page shows it).
             window.bench.setup = BenchSetup(
                 DrivePolicy(slots=(card,), buses=frozenset({"loop"})),
                 report_path=str(work / "cards.jsonl"),
                 include_present=True,
             )
+            shooter.click(window.targets_page.bench_button)
+            assert window.bench_page.setup_box.slot_patterns() == (card,)
+            shooter.type(window.bench_page.setup_box.template_edit, "kiosk-{n:02d}")
             window.bench_page.include_present.setChecked(True)
             shooter.click(window.bench_page.start)
             shooter.wait(lambda: window.bench.board.done == 1, "the bench card", timeout_s=300)

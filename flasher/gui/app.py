@@ -20,11 +20,13 @@ from flasher import __version__
 from flasher.balena.session import BalenaSession
 from flasher.cache import ImageCache
 from flasher.drives.monitor import DriveMonitor
+from flasher.errors import FlasherError
 from flasher.gui.bridge import Bridge
 from flasher.gui.controller import DriveWatch, FlashController, Services
 from flasher.gui.dialogs import ExceptionHook
 from flasher.gui.theme import configure_application, prepare_application
 from flasher.gui.window import MainWindow
+from flasher.models import Secret
 from flasher.provider import ImageProvider
 from flasher.sandbox.server import SandboxServer
 from flasher.settings import Settings, default_config_dir
@@ -44,6 +46,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "--sandbox",
         action="store_true",
         help="use the built-in offline balena API (no account, no network)",
+    )
+    parser.add_argument(
+        "--sandbox-login",
+        action="store_true",
+        help="with --sandbox: act as logged in to the sandbox's API (its one user), so the "
+        "fleet settings offer to use the login instead of a provisioning key",
     )
     parser.add_argument(
         "--api-url",
@@ -78,6 +86,7 @@ def build_services(
     cache: ImageCache | None = None,
     launcher: Launcher | None = None,
     drive_watch: Callable[[], DriveWatch] | None = None,
+    sandbox_login: bool = False,
 ) -> Backend:
     """The app's services; every part can be replaced, the defaults are the real ones."""
     folder = config_dir or default_config_dir()
@@ -87,8 +96,17 @@ def build_services(
         if sandbox is not None:
             # As the CLI does: the saved login and the environment's tokens are for the real
             # API, never sent to the sandbox.
-            return BalenaSession(sandbox.url)
+            # A sandbox login is its one user, any token will do.
+            return BalenaSession(sandbox.url, Secret("sandbox-user") if sandbox_login else None)
         return BalenaSession.from_environment(api_url=api_url)
+
+    try:
+        probe = session_factory()  # reads the saved login; no request is sent
+    except FlasherError:
+        has_login = False  # the catalog's first query says what is wrong
+    else:
+        has_login = probe.authenticated
+        probe.close()
 
     cache = cache or ImageCache()
     services = Services(
@@ -109,6 +127,7 @@ def build_services(
         device_api_url=None if sandbox is not None else api_url,
         cache_dir=str(cache.root),
         window_state_path=str(folder / "window.ini"),
+        has_login=has_login,
     )
     return Backend(services, sandbox)
 
@@ -128,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = QApplication([sys.argv[0], *qt_args])
     configure_application(app)
     backend = build_services(
-        api_url=args.api_url, sandbox=SandboxServer.start() if args.sandbox else None
+        api_url=args.api_url,
+        sandbox=SandboxServer.start() if args.sandbox else None,
+        sandbox_login=args.sandbox_login and args.sandbox,
     )
     controller, window = build_window(backend.services)
     sys.excepthook = ExceptionHook(window)

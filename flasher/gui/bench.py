@@ -32,11 +32,13 @@ REPORT_LINES = 5
 
 @dataclass
 class BenchSetup:
-    """Where the bench takes cards and writes its report (tests narrow both)."""
+    """Which cards the bench takes, each card's hostname and where its report goes (tests
+    narrow the policy to their loop devices)."""
 
     policy: DrivePolicy
     report_path: str | None = None  # None: the CLI's default report file
     include_present: bool = False  # also flash the cards already in the readers at start
+    hostname_template: str | None = None  # each card's own hostname, e.g. "kiosk-{n:03d}"
 
 
 class BenchController(QObject):
@@ -72,7 +74,12 @@ class BenchController(QObject):
             return
         self.board = Board()
         self.report_lines = []
-        job = BenchJob(source=source, config=config, verify=verify)
+        job = BenchJob(
+            source=source,
+            config=config,
+            verify=verify,
+            hostname_template=self.setup.hostname_template,
+        )
         report = ReportLog(self.setup.report_path or default_report_path())
         provider, policy, launcher = self._provider, self.setup.policy, self._launcher
         present = self.setup.include_present

@@ -8,7 +8,6 @@ user picked something else meanwhile) are dropped by generation counters.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,12 +23,12 @@ from flasher.drives.constraints import Problem
 from flasher.drives.monitor import DriveEvent
 from flasher.error_codes import Severity
 from flasher.errors import Cancelled
-from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
+from flasher.events import CancelToken, Event, EventCallback
 from flasher.gui.bench import BenchSetup
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
 from flasher.gui.choices import ImageChoice, Selection
 from flasher.gui.eject import eject, ejectable
-from flasher.gui.flashing import Outcome, apply_config_to_settings, refuse_unusable
+from flasher.gui.flashing import Outcome, apply_config_to_settings, flash_work
 from flasher.gui.progress import FlashState, JobProgress, error_words
 from flasher.gui.qtmodels import (
     DeviceTypeFilter,
@@ -44,7 +43,7 @@ from flasher.gui.qtmodels import (
 )
 from flasher.image.inspection import ImageInfo, inspect_image
 from flasher.models import DeviceConfig, DeviceType, Drive, OsVersion
-from flasher.pipeline import FlashJob, FlashReport, run_flash
+from flasher.pipeline import FlashJob, FlashReport
 from flasher.provider import ImageProvider, SessionFactory, SourceSpec
 from flasher.settings import Settings
 from flasher.writer.launchers import Launcher
@@ -74,6 +73,7 @@ class Services:
     cache_dir: str | None = None  # its paths are left out of messages
     window_state_path: str | None = None  # where the window's size is remembered
     bench: BenchSetup = field(default_factory=lambda: BenchSetup(DrivePolicy()))
+    has_login: bool = False  # a balena login is saved (the API can make provisioning keys)
 
 
 class FlashController(QObject):
@@ -379,33 +379,14 @@ class FlashController(QObject):
         # The warnings the user saw in the confirmation; anything new (a card mounted since)
         # is refused rather than accepted silently.
         accepted = frozenset((p.target, p.code) for p in self.selected_warnings())
-        provider, launcher = self.services.provider, self.services.launcher
-        chosen = list(drives)
-
-        def confirm(warnings: Sequence[Problem]) -> bool:
-            return all((w.target, w.code) in accepted for w in warnings)
-
-        def work(emit: EventCallback, cancel: CancelToken) -> Outcome:
-            # Each drive is checked on its own, so one that cannot be written fails alone and
-            # the others are written.
-            resolved = provider.obtain(job.source, on_event=emit, cancel=cancel)
-            size_bytes = os.path.getsize(resolved.raw_path)
-            refused, usable = refuse_unusable(chosen, size_bytes, str(resolved.raw_path))
-            for result in refused:
-                emit(PhaseChanged(Phase.FAILED, target=result.target))
-            if not usable:
-                return Outcome(None, tuple(refused))
-            report = run_flash(
-                replace(job, targets=tuple(d.path for d in usable)),
-                provider,
-                on_event=emit,
-                cancel=cancel,
-                confirm=confirm,
-                launcher=launcher,
-                drives=usable,
-            )
-            return Outcome(report, tuple(refused))
-
+        work = flash_work(
+            job,
+            list(drives),
+            lambda warnings: all((w.target, w.code) in accepted for w in warnings),
+            provider=self.services.provider,
+            launcher=self.services.launcher,
+            session_factory=self.services.session_factory,
+        )
         task = self._flash_task = self.bridge.run("flash", work)
         task.core_event.connect(self._flash_event)
         task.done.connect(self._flash_done)

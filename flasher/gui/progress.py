@@ -83,6 +83,10 @@ class TargetStatus:
         return self.result is not None and not self.result.ok
 
 
+WRITE_PHASES = (Phase.WRITING, Phase.SYNCING)
+MEASURABLE_S = 0.2  # a shorter write has no honest average speed
+
+
 @dataclass
 class JobProgress:
     """Applies core events in order; `apply` tells which target changed (None: shared)."""
@@ -95,14 +99,18 @@ class JobProgress:
     job_error: FlasherError | BaseException | None = None
     started_s: float = field(default_factory=time.monotonic)
     ended_s: float | None = None
-    # Bytes written and read back by all targets together, since the first of them started.
-    moved_bytes: int = 0
-    first_move_s: float | None = None
+    # Bytes written by all targets together, and the wall-clock span of the writing (first
+    # write to the last write's end): the average is over that span only, not over downloads,
+    # preparation or read-back.
+    written_bytes: int = 0
+    write_started_s: float | None = None
+    write_ended_s: float | None = None
 
     @classmethod
     def start(cls, targets: Sequence[tuple[str, str, bool]]) -> JobProgress:
         return cls(
-            {path: TargetStatus(path, label, is_file=is_file) for path, label, is_file in targets}
+            {path: TargetStatus(path, label, is_file=is_file) for path, label, is_file in targets},
+            started_s=time.monotonic(),
         )
 
     def apply(self, event: Event) -> str | None:
@@ -121,6 +129,10 @@ class JobProgress:
                     self.shared_progress = None
                 self._update_state()
                 return None
+            if event.phase is Phase.WRITING and self.write_started_s is None:
+                self.write_started_s = time.monotonic()
+            if target.phase in WRITE_PHASES and event.phase not in WRITE_PHASES:
+                self.write_ended_s = time.monotonic()
             target.phase = event.phase
             target.speed_bps = target.eta_s = None
             if event.phase is Phase.DONE:
@@ -133,12 +145,15 @@ class JobProgress:
             if target is None:
                 self.shared_progress = event
                 return None
-            if target.phase is event.phase and event.done_bytes > target.done_bytes:
-                self.moved_bytes += event.done_bytes - target.done_bytes
-            elif target.phase is not event.phase:
-                self.moved_bytes += event.done_bytes
-            if self.first_move_s is None:
-                self.first_move_s = time.monotonic()
+            if event.phase is Phase.WRITING:
+                now = time.monotonic()
+                if target.phase is event.phase and event.done_bytes > target.done_bytes:
+                    self.written_bytes += event.done_bytes - target.done_bytes
+                elif target.phase is not event.phase:
+                    self.written_bytes += event.done_bytes
+                if self.write_started_s is None:
+                    self.write_started_s = now
+                self.write_ended_s = now
             target.phase = event.phase
             target.done_bytes, target.total_bytes = event.done_bytes, event.total_bytes
             target.speed_bps, target.eta_s = event.speed_bps, event.eta_s
@@ -158,6 +173,9 @@ class JobProgress:
 
     def finish(self, results: Sequence[TargetResult], *, cancelled: bool) -> None:
         self.ended_s = time.monotonic()
+        # The results say how much each card got (the last progress event may come before it).
+        written = sum(r.bytes_written for r in results if r.target in self.targets)
+        self.written_bytes = max(self.written_bytes, written)
         for result in results:
             status = self.targets.get(result.target)
             if status is not None:
@@ -197,7 +215,7 @@ class JobProgress:
         self.job_error = None
         self.state = FlashState.PREPARING
         self.started_s, self.ended_s = time.monotonic(), None
-        self.moved_bytes, self.first_move_s = 0, None
+        self.written_bytes, self.write_started_s, self.write_ended_s = 0, None, None
 
     @property
     def failed_targets(self) -> list[str]:
@@ -218,15 +236,25 @@ class JobProgress:
 
     @property
     def elapsed_s(self) -> float:
+        """The whole job so far: preparation, writing and verification."""
         return (self.ended_s or time.monotonic()) - self.started_s
 
     @property
-    def average_speed_bps(self) -> float | None:
-        """Bytes written and verified by all cards per second since writing began."""
-        if self.first_move_s is None:
+    def flash_s(self) -> float | None:
+        """The flash itself: from the first write to the end (read-back included), without
+        the download and preparation before it."""
+        if self.write_started_s is None:
             return None
-        seconds = (self.ended_s or time.monotonic()) - self.first_move_s
-        return self.moved_bytes / seconds if seconds > 0.5 else None
+        return (self.ended_s or time.monotonic()) - self.write_started_s
+
+    @property
+    def average_speed_bps(self) -> float | None:
+        """Bytes written by all cards together per second of writing; None while writing has
+        not lasted long enough to say."""
+        if self.write_started_s is None or self.write_ended_s is None:
+            return None
+        seconds = self.write_ended_s - self.write_started_s
+        return self.written_bytes / seconds if seconds >= MEASURABLE_S else None
 
 
 def count_words(drives: int, files: int) -> str:
@@ -245,14 +273,27 @@ def job_count_words(job: JobProgress) -> str:
 
 
 def overall_line(job: JobProgress) -> str:
-    """ "45% · 28.1 MB/s average · 1 min 05 s elapsed" (all cards together)."""
-    parts = [] if job.state.finished else [f"{job.fraction:.0%}"]
+    """Running: "45% · 28.1 MB/s writing average · elapsed: 1 min 05 s". Finished: "50.0 MB
+    written at 28.1 MB/s average · flashed in 4 s (after 12 s preparing the image)" — the speed over
+    the writing only, the time of the flash itself."""
     speed = job.average_speed_bps
+    if not job.state.finished:
+        parts = [f"{job.fraction:.0%}"]
+        if speed:
+            parts.append(f"{human_speed(speed)} writing average")
+        parts.append(f"elapsed: {human_duration(job.elapsed_s)}")
+        return " · ".join(parts)
+    flash_s = job.flash_s
+    if flash_s is None:
+        return f"ended after {human_duration(job.elapsed_s)}"
+    written = f"{human_bytes(job.written_bytes)} written"
     if speed:
-        parts.append(f"{human_speed(speed)} average")
-    verb = "in" if job.state.finished else "elapsed:"
-    parts.append(f"{verb} {human_duration(job.elapsed_s)}")
-    return " · ".join(parts)
+        written += f" at {human_speed(speed)} average"
+    took = f"flashed in {human_duration(flash_s)}"
+    preparation_s = job.elapsed_s - flash_s
+    if preparation_s >= 1.0:
+        took += f" (after {human_duration(preparation_s)} preparing the image)"
+    return f"{written} · {took}"
 
 
 def human_bytes(size_bytes: float) -> str:

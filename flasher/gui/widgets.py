@@ -48,6 +48,9 @@ def note(text: str = "", parent: QWidget | None = None) -> QLabel:
     return label
 
 
+RESERVED_ERROR_LINES = 2  # most rules fit one line; none jumps the fields when it wraps
+
+
 class FieldError(QLabel):
     """The rule a field breaks, right under it; hidden while the field is fine."""
 
@@ -59,17 +62,21 @@ class FieldError(QLabel):
         self.hide()
 
     def in_reserved_line(self, parent: QWidget | None) -> QWidget:
-        """The error in a holder one text line high that stays when the error hides, so the
-        fields below do not jump as errors come and go."""
+        """The error in a holder two text lines high that stays when the error hides, so the
+        fields below do not jump as errors come, go or wrap. A longer error is cut at the
+        holder's edge; its whole text is the tooltip."""
         holder = QWidget(parent)
         column = QVBoxLayout(holder)
         column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
         column.addWidget(self)
-        holder.setMinimumHeight(self.fontMetrics().lineSpacing())
+        column.addStretch(1)
+        holder.setFixedHeight(RESERVED_ERROR_LINES * self.fontMetrics().lineSpacing())
         return holder
 
     def show_error(self, text: str | None) -> None:
         self.setText(text or "")
+        self.setToolTip(text or "")
         self.setVisible(bool(text))
 
 

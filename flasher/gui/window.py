@@ -84,7 +84,10 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget(central)
         self.os_page = OsPage(controller, self.stack)
         self.configure_page = ConfigurePage(
-            controller.services.settings, controller.services.device_api_url, self.stack
+            controller.services.settings,
+            controller.services.device_api_url,
+            self.stack,
+            has_login=controller.services.has_login,
         )
         self.targets_page = TargetsPage(controller, self.stack)
         self.progress_page = ProgressPage(controller, self.stack)

@@ -47,16 +47,26 @@ def config_dir(tmp_path: Path) -> Path:
 def make_app(
     qtbot: QtBot, sandbox: SandboxServer, image_cache: ImageCache, config_dir: Path
 ) -> Iterator[MakeApp]:
-    """`make_app(launcher=None, settings=None)`: the app on the sandbox, shown, catalog loading."""
+    """`make_app(launcher=None, settings=None, sandbox_login=False)`: the app on the sandbox,
+    shown, catalog loading; `sandbox_login` acts as logged in to the sandbox's API."""
     from flasher.gui.app import build_services, build_window
 
     made: list[App] = []
 
-    def make(*, launcher: Launcher | None = None, settings: Settings | None = None) -> App:
+    def make(
+        *,
+        launcher: Launcher | None = None,
+        settings: Settings | None = None,
+        sandbox_login: bool = False,
+    ) -> App:
         if settings is not None:
             settings.save(config_dir)
         backend = build_services(
-            sandbox=sandbox, config_dir=config_dir, cache=image_cache, launcher=launcher
+            sandbox=sandbox,
+            config_dir=config_dir,
+            cache=image_cache,
+            launcher=launcher,
+            sandbox_login=sandbox_login,
         )
         controller, window = build_window(backend.services)
         qtbot.addWidget(window)

@@ -77,3 +77,52 @@ def test_a_card_too_small_fails_on_its_tile_with_the_reason(
         app.click(page.stop)
         app.qtbot.waitUntil(lambda: not app.window.bench.running, timeout=BENCH_TIMEOUT_MS)
         assert page.back.isEnabled()
+
+
+def test_a_template_with_an_unknown_field_keeps_start_disabled(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    app = make_app()
+    _open_bench(app, (), tmp_path / "cards.jsonl")
+    box = app.window.bench_page.setup_box
+    app.type_into(box.template_edit, "kiosk-{mac}")
+    assert not app.window.bench_page.start.isEnabled()
+    assert box.template_error.isVisible() and "{mac}" in box.template_error.text()
+
+
+def test_only_these_slots_without_a_pattern_keeps_start_disabled(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    app = make_app()
+    _open_bench(app, (), tmp_path / "cards.jsonl")
+    page = app.window.bench_page
+    app.click(page.setup_box.slots_radio)
+    assert not page.start.isEnabled()
+    assert "at least one slot" in page.start.toolTip()
+    app.click(page.setup_box.any_radio)
+    assert page.start.isEnabled()
+
+
+def test_slots_and_template_typed_in_the_window_name_each_card(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    require_loop()
+    with LoopDevices(tmp_path) as loops:
+        card = loops.create(512 * MiB)
+        app = make_app(launcher=DirectLauncher())
+        _open_bench(app, (), tmp_path / "cards.jsonl")
+        page = app.window.bench_page
+        app.click(page.setup_box.slots_radio)
+        app.type_into(page.setup_box.slots_edit, card.path)
+        app.type_into(page.setup_box.template_edit, "kiosk-{n:02d}")
+        app.click(page.include_present)
+        app.click(page.start)
+        app.qtbot.waitUntil(
+            lambda: page.counters.text().startswith("1 done · 0 failed"),
+            timeout=BENCH_TIMEOUT_MS,
+        )
+        assert app.window.bench.setup.policy.slots == (card.path,)
+        app.click(page.stop)
+        app.qtbot.waitUntil(lambda: not app.window.bench.running, timeout=BENCH_TIMEOUT_MS)
+        config = json.loads(_boot_file(card.backing, "/config.json"))
+        assert config["hostname"] == "kiosk-01"

@@ -1,13 +1,14 @@
 """The bench station as a page of slot tiles: each card inserted is flashed as it arrives, with
 the image and settings chosen in the first two steps. A tile per slot shows its state in words
 and colour (empty, writing with its percentage, verifying, done — remove the card, failed with
-the reason), above the totals, the last report lines and Start / Stop.
+the reason), above the totals, the last report lines and Start / Stop. Above them, which cards
+the bench takes and each card's hostname template (flasher.gui.pages.bench_setup).
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QPalette, QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QFrame,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from flasher.bench.board import EMPTY, SKIPPED, WAITING, SlotRow
 from flasher.gui.bench import BenchController
+from flasher.gui.pages.bench_setup import BenchSetupBox
 from flasher.gui.progress import human_duration, human_speed
 from flasher.gui.theme import Accent, scaled_font, tint
 from flasher.gui.widgets import heading, note
@@ -109,6 +111,9 @@ class BenchPage(QWidget):
                 self,
             )
         )
+        self.setup_box = BenchSetupBox(self)
+        self.setup_box.changed.connect(self.refresh)
+        layout.addWidget(self.setup_box)
         self.stage = QLabel(self)
         self.counters = QLabel(self)
         self.counters.setFont(scaled_font(self.counters, 1.0, bold=True))
@@ -117,6 +122,8 @@ class BenchPage(QWidget):
         row.addWidget(self.counters)
         layout.addLayout(row)
         self.grid = QGridLayout()
+        for column in range(TILE_COLUMNS):  # a tile keeps its size however many slots there are
+            self.grid.setColumnStretch(column, 1)
         layout.addLayout(self.grid)
         self.empty = note("No card yet: insert one into a card reader.", self)
         layout.addWidget(self.empty)
@@ -127,7 +134,7 @@ class BenchPage(QWidget):
         self.back = QPushButton("&Back", self)
         self.back.clicked.connect(self.back_requested)
         self.start = QPushButton("&Start", self)
-        self.start.clicked.connect(self.start_requested)
+        self.start.clicked.connect(self._start)
         self.stop = QPushButton("S&top", self)
         self.stop.setToolTip("Take no new cards; the ones being written are finished.")
         self.stop.clicked.connect(self._stop)
@@ -143,6 +150,16 @@ class BenchPage(QWidget):
         bench.changed.connect(self.refresh)
         self.refresh()
 
+    def showEvent(self, event: QShowEvent) -> None:
+        if not self.bench.running:
+            self.setup_box.load(self.bench.setup)
+        super().showEvent(event)
+
+    def _start(self) -> None:
+        if self.setup_box.problem() is None:
+            self.bench.setup = self.setup_box.apply(self.bench.setup)
+            self.start_requested.emit()
+
     def _stop(self) -> None:
         self.stop.setEnabled(False)
         self.stop.setText("Stopping…")
@@ -153,6 +170,10 @@ class BenchPage(QWidget):
         running = bench.running
         self.back.setEnabled(not running)
         self.include_present.setEnabled(not running)
+        self.setup_box.setEnabled(not running)
+        problem = self.setup_box.problem()
+        self.start.setEnabled(problem is None)
+        self.start.setToolTip(problem or "")
         self.start.setVisible(not running)
         self.stop.setVisible(running)
         if not running:

@@ -39,6 +39,7 @@ from flasher.gui.pages.fields import (
     parse_dns,
     parse_fleet_id,
 )
+from flasher.gui.pages.fleet_box import FleetBox
 from flasher.gui.pages.keyfiles import KeyfileBox
 from flasher.gui.theme import em
 from flasher.gui.widgets import (
@@ -65,7 +66,6 @@ from flasher.validation import (
     validate_ipv4_address,
     validate_netmask,
     validate_poll_interval,
-    validate_provisioning_key,
     validate_wifi_key,
     validate_wifi_ssid,
 )
@@ -75,7 +75,12 @@ class ConfigurePage(QWidget):
     changed = Signal()
 
     def __init__(
-        self, settings: Settings, device_api_url: str | None, parent: QWidget | None = None
+        self,
+        settings: Settings,
+        device_api_url: str | None,
+        parent: QWidget | None = None,
+        *,
+        has_login: bool = False,
     ) -> None:
         super().__init__(parent)
         self._api_url = device_api_url
@@ -104,7 +109,13 @@ class ConfigurePage(QWidget):
         grid.addWidget(self._network_group(), 0, 0)
         grid.addWidget(self._device_group(), 0, 1)
         grid.addWidget(self._ip_group(), 1, 0, 1, 2)
-        grid.addWidget(self._fleet_group(), 2, 0, 1, 2)
+        self.fleet_box = FleetBox(self.form, self._row, self._edited, has_login=has_login)
+        self.fleet_group, self.fleet_edit = self.fleet_box.group, self.fleet_box.fleet_edit
+        self.provisioning_edit = self.fleet_box.provisioning_edit
+        self.fleet_error = self.fleet_box.fleet_error
+        self.provisioning_error = self.fleet_box.provisioning_error
+        self.login_check = self.fleet_box.login_check
+        grid.addWidget(self.fleet_box.part, 2, 0, 1, 2)
         self.keyfile_box = KeyfileBox(self.form)
         self.keyfile_box.edited.connect(lambda: self._edited("keyfile"))
         self.fields.add("keyfile", self.keyfile_box.error, self.keyfile_box.check)
@@ -247,30 +258,6 @@ class ConfigurePage(QWidget):
         form.addRow("", self.logging_check)
         return group
 
-    def _fleet_group(self) -> QWidget:
-        group, part, body = expander("Register in a &fleet (optional)", self.form)
-        self.fleet_group = group
-        form, right = two_forms(body)
-        self.fleet_edit = QLineEdit(body)
-        self.fleet_edit.setPlaceholderText("numeric ID from the dashboard URL")
-        self.fleet_error = self._row(
-            form,
-            "Fl&eet ID:",
-            self.fleet_edit,
-            "fleet",
-            lambda: parse_fleet_id(self.fleet_edit.text()),
-        )
-        self.provisioning_edit = SecretEdit(body)
-        self.provisioning_error = self._row(
-            right,
-            "Provisioning ke&y:",
-            self.provisioning_edit,
-            "provisioning",
-            self._check_provisioning,
-        )
-        group.toggled.connect(lambda _on: self._edited("fleet_group"))
-        return part
-
     def _row(
         self,
         form: QFormLayout,
@@ -295,20 +282,6 @@ class ConfigurePage(QWidget):
 
     def hostname_text(self) -> str | None:
         return self.hostname_edit.text().strip() or None
-
-    def _provisioning_key(self) -> Secret | None:
-        text = self.provisioning_edit.text().strip()
-        return Secret(text) if text else None
-
-    def _check_provisioning(self) -> None:
-        key = self._provisioning_key()
-        if key is None:
-            raise ConfigError(
-                "provisioning_key",
-                "is required to register in a fleet: copy one from the fleet's page in the "
-                "balena dashboard (Add device)",
-            )
-        validate_provisioning_key(key, 1)
 
     def _check_gateway(self) -> None:
         check_gateway(self.address_edit.text(), self.netmask_edit.text(), self.gateway_edit.text())
@@ -355,8 +328,10 @@ class ConfigurePage(QWidget):
     def _edited(self, key: str) -> None:
         for name in ("address", "netmask", "gateway", "dns"):
             self.fields.set_active(name, self.ip_group.isChecked())
-        for name in ("fleet", "provisioning"):
-            self.fields.set_active(name, self.fleet_group.isChecked())
+        self.fields.set_active("fleet", self.fleet_box.chosen)
+        self.fields.set_active(
+            "provisioning", self.fleet_box.chosen and not self.fleet_box.uses_login
+        )
         self.fields.touch(key)
         if key in ("address", "netmask"):
             self.fields.touch_if_shown("gateway")
@@ -405,6 +380,8 @@ class ConfigurePage(QWidget):
         self.remember_check.setChecked(settings.remember_secrets)
         self.key_edit.setText(settings.wifi_key or "")
         self.provisioning_edit.setText(settings.provisioning_key or "")
+        # Logged in and no key kept: the login is the easy way.
+        self.login_check.setChecked(not settings.provisioning_key)
         self._key_forgotten = bool(settings.wifi_ssid) and not settings.wifi_key
         # Restored values are judged when the user edits them or moves on, not at start; a
         # Wi-Fi key that was not remembered is asked for at once.
@@ -479,7 +456,7 @@ class ConfigurePage(QWidget):
             device_type=selection.device_type,
             os_version=selection.os_version,
             fleet_id=parse_fleet_id(self.fleet_edit.text()) if fleet else None,
-            provisioning_key=self._provisioning_key() if fleet else None,
+            provisioning_key=self.fleet_box.provisioning_key(),
             network=network,
             poll_interval_min=self.poll_spin.value() or None,
             hostname=self.hostname_text(),
@@ -488,7 +465,7 @@ class ConfigurePage(QWidget):
             extra_keyfiles=tuple(self.keyfile_box.keyfiles),
             api_url=self._api_url,
         )
-        validate_device_config(config)
+        validate_device_config(config, expect_remote_config=self.fleet_box.uses_login)
         return config
 
     def summary(self) -> str:
