@@ -5,7 +5,8 @@ bench [SOURCE] [--device-type T [--version V]] [os configure options] [--hostnam
       [--once N] [--include-present] [--image-type raw|flasher] [--no-verify] [--write-all]
       [--bmap FILE] [--sha256 HEX] [--yes] [--json]
       [--check-boot [--boot-address TPL] [--boot-timeout S]]
-      [--register [--reuse-unflashed]] [--no-probe-capacity] [--report-db URL] [--station-id ID]
+      [--register [--reuse-unflashed]] [--no-probe-capacity] [--eject] [--report-db URL]
+      [--station-id ID]
       [--station FILE]
 bench report [--report FILE | --report-db URL] [--station-id ID] [--json]
 bench devices [--report FILE] [--delete-unflashed --fleet ID] [--json]
@@ -17,12 +18,13 @@ globs over /dev/disk/by-path links (see 'flasher drives --json') or device paths
 --slot every USB or SD card that appears is taken. System drives never are. A card present when
 the bench starts is left alone until it is re-inserted (or --include-present). A flashed card is
 not flashed again until it is pulled and re-inserted. --hostname-template gives each card its
-own hostname from {n} (the card's number in the report), {slot} (the slot's number) and
-{serial}. Each card appends one JSON line to the report. Erasing every inserted card needs
---yes, or a "yes" typed on the terminal. Ctrl-C stops taking cards and lets the cards being
-written finish; a second Ctrl-C stops them too (they are left unbootable). A source that
-carries no checksum of its own (a raw image, zstd without checksums, xz --check=none) is
-refused unless --sha256 gives its expected SHA-256 or --bmap a block map with checksums.
+own hostname from {n} (the card's number in the report), {slot} (the slot's name or number),
+{serial} and {date} (the card's UTC day, YYYYMMDD). Each card appends one JSON line to the
+report. Erasing every inserted card needs --yes, or a "yes" typed on the terminal. Ctrl-C
+stops taking cards and lets the cards being written finish; a second Ctrl-C stops them too
+(they are left unbootable). A source that carries no checksum of its own (a raw image, zstd
+without checksums, xz --check=none) is refused unless --sha256 gives its expected SHA-256 or
+--bmap a block map with checksums.
 
 --json prints JSON lines: {"event": "phase"|"progress"|"log", "slot": …} while preparing and
 per card, {"event": "station_ready", …}, {"event": "card_inserted"|"card_skipped"|
@@ -94,7 +96,8 @@ def register(groups: dict[str, Any]) -> None:
     bench.add_argument(
         "--hostname-template",
         metavar="TPL",
-        help="per-card hostname from {n}, {slot} and {serial}, e.g. bench-{n:04d}",
+        help="per-card hostname from {n}, {slot}, {serial} and {date} (UTC, YYYYMMDD), "
+        "e.g. bench-{n:04d}",
     )
     bench_slots.add_arguments(bench)
     bench.add_argument(
@@ -264,7 +267,12 @@ def _exit_code(records: Sequence[CardRecord]) -> int:
 
 
 def _slot_fields(slot: Slot) -> dict[str, Any]:
-    return {"slot": slot.name, "slot_number": slot.number, "device": slot.device}
+    return {
+        "slot": slot.name,
+        "slot_number": slot.number,
+        "slot_name": slot.title,
+        "device": slot.device,
+    }
 
 
 class _View(Protocol):
@@ -328,9 +336,10 @@ def _card_line(record: CardRecord) -> str:
         rate = f", {record.mb_per_s} MB/s" if record.mb_per_s is not None else ""
         name = f" as {record.hostname}" if record.hostname else ""
         device = f", device {record.device_uuid[:7]}" if record.device_uuid else ""
+        off = {True: ", powered off", False: ", not powered off", None: ""}[record.ejected]
         return (
             f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
-            f"{record.seconds:.1f} s{rate}{device}{bench_boot.describe(record.boot)}"
+            f"{record.seconds:.1f} s{rate}{device}{off}{bench_boot.describe(record.boot)}"
         )
     hint = f" ({record.error_hint})" if record.error_hint else ""
     left = f"; device {record.device_uuid} is registered, not flashed" if record.device_uuid else ""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from flasher.drives.eject import eject, eject_command, ejectable
 from flasher.errors import WriteFailed
-from flasher.gui.eject import eject, eject_command, ejectable
 from flasher.models import Drive
 from flasher.writer.job import TargetResult
 from tests.gui.conftest import MakeApp
