@@ -84,6 +84,7 @@ def test_station_file_with_named_slots_catches_the_fake_card(
     }
     assert left["ejected"] is False  # a loop device has nothing to power off
     assert right["error"]["code"] == "counterfeit" and right["capacity_bytes"] == stored
+    assert f"holds only {stored / 1e6:.1f} MB" in right["error"]["message"]
     assert right["slot_number"] == 2 and right["ejected"] is False
     inserted = {e["slot_name"]: e["device"] for e in events if e["event"] == "card_inserted"}
     assert inserted == {"left": honest.path, "right": fake.path}
