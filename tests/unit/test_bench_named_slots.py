@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import os
 import stat
 from pathlib import Path
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from flasher.bench.cardsteps import CardSteps
+from flasher.bench.events import CardUpdate
 from flasher.bench.image import CardFacts, check_hostname_template, render_hostname
 from flasher.bench.policy import DrivePolicy, Slot, SlotPattern
 from flasher.bench.report import CardRecord
+from flasher.cli import bench_views
 from flasher.cli.main import build_parser
 from flasher.cli.station_file import load_station
 from flasher.errors import ConfigError
@@ -236,3 +239,12 @@ def test_record_without_eject_says_nothing_about_it() -> None:
     steps = CardSteps(probe_capacity=False)
     assert not steps.after_write
     assert _record(CARD).to_dict()["ejected"] is None
+
+
+def test_plain_view_says_why_a_card_was_not_powered_off() -> None:
+    stream = io.StringIO()
+    slot = Slot(BY_PATH, "/dev/sdb", 1, "left")
+    view = bench_views.LogView(stream)
+    view.handle(CardUpdate(slot, Log("warning", "not powered off: udisksctl failed", "/dev/sdb")))
+    view.handle(CardUpdate(slot, Log("info", "opened /dev/sdb (direct I/O)", "/dev/sdb")))
+    assert stream.getvalue() == "slot left: not powered off: udisksctl failed\n"
