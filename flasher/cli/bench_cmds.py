@@ -42,6 +42,7 @@ from functools import partial
 from typing import Any
 
 from flasher.bench.image import BenchJob
+from flasher.bench.policy import SlotPattern
 from flasher.bench.report import CardRecord, ReportLog, default_report_path
 from flasher.bench.station import Station, StationSummary
 from flasher.cache import ImageCache
@@ -126,7 +127,9 @@ def _precheck(args: argparse.Namespace) -> None:
 def _consent(args: argparse.Namespace, ctx: CliContext) -> None:
     if args.yes:
         return
-    where = ", ".join(args.slots) if args.slots else "any USB or SD card slot"
+    slots = [SlotPattern.parse(text) for text in args.slots]
+    named = [f"{s.name} ({s.pattern})" if s.name else s.pattern for s in slots]
+    where = ", ".join(named) if named else "any USB or SD card slot"
     ctx.require_typed_yes(
         f"The bench erases every card inserted into {where}; confirmation is required.",
         f"Every card inserted into {where} will be erased. Type 'yes' to start: ",
