@@ -23,13 +23,13 @@ from flasher.drives.constraints import (
     Problem,
     Severity,
 )
+from flasher.drives.eject import eject, ejectable
 from flasher.drives.monitor import DriveEvent
 from flasher.errors import Cancelled
 from flasher.events import CancelToken, Event, EventCallback
 from flasher.gui.bench import BenchSetup
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
 from flasher.gui.choices import ImageChoice, Selection
-from flasher.gui.eject import eject, ejectable
 from flasher.gui.flashing import Outcome, apply_config_to_settings, flash_work
 from flasher.gui.progress import FlashState, JobProgress, error_words
 from flasher.gui.qtmodels import (
