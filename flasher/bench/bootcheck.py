@@ -25,7 +25,7 @@ from flasher.supervisor.wait import wait_for_device
 
 _log = logging.getLogger(__name__)
 DEFAULT_ADDRESS_TEMPLATE = "{hostname}.local"
-_FIELDS = {"hostname": "bench-1", "n": 1, "slot": "1"}
+_FIELDS = {"hostname": "bench-1", "n": 1, "slot": "1", "serial": "0123456789ab"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class BootCheckSettings:
         except (KeyError, IndexError, ValueError) as err:
             raise ConfigError(
                 "boot_address",
-                f"unknown placeholder or bad format: {err}; use {{hostname}}, {{n}} or {{slot}}",
+                f"unknown placeholder or bad format: {err}; use {{hostname}}, {{n}}, {{slot}} or "
+                "{serial}",
             ) from None
         if "{hostname" in self.address_template and not hostnames:
             raise ConfigError(
@@ -56,7 +57,10 @@ class BootCheckSettings:
 
 def address_for(settings: BootCheckSettings, record: CardRecord) -> str:
     return settings.address_template.format(
-        hostname=record.hostname or "", n=record.card, slot=record.slot_number or record.slot
+        hostname=record.hostname or "",
+        n=record.card,
+        slot=record.slot_name or record.slot_number or record.slot,
+        serial=record.serial or "",
     )
 
 

@@ -1,12 +1,12 @@
 """What the station does to a card around its write: after its checks and before the write,
 the capacity probe (counterfeit cards are refused with their real capacity) and registering the
 card's own device in the fleet (or reusing one registered for a card that failed); after the
-write, an optional step that may add to the card's record (the boot check,
-flasher.bench.bootcheck).
+write, powering off a verified card (flasher.drives.eject; never a file or loop device) and an
+optional step that may add to the card's record (the boot check, flasher.bench.bootcheck).
 
 `CardSteps.run()` is the station's call before each write; it returns the registered device
 (whose uuid and key go into that card's config.json), or None without registration.
-`CardSteps.after()` is its call once the card's record is made. The probe puts
+`CardSteps.after()` is its call once the card's record is made (when `after_write`). The probe puts
 back what it overwrote even though the card is about to be written: the write skips the
 image's unused blocks, and a probe tag left there would make the card differ from the image.
 Cost: 64 to 128 scattered 4 KiB reads, writes, reads and writes again, and two flushes
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flasher.balena.registration import FleetCredentials, RegisteredDevice, Registrar
 from flasher.balena.session import BalenaSession
 from flasher.bench.report import CardRecord
+from flasher.drives.eject import eject_refusal, power_off
 from flasher.errors import CatalogError, ConfigError
-from flasher.events import CancelToken, EventCallback
+from flasher.events import CancelToken, EventCallback, Log
 from flasher.models import DeviceConfig, Drive
 from flasher.writer.capacity import counterfeit_error, probe_drive
 from flasher.writer.launchers import Launcher
@@ -67,11 +68,13 @@ class CardOutcome:
 
 
 AfterCard = Callable[[CardRecord, CancelToken], CardRecord]
+PowerOff = Callable[[str], str | None]  # flasher.drives.eject.power_off: None, or why not
 
 
 class CardSteps:
     """`register_session` (the fleet's balena API) turns registration on; the fleet and its
     provisioning key come from the station's configuration, known once the image is ready.
+    `eject` powers off each verified card (through `power_off`) and records whether it was.
     `after_card` runs on the card's thread once its record is made (the other slots carry on;
     the card may leave its slot meanwhile) and returns the record to report."""
 
@@ -84,6 +87,8 @@ class CardSteps:
         reuse: UnflashedDevices | None = None,
         launcher: Launcher | None = None,
         after_card: AfterCard | None = None,
+        eject: bool = False,
+        power_off: PowerOff = power_off,
     ) -> None:
         self.probe_capacity = probe_capacity
         self.probe_positions = probe_positions
@@ -91,12 +96,19 @@ class CardSteps:
         self.reuse = reuse
         self.launcher = launcher
         self.after_card = after_card
+        self.eject = eject
+        self._power_off = power_off
         self._registrar: Registrar | None = None
         self._lock = threading.Lock()
 
     @property
     def registers(self) -> bool:
         return self.register_session is not None
+
+    @property
+    def after_write(self) -> bool:
+        """Whether `after` does anything (an eject or an after-card step)."""
+        return self.eject or self.after_card is not None
 
     @property
     def before_write(self) -> bool:
@@ -146,6 +158,21 @@ class CardSteps:
         outcome.device = self._device(config)
         return outcome.device
 
-    def after(self, record: CardRecord, cancel: CancelToken) -> CardRecord:
-        """The card's record once the after-card step has added to it (as it is without one)."""
+    def after(
+        self, record: CardRecord, drive: Drive, *, on_event: EventCallback, cancel: CancelToken
+    ) -> CardRecord:
+        """The card's record once it was powered off (if asked and verified) and the
+        after-card step has added to it."""
+        if self.eject:
+            record = replace(record, ejected=self._eject(record, drive, on_event))
         return record if self.after_card is None else self.after_card(record, cancel)
+
+    def _eject(self, record: CardRecord, drive: Drive, on_event: EventCallback) -> bool:
+        if not (record.ok and record.verified):
+            return False  # a failed or unverified card stays as it is, for a look at it
+        problem = eject_refusal(drive) or self._power_off(drive.path)
+        if problem is not None:
+            on_event(Log("warning", f"not powered off: {problem}", drive.path))
+            return False
+        on_event(Log("info", "powered off; the card can be pulled out", drive.path))
+        return True

@@ -1,17 +1,20 @@
 """What a bench station flashes: the job (prepared once through flasher.pipeline.prepare, which
 refuses a source nothing proves) and the per-card hostname template, checked with sample values
 before anything is downloaded and filled in for each card (`PreparedJob.card(hostname=…)` then
-derives the card's image).
+derives the card's image). Template fields: {n} (the card's number), {slot} (the slot's name,
+else its number, else the device name), {serial} (the drive's serial) and {date} (the UTC day
+the card was taken, YYYYMMDD: a hostname holds no ':' and reads better without '-').
 
 Core: never prints, imports no Qt.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import string
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +27,21 @@ from flasher.pipeline.prepare import PreparedJob, prepare
 from flasher.provider import ImageProvider, SourceSpec
 from flasher.validation import validate_device_config, validate_hostname
 
-TEMPLATE_FIELDS = ("serial", "slot", "n")
+TEMPLATE_FIELDS = ("n", "slot", "serial", "date")
 _SAMPLE_SERIAL = "0123456789ab"
+_SAMPLE_DATE = dt.date(2026, 12, 31)
 _NOT_HOSTNAME = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True)
 class CardFacts:
-    """What a hostname template can use: the card's number, its slot and the drive."""
+    """What a hostname template can use: the card's number, its slot, the drive and the UTC
+    day it was taken."""
 
     n: int
     slot: Slot
     drive: Drive
+    date: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())
 
 
 def hostname_part(text: str) -> str:
@@ -44,12 +50,19 @@ def hostname_part(text: str) -> str:
 
 
 def _template_values(facts: CardFacts) -> dict[str, Any]:
-    slot: int | str = (
-        facts.slot.number
-        if facts.slot.number is not None
-        else hostname_part(Path(facts.slot.device).name)
-    )
-    return {"serial": hostname_part(facts.drive.serial), "slot": slot, "n": facts.n}
+    slot: int | str
+    if facts.slot.title is not None:
+        slot = hostname_part(facts.slot.title)
+    elif facts.slot.number is not None:
+        slot = facts.slot.number
+    else:
+        slot = hostname_part(Path(facts.slot.device).name)
+    return {
+        "serial": hostname_part(facts.drive.serial),
+        "slot": slot,
+        "n": facts.n,
+        "date": facts.date.strftime("%Y%m%d"),
+    }
 
 
 def render_hostname(template: str, facts: CardFacts) -> str:
@@ -69,9 +82,12 @@ def render_hostname(template: str, facts: CardFacts) -> str:
     return name
 
 
-def check_hostname_template(template: str, *, numbered_slots: bool) -> None:
-    """ConfigError unless `template` uses only {serial}, {slot} and {n} and gives a valid
-    hostname (checked with sample values before anything is downloaded or written)."""
+def check_hostname_template(
+    template: str, *, numbered_slots: bool, slot_titles: Sequence[str | None] = ()
+) -> None:
+    """ConfigError unless `template` uses only {n}, {slot}, {serial} and {date} and gives a
+    valid hostname (checked with sample values, and each of `slot_titles`, before anything is
+    downloaded or written)."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as err:
@@ -81,19 +97,22 @@ def check_hostname_template(template: str, *, numbered_slots: bool) -> None:
     if unknown:
         raise ConfigError(
             "hostname_template",
-            f"uses {', '.join('{' + f + '}' for f in unknown)}; only {{serial}}, {{slot}} and "
-            "{n} are filled in",
-            hint="For example 'bench-{n:04d}' or 'kiosk-{serial}'.",
+            f"uses {', '.join('{' + f + '}' for f in unknown)}; only {{n}}, {{slot}}, "
+            "{serial} and {date} are filled in",
+            hint="For example 'bench-{n:04d}', 'kiosk-{date}-{n}' or 'kiosk-{serial}'.",
         )
-    if not fields:
+    if not fields or set(fields) == {"date"}:
         raise ConfigError(
             "hostname_template",
-            "has no {serial}, {slot} or {n}: every card would get the same name",
-            hint="Give a plain hostname for one name on every card.",
+            "has no {n}, {slot} or {serial}: cards would share one name",
+            hint="Give one hostname for every card instead, or add {n}.",
         )
-    sample = Slot(name="/dev/sdb", device="/dev/sdb", number=1 if numbered_slots else None)
     drive = Drive(path="/dev/sdb", size_bytes=1, serial=_SAMPLE_SERIAL)
-    render_hostname(template, CardFacts(n=1, slot=sample, drive=drive))
+    for title in slot_titles or (None,):
+        sample = Slot(
+            name="/dev/sdb", device="/dev/sdb", number=1 if numbered_slots else None, title=title
+        )
+        render_hostname(template, CardFacts(n=1, slot=sample, drive=drive, date=_SAMPLE_DATE))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,20 +24,48 @@ DEFAULT_BUSES = frozenset({"usb", "mmc"})
 # Transports that are never removable media: a drive on them is refused even when allowed
 # by name, since discovery flags it as a system drive anyway and a typo must not unlock it.
 INTERNAL_BUSES = frozenset({"nvme", "virtio"})
+# An operator's name for a slot: short, and usable as part of a hostname once lowercased.
+SLOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+
+
+@dataclass(frozen=True)
+class SlotPattern:
+    """One bench slot: a glob over by-path names or device paths, and the operator's name for
+    it ("left", "A1"), if any."""
+
+    pattern: str
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SlotPattern:
+        """ "NAME=PATTERN" (a named slot) or a bare PATTERN."""
+        name, sep, pattern = text.partition("=")
+        if sep and SLOT_NAME.fullmatch(name):
+            return cls(pattern, name)
+        return cls(text)
+
+    def __str__(self) -> str:
+        """As `parse` reads it."""
+        return f"{self.name}={self.pattern}" if self.name else self.pattern
 
 
 @dataclass(frozen=True)
 class Slot:
     """Where a card sits: `name` is its /dev/disk/by-path link (the physical port) or, without
-    one, its device path; `number` is the 1-based position of the slot pattern it matched."""
+    one, its device path; `number` is the 1-based position of the slot pattern it matched, and
+    `title` that slot's name given by the operator."""
 
     name: str
     device: str
     number: int | None = None
+    title: str | None = None
 
     @property
     def label(self) -> str:
-        """Short text for a person: the slot number, else the by-path link or device name."""
+        """Short text for a person: the slot's name, its number, else the by-path link or
+        device name."""
+        if self.title is not None:
+            return f"slot {self.title}"
         if self.number is not None:
             return f"slot {self.number}"
         return os.path.basename(self.name)
@@ -55,22 +84,37 @@ def _gb(size_bytes: int) -> str:
 class DrivePolicy:
     """The station's filter. `refusal(drive)` is None for a drive it may flash, else why not.
 
-    `slots` are glob patterns: one starting with "/" is matched against the device path and its
-    full /dev/disk/by-path links; otherwise against the link names and the device name (so
+    `slots` are glob patterns (strings, or SlotPatterns giving the slot a name): one starting
+    with "/" is matched against the device path and its full /dev/disk/by-path links; otherwise
+    against the link names and the device name (so
     "pci-0000:00:14.0-usb-0:1.2:1.0-scsi-0:0:0:0" and "sd[b-e]" both work). `buses` are the
     transports taken besides drives flagged removable (`removable=True`); tests add "loop".
     """
 
-    slots: tuple[str, ...] = ()
+    slots: tuple[str | SlotPattern, ...] = ()
     buses: frozenset[str] = DEFAULT_BUSES
     removable: bool = True
     min_size_bytes: int = 0
     max_size_bytes: int | None = LARGE_DRIVE_BYTES
 
     def __post_init__(self) -> None:
-        for pattern in self.slots:
-            if not pattern.strip():
+        patterns = tuple(s if isinstance(s, SlotPattern) else SlotPattern(s) for s in self.slots)
+        object.__setattr__(self, "slots", patterns)
+        names: set[str] = set()
+        for slot in patterns:
+            if not slot.pattern.strip():
                 raise ConfigError("slot", "is empty", hint="Give a by-path glob or /dev/sdX.")
+            if slot.name is None:
+                continue
+            if not SLOT_NAME.fullmatch(slot.name):
+                raise ConfigError(
+                    "slot",
+                    f"name '{slot.name}' is not 1 to 32 letters, digits, '.', '_' or '-'",
+                    hint="Name slots with short words such as left, right or A1.",
+                )
+            if slot.name.lower() in names:
+                raise ConfigError("slot", f"name '{slot.name}' is given to two slots")
+            names.add(slot.name.lower())
         internal = sorted(self.buses & INTERNAL_BUSES)
         if internal:
             raise ConfigError(
@@ -89,10 +133,15 @@ class DrivePolicy:
         name = links[0] if links else drive.path
         if not self.slots:
             return Slot(name=name, device=drive.path)
-        for number, pattern in enumerate(self.slots, start=1):
-            if _matches(pattern, drive.path, links):
-                return Slot(name=name, device=drive.path, number=number)
+        for number, slot in enumerate(self.patterns, start=1):
+            if _matches(slot.pattern, drive.path, links):
+                return Slot(name=name, device=drive.path, number=number, title=slot.name)
         return None
+
+    @property
+    def patterns(self) -> tuple[SlotPattern, ...]:
+        """The slots, each as a SlotPattern (strings are made into them on construction)."""
+        return tuple(s for s in self.slots if isinstance(s, SlotPattern))
 
     def refusal(self, drive: Drive) -> str | None:
         """Why the station must not take `drive` (None: it may)."""

@@ -67,6 +67,8 @@ class CardRecord:
     device_uuid: str | None = None
     capacity_bytes: int | None = None
     boot: dict[str, Any] | None = None  # the boot check's result, when the bench runs one
+    slot_name: str | None = None  # the operator's name for the slot, when it has one
+    ejected: bool | None = None  # powered off once verified; None when not asked to
 
     @property
     def mb_per_s(self) -> float | None:

@@ -13,6 +13,7 @@ taken gets exactly one report record. Core: never prints, imports no Qt.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -85,6 +86,7 @@ class _Card:
     slot: Slot
     drive: Drive
     cancel: CancelToken = field(default_factory=CancelToken)
+    date: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())
     removed: bool = False
     writing: bool = False
     finished: bool = False
@@ -122,7 +124,11 @@ class Station:
         self.job = job
         self.policy = policy or DrivePolicy()
         if job.hostname_template is not None:
-            check_hostname_template(job.hostname_template, numbered_slots=bool(self.policy.slots))
+            check_hostname_template(
+                job.hostname_template,
+                numbered_slots=bool(self.policy.slots),
+                slot_titles=[s.name for s in self.policy.patterns],
+            )
         if card_limit is not None and card_limit < 1:
             raise ConfigError("once", "must be at least 1 card")
         self.report = report
@@ -386,11 +392,13 @@ class Station:
         error = self._explain(card, result)
         record = self._record(card, card_image, result, error, time.monotonic() - started)
         steps = self._steps
-        if steps is not None and steps.after_card is not None and not card.cancel.cancelled:
-            # e.g. the boot check; the card's thread waits for it, the other slots do not, and
-            # the card may leave its slot meanwhile (to boot a device)
+        if steps is not None and steps.after_write and not card.cancel.cancelled:
+            # powering off, the boot check; the card's thread waits for them, the other slots
+            # do not, and the card may leave its slot meanwhile (to boot a device)
             card.finished = True
-            record = steps.after(record, card.cancel)
+            record = steps.after(
+                record, card.drive, on_event=self._card_events(card), cancel=card.cancel
+            )
         self._finish(card, record)
 
     def _before_write(self, card: _Card, image: PreparedJob) -> RegisteredDevice | None:
@@ -412,7 +420,7 @@ class Station:
         hostname = (
             None
             if template is None
-            else render_hostname(template, CardFacts(card.n, card.slot, card.drive))
+            else render_hostname(template, CardFacts(card.n, card.slot, card.drive, card.date))
         )
         return image.card(hostname=hostname, device=device)
 
@@ -462,6 +470,7 @@ class Station:
             card=card.n,
             slot=card.slot.name,
             slot_number=card.slot.number,
+            slot_name=card.slot.title,
             device=drive.path,
             serial=drive.serial or None,
             vendor=drive.vendor or None,

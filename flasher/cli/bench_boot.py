@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--boot-address",
         metavar="TPL",
         default=DEFAULT_ADDRESS_TEMPLATE,
-        help="where to look for it, from {hostname}, {n} and {slot} "
+        help="where to look for it, from {hostname}, {n}, {slot} and {serial} "
         f"(default {DEFAULT_ADDRESS_TEMPLATE})",
     )
     group.add_argument(

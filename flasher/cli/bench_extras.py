@@ -2,6 +2,7 @@
 
 * `--register` / `--reuse-unflashed`: each card becomes its own device of the fleet;
 * `--probe-capacity` (default) / `--no-probe-capacity`: counterfeit cards are refused;
+* `--eject`: each verified card is powered off (flasher.drives.eject);
 * `--report-db URL` (or $FLASHER_BENCH_REPORT_DB) and `--station-id`: records also go to
   PostgreSQL, through an outbox beside the report;
 * `--station FILE`: the options from a TOML station file (flasher.cli.station_file);
@@ -55,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="probe each card's real capacity before writing it and refuse counterfeit cards "
         "(default on; 4 KiB read, written, read back and restored at 64-129 places: a "
         "second or two on an SD card)",
+    )
+    group.add_argument(
+        "--eject",
+        action="store_true",
+        help="power off each verified card (udisksctl power-off, else eject) so it can be "
+        "pulled out; never a loop device or file",
     )
     group.add_argument(
         "--report-db",
@@ -161,6 +168,7 @@ def card_steps(
         register_session=session,
         reuse=reuse,
         after_card=after_card,
+        eject=args.eject,
     )
 
 

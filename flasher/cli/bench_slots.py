@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from flasher.bench.policy import DEFAULT_BUSES, DrivePolicy
+from flasher.bench.policy import DEFAULT_BUSES, DrivePolicy, SlotPattern
 from flasher.drives.constraints import LARGE_DRIVE_BYTES
 from flasher.errors import ConfigError
 
@@ -19,8 +19,9 @@ def add_arguments(bench: argparse._ArgumentGroup) -> None:
         dest="slots",
         action="append",
         default=[],
-        metavar="PATTERN",
-        help="a bench slot: glob over /dev/disk/by-path names or /dev paths "
+        metavar="[NAME=]PATTERN",
+        help="a bench slot: glob over /dev/disk/by-path names or /dev paths, with an optional "
+        "name (left=PATTERN) shown in the view, the report and {slot} "
         "(repeatable; numbered in order; default: every USB/SD slot)",
     )
     bench.add_argument(
@@ -55,7 +56,7 @@ def parse_size(text: str | None, field: str) -> int | None:
 def policy(args: argparse.Namespace) -> DrivePolicy:
     max_size = LARGE_DRIVE_BYTES if args.max_size is None else parse_size(args.max_size, "max_size")
     return DrivePolicy(
-        slots=tuple(args.slots),
+        slots=tuple(SlotPattern.parse(text) for text in args.slots),
         buses=frozenset(args.buses) if args.buses else DEFAULT_BUSES,
         min_size_bytes=parse_size(args.min_size, "min_size") or 0,
         max_size_bytes=max_size,

@@ -4,7 +4,9 @@ The file's keys are the bench's long option names (`device-type` or `device_type
 table or at the top level (tables only group them: `[image]`, `[config]`, `[slots]`,
 `[report]`, …). Values are TOML strings, numbers, booleans, or arrays for repeatable options
 (`slot`, `bus`, `dns`, `system-connection`); `source` (or `file`, `url`) names an image file or
-URL. Options given on the command line win over the file. Unknown keys and wrongly typed values
+URL. Named slots are an array of tables, `[[slots]]` with `name` and `path` (a by-path glob or
+device path, as for --slot), numbered in their order.
+Options given on the command line win over the file. Unknown keys and wrongly typed values
 are refused before any I/O, naming the key. A file holding a secret (`wifi-key`,
 `provisioning-key`, `token`) must not be readable by other users.
 """
@@ -19,9 +21,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flasher.bench.policy import SLOT_NAME
 from flasher.errors import ConfigError
 
 SOURCE_KEYS = ("source", "file", "url")
+SLOT_TABLES = ("slots", "slot")
+_SLOT_PATH_KEYS = ("path", "pattern")
 SECRET_KEYS = ("wifi_key", "config_wifi_key", "provisioning_key", "token")
 # Options that make no sense in a station file.
 _NOT_IN_FILE = ("station", "help", "json", "handler")
@@ -46,12 +51,42 @@ def _flatten(table: Mapping[str, Any], path: str = "") -> dict[str, tuple[str, A
         where = f"{path}{key}"
         if isinstance(value, dict):
             out.update(_flatten(value, where + "."))
+        elif key in SLOT_TABLES and isinstance(value, list) and _tables(value):
+            if "slot" in out:
+                raise ConfigError(f"station:{where}", f"repeats {out['slot'][0]}")
+            out["slot"] = (where, [_named_slot(f"{where}[{i}]", t) for i, t in enumerate(value)])
         else:
             name = key.replace("-", "_")
             if name in out:
                 raise ConfigError(f"station:{where}", f"repeats {out[name][0]}")
             out[name] = (where, value)
     return out
+
+
+def _tables(value: list[Any]) -> bool:
+    return bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _named_slot(where: str, table: Any) -> str:
+    """One [[slots]] table as the "NAME=PATTERN" text --slot takes."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"station:{where}", "must be a table with name and path")
+    unknown = sorted(set(table) - {"name", *_SLOT_PATH_KEYS})
+    if unknown:
+        raise ConfigError(f"station:{where}.{unknown[0]}", "is not a slot setting (name, path)")
+    name = table.get("name")
+    if not isinstance(name, str) or not SLOT_NAME.fullmatch(name):
+        raise ConfigError(
+            f"station:{where}.name",
+            "must be 1 to 32 letters, digits, '.', '_' or '-'",
+            hint="name slots with short words such as left, right or A1",
+        )
+    paths = [table[k] for k in _SLOT_PATH_KEYS if k in table]
+    if len(paths) != 1 or not isinstance(paths[0], str) or not paths[0].strip():
+        raise ConfigError(
+            f"station:{where}.path", "must be one by-path glob or device path for the slot"
+        )
+    return f"{name}={paths[0]}"
 
 
 def _check_value(where: str, action: argparse.Action, value: Any) -> Any:

@@ -123,7 +123,7 @@ class BenchController(QObject):
             result = "ok" if record.ok else f"failed: {record.error_message or 'failed'}"
             self.report_lines = [
                 *self.report_lines[-(REPORT_LINES - 1) :],
-                f"card {record.card} · {record.slot} · {result}",
+                f"card {record.card} · {record.slot_name or record.slot} · {result}",
             ]
         self.changed.emit()
 

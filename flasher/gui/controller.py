@@ -20,6 +20,7 @@ from flasher.balena.os_model import OsModel
 from flasher.balena.session import BalenaSession
 from flasher.bench.policy import DrivePolicy
 from flasher.drives.constraints import Problem
+from flasher.drives.eject import eject, ejectable
 from flasher.drives.monitor import DriveEvent
 from flasher.error_codes import Severity
 from flasher.errors import Cancelled
@@ -27,7 +28,6 @@ from flasher.events import CancelToken, Event, EventCallback
 from flasher.gui.bench import BenchSetup
 from flasher.gui.bridge import Bridge, Failure, Relay, Task
 from flasher.gui.choices import ImageChoice, Selection
-from flasher.gui.eject import eject, ejectable
 from flasher.gui.flashing import Outcome, apply_config_to_settings, flash_work
 from flasher.gui.progress import FlashState, JobProgress, error_words
 from flasher.gui.qtmodels import (

@@ -136,12 +136,19 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_WR)
 
 
+def _size(size_bytes: int) -> str:
+    """ "8.00 GB", or "67.1 MB" below a gigabyte (where "0.07 GB" would say little)."""
+    if size_bytes < 10**9:
+        return f"{size_bytes / 1e6:.1f} MB"
+    return f"{size_bytes / 1e9:.2f} GB"
+
+
 def counterfeit_error(drive: Drive, report: CapacityReport) -> CounterfeitCard:
-    real_gb = report.real_bytes / 1e9
     claimed_gb = report.advertised_bytes / 1e9
     how = "writes past it wrap around" if report.wrapped else "writes past it are lost"
     return CounterfeitCard(
-        f"{drive.path} claims {claimed_gb:.1f} GB but holds only {real_gb:.2f} GB ({how}).",
+        f"{drive.path} claims {claimed_gb:.1f} GB but holds only {_size(report.real_bytes)} "
+        f"({how}).",
         hint="The card is counterfeit or failing; do not use it.",
         target=drive.path,
         advertised_bytes=report.advertised_bytes,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flasher.bench.policy import DrivePolicy
+from flasher.bench.policy import DrivePolicy, SlotPattern
 from flasher.gui.bench import BenchSetup
 from flasher.gui.window import BENCH
 from flasher.writer.launchers import DirectLauncher
@@ -121,7 +121,7 @@ def test_slots_and_template_typed_in_the_window_name_each_card(
             lambda: page.counters.text().startswith("1 done · 0 failed"),
             timeout=BENCH_TIMEOUT_MS,
         )
-        assert app.window.bench.setup.policy.slots == (card.path,)
+        assert app.window.bench.setup.policy.slots == (SlotPattern(card.path),)
         app.click(page.stop)
         app.qtbot.waitUntil(lambda: not app.window.bench.running, timeout=BENCH_TIMEOUT_MS)
         config = json.loads(_boot_file(card.backing, "/config.json"))

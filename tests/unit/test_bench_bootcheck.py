@@ -51,6 +51,13 @@ def test_address_is_built_from_the_card(template: str, address: str) -> None:
     assert address_for(BootCheckSettings(template), RECORD) == address
 
 
+def test_address_uses_the_slots_name_and_the_serial() -> None:
+    named = replace(RECORD, slot_name="left", serial="ab12")
+    settings = BootCheckSettings("{slot}-{serial}.lab")
+    settings.validate(hostnames=True)
+    assert address_for(settings, named) == "left-ab12.lab"
+
+
 def test_a_device_that_boots_is_described(device: FakeSupervisor) -> None:
     boot = check_boot(BootCheckSettings(f"127.0.0.1:{device.port}", 5, 0.1), RECORD)
     assert (boot["up"], boot["device_type"], boot["os_version"]) == (

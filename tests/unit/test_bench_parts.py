@@ -23,7 +23,7 @@ from flasher.bench.image import CardFacts, check_hostname_template, render_hostn
 from flasher.bench.policy import DrivePolicy, Slot
 from flasher.bench.report import CardRecord, ReportLog
 from flasher.bench.station import StationSummary
-from flasher.cli import bench_cmds
+from flasher.cli import bench_views
 from flasher.cli.bench_slots import parse_size
 from flasher.cli.hints import cli_hint
 from flasher.error_codes import Action
@@ -334,7 +334,7 @@ def test_bad_sizes_name_the_option(text: str) -> None:
 
 def test_live_view_ends_with_one_line_per_slot_and_the_totals() -> None:
     stream = io.StringIO()
-    view = bench_cmds._LiveView(stream)
+    view = bench_views.LiveView(stream)
     writing, finished = Slot(BY_PATH, "/dev/sdb", 1), Slot("/dev/disk/by-path/b", "/dev/sdc", 2)
     view.handle(
         StationReady(

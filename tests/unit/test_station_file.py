@@ -39,8 +39,8 @@ def test_example_station_file_sets_bench_options() -> None:
     assert values["device_type"] == "raspberrypi4-64"
     assert values["os_version"] == "6.5.50+rev8"
     assert values["fleet"] == "1958513"
-    assert values["slots"][0].startswith("pci-0000:00:14.0-usb-0:1.1")
-    assert values["register"] is True and values["yes"] is True
+    assert values["slots"][0].startswith("left=pci-0000:00:14.0-usb-0:1.1")
+    assert values["register"] is True and values["yes"] is True and values["eject"] is True
     assert values["station_id"] == "line1-bench-a"
 
 
@@ -90,6 +90,6 @@ def test_service_unit_runs_a_station_file_and_restarts_on_failure() -> None:
     assert service["Restart"] == "on-failure"
     assert service["StandardOutput"] == "journal"
     argv = shlex.split(service["ExecStart"])
-    assert argv[:3] == ["/usr/bin/python3", "-m", "flasher"]
-    args = build_parser(argv[3:]).parse_args(argv[3:])
+    assert argv[0] == "/opt/flasher/bin/flasher"  # the console script of a root-owned venv
+    args = build_parser(argv[1:]).parse_args(argv[1:])
     assert args.station == "/etc/flasher/stations/%i.toml" and args.yes

@@ -79,7 +79,7 @@ class BenchSetupBox(QGroupBox):
         """Show what `setup` takes (the slots it names, its template)."""
         slots = setup.policy.slots
         (self.slots_radio if slots else self.any_radio).setChecked(True)
-        self.slots_edit.setText(" ".join(slots))
+        self.slots_edit.setText(" ".join(str(slot) for slot in slots))
         self.template_edit.setText(setup.hostname_template or "")
 
     def slot_patterns(self) -> tuple[str, ...]:
