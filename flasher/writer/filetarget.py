@@ -21,7 +21,7 @@ import fcntl
 import os
 import stat
 
-from flasher.error_codes import ProblemCode
+from flasher.error_codes import Action, ProblemCode
 from flasher.errors import DriveRejected
 
 PRIVATE_FILE_MODE = 0o600
@@ -108,7 +108,8 @@ def drive_not_found(path: str) -> DriveRejected:
     """The error for a device-namespace path that is not an existing block device."""
     return DriveRejected(
         f"{path}: no such drive; nothing is written to a missing device path.",
-        hint="Check that the card is inserted, then list the drives to find its path.",
+        hint="Check that the card is inserted and that the path is the drive's.",
+        action=Action.LIST_DRIVES,
         target=path,
         problem=ProblemCode.NOT_FOUND,
     )
