@@ -23,8 +23,7 @@ from flasher.cache import ImageCache
 from flasher.models import DeviceConfig, Secret
 from flasher.provider import ImageProvider, SourceSpec
 from flasher.sandbox.server import SandboxServer
-from tests.conftest import ImageFactory
-from tests.integration.test_bench import (
+from tests.support.bench import (
     Recorder,
     Slots,
     _assert_card_holds,
@@ -35,23 +34,10 @@ from tests.integration.test_bench import (
 )
 from tests.support.bootcheck import file_sha256, mtype
 from tests.support.images import BuiltImage
-from tests.support.loopdev import LoopDevice, LoopDevices, require_loop
+from tests.support.loopdev import LoopDevice
 
 FLEET = 1958513
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def card_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Slots]:
-    require_loop()
-    monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
-    with LoopDevices(tmp_path) as loops:
-        yield Slots(loops)
-
-
-@pytest.fixture
-def built(mbr_image: ImageFactory) -> BuiltImage:
-    return mbr_image()
 
 
 @pytest.fixture
@@ -114,39 +100,39 @@ def _run_cards(
 
 @pytest.mark.root
 def test_two_cards_become_two_devices_the_api_lists(
-    card_slots: Slots, built: BuiltImage, sandbox: SandboxServer, tmp_path: Path
+    slots: Slots, image: BuiltImage, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    bench = [card_slots.add(), card_slots.add()]
+    bench = [slots.add(), slots.add()]
     key = sandbox.registrations.new_provisioning_key(FLEET)
     steps = CardSteps(register_session=BalenaSession(sandbox.url, None))
     report = tmp_path / "cards.jsonl"
     recorder: Recorder[BenchEvent] = Recorder()
-    station = _station(built, bench, recorder, report, steps, key=key, cards=2)
-    records = _run_cards(card_slots, station, recorder, bench, _card_bytes(built))
+    station = _station(image, bench, recorder, report, steps, key=key, cards=2)
+    records = _run_cards(slots, station, recorder, bench, _card_bytes(image))
     assert all(r["ok"] and r["device_state"] == "flashed" for r in records)
     uuids = {r["device_uuid"] for r in records}
     assert len(uuids) == 2 and uuids <= _listed(sandbox)
     for slot in bench:
-        config = _assert_card_holds(slot, built, tmp_path)
+        config = _assert_card_holds(slot, image, tmp_path)
         (record,) = [r for r in records if r["device"] == slot.path]
         assert config["uuid"] == record["device_uuid"]
         assert "apiKey" not in config
         assert sandbox.registrations.holds_key(config["uuid"], config["deviceApiKey"])
         assert config["deviceApiKey"] not in report.read_text()
-        assert record["capacity_bytes"] == _card_bytes(built)  # probed, honest
+        assert record["capacity_bytes"] == _card_bytes(image)  # probed, honest
 
 
 @pytest.mark.root
 def test_device_of_a_failed_card_is_reused_by_the_next_card(
-    card_slots: Slots, built: BuiltImage, sandbox: SandboxServer, tmp_path: Path
+    slots: Slots, image: BuiltImage, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    bench = [card_slots.add()]
+    bench = [slots.add()]
     key = sandbox.registrations.new_provisioning_key(FLEET)
     report = tmp_path / "cards.jsonl"
     # A loop device has no serial: the card fails after its device was registered.
     recorder: Recorder[BenchEvent] = Recorder()
     failing = _station(
-        built,
+        image,
         bench,
         recorder,
         report,
@@ -155,10 +141,10 @@ def test_device_of_a_failed_card_is_reused_by_the_next_card(
         template="kiosk-{serial}",
         cards=1,
     )
-    (failed,) = _run_cards(card_slots, failing, recorder, bench, _card_bytes(built))
+    (failed,) = _run_cards(slots, failing, recorder, bench, _card_bytes(image))
     assert not failed["ok"] and failed["device_state"] == "registered_unflashed"
     assert unflashed_devices(ReportLog(report).records()) == [failed]
-    card_slots.pull(bench[0])
+    slots.pull(bench[0])
 
     steps = CardSteps(
         probe_capacity=False,
@@ -166,31 +152,31 @@ def test_device_of_a_failed_card_is_reused_by_the_next_card(
         reuse=UnflashedDevices(ReportLog(report).records()),
     )
     recorder = Recorder()
-    reusing = _station(built, bench, recorder, report, steps, key=key, cards=1)
-    records = _run_cards(card_slots, reusing, recorder, bench, _card_bytes(built))
+    reusing = _station(image, bench, recorder, report, steps, key=key, cards=1)
+    records = _run_cards(slots, reusing, recorder, bench, _card_bytes(image))
     assert records[-1]["ok"] and records[-1]["device_uuid"] == failed["device_uuid"]
-    config = json.loads(mtype(bench[0].backing, built.boot.start_bytes, "/config.json"))
+    config = json.loads(mtype(bench[0].backing, image.boot.start_bytes, "/config.json"))
     assert sandbox.registrations.holds_key(failed["device_uuid"], config["deviceApiKey"])
     assert unflashed_devices(ReportLog(report).records()) == []
 
 
 @pytest.mark.root
 def test_fake_capacity_card_is_refused_before_a_device_is_registered(
-    card_slots: Slots, built: BuiltImage, sandbox: SandboxServer, tmp_path: Path
+    slots: Slots, image: BuiltImage, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    medium = card_slots.loops.tmpfs(6 * MiB)
-    bench = [card_slots.add(backing_dir=medium)]
+    medium = slots.loops.tmpfs(6 * MiB)
+    bench = [slots.add(backing_dir=medium)]
     key = sandbox.registrations.new_provisioning_key(FLEET)
     steps = CardSteps(register_session=BalenaSession(sandbox.url, None))
     recorder: Recorder[BenchEvent] = Recorder()
-    station = _station(built, bench, recorder, tmp_path / "cards.jsonl", steps, key=key, cards=1)
+    station = _station(image, bench, recorder, tmp_path / "cards.jsonl", steps, key=key, cards=1)
     before = _listed(sandbox)
     with _running(station) as (finish, _cancel):
         recorder.wait_for(_ready, "station ready")
         # The medium fills up before the card is seen: only `stored` bytes hold data.
         os.truncate(bench[0].backing, 256 * MiB)
         stored = _fill_until_full(bench[0].backing)
-        card_slots.insert(bench[0], 256 * MiB, grow=False)
+        slots.insert(bench[0], 256 * MiB, grow=False)
         recorder.wait_for(_finished(bench[0]), "card result")
         finish()
     (result,) = [e for e in recorder.events if isinstance(e, CardFinished)]

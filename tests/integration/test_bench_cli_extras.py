@@ -18,8 +18,8 @@ from flasher.cli.main import main
 from flasher.models import Secret
 from flasher.sandbox.server import SandboxServer
 from tests.conftest import ImageFactory
-from tests.integration.test_bench import Slots, _card_bytes
 from tests.integration.test_report_db import _record
+from tests.support.bench import Slots, _card_bytes
 from tests.support.bootcheck import file_sha256
 from tests.support.images import BuiltImage
 from tests.support.loopdev import LoopDevices, require_loop

@@ -17,8 +17,8 @@ import pytest
 from flasher.bench.report import ReportLog
 from flasher.cli.main import main
 from tests.conftest import ImageFactory
-from tests.integration.test_bench import Slots, _card_bytes
 from tests.integration.test_bench_cards import _fill_until_full
+from tests.support.bench import Slots, _card_bytes
 from tests.support.bootcheck import file_sha256
 from tests.support.images import BuiltImage
 from tests.support.loopdev import LoopDevices, require_loop
