@@ -1,4 +1,5 @@
-"""The ext2/3/4 reader against filesystems made by mkfs.ext4, cross-checked with dumpe2fs."""
+"""The ext2/3/4 reader against filesystems made by mkfs.ext4, cross-checked with dumpe2fs: used
+blocks, geometry, inode-table tails and what a group that cannot be trusted keeps mapped."""
 
 from __future__ import annotations
 
@@ -9,22 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from flasher.errors import ImageError
 from flasher.image import ranges as rng
-from flasher.image.byteio import FileReader, MemoryIO, SliceIO
+from flasher.image.byteio import FileReader, MemoryIO
 from flasher.image.ext4 import (
     BG_BLOCK_UNINIT,
     BG_INODE_UNINIT,
     BG_INODE_ZEROED,
-    INCOMPAT_RECOVER,
     RO_COMPAT_GDT_CSUM,
     Ext4Filesystem,
     crc16,
     crc32c,
 )
-from tests.support.filesystems import MiB, make_tree, mkfs_ext4, require, run
-
-SB = 1024  # superblock offset
+from tests.support.ext4tools import SB, build, patch, read_bytes, read_u32
+from tests.support.filesystems import MiB, make_tree, require, run
 
 VARIANTS = {
     "defaults-1k": (64 * MiB, ()),
@@ -56,14 +54,6 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tree(tmp_path_factory.mktemp("tree") / "t", seed=7, total_bytes=6 * MiB)
 
 
-def build(
-    tmp_path: Path, options: tuple[str, ...], size: int = 64 * MiB, tree: Path | None = None
-) -> Path:
-    path = tmp_path / "fs.img"
-    mkfs_ext4(path, size, options, tree)
-    return path
-
-
 def dumpe2fs(path: Path) -> str:
     require("dumpe2fs")
     return run(["dumpe2fs", path]).stdout.decode()
@@ -82,24 +72,6 @@ def header_number(text: str, name: str) -> int:
     match = re.search(rf"^{name}:\s+(\d+)", text, re.M)
     assert match is not None, f"dumpe2fs printed no {name}"
     return int(match.group(1))
-
-
-def patch(path: Path, offset: int, data: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(data)
-
-
-def read_u32(path: Path, offset: int) -> int:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return int.from_bytes(f.read(4), "little")
-
-
-def read_bytes(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
 
 
 def open_fs(path: Path) -> Ext4Filesystem:
@@ -408,106 +380,6 @@ def test_journal_blocks_are_mapped(tmp_path: Path) -> None:
     with FileReader(path) as io:
         used = Ext4Filesystem(io).used_blocks()
     assert journal and rng.merge([*used, *journal]) == used
-
-
-def corrupt_magic(path: Path) -> None:
-    patch(path, SB + 0x38, b"\0\0")
-
-
-def set_unknown_incompat(path: Path) -> None:
-    patch(path, SB + 0x60, (read_u32(path, SB + 0x60) | 0x80000000).to_bytes(4, "little"))
-
-
-def set_needs_recovery(path: Path) -> None:
-    patch(path, SB + 0x60, (read_u32(path, SB + 0x60) | INCOMPAT_RECOVER).to_bytes(4, "little"))
-
-
-def set_error_state(path: Path) -> None:
-    patch(path, SB + 0x3A, (3).to_bytes(2, "little"))
-
-
-def corrupt_label(path: Path) -> None:
-    patch(path, SB + 0x78, b"tampered")
-
-
-def corrupt_descriptor(path: Path) -> None:
-    patch(path, 2048 + 0x0E, b"\x01\x00")  # group 0's free inode count (1 KiB blocks)
-
-
-def corrupt_bitmap(path: Path) -> None:
-    block_bitmap = read_u32(path, 2048)
-    with open(path, "r+b") as f:
-        f.seek(block_bitmap * 1024 + 600)
-        byte = f.read(1)[0]
-        f.seek(block_bitmap * 1024 + 600)
-        f.write(bytes([byte ^ 0x10]))
-
-
-def corrupt_inode_bitmap(path: Path) -> None:
-    inode_bitmap = read_u32(path, 2048 + 4)
-    patch(path, inode_bitmap * 1024, bytes([read_bytes(path, inode_bitmap * 1024, 1)[0] ^ 0x80]))
-
-
-def point_inode_table_outside(path: Path) -> None:
-    patch(path, 2048 + 8, (10**9).to_bytes(4, "little"))
-
-
-CORRUPTIONS = {
-    "no magic": ((), corrupt_magic, "not_ext4"),
-    "unknown incompatible feature": (("-O", "^metadata_csum"), set_unknown_incompat, "unsupported"),
-    "journal needs recovery": (("-O", "^metadata_csum"), set_needs_recovery, "needs_recovery"),
-    "marked with errors": (("-O", "^metadata_csum"), set_error_state, "corrupt_filesystem"),
-    "superblock checksum": ((), corrupt_label, "corrupt_filesystem"),
-    "descriptor checksum (crc32c)": ((), corrupt_descriptor, "corrupt_filesystem"),
-    "descriptor checksum (crc16)": (
-        ("-O", "^metadata_csum,uninit_bg"),
-        corrupt_descriptor,
-        "corrupt_filesystem",
-    ),
-    "bitmap checksum": ((), corrupt_bitmap, "corrupt_filesystem"),
-    "inode bitmap checksum": ((), corrupt_inode_bitmap, "corrupt_filesystem"),
-    "bitmap disagrees with free count": (
-        ("-O", "^metadata_csum,^uninit_bg"),
-        corrupt_bitmap,
-        "corrupt_filesystem",
-    ),
-    "inode table outside": (
-        ("-O", "^metadata_csum,^uninit_bg"),
-        point_inode_table_outside,
-        "corrupt_filesystem",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", CORRUPTIONS)
-def test_unreadable_filesystem_is_refused(case: str, tmp_path: Path) -> None:
-    options, damage, problem = CORRUPTIONS[case]
-    path = build(tmp_path, ("-b", "1024", *options), 16 * MiB)
-    damage(path)
-    with FileReader(path) as io, pytest.raises(ImageError) as info:
-        Ext4Filesystem(io).allocated_ranges()
-    assert info.value.problem == problem
-
-
-@pytest.mark.parametrize("options", [("-O", "bigalloc"), ("-O", "journal_dev")])
-def test_unsupported_layouts_are_refused(options: tuple[str, ...], tmp_path: Path) -> None:
-    path = build(tmp_path, ("-b", "4096", *options), 64 * MiB)
-    with FileReader(path) as io, pytest.raises(ImageError) as info:
-        Ext4Filesystem(io)
-    assert info.value.problem == "unsupported"
-
-
-def test_filesystem_larger_than_its_partition_is_refused(tmp_path: Path) -> None:
-    path = build(tmp_path, (), 16 * MiB)
-    with FileReader(path) as io, pytest.raises(ImageError) as info:
-        Ext4Filesystem(SliceIO(io, 0, 15 * MiB))
-    assert info.value.problem == "truncated"
-
-
-def test_zeros_are_not_ext4() -> None:
-    with pytest.raises(ImageError) as info:
-        Ext4Filesystem(MemoryIO(4096))
-    assert info.value.problem == "not_ext4"
 
 
 @pytest.mark.parametrize(
