@@ -1,5 +1,6 @@
-"""Fixtures for the bench tests: card-reader slots on loop devices, the image they get, and a
-filesystem whose writes can be held (the rig itself is tests/support/bench.py)."""
+"""Fixtures shared by integration tests: the bench's card-reader slots on loop devices, the
+image they get and a filesystem whose writes can be held (the rig is tests/support/bench.py);
+the sandbox's fake supervisors (the client helpers are tests/support/supervisor.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from flasher.sandbox.devices import SandboxDevices
+from flasher.sandbox.supervisor_fake import FakeSupervisor
 from tests.conftest import ImageFactory
 from tests.support.bench import Freezer, Slots
 from tests.support.images import BuiltImage
@@ -37,3 +40,20 @@ def freezer(slots: Slots) -> Iterator[Freezer]:
         yield held
     finally:
         held.close()
+
+
+@pytest.fixture
+def devices() -> Iterator[SandboxDevices]:
+    devices = SandboxDevices()
+    yield devices
+    devices.close()
+
+
+@pytest.fixture
+def kitchen(devices: SandboxDevices) -> FakeSupervisor:
+    return devices.supervisor("kitchen-pi")
+
+
+@pytest.fixture
+def multi(devices: SandboxDevices) -> FakeSupervisor:
+    return devices.supervisor("gateway-multi")

@@ -1,60 +1,27 @@
 """The Supervisor API client, directly against the sandbox's fake supervisors (real HTTP on
-127.0.0.1): every endpoint, what reaches the device, and every error mapping."""
+127.0.0.1): every endpoint, what reaches the device, typed answers, reboot and shutdown, and log
+streams. Error answers are in test_supervisor_client_errors.py."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from flasher.models import Secret
-from flasher.sandbox.devices import GATEWAY_FLEET, SandboxDevices, sandbox_key
+from flasher.sandbox.devices import SandboxDevices
 from flasher.sandbox.supervisor_fake import FakeSupervisor
 from flasher.supervisor.client import SupervisorClient
 from flasher.supervisor.errors import (
-    DeviceBadRequest,
-    DeviceConflict,
-    DeviceError,
-    DeviceLocked,
-    DeviceNotFound,
     DeviceUnauthorized,
     DeviceUnreachable,
-    SupervisorFailed,
 )
 from flasher.supervisor.models import ProxySettings
 from flasher.supervisor.transport import DirectTransport
-
-DEMO = 1958513
-GATEWAY = GATEWAY_FLEET[0]
-
-
-@pytest.fixture
-def devices() -> Iterator[SandboxDevices]:
-    devices = SandboxDevices()
-    yield devices
-    devices.close()
-
-
-def _client(fake: FakeSupervisor, key: str | None = "global") -> SupervisorClient:
-    if key == "global":
-        key = fake.spec.api_key
-    return SupervisorClient(DirectTransport(fake.url, Secret(key) if key else None))
-
-
-@pytest.fixture
-def kitchen(devices: SandboxDevices) -> FakeSupervisor:
-    return devices.supervisor("kitchen-pi")
-
-
-@pytest.fixture
-def multi(devices: SandboxDevices) -> FakeSupervisor:
-    return devices.supervisor("gateway-multi")
-
+from tests.support.supervisor import DEMO, GATEWAY, client_for
 
 # -- what reaches the device ------------------------------------------------------------------
 
@@ -128,7 +95,7 @@ CALLS: list[tuple[str, Any, str, str, Any]] = [
 def test_each_call_reaches_the_device_as_documented_with_its_key(
     kitchen: FakeSupervisor, call: Any, method: str, path: str, body: Any
 ) -> None:
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         call(client)
     seen = kitchen.requests[-1]
     assert (seen.method, seen.path, seen.body) == (method, path, body)
@@ -136,7 +103,7 @@ def test_each_call_reaches_the_device_as_documented_with_its_key(
 
 
 def test_ping_and_healthy_send_no_key_and_need_none(kitchen: FakeSupervisor) -> None:
-    with _client(kitchen, key=None) as client:
+    with client_for(kitchen, key=None) as client:
         assert client.ping() is True
         assert client.healthy() is True
     assert [(r.path, r.key) for r in kitchen.requests] == [("/ping", None), ("/v1/healthy", None)]
@@ -144,7 +111,7 @@ def test_ping_and_healthy_send_no_key_and_need_none(kitchen: FakeSupervisor) -> 
 
 def test_unhealthy_supervisor_reads_as_false(devices: SandboxDevices) -> None:
     devices.by_name("hall-pi").spec.healthy = False
-    with _client(devices.supervisor("hall-pi")) as client:
+    with client_for(devices.supervisor("hall-pi")) as client:
         assert client.healthy() is False
 
 
@@ -152,7 +119,7 @@ def test_the_key_never_appears_in_the_debug_log(
     kitchen: FakeSupervisor, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         client.device()
     key = kitchen.spec.api_key or ""
     assert any("/v1/device" in r.getMessage() for r in caplog.records)
@@ -163,7 +130,7 @@ def test_the_key_never_appears_in_the_debug_log(
 
 
 def test_device_state_is_typed(kitchen: FakeSupervisor) -> None:
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         state = client.device()
     assert state.os_version == "balenaOS 6.5.50+rev8"
     assert state.ip_addresses == ("192.168.1.23", "10.114.102.1")
@@ -172,13 +139,13 @@ def test_device_state_is_typed(kitchen: FakeSupervisor) -> None:
 
 
 def test_device_info_names_type_and_arch(multi: FakeSupervisor) -> None:
-    with _client(multi) as client:
+    with client_for(multi) as client:
         info = client.device_info()
     assert (info.device_type, info.arch) == ("generic-amd64", "amd64")
 
 
 def test_stopping_a_service_shows_in_the_state(multi: FakeSupervisor) -> None:
-    with _client(multi) as client:
+    with client_for(multi) as client:
         client.stop_service(GATEWAY, service_name="frontend")
         services = {s.name: s.status for s in client.apps()[0].services}
         client.start_service(GATEWAY, service_name="frontend")
@@ -188,7 +155,7 @@ def test_stopping_a_service_shows_in_the_state(multi: FakeSupervisor) -> None:
 
 
 def test_stop_app_answers_the_container_id(kitchen: FakeSupervisor) -> None:
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         result = client.stop_app(DEMO)
         ids = client.container_ids("main")
     assert result.container_id == ids["main"]
@@ -196,14 +163,14 @@ def test_stop_app_answers_the_container_id(kitchen: FakeSupervisor) -> None:
 
 def test_update_is_applied_at_once_or_only_noted(devices: SandboxDevices) -> None:
     devices.by_name("hall-pi").spec.instant_updates = False
-    with _client(devices.supervisor("hall-pi")) as client:
+    with client_for(devices.supervisor("hall-pi")) as client:
         assert client.update().status == 202
         assert client.update(force=True).status == 204
 
 
 def test_host_config_round_trip_keeps_the_proxy_password_secret(kitchen: FakeSupervisor) -> None:
     proxy = ProxySettings("socks5", "10.0.0.1", 1080, login="me", password=Secret("pw"))
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         client.set_host_config(hostname="bench-7", proxy=proxy)
         config = client.host_config()
         client.set_host_config(hostname="", clear_proxy=True)
@@ -215,13 +182,13 @@ def test_host_config_round_trip_keeps_the_proxy_password_secret(kitchen: FakeSup
 
 
 def test_tags_set_then_read(kitchen: FakeSupervisor) -> None:
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         assert client.set_tags({"room": "kitchen"}).status == 202
         assert [(t.name, t.value) for t in client.tags()] == [("room", "kitchen")]
 
 
 def test_container_id_of_one_service_is_asked_by_query(multi: FakeSupervisor) -> None:
-    with _client(multi) as client:
+    with client_for(multi) as client:
         ids = client.container_ids("proxy")
     assert list(ids) == ["proxy"]
     assert multi.requests[-1].query == {"service": "proxy"}
@@ -229,7 +196,7 @@ def test_container_id_of_one_service_is_asked_by_query(multi: FakeSupervisor) ->
 
 def test_regenerated_key_replaces_the_old_one_at_once(kitchen: FakeSupervisor) -> None:
     old = kitchen.spec.api_key
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         new = client.regenerate_api_key()
         with pytest.raises(DeviceUnauthorized):
             client.device()
@@ -242,7 +209,7 @@ def test_regenerated_key_replaces_the_old_one_at_once(kitchen: FakeSupervisor) -
 def test_local_mode_answers_everything_without_a_key(devices: SandboxDevices) -> None:
     fake = devices.supervisor("gateway-local")
     target = {"local": {"name": "x", "config": {}, "apps": {"1": {"name": "a", "services": {}}}}}
-    with _client(fake, key=None) as client:
+    with client_for(fake, key=None) as client:
         assert client.device_name() == "gateway-local"
         assert client.set_local_target_state(target).status == 200
         assert client.local_target_state() == target
@@ -250,212 +217,8 @@ def test_local_mode_answers_everything_without_a_key(devices: SandboxDevices) ->
 
 
 def test_unmanaged_device_answers_without_a_key(devices: SandboxDevices) -> None:
-    with _client(devices.supervisor("bench-nuc"), key=None) as client:
+    with client_for(devices.supervisor("bench-nuc"), key=None) as client:
         assert client.device_info().device_type == "intel-nuc"
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-ERRORS: list[tuple[str, str, Any, type[DeviceError], int, str]] = [
-    # (id, device, call, error, status, words of the supervisor in the error)
-    ("no-key", "kitchen-pi", lambda c: c.device(), DeviceUnauthorized, 401, "Unauthorized"),
-    (
-        "locked-reboot",
-        "locked-pi",
-        lambda c: c.reboot(),
-        DeviceLocked,
-        423,
-        "Lockfile exists for { appId: 1958513, service: main }",
-    ),
-    (
-        "locked-restart",
-        "locked-pi",
-        lambda c: c.restart_app(DEMO),
-        DeviceLocked,
-        423,
-        "Lockfile exists",
-    ),
-    (
-        "locked-hostname",
-        "locked-pi",
-        lambda c: c.set_host_config(hostname="x"),
-        DeviceLocked,
-        423,
-        "Lockfile exists",
-    ),
-    (
-        "multi-v1-stop",
-        "gateway-multi",
-        lambda c: c.stop_app(GATEWAY),
-        DeviceBadRequest,
-        400,
-        "multi-container",
-    ),
-    (
-        "multi-v1-app",
-        "gateway-multi",
-        lambda c: c.app(GATEWAY),
-        DeviceBadRequest,
-        400,
-        "single-container apps",
-    ),
-    (
-        "no-service",
-        "kitchen-pi",
-        lambda c: c.restart_service(DEMO),
-        DeviceBadRequest,
-        400,
-        "serviceName or imageId",
-    ),
-    (
-        "unknown-service",
-        "kitchen-pi",
-        lambda c: c.restart_service(DEMO, service_name="x"),
-        DeviceNotFound,
-        404,
-        "Service not found",
-    ),
-    (
-        "unknown-app-v2",
-        "kitchen-pi",
-        lambda c: c.stop_service(999, service_name="main"),
-        DeviceNotFound,
-        404,
-        "App not found",
-    ),
-    (
-        "absent-app-state",
-        "kitchen-pi",
-        lambda c: c.app_state(999),
-        DeviceConflict,
-        409,
-        "Application ID does not exist: 999",
-    ),
-    (
-        "absent-app-purge",
-        "kitchen-pi",
-        lambda c: c.purge(999),
-        SupervisorFailed,
-        503,
-        "not in the current state",
-    ),
-    (
-        "unknown-container",
-        "kitchen-pi",
-        lambda c: c.container_ids("nope"),
-        SupervisorFailed,
-        503,
-        "Could not find service",
-    ),
-    (
-        "not-local-mode",
-        "kitchen-pi",
-        lambda c: c.set_local_target_state({"local": {}}),
-        DeviceBadRequest,
-        400,
-        "only set when device is in local mode",
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("device", "call", "error", "status", "words"),
-    [e[1:] for e in ERRORS],
-    ids=[e[0] for e in ERRORS],
-)
-def test_error_answers_become_typed_errors(
-    devices: SandboxDevices,
-    device: str,
-    call: Any,
-    error: type[DeviceError],
-    status: int,
-    words: str,
-) -> None:
-    fake = devices.supervisor(device)
-    key = None if error is DeviceUnauthorized else "global"
-    with _client(fake, key=key) as client, pytest.raises(error) as caught:
-        call(client)
-    assert type(caught.value) is error
-    assert caught.value.status == status
-    assert words in caught.value.server_message
-    assert caught.value.where == fake.url
-
-
-def test_locked_error_carries_the_lock_message(devices: SandboxDevices) -> None:
-    with _client(devices.supervisor("locked-pi")) as client, pytest.raises(DeviceLocked) as caught:
-        client.shutdown()
-    assert caught.value.lock_message == "Lockfile exists for { appId: 1958513, service: main }"
-    assert caught.value.to_dict()["code"] == "device_locked"
-
-
-def test_force_overrides_the_lock(devices: SandboxDevices) -> None:
-    fake = devices.supervisor("locked-pi")
-    with _client(fake) as client:
-        assert client.restart_service(DEMO, service_name="main", force=True).status == 200
-    assert fake.requests[-1].body == {"force": True, "serviceName": "main"}
-
-
-def test_a_wrong_key_names_the_key_expected_and_never_itself(kitchen: FakeSupervisor) -> None:
-    with _client(kitchen, key="0123abcd") as client, pytest.raises(DeviceUnauthorized) as caught:
-        client.device()
-    assert "supervisor API key" in caught.value.expected_key
-    assert "0123abcd" not in str(caught.value.to_dict())
-
-
-def test_an_app_scoped_key_works_on_its_app_only(devices: SandboxDevices) -> None:
-    multi = devices.supervisor("gateway-multi")
-    app_key = sandbox_key(multi.spec.uuid, "app")
-    with _client(multi, key=app_key) as client:
-        assert client.restart_service(GATEWAY, service_name="main").status == 200
-        with pytest.raises(DeviceUnauthorized) as caught:
-            client.restart_app(DEMO)
-        with pytest.raises(DeviceConflict):
-            client.app_state(DEMO)  # the supervisor answers 409 here, not 401
-    assert f"scoped to app {DEMO}" in caught.value.expected_key
-
-
-def test_an_app_scoped_key_sees_only_its_apps(devices: SandboxDevices) -> None:
-    multi = devices.supervisor("gateway-multi")
-    multi.state.apps[DEMO] = multi.state.apps[GATEWAY].__class__(DEMO, "other", "u", "c", [])
-    with _client(multi, key=sandbox_key(multi.spec.uuid, "app")) as client:
-        assert [a.app_id for a in client.apps()] == [GATEWAY]
-
-
-def test_unreachable_device_names_the_address_and_what_was_tried() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with SupervisorClient(DirectTransport(f"127.0.0.1:{port}", None)) as client:
-        client.transport._sleep = lambda _s: None  # type: ignore[attr-defined]
-        with pytest.raises(DeviceUnreachable) as caught:
-            client.device()
-    assert f"127.0.0.1:{port}" in str(caught.value)
-    assert len(caught.value.tried) == 3  # a read is tried three times
-    assert all(t.startswith(f"GET http://127.0.0.1:{port}/v1/device") for t in caught.value.tried)
-
-
-def test_an_action_is_never_sent_twice() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    transport = DirectTransport(f"127.0.0.1:{port}", None)
-    with SupervisorClient(transport) as client, pytest.raises(DeviceUnreachable) as caught:
-        client.reboot()
-    assert len(caught.value.tried) == 1
-
-
-def test_ping_gives_up_fast_on_a_silent_device() -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()  # accepts connections, never answers
-        port = server.getsockname()[1]
-        started = time.monotonic()
-        transport = DirectTransport(f"127.0.0.1:{port}")
-        with SupervisorClient(transport) as client, pytest.raises(DeviceUnreachable) as caught:
-            client.ping()
-        elapsed_s = time.monotonic() - started
-    assert "no answer in time" in str(caught.value)
-    assert elapsed_s < 10
 
 
 # -- reboot, shutdown -------------------------------------------------------------------------
@@ -473,7 +236,7 @@ def _wait_until(predicate: Any, timeout_s: float = 10.0) -> bool:
 def test_reboot_drops_the_device_and_it_comes_back_fresh(devices: SandboxDevices) -> None:
     devices.by_name("hall-pi").spec.reboot_delay_s = 0.3
     fake = devices.supervisor("hall-pi")
-    with _client(fake) as client:
+    with client_for(fake) as client:
         client.set_host_config(hostname="changed")
         result = client.reboot()
         assert (result.status, result.connection_dropped) == (202, False)
@@ -488,7 +251,7 @@ def test_reboot_drops_the_device_and_it_comes_back_fresh(devices: SandboxDevices
 
 def test_shutdown_stays_down(devices: SandboxDevices) -> None:
     fake = devices.supervisor("kitchen-pi")
-    with _client(fake) as client:
+    with client_for(fake) as client:
         assert client.shutdown().status == 202
         assert _wait_until(lambda: not fake.up.is_set())
         time.sleep(fake.spec.reboot_delay_s + 0.2)
@@ -497,7 +260,7 @@ def test_shutdown_stays_down(devices: SandboxDevices) -> None:
 
 def test_a_reboot_that_drops_the_connection_is_not_a_failure(devices: SandboxDevices) -> None:
     devices.by_name("hall-pi").spec.drop_on_reboot = True
-    with _client(devices.supervisor("hall-pi")) as client:
+    with client_for(devices.supervisor("hall-pi")) as client:
         result = client.reboot()
     assert (result.status, result.connection_dropped) == (None, True)
 
@@ -507,7 +270,7 @@ def test_a_reboot_that_drops_the_connection_is_not_a_failure(devices: SandboxDev
 
 def test_logs_stream_ndjson_and_stop_when_closed(devices: SandboxDevices) -> None:
     fake = devices.supervisor("gateway-local")
-    with _client(fake, key=None) as client:
+    with client_for(fake, key=None) as client:
         stream = client.logs()
         first = [next(stream) for _ in range(4)]
         assert fake.streams_open == 1
@@ -518,14 +281,14 @@ def test_logs_stream_ndjson_and_stop_when_closed(devices: SandboxDevices) -> Non
 
 
 def test_journal_sends_its_options_and_ends_by_itself(kitchen: FakeSupervisor) -> None:
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         lines = list(client.journal(count=5, unit="balena-supervisor.service"))
     assert len(lines) == 5 and all("balena-supervisor[" in line for line in lines)
     assert kitchen.requests[-1].body == {"count": 5, "unit": "balena-supervisor.service"}
 
 
 def test_a_followed_journal_stops_mid_way_when_left(kitchen: FakeSupervisor) -> None:
-    with _client(kitchen) as client:
+    with client_for(kitchen) as client:
         for n, _line in enumerate(client.journal(follow=True, count=2)):
             if n == 5:
                 break
@@ -537,7 +300,7 @@ def test_logs_end_after_the_idle_time(devices: SandboxDevices) -> None:
     devices.by_name("gateway-local").spec.log_interval_s = 5.0
     fake = devices.supervisor("gateway-local")
     done = threading.Event()
-    with _client(fake, key=None) as client:
+    with client_for(fake, key=None) as client:
         lines = []
 
         def read() -> None:
