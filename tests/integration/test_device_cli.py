@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,6 @@ GATEWAY = str(GATEWAY_FLEET[0])
 def _no_device_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("BALENA_SUPERVISOR_ADDRESS", "BALENA_SUPERVISOR_API_KEY", "BALENA_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def devices() -> Iterator[SandboxDevices]:
-    devices = SandboxDevices()
-    yield devices
-    devices.close()
-
-
-@pytest.fixture
-def kitchen(devices: SandboxDevices) -> FakeSupervisor:
-    return devices.supervisor("kitchen-pi")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ types and bodies (the contract the client and the proxy are tested against)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,13 +22,6 @@ def _failed(message: str) -> dict[str, str]:
 
 def _failed_text(message: str) -> str:
     return f'{{"status":"failed","message":"{message}"}}'
-
-
-@pytest.fixture
-def devices() -> Iterator[SandboxDevices]:
-    devices = SandboxDevices()
-    yield devices
-    devices.close()
 
 
 def _send(

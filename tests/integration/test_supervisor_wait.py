@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,13 +15,6 @@ from flasher.supervisor.client import SupervisorClient
 from flasher.supervisor.errors import DeviceMismatch, DeviceUnreachable
 from flasher.supervisor.transport import DirectTransport
 from flasher.supervisor.wait import os_version_of, same_os_version, wait_for_device
-
-
-@pytest.fixture
-def devices() -> Iterator[SandboxDevices]:
-    devices = SandboxDevices()
-    yield devices
-    devices.close()
 
 
 @pytest.mark.parametrize(
