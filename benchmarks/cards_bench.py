@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -115,6 +116,9 @@ class CardsBench:
         self.image_bytes = args.image.stat().st_size
         self.regions = checks.partition_regions(args.image)
         self.expected = checks.digests(args.image, self.regions, self.image_bytes)
+        # The bench refuses a source without a checksum of its own unless given its SHA-256.
+        with open(args.source, "rb") as f:
+            self.source_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
 
     def _throttle(self, devices: Sequence[LoopDevice], cards: CardSet) -> None:
         self.group.clear()
@@ -184,6 +188,7 @@ class CardsBench:
         for dev in used:
             argv += ["--slot", dev.path]
         argv += ["--once", str(cards.cards), "--yes", "--report", str(report_path)]
+        argv += ["--sha256", self.source_sha256]
         drop_caches()
         proc = subprocess.Popen(
             self.group.wrap(argv),

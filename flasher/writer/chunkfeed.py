@@ -6,7 +6,8 @@ the random-access image at its own pace, or a read-back). `FanOut` reads a strea
 offers each chunk to every target's bounded `Inbox`; a target that does not take a chunk within
 the stall timeout is dropped, so memory stays bounded and one dead card cannot stop the rest.
 `WrittenHasher` hashes a random-access target's chunks after they are written, on its own
-thread, with `HashClaims` making N targets hash each chunk once.
+thread, with `HashClaims` making N targets hash each chunk once. Feeds carry I/O pieces
+(`IoPlan`); digests are per chunk, built from the pieces.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from flasher.errors import FlasherError, WriteFailed
 from flasher.events import CancelToken
 from flasher.writer.imagesource import ImageSourceLike
-from flasher.writer.plan import ChunkDigests, WritePlan, round_up
+from flasher.writer.plan import IoPlan, PieceHasher, round_up
 
 QUEUE_DEPTH = 3
 POLL_S = 0.1
@@ -155,15 +156,15 @@ class FanOut(threading.Thread):
     def __init__(
         self,
         source: ImageSourceLike,
-        plan: WritePlan,
-        digests: ChunkDigests | None,
+        io: IoPlan,
+        hasher: PieceHasher | None,
         inboxes: Sequence[Inbox],
         stall_timeout_s: float,
     ) -> None:
         super().__init__(name="flasher-fanout", daemon=True)
         self._source = source
-        self._plan = plan
-        self._digests = digests
+        self._pieces = io.pieces
+        self._hasher = hasher
         self._inboxes = list(inboxes)
         self._stall_timeout_s = stall_timeout_s
 
@@ -183,14 +184,14 @@ class FanOut(threading.Thread):
 
     def run(self) -> None:
         try:
-            for index, chunk in enumerate(self._plan.chunks):
+            for index, piece in enumerate(self._pieces.chunks):
                 if not self._live():
                     return
-                # A fresh buffer per chunk: targets hold it read-only until they release it.
-                buf = mmap.mmap(-1, round_up(chunk.length, 4096))
-                self._source.read_into(memoryview(buf), chunk)
-                if self._digests is not None:
-                    self._digests.ensure(index, memoryview(buf)[: chunk.length])
+                # A fresh buffer per piece: targets hold it read-only until they release it.
+                buf = mmap.mmap(-1, round_up(piece.length, 4096))
+                self._source.read_into(memoryview(buf), piece)
+                if self._hasher is not None:
+                    self._hasher.add(index, memoryview(buf)[: piece.length])
                 self._broadcast((index, buf))
             self._source.finish()
             self._broadcast(None)
@@ -218,7 +219,7 @@ class HashClaims:
 
 
 class WrittenHasher:
-    """Hashes written chunks on a thread of its own, then hands their buffers back to the feed.
+    """Hashes written pieces on a thread of its own, then hands their buffers back to the feed.
 
     Reading the image, writing the target and hashing then overlap (hashing in the reader's
     thread made it the slowest step of the write phase); `finish()` waits for the last digest.
@@ -226,13 +227,13 @@ class WrittenHasher:
 
     def __init__(
         self,
-        plan: WritePlan,
-        digests: ChunkDigests,
+        io: IoPlan,
+        hasher: PieceHasher,
         claims: HashClaims,
         release: Callable[[mmap.mmap], None],
     ) -> None:
-        self._plan = plan
-        self._digests = digests
+        self._io = io
+        self._hasher = hasher
         self._claims = claims
         self._release = release
         self._queue: queue.SimpleQueue[tuple[int, mmap.mmap] | None] = queue.SimpleQueue()
@@ -240,10 +241,13 @@ class WrittenHasher:
         self._thread.start()
 
     def _run(self) -> None:
+        mine = False  # whether this target hashes the chunk its current piece belongs to
         while (item := self._queue.get()) is not None:
             index, buf = item
-            if self._claims.claim(index):
-                self._digests.ensure(index, memoryview(buf)[: self._plan.chunks[index].length])
+            if self._io.is_first(index):
+                mine = self._claims.claim(self._io.owner[index])
+            if mine:
+                self._hasher.add(index, memoryview(buf)[: self._io.pieces.chunks[index].length])
             self._release(buf)
 
     def submit(self, index: int, buf: mmap.mmap) -> None:

@@ -8,7 +8,10 @@ every chunk except the first MiB in large aligned O_DIRECT writes, fsync, write 
 (the partition table) last, fsync; then drop cached pages and read everything back, comparing
 it with the image bytes re-read from a random-access source, or with the per-chunk sha256
 digests taken from a stream (the digests also make the job's sha256; with a random-access
-source they are taken after each write, off the write path). Targets are independent threads:
+source they are taken after each write, off the write path). I/O goes in pieces of a chunk,
+smaller when many targets share the process's memory (`piece_bytes_for`); the digests stay per
+chunk, so the job's sha256 does not depend on the number of targets. Targets are independent
+threads:
 a random-access source is read by each target at its own pace (the page cache is shared); a
 stream is read once and fanned out
 through small per-target queues, where a failed target is dropped and a stalled one is dropped
@@ -45,7 +48,16 @@ from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMet
 from flasher.writer.blockdev import OpenTarget, TargetKind
 from flasher.writer.chunkfeed import FanOut, Feed, HashClaims, Inbox, Prefetch, WrittenHasher
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
-from flasher.writer.plan import HEAD_BYTES, Chunk, ChunkDigests, WritePlan, round_up
+from flasher.writer.plan import (
+    HEAD_BYTES,
+    Chunk,
+    ChunkDigests,
+    IoPlan,
+    PieceHasher,
+    WritePlan,
+    piece_bytes_for,
+    round_up,
+)
 
 STALL_TIMEOUT_S = 120.0
 # Buffers per target: one being read, one being written, one being hashed, one spare.
@@ -118,20 +130,26 @@ class _TargetJob:
     def __init__(
         self,
         target: OpenTarget,
-        plan: WritePlan,
+        io: IoPlan,
         digests: ChunkDigests,
         source: ImageSourceLike,
         emit: EmitFn,
         cancel: CancelToken,
     ) -> None:
         self.target = target
-        self.plan = plan
+        self.io = io
+        self.plan = io.pieces  # what this job reads and writes: the pieces
         self.digests = digests
         self.source = source
         self.emit = emit
         self.cancel = cancel
         self._zeros = mmap.mmap(-1, HEAD_BYTES)
         self._scratch: bytearray | None = None
+        # Verifying: hashes the read-back pieces of a chunk whose digest is not known yet
+        # (random-access source) or to compare with the stream's digest.
+        self._verify_hasher = PieceHasher(io, digests)
+        self._hashing = False
+        self._read_back = hashlib.sha256()  # a stream's read-back chunk, compared at its end
         # Set for random-access sources when verifying: hash chunks once written, for the job
         # digest, sharing the work with the other targets.
         self.claims: HashClaims | None = None
@@ -205,7 +223,7 @@ class _TargetJob:
         head_view = memoryview(head)
         done = 0
         hasher = (
-            WrittenHasher(self.plan, self.digests, self.claims, feed.release)
+            WrittenHasher(self.io, PieceHasher(self.io, self.digests), self.claims, feed.release)
             if self.claims is not None
             else None
         )
@@ -276,19 +294,28 @@ class _TargetJob:
         return self._scratch[: chunk.length]
 
     def _check_chunk(self, index: int, actual: memoryview) -> int | None:
-        """None when the read-back chunk equals the image; else the first differing offset
+        """None when the read-back piece equals the image; else the first differing offset
         (the chunk's start when only its digest is known: a stream cannot be re-read)."""
-        chunk = self.plan.chunks[index]
+        piece = self.plan.chunks[index]
+        owner = self.io.owner[index]
+        if self.io.is_first(index):
+            self._hashing = self.digests.get(owner) is None
         if isinstance(self.source, RandomAccessSource):
-            expected = self._image_bytes(chunk)
-            if expected == actual:
-                self.digests.ensure(index, actual)  # a no-op unless nothing hashed it yet
-                return None
-            return chunk.offset + _first_difference(expected, actual)
-        known = self.digests.get(index)
+            expected = self._image_bytes(piece)
+            if expected != actual:
+                return piece.offset + _first_difference(expected, actual)
+            if self._hashing:  # nothing hashed this chunk while writing (a verify-only job)
+                self._verify_hasher.add(index, actual)
+            return None
+        known = self.digests.get(owner)
         if known is None:
             raise WriterError("nothing to verify against: the stream was not read")
-        return None if hashlib.sha256(actual).digest() == known else chunk.offset
+        if self.io.is_first(index):
+            self._read_back = hashlib.sha256()
+        self._read_back.update(actual)
+        if not self.io.is_last(index) or self._read_back.digest() == known:
+            return None
+        return self.io.plan.chunks[owner].offset
 
     def verify(self) -> None:
         t = self.target
@@ -312,6 +339,8 @@ class _TargetJob:
                 if offset is not None:
                     exact = isinstance(self.source, RandomAccessSource)
                     at = f"at byte {offset} " if exact else ""
+                    if not exact:  # a stream's digest covers the whole chunk, not the piece
+                        chunk = self.io.plan.chunks[self.io.owner[index]]
                     raise VerificationFailed(
                         f"{t.path} differs from the image {at}"
                         f"(in bytes {chunk.offset}-{chunk.end - 1}).",
@@ -422,26 +451,27 @@ def write_targets(
     and must be thread-safe.
     """
     digests = ChunkDigests(plan)
-    jobs = [_TargetJob(t, plan, digests, source, on_event, cancel) for t in targets]
+    io = IoPlan.split(plan, piece_bytes_for(len(targets), plan.chunk_bytes, PREFETCH_DEPTH))
+    pieces = io.pieces.chunks
+    jobs = [_TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
     if isinstance(source, RandomAccessSource):
         random_source = source
-        buf_bytes = round_up(plan.chunk_bytes, 4096)
+        buf_bytes = round_up(io.pieces.chunk_bytes, 4096)
 
         def fill(index: int, buf: memoryview) -> None:
-            random_source.read_into(buf, plan.chunks[index])
+            random_source.read_into(buf, pieces[index])
 
         claims = HashClaims()
 
         def run_one(job: _TargetJob) -> TargetOutcome:
             job.claims = claims if verify else None
-            feed = Prefetch(
-                range(len(plan.chunks)), fill, buf_bytes=buf_bytes, depth=PREFETCH_DEPTH
-            )
+            feed = Prefetch(range(len(pieces)), fill, buf_bytes=buf_bytes, depth=PREFETCH_DEPTH)
             return job.run(feed, write=True, verify=verify)
 
         return _run_all([partial(run_one, job) for job in jobs], on_outcome)
     inboxes = [Inbox(cancel) for _ in jobs]
-    fanout = FanOut(source, plan, digests if verify else None, inboxes, stall_timeout_s)
+    hasher = PieceHasher(io, digests) if verify else None
+    fanout = FanOut(source, io, hasher, inboxes, stall_timeout_s)
     fanout.start()
     try:
         return _run_all(
@@ -468,7 +498,8 @@ def verify_targets(
 ) -> list[TargetOutcome]:
     """Read every target back and compare it with the image, without writing."""
     digests = ChunkDigests(plan)
-    jobs = [_TargetJob(t, plan, digests, source, on_event, cancel) for t in targets]
+    io = IoPlan.split(plan, piece_bytes_for(len(targets), plan.chunk_bytes, PREFETCH_DEPTH))
+    jobs = [_TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
     return _run_all(
         [partial(job.run, Feed(), write=False, verify=True) for job in jobs], on_outcome
     )

@@ -3,7 +3,10 @@
 Standard library only (the root helper uses it). Chunks start on 4 KiB boundaries, are cut at
 every multiple of `chunk_bytes` and at the end of the first MiB (the partition-table head, which
 is written last), so the chunk layout, and with it the job digest, depends only on the image
-size, the ranges and the chunk size.
+size, the ranges and the chunk size. `IoPlan` cuts those chunks into smaller I/O pieces (when
+many targets share the helper's memory) without changing the chunks, so the job digest of a
+16-card flash equals that of a 1-card flash; `PieceHasher` builds a chunk's digest from its
+pieces.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ ALIGN_BYTES = 4096
 # Gaps shorter than this between mapped ranges are written too: one large sequential write is
 # faster on cards than two writes and a seek, and the bytes in a gap are the image's own.
 COALESCE_GAP_BYTES = 1 * MiB
+# The write buffers of all targets of a job together stay under this, by cutting chunks into
+# smaller I/O pieces (no smaller than 1 MiB): with 4 buffers per target, 4 MiB pieces for up to
+# 4 targets, 2 MiB for up to 8, 1 MiB beyond.
+WRITE_BUFFERS_BUDGET_BYTES = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -125,11 +132,15 @@ class ChunkDigests:
         known = self._digests[index]
         if known is not None:
             return known
-        digest = hashlib.sha256(data).digest()
+        return self.record(index, hashlib.sha256(data).digest())
+
+    def record(self, index: int, digest: bytes) -> bytes:
+        """Keep `digest` for chunk `index` unless one is known already; the kept one."""
         with self._lock:
-            if self._digests[index] is None:
-                self._digests[index] = digest
-        return digest
+            known = self._digests[index]
+            if known is None:
+                self._digests[index] = known = digest
+        return known
 
     def complete(self) -> bool:
         return all(d is not None for d in self._digests)
@@ -143,3 +154,71 @@ class ChunkDigests:
                 raise ValueError(f"chunk {i} has not been hashed")
             h.update(digest)
         return h.hexdigest()
+
+
+def piece_bytes_for(target_count: int, chunk_bytes: int, buffers_per_target: int) -> int:
+    """The I/O piece size for `target_count` targets: the chunk size, halved while the targets'
+    write buffers would exceed the budget, down to 1 MiB."""
+    piece = chunk_bytes
+    while (
+        target_count * buffers_per_target * piece > WRITE_BUFFERS_BUDGET_BYTES
+        and piece % (2 * MiB) == 0
+    ):
+        piece //= 2
+    return piece
+
+
+@dataclass(frozen=True)
+class IoPlan:
+    """A plan's chunks cut into I/O pieces of at most `pieces.chunk_bytes` bytes.
+
+    Every piece lies inside one chunk (`owner`), and a chunk's pieces follow each other, so a
+    chunk's digest is the sha256 of its pieces in order, whatever the piece size.
+    """
+
+    plan: WritePlan
+    pieces: WritePlan
+    owner: tuple[int, ...]
+
+    @classmethod
+    def split(cls, plan: WritePlan, piece_bytes: int) -> IoPlan:
+        if piece_bytes <= 0 or piece_bytes % HEAD_BYTES or plan.chunk_bytes % piece_bytes:
+            raise ValueError("piece_bytes must be a multiple of 1 MiB dividing chunk_bytes")
+        pieces: list[Chunk] = []
+        owner: list[int] = []
+        for index, chunk in enumerate(plan.chunks):
+            pos = chunk.offset
+            while pos < chunk.end:
+                stop = min(chunk.end, (pos // piece_bytes + 1) * piece_bytes)
+                pieces.append(Chunk(pos, stop - pos))
+                owner.append(index)
+                pos = stop
+        return cls(plan, WritePlan(plan.image_size_bytes, piece_bytes, tuple(pieces)), tuple(owner))
+
+    def is_first(self, piece: int) -> bool:
+        return piece == 0 or self.owner[piece - 1] != self.owner[piece]
+
+    def is_last(self, piece: int) -> bool:
+        return piece + 1 == len(self.owner) or self.owner[piece + 1] != self.owner[piece]
+
+
+class PieceHasher:
+    """Hashes one reader's pieces, fed in plan order, into their chunks' digests."""
+
+    def __init__(self, io: IoPlan, digests: ChunkDigests) -> None:
+        self._io = io
+        self._digests = digests
+        self._hash: hashlib._Hash | None = None
+
+    def add(self, piece: int, data: memoryview | bytes) -> bytes | None:
+        """Hash a piece; at a chunk's last piece, the chunk's digest (recorded unless known)."""
+        if self._io.is_first(piece):
+            self._hash = hashlib.sha256()
+        elif self._hash is None:
+            raise ValueError("a chunk's pieces are hashed from its first piece on")
+        self._hash.update(data)
+        if not self._io.is_last(piece):
+            return None
+        digest = self._hash.digest()
+        self._hash = None
+        return self._digests.record(self._io.owner[piece], digest)

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
+import random
 from pathlib import Path
 
 import pytest
 
 from flasher.errors import ImageError
 from flasher.writer.imagesource import Overlay, RandomAccessSource, StreamSource
-from flasher.writer.plan import HEAD_BYTES, Chunk, ChunkDigests, WritePlan, extents
+from flasher.writer.plan import (
+    HEAD_BYTES,
+    Chunk,
+    ChunkDigests,
+    IoPlan,
+    PieceHasher,
+    WritePlan,
+    extents,
+    piece_bytes_for,
+)
 
 MiB = 1024 * 1024
 
@@ -147,3 +158,45 @@ def test_stream_source_checks_the_whole_stream_hash(matches: bool) -> None:
     else:
         with pytest.raises(ImageError, match="sha256"):
             source.finish()
+
+
+@pytest.mark.parametrize("piece_bytes", [MiB, 2 * MiB, 4 * MiB])
+@pytest.mark.parametrize(
+    "ranges", [None, [(0, 4096), (3 * MiB + 512, 6 * MiB), (11 * MiB, 5 * MiB + 7)]]
+)
+def test_pieces_tile_each_chunk_in_order(
+    piece_bytes: int, ranges: list[tuple[int, int]] | None
+) -> None:
+    plan = WritePlan.build(17 * MiB, ranges)
+    io = IoPlan.split(plan, piece_bytes)
+    for index, chunk in enumerate(plan.chunks):
+        mine = [p for p, owner in zip(io.pieces.chunks, io.owner, strict=True) if owner == index]
+        assert mine[0].offset == chunk.offset and mine[-1].end == chunk.end
+        assert all(a.end == b.offset for a, b in itertools.pairwise(mine))
+        assert all(p.length <= piece_bytes for p in mine)
+
+
+@pytest.mark.parametrize("piece_bytes", [MiB, 2 * MiB])
+def test_a_chunk_digest_from_its_pieces_equals_the_digest_of_the_chunk(piece_bytes: int) -> None:
+    data = random.Random(5).randbytes(9 * MiB + 100)
+    plan = WritePlan.build(len(data), None)
+    io = IoPlan.split(plan, piece_bytes)
+    from_pieces, whole = ChunkDigests(plan), ChunkDigests(plan)
+    hasher = PieceHasher(io, from_pieces)
+    for index, piece in enumerate(io.pieces.chunks):
+        hasher.add(index, data[piece.offset : piece.end])
+    for index, chunk in enumerate(plan.chunks):
+        whole.ensure(index, data[chunk.offset : chunk.end])
+    assert from_pieces.root() == whole.root()
+
+
+def test_many_targets_halve_the_piece_down_to_one_mib() -> None:
+    assert [piece_bytes_for(n, 4 * MiB, 4) for n in (1, 4, 5, 8, 9, 16, 64)] == [
+        4 * MiB,
+        4 * MiB,
+        2 * MiB,
+        2 * MiB,
+        MiB,
+        MiB,
+        MiB,
+    ]
