@@ -132,4 +132,4 @@ def test_many_targets_verify_only_finds_the_flipped_byte(
     *good, bad = verify_image(feed, drives, ranges=RANGES, launcher=launcher)
     assert all(r.ok and r.sha256 == first.sha256 for r in [*written, *good])
     assert isinstance(bad.error, VerificationFailed)
-    assert bad.error.fields["offset"] == flipped
+    assert bad.error.offset == flipped
