@@ -22,7 +22,7 @@ from typing import Any, Self
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import ConnectionPool
-from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.exceptions import InvalidHeader, MaxRetryError, NewConnectionError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
@@ -164,3 +164,23 @@ def retrying_session(policy: RetryPolicy | None = None) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def never_sent(err: requests.RequestException) -> bool:
+    """Whether the request failed before any byte reached the server (safe to send again)."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    if not isinstance(err, requests.ConnectionError) or not err.args:
+        return False
+    return isinstance(getattr(err.args[0], "reason", None), NewConnectionError)
+
+
+def failure_reason(err: requests.RequestException) -> str:
+    """A few words on why a request got no answer, for a person."""
+    if isinstance(err, requests.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(err, requests.Timeout):
+        return "no answer in time"
+    if never_sent(err):
+        return "connection refused or no route"
+    return "connection closed without an answer"

@@ -37,7 +37,14 @@ from flasher.balena import pine
 from flasher.balena.balenarc import may_carry_token, origin, saved_login_api_url
 from flasher.error_codes import Action
 from flasher.errors import ApiError, AuthError, CatalogError, ConfigError
-from flasher.http import RETRY_STATUSES, RetryPolicy, attempts_of, retry_after_s, retrying_session
+from flasher.http import (
+    RETRY_STATUSES,
+    RetryPolicy,
+    attempts_of,
+    failure_reason,
+    retry_after_s,
+    retrying_session,
+)
 from flasher.models import Secret
 
 log = logging.getLogger(__name__)
@@ -230,7 +237,7 @@ class BalenaSession:
             )
         except requests.RequestException as err:
             raise ApiError(
-                f"Cannot reach the balena API at {self.api_url} ({_reason(err)}).",
+                f"Cannot reach the balena API at {self.api_url} ({failure_reason(err)}).",
                 hint=NETWORK_HINT,
                 action=Action.USE_SANDBOX,
                 url=self.api_url,
@@ -335,14 +342,6 @@ class BalenaSession:
 def is_not_found(err: CatalogError) -> bool:
     """Whether `err` is the session's answer to an HTTP 404."""
     return type(err) is CatalogError and err.status == 404
-
-
-def _reason(err: requests.RequestException) -> str:
-    if isinstance(err, requests.Timeout):
-        return "timed out"
-    if isinstance(err, requests.ConnectionError):
-        return "connection failed"
-    return type(err).__name__
 
 
 def _server_message(response: requests.Response, token: Secret | None) -> str:

@@ -24,11 +24,11 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
-import urllib3.exceptions
 
 from flasher.balena.session import BalenaSession
 from flasher.error_codes import Action
 from flasher.errors import AuthError
+from flasher.http import failure_reason, never_sent
 from flasher.models import Secret
 from flasher.supervisor.errors import DeviceError, DeviceOffline, DeviceUnreachable
 
@@ -123,25 +123,6 @@ def normalize_address(address: str) -> str:
     return f"{parts.scheme}://{host}:{parts.port or DEFAULT_PORT}"
 
 
-def _never_sent(err: requests.RequestException) -> bool:
-    if isinstance(err, requests.ConnectTimeout):
-        return True
-    if not isinstance(err, requests.ConnectionError) or not err.args:
-        return False
-    reason = getattr(err.args[0], "reason", None)
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
-
-
-def _reason(err: requests.RequestException) -> str:
-    if isinstance(err, requests.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(err, requests.Timeout):
-        return "no answer in time"
-    if _never_sent(err):
-        return "connection refused or no route"
-    return "connection closed without an answer"
-
-
 class DirectTransport:
     """HTTP straight to one supervisor. The key is a Secret; it goes only to `address`."""
 
@@ -230,18 +211,18 @@ class DirectTransport:
                     allow_redirects=False,
                 )
             except requests.RequestException as err:
-                dropped = not _never_sent(err) and not isinstance(err, requests.ReadTimeout)
+                dropped = not never_sent(err) and not isinstance(err, requests.ReadTimeout)
                 if dropped and method != "GET":
-                    raise ConnectionDropped(_reason(err)) from None
-                tried.append(f"{method} {self.address}{path}: {_reason(err)}")
+                    raise ConnectionDropped(failure_reason(err)) from None
+                tried.append(f"{method} {self.address}{path}: {failure_reason(err)}")
                 # Only a request that never left is repeated; an action is never sent twice.
-                if attempt < timeouts.attempts and (method == "GET" or _never_sent(err)):
-                    log.info("%s %s: %s; retrying", method, path, _reason(err))
+                if attempt < timeouts.attempts and (method == "GET" or never_sent(err)):
+                    log.info("%s %s: %s; retrying", method, path, failure_reason(err))
                     self._sleep(min(0.5 * attempt, 2.0))
                     continue
                 raise DeviceUnreachable(
                     f"Cannot reach the supervisor at {self.address}: {method} {path} failed "
-                    f"{attempt} time(s) ({_reason(err)}).",
+                    f"{attempt} time(s) ({failure_reason(err)}).",
                     where=self.address,
                     tried=tuple(tried),
                     hint="Check that the device is on, on this network, and that its supervisor "
@@ -275,9 +256,9 @@ class DirectTransport:
             )
         except requests.RequestException as err:
             raise DeviceUnreachable(
-                f"Cannot reach the supervisor at {self.address} ({_reason(err)}).",
+                f"Cannot reach the supervisor at {self.address} ({failure_reason(err)}).",
                 where=self.address,
-                tried=(f"{method} {self.address}{path}: {_reason(err)}",),
+                tried=(f"{method} {self.address}{path}: {failure_reason(err)}",),
             ) from None
 
     def close(self) -> None:
