@@ -3,8 +3,10 @@
 
     sudo python3 benchmarks/flash_bench.py --images DIR [--runs 3] [--quick]
 
-DIR holds balena.img, balena-dense.img, balena.img.{bmap,zip,gz,xz,zst} (how to make them:
-docs/performance.md). Every run of every case starts from blank loop devices and a dropped page
+DIR holds balena.img and balena.img.bmap, and any of balena-dense.img and
+balena.img.{zip,gz,xz,zst} (how to make them: docs/performance.md); a missing dense copy is made
+in the scratch folder, cases of a missing format are left out, and the loop devices grow to fit
+the image. Every run of every case starts from blank loop devices and a dropped page
 cache, and is timed until a trailing `sync` returns. Cases run round-robin (run 1 of every case,
 then run 2, ...) so drift on the machine hits them alike. Writes runs.json (every run) and
 results.md (table and goal check) into a new folder under --results, and prints the table.
@@ -20,9 +22,11 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -41,7 +45,8 @@ from benchlib.system import (
 )
 
 REPO = BENCH_DIR.parent
-LOOP_BYTES = 1536 * 1024 * 1024
+LOOP_BYTES = 1536 * 1024 * 1024  # at least; bigger images get loop devices of their size
+LOOP_SPARE_BYTES = 16 * 1024 * 1024
 MAX_TARGETS = 4
 
 
@@ -181,11 +186,13 @@ def _os_release() -> str:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, scratch: Path, devices: list[LoopDevice]):
+    def __init__(
+        self, args: argparse.Namespace, images: ImageSet, scratch: Path, devices: list[LoopDevice]
+    ):
         self.args = args
         self.scratch = scratch
         self.devices = devices
-        self.images = ImageSet(args.images)
+        self.images = images
         self.flasher_cmd = args.flasher.split()
         self.image_bytes = self.images.dense.stat().st_size
         self.regions = checks.partition_regions(self.images.dense)
@@ -282,7 +289,7 @@ def write_results(out_dir: Path, meta: dict[str, Any], rows: list[dict[str, Any]
     for row in rows:
         by_key.setdefault(row["key"], []).append(row)
     summaries = [report.summarize(by_key[key]) for key in meta["cases"] if key in by_key]
-    goal_rows = report.goals(summaries)
+    goal_rows = report.goals(summaries, meta.get("help_seconds"))
     table = report.markdown_table(summaries, meta["image_bytes"])
     goal_md = report.goals_table(goal_rows)
     (out_dir / "runs.json").write_text(
@@ -299,6 +306,31 @@ def write_results(out_dir: Path, meta: dict[str, Any], rows: list[dict[str, Any]
     text = f"{table}\n\n{goal_md}\n"
     (out_dir / "results.md").write_text(text)
     return text
+
+
+def help_seconds(flasher_cmd: Sequence[str], env: dict[str, str]) -> dict[str, float]:
+    """Median wall time of `flasher --help` and `flasher flash --help` (one untimed run, then 5)."""
+    out: dict[str, float] = {}
+    for extra in (["--help"], ["flash", "--help"]):
+        argv = [*flasher_cmd, *extra]
+        times = []
+        for n in range(6):
+            start = time.perf_counter()
+            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+            if n:
+                times.append(time.perf_counter() - start)
+        out[" ".join(["flasher", *extra])] = statistics.median(times)
+    return out
+
+
+def _with_dense_copy(images: ImageSet, scratch: Path) -> ImageSet:
+    """Use the folder's balena-dense.img, or make one in the scratch folder (what a download is)."""
+    if images.dense.is_file():
+        return images
+    copy = scratch / "balena-dense.img"
+    print(f"making a dense copy of {images.sparse} in {copy}", flush=True)
+    subprocess.run(["cp", "--sparse=never", str(images.sparse), str(copy)], check=True)
+    return ImageSet(images.folder, dense_copy=copy)
 
 
 def _terminate(signum: int, _frame: object) -> NoReturn:
@@ -322,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="flasher-bench-", dir="/var/tmp"))
     scratch.mkdir(parents=True, exist_ok=True)
+    images = _with_dense_copy(images, scratch)
+    if absent := images.absent_kinds():
+        print(f"no balena.img.{{{','.join(absent)}}} in {args.images}: leaving those cases out")
     probe_dirs = (scratch / "probe-cache", scratch / "probe-config")
     env = flasher_env(*probe_dirs)
     with_flasher = not args.no_flasher and flasher_can_flash(args.flasher.split(), env)
@@ -331,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     cases = (quick_matrix if args.quick else full_matrix)(with_flasher=with_flasher)
+    cases = [c for c in cases if c.source not in images.absent_kinds()]
     if args.only:
         cases = [c for c in cases if any(text in c.key for text in args.only)]
     out_dir = args.results / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -341,15 +377,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "images": str(args.images),
         "image_bytes": images.dense.stat().st_size,
-        "loop_bytes": LOOP_BYTES,
         "cases": [c.key for c in cases],
     }
+    if with_flasher:
+        meta["help_seconds"] = help_seconds(args.flasher.split(), env)
     rows: list[dict[str, Any]] = []
+    image_bytes = images.dense.stat().st_size
+    loop_bytes = max(LOOP_BYTES, -(-image_bytes // (1 << 20)) * (1 << 20) + LOOP_SPARE_BYTES)
+    meta["loop_bytes"] = loop_bytes
     try:
         targets = max((c.targets for c in cases), default=0)
-        with loop_devices(scratch, min(targets, MAX_TARGETS), LOOP_BYTES) as devices:
+        with loop_devices(scratch, min(targets, MAX_TARGETS), loop_bytes) as devices:
             meta["loop_devices"] = [d.path for d in devices]
-            bench = Bench(args, scratch, devices)
+            bench = Bench(args, images, scratch, devices)
             for run in range(args.runs):
                 print(f"run {run + 1} of {args.runs}", flush=True)
                 for case in cases:
