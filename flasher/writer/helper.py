@@ -4,8 +4,11 @@ Imports only the standard library, flasher.errors, flasher.events and flasher.wr
 no network, no settings, no user files. It talks over its stdin, which must be one end of a
 unix socketpair (see flasher.writer.protocol): it sends `hello`, reads one request with the
 image fd (and overlay memfd) attached, re-checks and opens every target through the policy it
-was given, runs the engine, and reports. `main()` always uses BlockDevicePolicy; `run()` takes
-the policy as an argument so tests can hand in a regular-file policy in-process.
+was given, runs the engine, and reports. A first line asking for a session instead makes it
+serve one such job on every connection handed over that socket (flasher.writer.helper_session)
+until the socket ends: one helper for a whole bench station. `main()` always uses
+BlockDevicePolicy; `run()` takes the policy as an argument so tests can hand in a regular-file
+policy in-process.
 """
 
 from __future__ import annotations

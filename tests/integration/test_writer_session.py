@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import psutil
 import pytest
@@ -231,7 +231,9 @@ def test_a_killed_helper_fails_its_cards_and_the_next_card_gets_a_new_one(
 
 
 @pytest.mark.root
-def test_closing_the_session_stops_the_helper(loops: LoopDevices, image: tuple[Path, bytes]) -> None:
+def test_closing_the_session_stops_the_helper(
+    loops: LoopDevices, image: tuple[Path, bytes]
+) -> None:
     path, _raw = image
     card = loops.create(24 * MiB, fill=FILL)
     shared = SharedHelper(DirectLauncher())
