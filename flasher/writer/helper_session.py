@@ -30,19 +30,29 @@ from flasher.writer.sessionwire import (
 from flasher.writer.strictjson import fail
 
 
+# A session's jobs size their I/O pieces for at least this many targets. A station's cards
+# arrive in batches and a job cannot shrink its buffers once started, so the first cards of a
+# batch must not take the budget the rest of it needs: with 16, every job of a session uses the
+# smallest pieces (1 MiB), and 16 cards' write buffers stay within the one budget of a job.
+SESSION_BUDGET_TARGETS = 16
+
+
 class SharedBudget:
     """How many targets the helper's running jobs write: each job sizes its I/O pieces for
-    them all, so the buffers of a station's cards stay within the one budget of a job."""
+    them all (and for no fewer than `floor`), so the buffers of a station's cards stay within
+    the one budget of a job."""
 
-    def __init__(self) -> None:
+    def __init__(self, floor: int = 0) -> None:
         self._lock = threading.Lock()
         self._targets = 0
+        self._floor = floor
 
     def take(self, count: int) -> int:
-        """Count `count` more targets; the number now running, theirs included."""
+        """Count `count` more targets; how many to size the pieces for (those now running,
+        theirs included, and at least the floor)."""
         with self._lock:
             self._targets += count
-            return self._targets
+            return max(self._targets, self._floor)
 
     def give_back(self, count: int) -> None:
         with self._lock:
@@ -86,7 +96,7 @@ class _Session:
         self.sock = sock
         self.serve_job = serve_job
         self.cancel = cancel
-        self.budget = SharedBudget()
+        self.budget = SharedBudget(SESSION_BUDGET_TARGETS)
         self.send_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
 

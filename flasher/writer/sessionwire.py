@@ -24,7 +24,7 @@ than one, a descriptor that is not a unix stream socket, a session line on a job
 is a protocol error that ends the session. EOF on the control connection cancels every job
 still running; the helper exits once they have ended (their cards left unbootable as usual).
 The jobs share one buffer budget: each sizes its I/O pieces for every target of the helper's
-jobs running when it starts.
+jobs running when it starts, and for no fewer than 16 (flasher.writer.helper_session).
 """
 
 from __future__ import annotations
