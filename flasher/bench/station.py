@@ -41,7 +41,7 @@ from flasher.bench.report import CardRecord, ReportLog, utc_timestamp
 from flasher.drives.discovery import find_drive, list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
-from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
+from flasher.events import CancelToken, Event, EventCallback, Log, Phase, PhaseChanged
 from flasher.models import Drive
 from flasher.pipeline import CardImage, PreparedJob, accept_warnings, check, write
 from flasher.provider import ImageProvider
@@ -238,6 +238,11 @@ class Station:
             self._provider, on_event=lambda ev: self._emit(StationUpdate(ev)), cancel=cancel
         )
         self._image = image
+        try:
+            # Started (and, without root, authorised) once, before the first card needs it.
+            self._writer.start()
+        except FlasherError as err:
+            self._emit(StationUpdate(Log("warning", f"{err.message} Each card tries again.")))
         summary = {**image.summary(), "hostname_template": job.hostname_template}
         self._emit(
             StationReady(summary, str(self.report.path) if self.report is not None else None)

@@ -29,7 +29,6 @@ from flasher.writer.sessionwire import (
 )
 from flasher.writer.strictjson import fail
 
-
 # A session's jobs size their I/O pieces for at least this many targets. A station's cards
 # arrive in batches and a job cannot shrink its buffers once started, so the first cards of a
 # batch must not take the budget the rest of it needs: with 16, every job of a session uses the

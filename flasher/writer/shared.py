@@ -181,6 +181,18 @@ class SharedHelper:
         self._closed = False
         self.started = 0  # helpers started so far
 
+    def start(self) -> None:
+        """Start the helper now, if none is running (so the first job does not wait for it);
+        raises what starting it raises (AuthorizationDenied, WriterError)."""
+        with self._lock:
+            if self._closed:
+                raise WriterError(
+                    "The station's writer helper was stopped.", hint="Start the station again."
+                )
+            if self._session is None or not self._session.alive:
+                self._session = _Session(self._launcher)
+                self.started += 1
+
     def launch(self, sock: socket.socket) -> WriterHandle:
         try:
             with self._lock:
