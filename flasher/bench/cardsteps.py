@@ -139,14 +139,16 @@ class CardSteps:
         *,
         on_event: EventCallback,
         cancel: CancelToken,
+        launcher: Launcher | None = None,
     ) -> RegisteredDevice | None:
-        """Probe, then register; fills `outcome` as it goes (so a failure keeps what was done)."""
+        """Probe, then register; fills `outcome` as it goes (so a failure keeps what was done).
+        `launcher` (the station's shared helper) starts the probe instead of `self.launcher`."""
         if self.probe_capacity:
             outcome.capacity = probe_drive(
                 drive,
                 positions=self.probe_positions,
                 restore=True,
-                launcher=self.launcher,
+                launcher=launcher or self.launcher,
                 on_event=on_event,
                 cancel=cancel,
             )

@@ -41,12 +41,13 @@ from flasher.bench.report import CardRecord, ReportLog, utc_timestamp
 from flasher.drives.discovery import find_drive, list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
-from flasher.events import CancelToken, Event, EventCallback, Phase, PhaseChanged
+from flasher.events import CancelToken, Event, EventCallback, Log, Phase, PhaseChanged
 from flasher.models import Drive
 from flasher.pipeline import CardImage, PreparedJob, accept_warnings, check, write
 from flasher.provider import ImageProvider
 from flasher.writer.client import TargetResult
 from flasher.writer.launchers import Launcher
+from flasher.writer.shared import SharedHelper
 
 _log = logging.getLogger(__name__)
 PRESENT_REASON = "was in the slot when the station started; pull it and insert it again to flash it"
@@ -96,7 +97,9 @@ class _Card:
 class Station:
     """Flashes the job's image onto every card the policy accepts; see the module docstring.
 
-    `launcher` starts the writer for each card (default: directly when root, else pkexec).
+    `launcher` starts the station's one writer helper, which serves every card's write and
+    probe (flasher.writer.shared; default: directly when root, else pkexec); a helper that
+    dies fails the cards it was serving, and the next card starts a new one.
     `card_limit` ends the run after that many cards. `card_steps` go around each card's write
     (flasher.bench.cardsteps): the capacity probe and device registration after its checks and
     before the write (they may refuse the card), and an after-card step (the boot check) that may
@@ -134,7 +137,6 @@ class Station:
         self.report = report
         self._provider = provider
         self._on_event = on_event
-        self._launcher = launcher
         self._card_limit = card_limit
         self._include_present = include_present
         self._watcher = watcher
@@ -160,6 +162,7 @@ class Station:
         self._taken = 0
         self._first_number = (report.count() if report is not None else 0) + 1
         self._fatal: FlasherError | None = None
+        self._writer = SharedHelper(launcher)
 
     # Public API --------------------------------------------------------------------------
 
@@ -193,6 +196,7 @@ class Station:
                 self._accepting = False
             self._ready.set()
             self._join_cards()
+            self._writer.close()
             monitor.close()
             if self._image is not None:
                 self._image.close()
@@ -234,6 +238,11 @@ class Station:
             self._provider, on_event=lambda ev: self._emit(StationUpdate(ev)), cancel=cancel
         )
         self._image = image
+        try:
+            # Started (and, without root, authorised) once, before the first card needs it.
+            self._writer.start()
+        except FlasherError as err:
+            self._emit(StationUpdate(Log("warning", f"{err.message} Each card tries again.")))
         summary = {**image.summary(), "hostname_template": job.hostname_template}
         self._emit(
             StationReady(summary, str(self.report.path) if self.report is not None else None)
@@ -376,7 +385,7 @@ class Station:
                 confirm=accept_warnings,
                 on_event=self._card_events(card),
                 cancel=card.cancel,
-                launcher=self._launcher,
+                launcher=self._writer,
             ).results
         except FlasherError as err:
             result = TargetResult(card.drive.path, False, error=err)
@@ -410,7 +419,12 @@ class Station:
         # Checked first, so a card the write would refuse is neither probed nor registered.
         check(image, [card.drive], confirm=accept_warnings, on_event=events)
         return self._steps.run(
-            card.drive, card.outcome, image.config, on_event=events, cancel=card.cancel
+            card.drive,
+            card.outcome,
+            image.config,
+            on_event=events,
+            cancel=card.cancel,
+            launcher=self._writer,
         )
 
     def _card_image(

@@ -444,14 +444,17 @@ def write_targets(
     cancel: CancelToken,
     on_outcome: OutcomeFn | None = None,
     stall_timeout_s: float = STALL_TIMEOUT_S,
+    budget_targets: int = 0,
 ) -> list[TargetOutcome]:
     """Write (and verify) every target; one outcome per target, in order.
 
     `on_event` and `on_outcome` (called as each target ends) run on several threads at once
-    and must be thread-safe.
+    and must be thread-safe. `budget_targets`: how many targets share the buffer budget (the
+    other jobs' too, in a helper serving several); at least `len(targets)`.
     """
     digests = ChunkDigests(plan)
-    io = IoPlan.split(plan, piece_bytes_for(len(targets), plan.chunk_bytes, PREFETCH_DEPTH))
+    sharing = max(len(targets), budget_targets)
+    io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
     pieces = io.pieces.chunks
     jobs = [_TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
     if isinstance(source, RandomAccessSource):
@@ -495,10 +498,12 @@ def verify_targets(
     on_event: EmitFn,
     cancel: CancelToken,
     on_outcome: OutcomeFn | None = None,
+    budget_targets: int = 0,
 ) -> list[TargetOutcome]:
     """Read every target back and compare it with the image, without writing."""
     digests = ChunkDigests(plan)
-    io = IoPlan.split(plan, piece_bytes_for(len(targets), plan.chunk_bytes, PREFETCH_DEPTH))
+    sharing = max(len(targets), budget_targets)
+    io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
     jobs = [_TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
     return _run_all(
         [partial(job.run, Feed(), write=False, verify=True) for job in jobs], on_outcome

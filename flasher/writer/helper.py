@@ -4,8 +4,11 @@ Imports only the standard library, flasher.errors, flasher.events and flasher.wr
 no network, no settings, no user files. It talks over its stdin, which must be one end of a
 unix socketpair (see flasher.writer.protocol): it sends `hello`, reads one request with the
 image fd (and overlay memfd) attached, re-checks and opens every target through the policy it
-was given, runs the engine, and reports. `main()` always uses BlockDevicePolicy; `run()` takes
-the policy as an argument so tests can hand in a regular-file policy in-process.
+was given, runs the engine, and reports. A first line asking for a session instead makes it
+serve one such job on every connection handed over that socket (flasher.writer.helper_session)
+until the socket ends: one helper for a whole bench station. `main()` always uses
+BlockDevicePolicy; `run()` takes the policy as an argument so tests can hand in a regular-file
+policy in-process.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from flasher.errors import (
     FlasherError,
 )
 from flasher.events import CancelToken, Event, Log, PhaseChanged, Progress
-from flasher.writer import engine, probe_service
+from flasher.writer import engine, helper_session, probe_service
 from flasher.writer.blockdev import BlockDevicePolicy, OpenTarget, TargetPolicy
 from flasher.writer.framing import LineReader
+from flasher.writer.helper_session import SharedBudget
 from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import (
@@ -53,6 +57,7 @@ from flasher.writer.protocol import (
     decode_request,
     encode_event,
 )
+from flasher.writer.sessionwire import is_session_request
 from flasher.writer.strictjson import fail
 
 
@@ -160,11 +165,13 @@ def _execute(
     targets: list[OpenTarget],
     emitter: _Emitter,
     cancel: CancelToken,
+    budget_targets: int,
 ) -> list[engine.TargetOutcome]:
     """Plan and run the job on targets already checked and opened.
 
     The plan is built only now, for targets that hold the whole image, so its size is bounded
-    by a real device rather than by what the request claims.
+    by a real device rather than by what the request claims. `budget_targets`: the targets of
+    every job the helper runs now, this one's included (they share the buffer budget).
     """
     opts = request.options
     plan = WritePlan.build(
@@ -182,6 +189,7 @@ def _execute(
             on_event=emitter.engine_event,
             cancel=cancel,
             on_outcome=emitter.outcome,
+            budget_targets=budget_targets,
         )
     return engine.write_targets(
         source,
@@ -191,6 +199,7 @@ def _execute(
         on_event=emitter.engine_event,
         cancel=cancel,
         on_outcome=emitter.outcome,
+        budget_targets=budget_targets,
     )
 
 
@@ -219,9 +228,22 @@ def _fitting(
     return keep
 
 
-def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None = None) -> int:
-    """Serve one job on `sock`; returns the exit code (0 only if every target succeeded)."""
+def run(
+    sock: socket.socket,
+    policy: TargetPolicy,
+    *,
+    cancel: CancelToken | None = None,
+    budget: SharedBudget | None = None,
+    session: bool = True,
+) -> int:
+    """Serve one job on `sock`; returns the exit code (0 only if every target succeeded).
+
+    With `session`, the first line may instead open a session (flasher.writer.sessionwire):
+    then every job connection attached to it is served by `run` (without `session`) on a
+    thread of its own, sharing one `budget`, until `sock` ends.
+    """
     cancel = cancel or CancelToken()
+    budget = budget or SharedBudget()
     emitter = _Emitter(sock, cancel)
     reader = LineReader(sock, max_fds=2)
     emitter.send(Hello())
@@ -234,6 +256,12 @@ def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None
     if line is None:
         _close_all(reader.fds)
         return EXIT_CANCELLED  # the client left before asking for anything
+    if session and is_session_request(line):
+
+        def serve_job(job: socket.socket, job_cancel: CancelToken, shared: SharedBudget) -> int:
+            return run(job, policy, cancel=job_cancel, budget=shared, session=False)
+
+        return helper_session.serve_session(sock, reader, line, serve_job, cancel)
     if probe_service.is_probe_request(line):
         _close_all(reader.fds)
         return _serve_probe(sock, reader, line, policy, emitter, cancel)
@@ -248,9 +276,11 @@ def run(sock: socket.socket, policy: TargetPolicy, *, cancel: CancelToken | None
     watcher = threading.Thread(target=_watch_for_eof, args=(reader, cancel), daemon=True)
     watcher.start()
     targets = _fitting(_open_targets(request, policy, emitter, cancel), request, emitter)
+    sharing = budget.take(len(targets))
     try:
-        outcomes = _execute(request, source, targets, emitter, cancel) if targets else []
+        outcomes = _execute(request, source, targets, emitter, cancel, sharing) if targets else []
     finally:
+        budget.give_back(len(targets))
         for target in targets:
             target.close()
         _close_all(reader.fds)

@@ -6,7 +6,7 @@ helper imports it).
 
 After the helper's hello, the client sends one line (no file descriptors):
 ```
-{"v":1,"op":"probe","targets":[{"path":"/dev/sdb","dev":"8:16","size":…,"serial":"…"}],
+{"v":2,"op":"probe","targets":[{"path":"/dev/sdb","dev":"8:16","size":…,"serial":"…"}],
  "options":{"positions":64,"restore":true}}
 ```
 Each target is opened through the same policy, with the same checks, as a write (whole-disk

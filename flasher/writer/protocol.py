@@ -1,11 +1,11 @@
-"""The writer protocol (version 1): one JSON-lines request per job, JSON-lines events back.
+"""The writer protocol (version 2): one JSON-lines request per job, JSON-lines events back.
 
 Standard library plus flasher.errors, flasher.error_codes and flasher.events only (the root
 helper imports it).
 
 Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0).
 
-1. The helper sends `{"event":"hello","v":1}` as soon as it starts.
+1. The helper sends `{"event":"hello","v":2}` as soon as it starts.
 2. The client sends ONE request line. The file descriptors travel with its first bytes
    (SCM_RIGHTS), in this order:
    - fd 0: the image. `image.source == "fd"`: a read-only regular file (or memfd) holding the
@@ -14,7 +14,7 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
    - fd 1, only when `overlay` is non-empty: a memfd holding the overlay bytes, the ranges'
      bytes concatenated in order. Overlay ranges replace base (or stream) bytes.
    ```
-   {"v":1,"op":"write"|"verify",
+   {"v":2,"op":"write"|"verify",
     "targets":[{"path":"/dev/sdb","dev":"8:16","size":31914983424,"serial":"…",
                 "allow_internal":false}],           # true only for a separately confirmed disk
     "image":{"size":1073741824,"source":"fd"|"stream","sha256":null},
@@ -27,6 +27,11 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
    A job-level failure (bad request) is `end` with an `error`.
 4. Cancel: the client shuts down its sending side (or just goes away). The helper treats EOF on
    the socket as cancel, zeroes the first MiB of each unfinished target, and still reports.
+
+Version 2 adds the session (flasher.writer.sessionwire): instead of a request, the first line
+may ask the helper to serve many such jobs, each on a connection of its own handed over the
+first one, with one helper process for a whole bench station. The job requests and events
+themselves are unchanged from version 1.
 
 `target_done.sha256` is the sha256 of the concatenated per-chunk sha256 digests of the written
 bytes, with chunks cut at multiples of `chunk_bytes` (and at the 1 MiB head boundary): the
@@ -62,7 +67,7 @@ from flasher.errors import (
 from flasher.events import Phase
 from flasher.writer.strictjson import Fields, fail, loads, ranges_field
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MiB = 1024 * 1024
 MAX_REQUEST_BYTES = 16 * MiB  # an allocation map of ~500k ranges
 MAX_EVENT_BYTES = 64 * 1024

@@ -6,6 +6,7 @@ lose cards as a reader does (tests/support/bench.py says how).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from flasher.bench.events import (
@@ -70,6 +72,58 @@ def test_two_cards_inserted_one_after_another_are_flashed_and_verified(
     for record, slot in zip(records, (a, b), strict=True):
         assert record["image_sha256"] == image_sha256
         assert record["bytes_written"] > 0 and record["error"] is None
+        _assert_card_holds(slot, image, tmp_path)
+
+
+class _HelperCounter:
+    """Samples this process's writer helper children on a thread: the most seen at once, and
+    every helper seen."""
+
+    def __init__(self) -> None:
+        self.most_at_once = 0
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.02):
+            pids = set()
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "flasher.writer" in " ".join(child.cmdline()):
+                        pids.add(child.pid)
+            self.seen |= pids
+            self.most_at_once = max(self.most_at_once, len(pids))
+
+    def __enter__(self) -> _HelperCounter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.root
+def test_cards_inserted_together_share_the_stations_one_writer_helper(
+    slots: Slots, image: BuiltImage, tmp_path: Path
+) -> None:
+    bench = [slots.add() for _ in range(3)]
+    recorder, report = Recorder[BenchEvent](), tmp_path / "cards.jsonl"
+    station = _station(image, bench, recorder, report, card_limit=3)
+    with _HelperCounter() as helpers, _running(station) as (finish, _cancel):
+        recorder.wait_for(_ready, "station ready")
+        for slot in bench:
+            slots.insert(slot, _card_bytes(image))
+        summary = finish()
+    assert (summary.done, summary.failed) == (3, 0)
+    assert len(helpers.seen) == 1 and helpers.most_at_once == 1
+    assert not any(psutil.pid_exists(pid) for pid in helpers.seen)  # stopped with the station
+    for record, slot in zip(
+        sorted(ReportLog(report).records(), key=lambda r: r["slot_number"]), bench, strict=True
+    ):
+        assert record["ok"] and record["verified"]
         _assert_card_holds(slot, image, tmp_path)
 
 

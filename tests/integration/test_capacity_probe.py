@@ -160,14 +160,14 @@ def test_probe_goes_through_the_write_checks(loops: LoopDevices) -> None:
 @pytest.mark.parametrize(
     ("line", "complaint"),
     [
-        (b'{"v":1,"op":"probe","targets":[],"options":{"positions":64,"restore":true}}', "1 to"),
+        (b'{"v":2,"op":"probe","targets":[],"options":{"positions":64,"restore":true}}', "1 to"),
         (
-            b'{"v":1,"op":"probe","targets":[{"path":"/dev/sdb","dev":"8:16","size":1,'
+            b'{"v":2,"op":"probe","targets":[{"path":"/dev/sdb","dev":"8:16","size":1,'
             b'"serial":""}],"options":{"positions":4,"restore":true}}',
             "positions",
         ),
         (
-            b'{"v":1,"op":"probe","targets":[{"path":"sdb","dev":"8:16","size":1,"serial":""}],'
+            b'{"v":2,"op":"probe","targets":[{"path":"sdb","dev":"8:16","size":1,"serial":""}],'
             b'"options":{"positions":64,"restore":true}}',
             "absolute",
         ),

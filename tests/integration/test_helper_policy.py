@@ -188,8 +188,8 @@ def _protocol_end(line: bytes, fds: list[int]) -> tuple[dict[str, object], int, 
 @pytest.mark.parametrize(
     "line",
     [
-        b'{"v":1,"op":"write","targets":' + b"[" * 200_000 + b"]" * 200_000 + b"}\n",
-        b'{"v":1,"op":"write","ranges":' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}\n",
+        b'{"v":2,"op":"write","targets":' + b"[" * 200_000 + b"]" * 200_000 + b"}\n",
+        b'{"v":2,"op":"write","ranges":' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}\n",
     ],
     ids=["nested-lists", "nested-objects"],
 )

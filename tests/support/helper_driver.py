@@ -44,7 +44,7 @@ class HelperProcess:
         theirs.close()
         self._buffer = b""
         hello = self.event()
-        assert hello == {"event": "hello", "v": 1}, hello
+        assert hello == {"event": "hello", "v": 2}, hello
 
     def send(self, line: bytes, fds: Sequence[int] = ()) -> None:
         sent = socket.send_fds(self.sock, [line], list(fds)) if fds else 0
@@ -92,7 +92,7 @@ def write_request(
     chunk_bytes: int = 4 * 1024 * 1024,
 ) -> dict[str, Any]:
     return {
-        "v": 1,
+        "v": 2,
         "op": "write",
         "targets": targets,
         "image": {"size": size_bytes, "source": source, "sha256": None},
