@@ -40,7 +40,7 @@ from flasher.image import decoders as dec
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
 # Decoded output the blocks ahead of the one being read may hold, all together, before no
 # further block starts.
-LOOKAHEAD_BUDGET_BYTES = 32 * 1024 * 1024
+LOOKAHEAD_BUDGET_BYTES = 16 * 1024 * 1024
 # Pieces (of OUT_CHUNK_BYTES) of the block being read that may wait for the reader.
 READ_AHEAD_PIECES = 2
 _IN_SLICE_BYTES = 1024 * 1024
