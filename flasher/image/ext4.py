@@ -458,6 +458,21 @@ class Ext4Filesystem:
 
         The block bitmap marks the tails in use, so they are cut out of the used blocks; every
         other piece of metadata is then added back in case a damaged layout overlaps a tail.
+
+        Kept although zero in a freshly made image, because something may read them before
+        writing them:
+        - The journal body. mkfs leaves it unwritten when its discard returns zeros, and a
+          .bmap then skips it. After a crash, jbd2 replays from the journal superblock's tail
+          and stops at the first block whose magic or sequence number does not follow. On a
+          card that held this same image before (same UUID, hence the same checksum seed,
+          and the same starting sequence number), the previous life's log is still there:
+          if the new log ends where an old transaction with the next sequence number starts
+          (likely when both lives begin with the same boot), that stale transaction passes
+          every check and is replayed over newer metadata. Only writing the zeros rules it out.
+        - Bitmaps of BLOCK_UNINIT/INODE_UNINIT groups and the backup copies of the reserved
+          GDT blocks: the kernel and e2fsck build uninitialised bitmaps in memory and never
+          read the backups, but together they are a few hundred KiB per filesystem and sit
+          next to metadata that is written anyway, so a write plan would fill the gaps back in.
         """
         in_use = self.inode_table_blocks_in_use()
         end = self.blocks_count

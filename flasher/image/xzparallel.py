@@ -14,27 +14,36 @@ integrity check; they decode like the others (the card's read-back verify still 
 written bytes with the decoded image).
 
 Memory is bounded: a file whose blocks are larger than `MAX_BLOCK_BYTES` decoded is not decoded
-in parallel, and at most `in_flight` blocks (their output included) are held at once. A file
-with one block, an unknown check type, or anything the plan does not understand (a cut or
-damaged trailer) takes the sequential decoder, which reports what is wrong. Concatenated
-streams and stream padding are handled. Imports only the standard library, flasher.errors and
-flasher.image.decoders.
+in parallel; the block being read streams through a few pieces at a time, and the blocks
+decoding ahead of it keep their output until the reader reaches them, no further block
+starting while they hold `LOOKAHEAD_BUDGET_BYTES`. A block's bytes are handed over as they are
+decoded, so a block that fails its check raises after its earlier pieces, as the sequential
+decoder does. A file with one block, an unknown check type, or anything the plan does not
+understand (a cut or damaged trailer) takes the sequential decoder, which reports what is
+wrong. Concatenated streams and stream padding are handled. Imports only the standard library,
+flasher.errors and flasher.image.decoders.
 """
 
 from __future__ import annotations
 
 import lzma
 import os
+import threading
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from flasher.image import decoders as dec
 
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
-IN_FLIGHT_BUDGET_BYTES = 128 * 1024 * 1024  # decoded output held at once, all blocks together
+# Decoded output the blocks ahead of the one being read may hold, all together, before no
+# further block starts.
+LOOKAHEAD_BUDGET_BYTES = 16 * 1024 * 1024
+# Pieces (of OUT_CHUNK_BYTES) of the block being read that may wait for the reader.
+READ_AHEAD_PIECES = 2
+_IN_SLICE_BYTES = 1024 * 1024
 MAX_WORKERS = 8
 _HEADER_BYTES = 12
 _FOOTER_BYTES = 12
@@ -174,39 +183,147 @@ def _footer_for(index: bytes, flags: bytes) -> bytes:
     return _crc32_le(tail) + tail + b"YZ"
 
 
-def _decode_block(header: bytes, block: XzBlock, data: bytes) -> list[bytes]:
-    """One block as a one-block stream; raises LZMAError (check, sizes, data) or EOFError."""
-    index = _index_for(block)
-    trailer = index + _footer_for(index, header[6:8])
-    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
-    decoder.decompress(header)
-    out: list[bytes] = []
-    piece = decoder.decompress(data, dec.OUT_CHUNK_BYTES)
-    while True:
-        if piece:
-            out.append(piece)
-        if decoder.needs_input:
-            break
-        piece = decoder.decompress(b"", dec.OUT_CHUNK_BYTES)
-    decoder.decompress(trailer)
-    if not decoder.eof or decoder.unused_data:
-        raise EOFError("the block does not end where the index says")
-    return out
+class _Cancelled(Exception):
+    """The reader stopped; the block's decoding thread gives up."""
+
+
+class _BlockOutput:
+    """The decoded pieces of one block, handed from its decoding thread to the reader.
+
+    A block decoded ahead of the reader keeps its pieces (at most the block); once the reader
+    has reached it (`read`), it holds at most `limit` pieces at a time, so the block being read
+    streams through instead of being held whole.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pieces: deque[bytes] = deque()
+        self._limit: int | None = None
+        self._finished = False
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self.held_bytes = 0
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def put(self, piece: bytes) -> None:
+        with self._cond:
+            while self._limit is not None and len(self._pieces) >= self._limit:
+                if self._cancelled:
+                    break
+                self._cond.wait()
+            if self._cancelled:
+                raise _Cancelled
+            self._pieces.append(piece)
+            self.held_bytes += len(piece)
+            self._cond.notify_all()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The block is done (with `error` if it failed); only the first call counts."""
+        with self._cond:
+            if self._finished:
+                return
+            self._finished = True
+            self._error = error
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+            self._pieces.clear()
+            self._cond.notify_all()
+
+    def read(self, limit: int) -> Iterator[bytes]:
+        """The block's pieces in order, at most `limit` of them waiting from this call on;
+        raises what its decoding raised, after the pieces decoded before the fault."""
+        with self._cond:
+            self._limit = limit
+            self._cond.notify_all()
+        return self._pieces_in_order()
+
+    def _pieces_in_order(self) -> Iterator[bytes]:
+        while True:
+            with self._cond:
+                while not self._pieces and not self._finished:
+                    self._cond.wait()
+                if not self._pieces:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                piece = self._pieces.popleft()
+                self.held_bytes -= len(piece)
+                self._cond.notify_all()
+            yield piece
+
+
+def _decode_block(header: bytes, block: XzBlock, data: list[bytes], out: _BlockOutput) -> None:
+    """One block (its stored bytes in slices, dropped from `data` as they are consumed) as a
+    one-block stream, its pieces put into `out`; LZMAError (check, sizes, data) or EOFError
+    end `out` with that error."""
+    try:
+        index = _index_for(block)
+        trailer = index + _footer_for(index, header[6:8])
+        decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        decoder.decompress(header)
+        # Input goes in slices, each let go once given: liblzma copies whatever input it has
+        # not consumed when the output limit stops it, so a whole block given at once would be
+        # held twice.
+        data.reverse()
+        while True:
+            if decoder.needs_input:
+                if not data:
+                    break
+                piece = decoder.decompress(data.pop(), dec.OUT_CHUNK_BYTES)
+            else:
+                piece = decoder.decompress(b"", dec.OUT_CHUNK_BYTES)
+            if piece:
+                out.put(piece)
+        decoder.decompress(trailer)
+        if not decoder.eof or decoder.unused_data:
+            raise EOFError("the block does not end where the index says")
+    except _Cancelled:
+        return
+    except (lzma.LZMAError, EOFError) as err:
+        out.finish(err)
+        return
+    out.finish()
+
+
+def _finish_on_failure(out: _BlockOutput) -> Callable[[Future[None]], None]:
+    """A done-callback that hands any other failure of a block's thread to its reader, which
+    would otherwise wait for that block forever."""
+
+    def done(future: Future[None]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            out.finish(error)
+
+    return done
 
 
 def _read_exact(src: dec.Input, size: int, name: str, what: str) -> bytes:
+    return b"".join(_read_slices(src, size, name, what))
+
+
+def _read_slices(src: dec.Input, size: int, name: str, what: str) -> list[bytes]:
+    """`size` bytes as slices of at most `_IN_SLICE_BYTES`, so a decoder can let go of what it
+    has consumed."""
     parts: list[bytes] = []
     left = size
     while left > 0:
-        data = src.read(min(left, 64 * 1024 * 1024))
+        data = src.read(min(left, _IN_SLICE_BYTES))
         if not data:
             raise dec.truncated(name, f"the xz file ends inside {what}")
         parts.append(data)
         left -= len(data)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return parts
 
 
-def _jobs(plan: XzPlan, src: dec.Input, name: str) -> Iterator[tuple[bytes, XzBlock, bytes, str]]:
+def _jobs(
+    plan: XzPlan, src: dec.Input, name: str
+) -> Iterator[tuple[bytes, XzBlock, list[bytes], str]]:
     """(stream header, block, block bytes, what a decoding error means) in file order,
     checking the bytes between blocks against the plan as the reader passes them."""
     offset = 0
@@ -215,7 +332,7 @@ def _jobs(plan: XzPlan, src: dec.Input, name: str) -> Iterator[tuple[bytes, XzBl
             raise dec.corrupt(name, f"xz stream header at byte {offset} changed while reading")
         offset += _HEADER_BYTES
         for number, block in enumerate(stream.blocks):
-            data = _read_exact(src, block.stored_bytes, name, f"block {number}")
+            data = _read_slices(src, block.stored_bytes, name, f"block {number}")
             check = _CHECK_NAMES[stream.check_id]
             fault = f"fails its {check} check or is damaged" if check else "is damaged"
             yield stream.header, block, data, f"block {number} at byte {offset} {fault}"
@@ -232,38 +349,56 @@ def _jobs(plan: XzPlan, src: dec.Input, name: str) -> Iterator[tuple[bytes, XzBl
 
 
 def parallel_xz_chunks(src: dec.Input, name: str, plan: XzPlan, workers: int) -> dec.Chunks:
-    """Decode the planned blocks on `workers` threads and yield their output in order; at
-    most `workers + 1` blocks are held at once, fewer when their size exceeds the budget.
-    Until the first chunk has been taken only the first block is decoded, so a reader that
-    wants just the head (sniffing) costs one block."""
-    in_flight = max(2, min(workers + 1, IN_FLIGHT_BUDGET_BYTES // max(1, plan.largest_block_bytes)))
+    """Decode the planned blocks on `workers` threads and yield their output in order.
+
+    The block being read streams through (at most `READ_AHEAD_PIECES` of its pieces wait at
+    once). Blocks after it start whenever a worker is free and the output they hold, all
+    together, is under `LOOKAHEAD_BUDGET_BYTES`; each keeps its output until the reader reaches
+    it. So every core decodes while the reader keeps up, and what is held stays under the
+    budget plus one block per worker (blocks started together fill up after they started)
+    plus the pieces of the block being read. A block's compressed bytes are read when it
+    starts and let go as it is decoded. Until the first chunk has been taken only the first
+    block is decoded, so a reader that wants just the head (sniffing) costs one block.
+    """
     jobs = _jobs(plan, src, name)
-    pending: deque[tuple[Future[list[bytes]], str]] = deque()
+    pending: deque[tuple[_BlockOutput, str]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xz-block")
 
-    def top_up(limit: int) -> None:
-        while len(pending) < limit:
-            job = next(jobs, None)
-            if job is None:
+    def start_next() -> bool:
+        job = next(jobs, None)
+        if job is None:
+            return False
+        header, block, data, where = job
+        out = _BlockOutput()
+        pool.submit(_decode_block, header, block, data, out).add_done_callback(
+            _finish_on_failure(out)
+        )
+        pending.append((out, where))
+        return True
+
+    def top_up() -> None:
+        while True:
+            ahead = list(pending)[1:]
+            decoding = sum(not out.finished for out, _where in pending)
+            held = sum(out.held_bytes for out, _where in ahead)
+            if decoding >= workers or held >= LOOKAHEAD_BUDGET_BYTES or not start_next():
                 return
-            header, block, data, where = job
-            pending.append((pool.submit(_decode_block, header, block, data), where))
 
     try:
-        top_up(1)
+        start_next()
         while pending:
-            future, where = pending.popleft()
+            out, where = pending[0]
             try:
-                chunks = future.result()
+                for piece in out.read(READ_AHEAD_PIECES):
+                    yield piece
+                    top_up()
             except (lzma.LZMAError, EOFError) as err:
                 raise dec.corrupt(name, f"xz {where}: {err}") from None
-            while chunks:
-                yield chunks.pop(0)
-                top_up(in_flight - 1)  # the block being handed over counts too
-            top_up(in_flight - 1)
+            pending.popleft()
+            top_up()
     finally:
-        for future, _where in pending:
-            future.cancel()
+        for out, _where in pending:
+            out.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -1,11 +1,13 @@
 """Parallel .xz decoding: identical bytes to liblzma for every check type, per-block checks,
-truncation, concatenated streams, the sequential fallback and the in-flight bound."""
+truncation, concatenated streams, the sequential fallback and the memory bounds."""
 
 from __future__ import annotations
 
 import lzma
 import random
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from tests.support.images import require_tools
 
 MiB = 1024 * 1024
 BLOCK_BYTES = 256 * 1024
+Output = xzparallel._BlockOutput
 CHECKS = {"none": 0, "crc32": 4, "crc64": 8, "sha256": 32}
 
 
@@ -82,9 +85,9 @@ def test_multi_block_file_is_decoded_in_parallel(
     decoded: list[int] = []
     real = xzparallel._decode_block
 
-    def counting(header: bytes, block: xzparallel.XzBlock, data: bytes) -> list[bytes]:
+    def counting(header: bytes, block: xzparallel.XzBlock, data: list[bytes], out: Output) -> None:
         decoded.append(block.uncompressed_bytes)
-        return real(header, block, data)
+        real(header, block, data, out)
 
     path = _multi_block(make_xz, disk)
     source = open_source(path)
@@ -189,29 +192,68 @@ def test_garbage_after_the_last_stream_is_corrupt(
     assert caught.value.problem == "corrupt"
 
 
-def test_blocks_held_at_once_stay_within_the_in_flight_bound(
+def test_blocks_decoded_ahead_of_a_slow_reader_stay_within_the_budget(
     disk: Path, make_xz: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started = [0]
     real = xzparallel._decode_block
 
-    def counting(header: bytes, block: xzparallel.XzBlock, data: bytes) -> list[bytes]:
+    def counting(header: bytes, block: xzparallel.XzBlock, data: list[bytes], out: Output) -> None:
         started[0] += 1
-        return real(header, block, data)
+        real(header, block, data, out)
 
     monkeypatch.setattr(xzparallel, "_decode_block", counting)
-    monkeypatch.setattr(xzparallel, "IN_FLIGHT_BUDGET_BYTES", 2 * BLOCK_BYTES)
+    monkeypatch.setattr(xzparallel, "LOOKAHEAD_BUDGET_BYTES", BLOCK_BYTES)
+    workers = 4
     path = _multi_block(make_xz, disk)
     plan = _plan(path)
     with open(path, "rb") as f:
-        chunks = xzparallel.parallel_xz_chunks(decoders.Input(f), str(path), plan, workers=4)
-        held, consumed = [], 0
+        chunks = xzparallel.parallel_xz_chunks(decoders.Input(f), str(path), plan, workers)
+        ahead, consumed = [], 0
         for chunk in chunks:
             assert len(chunk) <= BLOCK_BYTES  # one block per chunk here
-            held.append(started[0] - consumed)
+            time.sleep(0.02)  # a slow reader: every started block has time to finish
+            ahead.append(started[0] - consumed)
             consumed += 1
-    assert consumed == plan.blocks
-    assert max(held) <= 2
+    assert consumed == plan.blocks > 2 * (1 + workers)
+    # the block being read, plus blocks decoding at once while the finished ones hold less
+    # than the budget (one block here)
+    assert max(ahead) <= 1 + workers
+
+
+def test_the_block_being_read_streams_through_a_few_pieces() -> None:
+    out = Output()
+    pieces = [bytes([n]) * 1000 for n in range(10)]
+
+    def produce() -> None:
+        for piece in pieces:
+            out.put(piece)
+        out.finish()
+
+    reader = out.read(2)
+    producer = threading.Thread(target=produce)
+    producer.start()
+    got = [next(reader)]
+    time.sleep(0.2)
+    assert out.held_bytes <= 2 * 1000
+    assert producer.is_alive()  # waiting for the reader
+    got += list(reader)
+    producer.join()
+    assert got == pieces
+
+
+def test_a_block_decoder_that_dies_fails_the_read_instead_of_hanging(
+    disk: Path, make_xz: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def dying(header: bytes, block: xzparallel.XzBlock, data: list[bytes], out: Output) -> None:
+        raise MemoryError("no memory for the block")
+
+    monkeypatch.setattr(xzparallel, "_decode_block", dying)
+    path = _multi_block(make_xz, disk)
+    with open(path, "rb") as f:
+        chunks = xzparallel.parallel_xz_chunks(decoders.Input(f), str(path), _plan(path), 2)
+        with pytest.raises(MemoryError, match="no memory for the block"):
+            next(chunks)
 
 
 def test_sniffing_decodes_only_the_first_block(
@@ -220,9 +262,9 @@ def test_sniffing_decodes_only_the_first_block(
     decoded: list[int] = []
     real = xzparallel._decode_block
 
-    def counting(header: bytes, block: xzparallel.XzBlock, data: bytes) -> list[bytes]:
+    def counting(header: bytes, block: xzparallel.XzBlock, data: list[bytes], out: Output) -> None:
         decoded.append(block.uncompressed_bytes)
-        return real(header, block, data)
+        real(header, block, data, out)
 
     monkeypatch.setattr(xzparallel, "_decode_block", counting)
     assert open_source(_multi_block(make_xz, disk)).uncompressed_size == disk.stat().st_size
