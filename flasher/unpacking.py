@@ -239,6 +239,12 @@ class BackgroundUnpack:
         if self.error is not None:
             raise self.error
 
+    def raise_source_error(self) -> None:
+        """After `close`: the error that made the image itself unusable (corrupt or truncated,
+        found before its end), if any; not a cancel, not a cache that could not keep it."""
+        if self.error is not None and not self._finished and not isinstance(self.error, Cancelled):
+            raise self.error
+
     def reader(self) -> GrowingReader:
         return GrowingReader(self)
 

@@ -140,6 +140,7 @@ def run_flash(
             cancel=cancel,
             launcher=launcher,
         )
+    prepared.raise_source_error()  # the image was bad: a job failure, as when found unpacking
     on_event(PhaseChanged(Phase.DONE if outcome.ok else Phase.FAILED))
     return FlashReport(
         image_path=str(prepared.raw_path),

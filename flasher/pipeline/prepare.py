@@ -156,6 +156,12 @@ class PreparedJob:
         if self._unpacking is not None:
             self._unpacking.close(abandon=abandon)
 
+    def raise_source_error(self) -> None:
+        """After `close`: raise the ImageError of an image found corrupt or truncated while it
+        was decoded and written (its cards were failed and erased)."""
+        if self._unpacking is not None:
+            self._unpacking.raise_source_error()
+
     def __enter__(self) -> PreparedJob:
         return self
 

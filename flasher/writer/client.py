@@ -38,11 +38,10 @@ from flasher.models import Drive
 from flasher.writer import engine, follow
 from flasher.writer.blockdev import open_regular_file
 from flasher.writer.framing import LineReader, send_request
-from flasher.writer.growing import FollowSource, Growth, pump_growth
+from flasher.writer.growing import FollowSource
 from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
 from flasher.writer.job import (
     ImageFeed,
-    StreamOpener,
     TargetResult,
     overlay_memfd,
     stream_readinto,
@@ -68,6 +67,7 @@ from flasher.writer.protocol import (
     WriteRequest,
     decode_event,
 )
+from flasher.writer.pumps import PIPE_BYTES, GrowthPump, StreamPump
 
 __all__ = [
     "ImageFeed",
@@ -78,85 +78,7 @@ __all__ = [
     "write_image",
 ]
 
-PIPE_BYTES = 1024 * 1024
 DEFAULT_OPTIONS = WriteOptions()
-
-
-class _StreamPump(threading.Thread):
-    """Copies a decompressed stream into the helper's pipe; keeps the first decoding error."""
-
-    def __init__(self, open_stream: StreamOpener, size_bytes: int, fd: int, cancel: CancelToken):
-        super().__init__(name="flasher-stream-pump", daemon=True)
-        self._open = open_stream
-        self._size = size_bytes
-        self._fd = fd
-        self._cancel = cancel
-        self._lock = threading.Lock()
-        self.error: FlasherError | None = None
-
-    def close(self) -> None:
-        """Release the pipe (once): when never started, or after the helper has ended."""
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-    def run(self) -> None:
-        buf = bytearray(PIPE_BYTES)
-        view = memoryview(buf)
-        left = self._size
-        try:
-            with self._open() as stream:
-                readinto = stream_readinto(stream)
-                while left > 0 and not self._cancel.cancelled:
-                    n = readinto(view[: min(len(view), left)])
-                    if n == 0:
-                        break
-                    done = 0
-                    while done < n:
-                        done += os.write(self._fd, view[done:n])
-                    left -= n
-        except FlasherError as err:
-            self.error = err
-        except BrokenPipeError:
-            pass  # the helper stopped reading: every target already failed or was cancelled
-        except OSError as err:
-            self.error = ImageError("<stream>", f"reading the image failed: {err.strerror}")
-        finally:
-            # After a cancel the pipe stays open until the helper is done, so the helper learns
-            # of the cancel from the socket rather than from a stream that merely ended early.
-            if not self._cancel.cancelled:
-                self.close()
-
-
-class _GrowthPump(threading.Thread):
-    """Tells the helper, over a pipe, what the decoder has written; keeps the decoding error."""
-
-    def __init__(self, growth: Growth, fd: int, cancel: CancelToken):
-        super().__init__(name="flasher-growth-pump", daemon=True)
-        self._growth = growth
-        self._fd = fd
-        self._cancel = cancel
-        self._lock = threading.Lock()
-        self.error: FlasherError | None = None
-
-    def close(self) -> None:
-        """Release the pipe (once): when never started, or after the helper has ended."""
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-    def run(self) -> None:
-        try:
-            pump_growth(self._growth, self._fd, self._cancel)
-        except Cancelled:
-            return  # the pipe stays open: the helper learns of the cancel from the socket
-        except FlasherError as err:
-            self.error = err
-        except OSError:
-            pass  # the helper stopped reading: every target already failed or was cancelled
-        self.close()
 
 
 class WriterClient:
@@ -198,7 +120,7 @@ class WriterClient:
             options=options,
         )
         fds: list[int] = []
-        pump: _StreamPump | _GrowthPump | None = None
+        pump: StreamPump | GrowthPump | None = None
         try:
             if image.path is not None:
                 fds.append(os.open(image.path, os.O_RDONLY | os.O_CLOEXEC))
@@ -208,13 +130,13 @@ class WriterClient:
                 fds.append(read_end)
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-                pump = _StreamPump(image.open_stream, image.size_bytes, write_end, cancel)
+                pump = StreamPump(image.open_stream, image.size_bytes, write_end, cancel)
             if request.overlay:
                 fds.append(overlay_memfd(image))
             if image.growth is not None:
                 read_end, write_end = os.pipe2(os.O_CLOEXEC)
                 fds.append(read_end)
-                pump = _GrowthPump(image.growth, write_end, cancel)
+                pump = GrowthPump(image.growth, write_end, cancel)
         except BaseException:
             _release(fds, pump)
             raise
@@ -233,7 +155,7 @@ def _close_fds(fds: list[int]) -> None:
             os.close(fds.pop())
 
 
-def _release(fds: list[int], pump: _StreamPump | _GrowthPump | None) -> None:
+def _release(fds: list[int], pump: StreamPump | GrowthPump | None) -> None:
     """Give back what a job holds when it fails before the helper has taken it over."""
     _close_fds(fds)
     if pump is not None:
@@ -256,7 +178,7 @@ class _Session:
         self.meters: dict[tuple[str, Phase], RateMeter] = {}
         self.job_error: FlasherError | None = None
 
-    def run(self, fds: list[int], pump: _StreamPump | _GrowthPump | None) -> list[TargetResult]:
+    def run(self, fds: list[int], pump: StreamPump | GrowthPump | None) -> list[TargetResult]:
         """Run the job; takes ownership of `fds` (closed once the helper holds copies)."""
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -342,7 +264,7 @@ class _Session:
         return False
 
     def _collect(
-        self, code: int, stderr: str, pump: _StreamPump | _GrowthPump | None
+        self, code: int, stderr: str, pump: StreamPump | GrowthPump | None
     ) -> list[TargetResult]:
         if self.job_error is not None and not self.results:
             raise self.job_error
