@@ -34,6 +34,7 @@ POLL_S = 0.1
 HASH_BYTES = 4 * 1024 * 1024
 ALIGN_BYTES = 4096
 SIZE_PROBE_BYTES = 64 * 1024  # the MBR and a GPT header, for 512- or 4096-byte sectors
+SIZE_SLACK_BYTES = 64 * 1024 * 1024
 
 CompleteFn = Callable[["GrowingReader"], tuple[Range, ...] | None]
 
@@ -329,7 +330,8 @@ def _gzip_isize(path: Path) -> int | None:
 def _size_from_table(head: bytes, isize: int) -> int | None:
     """The raw size: the smallest size congruent to `isize` modulo 2**32 that holds what the
     partition table (MBR partitions, or GPT's backup header) says the disk spans; None
-    without a table. A wrong guess makes the decode fail at its end, never a card look good."""
+    without a table or when that lies more than SIZE_SLACK_BYTES past the table's end. A wrong
+    guess makes the decode fail at its end, never a card look good."""
     if len(head) < 1024 or head[510:512] != b"\x55\xaa":
         return None
     end = 0
@@ -345,7 +347,9 @@ def _size_from_table(head: bytes, isize: int) -> int | None:
             end = max(end, (start + count) * 512)
     if end == 0:
         return None
-    return end + (isize - end) % (1 << 32)
+    size = end + (isize - end) % (1 << 32)
+    # An image ends at (or just past) its table's end; a far larger guess is a damaged trailer.
+    return size if size - end <= SIZE_SLACK_BYTES else None
 
 
 def _unexpected(err: BaseException) -> FlasherError:
