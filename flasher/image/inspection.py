@@ -359,8 +359,11 @@ def read_image_identity(raw_path: Path, *, name: str | None = None) -> ImageIden
         return read_identity_at(io, name=name or str(raw_path))
 
 
-def read_identity_at(io: ReadAt, *, name: str) -> ImageIdentity:
-    """Device type, OS version and variant from the boot partition of the image `io`."""
-    table = read_partition_table(io, name=name)
+def read_identity_at(
+    io: ReadAt, *, name: str, table: PartitionTable | None = None
+) -> ImageIdentity:
+    """Device type, OS version and variant from the boot partition of the image `io` (whose
+    partition `table` may be given, read early)."""
+    table = table or read_partition_table(io, name=name)
     boot = open_boot_partition(io, table, name=name)
     return read_identity(boot_filesystem(io, boot, name=name))

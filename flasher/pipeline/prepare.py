@@ -129,6 +129,15 @@ class PreparedJob:
         base_map = self._late_map[0] if self._late_map else self._base_map
         return _configure(self.raw_path, self._base, base_map, config)
 
+    @property
+    def image_file(self) -> str:
+        """A path that opens the raw image now: `raw_path`, or while it is being decoded, the
+        file it is decoded into (what target checks compare drives with)."""
+        feed = self.image.feed
+        if feed.growth is not None and feed.path is not None:
+            return feed.path
+        return str(self.raw_path)
+
     def sha256(self) -> str | None:
         """The image's SHA-256 for reports: `source_sha256`, or for an image decoded while
         written, its hash once decoded (None if decoding failed)."""
@@ -343,11 +352,14 @@ def _prepare_following(
         unpack.start_hashing()  # the report names the decoded image by its hash
     reader = unpack.reader()
     name = str(resolved.raw_path)
+    # The start of the disk, where the boot partition is: logical partitions and a GPT backup
+    # lie further in the stream (the map reads the whole table once the image is complete).
+    table = read_partition_table(reader, name=name, early=True)
     if config is not None or config_from_image is not None:
-        identity = read_identity_at(reader, name=name)  # ImageError: not balenaOS
+        identity = read_identity_at(reader, name=name, table=table)  # ImageError: not balenaOS
     else:
         try:
-            identity = read_identity_at(reader, name=name)
+            identity = read_identity_at(reader, name=name, table=table)
         except ImageError:
             identity = ImageIdentity(
                 device_type=resolved.device_type, os_version=resolved.os_version
@@ -358,7 +370,7 @@ def _prepare_following(
     overlay: tuple[tuple[int, bytes], ...] = ()
     config_sha256 = None
     if config is not None:
-        with prepare_image(resolved.raw_path, config, base=reader) as configured:
+        with prepare_image(resolved.raw_path, config, base=reader, table=table) as configured:
             overlay = tuple(configured.overlay.extents())
             config_sha256 = configured.config_sha256
     late_map: list[AllocationMap] = []
