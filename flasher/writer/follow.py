@@ -17,6 +17,7 @@ zeroed, so a card is never left looking good.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import mmap
 import os
 import threading
@@ -204,6 +205,10 @@ class _Target:
         finally:
             view.release()
 
+    def _release_buffer(self) -> None:
+        with contextlib.suppress(BufferError):  # a view still held by a failure's traceback
+            self._buf.close()
+
     def run(self) -> TargetOutcome:
         started = time.monotonic()
         t = self.target
@@ -222,6 +227,7 @@ class _Target:
             self.emit(PhaseChanged(Phase.SYNCING, t.path))
             self.engine.fsync()
             self.write_head(io)
+            self._release_buffer()  # not needed while verifying: N targets' buffers add up
             self.engine.fsync()
             if t.kind is TargetKind.FILE and os.fstat(t.fd).st_size > t.size_bytes:
                 os.ftruncate(t.fd, t.size_bytes)  # drop the O_DIRECT padding past the image end
@@ -246,6 +252,8 @@ class _Target:
             return self._failed(err, started)
         except OSError as err:
             return self._failed(io_error(err, t.path, "writing"), started)
+        finally:
+            self._release_buffer()
 
     def _failed(self, err: FlasherError, started: float) -> TargetOutcome:
         return TargetOutcome(self.target.path, False, seconds=time.monotonic() - started, error=err)
