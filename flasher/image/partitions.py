@@ -262,8 +262,9 @@ class _GptReader:
 
     def read(self, *, early: bool = False) -> PartitionTable:
         primary = self._first_header(lambda ss: 1)
+        backup: _GptHeader | str
         if isinstance(primary, _GptHeader) and early:
-            header, warnings = primary, []
+            header, backup, warnings = primary, "not read yet", []
         elif isinstance(primary, _GptHeader):
             header = primary
             backup = self._header_at(primary.alternate_lba, primary.sector_size)

@@ -70,14 +70,16 @@ def _late_ranges(job: object) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
-@pytest.mark.parametrize("kind", ["gz", "zst"])
+@pytest.mark.parametrize(("scheme", "kind"), [("mbr", "gz"), ("mbr", "zst"), ("gpt", "gz")])
 def test_a_flash_that_follows_the_decoding_writes_what_unpacking_first_writes(
-    image: BuiltImage,
+    image_factory: ImageFactory,
     compressed_image: Callable[[Path, str], Path],
     loops: LoopDevices,
     tmp_path: Path,
+    scheme: str,
     kind: str,
 ) -> None:
+    image = image_factory(scheme=scheme)
     source = compressed_image(image.path, kind)
     old_card, new_card = _random_card(loops, image), _random_card(loops, image)
     old_ranges, old_sha, old_followed = _flash(
