@@ -345,7 +345,7 @@ class ImageCache:
     ) -> Path:
         """The raw image of the local compressed file `path`, unpacked once for `key` (which
         must change when the file does). Its use refreshes its age for `prune`."""
-        target = self._ensure() / f"local-{key_digest(key)}.raw"
+        target = self.local_unpacked_path(key)
         with self.lock(f"unpack:{key}", cancel=cancel):
             if target.exists():
                 os.utime(target)
@@ -373,12 +373,20 @@ class ImageCache:
             target.unlink(missing_ok=True)  # a leftover the index does not vouch for
             size = open_source(entry.path).unpack_to(target, on_event=on_event, cancel=cancel)
             os.chmod(target, 0o444)
-            with self._index_lock() as index:
-                record = index["images"].get(entry.sha256)
-                if record is not None:
-                    record["unpacked"] = {"file": target.name, "size_bytes": size}
-                    record["used_at"] = self._clock()
+            self.record_unpacked(entry.sha256, target, size)
         return target
+
+    def local_unpacked_path(self, key: str) -> Path:
+        """Where the raw image of a local compressed file with `key` is unpacked."""
+        return self._ensure() / f"local-{key_digest(key)}.raw"
+
+    def record_unpacked(self, sha256: str, target: Path, size_bytes: int) -> None:
+        """Note in the index that `target` (complete, read-only) is the image's raw copy."""
+        with self._index_lock() as index:
+            record = index["images"].get(sha256)
+            if record is not None:
+                record["unpacked"] = {"file": target.name, "size_bytes": size_bytes}
+                record["used_at"] = self._clock()
 
     # --- removing -------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from flasher.cache import ImageCache, ImageMeta
 from flasher.error_codes import Action
 from flasher.errors import CatalogError, ConfigError
 from flasher.events import CancelToken, EventCallback, Phase, PhaseChanged, ignore_event
-from flasher.image.sources import SourceKind, open_source
+from flasher.image.sources import ImageSource, SourceKind, open_source
+from flasher.unpacking import BackgroundUnpack, start_unpack
 
 if TYPE_CHECKING:
     # The network side (requests and the balena client) is imported only when an image is to
@@ -65,11 +66,15 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class ResolvedImage:
+    """`raw_path` is the raw image; with `unpacking` it is still being decoded there (it
+    exists once the unpacking has ended well)."""
+
     raw_path: Path
     sha256: str | None = None
     device_type: str | None = None
     os_version: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    unpacking: BackgroundUnpack | None = field(default=None, compare=False)
 
 
 def resolve_version(model: OsModel, slug: str, version: str) -> str:
@@ -166,10 +171,14 @@ class ImageProvider:
         *,
         on_event: EventCallback = ignore_event,
         cancel: CancelToken | None = None,
+        background: bool = False,
     ) -> ResolvedImage:
+        """The raw image for `spec`. With `background`, a compressed image whose raw size is
+        known and that is not unpacked yet is unpacked on a thread (`ResolvedImage.unpacking`)
+        and this returns at once."""
         cancel = cancel or CancelToken()
         if spec.path:
-            return self._local(Path(spec.path), on_event, cancel)
+            return self._local(Path(spec.path), on_event, cancel, background)
         on_event(PhaseChanged(Phase.RESOLVING))
         from flasher.balena.os_model import OsModel
         from flasher.download import DownloadRequest, download_image
@@ -206,8 +215,21 @@ class ImageProvider:
             result = download_image(session, request, self.cache, on_event=on_event, cancel=cancel)
         entry = result.entry
         on_event(PhaseChanged(Phase.UNPACKING))
-        raw = self.cache.unpacked(entry, on_event=on_event, cancel=cancel)
+        unpacking = None
+        source = open_source(entry.path) if background else None
+        if source is not None and _can_follow(source):
+            started = start_unpack(
+                self.cache, source, entry=entry, on_event=on_event, cancel=cancel
+            )
+            raw, unpacking = (
+                (started.target, started)
+                if isinstance(started, BackgroundUnpack)
+                else (started, None)
+            )
+        else:
+            raw = self.cache.unpacked(entry, on_event=on_event, cancel=cancel)
         return ResolvedImage(
+            unpacking=unpacking,
             raw_path=raw,
             sha256=entry.sha256,
             device_type=entry.meta.device_type,
@@ -220,13 +242,26 @@ class ImageProvider:
             },
         )
 
-    def _local(self, path: Path, on_event: EventCallback, cancel: CancelToken) -> ResolvedImage:
+    def _local(
+        self, path: Path, on_event: EventCallback, cancel: CancelToken, background: bool
+    ) -> ResolvedImage:
         source = open_source(path)  # ImageError for missing, unsupported or empty files
         if source.kind is SourceKind.RAW:
             return ResolvedImage(raw_path=path.resolve(), details={"kind": source.kind.value})
         on_event(PhaseChanged(Phase.UNPACKING))
-        raw = self.cache.unpacked_local(path, _local_key(path), on_event=on_event, cancel=cancel)
+        key = _local_key(path)
+        unpacking = None
+        if background and _can_follow(source):
+            started = start_unpack(self.cache, source, key=key, on_event=on_event, cancel=cancel)
+            raw, unpacking = (
+                (started.target, started)
+                if isinstance(started, BackgroundUnpack)
+                else (started, None)
+            )
+        else:
+            raw = self.cache.unpacked_local(path, key, on_event=on_event, cancel=cancel)
         return ResolvedImage(
+            unpacking=unpacking,
             raw_path=raw,
             details={
                 "kind": source.kind.value,
@@ -234,6 +269,14 @@ class ImageProvider:
                 "source_size_bytes": source.compressed_size,
             },
         )
+
+
+def _can_follow(source: ImageSource) -> bool:
+    """Whether a write can follow the decoding of `source`: it must know the raw size, or
+    learn it from a gzip trailer and the partition table."""
+    return source.kind is not SourceKind.RAW and (
+        source.uncompressed_size is not None or source.kind is SourceKind.GZIP
+    )
 
 
 def _local_key(path: Path) -> str:

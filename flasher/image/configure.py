@@ -175,6 +175,7 @@ def prepare_image(
     *,
     base: ReadAt | None = None,
     mtime: int = FIXED_EPOCH,
+    table: PartitionTable | None = None,
 ) -> PreparedImage:
     """Configure the raw image at `raw_path` (or the already open `base`) in an overlay.
 
@@ -198,7 +199,7 @@ def prepare_image(
             ) from None
         base = owned
     try:
-        return _prepare(path, name, base, owned, config, mtime)
+        return _prepare(path, name, base, owned, config, mtime, table)
     except BaseException:
         if owned is not None:
             owned.close()
@@ -206,9 +207,15 @@ def prepare_image(
 
 
 def _prepare(
-    path: Path, name: str, base: ReadAt, owned: FileReader | None, config: DeviceConfig, mtime: int
+    path: Path,
+    name: str,
+    base: ReadAt,
+    owned: FileReader | None,
+    config: DeviceConfig,
+    mtime: int,
+    table: PartitionTable | None,
 ) -> PreparedImage:
-    table = read_partition_table(base, name=name)
+    table = table or read_partition_table(base, name=name)
     boot = open_boot_partition(base, table, name=name)
     overlay = Overlay(base)
     fs = boot_filesystem(overlay, boot, name=name)

@@ -355,8 +355,15 @@ def _partition_info(io: ReadAt, p: Partition, boot: Partition | None) -> Partiti
 def read_image_identity(raw_path: Path, *, name: str | None = None) -> ImageIdentity:
     """Device type, OS version and variant from the boot partition of the raw image at
     `raw_path`; `name` is how errors call the image (default: its path)."""
-    label = name or str(raw_path)
     with FileReader(raw_path) as io:
-        table = read_partition_table(io, name=label)
-        boot = open_boot_partition(io, table, name=label)
-        return read_identity(boot_filesystem(io, boot, name=label))
+        return read_identity_at(io, name=name or str(raw_path))
+
+
+def read_identity_at(
+    io: ReadAt, *, name: str, table: PartitionTable | None = None
+) -> ImageIdentity:
+    """Device type, OS version and variant from the boot partition of the image `io` (whose
+    partition `table` may be given, read early)."""
+    table = table or read_partition_table(io, name=name)
+    boot = open_boot_partition(io, table, name=name)
+    return read_identity(boot_filesystem(io, boot, name=name))

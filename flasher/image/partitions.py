@@ -76,8 +76,12 @@ class FsInfo:
     label: str = ""
 
 
-def read_partition_table(io: ReadAt, *, name: str) -> PartitionTable:
-    """Parse the image's partition table; ImageError names anything corrupt or truncated."""
+def read_partition_table(io: ReadAt, *, name: str, early: bool = False) -> PartitionTable:
+    """Parse the image's partition table; ImageError names anything corrupt or truncated.
+
+    `early` reads only the start of the disk (the primary MBR entries without the logical
+    partitions, or the primary GPT without its backup): enough to find the boot partition of
+    an image still being decoded."""
     if io.size < 512:
         raise ImageError(
             name,
@@ -96,12 +100,17 @@ def read_partition_table(io: ReadAt, *, name: str) -> PartitionTable:
                 problem=ProblemCode.BAD_PARTITION_TABLE,
             )
     if any(e[2] == MBR_PROTECTIVE_TYPE for e in entries):
-        return _GptReader(io, name).read()
-    return _read_mbr(io, name, entries, int.from_bytes(mbr[440:444], "little"))
+        return _GptReader(io, name).read(early=early)
+    return _read_mbr(io, name, entries, int.from_bytes(mbr[440:444], "little"), early=early)
 
 
 def _read_mbr(
-    io: ReadAt, name: str, entries: list[tuple[int, bytes, int, bytes, int, int]], signature: int
+    io: ReadAt,
+    name: str,
+    entries: list[tuple[int, bytes, int, bytes, int, int]],
+    signature: int,
+    *,
+    early: bool = False,
 ) -> PartitionTable:
     parts: list[Partition] = []
     meta = [(0, 512)]
@@ -125,7 +134,7 @@ def _read_mbr(
             )
         )
     next_number = 5
-    for container in [p for p in parts if p.is_extended]:
+    for container in [p for p in parts if p.is_extended and not early]:
         for logical, ebr_offset in _walk_ebr_chain(io, name, container, next_number):
             parts.append(logical)
             meta.append((ebr_offset, 512))
@@ -251,9 +260,12 @@ class _GptReader:
         self.io = io
         self.name = name
 
-    def read(self) -> PartitionTable:
+    def read(self, *, early: bool = False) -> PartitionTable:
         primary = self._first_header(lambda ss: 1)
-        if isinstance(primary, _GptHeader):
+        backup: _GptHeader | str
+        if isinstance(primary, _GptHeader) and early:
+            header, backup, warnings = primary, "not read yet", []
+        elif isinstance(primary, _GptHeader):
             header = primary
             backup = self._header_at(primary.alternate_lba, primary.sector_size)
             warnings = (
@@ -413,12 +425,20 @@ def find_boot_partition(io: ReadAt, table: PartitionTable) -> Partition | None:
         return whole_image(io)
     labels = {label.casefold() for label in BOOT_LABELS}
     candidates = table.data_partitions()
-    infos = {p.number: filesystem_of(io, p) for p in candidates}
+    infos: dict[int, FsInfo] = {}
+
+    def info(p: Partition) -> FsInfo:
+        # Probed in order and only as needed: an image still being decoded has its boot
+        # partition long before the partitions after it.
+        if p.number not in infos:
+            infos[p.number] = filesystem_of(io, p)
+        return infos[p.number]
+
     for p in candidates:
-        if p.name.casefold() in labels or infos[p.number].label.casefold() in labels:
+        if p.name.casefold() in labels or info(p).label.casefold() in labels:
             return p
     for p in candidates:
-        if infos[p.number].kind.startswith("fat"):
+        if info(p).kind.startswith("fat"):
             try:
                 fs = FatFilesystem(SliceIO(io, p.start_bytes, p.size_bytes))
                 if fs.exists("/device-type.json"):

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
@@ -133,6 +133,21 @@ def _has_table(head: bytes) -> bool:
     return head[510:512] == b"\x55\xaa" or head[512:520] == b"EFI PART"
 
 
+class UnpackWatcher(Protocol):
+    """Follows `ImageSource.unpack_to` (called on its thread)."""
+
+    def opened(self, fd: int) -> None:
+        """The temporary file's fd, before anything is written to it."""
+
+    def decoded(self, end: int, written: list[tuple[int, int]]) -> None:
+        """`end` raw bytes are decoded; `written` are the (offset, length) extents that this
+        step wrote (its non-zero blocks). May raise (Cancelled) to stop the unpacking."""
+
+    def finished(self, size_bytes: int) -> None:
+        """The stream ended and passed its own check; the file has its full size (before it
+        is synced and renamed into place)."""
+
+
 @dataclass(frozen=True)
 class ZipMember:
     name: str
@@ -213,10 +228,12 @@ class ImageSource:
         *,
         on_event: EventCallback = ignore_event,
         cancel: CancelToken | None = None,
+        watch: UnpackWatcher | None = None,
     ) -> int:
         """Write the raw image to `dest_path` (zero blocks become holes) through a temporary
         file renamed into place once complete and synced; returns the raw size in bytes.
-        Progress counts raw bytes when the size is known, else compressed bytes read."""
+        Progress counts raw bytes when the size is known, else compressed bytes read. `watch`
+        learns the temporary file and what is written to it as it goes."""
         dest = Path(dest_path)
         by_output = self.uncompressed_size is not None
         meter = RateMeter(
@@ -224,12 +241,16 @@ class ImageSource:
         )
         done = 0
         with atomic_file(dest, mode=0o644, wrap_error=lambda err: _write_error(dest, err)) as fd:
+            if watch is not None:
+                watch.opened(fd)
             with self._chunks() as (chunks, src):
                 for chunk in chunks:
                     if cancel is not None:
                         cancel.check()
-                    _write_sparse(fd, chunk, done, dest)
+                    runs = _write_sparse(fd, chunk, done, dest)
                     done += len(chunk)
+                    if watch is not None:
+                        watch.decoded(done, runs)
                     event = meter.update(done if by_output else src.consumed_bytes)
                     if event is not None:
                         on_event(event)
@@ -237,6 +258,8 @@ class ImageSource:
                 os.ftruncate(fd, done)
             except OSError as err:
                 raise _write_error(dest, err) from None
+            if watch is not None:
+                watch.finished(done)
         on_event(meter.snapshot(done if by_output else self.compressed_size))
         return done
 
@@ -281,17 +304,20 @@ def _data_runs(chunk: bytes, offset: int) -> Iterator[tuple[int, int]]:
         yield run_start, size
 
 
-def _write_sparse(fd: int, chunk: bytes, offset: int, dest: Path) -> None:
+def _write_sparse(fd: int, chunk: bytes, offset: int, dest: Path) -> list[tuple[int, int]]:
     """pwrite the non-zero blocks of `chunk`; the file is new, so skipped zero blocks read back
-    as zeros and stay holes."""
+    as zeros and stay holes. Returns what was written, as (offset, length) in the file."""
     if len(chunk) <= len(_ZERO_CHUNK) and _ZERO_CHUNK.startswith(chunk):
-        return
+        return []
     view = memoryview(chunk)
+    written: list[tuple[int, int]] = []
     try:
         for start, end in _data_runs(chunk, offset):
             _pwrite_all(fd, view[start:end], offset + start)
+            written.append((offset + start, end - start))
     except OSError as err:
         raise _write_error(dest, err) from None
+    return written
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:

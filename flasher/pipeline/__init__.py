@@ -126,6 +126,7 @@ def run_flash(
         bmap_path=job.bmap_path,
         write_all=job.write_all,
         expected_sha256=job.expected_sha256,
+        overlap=True,
         on_event=on_event,
         cancel=cancel,
     ) as prepared:
@@ -139,12 +140,13 @@ def run_flash(
             cancel=cancel,
             launcher=launcher,
         )
+    prepared.raise_source_error()  # the image was bad: a job failure, as when found unpacking
     on_event(PhaseChanged(Phase.DONE if outcome.ok else Phase.FAILED))
     return FlashReport(
         image_path=str(prepared.raw_path),
         size_bytes=prepared.size_bytes,
         mapped_bytes=prepared.mapped_bytes,
-        image_sha256=prepared.source_sha256,
+        image_sha256=prepared.sha256(),
         config_sha256=prepared.image.config_sha256,
         device_type=prepared.identity.device_type,
         os_version=prepared.identity.os_version,

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from flasher.cache import sha256_file
 from flasher.errors import ConfigError, ImageError
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
-from flasher.image.byteio import FileReader
+from flasher.image.byteio import FileReader, ReadAt
 from flasher.image.configure import prepare_image
-from flasher.image.inspection import ImageIdentity, read_image_identity
+from flasher.image.inspection import ImageIdentity, read_identity_at, read_image_identity
 from flasher.image.integrity import (
     IntegrityReport,
     bmap_checksummed,
@@ -36,7 +36,8 @@ from flasher.image.integrity import (
 from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from flasher.models import DeviceConfig
-from flasher.provider import ImageProvider, SourceSpec
+from flasher.provider import ImageProvider, ResolvedImage, SourceSpec
+from flasher.unpacking import BackgroundUnpack, GrowingReader
 from flasher.validation import validate_device_config
 from flasher.writer.job import ImageFeed
 
@@ -81,8 +82,11 @@ class PreparedJob:
     write_all: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     integrity: IntegrityReport = field(kw_only=True)
-    _base: FileReader = field(repr=False, compare=False, kw_only=True)
+    _base: FileReader | GrowingReader = field(repr=False, compare=False, kw_only=True)
     _base_map: AllocationMap | None = field(repr=False, compare=False, kw_only=True)
+    # A job written while its image is decoded: the decoding, and the map once it is complete.
+    _unpacking: BackgroundUnpack | None = field(default=None, repr=False, kw_only=True)
+    _late_map: list[AllocationMap] = field(default_factory=list, repr=False, kw_only=True)
 
     @property
     def configured(self) -> bool:
@@ -90,6 +94,9 @@ class PreparedJob:
 
     @property
     def mapped_bytes(self) -> int:
+        if self._late_map:  # known once the image is decoded
+            overlay = self.image.feed.overlay_ranges
+            return sum(n for _off, n in self._late_map[0].including(overlay).ranges)
         return self.image.mapped_bytes
 
     def card(
@@ -119,13 +126,30 @@ class PreparedJob:
             from flasher.balena.registration import device_config
 
             config = device_config(config, device)
-        return _configure(self.raw_path, self._base, self._base_map, config)
+        base_map = self._late_map[0] if self._late_map else self._base_map
+        return _configure(self.raw_path, self._base, base_map, config)
+
+    @property
+    def image_file(self) -> str:
+        """A path that opens the raw image now: `raw_path`, or while it is being decoded, the
+        file it is decoded into (what target checks compare drives with)."""
+        feed = self.image.feed
+        if feed.growth is not None and feed.path is not None:
+            return feed.path
+        return str(self.raw_path)
+
+    def sha256(self) -> str | None:
+        """The image's SHA-256 for reports: `source_sha256`, or for an image decoded while
+        written, its hash once decoded (None if decoding failed)."""
+        if self.source_sha256 or self._unpacking is None:
+            return self.source_sha256
+        return self._unpacking.sha256()
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the prepared image (no secrets)."""
         return {
             "image": str(self.raw_path),
-            "image_sha256": self.source_sha256,
+            "image_sha256": self.sha256(),
             "size_bytes": self.size_bytes,
             "mapped_bytes": self.mapped_bytes,
             "device_type": self.identity.device_type,
@@ -134,18 +158,28 @@ class PreparedJob:
             **self.integrity.to_dict(),
         }
 
-    def close(self) -> None:
+    def close(self, *, abandon: bool = False) -> None:
+        """Release the image; an image still being decoded is waited for (cancelled first
+        with `abandon`), so the cache ends with it complete or not at all."""
         self._base.close()
+        if self._unpacking is not None:
+            self._unpacking.close(abandon=abandon)
+
+    def raise_source_error(self) -> None:
+        """After `close`: raise the ImageError of an image found corrupt or truncated while it
+        was decoded and written (its cards were failed and erased)."""
+        if self._unpacking is not None:
+            self._unpacking.raise_source_error()
 
     def __enter__(self) -> PreparedJob:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        self.close(abandon=exc_type is not None)
 
 
 def _configure(
-    raw_path: Path, base: FileReader, base_map: AllocationMap | None, config: DeviceConfig
+    raw_path: Path, base: ReadAt, base_map: AllocationMap | None, config: DeviceConfig
 ) -> CardImage:
     with prepare_image(raw_path, config, base=base) as configured:
         ranges = (
@@ -179,6 +213,7 @@ def prepare(
     write_all: bool = False,
     expected_sha256: str | None = None,
     require_integrity: bool = False,
+    overlap: bool = False,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
 ) -> PreparedJob:
@@ -191,11 +226,36 @@ def prepare(
     `expected_sha256` must be the SHA-256 of the decoded image or of the file as given;
     `require_integrity` refuses a source nothing proves. Raises (ConfigError, CatalogError,
     DownloadError, ImageError) before anything is written.
+
+    With `overlap` (and no `bmap_path`, `write_all` or `expected_sha256`), a compressed image
+    not unpacked yet is decoded into the cache on a thread and the job is ready as soon as its
+    boot partition is: the writer follows the decoding (flasher.unpacking), and the allocation
+    map comes when the stream has ended intact. Close the job to wait for the decoding.
     """
     cancel = cancel or CancelToken()
     if config is not None:
         validate_device_config(config)
-    resolved = provider.obtain(source, on_event=on_event, cancel=cancel)
+    background = overlap and bmap_path is None and not write_all and expected_sha256 is None
+    resolved = provider.obtain(source, on_event=on_event, cancel=cancel, background=background)
+    if resolved.unpacking is not None and resolved.unpacking.wait_size() is None:
+        # The raw size cannot be told before the end: unpack first, as without `overlap`.
+        resolved.unpacking.close()
+        resolved.unpacking.raise_error()
+        resolved = replace(resolved, unpacking=None)
+    if resolved.unpacking is not None:
+        try:
+            return _prepare_following(
+                source,
+                resolved,
+                resolved.unpacking,
+                config=config,
+                config_from_image=config_from_image,
+                require_integrity=require_integrity,
+                on_event=on_event,
+            )
+        except BaseException:
+            resolved.unpacking.close(abandon=True)
+            raise
     cancel.check()
     sha256 = resolved.sha256
     source_path = source_file(source, resolved)
@@ -270,3 +330,77 @@ def prepare(
     except BaseException:
         base.close()
         raise
+
+
+def _prepare_following(
+    source: SourceSpec,
+    resolved: ResolvedImage,
+    unpack: BackgroundUnpack,
+    *,
+    config: DeviceConfig | None,
+    config_from_image: ConfigFromImage | None,
+    require_integrity: bool,
+    on_event: EventCallback,
+) -> PreparedJob:
+    """`prepare` for an image being decoded: identity and configuration from its boot
+    partition as soon as that is decoded; the map when the whole stream is."""
+    source_path = source_file(source, resolved)
+    integrity = check_image(source_path, resolved.raw_path, None)
+    if require_integrity:
+        refuse_unproven(integrity, source_path)
+    if resolved.sha256 is None:
+        unpack.start_hashing()  # the report names the decoded image by its hash
+    reader = unpack.reader()
+    name = str(resolved.raw_path)
+    # The start of the disk, where the boot partition is: logical partitions and a GPT backup
+    # lie further in the stream (the map reads the whole table once the image is complete).
+    table = read_partition_table(reader, name=name, early=True)
+    if config is not None or config_from_image is not None:
+        identity = read_identity_at(reader, name=name, table=table)  # ImageError: not balenaOS
+    else:
+        try:
+            identity = read_identity_at(reader, name=name, table=table)
+        except ImageError:
+            identity = ImageIdentity(
+                device_type=resolved.device_type, os_version=resolved.os_version
+            )
+    if config is None and config_from_image is not None:
+        config = config_from_image(identity)
+    on_event(PhaseChanged(Phase.CONFIGURING))
+    overlay: tuple[tuple[int, bytes], ...] = ()
+    config_sha256 = None
+    if config is not None:
+        with prepare_image(resolved.raw_path, config, base=reader, table=table) as configured:
+            overlay = tuple(configured.overlay.extents())
+            config_sha256 = configured.config_sha256
+    late_map: list[AllocationMap] = []
+    overlay_ranges = tuple((off, len(data)) for off, data in overlay if data)
+
+    def complete(io: ReadAt) -> tuple[tuple[int, int], ...]:
+        base_map = allocation_map(io, read_partition_table(io, name=name), name=name)
+        late_map.append(base_map)
+        return tuple(base_map.including(overlay_ranges).ranges)
+
+    unpack.when_complete(complete)
+    feed = ImageFeed(
+        unpack.size_bytes, path=unpack.read_path, overlay=overlay, growth=unpack.growth
+    )
+    return PreparedJob(
+        raw_path=resolved.raw_path,
+        size_bytes=unpack.size_bytes,
+        source_sha256=resolved.sha256 or "",
+        identity=identity,
+        config=config,
+        image=CardImage(
+            feed,
+            None,
+            config_sha256=config_sha256,
+            hostname=None if config is None else config.hostname,
+        ),
+        details=resolved.details,
+        integrity=integrity,
+        _base=reader,
+        _base_map=None,
+        _unpacking=unpack,
+        _late_map=late_map,
+    )

@@ -119,7 +119,7 @@ def check(
     An internal disk is an error unless `allow_internal` (then a warning for `confirm`)."""
     on_event(PhaseChanged(Phase.CHECKING))
     warnings = check_targets(
-        targets, prepared.size_bytes, prepared.raw_path, allow_internal=allow_internal
+        targets, prepared.size_bytes, prepared.image_file, allow_internal=allow_internal
     )
     if warnings and not (confirm is not None and confirm(warnings)):
         raise DriveRejected(

@@ -35,13 +35,13 @@ from flasher.events import (
     ignore_event,
 )
 from flasher.models import Drive
-from flasher.writer import engine
+from flasher.writer import engine, follow
 from flasher.writer.blockdev import open_regular_file
 from flasher.writer.framing import LineReader, send_request
+from flasher.writer.growing import FollowSource
 from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
 from flasher.writer.job import (
     ImageFeed,
-    StreamOpener,
     TargetResult,
     overlay_memfd,
     stream_readinto,
@@ -67,6 +67,7 @@ from flasher.writer.protocol import (
     WriteRequest,
     decode_event,
 )
+from flasher.writer.pumps import PIPE_BYTES, GrowthPump, StreamPump
 
 __all__ = [
     "ImageFeed",
@@ -77,55 +78,7 @@ __all__ = [
     "write_image",
 ]
 
-PIPE_BYTES = 1024 * 1024
 DEFAULT_OPTIONS = WriteOptions()
-
-
-class _StreamPump(threading.Thread):
-    """Copies a decompressed stream into the helper's pipe; keeps the first decoding error."""
-
-    def __init__(self, open_stream: StreamOpener, size_bytes: int, fd: int, cancel: CancelToken):
-        super().__init__(name="flasher-stream-pump", daemon=True)
-        self._open = open_stream
-        self._size = size_bytes
-        self._fd = fd
-        self._cancel = cancel
-        self._lock = threading.Lock()
-        self.error: FlasherError | None = None
-
-    def close(self) -> None:
-        """Release the pipe (once): when never started, or after the helper has ended."""
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-    def run(self) -> None:
-        buf = bytearray(PIPE_BYTES)
-        view = memoryview(buf)
-        left = self._size
-        try:
-            with self._open() as stream:
-                readinto = stream_readinto(stream)
-                while left > 0 and not self._cancel.cancelled:
-                    n = readinto(view[: min(len(view), left)])
-                    if n == 0:
-                        break
-                    done = 0
-                    while done < n:
-                        done += os.write(self._fd, view[done:n])
-                    left -= n
-        except FlasherError as err:
-            self.error = err
-        except BrokenPipeError:
-            pass  # the helper stopped reading: every target already failed or was cancelled
-        except OSError as err:
-            self.error = ImageError("<stream>", f"reading the image failed: {err.strerror}")
-        finally:
-            # After a cancel the pipe stays open until the helper is done, so the helper learns
-            # of the cancel from the socket rather than from a stream that merely ended early.
-            if not self._cancel.cancelled:
-                self.close()
 
 
 class WriterClient:
@@ -159,7 +112,7 @@ class WriterClient:
             ),
             image=ImageSpec(
                 image.size_bytes,
-                SourceKind.FD if image.path is not None else SourceKind.STREAM,
+                _source_kind(image),
                 image.sha256 if image.path is None else None,
             ),
             ranges=None if ranges is None else tuple(ranges),
@@ -167,7 +120,7 @@ class WriterClient:
             options=options,
         )
         fds: list[int] = []
-        pump: _StreamPump | None = None
+        pump: StreamPump | GrowthPump | None = None
         try:
             if image.path is not None:
                 fds.append(os.open(image.path, os.O_RDONLY | os.O_CLOEXEC))
@@ -177,13 +130,23 @@ class WriterClient:
                 fds.append(read_end)
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-                pump = _StreamPump(image.open_stream, image.size_bytes, write_end, cancel)
+                pump = StreamPump(image.open_stream, image.size_bytes, write_end, cancel)
             if request.overlay:
                 fds.append(overlay_memfd(image))
+            if image.growth is not None:
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                fds.append(read_end)
+                pump = GrowthPump(image.growth, write_end, cancel)
         except BaseException:
             _release(fds, pump)
             raise
         return _Session(self.launcher, request, on_event, cancel).run(fds, pump)
+
+
+def _source_kind(image: ImageFeed) -> SourceKind:
+    if image.growth is not None:
+        return SourceKind.FOLLOW
+    return SourceKind.FD if image.path is not None else SourceKind.STREAM
 
 
 def _close_fds(fds: list[int]) -> None:
@@ -192,7 +155,7 @@ def _close_fds(fds: list[int]) -> None:
             os.close(fds.pop())
 
 
-def _release(fds: list[int], pump: _StreamPump | None) -> None:
+def _release(fds: list[int], pump: StreamPump | GrowthPump | None) -> None:
     """Give back what a job holds when it fails before the helper has taken it over."""
     _close_fds(fds)
     if pump is not None:
@@ -215,7 +178,7 @@ class _Session:
         self.meters: dict[tuple[str, Phase], RateMeter] = {}
         self.job_error: FlasherError | None = None
 
-    def run(self, fds: list[int], pump: _StreamPump | None) -> list[TargetResult]:
+    def run(self, fds: list[int], pump: StreamPump | GrowthPump | None) -> list[TargetResult]:
         """Run the job; takes ownership of `fds` (closed once the helper holds copies)."""
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -300,7 +263,9 @@ class _Session:
             raise WriterProtocolError("Writer protocol: a second hello in one job.")
         return False
 
-    def _collect(self, code: int, stderr: str, pump: _StreamPump | None) -> list[TargetResult]:
+    def _collect(
+        self, code: int, stderr: str, pump: StreamPump | GrowthPump | None
+    ) -> list[TargetResult]:
         if self.job_error is not None and not self.results:
             raise self.job_error
         out: list[TargetResult] = []
@@ -369,7 +334,10 @@ def write_file_targets(
     fd = -1
     try:
         source: ImageSourceLike
-        if image.path is not None:
+        if image.path is not None and image.growth is not None:
+            fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
+            source = FollowSource(fd, image.growth, overlay)
+        elif image.path is not None:
             fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
             source = RandomAccessSource(fd, image.size_bytes, overlay)
         else:
@@ -378,16 +346,27 @@ def write_file_targets(
             source = StreamSource(
                 stream_readinto(stream), image.size_bytes, overlay, expected_sha256=image.sha256
             )
-        plan = WritePlan.build(
-            image.size_bytes,
-            ranges,
-            chunk_bytes=options.chunk_bytes,
-            write_all=options.write_all,
-            overlay_ranges=image.overlay_ranges,
-        )
-        for outcome in engine.write_targets(
-            source, plan, opened, verify=options.verify, on_event=emit, cancel=cancel
-        ):
+        if isinstance(source, FollowSource):
+            outcomes = follow.follow_targets(
+                source,
+                opened,
+                chunk_bytes=options.chunk_bytes,
+                verify=options.verify,
+                on_event=emit,
+                cancel=cancel,
+            )
+        else:
+            plan = WritePlan.build(
+                image.size_bytes,
+                ranges,
+                chunk_bytes=options.chunk_bytes,
+                write_all=options.write_all,
+                overlay_ranges=image.overlay_ranges,
+            )
+            outcomes = engine.write_targets(
+                source, plan, opened, verify=options.verify, on_event=emit, cancel=cancel
+            )
+        for outcome in outcomes:
             results[outcome.path] = TargetResult(
                 outcome.path,
                 outcome.ok,

@@ -126,7 +126,7 @@ def _first_difference(expected: bytearray, actual: memoryview) -> int:
 # -- one target -------------------------------------------------------------------------------
 
 
-class _TargetJob:
+class TargetJob:
     def __init__(
         self,
         target: OpenTarget,
@@ -180,6 +180,13 @@ class _TargetJob:
                 )
             done += n
 
+    def pwrite_piece(self, buf: memoryview, chunk: Chunk) -> None:
+        """Write `chunk`'s bytes from `buf` (filled and padded by a source) at its offset."""
+        self._pwrite(buf[: self._io_len(chunk.length)], chunk.offset)
+
+    def fsync(self) -> None:
+        self._fsync()
+
     def _fsync(self) -> None:
         try:
             os.fsync(self.target.fd)
@@ -210,14 +217,24 @@ class _TargetJob:
                 problem=ProblemCode.TOO_SMALL,
             )
 
-    def write(self, feed: Feed) -> int:
+    def use_plan(self, io: IoPlan, digests: ChunkDigests) -> None:
+        """Write and verify `io`'s pieces from now on (a followed image's plan comes late)."""
+        self.io, self.plan, self.digests = io, io.pieces, digests
+        self._verify_hasher = PieceHasher(io, digests)
+
+    def erase_ends(self) -> None:
+        """Zero the first and last MiB, durably, before anything else is written."""
         t = self.target
-        self.emit(PhaseChanged(Phase.WRITING, t.path))
         self._zero(0, min(HEAD_BYTES, t.size_bytes))
         if t.kind is TargetKind.BLOCK and t.size_bytes > HEAD_BYTES:
             tail = max(HEAD_BYTES, (t.size_bytes - HEAD_BYTES) // t.block_size * t.block_size)
             self._zero(tail, t.size_bytes - tail)
         self._fsync()
+
+    def write(self, feed: Feed) -> int:
+        t = self.target
+        self.emit(PhaseChanged(Phase.WRITING, t.path))
+        self.erase_ends()
         meter = RateMeter(Phase.WRITING, self.plan.total_bytes, target=t.path)
         head = mmap.mmap(-1, HEAD_BYTES)
         head_view = memoryview(head)
@@ -413,7 +430,7 @@ class _TargetJob:
 OutcomeFn = Callable[[TargetOutcome], None]
 
 
-def _run_all(
+def run_all(
     jobs: Sequence[Callable[[], TargetOutcome]], on_outcome: OutcomeFn | None
 ) -> list[TargetOutcome]:
     results: list[TargetOutcome | None] = [None] * len(jobs)
@@ -456,7 +473,7 @@ def write_targets(
     sharing = max(len(targets), budget_targets)
     io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
     pieces = io.pieces.chunks
-    jobs = [_TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
+    jobs = [TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
     if isinstance(source, RandomAccessSource):
         random_source = source
         buf_bytes = round_up(io.pieces.chunk_bytes, 4096)
@@ -466,18 +483,18 @@ def write_targets(
 
         claims = HashClaims()
 
-        def run_one(job: _TargetJob) -> TargetOutcome:
+        def run_one(job: TargetJob) -> TargetOutcome:
             job.claims = claims if verify else None
             feed = Prefetch(range(len(pieces)), fill, buf_bytes=buf_bytes, depth=PREFETCH_DEPTH)
             return job.run(feed, write=True, verify=verify)
 
-        return _run_all([partial(run_one, job) for job in jobs], on_outcome)
+        return run_all([partial(run_one, job) for job in jobs], on_outcome)
     inboxes = [Inbox(cancel) for _ in jobs]
     hasher = PieceHasher(io, digests) if verify else None
     fanout = FanOut(source, io, hasher, inboxes, stall_timeout_s)
     fanout.start()
     try:
-        return _run_all(
+        return run_all(
             [
                 partial(job.run, box, write=True, verify=verify)
                 for job, box in zip(jobs, inboxes, strict=True)
@@ -504,7 +521,5 @@ def verify_targets(
     digests = ChunkDigests(plan)
     sharing = max(len(targets), budget_targets)
     io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
-    jobs = [_TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
-    return _run_all(
-        [partial(job.run, Feed(), write=False, verify=True) for job in jobs], on_outcome
-    )
+    jobs = [TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
+    return run_all([partial(job.run, Feed(), write=False, verify=True) for job in jobs], on_outcome)

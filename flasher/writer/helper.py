@@ -34,9 +34,10 @@ from flasher.errors import (
     FlasherError,
 )
 from flasher.events import CancelToken, Event, Log, PhaseChanged, Progress
-from flasher.writer import engine, helper_session, probe_service
+from flasher.writer import engine, follow, helper_session, probe_service
 from flasher.writer.blockdev import BlockDevicePolicy, OpenTarget, TargetPolicy
 from flasher.writer.framing import LineReader
+from flasher.writer.growing import FollowSource, Growth, feed_growth
 from flasher.writer.helper_session import SharedBudget
 from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
 from flasher.writer.plan import WritePlan
@@ -122,6 +123,14 @@ def _open_source(request: WriteRequest, fds: Sequence[int], cancel: CancelToken)
         _check_fd(fds[1], "overlay", read_only=False)
         overlay = Overlay.from_fd(fds[1], request.overlay)
     size = request.image.size_bytes
+    if request.image.source is SourceKind.FOLLOW:
+        _check_fd(fds[0], "image")
+        _check_fd(fds[-1], "image growth", fifo=True)
+        growth = Growth(size)
+        threading.Thread(
+            target=feed_growth, args=(fds[-1], growth, cancel), name="flasher-growth", daemon=True
+        ).start()
+        return FollowSource(fds[0], growth, overlay)
     if request.image.source is SourceKind.STREAM:
         _check_fd(fds[0], "image stream", fifo=True)
         return StreamSource.from_fd(
@@ -174,6 +183,16 @@ def _execute(
     every job the helper runs now, this one's included (they share the buffer budget).
     """
     opts = request.options
+    if isinstance(source, FollowSource):
+        return follow.follow_targets(
+            source,
+            targets,
+            chunk_bytes=opts.chunk_bytes,
+            verify=opts.verify,
+            on_event=emitter.engine_event,
+            cancel=cancel,
+            on_outcome=emitter.outcome,
+        )
     plan = WritePlan.build(
         request.image.size_bytes,
         request.ranges,
@@ -245,7 +264,7 @@ def run(
     cancel = cancel or CancelToken()
     budget = budget or SharedBudget()
     emitter = _Emitter(sock, cancel)
-    reader = LineReader(sock, max_fds=2)
+    reader = LineReader(sock, max_fds=3)
     emitter.send(Hello())
     try:
         line = reader.read_line(MAX_REQUEST_BYTES)

@@ -1,7 +1,7 @@
 """The values of a write job: the image as fed to the writer, and each target's result.
 
-Imports only the standard library and flasher.errors (the pipeline, the CLI and the GUI use
-these; the root helper does not need them).
+Imports only the standard library, flasher.errors and flasher.writer.growing (the pipeline, the
+CLI and the GUI use these; the root helper does not need them).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from flasher.errors import FlasherError
+from flasher.writer.growing import Growth
 
 StreamOpener = Callable[[], BinaryIO]
 
@@ -23,6 +24,8 @@ class ImageFeed:
 
     `overlay` holds (offset, bytes) ranges that replace the base bytes (the configured boot
     partition clusters). `sha256`, for streams, is the expected hash of the stream's bytes.
+    With `growth`, `path` is a file a decoder is still filling: the writer follows it
+    (flasher.writer.growing) and learns the allocation map when the decoding is complete.
     """
 
     size_bytes: int
@@ -30,6 +33,7 @@ class ImageFeed:
     open_stream: StreamOpener | None = None
     overlay: tuple[tuple[int, bytes], ...] = ()
     sha256: str | None = None
+    growth: Growth | None = None  # with `path`: the file is still being decoded
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.open_stream is None):

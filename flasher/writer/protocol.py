@@ -10,14 +10,17 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
    (SCM_RIGHTS), in this order:
    - fd 0: the image. `image.source == "fd"`: a read-only regular file (or memfd) holding the
      base image, read at any offset; `"stream"`: the read end of a pipe carrying exactly
-     `image.size` bytes in order (a decompressed source).
+     `image.size` bytes in order (a decompressed source); `"follow"`: a read-only regular file
+     a decoder is still filling (flasher.writer.growing), `ranges` null.
    - fd 1, only when `overlay` is non-empty: a memfd holding the overlay bytes, the ranges'
      bytes concatenated in order. Overlay ranges replace base (or stream) bytes.
+   - last, only for `"follow"`: the read end of a pipe saying which extents of the file hold
+     data so far and, once the stream has ended intact, the allocation map.
    ```
    {"v":2,"op":"write"|"verify",
     "targets":[{"path":"/dev/sdb","dev":"8:16","size":31914983424,"serial":"…",
                 "allow_internal":false}],           # true only for a separately confirmed disk
-    "image":{"size":1073741824,"source":"fd"|"stream","sha256":null},
+    "image":{"size":1073741824,"source":"fd"|"stream"|"follow","sha256":null},
     "ranges":[[0,4194304],…] | null,        # allocation map; null = the whole image
     "overlay":[[4194304,16384],…],          # replaced byte ranges, bytes in the memfd
     "options":{"verify":true,"write_all":false,"chunk_bytes":4194304}}
@@ -106,6 +109,7 @@ class Op(enum.StrEnum):
 class SourceKind(enum.StrEnum):
     FD = "fd"
     STREAM = "stream"
+    FOLLOW = "follow"  # a file still being decoded, and a pipe saying what is in it
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ class WriteRequest:
 
     @property
     def fd_count(self) -> int:
-        return 2 if self.overlay else 1
+        return (2 if self.overlay else 1) + (self.image.source is SourceKind.FOLLOW)
 
     @property
     def overlay_bytes(self) -> int:
@@ -254,7 +258,7 @@ def decode_request(line: bytes) -> WriteRequest:
     size_bytes = image_f.integer("size", minimum=1)
     source = image_f.text("source")
     if source not in {s.value for s in SourceKind}:
-        fail(f"request.image.source must be 'fd' or 'stream', not {source!r}")
+        fail(f"request.image.source must be 'fd', 'stream' or 'follow', not {source!r}")
     sha = image_f.text("sha256", required=False, nullable=True)
     if sha is not None and not _SHA256_RE.match(sha):
         fail("request.image.sha256 must be 64 lowercase hex digits")
@@ -311,8 +315,12 @@ def decode_request(line: bytes) -> WriteRequest:
     )
     if request.overlay_bytes > MAX_OVERLAY_BYTES:
         fail(f"the overlay is larger than {MAX_OVERLAY_BYTES} bytes")
-    if request.op is Op.VERIFY and request.image.source is SourceKind.STREAM:
+    if request.op is Op.VERIFY and request.image.source is not SourceKind.FD:
         fail("verify needs a random-access image (source 'fd')")
+    if request.image.source is SourceKind.FOLLOW and (
+        request.ranges is not None or request.options.write_all
+    ):
+        fail("a followed image gets its ranges when it is complete, not in the request")
     return request
 
 
