@@ -140,10 +140,11 @@ class PreparedJob:
 
     def sha256(self) -> str | None:
         """The image's SHA-256 for reports: `source_sha256`, or for an image decoded while
-        written, its hash once decoded (None if decoding failed)."""
-        if self.source_sha256 or self._unpacking is None:
-            return self.source_sha256
-        return self._unpacking.sha256()
+        written, its hash once decoded (None if decoding failed); None for a raw file used in
+        place by a single flash (not hashed)."""
+        if self._unpacking is not None and not self.source_sha256:
+            return self._unpacking.sha256()
+        return self.source_sha256 or None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the prepared image (no secrets)."""
@@ -230,7 +231,8 @@ def prepare(
     With `overlap` (and no `bmap_path`, `write_all` or `expected_sha256`), a compressed image
     not unpacked yet is decoded into the cache on a thread and the job is ready as soon as its
     boot partition is: the writer follows the decoding (flasher.unpacking), and the allocation
-    map comes when the stream has ended intact. Close the job to wait for the decoding.
+    map comes when the stream has ended intact. Close the job to wait for the decoding. A raw
+    file used in place is then not hashed: reading all of it would cost more than the flash.
     """
     cancel = cancel or CancelToken()
     if config is not None:
@@ -259,7 +261,12 @@ def prepare(
     cancel.check()
     sha256 = resolved.sha256
     source_path = source_file(source, resolved)
-    if sha256 is None:
+    if sha256 is None and overlap and expected_sha256 is None:
+        # A raw file used in place for one flash: not hashed for the report (reading every
+        # byte of it costs more than writing and verifying its mapped ranges; the report says
+        # null, and the targets' own digests prove what was written).
+        known: dict[Path, str] = {}
+    elif sha256 is None:
         # A raw file used in place has no cache entry to carry its hash; reports need it.
         on_event(PhaseChanged(Phase.CHECKING))
         on_event(Log("info", f"hashing {resolved.raw_path} for the report"))
@@ -317,7 +324,7 @@ def prepare(
         return PreparedJob(
             raw_path=resolved.raw_path,
             size_bytes=base.size,
-            source_sha256=sha256,
+            source_sha256=sha256 or "",
             identity=identity,
             config=config,
             image=image,

@@ -92,13 +92,35 @@ def test_a_card_of_an_unconfigured_job_cannot_take_a_hostname(
     assert caught.value.field == "hostname"
 
 
-def test_a_raw_file_used_in_place_is_hashed_for_the_report(
+def test_a_flash_of_a_raw_file_in_place_does_not_read_all_of_it_for_a_hash(
     image: BuiltImage, provider: ImageProvider, tmp_path: Path
 ) -> None:
     job = FlashJob(SourceSpec(path=str(image.path)), targets=(str(tmp_path / "card.img"),))
     report = run_flash(job, provider)
     assert report.ok
-    assert report.image_sha256 == hashlib.sha256(image.path.read_bytes()).hexdigest()
+    assert report.image_sha256 is None
+    assert all(r.sha256 for r in report.results)  # what was written is still proven
+
+
+def test_a_flash_given_the_raw_files_sha256_reports_it(
+    image: BuiltImage, provider: ImageProvider, tmp_path: Path
+) -> None:
+    digest = hashlib.sha256(image.path.read_bytes()).hexdigest()
+    job = FlashJob(
+        SourceSpec(path=str(image.path)),
+        targets=(str(tmp_path / "card.img"),),
+        expected_sha256=digest,
+    )
+    report = run_flash(job, provider)
+    assert report.ok
+    assert report.image_sha256 == digest
+
+
+def test_a_prepared_raw_file_for_many_cards_is_hashed_for_the_report(
+    image: BuiltImage, provider: ImageProvider
+) -> None:
+    with prepare(SourceSpec(path=str(image.path)), provider) as job:
+        assert job.sha256() == hashlib.sha256(image.path.read_bytes()).hexdigest()
 
 
 def test_write_all_maps_nothing_and_writes_every_byte(
