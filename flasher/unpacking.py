@@ -16,7 +16,6 @@ writer.growing); never prints.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -31,7 +30,6 @@ from flasher.writer.growing import Growth, Range
 
 PUBLISH_BYTES = 4 * 1024 * 1024  # data extents go to the writer at least this often
 POLL_S = 0.1
-HASH_BYTES = 4 * 1024 * 1024
 ALIGN_BYTES = 4096
 SIZE_PROBE_BYTES = 64 * 1024  # the MBR and a GPT header, for 512- or 4096-byte sectors
 SIZE_SLACK_BYTES = 64 * 1024 * 1024
@@ -97,8 +95,6 @@ class BackgroundUnpack:
         self._published_at = 0
         self._published_end = 0
         self.error: FlasherError | None = None
-        self._hasher: threading.Thread | None = None
-        self._sha256: str | None = None
         self._thread = threading.Thread(target=self._run, name="flasher-unpack", daemon=True)
 
     # the decode thread ------------------------------------------------------------------
@@ -265,34 +261,6 @@ class BackgroundUnpack:
                 self._cond.wait(POLL_S)
             return self._fd
 
-    def start_hashing(self) -> None:
-        """Take the image's SHA-256 on a thread of its own, following the decoder."""
-        self._hasher = threading.Thread(target=self._hash, name="flasher-unpack-hash", daemon=True)
-        self._hasher.start()
-
-    def _hash(self) -> None:
-        digest = hashlib.sha256()
-        buf = bytearray(HASH_BYTES)
-        pos = 0
-        try:
-            while pos < self.size_bytes:
-                end = min(self.size_bytes, pos + HASH_BYTES)
-                fd = self.wait_for(end)
-                view = memoryview(buf)[: end - pos]
-                got = os.preadv(fd, [view], pos)
-                view[got:] = bytes(len(view) - got)  # holes past the file's end so far
-                digest.update(view)
-                pos = end
-        except (FlasherError, OSError):
-            return  # the decoding failed: the job fails and reports no hash
-        self._sha256 = digest.hexdigest()
-
-    def sha256(self) -> str | None:
-        """The image's SHA-256 once decoded (after `start_hashing`), else None."""
-        if self._hasher is not None:
-            self._hasher.join()
-        return self._sha256
-
     def when_complete(self, complete: CompleteFn) -> None:
         """Call `complete` (on the decode thread, or now if decoding is over) with the complete
         image; what it returns (the allocation map) completes `growth`."""
@@ -310,8 +278,6 @@ class BackgroundUnpack:
             self._thread.join()
         else:
             self._locks.close()
-        if self._hasher is not None:
-            self._hasher.join()
         with self._cond:
             if self._fd >= 0:
                 os.close(self._fd)

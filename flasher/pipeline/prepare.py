@@ -139,11 +139,8 @@ class PreparedJob:
         return str(self.raw_path)
 
     def sha256(self) -> str | None:
-        """The image's SHA-256 for reports: `source_sha256`, or for an image decoded while
-        written, its hash once decoded (None if decoding failed); None for a raw file used in
-        place by a single flash (not hashed)."""
-        if self._unpacking is not None and not self.source_sha256:
-            return self._unpacking.sha256()
+        """The image's SHA-256 for reports, or None for a local file flashed by `run_flash`
+        (not hashed: reading all of the image for it would cost more than the flash itself)."""
         return self.source_sha256 or None
 
     def summary(self) -> dict[str, Any]:
@@ -355,8 +352,6 @@ def _prepare_following(
     integrity = check_image(source_path, resolved.raw_path, None)
     if require_integrity:
         refuse_unproven(integrity, source_path)
-    if resolved.sha256 is None:
-        unpack.start_hashing()  # the report names the decoded image by its hash
     reader = unpack.reader()
     name = str(resolved.raw_path)
     # The start of the disk, where the boot partition is: logical partitions and a GPT backup

@@ -3,6 +3,7 @@ written and read back, and the same facts for every caller."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -92,10 +93,15 @@ def test_a_card_of_an_unconfigured_job_cannot_take_a_hostname(
     assert caught.value.field == "hostname"
 
 
-def test_a_flash_of_a_raw_file_in_place_does_not_read_all_of_it_for_a_hash(
-    image: BuiltImage, provider: ImageProvider, tmp_path: Path
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "gz"])
+def test_a_flash_of_a_local_file_does_not_read_all_of_the_image_for_a_hash(
+    image: BuiltImage, provider: ImageProvider, tmp_path: Path, compressed: bool
 ) -> None:
-    job = FlashJob(SourceSpec(path=str(image.path)), targets=(str(tmp_path / "card.img"),))
+    source = image.path
+    if compressed:
+        source = tmp_path / "image.img.gz"
+        source.write_bytes(gzip.compress(image.path.read_bytes(), compresslevel=1))
+    job = FlashJob(SourceSpec(path=str(source)), targets=(str(tmp_path / "card.img"),))
     report = run_flash(job, provider)
     assert report.ok
     assert report.image_sha256 is None
