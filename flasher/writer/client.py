@@ -46,13 +46,11 @@ from flasher.writer.job import (
     overlay_memfd,
     stream_readinto,
 )
-from flasher.writer.launchers import Launcher, authorization_denied, default_launcher
+from flasher.writer.launchers import Launcher, await_hello, default_launcher
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import (
     DEFAULT_CHUNK_BYTES,
     MAX_EVENT_BYTES,
-    PROTOCOL_VERSION,
-    Hello,
     ImageSpec,
     JobEnd,
     LogEvent,
@@ -189,24 +187,7 @@ class _Session:
         self.cancel.on_cancel(lambda: _shutdown_send(ours))
         reader = LineReader(ours)
         try:
-            first = reader.read_line(MAX_EVENT_BYTES)
-            if first is None:
-                ours.close()
-                code = handle.wait()
-                raise authorization_denied(code) or WriterError(
-                    f"The writer helper exited before starting (exit code {code}).",
-                    hint="Reinstall Flasher if this happens again.",
-                    action=Action.SHOW_DETAILS,
-                    helper_exit_code=code,
-                    stderr=handle.diagnostics(),
-                )
-            hello = decode_event(first)
-            if not isinstance(hello, Hello) or hello.v != PROTOCOL_VERSION:
-                raise WriterProtocolError(
-                    f"The writer helper speaks protocol {getattr(hello, 'v', '?')}, "
-                    f"this app speaks {PROTOCOL_VERSION}.",
-                    hint="Reinstall Flasher so the app and its helper match.",
-                )
+            await_hello(reader, ours, handle)
             if not self.cancel.cancelled:
                 send_request(ours, self.request, fds)
                 # The helper has its own copies now; ours would keep the stream pipe open.

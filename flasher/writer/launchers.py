@@ -16,10 +16,13 @@ import threading
 from collections import deque
 from typing import IO, Protocol
 
-from flasher.errors import AuthorizationDenied, WriterError
+from flasher.error_codes import Action
+from flasher.errors import AuthorizationDenied, WriterError, WriterProtocolError
 from flasher.events import CancelToken
 from flasher.writer import helper
 from flasher.writer.blockdev import TargetPolicy
+from flasher.writer.framing import LineReader
+from flasher.writer.protocol import MAX_EVENT_BYTES, PROTOCOL_VERSION, Hello, decode_event
 
 # Where packaging installs the helper; the polkit action's exec.path names this file.
 INSTALLED_HELPER = "/usr/libexec/flasher/flasher-writer"
@@ -249,3 +252,29 @@ def authorization_denied(code: int) -> AuthorizationDenied | None:
             hint="Ask an administrator, or run the command as root.",
         )
     return None
+
+
+def await_hello(reader: LineReader, sock: socket.socket, handle: WriterHandle) -> None:
+    """Read the started helper's first line: its hello, in this app's protocol version.
+
+    A helper that ends before saying it (closing `sock`) raises why: authorization refused,
+    or its exit code and diagnostics; one that speaks another version, WriterProtocolError.
+    """
+    first = reader.read_line(MAX_EVENT_BYTES)
+    if first is None:
+        sock.close()
+        code = handle.wait()
+        raise authorization_denied(code) or WriterError(
+            f"The writer helper exited before starting (exit code {code}).",
+            hint="Reinstall Flasher if this happens again.",
+            action=Action.SHOW_DETAILS,
+            helper_exit_code=code,
+            stderr=handle.diagnostics(),
+        )
+    hello = decode_event(first)
+    if not isinstance(hello, Hello) or hello.v != PROTOCOL_VERSION:
+        raise WriterProtocolError(
+            f"The writer helper speaks protocol {getattr(hello, 'v', '?')}, "
+            f"this app speaks {PROTOCOL_VERSION}.",
+            hint="Reinstall Flasher so the app and its helper match.",
+        )

@@ -19,13 +19,11 @@ from flasher.writer.job import StreamOpener, stream_readinto
 PIPE_BYTES = 1024 * 1024
 
 
-class StreamPump(threading.Thread):
-    """Copies a decompressed stream into the helper's pipe; keeps the first decoding error."""
+class _Pump(threading.Thread):
+    """A thread that owns the write end of a pipe to the helper and keeps the first error."""
 
-    def __init__(self, open_stream: StreamOpener, size_bytes: int, fd: int, cancel: CancelToken):
-        super().__init__(name="flasher-stream-pump", daemon=True)
-        self._open = open_stream
-        self._size = size_bytes
+    def __init__(self, name: str, fd: int, cancel: CancelToken):
+        super().__init__(name=name, daemon=True)
         self._fd = fd
         self._cancel = cancel
         self._lock = threading.Lock()
@@ -37,6 +35,15 @@ class StreamPump(threading.Thread):
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+class StreamPump(_Pump):
+    """Copies a decompressed stream into the helper's pipe; keeps the first decoding error."""
+
+    def __init__(self, open_stream: StreamOpener, size_bytes: int, fd: int, cancel: CancelToken):
+        super().__init__("flasher-stream-pump", fd, cancel)
+        self._open = open_stream
+        self._size = size_bytes
 
     def run(self) -> None:
         buf = bytearray(PIPE_BYTES)
@@ -66,23 +73,12 @@ class StreamPump(threading.Thread):
                 self.close()
 
 
-class GrowthPump(threading.Thread):
+class GrowthPump(_Pump):
     """Tells the helper, over a pipe, what the decoder has written; keeps the decoding error."""
 
     def __init__(self, growth: Growth, fd: int, cancel: CancelToken):
-        super().__init__(name="flasher-growth-pump", daemon=True)
+        super().__init__("flasher-growth-pump", fd, cancel)
         self._growth = growth
-        self._fd = fd
-        self._cancel = cancel
-        self._lock = threading.Lock()
-        self.error: FlasherError | None = None
-
-    def close(self) -> None:
-        """Release the pipe (once): when never started, or after the helper has ended."""
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
 
     def run(self) -> None:
         try:

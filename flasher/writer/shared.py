@@ -22,8 +22,8 @@ import threading
 from flasher.error_codes import Action
 from flasher.errors import FlasherError, WriterError, WriterProtocolError
 from flasher.writer.framing import LineReader
-from flasher.writer.launchers import Launcher, WriterHandle, authorization_denied, default_launcher
-from flasher.writer.protocol import MAX_EVENT_BYTES, PROTOCOL_VERSION, Hello, decode_event
+from flasher.writer.launchers import Launcher, WriterHandle, await_hello, default_launcher
+from flasher.writer.protocol import MAX_EVENT_BYTES
 from flasher.writer.sessionwire import (
     JobExit,
     decode_control_event,
@@ -84,24 +84,7 @@ class _Session:
         self._thread.start()
 
     def _greet(self) -> None:
-        first = self._reader.read_line(MAX_EVENT_BYTES)
-        if first is None:
-            self._sock.close()
-            code = self._handle.wait()
-            raise authorization_denied(code) or WriterError(
-                f"The writer helper exited before starting (exit code {code}).",
-                hint="Reinstall Flasher if this happens again.",
-                action=Action.SHOW_DETAILS,
-                helper_exit_code=code,
-                stderr=self._handle.diagnostics(),
-            )
-        hello = decode_event(first)
-        if not isinstance(hello, Hello) or hello.v != PROTOCOL_VERSION:
-            raise WriterProtocolError(
-                f"The writer helper speaks protocol {getattr(hello, 'v', '?')}, "
-                f"this app speaks {PROTOCOL_VERSION}.",
-                hint="Reinstall Flasher so the app and its helper match.",
-            )
+        await_hello(self._reader, self._sock, self._handle)
         self._sock.sendall(encode_session_start())
 
     @property
