@@ -490,7 +490,7 @@ class Station:
             vendor=drive.vendor or None,
             model=drive.model or None,
             size_bytes=drive.size_bytes,
-            image_sha256=image.source_sha256 if image is not None else None,
+            image_sha256=image.sha256() if image is not None else None,
             device_type=image.identity.device_type if image is not None else None,
             os_version=image.identity.os_version if image is not None else None,
             config_sha256=card_image.config_sha256 if card_image is not None else None,

@@ -126,7 +126,7 @@ def run_flash(
         bmap_path=job.bmap_path,
         write_all=job.write_all,
         expected_sha256=job.expected_sha256,
-        overlap=True,
+        one_flash=True,
         on_event=on_event,
         cancel=cancel,
     ) as prepared:

@@ -75,7 +75,7 @@ class PreparedJob:
 
     raw_path: Path
     size_bytes: int
-    source_sha256: str
+    source_sha256: str | None
     identity: ImageIdentity
     config: DeviceConfig | None
     image: CardImage
@@ -139,9 +139,9 @@ class PreparedJob:
         return str(self.raw_path)
 
     def sha256(self) -> str | None:
-        """The image's SHA-256 for reports, or None for a local file flashed by `run_flash`
+        """The image's SHA-256 for reports, or None for a local file prepared for `one_flash`
         (not hashed: reading all of the image for it would cost more than the flash itself)."""
-        return self.source_sha256 or None
+        return self.source_sha256
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the prepared image (no secrets)."""
@@ -211,7 +211,7 @@ def prepare(
     write_all: bool = False,
     expected_sha256: str | None = None,
     require_integrity: bool = False,
-    overlap: bool = False,
+    one_flash: bool = False,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
 ) -> PreparedJob:
@@ -225,19 +225,21 @@ def prepare(
     `require_integrity` refuses a source nothing proves. Raises (ConfigError, CatalogError,
     DownloadError, ImageError) before anything is written.
 
-    With `overlap` (and no `bmap_path`, `write_all` or `expected_sha256`), a compressed image
-    not unpacked yet is decoded into the cache on a thread and the job is ready as soon as its
-    boot partition is: the writer follows the decoding (flasher.unpacking), and the allocation
-    map comes when the stream has ended intact. Close the job to wait for the decoding. A raw
-    file used in place is then not hashed: reading all of it would cost more than the flash.
+    `one_flash`: the job is written once, right away (not kept for more cards). Then, with no
+    `bmap_path`, `write_all` or `expected_sha256`, a compressed image not unpacked yet is
+    decoded into the cache on a thread and the job is ready as soon as its boot partition is:
+    the writer follows the decoding (flasher.unpacking), and the allocation map comes when the
+    stream has ended intact (close the job to wait for the decoding); and a local file is not
+    hashed for the report (`sha256()` is None): reading all of it would cost more than the
+    flash, and each target's own digest proves what was written.
     """
     cancel = cancel or CancelToken()
     if config is not None:
         validate_device_config(config)
-    background = overlap and bmap_path is None and not write_all and expected_sha256 is None
+    background = one_flash and bmap_path is None and not write_all and expected_sha256 is None
     resolved = provider.obtain(source, on_event=on_event, cancel=cancel, background=background)
     if resolved.unpacking is not None and resolved.unpacking.wait_size() is None:
-        # The raw size cannot be told before the end: unpack first, as without `overlap`.
+        # The raw size cannot be told before the end: unpack first, as for a kept job.
         resolved.unpacking.close()
         resolved.unpacking.raise_error()
         resolved = replace(resolved, unpacking=None)
@@ -258,11 +260,8 @@ def prepare(
     cancel.check()
     sha256 = resolved.sha256
     source_path = source_file(source, resolved)
-    if sha256 is None and overlap and expected_sha256 is None:
-        # A raw file used in place for one flash: not hashed for the report (reading every
-        # byte of it costs more than writing and verifying its mapped ranges; the report says
-        # null, and the targets' own digests prove what was written).
-        known: dict[Path, str] = {}
+    if sha256 is None and one_flash and expected_sha256 is None:
+        known: dict[Path, str] = {}  # a local file flashed once: not hashed (see above)
     elif sha256 is None:
         # A raw file used in place has no cache entry to carry its hash; reports need it.
         on_event(PhaseChanged(Phase.CHECKING))
@@ -321,7 +320,7 @@ def prepare(
         return PreparedJob(
             raw_path=resolved.raw_path,
             size_bytes=base.size,
-            source_sha256=sha256 or "",
+            source_sha256=sha256,
             identity=identity,
             config=config,
             image=image,
@@ -390,7 +389,7 @@ def _prepare_following(
     return PreparedJob(
         raw_path=resolved.raw_path,
         size_bytes=unpack.size_bytes,
-        source_sha256=resolved.sha256 or "",
+        source_sha256=resolved.sha256,
         identity=identity,
         config=config,
         image=CardImage(

@@ -53,7 +53,7 @@ def _flash(
     whether the write followed the decoding)."""
     provider = ImageProvider(ImageCache(cache))
     with prepare(
-        SourceSpec(path=str(source)), provider, config=_config(image), overlap=overlap
+        SourceSpec(path=str(source)), provider, config=_config(image), one_flash=overlap
     ) as job:
         followed = job.image.feed.growth is not None
         (result,) = write(job, [resolve_target(card.path)]).results
