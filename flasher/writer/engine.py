@@ -412,15 +412,16 @@ class TargetJob:
             # must not boot from what was written.
             if write:
                 self.invalidate()
-            return self._failed(err, started)
+            return self.failed(err, started)
         except FlasherError as err:
-            return self._failed(err, started)
+            return self.failed(err, started)
         except OSError as err:
-            return self._failed(io_error(err, t.path, "writing"), started)
+            return self.failed(io_error(err, t.path, "writing"), started)
         finally:
             feed.close()
 
-    def _failed(self, err: FlasherError, started: float) -> TargetOutcome:
+    def failed(self, err: FlasherError, started: float) -> TargetOutcome:
+        """This target's outcome for `err`, after `started` (time.monotonic())."""
         return TargetOutcome(self.target.path, False, seconds=time.monotonic() - started, error=err)
 
 

@@ -247,16 +247,13 @@ class _Target:
         except (Cancelled, VerificationFailed, ImageError) as err:
             if writing:
                 self.engine.invalidate()
-            return self._failed(err, started)
+            return self.engine.failed(err, started)
         except FlasherError as err:
-            return self._failed(err, started)
+            return self.engine.failed(err, started)
         except OSError as err:
-            return self._failed(io_error(err, t.path, "writing"), started)
+            return self.engine.failed(io_error(err, t.path, "writing"), started)
         finally:
             self._release_buffer()
-
-    def _failed(self, err: FlasherError, started: float) -> TargetOutcome:
-        return TargetOutcome(self.target.path, False, seconds=time.monotonic() - started, error=err)
 
 
 def follow_targets(
