@@ -25,6 +25,7 @@ from flasher.writer.launchers import DirectLauncher, InProcessLauncher, Launcher
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import TargetSpec
 from tests.support.loopdev import LoopDevice, LoopDevices
+from tests.support.streams import HeldStream
 
 MiB = 1024 * 1024
 IMAGE_BYTES = 24 * MiB + 1536  # not a multiple of 4 KiB, so the padded tail is exercised
@@ -164,36 +165,10 @@ def test_sparse_and_full_writes_give_identical_mapped_ranges(
     assert full.read(14 * MiB, MiB) == expected[14 * MiB : 15 * MiB]
 
 
-class _Stream(io.RawIOBase):
-    """A decompressed-stream stand-in: serves `data`, optionally pausing at `hold_at` until
-    `release` is set (a slow source), so a cancel can land mid-write."""
-
-    def __init__(
-        self, data: bytes, hold_at: int | None = None, release: threading.Event | None = None
-    ) -> None:
-        self._data = data
-        self._pos = 0
-        self._hold_at = hold_at
-        self._release = release
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
-        if self._hold_at is not None and self._pos >= self._hold_at and self._release:
-            self._release.wait(30)
-            return 0
-        end = len(self._data) if self._hold_at is None else self._hold_at
-        n = min(len(buf), end - self._pos, len(self._data) - self._pos)
-        buf[:n] = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-
 def _feed(kind: str, path: Path, data: bytes) -> ImageFeed:
     if kind == "fd":
         return ImageFeed.from_file(path, overlay=OVERLAY)
-    return ImageFeed.from_stream(lambda: _as_binary(_Stream(data)), len(data), overlay=OVERLAY)
+    return ImageFeed.from_stream(lambda: _as_binary(HeldStream(data)), len(data), overlay=OVERLAY)
 
 
 def _as_binary(stream: io.RawIOBase) -> BinaryIO:
@@ -230,7 +205,7 @@ def test_cancel_leaves_the_first_mib_zeroed(loops: LoopDevices, image: tuple[Pat
     release = threading.Event()
     cancel = CancelToken()
     feed = ImageFeed.from_stream(
-        lambda: _as_binary(_Stream(raw, hold_at=12 * MiB, release=release)), len(raw)
+        lambda: _as_binary(HeldStream(raw, hold_at=12 * MiB, release=release)), len(raw)
     )
 
     def cancel_mid_write() -> None:
@@ -260,7 +235,7 @@ def test_stream_with_a_wrong_checksum_never_gets_a_partition_table(
     path, _expected = image
     loop = loops.create(32 * MiB, fill=FILL)
     raw = path.read_bytes()
-    feed = ImageFeed.from_stream(lambda: _as_binary(_Stream(raw)), len(raw), sha256="0" * 64)
+    feed = ImageFeed.from_stream(lambda: _as_binary(HeldStream(raw)), len(raw), sha256="0" * 64)
     (result,) = write_image(feed, [_drive(loop)], launcher=_in_process())
     assert isinstance(result.error, ImageError) and result.error.problem == "checksum"
     assert loop.read(0, MiB) == bytes(MiB)

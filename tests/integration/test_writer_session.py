@@ -29,6 +29,7 @@ from flasher.writer.launchers import DirectLauncher, WriterHandle
 from flasher.writer.shared import SharedHelper
 from tests.support.helper_driver import HelperProcess, target_entry, write_request
 from tests.support.loopdev import LoopDevice, LoopDevices
+from tests.support.streams import HeldStream
 
 MiB = 1024 * 1024
 IMAGE_BYTES = 20 * MiB + 512
@@ -49,31 +50,9 @@ def _drive(loop: LoopDevice) -> Drive:
     return drive
 
 
-class _HeldStream(io.RawIOBase):
-    """Serves `data` up to `hold_at`, then waits for `release` (a slow decoder)."""
-
-    def __init__(self, data: bytes, hold_at: int, release: threading.Event) -> None:
-        self._data = data
-        self._pos = 0
-        self._hold_at = hold_at
-        self._release = release
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
-        if self._pos >= self._hold_at:
-            self._release.wait(30)
-            return 0
-        n = min(len(buf), self._hold_at - self._pos)
-        buf[:n] = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-
 def _held_feed(raw: bytes, release: threading.Event) -> ImageFeed:
     return ImageFeed.from_stream(
-        lambda: io.BufferedReader(_HeldStream(raw, 12 * MiB, release)), len(raw)
+        lambda: io.BufferedReader(HeldStream(raw, 12 * MiB, release)), len(raw)
     )
 
 
