@@ -174,12 +174,12 @@ class AppState:
             services = tuple(
                 ServiceState(
                     name=str(sname),
-                    status=_str(_obj(s).get("status")),
-                    release_id=_int(_obj(s).get("releaseId")),
-                    download_progress=_float(_obj(s).get("downloadProgress")),
-                    image=_str(_obj(s).get("image")),
+                    status=_str(s.get("status")),
+                    release_id=_int(s.get("releaseId")),
+                    download_progress=_float(s.get("downloadProgress")),
+                    image=_str(s.get("image")),
                 )
-                for sname, s in _obj(app.get("services")).items()
+                for sname, s in ((n, _obj(v)) for n, v in _obj(app.get("services")).items())
             )
             apps.append(
                 cls(
@@ -230,26 +230,26 @@ class StateStatus:
         data = _obj(body)
         containers = tuple(
             Container(
-                service_name=str(_obj(c).get("serviceName", "")),
-                status=_str(_obj(c).get("status")),
-                app_id=_int(_obj(c).get("appId")),
-                image_id=_int(_obj(c).get("imageId")),
-                service_id=_int(_obj(c).get("serviceId")),
-                container_id=_str(_obj(c).get("containerId")),
-                created_at=_str(_obj(c).get("createdAt")),
+                service_name=str(c.get("serviceName", "")),
+                status=_str(c.get("status")),
+                app_id=_int(c.get("appId")),
+                image_id=_int(c.get("imageId")),
+                service_id=_int(c.get("serviceId")),
+                container_id=_str(c.get("containerId")),
+                created_at=_str(c.get("createdAt")),
             )
-            for c in data.get("containers") or ()
+            for c in map(_obj, data.get("containers") or ())
         )
         images = tuple(
             ImageState(
-                name=str(_obj(i).get("name", "")),
-                service_name=_str(_obj(i).get("serviceName")),
-                app_id=_int(_obj(i).get("appId")),
-                image_id=_int(_obj(i).get("imageId")),
-                status=_str(_obj(i).get("status")),
-                download_progress=_float(_obj(i).get("downloadProgress")),
+                name=str(i.get("name", "")),
+                service_name=_str(i.get("serviceName")),
+                app_id=_int(i.get("appId")),
+                image_id=_int(i.get("imageId")),
+                status=_str(i.get("status")),
+                download_progress=_float(i.get("downloadProgress")),
             )
-            for i in data.get("images") or ()
+            for i in map(_obj, data.get("images") or ())
         )
         return cls(
             app_state=_str(data.get("appState")),
