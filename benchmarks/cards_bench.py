@@ -43,6 +43,7 @@ from benchlib.system import (
     SECTOR_BYTES,
     LoopDevice,
     TreeRss,
+    compile_package,
     drop_caches,
     loop_devices,
     require_root,
@@ -375,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     require_root()
     signal.signal(signal.SIGTERM, _terminate)
+    compile_package(REPO / "flasher")
     sets = alone_sets(args.card_sets) + [s for s in args.card_sets if s.cards > 1]
     modes = ("flash", "bench") if args.mode == "both" else (args.mode,)
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="flasher-cards-", dir="/var/tmp"))

@@ -37,6 +37,7 @@ from benchlib.cases import BENCH_DIR, Case, ImageSet, full_matrix, quick_matrix
 from benchlib.system import (
     SECTOR_BYTES,
     LoopDevice,
+    compile_package,
     drop_caches,
     loop_devices,
     require_root,
@@ -352,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + " (see docs/performance.md for how to make them)"
         )
     signal.signal(signal.SIGTERM, _terminate)
+    compile_package(REPO / "flasher")
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="flasher-bench-", dir="/var/tmp"))
     scratch.mkdir(parents=True, exist_ok=True)
     images = _with_dense_copy(images, scratch)
