@@ -24,8 +24,8 @@ ALIGN_BYTES = 4096
 COALESCE_GAP_BYTES = 1 * MiB
 # The write buffers of all targets of a job together stay under this, by cutting chunks into
 # smaller I/O pieces (no smaller than 1 MiB): with 4 buffers per target, 4 MiB pieces for up to
-# 4 targets, 2 MiB for up to 8, 1 MiB beyond.
-WRITE_BUFFERS_BUDGET_BYTES = 64 * MiB
+# 2 targets, 2 MiB for up to 4, 1 MiB beyond (a 16-card bench holds 64 MiB).
+WRITE_BUFFERS_BUDGET_BYTES = 32 * MiB
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from flasher.writer import engine
 from flasher.writer.blockdev import BlockDevicePolicy
 from flasher.writer.client import ImageFeed, verify_image, write_image
 from flasher.writer.launchers import InProcessLauncher
-from flasher.writer.plan import piece_bytes_for
+from flasher.writer.plan import WRITE_BUFFERS_BUDGET_BYTES, piece_bytes_for
 from tests.support.loopdev import LoopDevice, LoopDevices
 
 MiB = 1024 * 1024
@@ -84,7 +84,7 @@ def test_many_targets_take_smaller_pieces_of_the_same_chunks() -> None:
     many = piece_bytes_for(MANY, 4 * MiB, engine.PREFETCH_DEPTH)
     assert one == 4 * MiB
     assert many < one and (4 * MiB) % many == 0
-    assert MANY * engine.PREFETCH_DEPTH * many <= 64 * MiB
+    assert MANY * engine.PREFETCH_DEPTH * many <= WRITE_BUFFERS_BUDGET_BYTES
 
 
 @pytest.mark.root

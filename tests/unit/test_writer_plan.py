@@ -191,11 +191,12 @@ def test_a_chunk_digest_from_its_pieces_equals_the_digest_of_the_chunk(piece_byt
 
 
 def test_many_targets_halve_the_piece_down_to_one_mib() -> None:
-    assert [piece_bytes_for(n, 4 * MiB, 4) for n in (1, 4, 5, 8, 9, 16, 64)] == [
+    assert [piece_bytes_for(n, 4 * MiB, 4) for n in (1, 2, 3, 4, 5, 8, 16, 64)] == [
         4 * MiB,
         4 * MiB,
         2 * MiB,
         2 * MiB,
+        MiB,
         MiB,
         MiB,
         MiB,
