@@ -108,7 +108,10 @@ LIBRARY: dict[str, Callable[[Path], int]] = {
 
 
 def decode_flasher(path: Path) -> int:
+    from flasher.heap import tune_for_streaming
     from flasher.image.sources import open_source
+
+    tune_for_streaming()  # as the flasher command does before it decodes
 
     with open_source(path).open_stream() as stream:
         readinto: Callable[[memoryview], int] = getattr(stream, "readinto")  # noqa: B009

@@ -187,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     import logging  # not needed by --help and usage errors, which exit above
 
+    from flasher.heap import tune_for_streaming
+
+    tune_for_streaming()
+
     logging.basicConfig(
         level=logging.WARNING - 10 * min(_verbosity(args), 2),
         format="%(levelname)s %(name)s: %(message)s",

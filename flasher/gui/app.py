@@ -26,6 +26,7 @@ from flasher.gui.controller import DriveWatch, FlashController, Services
 from flasher.gui.dialogs import ExceptionHook
 from flasher.gui.theme import configure_application, prepare_application
 from flasher.gui.window import MainWindow
+from flasher.heap import tune_for_streaming
 from flasher.models import Secret
 from flasher.provider import ImageProvider
 from flasher.sandbox.server import SandboxServer
@@ -143,6 +144,7 @@ def build_window(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
+    tune_for_streaming()
     prepare_application()
     app = QApplication([sys.argv[0], *qt_args])
     configure_application(app)
