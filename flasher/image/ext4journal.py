@@ -1,4 +1,4 @@
-"""The internal jbd2 journal of an ext3/4 filesystem: where it lies, and which of it may be scrubbed.
+"""The internal jbd2 journal of an ext3/4 filesystem: where it lies, and what may be scrubbed.
 
 A journal body that is all zeros in the image need not be written: a card only has to hold no
 block there that jbd2 could take for a log block of a previous life (flasher.writer.scrub makes
@@ -157,7 +157,7 @@ def _extents(
 def _index_leaf(node: bytes, offset: int) -> int:
     """The block an ext4_extent_idx at `offset` points to (ei_leaf_lo, then ei_leaf_hi)."""
     _first, lo, hi = struct.unpack_from("<IIH", node, offset)
-    return lo | hi << 32
+    return int(lo | hi << 32)
 
 
 def _check_journal_superblock(fs: Ext4Filesystem, io: ReadAt, block: int, blocks: int) -> None:
