@@ -16,9 +16,9 @@ missing file is created). Erasing a drive needs --yes, or a "yes" typed on the t
 "sha256", "scrub_scanned_bytes", "scrub_zeroed_blocks", "error"} per target and a final
 {"event": "summary", "ok", "image", "size_bytes", "mapped_bytes", "scrub_bytes" (journal bytes
 read back instead of written), "image_sha256" (null for a local file without --sha256),
-"config_sha256", "device_type", "os_version", "seconds", "targets", "source_integrity" ("none" or the check the
-source format carries: crc32, crc64, sha256, xxhash64), "sha256_matched" (null, "image" or
-"source"), "bmap_checked"};
+"config_sha256", "device_type", "os_version", "seconds", "targets", "source_integrity" ("none"
+or the check the source format carries: crc32, crc64, sha256, xxhash64), "sha256_matched"
+(null, "image" or "source"), "bmap_checked"};
 errors as {"event": "error", "code", "message", "hint", "details"}.
 Exit codes: 0 every target verified (or written, with --no-verify), 1 a target failed,
 2 bad usage or settings, 3 a verification failed, 4 a target was rejected, 130 cancelled.
