@@ -34,7 +34,8 @@ ALIGN_BYTES = 4096
 SIZE_PROBE_BYTES = 64 * 1024  # the MBR and a GPT header, for 512- or 4096-byte sectors
 SIZE_SLACK_BYTES = 64 * 1024 * 1024
 
-CompleteFn = Callable[["GrowingReader"], tuple[Range, ...] | None]
+# The allocation map's ranges (None: every byte) and its scrub ranges.
+CompleteFn = Callable[["GrowingReader"], tuple[tuple[Range, ...] | None, tuple[Range, ...]]]
 
 
 class GrowingReader:
@@ -196,7 +197,7 @@ class BackgroundUnpack:
     def _complete(self, complete: CompleteFn) -> None:
         growth = self.growth
         try:
-            growth.complete(complete(GrowingReader(self)))
+            growth.complete(*complete(GrowingReader(self)))
         except FlasherError as err:
             growth.fail(err)
 

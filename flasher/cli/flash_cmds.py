@@ -13,11 +13,12 @@ missing file is created). Erasing a drive needs --yes, or a "yes" typed on the t
 
 --json prints JSON lines: {"event": "phase"|"progress"|"log", …} while working, then one
 {"event": "target_result", "target", "ok", "verified", "bytes_written", "seconds", "mb_per_s",
-"sha256", "error"} per target and a final {"event": "summary", "ok", "image", "size_bytes",
-"mapped_bytes", "image_sha256" (null for a local file without --sha256), "config_sha256",
-"device_type", "os_version", "seconds", "targets", "source_integrity" ("none" or the check the
-source format carries: crc32, crc64, sha256, xxhash64), "sha256_matched" (null, "image" or
-"source"), "bmap_checked"};
+"sha256", "scrub_scanned_bytes", "scrub_zeroed_blocks", "error"} per target and a final
+{"event": "summary", "ok", "image", "size_bytes", "mapped_bytes", "scrub_bytes" (journal bytes
+read back instead of written), "image_sha256" (null for a local file without --sha256),
+"config_sha256", "device_type", "os_version", "seconds", "targets", "source_integrity" ("none"
+or the check the source format carries: crc32, crc64, sha256, xxhash64), "sha256_matched"
+(null, "image" or "source"), "bmap_checked"};
 errors as {"event": "error", "code", "message", "hint", "details"}.
 Exit codes: 0 every target verified (or written, with --no-verify), 1 a target failed,
 2 bad usage or settings, 3 a verification failed, 4 a target was rejected, 130 cancelled.
@@ -227,6 +228,9 @@ def _result_dict(r: TargetResult) -> dict[str, Any]:
         "seconds": round(r.seconds, 3),
         "mb_per_s": round(rate, 1) if rate is not None else None,
         "sha256": r.sha256,
+        # The journal areas read back instead of written, and the stale blocks zeroed there.
+        "scrub_scanned_bytes": r.scanned_bytes,
+        "scrub_zeroed_blocks": r.zeroed_blocks,
         "error": cli_error_dict(r.error) if r.error is not None else None,
     }
 
@@ -249,6 +253,7 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
         "image": report.image_path,
         "size_bytes": report.size_bytes,
         "mapped_bytes": report.mapped_bytes,
+        "scrub_bytes": report.scrub_bytes,
         "image_sha256": report.image_sha256,
         "config_sha256": report.config_sha256,
         "device_type": report.device_type,

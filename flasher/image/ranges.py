@@ -90,3 +90,24 @@ def set_bit_runs(bitmap: bytes, bit_count: int) -> Iterator[Range]:
         yield position, ones
         value >>= ones
         position += ones
+
+
+def align_in(ranges: Iterable[Range], block_bytes: int) -> list[Range]:
+    """The whole `block_bytes` blocks inside each of the merged `ranges`."""
+    out = []
+    for offset, length in merge(ranges):
+        start = -(-offset // block_bytes) * block_bytes
+        end = (offset + length) // block_bytes * block_bytes
+        if end > start:
+            out.append((start, end - start))
+    return out
+
+
+def subtract(ranges: Iterable[Range], removed: Iterable[Range]) -> list[Range]:
+    """The bytes of `ranges` that none of `removed` covers, merged."""
+    kept = merge(ranges)
+    if not kept:
+        return []
+    end = kept[-1][0] + kept[-1][1]
+    holes = complement(kept, 0, end)
+    return complement([*holes, *removed], kept[0][0], end)

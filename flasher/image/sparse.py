@@ -7,6 +7,12 @@ confidence — is mapped. Small unmapped gaps are then filled in (see DEFAULT_CO
 and edges aligned to whole blocks, because a few extra bytes written cost less than breaking a
 sequential write into many small ones.
 
+The zero blocks of ext3/4 journal bodies are not mapped but listed apart as `scrub` ranges
+(flasher.image.ext4journal), with a .bmap too: the writer does not write them but makes sure
+no block there on the card could pass for a journal block (flasher.writer.scrub). Scrub ranges
+are whole 4 KiB blocks, disjoint from the final mapped ranges: gaps are filled as before and
+whatever filling (or an overlay) maps again is taken out of the scrub ranges afterwards.
+
 Imports only the standard library and flasher's errors and image modules.
 """
 
@@ -24,6 +30,7 @@ from flasher.image import ranges as rng
 from flasher.image.bmap import read_bmap, verify_bmap
 from flasher.image.byteio import ReadAt, SliceIO
 from flasher.image.ext4 import Ext4Filesystem
+from flasher.image.ext4journal import zero_body_ranges
 from flasher.image.fat.filesystem import FatFilesystem
 from flasher.image.fat.table import parse_boot_sector
 from flasher.image.partitions import Partition, PartitionTable, filesystem_of, whole_image
@@ -35,6 +42,7 @@ from flasher.image.partitions import Partition, PartitionTable, filesystem_of, w
 # starts pulling in free space (+3.4 MiB on the 0.3-scale image), so 1 MiB is the default.
 DEFAULT_COALESCE_GAP_BYTES = 1024 * 1024
 DEFAULT_BLOCK_BYTES = 4096
+SCRUB_BLOCK_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,15 @@ class PartitionAllocation:
 
 @dataclass(frozen=True)
 class AllocationMap:
-    """Sorted, non-overlapping `(offset, length)` ranges of an image of `size_bytes`."""
+    """Sorted, non-overlapping `(offset, length)` ranges of an image of `size_bytes`, and the
+    zero journal blocks to scrub instead of writing (`scrub`, disjoint from `ranges`)."""
 
     size_bytes: int
     ranges: tuple[rng.Range, ...]
     source: str = "filesystems"  # or "bmap"
     partitions: tuple[PartitionAllocation, ...] = ()
     warnings: tuple[str, ...] = ()
+    scrub: tuple[rng.Range, ...] = ()
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +88,10 @@ class AllocationMap:
     @property
     def mapped_bytes(self) -> int:
         return rng.total(self.ranges)
+
+    @property
+    def scrub_bytes(self) -> int:
+        return rng.total(self.scrub)
 
     @property
     def mapped_fraction(self) -> float:
@@ -107,12 +121,13 @@ class AllocationMap:
     def including(self, extra: Iterable[rng.Range]) -> AllocationMap:
         """The map with `extra` ranges added, e.g. what an overlay changed in a mapped image."""
         merged = rng.merge([*self.ranges, *rng.clip(extra, 0, self.size_bytes)])
-        return replace(self, ranges=tuple(merged))
+        return replace(self, ranges=tuple(merged), scrub=_without(self.scrub, merged))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "size_bytes": self.size_bytes,
             "mapped_bytes": self.mapped_bytes,
+            "scrub_bytes": self.scrub_bytes,
             "range_count": len(self.ranges),
             "source": self.source,
             "partitions": [p.to_dict() for p in self.partitions],
@@ -135,7 +150,8 @@ def allocation_map(
     A `.bmap` given in `bmap_path` replaces the filesystem analysis (after checking it describes
     an image of this size, and with `verify_bmap_checksums` every range's checksum). Either
     way the partition table structures are mapped. Gaps shorter than `coalesce_gap_bytes` are
-    filled and edges widened to `block_bytes`.
+    filled and edges widened to `block_bytes`. The zero blocks of every readable ext3/4
+    journal body that stay unmapped become the map's `scrub` ranges.
     """
     partitions = table.data_partitions()
     if table.scheme == "none" and not partitions:
@@ -144,12 +160,33 @@ def allocation_map(
     if bmap_path is not None:
         source = "bmap"
         exact, breakdown = _from_bmap(io, bmap_path, partitions, verify_bmap_checksums, name)
+        scrub = [r for p in partitions for r in _journal_scrub(io, p)]
     else:
         source = "filesystems"
-        exact, breakdown, warnings = _from_filesystems(io, partitions)
+        exact, breakdown, warnings, scrub = _from_filesystems(io, partitions)
     exact = rng.merge([*exact, *rng.clip(table.metadata_ranges, 0, io.size)])
     amap = AllocationMap(io.size, tuple(exact), source, tuple(breakdown), tuple(warnings))
-    return amap.aligned(block_bytes).coalesced(coalesce_gap_bytes)
+    amap = amap.aligned(block_bytes).coalesced(coalesce_gap_bytes)
+    return replace(amap, scrub=_without(scrub, amap.ranges))
+
+
+def _without(scrub: Iterable[rng.Range], mapped: Iterable[rng.Range]) -> tuple[rng.Range, ...]:
+    """The whole scrub blocks of `scrub` that no mapped byte touches."""
+    return tuple(rng.align_in(rng.subtract(scrub, mapped), SCRUB_BLOCK_BYTES))
+
+
+def _journal_scrub(io: ReadAt, p: Partition) -> list[rng.Range]:
+    """Image byte ranges of the zero journal body blocks of `p`'s ext3/4 filesystem, in whole
+    scrub blocks; empty for any other partition or a filesystem that cannot be read."""
+    if filesystem_of(io, p).kind != "ext4":
+        return []
+    part = SliceIO(io, p.start_bytes, min(p.size_bytes, io.size - p.start_bytes))
+    try:
+        fs = Ext4Filesystem(part, name="ext4")
+    except ImageError:
+        return []
+    body = [(p.start_bytes + off, n) for off, n in zero_body_ranges(fs, part)]
+    return rng.align_in(body, SCRUB_BLOCK_BYTES)
 
 
 def _from_bmap(
@@ -186,20 +223,26 @@ def _from_bmap(
 
 def _from_filesystems(
     io: ReadAt, partitions: tuple[Partition, ...]
-) -> tuple[list[rng.Range], list[PartitionAllocation], list[str]]:
+) -> tuple[list[rng.Range], list[PartitionAllocation], list[str], list[rng.Range]]:
     free: list[rng.Range] = []
+    scrub: list[rng.Range] = []
     breakdown: list[PartitionAllocation] = []
     warnings: list[str] = []
     for p in partitions:
         usage, used = _analyse(io, p)
-        breakdown.append(usage)
         if used is None:
+            breakdown.append(usage)
             if usage.filesystem != "unknown":
                 warnings.append(f"partition {p.number}: {usage.reason}; copying all of it")
             continue
         size = min(p.end_bytes, io.size) - p.start_bytes
+        journal = _journal_scrub(io, p) if usage.method == "ext4" else []
+        relative = [(off - p.start_bytes, n) for off, n in journal]
+        used = rng.subtract(used, relative)
+        scrub += journal
+        breakdown.append(replace(usage, mapped_bytes=rng.total(used)))
         free += [(p.start_bytes + off, length) for off, length in rng.complement(used, 0, size)]
-    return rng.complement(free, 0, io.size), breakdown, warnings
+    return rng.complement(free, 0, io.size), breakdown, warnings, scrub
 
 
 def _analyse(io: ReadAt, p: Partition) -> tuple[PartitionAllocation, list[rng.Range] | None]:

@@ -88,6 +88,7 @@ class FlashReport:
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
     integrity: IntegrityReport = field(kw_only=True)  # what proved the source's bytes
+    scrub_bytes: int = field(default=0, kw_only=True)  # journal bytes scanned, not written
 
     @property
     def ok(self) -> bool:
@@ -146,6 +147,7 @@ def run_flash(
         image_path=str(prepared.raw_path),
         size_bytes=prepared.size_bytes,
         mapped_bytes=prepared.mapped_bytes,
+        scrub_bytes=prepared.scrub_bytes,
         image_sha256=prepared.sha256(),
         config_sha256=prepared.image.config_sha256,
         device_type=prepared.identity.device_type,

@@ -50,12 +50,14 @@ ConfigFromImage = Callable[[ImageIdentity], DeviceConfig]
 @dataclass(frozen=True)
 class CardImage:
     """What one card is written with: the feed (base file + overlay), the ranges to write
-    (None: every byte), and the configuration's facts for the report."""
+    (None: every byte), the zero journal areas to scrub instead, and the configuration's facts
+    for the report."""
 
     feed: ImageFeed
     ranges: tuple[tuple[int, int], ...] | None
     config_sha256: str | None = None
     hostname: str | None = None
+    scrub: tuple[tuple[int, int], ...] = ()
 
     @property
     def mapped_bytes(self) -> int:
@@ -98,6 +100,13 @@ class PreparedJob:
             overlay = self.image.feed.overlay_ranges
             return sum(n for _off, n in self._late_map[0].including(overlay).ranges)
         return self.image.mapped_bytes
+
+    @property
+    def scrub_bytes(self) -> int:
+        """The journal bytes scanned on each card instead of written (flasher.writer.scrub)."""
+        if self._late_map:
+            return self._late_map[0].including(self.image.feed.overlay_ranges).scrub_bytes
+        return sum(n for _off, n in self.image.scrub)
 
     def card(
         self, *, hostname: str | None = None, device: RegisteredDevice | None = None
@@ -150,6 +159,7 @@ class PreparedJob:
             "image_sha256": self.sha256(),
             "size_bytes": self.size_bytes,
             "mapped_bytes": self.mapped_bytes,
+            "scrub_bytes": self.scrub_bytes,
             "device_type": self.identity.device_type,
             "os_version": self.identity.os_version,
             "configured": self.configured,
@@ -180,14 +190,13 @@ def _configure(
     raw_path: Path, base: ReadAt, base_map: AllocationMap | None, config: DeviceConfig
 ) -> CardImage:
     with prepare_image(raw_path, config, base=base) as configured:
-        ranges = (
-            None if base_map is None else base_map.including(configured.overlay.ranges()).ranges
-        )
+        card_map = None if base_map is None else base_map.including(configured.overlay.ranges())
         return CardImage(
             ImageFeed.from_file(raw_path, overlay=tuple(configured.overlay.extents())),
-            ranges,
+            None if card_map is None else card_map.ranges,
             config_sha256=configured.config_sha256,
             hostname=config.hostname,
+            scrub=() if card_map is None else card_map.scrub,
         )
 
 
@@ -316,6 +325,7 @@ def prepare(
             image = CardImage(
                 ImageFeed.from_file(resolved.raw_path),
                 None if base_map is None else base_map.ranges,
+                scrub=() if base_map is None else base_map.scrub,
             )
         return PreparedJob(
             raw_path=resolved.raw_path,
@@ -377,10 +387,11 @@ def _prepare_following(
     late_map: list[AllocationMap] = []
     overlay_ranges = tuple((off, len(data)) for off, data in overlay if data)
 
-    def complete(io: ReadAt) -> tuple[tuple[int, int], ...]:
+    def complete(io: ReadAt) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
         base_map = allocation_map(io, read_partition_table(io, name=name), name=name)
         late_map.append(base_map)
-        return tuple(base_map.including(overlay_ranges).ranges)
+        card_map = base_map.including(overlay_ranges)
+        return card_map.ranges, card_map.scrub
 
     unpack.when_complete(complete)
     feed = ImageFeed(

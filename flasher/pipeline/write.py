@@ -160,6 +160,7 @@ def write(
         image.feed,
         targets,
         ranges=image.ranges,
+        scrub=image.scrub,
         verify=verify,
         write_all=prepared.write_all,
         on_event=on_event,

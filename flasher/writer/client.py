@@ -40,6 +40,7 @@ from flasher.writer.blockdev import open_regular_file
 from flasher.writer.framing import LineReader, send_request
 from flasher.writer.growing import FollowSource
 from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
+from flasher.writer.ioerrors import io_error
 from flasher.writer.job import (
     ImageFeed,
     TargetResult,
@@ -96,8 +97,10 @@ class WriterClient:
         cancel: CancelToken | None = None,
         op: Op = Op.WRITE,
         allow_internal: bool = False,
+        scrub: Sequence[tuple[int, int]] = (),
     ) -> list[TargetResult]:
-        """Run one job (write, or with `op=Op.VERIFY` only read back and compare).
+        """Run one job (write, or with `op=Op.VERIFY` only read back and compare); `scrub`:
+        the map's journal areas to scan instead of write (flasher.writer.scrub).
 
         `allow_internal` marks the internal disks among `targets` as confirmed on their own;
         without it the helper refuses them."""
@@ -116,6 +119,7 @@ class WriterClient:
             ranges=None if ranges is None else tuple(ranges),
             overlay=image.overlay_ranges,
             options=options,
+            scrub=tuple(scrub),
         )
         fds: list[int] = []
         pump: StreamPump | GrowthPump | None = None
@@ -232,6 +236,8 @@ class _Session:
                 event.seconds,
                 event.verified,
                 event.sha256,
+                scanned_bytes=event.scanned_bytes,
+                zeroed_blocks=event.zeroed_blocks,
             )
             self.on_event(PhaseChanged(Phase.DONE, event.target))
         elif isinstance(event, TargetError):
@@ -297,6 +303,7 @@ def write_file_targets(
     options: WriteOptions = DEFAULT_OPTIONS,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
+    scrub: Sequence[tuple[int, int]] = (),
 ) -> list[TargetResult]:
     """Write regular-file targets in this process (no helper, no root), same engine and order."""
     cancel = cancel or CancelToken()
@@ -309,7 +316,7 @@ def write_file_targets(
         except FlasherError as err:
             results[path] = TargetResult(path, False, error=err)
         except OSError as err:
-            results[path] = TargetResult(path, False, error=engine.io_error(err, path, "creating"))
+            results[path] = TargetResult(path, False, error=io_error(err, path, "creating"))
     overlay = Overlay(image.overlay)
     stream: BinaryIO | None = None
     fd = -1
@@ -345,7 +352,13 @@ def write_file_targets(
                 overlay_ranges=image.overlay_ranges,
             )
             outcomes = engine.write_targets(
-                source, plan, opened, verify=options.verify, on_event=emit, cancel=cancel
+                source,
+                plan,
+                opened,
+                verify=options.verify,
+                on_event=emit,
+                cancel=cancel,
+                scrub=() if ranges is None or options.write_all else scrub,
             )
         for outcome in outcomes:
             results[outcome.path] = TargetResult(
@@ -356,6 +369,8 @@ def write_file_targets(
                 outcome.verified,
                 outcome.sha256,
                 outcome.error,
+                outcome.scanned_bytes,
+                outcome.zeroed_blocks,
             )
             emit(PhaseChanged(Phase.DONE if outcome.ok else Phase.FAILED, outcome.path))
     finally:
@@ -380,14 +395,15 @@ def write_image(
     launcher: Launcher | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     allow_internal: bool = False,
+    scrub: Sequence[tuple[int, int]] = (),
 ) -> list[TargetResult]:
     """Write `image` to every target at once; one TargetResult per target, in order.
 
     Drives with `is_file` are written by this process; the others by the privileged helper
     started by `launcher` (default: directly when root, else pkexec). `ranges` is the allocation
-    map (None: the whole image). Internal disks are written only with `allow_internal`. Raises
-    only for job-level failures (permission refused, helper missing or incompatible);
-    per-target failures are in the results. `on_event` is called from
+    map (None: the whole image), `scrub` its scrub ranges. Internal disks are written only with
+    `allow_internal`. Raises only for job-level failures (permission refused, helper missing or
+    incompatible); per-target failures are in the results. `on_event` is called from
     one thread at a time, though not always the caller's.
     """
     cancel = cancel or CancelToken()
@@ -401,7 +417,13 @@ def write_image(
     def write_files() -> None:
         try:
             for r in write_file_targets(
-                image, files, ranges=ranges, options=options, on_event=emit, cancel=cancel
+                image,
+                files,
+                ranges=ranges,
+                options=options,
+                on_event=emit,
+                cancel=cancel,
+                scrub=scrub,
             ):
                 results[r.target] = r
         except BaseException as err:  # re-raised on the caller's thread
@@ -421,6 +443,7 @@ def write_image(
                 on_event=emit,
                 cancel=cancel,
                 allow_internal=allow_internal,
+                scrub=() if ranges is None or write_all else scrub,
             ):
                 results[r.target] = r
     except BaseException:

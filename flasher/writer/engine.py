@@ -4,7 +4,8 @@ Standard library plus flasher.errors, flasher.events and flasher.writer modules 
 helper runs it; the unprivileged process runs it too, for regular-file targets).
 
 Per target, in order: zero the first and last MiB (a half-written card never looks valid), write
-every chunk except the first MiB in large aligned O_DIRECT writes, fsync, write the first MiB
+every chunk except the first MiB in large aligned O_DIRECT writes, fsync, scrub the journal
+areas (flasher.writer.scrub), write the first MiB
 (the partition table) last, fsync; then drop cached pages and read everything back, comparing
 it with the image bytes re-read from a random-access source, or with the per-chunk sha256
 digests taken from a stream (the digests also make the job's sha256; with a random-access
@@ -36,7 +37,6 @@ from functools import partial
 from flasher.error_codes import ProblemCode
 from flasher.errors import (
     Cancelled,
-    DriveGone,
     DriveRejected,
     FlasherError,
     ImageError,
@@ -48,6 +48,7 @@ from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMet
 from flasher.writer.blockdev import OpenTarget, TargetKind
 from flasher.writer.chunkfeed import FanOut, Feed, HashClaims, Inbox, Prefetch, WrittenHasher
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
+from flasher.writer.ioerrors import io_error
 from flasher.writer.plan import (
     HEAD_BYTES,
     Chunk,
@@ -58,11 +59,11 @@ from flasher.writer.plan import (
     piece_bytes_for,
     round_up,
 )
+from flasher.writer.scrub import Range, TargetScrub
 
 STALL_TIMEOUT_S = 120.0
 # Buffers per target: one being read, one being written, one being hashed, one spare.
 PREFETCH_DEPTH = 4
-GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ENOMEDIUM, errno.ESHUTDOWN})
 
 EmitFn = Callable[[Event], None]
 
@@ -78,38 +79,8 @@ class TargetOutcome:
     verified: bool = False
     seconds: float = 0.0
     error: FlasherError | None = None
-
-
-def io_error(err: OSError, path: str, doing: str, offset: int | None = None) -> FlasherError:
-    """A typed error for an OSError on a target, naming the operation and the byte offset."""
-    where = f" at byte {offset}" if offset is not None else ""
-    code = err.errno or 0
-    if code in GONE_ERRNOS:
-        return DriveGone(
-            f"{path} disappeared while {doing}{where}.",
-            hint="Check that the card and reader are firmly connected, then try again.",
-            target=path,
-            errno=code,
-            offset=offset,
-        )
-    return WriteFailed(
-        f"{path}: {os.strerror(code)} while {doing}{where}.",
-        hint=_hint_for(code, path),
-        target=path,
-        errno=code,
-        offset=offset,
-    )
-
-
-def _hint_for(code: int, path: str) -> str:
-    """What to do next, by what went wrong and whether the target is a drive or a file."""
-    if code == errno.ENOSPC:
-        return "The disk holding this file is full; free some space or choose another folder."
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "This location cannot be written; check its permissions or choose another."
-    if not path.startswith("/dev/"):
-        return "Check the file's folder and the disk it is on, then try again."
-    return "The card may be faulty, worn out or counterfeit; try another card or reader."
+    scanned_bytes: int = 0  # of the scrub ranges
+    zeroed_blocks: int = 0  # 4 KiB blocks of the scrub ranges that held the jbd2 magic
 
 
 def _first_difference(expected: bytearray, actual: memoryview) -> int:
@@ -135,6 +106,7 @@ class TargetJob:
         source: ImageSourceLike,
         emit: EmitFn,
         cancel: CancelToken,
+        scrub: Sequence[Range] = (),
     ) -> None:
         self.target = target
         self.io = io
@@ -153,6 +125,7 @@ class TargetJob:
         # Set for random-access sources when verifying: hash chunks once written, for the job
         # digest, sharing the work with the other targets.
         self.claims: HashClaims | None = None
+        self.scrub = TargetScrub(target, scrub, self._error, self._pwrite)
 
     # I/O primitives ----------------------------------------------------------------------
 
@@ -217,10 +190,20 @@ class TargetJob:
                 problem=ProblemCode.TOO_SMALL,
             )
 
-    def use_plan(self, io: IoPlan, digests: ChunkDigests) -> None:
-        """Write and verify `io`'s pieces from now on (a followed image's plan comes late)."""
+    def use_plan(self, io: IoPlan, digests: ChunkDigests, scrub: Sequence[Range]) -> None:
+        """Write, scrub and verify as `io` and `scrub` say from now on (a followed image's plan
+        comes late)."""
         self.io, self.plan, self.digests = io, io.pieces, digests
         self._verify_hasher = PieceHasher(io, digests)
+        self.scrub = TargetScrub(self.target, scrub, self._error, self._pwrite)
+
+    def scrub_journals(self) -> None:
+        """Zero what could pass for journal blocks in the scrub ranges, durably (before the
+        first MiB is written)."""
+        if self.scrub.run(self.io.plan, self.cancel.check):
+            self._fsync()
+            zeroed = len(self.scrub.zeroed)
+            self.emit(Log("info", f"zeroed {zeroed} stale journal block(s)", self.target.path))
 
     def erase_ends(self) -> None:
         """Zero the first and last MiB, durably, before anything else is written."""
@@ -265,6 +248,7 @@ class TargetJob:
             self.cancel.check()
             self.emit(PhaseChanged(Phase.SYNCING, t.path))
             self._fsync()
+            self.scrub_journals()
         finally:
             if hasher is not None:
                 hasher.finish()
@@ -374,6 +358,7 @@ class TargetJob:
                     self.emit(progress)
         finally:
             feed.close()
+        self.scrub.check()
 
     def invalidate(self) -> None:
         """Best effort after a cancel or a failed check: zero the first MiB so the card cannot
@@ -399,14 +384,7 @@ class TargetJob:
                 reason = t.reread_partitions()
                 if reason:
                     self.emit(Log("info", f"partition table not re-read: {reason}", t.path))
-            return TargetOutcome(
-                t.path,
-                True,
-                bytes_written=written,
-                sha256=self.digests.root() if verify else None,
-                verified=verify,
-                seconds=time.monotonic() - started,
-            )
+            return self.succeeded(written, verify, started)
         except (Cancelled, VerificationFailed, ImageError) as err:
             # Cancelled, read back wrong, or the image itself turned out corrupt: the card
             # must not boot from what was written.
@@ -419,6 +397,19 @@ class TargetJob:
             return self.failed(io_error(err, t.path, "writing"), started)
         finally:
             feed.close()
+
+    def succeeded(self, written: int, verified: bool, started: float) -> TargetOutcome:
+        """This target's outcome, `written` plan bytes (plus the zeroed blocks) later."""
+        return TargetOutcome(
+            self.target.path,
+            True,
+            bytes_written=written + self.scrub.zeroed_bytes,
+            sha256=self.digests.root() if verified else None,
+            verified=verified,
+            seconds=time.monotonic() - started,
+            scanned_bytes=self.scrub.scanned_bytes,
+            zeroed_blocks=len(self.scrub.zeroed),
+        )
 
     def failed(self, err: FlasherError, started: float) -> TargetOutcome:
         """This target's outcome for `err`, after `started` (time.monotonic())."""
@@ -463,8 +454,9 @@ def write_targets(
     on_outcome: OutcomeFn | None = None,
     stall_timeout_s: float = STALL_TIMEOUT_S,
     budget_targets: int = 0,
+    scrub: Sequence[Range] = (),
 ) -> list[TargetOutcome]:
-    """Write (and verify) every target; one outcome per target, in order.
+    """Write (and verify) every target, scrubbing the `scrub` ranges; one outcome per target.
 
     `on_event` and `on_outcome` (called as each target ends) run on several threads at once
     and must be thread-safe. `budget_targets`: how many targets share the buffer budget (the
@@ -474,7 +466,7 @@ def write_targets(
     sharing = max(len(targets), budget_targets)
     io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
     pieces = io.pieces.chunks
-    jobs = [TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
+    jobs = [TargetJob(t, io, digests, source, on_event, cancel, scrub) for t in targets]
     if isinstance(source, RandomAccessSource):
         random_source = source
         buf_bytes = round_up(io.pieces.chunk_bytes, 4096)

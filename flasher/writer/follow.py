@@ -7,7 +7,8 @@ Per target: zero the first and last MiB (as the engine does), then write every d
 decoder publishes (its non-zero blocks, overlay patched in) past the first MiB as it arrives.
 Once the stream has ended intact the allocation map is known: the pieces of the plan built from
 it that no data extent covered (zero blocks the card must still get) are written from the now
-complete file, then fsync, the first MiB last, fsync, and every mapped range is read back and
+complete file, then fsync, the scrub ranges scanned (flasher.writer.scrub), the first MiB last,
+fsync, and every mapped range is read back and
 compared with the complete file exactly as the engine does (`TargetJob.verify`). The chunk
 digests (the job's sha256) are taken from the complete file on a thread of their own while the
 targets finish writing. A failed or cancelled decode fails every target with the first MiB
@@ -41,10 +42,10 @@ from flasher.writer.engine import (
     OutcomeFn,
     TargetJob,
     TargetOutcome,
-    io_error,
     run_all,
 )
 from flasher.writer.growing import FollowSource
+from flasher.writer.ioerrors import io_error
 from flasher.writer.plan import (
     HEAD_BYTES,
     Chunk,
@@ -220,12 +221,13 @@ class _Target:
             self.engine.erase_ends()
             self.follow()
             io, digests = self.job.planned(self.cancel)
-            self.engine.use_plan(io, digests)
+            self.engine.use_plan(io, digests, self.job.source.growth.scrub)
             self.engine.check_fits()
             self.fill_gaps(io)
             self.cancel.check()
             self.emit(PhaseChanged(Phase.SYNCING, t.path))
             self.engine.fsync()
+            self.engine.scrub_journals()
             self.write_head(io)
             self._release_buffer()  # not needed while verifying: N targets' buffers add up
             self.engine.fsync()
@@ -236,14 +238,7 @@ class _Target:
             reason = t.reread_partitions()
             if reason:
                 self.emit(Log("info", f"partition table not re-read: {reason}", t.path))
-            return TargetOutcome(
-                t.path,
-                True,
-                bytes_written=self.written,
-                sha256=digests.root() if self.job.verify else None,
-                verified=self.job.verify,
-                seconds=time.monotonic() - started,
-            )
+            return self.engine.succeeded(self.written, self.job.verify, started)
         except (Cancelled, VerificationFailed, ImageError) as err:
             if writing:
                 self.engine.invalidate()

@@ -8,8 +8,9 @@ or the failure (`fail`). `FollowSource` reads the file at the offsets published 
 the whole file once complete, like a RandomAccessSource.
 
 Between the client and the root helper a Growth travels over a pipe as JSON lines:
-`{"data":[[offset,length],…]}` as extents are published, then `{"ranges":[[offset,length],…]}`
-(or `{"ranges":null}`: the whole image) when decoding is complete. A pipe that ends before the
+`{"data":[[offset,length],…]}` as extents are published, then `{"ranges":[[offset,length],…],
+"scrub":[[offset,length],…]}` (or `{"ranges":null,"scrub":[]}`: the whole image) when decoding
+is complete; `scrub` is checked as a request's (flasher.writer.scrub). A pipe that ends before the
 ranges means decoding failed; the helper then fails its targets with a truncated-image error
 (the client knows the real cause and reports it).
 """
@@ -26,6 +27,7 @@ from flasher.error_codes import ProblemCode
 from flasher.errors import Cancelled, FlasherError, ImageError, WriterProtocolError
 from flasher.events import CancelToken
 from flasher.writer.imagesource import STREAM_NAME, Overlay, RandomAccessSource
+from flasher.writer.scrub import check_scrub
 from flasher.writer.strictjson import Fields, loads, ranges_field
 
 Range = tuple[int, int]  # (offset, length)
@@ -44,6 +46,7 @@ class Growth:
         self._end = 0
         self._complete = False
         self._ranges: tuple[Range, ...] | None = None
+        self._scrub: tuple[Range, ...] = ()
         self._error: FlasherError | None = None
 
     def add(self, extents: Sequence[Range]) -> None:
@@ -59,11 +62,13 @@ class Growth:
                 self._end = offset + length
             self._cond.notify_all()
 
-    def complete(self, ranges: Sequence[Range] | None) -> None:
-        """The stream ended intact; `ranges` is the allocation map (None: every byte)."""
+    def complete(self, ranges: Sequence[Range] | None, scrub: Sequence[Range] = ()) -> None:
+        """The stream ended intact; `ranges` is the allocation map (None: every byte) and
+        `scrub` its scrub ranges."""
         with self._cond:
             if self._error is None:
                 self._ranges = None if ranges is None else tuple(ranges)
+                self._scrub = tuple(scrub)
                 self._complete = True
             self._cond.notify_all()
 
@@ -106,6 +111,13 @@ class Growth:
             raise ValueError("the image is not complete yet")
         return self._ranges
 
+    @property
+    def scrub(self) -> tuple[Range, ...]:
+        """The allocation map's scrub ranges (only meaningful once complete)."""
+        if not self._complete:
+            raise ValueError("the image is not complete yet")
+        return self._scrub
+
 
 class FollowSource(RandomAccessSource):
     """The image file a decoder is filling: read where `growth` says data are (and anywhere
@@ -139,7 +151,8 @@ def pump_growth(growth: Growth, fd: int, cancel: CancelToken) -> None:
         if complete:
             ranges = growth.ranges
             value = None if ranges is None else [list(r) for r in ranges]
-            _write_all(fd, json.dumps({"ranges": value}, separators=(",", ":")).encode() + b"\n")
+            line = {"ranges": value, "scrub": [list(r) for r in growth.scrub]}
+            _write_all(fd, json.dumps(line, separators=(",", ":")).encode() + b"\n")
             return
 
 
@@ -156,8 +169,11 @@ def _apply_line(growth: Growth, line: bytes) -> bool:
         return False
     raw = top.value("ranges", required=False)
     ranges = None if raw is None else ranges_field(raw, "growth.ranges", growth.size_bytes)
+    raw = top.value("scrub", required=False) or []
+    scrub = ranges_field(raw, "growth.scrub", growth.size_bytes)
+    check_scrub(scrub, ranges, "growth.scrub", write_all=False)
     top.done()
-    growth.complete(ranges)
+    growth.complete(ranges, scrub)
     return True
 
 

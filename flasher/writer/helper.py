@@ -40,6 +40,7 @@ from flasher.writer.framing import LineReader
 from flasher.writer.growing import FollowSource, Growth, feed_growth
 from flasher.writer.helper_session import SharedBudget
 from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
+from flasher.writer.ioerrors import io_error
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import (
     MAX_EVENT_BYTES,
@@ -99,6 +100,8 @@ class _Emitter:
                     outcome.sha256,
                     outcome.verified,
                     outcome.seconds,
+                    outcome.scanned_bytes,
+                    outcome.zeroed_blocks,
                 )
             )
         elif outcome.error is not None:
@@ -164,7 +167,7 @@ def _open_targets(
         except FlasherError as err:
             emitter.send(TargetError(spec.path, err))
         except OSError as err:
-            emitter.send(TargetError(spec.path, engine.io_error(err, spec.path, "opening")))
+            emitter.send(TargetError(spec.path, io_error(err, spec.path, "opening")))
     return opened
 
 
@@ -219,6 +222,7 @@ def _execute(
         cancel=cancel,
         on_outcome=emitter.outcome,
         budget_targets=budget_targets,
+        scrub=request.scrub,
     )
 
 
@@ -289,7 +293,7 @@ def run(
         source = _open_source(request, reader.fds, cancel)
     except (FlasherError, OSError) as err:
         _close_all(reader.fds)
-        wrapped = err if isinstance(err, FlasherError) else engine.io_error(err, "image", "reading")
+        wrapped = err if isinstance(err, FlasherError) else io_error(err, "image", "reading")
         emitter.send(JobEnd(False, wrapped))
         return EXIT_USAGE
     watcher = threading.Thread(target=_watch_for_eof, args=(reader, cancel), daemon=True)

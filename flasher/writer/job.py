@@ -73,6 +73,8 @@ class TargetResult:
     verified: bool = False
     sha256: str | None = None
     error: FlasherError | None = None
+    scanned_bytes: int = 0  # of the journal areas scrubbed instead of written
+    zeroed_blocks: int = 0  # 4 KiB blocks there that held a stale journal block's magic
 
 
 def overlay_memfd(feed: ImageFeed) -> int:

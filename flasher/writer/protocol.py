@@ -22,6 +22,7 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
                 "allow_internal":false}],           # true only for a separately confirmed disk
     "image":{"size":1073741824,"source":"fd"|"stream"|"follow","sha256":null},
     "ranges":[[0,4194304],…] | null,        # allocation map; null = the whole image
+    "scrub":[[331354112,16773120],…],       # zero journal areas to scan, not write (see below)
     "overlay":[[4194304,16384],…],          # replaced byte ranges, bytes in the memfd
     "options":{"verify":true,"write_all":false,"chunk_bytes":4194304}}
    ```
@@ -30,6 +31,14 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
    A job-level failure (bad request) is `end` with an `error`.
 4. Cancel: the client shuts down its sending side (or just goes away). The helper treats EOF on
    the socket as cancel, zeroes the first MiB of each unfinished target, and still reports.
+
+`scrub` (optional, default empty) lists byte ranges the image holds zeros in and the map leaves
+out (ext3/4 journal bodies): whole 4 KiB blocks, sorted, disjoint from each other and from
+`ranges`, and only with a map (`ranges` not null, not `write_all`, op `write`). Each target's
+scrub ranges are read back before its first MiB is written, and any 4 KiB block holding the
+jbd2 magic is zeroed (flasher.writer.scrub); `target_done` reports `scanned_bytes` and
+`zeroed_blocks`, and its `bytes_written` counts the zeroed blocks. A followed image's scrub
+ranges come with its `ranges` on the growth pipe.
 
 Version 2 adds the session (flasher.writer.sessionwire): instead of a request, the first line
 may ask the helper to serve many such jobs, each on a connection of its own handed over the
@@ -68,6 +77,7 @@ from flasher.errors import (
     WriterProtocolError,
 )
 from flasher.events import Phase
+from flasher.writer.scrub import check_scrub
 from flasher.writer.strictjson import Fields, fail, loads, ranges_field
 
 PROTOCOL_VERSION = 2
@@ -148,6 +158,7 @@ class WriteRequest:
     overlay: tuple[Range, ...] = ()
     options: WriteOptions = WriteOptions()
     op: Op = Op.WRITE
+    scrub: tuple[Range, ...] = ()
 
     @property
     def fd_count(self) -> int:
@@ -194,6 +205,8 @@ class TargetDone:
     sha256: str | None
     verified: bool
     seconds: float
+    scanned_bytes: int = 0
+    zeroed_blocks: int = 0
 
 
 @dataclass(frozen=True)
@@ -236,6 +249,7 @@ def encode_request(request: WriteRequest) -> bytes:
         },
         "ranges": None if request.ranges is None else [list(r) for r in request.ranges],
         "overlay": [list(r) for r in request.overlay],
+        "scrub": [list(r) for r in request.scrub],
         "options": {
             "verify": request.options.verify,
             "write_all": request.options.write_all,
@@ -294,6 +308,7 @@ def decode_request(line: bytes) -> WriteRequest:
     ranges_raw = top.value("ranges", required=False)
     ranges = None if ranges_raw is None else ranges_field(ranges_raw, "request.ranges", size_bytes)
     overlay = ranges_field(top.value("overlay"), "request.overlay", size_bytes)
+    scrub = ranges_field(top.value("scrub", required=False) or [], "request.scrub", size_bytes)
     opts = Fields(top.value("options"), "request.options")
     chunk_bytes = opts.integer("chunk_bytes", minimum=MIN_CHUNK_BYTES)
     if chunk_bytes > MAX_CHUNK_BYTES or chunk_bytes % MIN_CHUNK_BYTES:
@@ -312,7 +327,11 @@ def decode_request(line: bytes) -> WriteRequest:
         overlay=overlay,
         options=options,
         op=Op(op_name),
+        scrub=scrub,
     )
+    check_scrub(scrub, ranges, "request.scrub", write_all=options.write_all)
+    if scrub and request.op is not Op.WRITE:
+        fail("request.scrub is only for writing")
     if request.overlay_bytes > MAX_OVERLAY_BYTES:
         fail(f"the overlay is larger than {MAX_OVERLAY_BYTES} bytes")
     if request.op is Op.VERIFY and request.image.source is not SourceKind.FD:
@@ -390,6 +409,8 @@ def encode_event(event: WireEvent) -> bytes:
             "sha256": event.sha256,
             "verified": event.verified,
             "seconds": round(event.seconds, 3),
+            "scanned_bytes": event.scanned_bytes,
+            "zeroed_blocks": event.zeroed_blocks,
         }
     elif isinstance(event, TargetError):
         data = {"event": "target_error", "target": event.target, **error_to_wire(event.error)}
@@ -440,6 +461,8 @@ def _decode_done(f: Fields) -> WireEvent:
         sha,
         f.flag("verified", default=False),
         f.number("seconds"),
+        f.integer("scanned_bytes", required=False),
+        f.integer("zeroed_blocks", required=False),
     )
 
 
