@@ -2,8 +2,9 @@
 
 `ReadAt` and `WriteAt` are what partition, FAT, ext4 and allocation-map code read through, so the
 same code works on a raw image file, on one partition of it, and on a copy-on-write overlay.
-`atomic_file` is how a whole image file is written: complete and synced, or not at all.
-Imports only the standard library.
+`atomic_file` is how a whole image file is written: complete and synced, or not at all;
+`start_writeback` lets a long write reach the disk while it goes on. Imports only the standard
+library.
 """
 
 from __future__ import annotations
@@ -179,3 +180,25 @@ def atomic_file(
             os.close(fd)
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of dirty pages, do not wait for it
+_sync_file_range: Callable[[int, int, int, int], int] | None = None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Start writing the dirty pages of [offset, offset + length) of `fd` to the disk without
+    waiting for them (Linux's sync_file_range, which the os module lacks); whether it started.
+    A later fsync still waits for them and reports any error; this only spreads the work."""
+    global _sync_file_range
+    if _sync_file_range is None:
+        import ctypes  # the first call only
+
+        try:
+            call = ctypes.CDLL(None, use_errno=True).sync_file_range
+        except (OSError, AttributeError):
+            return False
+        call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        call.restype = ctypes.c_int
+        _sync_file_range = call
+    return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0

@@ -28,7 +28,7 @@ from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
 from flasher.image import decoders as dec
 from flasher.image import xzparallel
-from flasher.image.byteio import atomic_file
+from flasher.image.byteio import atomic_file, start_writeback
 
 SECTOR_BYTES = 512
 HEAD_BYTES = 64 * 1024  # enough for the MBR, the GPT header and the ISO 9660 descriptor
@@ -39,6 +39,11 @@ _ZERO_BLOCK = bytes(HOLE_BLOCK_BYTES)
 _SPAN_BYTES = 64 * 1024
 _ZERO_SPAN = bytes(_SPAN_BYTES)
 _ZERO_CHUNK = bytes(dec.OUT_CHUNK_BYTES)
+# The unpacked file's pages start going to the disk every this many bytes decoded, while
+# decoding keeps the CPU busy and the disk would otherwise idle: the fsync before the file is
+# renamed into place then waits for the last few MiB only, not for all of it at once while the
+# cards are being synced and read back.
+WRITEBACK_BYTES = 32 * 1024 * 1024
 
 
 class SourceKind(enum.StrEnum):
@@ -239,7 +244,7 @@ class ImageSource:
         meter = RateMeter(
             Phase.UNPACKING, self.uncompressed_size if by_output else self.compressed_size
         )
-        done = 0
+        done = flushed = 0
         with atomic_file(dest, mode=0o644, wrap_error=lambda err: _write_error(dest, err)) as fd:
             if watch is not None:
                 watch.opened(fd)
@@ -249,6 +254,9 @@ class ImageSource:
                         cancel.check()
                     runs = _write_sparse(fd, chunk, done, dest)
                     done += len(chunk)
+                    if done - flushed >= WRITEBACK_BYTES:
+                        start_writeback(fd, flushed, done - flushed)
+                        flushed = done
                     if watch is not None:
                         watch.decoded(done, runs)
                     event = meter.update(done if by_output else src.consumed_bytes)

@@ -56,6 +56,11 @@ from flasher.writer.plan import (
     round_up,
 )
 
+# While the decoder is the bottleneck, each target is flushed every this many bytes written, so
+# what its cache holds reaches the medium while the writer would otherwise wait for data, and
+# the flush after decoding has only the rest to do.
+FLUSH_BYTES = 64 * 1024 * 1024
+
 
 class _Job:
     """What the targets share: the source, and the plan once the allocation map is known."""
@@ -149,7 +154,7 @@ class _Target:
         """Write the data extents past the first MiB as the decoder publishes them."""
         growth = self.job.source.growth
         meter = RateMeter(Phase.WRITING, growth.size_bytes, target=self.target.path)
-        cursor = 0
+        cursor = flushed = 0
         while True:
             batch, cursor, complete = growth.wait(cursor, self.cancel)
             for offset, length in batch:
@@ -160,6 +165,9 @@ class _Target:
                     self.emit(progress)
             if complete:
                 return
+            if self.written - flushed >= FLUSH_BYTES:
+                self.engine.fsync()
+                flushed = self.written
 
     def fill_gaps(self, io: IoPlan) -> None:
         """Write the plan's pieces past the first MiB where no data extent was written (zero
