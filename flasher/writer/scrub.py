@@ -95,15 +95,23 @@ def scan_ranges(scrub: Sequence[Range], plan: WritePlan) -> list[Range]:
 
 def magic_blocks(data: mmap.mmap, length: int) -> list[int]:
     """Offsets of the 4 KiB blocks among the first `length` bytes of `data` that hold the jbd2
-    magic at a 1 KiB-aligned offset."""
+    magic at a 1 KiB-aligned offset.
+
+    Only the first byte of every KiB is searched (one strided copy, 1/1024 of the data), and
+    the rest of the magic is compared where that byte matches: a substring search over the
+    whole range ran at ~0.3 GB/s, longer than reading it from the card.
+    """
     out: list[int] = []
-    pos = data.find(JBD2_MAGIC, 0, length)
-    while pos >= 0:
-        if pos % MAGIC_STRIDE_BYTES == 0:
+    firsts = data[0:length:MAGIC_STRIDE_BYTES]
+    lead = JBD2_MAGIC[:1]
+    index = firsts.find(lead)
+    while index >= 0:
+        pos = index * MAGIC_STRIDE_BYTES
+        if data[pos : pos + len(JBD2_MAGIC)] == JBD2_MAGIC:
             block = pos - pos % SCRUB_BLOCK_BYTES
             if not out or out[-1] != block:
                 out.append(block)
-        pos = data.find(JBD2_MAGIC, pos + 1, length)
+        index = firsts.find(lead, index + 1)
     return out
 
 
