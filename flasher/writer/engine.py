@@ -45,6 +45,7 @@ from flasher.errors import (
     WriterError,
 )
 from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMeter
+from flasher.writer.aligned import aligned_bytearray
 from flasher.writer.blockdev import OpenTarget, TargetKind
 from flasher.writer.chunkfeed import FanOut, Feed, HashClaims, Inbox, Prefetch, WrittenHasher
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
@@ -287,7 +288,7 @@ class TargetJob:
         """
         assert isinstance(self.source, RandomAccessSource)
         if self._scratch is None:
-            self._scratch = bytearray(round_up(self.plan.chunk_bytes, 4096))
+            self._scratch = aligned_bytearray(round_up(self.plan.chunk_bytes, 4096))
         with memoryview(self._scratch) as view:
             self.source.read_into(view[: chunk.length], chunk)
         if chunk.length == len(self._scratch):
