@@ -30,11 +30,10 @@ from tests.support.filesystems import (
     PartSpec,
     build_disk,
     expected_tree,
-    ext4_readback,
     extract,
-    fat_readback,
     garbage_copy,
     nonzero_blocks,
+    partition_readback,
     require,
     run,
     sfdisk_dump,
@@ -127,12 +126,9 @@ def filesystems(parts: list[DiskPart]) -> list[DiskPart]:
 
 def readback(image: Path, part: DiskPart, work: Path) -> tuple[int, dict[str, bytes | None]]:
     """fsck's exit code and the file tree of one partition of `image`."""
-    work.mkdir(parents=True, exist_ok=True)
-    fs_file = extract(image, part.start_bytes, part.size_bytes, work / f"p{part.number}.fs")
-    reader = ext4_readback if part.kind == "ext4" else fat_readback
-    fsck, tree = reader(fs_file, work / f"p{part.number}")
-    fs_file.unlink()
-    return fsck.returncode, tree
+    return partition_readback(
+        image, part.number, part.start_bytes, part.size_bytes, ext4=part.kind == "ext4", work=work
+    )
 
 
 def test_every_filesystem_is_analysed(proof: Proof) -> None:

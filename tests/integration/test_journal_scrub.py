@@ -23,7 +23,7 @@ from flasher.writer.client import TargetResult
 from flasher.writer.launchers import DirectLauncher, Launcher
 from flasher.writer.shared import SharedHelper
 from tests.conftest import ImageFactory
-from tests.support.filesystems import ext4_readback, extract, fat_readback, run
+from tests.support.filesystems import extract, partition_readback, run
 from tests.support.images import BuiltImage, BuiltPartition
 from tests.support.loopdev import LoopDevice, LoopDevices
 
@@ -78,12 +78,9 @@ def _ext4_parts(image: BuiltImage) -> list[BuiltPartition]:
 
 
 def _readback(disk: Path, part: BuiltPartition, work: Path) -> tuple[int, dict[str, bytes | None]]:
-    work.mkdir(parents=True, exist_ok=True)
-    fs = extract(disk, part.start_bytes, part.size_bytes, work / f"p{part.number}.fs")
-    reader = ext4_readback if part.fs == "ext4" else fat_readback
-    fsck, tree = reader(fs, work / f"p{part.number}")
-    fs.unlink()
-    return fsck.returncode, tree
+    return partition_readback(
+        disk, part.number, part.start_bytes, part.size_bytes, ext4=part.fs == "ext4", work=work
+    )
 
 
 def _journal_blocks_starting_with_magic(

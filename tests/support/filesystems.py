@@ -252,6 +252,19 @@ def fat_readback(
     return fsck, tree_contents(out)
 
 
+def partition_readback(
+    image: Path, number: int, start: int, size: int, *, ext4: bool, work: Path
+) -> tuple[int, dict[str, bytes | None]]:
+    """fsck's exit code and the file tree of partition `number` of `image` (ext4, else FAT),
+    through a copy of it in `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    fs_file = extract(image, start, size, work / f"p{number}.fs")
+    reader = ext4_readback if ext4 else fat_readback
+    fsck, tree = reader(fs_file, work / f"p{number}")
+    fs_file.unlink()
+    return fsck.returncode, tree
+
+
 def expected_tree(tree: Path | None) -> dict[str, bytes | None]:
     return tree_contents(tree) if tree is not None else {}
 
