@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import random
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -25,7 +24,7 @@ from flasher.writer.launchers import DirectLauncher, InProcessLauncher, Launcher
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import TargetSpec
 from tests.support.loopdev import LoopDevice, LoopDevices
-from tests.support.streams import HeldStream
+from tests.support.streams import HeldStream, wait_until_written
 
 MiB = 1024 * 1024
 IMAGE_BYTES = 24 * MiB + 1536  # not a multiple of 4 KiB, so the padded tail is exercised
@@ -210,11 +209,7 @@ def test_cancel_leaves_the_first_mib_zeroed(loops: LoopDevices, image: tuple[Pat
 
     def cancel_mid_write() -> None:
         # Once part of the body is on the card (the source is stuck at 12 MiB), cancel.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if loop.read(2 * MiB, 4096) == raw[2 * MiB : 2 * MiB + 4096]:
-                break
-            time.sleep(0.01)
+        wait_until_written(loop, raw, 20)
         cancel.cancel()
         release.set()
 

@@ -11,7 +11,6 @@ import random
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from flasher.writer.launchers import DirectLauncher, WriterHandle
 from flasher.writer.shared import SharedHelper
 from tests.support.helper_driver import HelperProcess, target_entry, write_request
 from tests.support.loopdev import LoopDevice, LoopDevices
-from tests.support.streams import HeldStream
+from tests.support.streams import HeldStream, wait_until_written
 
 MiB = 1024 * 1024
 IMAGE_BYTES = 20 * MiB + 512
@@ -60,11 +59,7 @@ def _when_written(loop: LoopDevice, raw: bytes, then: Callable[[], None]) -> thr
     """A thread that runs `then` once part of the body is on `loop`."""
 
     def watch() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if loop.read(2 * MiB, 4096) == raw[2 * MiB : 2 * MiB + 4096]:
-                break
-            time.sleep(0.01)
+        wait_until_written(loop, raw, 30)
         then()
 
     thread = threading.Thread(target=watch)

@@ -1,10 +1,16 @@
 """A decompressed-stream stand-in for writer tests: serves bytes, optionally holding at a point
-until released (a slow decoder), so a cancel or a failure can land mid-write."""
+until released (a slow decoder), so a cancel or a failure can land mid-write; and a wait for
+the moment part of the body is on the card."""
 
 from __future__ import annotations
 
 import io
 import threading
+import time
+
+from tests.support.loopdev import LoopDevice
+
+MiB = 1024 * 1024
 
 
 class HeldStream(io.RawIOBase):
@@ -31,3 +37,13 @@ class HeldStream(io.RawIOBase):
         buf[:n] = self._data[self._pos : self._pos + n]
         self._pos += n
         return n
+
+
+def wait_until_written(loop: LoopDevice, raw: bytes, timeout_s: float) -> None:
+    """Return once the 4 KiB of `raw` at 2 MiB are on `loop` (past the held-back first MiB,
+    so part of the body is written), or after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if loop.read(2 * MiB, 4096) == raw[2 * MiB : 2 * MiB + 4096]:
+            return
+        time.sleep(0.01)
