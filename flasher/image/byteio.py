@@ -9,12 +9,13 @@ library.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 
 @runtime_checkable
@@ -183,22 +184,25 @@ def atomic_file(
 
 
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of dirty pages, do not wait for it
-_sync_file_range: Callable[[int, int, int, int], int] | None = None
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range (the os module lacks it), looked up once; None where missing."""
+    import ctypes  # the first call only
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], call)
 
 
 def start_writeback(fd: int, offset: int, length: int) -> bool:
     """Start writing the dirty pages of [offset, offset + length) of `fd` to the disk without
-    waiting for them (Linux's sync_file_range, which the os module lacks); whether it started.
-    A later fsync still waits for them and reports any error; this only spreads the work."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        import ctypes  # the first call only
-
-        try:
-            call = ctypes.CDLL(None, use_errno=True).sync_file_range
-        except (OSError, AttributeError):
-            return False
-        call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-        call.restype = ctypes.c_int
-        _sync_file_range = call
-    return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
+    waiting for them; whether it started. A later fsync still waits for them and reports any
+    error; this only spreads the work."""
+    call = _sync_file_range()
+    return call is not None and call(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
