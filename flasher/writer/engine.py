@@ -4,9 +4,9 @@ Standard library plus flasher.errors, flasher.events and flasher.writer modules 
 helper runs it; the unprivileged process runs it too, for regular-file targets).
 
 Per target, in order: zero the first and last MiB (a half-written card never looks valid), write
-every chunk except the first MiB in large aligned O_DIRECT writes, fsync, scrub the journal
-areas (flasher.writer.scrub), write the first MiB
-(the partition table) last, fsync; then drop cached pages and read everything back, comparing
+every chunk except the first MiB in large aligned O_DIRECT writes while the journal areas are
+scrubbed on another thread (flasher.writer.scrub), fsync, write the first MiB (the partition
+table) last, fsync; then drop cached pages and read everything back, comparing
 it with the image bytes re-read from a random-access source, or with the per-chunk sha256
 digests taken from a stream (the digests also make the job's sha256; with a random-access
 source they are taken after each write, off the write path). I/O goes in pieces of a chunk,
@@ -60,7 +60,7 @@ from flasher.writer.plan import (
     piece_bytes_for,
     round_up,
 )
-from flasher.writer.scrub import Range, TargetScrub
+from flasher.writer.scrub import Range, ScrubRun, TargetScrub
 
 STALL_TIMEOUT_S = 120.0
 # Buffers per target: one being read, one being written, one being hashed, one spare.
@@ -203,8 +203,11 @@ class TargetJob:
         first MiB is written)."""
         if self.scrub.run(self.io.plan, self.cancel.check):
             self._fsync()
-            zeroed = len(self.scrub.zeroed)
-            self.emit(Log("info", f"zeroed {zeroed} stale journal block(s)", self.target.path))
+            self._log_zeroed()
+
+    def _log_zeroed(self) -> None:
+        zeroed = len(self.scrub.zeroed)
+        self.emit(Log("info", f"zeroed {zeroed} stale journal block(s)", self.target.path))
 
     def erase_ends(self) -> None:
         """Zero the first and last MiB, durably, before anything else is written."""
@@ -219,6 +222,7 @@ class TargetJob:
         t = self.target
         self.emit(PhaseChanged(Phase.WRITING, t.path))
         self.erase_ends()
+        scan = ScrubRun(self.scrub, self.io.plan, self.cancel.check) if self.scrub.ranges else None
         meter = RateMeter(Phase.WRITING, self.plan.total_bytes, target=t.path)
         head = mmap.mmap(-1, HEAD_BYTES)
         head_view = memoryview(head)
@@ -248,9 +252,12 @@ class TargetJob:
                     self.emit(progress)
             self.cancel.check()
             self.emit(PhaseChanged(Phase.SYNCING, t.path))
-            self._fsync()
-            self.scrub_journals()
+            if scan is not None and scan.result():
+                self._log_zeroed()
+            self._fsync()  # the data and the zeroed journal blocks, before the first MiB
         finally:
+            if scan is not None:
+                scan.abandon()
             if hasher is not None:
                 hasher.finish()
         for index in self.plan.head_indices():

@@ -6,12 +6,13 @@ root helper runs it).
 The image holds zeros in its scrub ranges (the bodies of ext3/4 journals, flasher.image.sparse),
 and nothing reads them before writing them except jbd2 recovery, which stops at the first block
 that does not start with the jbd2 magic. So instead of writing them, each target's scrub
-ranges are read back from the medium once its mapped data is durable (before the first MiB is
-written), and every 4 KiB block holding the magic at any 1 KiB-aligned offset (a journal block
-of 1, 2 or 4 KiB could start there) is written as zeros, then flushed. A card that held this
-image in a previous life thus keeps none of that life's log. The zeroed blocks count in the
-target's bytes written and are read back and compared with zeros when the target is verified;
-the job's digest covers the mapped ranges only, so it stays the same for every target.
+ranges are read back from the medium (while its mapped data is written: `ScrubRun`; no chunk
+touches them), and every 4 KiB block holding the magic at any 1 KiB-aligned offset (a journal
+block of 1, 2 or 4 KiB could start there) is written as zeros, flushed before the first MiB.
+A card that held this image in a previous life thus keeps none of that life's log. The zeroed
+blocks count in the target's bytes written and are read back and compared with zeros when the
+target is verified; the job's digest covers the mapped ranges only, so it stays the same for
+every target.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from flasher.errors import FlasherError, VerificationFailed
+from flasher.errors import Cancelled, FlasherError, VerificationFailed
 from flasher.writer.plan import WritePlan
 from flasher.writer.strictjson import fail
 
@@ -198,3 +200,47 @@ class TargetScrub:
                     )
         finally:
             buf.close()
+
+
+class ScrubRun:
+    """`TargetScrub.run` on a thread of its own while the target's mapped data is written.
+
+    The scan reads and zeroes only blocks that no chunk of the plan writes, so it can overlap
+    the data; the caller flushes once both are done, before the first MiB is written. On a card
+    reader or a throttled device the reads then take no time of their own.
+    """
+
+    def __init__(
+        self, scrub: TargetScrub, plan: WritePlan, check_cancel: Callable[[], None]
+    ) -> None:
+        self._stop = threading.Event()
+        self._check_cancel = check_cancel
+        self._zeroed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(scrub, plan), name="flasher-scrub", daemon=True
+        )
+        self._thread.start()
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise Cancelled()
+        self._check_cancel()
+
+    def _run(self, scrub: TargetScrub, plan: WritePlan) -> None:
+        try:
+            self._zeroed = scrub.run(plan, self._check)
+        except BaseException as err:  # re-raised by result() on the writing thread
+            self._error = err
+
+    def result(self) -> bool:
+        """Wait for the scan: whether it zeroed any block; its error, raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._zeroed
+
+    def abandon(self) -> None:
+        """Stop the scan at its next step and wait for it (a no-op once it has ended)."""
+        self._stop.set()
+        self._thread.join()

@@ -9,13 +9,14 @@ import mmap
 import os
 import random
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
-from flasher.errors import VerificationFailed, WriteFailed, WriterProtocolError
+from flasher.errors import Cancelled, VerificationFailed, WriteFailed, WriterProtocolError
 from flasher.events import CancelToken
 from flasher.writer.blockdev import OpenTarget, open_regular_file
 from flasher.writer.growing import Growth, feed_growth, pump_growth
@@ -33,7 +34,14 @@ from flasher.writer.protocol import (
     encode_event,
     encode_request,
 )
-from flasher.writer.scrub import JBD2_MAGIC, TargetScrub, magic_blocks, scan_ranges
+from flasher.writer.scrub import (
+    JBD2_MAGIC,
+    SCAN_STEP_BYTES,
+    ScrubRun,
+    TargetScrub,
+    magic_blocks,
+    scan_ranges,
+)
 
 MiB = 1024 * 1024
 BLOCK = 4096
@@ -136,6 +144,73 @@ def test_zeros_that_do_not_stick_fail_the_read_back(tmp_path: Path) -> None:
     finally:
         target.close()
     assert caught.value.offset == MiB
+
+
+def test_a_scan_on_its_own_thread_hands_back_what_it_zeroed(tmp_path: Path) -> None:
+    data = bytearray(2 * MiB)
+    data[MiB + BLOCK : MiB + BLOCK + len(DESCRIPTOR)] = DESCRIPTOR
+    path = tmp_path / "card.img"
+    path.write_bytes(bytes(data))
+    target = _file_target(path)
+    try:
+        scrub = _scrub(target, [(MiB, MiB)])
+        run = ScrubRun(scrub, WritePlan.build(len(data), [(0, 4096)]), lambda: None)
+        assert run.result()
+    finally:
+        target.close()
+    assert scrub.zeroed == [MiB + BLOCK] and path.read_bytes() == bytes(2 * MiB)
+
+
+def test_a_scan_on_its_own_thread_hands_its_error_to_the_writer(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)  # reading a directory fails with EISDIR
+    try:
+        target = cast(OpenTarget, SimpleNamespace(fd=fd, path="/dev/fake", direct=True))
+        plan = WritePlan.build(4 * MiB, [(0, 4096)])
+        run = ScrubRun(_scrub(target, [(MiB, MiB)]), plan, lambda: None)
+        with pytest.raises(WriteFailed) as caught:
+            run.result()
+    finally:
+        os.close(fd)
+    assert caught.value.offset == MiB
+
+
+def test_a_cancelled_job_stops_the_scan_with_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "card.img"
+    path.write_bytes(bytes(4 * MiB))
+    target = _file_target(path)
+    cancel = CancelToken()
+    cancel.cancel()
+    try:
+        scrub = _scrub(target, [(MiB, 2 * MiB)])
+        run = ScrubRun(scrub, WritePlan.build(4 * MiB, [(0, 4096)]), cancel.check)
+        with pytest.raises(Cancelled):
+            run.result()
+    finally:
+        target.close()
+    assert scrub.scanned_bytes == 0
+
+
+def test_an_abandoned_scan_stops_at_its_next_step(tmp_path: Path) -> None:
+    path = tmp_path / "card.img"
+    with path.open("wb") as f:
+        f.truncate(64 * MiB)
+    target = _file_target(path)
+    entered = threading.Event()
+
+    def slow_check() -> None:
+        entered.set()
+        time.sleep(0.05)
+
+    try:
+        scrub = _scrub(target, [(MiB, 60 * MiB)])
+        run = ScrubRun(scrub, WritePlan.build(64 * MiB, [(0, 4096)]), slow_check)
+        assert entered.wait(10)
+        run.abandon()
+        scanned = scrub.scanned_bytes
+        time.sleep(0.1)
+    finally:
+        target.close()
+    assert scanned <= 2 * SCAN_STEP_BYTES and scrub.scanned_bytes == scanned
 
 
 # -- on the wire ------------------------------------------------------------------------------
