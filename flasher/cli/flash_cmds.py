@@ -62,8 +62,10 @@ from flasher.events import CancelToken, Event
 if TYPE_CHECKING:  # the flash machinery loads when the command runs, not for --help
     from flasher.drives.constraints import Problem
     from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport
-    from flasher.provider import ImageProvider
+    from flasher.provider import ImageProvider, SourceSpec
     from flasher.writer.client import TargetResult
+    from flasher.writer.launchers import Launcher
+    from flasher.writer.shared import SharedHelper
 
 
 def register(groups: dict[str, Any]) -> None:
@@ -134,11 +136,19 @@ def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
     )
 
 
-def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
-    from flasher.cache import ImageCache
-    from flasher.pipeline import FlashJob
-    from flasher.provider import ImageProvider
+def _early_helper(args: argparse.Namespace) -> SharedHelper | None:
+    """As root, the writer helper for the drives starts now, while the image is prepared. (As a
+    user it starts when the drives are written: pkexec asks then, once the image is known.)"""
+    if os.geteuid() != 0 or not any(_is_block_device(t) for t in args.targets):
+        return None
+    from flasher.writer.shared import SharedHelper
 
+    helper = SharedHelper()
+    helper.start_soon()
+    return helper
+
+
+def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if not args.source and not args.device_type:
         raise FlasherError(
             "Name an image to flash.", hint="Give an image file or URL, or --device-type SLUG."
@@ -148,6 +158,25 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
         precheck_device_config(args, version_from_catalog=True)
     source = source_spec(args)
     _erase_consent(args, ctx)
+    helper = _early_helper(args)
+    try:
+        return _flash(args, ctx, source, configure, helper)
+    finally:
+        if helper is not None:
+            helper.close()
+
+
+def _flash(
+    args: argparse.Namespace,
+    ctx: CliContext,
+    source: SourceSpec,
+    configure: bool,
+    launcher: Launcher | None,
+) -> int:
+    from flasher.cache import ImageCache
+    from flasher.pipeline import FlashJob
+    from flasher.provider import ImageProvider
+
     job = FlashJob(
         source=source,
         targets=tuple(args.targets),
@@ -165,7 +194,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     provider = ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin)
     try:
-        report = _run(job, provider, args, ctx)
+        report = _run(job, provider, args, ctx, launcher)
     except DriveRejected as err:
         if any(p.code is ProblemCode.INTERNAL for p in err.problems):
             err.action = Action.ALLOW_INTERNAL_DISK
@@ -174,7 +203,11 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def _run(
-    job: FlashJob, provider: ImageProvider, args: argparse.Namespace, ctx: CliContext
+    job: FlashJob,
+    provider: ImageProvider,
+    args: argparse.Namespace,
+    ctx: CliContext,
+    launcher: Launcher | None,
 ) -> FlashReport:
     """Run the job on a worker thread so Ctrl-C cancels it cleanly (cards left unbootable)."""
     from flasher.cli.progress import MultiBar
@@ -195,7 +228,12 @@ def _run(
     def work() -> None:
         try:
             box["report"] = run_flash(
-                job, provider, on_event=on_event, cancel=cancel, confirm=_confirm(args, ctx)
+                job,
+                provider,
+                on_event=on_event,
+                cancel=cancel,
+                confirm=_confirm(args, ctx),
+                launcher=launcher,
             )
         except BaseException as err:  # re-raised on the main thread
             box["error"] = err

@@ -14,13 +14,11 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from flasher.error_codes import Action
 from flasher.errors import AuthorizationDenied, WriterError, WriterProtocolError
 from flasher.events import CancelToken
-from flasher.writer import helper
-from flasher.writer.blockdev import TargetPolicy
 from flasher.writer.framing import LineReader
 from flasher.writer.protocol import MAX_EVENT_BYTES, PROTOCOL_VERSION, Hello, decode_event
 
@@ -34,6 +32,9 @@ HELPER_PATH_ENV = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLKIT_ACTION = "io.balena.flasher.write"
 PKEXEC_DISMISSED = 126
 PKEXEC_NOT_AUTHORIZED = 127
+
+if TYPE_CHECKING:  # the helper's engine is imported where a job runs in this process
+    from flasher.writer.blockdev import TargetPolicy
 
 
 class WriterHandle(Protocol):
@@ -214,6 +215,8 @@ class _ThreadHandle:
     ) -> None:
         self._code = 1
         self._error = ""
+
+        from flasher.writer import helper
 
         def serve() -> None:
             try:

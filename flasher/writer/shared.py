@@ -176,6 +176,17 @@ class SharedHelper:
                 self._session = _Session(self._launcher)
                 self.started += 1
 
+    def start_soon(self) -> None:
+        """`start` on a thread of its own, so the helper's start-up overlaps the caller's work.
+
+        A failure is left to the first job, which starts a helper again and raises why."""
+
+        def start() -> None:
+            with contextlib.suppress(FlasherError, OSError):
+                self.start()
+
+        threading.Thread(target=start, name="flasher-writer-start", daemon=True).start()
+
     def launch(self, sock: socket.socket) -> WriterHandle:
         try:
             with self._lock:

@@ -3,6 +3,7 @@ exit codes, and nothing written when the settings are bad."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from flasher.cli.main import main
@@ -312,6 +314,26 @@ def test_flash_to_loop_devices_verifies_every_partition(
         assert json.loads(mtype(device_copy, boot.start_bytes, "/config.json"))["hostname"] == (
             "loopy"
         )
+
+
+def test_a_flash_that_fails_before_writing_leaves_no_helper_behind(
+    tmp_path: Path, loops: LoopDevices, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As root the writer helper starts while the image is read; an image that turns out bad
+    ends it too, and the card is untouched."""
+    bad = tmp_path / "bad.img.gz"
+    bad.write_bytes(gzip.compress(b"\x00" * 4096)[:-12])  # cut short: no end of stream
+    loop = loops.create(64 * 1024 * 1024, fill=b"\xa5")
+    code = main(["--json", "flash", str(bad), "--target", loop.path, "--yes"])
+    events = _json_lines(capsys.readouterr().out)
+    assert code != 0 and events[-1]["event"] == "error", events[-3:]
+    assert loop.read(0, 4096) == b"\xa5" * 4096
+    helpers = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if "flasher.writer" in " ".join(p.cmdline())
+    ]
+    assert helpers == []
 
 
 def _sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ import random
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from flasher.errors import Cancelled, DriveRejected, WriterError
 from flasher.events import CancelToken
 from flasher.models import Drive
 from flasher.writer.client import ImageFeed, TargetResult, write_image
-from flasher.writer.launchers import DirectLauncher, WriterHandle
+from flasher.writer.launchers import DirectLauncher, PkexecLauncher, WriterHandle
 from flasher.writer.shared import SharedHelper
 from tests.support.helper_driver import HelperProcess, target_entry, write_request
 from tests.support.loopdev import LoopDevice, LoopDevices
@@ -202,6 +203,49 @@ def test_a_killed_helper_fails_its_cards_and_the_next_card_gets_a_new_one(
     assert later.read(0, IMAGE_BYTES) == raw
     assert shared.started == 2
     assert _helper_processes() == []  # closing the station's helper ends it
+
+
+@pytest.mark.root
+def test_a_helper_started_soon_serves_the_first_job(
+    loops: LoopDevices, image: tuple[Path, bytes]
+) -> None:
+    path, raw = image
+    card = loops.create(24 * MiB, fill=FILL)
+    shared = SharedHelper(DirectLauncher())
+    shared.start_soon()
+    try:
+        assert _wait_for(lambda: len(_helper_processes()) == 1)  # before any job asked
+        result = _one(ImageFeed.from_file(path), card, shared)
+    finally:
+        shared.close()
+    assert result.ok and result.verified, result.error
+    assert card.read(0, IMAGE_BYTES) == raw
+    assert shared.started == 1 and _helper_processes() == []
+
+
+@pytest.mark.root
+def test_a_helper_that_cannot_start_soon_leaves_the_error_to_the_job(
+    loops: LoopDevices, image: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    path, _raw = image
+    card = loops.create(24 * MiB, fill=FILL)
+    shared = SharedHelper(PkexecLauncher(helper_path=str(tmp_path / "no-helper")))
+    shared.start_soon()  # does not raise
+    try:
+        with pytest.raises(WriterError, match="not installed"):
+            _one(ImageFeed.from_file(path), card, shared)
+    finally:
+        shared.close()
+    assert card.read(0, 4096) == FILL * 4096
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.mark.root
