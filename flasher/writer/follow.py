@@ -10,9 +10,10 @@ it that no data extent covered (zero blocks the card must still get) are written
 complete file, then fsync, the scrub ranges scanned (flasher.writer.scrub), the first MiB last,
 fsync, and every mapped range is read back and
 compared with the complete file exactly as the engine does (`TargetJob.verify`). The chunk
-digests (the job's sha256) are taken from the complete file on a thread of their own while the
-targets finish writing. A failed or cancelled decode fails every target with the first MiB
-zeroed, so a card is never left looking good.
+digests (the job's sha256) are taken from the complete file on a thread of their own, from the
+last chunk back, while the targets finish writing and verify from the first chunk on. A failed
+or cancelled decode fails every target with the first MiB zeroed, so a card is never left
+looking good.
 """
 
 from __future__ import annotations
@@ -103,11 +104,13 @@ class _Job:
             return self._planned
 
     def _hash_all(self, plan: WritePlan, digests: ChunkDigests, cancel: CancelToken) -> None:
-        """Take every chunk's digest from the complete file (verifying hashes any chunk it
-        reaches first, so this only saves time)."""
+        """Take every chunk's digest from the complete file, last chunk first: verifying
+        hashes the chunks it reaches before this thread from the front, so the two meet in the
+        middle, each on a core of its own, instead of hashing the same chunks twice."""
         buf = mmap.mmap(-1, round_up(plan.chunk_bytes, 4096))
         try:
-            for index, chunk in enumerate(plan.chunks):
+            for index in reversed(range(len(plan.chunks))):
+                chunk = plan.chunks[index]
                 if cancel.cancelled or digests.get(index) is not None:
                     continue
                 view = memoryview(buf)
