@@ -1,11 +1,18 @@
 """The allocation map: which byte ranges of an image must reach the card, and which may be skipped.
 
-Skipping is only ever decided by a filesystem's own metadata (ext2/3/4 bitmaps, FAT tables) or by
-a published .bmap. Everything else — the partition table, the area before the first partition,
-gaps between partitions, unknown filesystems, swap, and any filesystem that cannot be read with
-confidence — is mapped. Small unmapped gaps are then filled in (see DEFAULT_COALESCE_GAP_BYTES)
-and edges aligned to whole blocks, because a few extra bytes written cost less than breaking a
-sequential write into many small ones.
+Inside a partition, skipping is only ever decided by a filesystem's own metadata (ext2/3/4
+bitmaps, FAT tables) or by a published .bmap; unknown filesystems, swap, and any filesystem that
+cannot be read with confidence are mapped whole. Outside every partition, with or without a
+.bmap, the area before the first partition is mapped whole, whatever it holds: boot ROMs and
+boot loaders read raw offsets there, and a stale loader (or U-Boot environment) left on a card
+from an earlier image must never survive where this image has zeros. Past the start of the first
+partition (the gaps between partitions, the extended container around its logical partitions,
+the tail after the last one) only the 4 KiB blocks holding a non-zero byte are mapped: these
+are alignment gaps, so whatever the image does put there is written, and its zeros are not. The
+partition table structures (MBR, EBRs, both GPT headers and
+arrays) are always mapped. Small unmapped gaps are then filled in (see
+DEFAULT_COALESCE_GAP_BYTES) and edges aligned to whole blocks, because a few extra bytes written
+cost less than breaking a sequential write into many small ones.
 
 The zero blocks of ext3/4 journal bodies are not mapped but listed apart as `scrub` ranges
 (flasher.image.ext4journal), with a .bmap too: the writer does not write them but makes sure
@@ -43,6 +50,10 @@ from flasher.image.partitions import Partition, PartitionTable, filesystem_of, w
 DEFAULT_COALESCE_GAP_BYTES = 1024 * 1024
 DEFAULT_BLOCK_BYTES = 4096
 SCRUB_BLOCK_BYTES = 4096
+# The gaps between partitions are read in pieces of GAP_READ_BYTES and mapped in blocks of
+# GAP_BLOCK_BYTES (on the image's own block grid) wherever a block holds a non-zero byte.
+GAP_READ_BYTES = 1024 * 1024
+GAP_BLOCK_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -70,9 +81,29 @@ class PartitionAllocation:
 
 
 @dataclass(frozen=True)
+class OutsideAllocation:
+    """How the bytes outside every partition were mapped: `size_bytes` of them, the first
+    `head_bytes` (before the first partition) whole; `mapped_bytes` is exact (before gaps are
+    filled in) and counts the head, the partition table structures and the gaps' non-zero
+    blocks."""
+
+    size_bytes: int = 0
+    head_bytes: int = 0
+    mapped_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size_bytes": self.size_bytes,
+            "head_bytes": self.head_bytes,
+            "mapped_bytes": self.mapped_bytes,
+        }
+
+
+@dataclass(frozen=True)
 class AllocationMap:
     """Sorted, non-overlapping `(offset, length)` ranges of an image of `size_bytes`, and the
-    zero journal blocks to scrub instead of writing (`scrub`, disjoint from `ranges`)."""
+    zero journal blocks to scrub instead of writing (`scrub`, disjoint from `ranges`).
+    `partitions` and `outside` say how each area was mapped."""
 
     size_bytes: int
     ranges: tuple[rng.Range, ...]
@@ -80,6 +111,7 @@ class AllocationMap:
     partitions: tuple[PartitionAllocation, ...] = ()
     warnings: tuple[str, ...] = ()
     scrub: tuple[rng.Range, ...] = ()
+    outside: OutsideAllocation = OutsideAllocation()
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,6 +163,7 @@ class AllocationMap:
             "range_count": len(self.ranges),
             "source": self.source,
             "partitions": [p.to_dict() for p in self.partitions],
+            "outside": self.outside.to_dict(),
             "warnings": list(self.warnings),
         }
 
@@ -147,11 +180,14 @@ def allocation_map(
 ) -> AllocationMap:
     """Map the bytes of `io` that a flash must write.
 
-    A `.bmap` given in `bmap_path` replaces the filesystem analysis (after checking it describes
-    an image of this size, and with `verify_bmap_checksums` every range's checksum). Either
-    way the partition table structures are mapped. Gaps shorter than `coalesce_gap_bytes` are
-    filled and edges widened to `block_bytes`. The zero blocks of every readable ext3/4
-    journal body that stay unmapped become the map's `scrub` ranges.
+    A `.bmap` given in `bmap_path` replaces the filesystem analysis inside the partitions (after
+    checking it describes an image of this size, and with `verify_bmap_checksums` every range's
+    checksum). Either way the area before the first partition and the partition table
+    structures are mapped whole, and the rest of the area outside the partitions where it holds
+    a non-zero byte: its bytes are read, so `io` must hold the whole image (an image still being
+    decoded is mapped once it is complete, flasher.pipeline.prepare). Gaps shorter than
+    `coalesce_gap_bytes` are filled and edges widened to `block_bytes`. The zero blocks of every
+    readable ext3/4 journal body that stay unmapped become the map's `scrub` ranges.
     """
     partitions = table.data_partitions()
     if table.scheme == "none" and not partitions:
@@ -159,15 +195,60 @@ def allocation_map(
     warnings: list[str] = []
     if bmap_path is not None:
         source = "bmap"
-        exact, breakdown = _from_bmap(io, bmap_path, partitions, verify_bmap_checksums, name)
+        inside, breakdown = _from_bmap(io, bmap_path, partitions, verify_bmap_checksums, name)
         scrub = [r for p in partitions for r in _journal_scrub(io, p)]
     else:
         source = "filesystems"
-        exact, breakdown, warnings, scrub = _from_filesystems(io, partitions)
-    exact = rng.merge([*exact, *rng.clip(table.metadata_ranges, 0, io.size)])
-    amap = AllocationMap(io.size, tuple(exact), source, tuple(breakdown), tuple(warnings))
+        inside, breakdown, warnings, scrub = _from_filesystems(io, partitions)
+    outside, outside_usage = _outside(io, partitions, table.metadata_ranges)
+    exact = rng.merge([*inside, *outside])
+    amap = AllocationMap(
+        io.size,
+        tuple(exact),
+        source,
+        tuple(breakdown),
+        tuple(warnings),
+        outside=outside_usage,
+    )
     amap = amap.aligned(block_bytes).coalesced(coalesce_gap_bytes)
     return replace(amap, scrub=_without(scrub, amap.ranges))
+
+
+def _outside(
+    io: ReadAt, partitions: tuple[Partition, ...], metadata: Iterable[rng.Range]
+) -> tuple[list[rng.Range], OutsideAllocation]:
+    """The mapped ranges outside every partition and their breakdown entry: all of the area
+    before the first partition, the table's structures, and past the first partition's start
+    the blocks of the gaps that hold a non-zero byte."""
+    areas = rng.complement([(p.start_bytes, p.size_bytes) for p in partitions], 0, io.size)
+    head_end = min([io.size, *(p.start_bytes for p in partitions)])
+    mapped = [(0, head_end), *rng.clip(metadata, 0, io.size)]
+    for start, length in rng.clip(areas, head_end, io.size):
+        mapped += _nonzero_blocks(io, start, start + length)
+    mapped = rng.merge(mapped)
+    in_areas = sum(rng.total(rng.clip(mapped, start, start + n)) for start, n in areas)
+    return mapped, OutsideAllocation(rng.total(areas), head_end, in_areas)
+
+
+def _nonzero_blocks(io: ReadAt, start: int, end: int) -> Iterator[rng.Range]:
+    """The GAP_BLOCK_BYTES blocks of [start, end) that hold a non-zero byte (the blocks at the
+    ends cut at `start` and `end`), read GAP_READ_BYTES at a time; bytes `io` cannot give count
+    as non-zero."""
+    zeros = bytes(min(GAP_READ_BYTES, end - start))
+    pos = start
+    while pos < end:
+        stop = min(end, (pos // GAP_READ_BYTES + 1) * GAP_READ_BYTES)
+        data = io.pread(stop - pos, pos)
+        got = pos + len(data)
+        if data != zeros[: len(data)]:
+            for block in range(pos - pos % GAP_BLOCK_BYTES, got, GAP_BLOCK_BYTES):
+                lo, hi = max(block, pos), min(block + GAP_BLOCK_BYTES, got)
+                if data[lo - pos : hi - pos].count(0) < hi - lo:
+                    yield lo, hi - lo
+        if got < stop:
+            yield got, end - got
+            return
+        pos = stop
 
 
 def _without(scrub: Iterable[rng.Range], mapped: Iterable[rng.Range]) -> tuple[rng.Range, ...]:
@@ -207,6 +288,7 @@ def _from_bmap(
     if verify:
         verify_bmap(io, bmap, name=name)
     exact = bmap.byte_ranges()
+    inside = [r for p in partitions for r in rng.clip(exact, p.start_bytes, p.end_bytes)]
     breakdown = [
         PartitionAllocation(
             p.number,
@@ -218,13 +300,13 @@ def _from_bmap(
         )
         for p in partitions
     ]
-    return exact, breakdown
+    return inside, breakdown
 
 
 def _from_filesystems(
     io: ReadAt, partitions: tuple[Partition, ...]
 ) -> tuple[list[rng.Range], list[PartitionAllocation], list[str], list[rng.Range]]:
-    free: list[rng.Range] = []
+    inside: list[rng.Range] = []
     scrub: list[rng.Range] = []
     breakdown: list[PartitionAllocation] = []
     warnings: list[str] = []
@@ -234,15 +316,15 @@ def _from_filesystems(
             breakdown.append(usage)
             if usage.filesystem != "unknown":
                 warnings.append(f"partition {p.number}: {usage.reason}; copying all of it")
+            inside.append((p.start_bytes, min(p.end_bytes, io.size) - p.start_bytes))
             continue
-        size = min(p.end_bytes, io.size) - p.start_bytes
         journal = _journal_scrub(io, p) if usage.method == "ext4" else []
         relative = [(off - p.start_bytes, n) for off, n in journal]
         used = rng.subtract(used, relative)
         scrub += journal
         breakdown.append(replace(usage, mapped_bytes=rng.total(used)))
-        free += [(p.start_bytes + off, length) for off, length in rng.complement(used, 0, size)]
-    return rng.complement(free, 0, io.size), breakdown, warnings, scrub
+        inside += [(p.start_bytes + off, length) for off, length in used]
+    return inside, breakdown, warnings, scrub
 
 
 def _analyse(io: ReadAt, p: Partition) -> tuple[PartitionAllocation, list[rng.Range] | None]:

@@ -364,7 +364,8 @@ def _prepare_following(
     reader = unpack.reader()
     name = str(resolved.raw_path)
     # The start of the disk, where the boot partition is: logical partitions and a GPT backup
-    # lie further in the stream (the map reads the whole table once the image is complete).
+    # lie further in the stream (the map reads the whole table, and the gaps between the
+    # partitions for data, once the image is complete).
     table = read_partition_table(reader, name=name, early=True)
     if config is not None or config_from_image is not None:
         identity = read_identity_at(reader, name=name, table=table)  # ImageError: not balenaOS

@@ -2,7 +2,8 @@
 image are not written but scanned on the card, so a card that held random data still checks
 clean file for file, and a card that held a previous life's journal blocks gets them zeroed,
 reported and verified; through a plain flash, a flash that follows a .gz being decoded, and a
-bench station's shared helper session."""
+bench station's shared helper session. The zero gaps between partitions are not written either:
+the card's partition table still reads back as the image's, and data put in a gap arrives."""
 
 from __future__ import annotations
 
@@ -23,8 +24,14 @@ from flasher.writer.client import TargetResult
 from flasher.writer.launchers import DirectLauncher, Launcher
 from flasher.writer.shared import SharedHelper
 from tests.conftest import ImageFactory
-from tests.support.filesystems import extract, partition_readback, run
-from tests.support.images import BuiltImage, BuiltPartition
+from tests.support.filesystems import (
+    extract,
+    partition_readback,
+    patch_bytes,
+    run,
+    sfdisk_dump,
+)
+from tests.support.images import BuiltImage, BuiltPartition, copy_image
 from tests.support.loopdev import LoopDevice, LoopDevices
 
 MiB = 1024 * 1024
@@ -64,9 +71,11 @@ def _plant_previous_life(card: LoopDevice, image: BuiltImage) -> list[int]:
 def _flash(
     source: Path, card: LoopDevice, cache: Path, *, launcher: Launcher | None = None, **kw: bool
 ) -> tuple[TargetResult, int]:
-    """Flash `source` to `card` through prepare/write; the result and the job's scrub bytes."""
+    """Flash `source` to `card` through prepare/write; the result and the job's scrub bytes
+    (with `one_flash`, a compressed source is written while it is decoded)."""
     provider = ImageProvider(ImageCache(cache))
     with prepare(SourceSpec(path=str(source)), provider, **kw) as job:
+        assert (job.image.feed.growth is not None) == kw.get("one_flash", False)
         (result,) = write(job, [resolve_target(card.path)], launcher=launcher).results
         scrub_bytes = job.scrub_bytes
     assert result.ok and result.verified, result.error
@@ -99,11 +108,32 @@ def _journal_blocks_starting_with_magic(
     return found
 
 
+def _with_data_in_the_gaps(image: BuiltImage, work: Path) -> tuple[BuiltImage, list[int]]:
+    """A copy of `image` with a few bytes put in the gaps inside its extended partition; the
+    4 KiB blocks they went to."""
+    copy = copy_image(image, work)
+    start = _extended(image).start_bytes
+    writes = [(start + MiB + 100, b"in the first gap"), (start + 3 * MiB - 8, b"two blocks")]
+    for offset, data in writes:
+        patch_bytes(copy.path, offset, data)
+    return copy, [start + MiB, start + 3 * MiB - BLOCK, start + 3 * MiB]
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["raw", "follow-gz"])
 def test_a_card_of_random_data_checks_clean_with_every_file(
-    image: BuiltImage, loops: LoopDevices, tmp_path: Path
+    image: BuiltImage,
+    loops: LoopDevices,
+    compressed_image: Callable[[Path, str], Path],
+    tmp_path: Path,
+    follow: bool,
 ) -> None:
+    image, data_blocks = _with_data_in_the_gaps(image, tmp_path / "image")
     card = _random_card(loops, image)
-    result, scrub_bytes = _flash(image.path, card, tmp_path / "cache")
+    if follow:
+        source = compressed_image(image.path, "gz")
+        result, scrub_bytes = _flash(source, card, tmp_path / "cache", one_flash=True)
+    else:
+        result, scrub_bytes = _flash(image.path, card, tmp_path / "cache")
     assert scrub_bytes > 0 and result.scanned_bytes == scrub_bytes
     for part in image.partitions:
         if part.fs == "extended":
@@ -111,6 +141,29 @@ def test_a_card_of_random_data_checks_clean_with_every_file(
         original = _readback(image.path, part, tmp_path / "original")
         assert original[0] == 0, part.label
         assert _readback(card.backing, part, tmp_path / "card") == original, part.label
+    # Outside the partitions: the table (the EBR chain) and the data put in the gaps arrive,
+    # and so does all of the area before the first partition; the gaps' zeros are not written.
+    assert sfdisk_dump(card.backing) == sfdisk_dump(image.path)
+    for offset in data_blocks:
+        assert card.read(offset, BLOCK) == _image_bytes(image, offset, BLOCK) != bytes(BLOCK)
+    head = image.partitions[0].start_bytes
+    assert card.read(0, head) == _image_bytes(image, 0, head)
+    # Between the two pieces of data: 2 MiB less two blocks of zeros, too far apart to be
+    # filled in (flasher.image.sparse.DEFAULT_COALESCE_GAP_BYTES), so still random.
+    between = range(data_blocks[0] + BLOCK, data_blocks[1], BLOCK)
+    assert len(between) == 510
+    assert all(_image_bytes(image, off, BLOCK) == bytes(BLOCK) for off in between)
+    assert all(card.read(off, BLOCK) != bytes(BLOCK) for off in between)
+
+
+def _extended(image: BuiltImage) -> BuiltPartition:
+    return next(p for p in image.partitions if p.fs == "extended")
+
+
+def _image_bytes(image: BuiltImage, offset: int, length: int) -> bytes:
+    with open(image.path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
 
 
 def test_a_previous_lifes_journal_blocks_are_zeroed_reported_and_verified(
