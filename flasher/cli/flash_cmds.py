@@ -61,6 +61,7 @@ from flasher.events import CancelToken, Event
 
 if TYPE_CHECKING:  # the flash machinery loads when the command runs, not for --help
     from flasher.drives.constraints import Problem
+    from flasher.image.earlymap import EarlyMap
     from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport
     from flasher.provider import ImageProvider, SourceSpec
     from flasher.writer.client import TargetResult
@@ -148,6 +149,16 @@ def _early_helper(args: argparse.Namespace) -> SharedHelper | None:
     return helper
 
 
+def _early_map(args: argparse.Namespace, source: SourceSpec) -> EarlyMap | None:
+    """A local file's allocation map, started now: the image's disk reads it while the rest
+    of the flash loads (used only if it is a raw image that stays unchanged)."""
+    if source.path is None or args.bmap or args.write_all:
+        return None
+    from flasher.image.earlymap import EarlyMap
+
+    return EarlyMap(source.path)
+
+
 def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if not args.source and not args.device_type:
         raise FlasherError(
@@ -160,7 +171,7 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     _erase_consent(args, ctx)
     helper = _early_helper(args)
     try:
-        return _flash(args, ctx, source, configure, helper)
+        return _flash(args, ctx, source, configure, helper, _early_map(args, source))
     finally:
         if helper is not None:
             helper.close()
@@ -172,6 +183,7 @@ def _flash(
     source: SourceSpec,
     configure: bool,
     launcher: Launcher | None,
+    early_map: EarlyMap | None,
 ) -> int:
     from flasher.cache import ImageCache
     from flasher.pipeline import FlashJob
@@ -194,7 +206,7 @@ def _flash(
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     provider = ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin)
     try:
-        report = _run(job, provider, args, ctx, launcher)
+        report = _run(job, provider, args, ctx, launcher, early_map)
     except DriveRejected as err:
         if any(p.code is ProblemCode.INTERNAL for p in err.problems):
             err.action = Action.ALLOW_INTERNAL_DISK
@@ -208,6 +220,7 @@ def _run(
     args: argparse.Namespace,
     ctx: CliContext,
     launcher: Launcher | None,
+    early_map: EarlyMap | None,
 ) -> FlashReport:
     """Run the job on a worker thread so Ctrl-C cancels it cleanly (cards left unbootable)."""
     from flasher.cli.progress import MultiBar
@@ -234,6 +247,7 @@ def _run(
                 cancel=cancel,
                 confirm=_confirm(args, ctx),
                 launcher=launcher,
+                early_map=early_map,
             )
         except BaseException as err:  # re-raised on the main thread
             box["error"] = err

@@ -19,6 +19,7 @@ from typing import Any
 
 from flasher.drives.constraints import Problem
 from flasher.events import CancelToken, EventCallback, Phase, PhaseChanged, ignore_event
+from flasher.image.earlymap import EarlyMap
 from flasher.image.inspection import ImageIdentity
 from flasher.image.integrity import IntegrityReport
 from flasher.models import DeviceConfig, Drive
@@ -40,6 +41,7 @@ from flasher.writer.launchers import Launcher
 __all__ = [
     "CardImage",
     "ConfirmWarnings",
+    "EarlyMap",
     "FlashJob",
     "FlashReport",
     "PreparedJob",
@@ -104,6 +106,7 @@ def run_flash(
     confirm: ConfirmWarnings | None = None,
     launcher: Launcher | None = None,
     drives: Sequence[Drive] | None = None,
+    early_map: EarlyMap | None = None,
 ) -> FlashReport:
     """Flash `job`: `prepare` it, then `write` it to every target at once.
 
@@ -111,7 +114,7 @@ def run_flash(
     writing for invalid settings (ConfigError), unusable sources (ImageError, DownloadError,
     CatalogError) and rejected targets (DriveRejected; warnings the `confirm` callback
     declines also reject). `drives` are already-resolved targets (the GUI's list); otherwise
-    `job.targets` paths are resolved here.
+    `job.targets` paths are resolved here. `early_map`: see `prepare`.
     """
     cancel = cancel or CancelToken()
     started = time.monotonic()
@@ -130,6 +133,7 @@ def run_flash(
         one_flash=True,
         on_event=on_event,
         cancel=cancel,
+        early_map=early_map,
     ) as prepared:
         outcome = write(
             prepared,

@@ -25,6 +25,7 @@ from flasher.errors import ConfigError, ImageError
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
 from flasher.image.byteio import FileReader, ReadAt
 from flasher.image.configure import prepare_image
+from flasher.image.earlymap import EarlyMap
 from flasher.image.inspection import ImageIdentity, read_identity_at, read_image_identity
 from flasher.image.integrity import (
     IntegrityReport,
@@ -223,6 +224,7 @@ def prepare(
     one_flash: bool = False,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
+    early_map: EarlyMap | None = None,
 ) -> PreparedJob:
     """Resolve, download, unpack, check, configure and map `source` once.
 
@@ -240,7 +242,8 @@ def prepare(
     the writer follows the decoding (flasher.unpacking), and the allocation map comes when the
     stream has ended intact (close the job to wait for the decoding); and a local file is not
     hashed for the report (`sha256()` is None): reading all of it would cost more than the
-    flash, and each target's own digest proves what was written.
+    flash, and each target's own digest proves what was written. `early_map`: the map of a
+    local raw image, started before (used only if it mapped this very file).
     """
     cancel = cancel or CancelToken()
     if config is not None:
@@ -306,17 +309,17 @@ def prepare(
     base = FileReader(resolved.raw_path)
     try:
         name = str(resolved.raw_path)
-        base_map = (
-            None
-            if write_all
-            else allocation_map(
+        base_map = None
+        if not write_all and bmap_path is None and early_map is not None:
+            base_map = early_map.take(resolved.raw_path, base)
+        if not write_all and base_map is None:
+            base_map = allocation_map(
                 base,
                 read_partition_table(base, name=name),
                 bmap_path=bmap_path,
                 verify_bmap_checksums=bmap_proves,
                 name=name,
             )
-        )
         if bmap_proves:
             integrity = replace(integrity, bmap_checked=True)
         if config is not None:

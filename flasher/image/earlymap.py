@@ -1,0 +1,69 @@
+"""The allocation map of a local raw image, computed on a thread while the rest of a flash starts.
+
+The first tenths of a second of a flash go to loading code and finding the drives, while the
+disk that holds the image sits idle; the map reads that image's partition table, filesystem
+metadata and journals (about 70 ms from a cold cache for a 1.2 GB balenaOS image). `EarlyMap`
+starts that work at once on a thread of its own; `prepare` takes the result only if it maps the
+very file it opened, unchanged since (same device, inode, size, modification and change
+times), and maps the image itself otherwise. A file that cannot be mapped here leaves the error
+to `prepare`, which raises it as it always does.
+
+Core: never prints, imports no Qt.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from flasher.errors import FlasherError
+from flasher.image.byteio import FileReader
+from flasher.image.partitions import read_partition_table
+from flasher.image.sources import SourceKind, open_source
+from flasher.image.sparse import AllocationMap, allocation_map
+
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def file_identity(fd: int) -> FileIdentity:
+    """What tells one version of a file from another: device, inode, size, mtime, ctime."""
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class EarlyMap:
+    """`allocation_map` of the raw image at `path` (no .bmap, nothing written whole), started
+    now; a compressed file is left alone (its map comes from the decoded image)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).resolve()
+        self._map: AllocationMap | None = None
+        self._identity: FileIdentity | None = None
+        self._thread = threading.Thread(target=self._run, name="flasher-early-map", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            if open_source(self.path).kind is not SourceKind.RAW:
+                return
+            io = FileReader(self.path)
+            try:
+                identity = file_identity(io.fd)
+                name = str(self.path)
+                self._map = allocation_map(io, read_partition_table(io, name=name), name=name)
+                self._identity = identity
+            finally:
+                io.close()
+        except (FlasherError, OSError):
+            return  # prepare maps the image itself and says what is wrong
+
+    def take(self, path: Path, io: FileReader) -> AllocationMap | None:
+        """The map, if it was made of the file `io` has open at `path`, unchanged since; else
+        None (the caller maps it)."""
+        self._thread.join()
+        if self._map is None or path.resolve() != self.path:
+            return None
+        if file_identity(io.fd) != self._identity:
+            return None
+        return self._map

@@ -1,0 +1,89 @@
+"""The early allocation map (flasher.image.earlymap): the same map `allocation_map` makes, and
+only for the very file `prepare` opened, unchanged; anything else is left to `prepare`."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flasher.cache import ImageCache
+from flasher.image.byteio import FileReader
+from flasher.image.earlymap import EarlyMap
+from flasher.image.partitions import read_partition_table
+from flasher.image.sparse import allocation_map
+from flasher.pipeline import prepare
+from flasher.provider import ImageProvider, SourceSpec
+from tests.conftest import ImageFactory
+
+
+def _copy(image: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "balena.img"
+    shutil.copyfile(image, path)
+    return path
+
+
+def test_an_early_map_is_the_map_prepare_would_make(
+    mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    path = _copy(mbr_image().path, tmp_path)
+    early = EarlyMap(path)
+    with FileReader(path) as io:
+        got = early.take(path, io)
+        want = allocation_map(io, read_partition_table(io, name=str(path)), name=str(path))
+    assert got is not None
+    assert got.ranges == want.ranges and got.scrub == want.scrub and got.ranges
+
+
+def test_a_file_changed_since_is_mapped_again(mbr_image: ImageFactory, tmp_path: Path) -> None:
+    path = _copy(mbr_image().path, tmp_path)
+    early = EarlyMap(path)
+    with FileReader(path) as io:
+        assert early.take(path, io) is not None  # done, and right for the file as it was
+    size = path.stat().st_size
+    time.sleep(0.05)  # past the file clock's tick (a few ms) of the map's look at the file
+    with open(path, "r+b") as f:
+        f.seek(size - 1)
+        last = f.read(1)
+        f.seek(size - 1)
+        f.write(last)  # the same byte again: only the file's times tell
+    assert path.stat().st_size == size
+    with FileReader(path) as io:
+        assert early.take(path, io) is None
+
+
+def test_another_file_gets_no_early_map(mbr_image: ImageFactory, tmp_path: Path) -> None:
+    path = _copy(mbr_image().path, tmp_path)
+    other = tmp_path / "other.img"
+    shutil.copyfile(path, other)
+    early = EarlyMap(path)
+    with FileReader(other) as io:
+        assert early.take(other, io) is None
+
+
+def test_compressed_or_missing_files_are_left_to_prepare(
+    mbr_image: ImageFactory,
+    compressed_image: Callable[[Path, str], Path],
+    tmp_path: Path,
+) -> None:
+    packed = compressed_image(mbr_image().path, "gz")
+    with FileReader(packed) as io:
+        assert EarlyMap(packed).take(packed, io) is None
+    missing = tmp_path / "missing.img"
+    early = EarlyMap(missing)  # no exception here: prepare reports the missing file
+    with FileReader(packed) as io:
+        assert early.take(missing, io) is None
+
+
+def test_prepare_with_an_early_map_plans_the_same_card(
+    mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    path = _copy(mbr_image().path, tmp_path)
+    provider = ImageProvider(ImageCache(tmp_path / "cache"))
+    source = SourceSpec(path=str(path))
+    with prepare(source, provider, one_flash=True) as plain:
+        want = (plain.image.ranges, plain.image.scrub, plain.mapped_bytes)
+    with prepare(source, provider, one_flash=True, early_map=EarlyMap(path)) as early:
+        got = (early.image.ranges, early.image.scrub, early.mapped_bytes)
+    assert got == want
