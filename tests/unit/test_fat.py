@@ -322,3 +322,25 @@ def test_allocated_ranges_cover_metadata_and_used_clusters(tmp_path: Path, bits:
     assert ranges[0] == (0, geo.data_offset + root_clusters * geo.cluster_size)
     assert ranges[1:] == [(b_offset, geo.cluster_size)]
     assert image.read_bytes()[b_offset : b_offset + 16] == payload(16)
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_allocated_ranges_follow_runs_of_clusters_to_the_volume_end(
+    tmp_path: Path, bits: int
+) -> None:
+    image = make_fat(tmp_path, bits)
+    with FileReadWriter(image) as io:
+        fs = FatFilesystem(io)
+        size = fs.cluster_size
+        fs.write_file("/a.bin", payload(2 * size), mtime=EPOCH)
+        fs.write_file("/b.bin", payload(3 * size), mtime=EPOCH)
+        fs.write_file("/c.bin", payload(fs.free_bytes), mtime=EPOCH)  # the rest of it
+        fs.remove("/b.bin")  # a hole of three clusters between two runs
+        ranges = fs.allocated_ranges()
+        geo = fs.geometry
+    first = 3 if bits == 32 else 2  # FAT32 keeps its root directory in cluster 2
+    data_end = geo.cluster_offset(geo.max_cluster + 1)
+    assert ranges == [
+        (0, geo.cluster_offset(first + 2)),
+        (geo.cluster_offset(first + 5), data_end - geo.cluster_offset(first + 5)),
+    ]

@@ -252,7 +252,12 @@ class FatFilesystem:
 
     def allocated_ranges(self) -> list[tuple[int, int]]:
         """(offset, length) of the reserved area, FATs, fixed root and every used cluster."""
-        ranges = [(0, self._geo.data_offset), *self._extents(self._fat.allocated_clusters())]
+        geo = self._geo
+        ranges = [(0, geo.data_offset)]
+        ranges += [
+            (geo.cluster_offset(first), count * geo.cluster_size)
+            for first, count in self._fat.allocated_runs()
+        ]
         return _coalesce(ranges)
 
     # -- writing -----------------------------------------------------------------------------

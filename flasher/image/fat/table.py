@@ -269,8 +269,22 @@ class Fat:
         for cluster in clusters:
             self.set(cluster, 0)
 
-    def allocated_clusters(self) -> list[int]:
-        return [c for c in range(2, self._geo.max_cluster + 1) if self.is_allocated(c)]
+    def allocated_runs(self) -> list[tuple[int, int]]:
+        """(first cluster, count) of every run of allocated clusters, in cluster order."""
+        values, bad, end = self._values, self._bad, self._geo.max_cluster + 1
+        runs: list[tuple[int, int]] = []
+        start = 0
+        for cluster in range(2, end):
+            value = values[cluster]
+            if value != 0 and value != bad:
+                if not start:
+                    start = cluster
+            elif start:
+                runs.append((start, cluster - start))
+                start = 0
+        if start:
+            runs.append((start, end - start))
+        return runs
 
     def flush(self, io: WriteAt) -> None:
         """Write the changed table sectors to every FAT copy, and FSInfo on FAT32.
