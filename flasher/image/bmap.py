@@ -13,15 +13,18 @@ import hashlib
 import os
 import re
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
 from flasher.image.byteio import ReadAt
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 BMAP_BLOCK_BYTES = 4096
 MAX_BMAP_FILE_BYTES = 64 * 1024 * 1024
@@ -73,6 +76,8 @@ def read_bmap(path: str | os.PathLike[str]) -> Bmap:
             "the block map contains a DTD, which .bmap files never need",
             problem=ProblemCode.BAD_BMAP,
         )
+    import xml.etree.ElementTree as ET  # loaded when a .bmap is read, not for every flash
+
     try:
         root = ET.fromstring(raw)
     except ET.ParseError as e:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, BinaryIO, Protocol, cast
 
-import zstandard
 from isal import igzip_lib, isal_zlib
 
 from flasher.error_codes import ProblemCode
@@ -269,6 +268,8 @@ def zstd_chunks(src: Input, name: str, layout: ZstdLayout) -> Chunks:
     """zstd frames; libzstd checks each frame's checksum when present. Its stream reader ends
     quietly on a cut file, so `layout` (the file's frame walk, `zstd_layout`, done once when
     it was sniffed) is checked at the end to prove completeness."""
+    import zstandard  # loaded for .zst files only: a flash of anything else starts sooner
+
     reader = zstandard.ZstdDecompressor().stream_reader(
         cast(IO[bytes], src),  # it only calls read()
         read_size=IN_CHUNK_BYTES,

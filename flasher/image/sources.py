@@ -27,7 +27,6 @@ from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
 from flasher.image import decoders as dec
-from flasher.image import xzparallel
 from flasher.image.byteio import atomic_file, start_writeback
 
 SECTOR_BYTES = 512
@@ -207,6 +206,8 @@ class ImageSource:
         if self.kind is SourceKind.GZIP:
             return dec.gzip_chunks(src, name)
         if self.kind is SourceKind.XZ:
+            from flasher.image import xzparallel  # loaded for .xz files only
+
             return xzparallel.xz_chunks(src, name, dec.file_pread(fd), os.fstat(fd).st_size)
         if self.kind is SourceKind.BZIP2:
             return dec.bzip2_chunks(src, name)

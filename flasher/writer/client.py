@@ -35,11 +35,8 @@ from flasher.events import (
     ignore_event,
 )
 from flasher.models import Drive
-from flasher.writer import engine, follow
 from flasher.writer.blockdev import open_regular_file
 from flasher.writer.framing import LineReader, send_request
-from flasher.writer.growing import FollowSource
-from flasher.writer.imagesource import ImageSourceLike, Overlay, RandomAccessSource, StreamSource
 from flasher.writer.ioerrors import io_error
 from flasher.writer.job import (
     ImageFeed,
@@ -306,6 +303,16 @@ def write_file_targets(
     scrub: Sequence[tuple[int, int]] = (),
 ) -> list[TargetResult]:
     """Write regular-file targets in this process (no helper, no root), same engine and order."""
+    # The engine runs here for files only; a flash of drives hands the job to the helper.
+    from flasher.writer import engine, follow
+    from flasher.writer.growing import FollowSource
+    from flasher.writer.imagesource import (
+        ImageSourceLike,
+        Overlay,
+        RandomAccessSource,
+        StreamSource,
+    )
+
     cancel = cancel or CancelToken()
     emit = _serialized(on_event)
     opened = []
