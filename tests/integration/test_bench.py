@@ -6,7 +6,6 @@ lose cards as a reader does (tests/support/bench.py says how).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import threading
@@ -45,6 +44,7 @@ from tests.support.bench import (
     _writing,
 )
 from tests.support.bootcheck import file_sha256
+from tests.support.helper_driver import running_helpers
 from tests.support.images import BuiltImage
 from tests.support.loopdev import LoopDevice
 
@@ -86,13 +86,8 @@ class _HelperCounter:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        me = psutil.Process()
         while not self._stop.wait(0.02):
-            pids = set()
-            for child in me.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if "flasher.writer" in " ".join(child.cmdline()):
-                        pids.add(child.pid)
+            pids = {child.pid for child in running_helpers()}
             self.seen |= pids
             self.most_at_once = max(self.most_at_once, len(pids))
 

@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from flasher.cli.main import main
 from tests.conftest import ImageFactory
 from tests.support.bootcheck import fsck_boot, mtype, region_sha256
 from tests.support.filesystems import ext4_readback, extract
+from tests.support.helper_driver import running_helpers
 from tests.support.httpserver import HttpTestServer
 from tests.support.loopdev import LoopDevices
 
@@ -328,12 +328,7 @@ def test_a_flash_that_fails_before_writing_leaves_no_helper_behind(
     events = _json_lines(capsys.readouterr().out)
     assert code != 0 and events[-1]["event"] == "error", events[-3:]
     assert loop.read(0, 4096) == b"\xa5" * 4096
-    helpers = [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if "flasher.writer" in " ".join(p.cmdline())
-    ]
-    assert helpers == []
+    assert running_helpers() == []
 
 
 def _sha256(path: Path) -> str:

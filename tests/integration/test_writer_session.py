@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from flasher.drives.discovery import find_drive
@@ -27,7 +26,12 @@ from flasher.models import Drive
 from flasher.writer.client import ImageFeed, TargetResult, write_image
 from flasher.writer.launchers import DirectLauncher, PkexecLauncher, WriterHandle
 from flasher.writer.shared import SharedHelper
-from tests.support.helper_driver import HelperProcess, target_entry, write_request
+from tests.support.helper_driver import (
+    HelperProcess,
+    running_helpers,
+    target_entry,
+    write_request,
+)
 from tests.support.loopdev import LoopDevice, LoopDevices
 from tests.support.streams import HeldStream, wait_until_written
 
@@ -161,14 +165,6 @@ def test_a_refused_target_does_not_disturb_the_other_jobs(
         assert card.read(0, IMAGE_BYTES) == raw
 
 
-def _helper_processes() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if "flasher.writer" in " ".join(p.cmdline())
-    ]
-
-
 @pytest.mark.root
 def test_a_killed_helper_fails_its_cards_and_the_next_card_gets_a_new_one(
     loops: LoopDevices, image: tuple[Path, bytes]
@@ -179,7 +175,7 @@ def test_a_killed_helper_fails_its_cards_and_the_next_card_gets_a_new_one(
     shared = SharedHelper(DirectLauncher())
 
     def kill_helper() -> None:
-        (helper,) = _helper_processes()
+        (helper,) = running_helpers()
         helper.send_signal(signal.SIGKILL)
         release.set()
 
@@ -202,7 +198,7 @@ def test_a_killed_helper_fails_its_cards_and_the_next_card_gets_a_new_one(
     assert after.ok and after.verified, after.error
     assert later.read(0, IMAGE_BYTES) == raw
     assert shared.started == 2
-    assert _helper_processes() == []  # closing the station's helper ends it
+    assert running_helpers() == []  # closing the station's helper ends it
 
 
 @pytest.mark.root
@@ -214,13 +210,13 @@ def test_a_helper_started_soon_serves_the_first_job(
     shared = SharedHelper(DirectLauncher())
     shared.start_soon()
     try:
-        assert _wait_for(lambda: len(_helper_processes()) == 1)  # before any job asked
+        assert _wait_for(lambda: len(running_helpers()) == 1)  # before any job asked
         result = _one(ImageFeed.from_file(path), card, shared)
     finally:
         shared.close()
     assert result.ok and result.verified, result.error
     assert card.read(0, IMAGE_BYTES) == raw
-    assert shared.started == 1 and _helper_processes() == []
+    assert shared.started == 1 and running_helpers() == []
 
 
 @pytest.mark.root
@@ -256,7 +252,7 @@ def test_closing_the_session_stops_the_helper(
     card = loops.create(24 * MiB, fill=FILL)
     shared = SharedHelper(DirectLauncher())
     assert _one(ImageFeed.from_file(path), card, shared).ok
-    (helper,) = _helper_processes()
+    (helper,) = running_helpers()
     shared.close()
     assert not helper.is_running()
     with pytest.raises(WriterError, match="stopped"):

@@ -6,6 +6,7 @@ The helper gets one end of a socketpair as its stdin, exactly as the launchers g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -16,7 +17,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def running_helpers() -> list[psutil.Process]:
+    """This process's descendants that run the writer helper (`python -m flasher.writer`)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # it may end while looked at
+            if "flasher.writer" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
 
 
 class HelperProcess:
