@@ -304,7 +304,7 @@ def write_file_targets(
 ) -> list[TargetResult]:
     """Write regular-file targets in this process (no helper, no root), same engine and order."""
     # The engine runs here for files only; a flash of drives hands the job to the helper.
-    from flasher.writer import engine, follow
+    from flasher.writer import follow, targets
     from flasher.writer.growing import FollowSource
     from flasher.writer.imagesource import (
         ImageSourceLike,
@@ -358,7 +358,7 @@ def write_file_targets(
                 write_all=options.write_all,
                 overlay_ranges=image.overlay_ranges,
             )
-            outcomes = engine.write_targets(
+            outcomes = targets.write_targets(
                 source,
                 plan,
                 opened,

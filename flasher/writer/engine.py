@@ -1,22 +1,19 @@
-"""Writing one image to N targets at once, then verifying each one from the medium.
+"""Writing one image to one target, then verifying it from the medium: a TargetJob.
 
 Standard library plus flasher.errors, flasher.events and flasher.writer modules only (the root
 helper runs it; the unprivileged process runs it too, for regular-file targets).
+flasher.writer.targets runs one TargetJob per target, each on a thread of its own.
 
 Per target, in order: zero the first and last MiB (a half-written card never looks valid), write
 every chunk except the first MiB in large aligned O_DIRECT writes while the journal areas are
 scrubbed on another thread (flasher.writer.scrub), fsync, write the first MiB (the partition
-table) last, fsync; then drop cached pages and read everything back, comparing
-it with the image bytes re-read from a random-access source, or with the per-chunk sha256
-digests taken from a stream (the digests also make the job's sha256; with a random-access
-source they are taken after each write, off the write path). I/O goes in pieces of a chunk,
-smaller when many targets share the process's memory (`piece_bytes_for`); the digests stay per
-chunk, so the job's sha256 does not depend on the number of targets. Targets are independent
-threads:
-a random-access source is read by each target at its own pace (the page cache is shared); a
-stream is read once and fanned out
-through small per-target queues, where a failed target is dropped and a stalled one is dropped
-after `stall_timeout_s`, so no card holds the others back for long.
+table) last, fsync; then drop cached pages and read everything back, comparing it with the
+image bytes re-read from a random-access source, or with the per-chunk sha256 digests taken
+from a stream (the digests also make the job's sha256; with a random-access source they are
+taken after each write, off the write path). I/O goes in pieces of a chunk, smaller when many
+targets share the process's memory (`piece_bytes_for`); the digests stay per chunk, so the
+job's sha256 does not depend on the number of targets. A target fed from a shared stream that
+stalls for `STALL_TIMEOUT_S` is dropped, so no card holds the others back for long.
 
 Card readers can cache, so a read-back can pass falsely on a lying reader; it never fails
 falsely.
@@ -28,11 +25,9 @@ import errno
 import hashlib
 import mmap
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from flasher.error_codes import ProblemCode
 from flasher.errors import (
@@ -47,7 +42,7 @@ from flasher.errors import (
 from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMeter
 from flasher.writer.aligned import aligned_bytearray
 from flasher.writer.blockdev import OpenTarget, TargetKind
-from flasher.writer.chunkfeed import FanOut, Feed, HashClaims, Inbox, Prefetch, WrittenHasher
+from flasher.writer.chunkfeed import Feed, HashClaims, Prefetch, WrittenHasher
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
 from flasher.writer.ioerrors import io_error
 from flasher.writer.plan import (
@@ -56,8 +51,6 @@ from flasher.writer.plan import (
     ChunkDigests,
     IoPlan,
     PieceHasher,
-    WritePlan,
-    piece_bytes_for,
     round_up,
 )
 from flasher.writer.scrub import Range, ScrubRun, TargetScrub
@@ -422,105 +415,3 @@ class TargetJob:
     def failed(self, err: FlasherError, started: float) -> TargetOutcome:
         """This target's outcome for `err`, after `started` (time.monotonic())."""
         return TargetOutcome(self.target.path, False, seconds=time.monotonic() - started, error=err)
-
-
-# -- jobs -------------------------------------------------------------------------------------
-
-
-OutcomeFn = Callable[[TargetOutcome], None]
-
-
-def run_all(
-    jobs: Sequence[Callable[[], TargetOutcome]], on_outcome: OutcomeFn | None
-) -> list[TargetOutcome]:
-    results: list[TargetOutcome | None] = [None] * len(jobs)
-
-    def runner(n: int) -> None:
-        results[n] = outcome = jobs[n]()
-        if on_outcome is not None:
-            on_outcome(outcome)
-
-    threads = [
-        threading.Thread(target=runner, args=(n,), name=f"flasher-target-{n}", daemon=True)
-        for n in range(len(jobs))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [r for r in results if r is not None]
-
-
-def write_targets(
-    source: ImageSourceLike,
-    plan: WritePlan,
-    targets: Sequence[OpenTarget],
-    *,
-    verify: bool = True,
-    on_event: EmitFn,
-    cancel: CancelToken,
-    on_outcome: OutcomeFn | None = None,
-    stall_timeout_s: float = STALL_TIMEOUT_S,
-    budget_targets: int = 0,
-    scrub: Sequence[Range] = (),
-) -> list[TargetOutcome]:
-    """Write (and verify) every target, scrubbing the `scrub` ranges; one outcome per target.
-
-    `on_event` and `on_outcome` (called as each target ends) run on several threads at once
-    and must be thread-safe. `budget_targets`: how many targets share the buffer budget (the
-    other jobs' too, in a helper serving several); at least `len(targets)`.
-    """
-    digests = ChunkDigests(plan)
-    sharing = max(len(targets), budget_targets)
-    io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
-    pieces = io.pieces.chunks
-    jobs = [TargetJob(t, io, digests, source, on_event, cancel, scrub) for t in targets]
-    if isinstance(source, RandomAccessSource):
-        random_source = source
-        buf_bytes = round_up(io.pieces.chunk_bytes, 4096)
-
-        def fill(index: int, buf: memoryview) -> None:
-            random_source.read_into(buf, pieces[index])
-
-        claims = HashClaims()
-
-        def run_one(job: TargetJob) -> TargetOutcome:
-            job.claims = claims if verify else None
-            feed = Prefetch(range(len(pieces)), fill, buf_bytes=buf_bytes, depth=PREFETCH_DEPTH)
-            return job.run(feed, write=True, verify=verify)
-
-        return run_all([partial(run_one, job) for job in jobs], on_outcome)
-    inboxes = [Inbox(cancel) for _ in jobs]
-    hasher = PieceHasher(io, digests) if verify else None
-    fanout = FanOut(source, io, hasher, inboxes, stall_timeout_s)
-    fanout.start()
-    try:
-        return run_all(
-            [
-                partial(job.run, box, write=True, verify=verify)
-                for job, box in zip(jobs, inboxes, strict=True)
-            ],
-            on_outcome,
-        )
-    finally:
-        for box in inboxes:
-            box.close()
-        fanout.join()
-
-
-def verify_targets(
-    source: RandomAccessSource,
-    plan: WritePlan,
-    targets: Sequence[OpenTarget],
-    *,
-    on_event: EmitFn,
-    cancel: CancelToken,
-    on_outcome: OutcomeFn | None = None,
-    budget_targets: int = 0,
-) -> list[TargetOutcome]:
-    """Read every target back and compare it with the image, without writing."""
-    digests = ChunkDigests(plan)
-    sharing = max(len(targets), budget_targets)
-    io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
-    jobs = [TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
-    return run_all([partial(job.run, Feed(), write=False, verify=True) for job in jobs], on_outcome)

@@ -37,14 +37,7 @@ from flasher.errors import (
 )
 from flasher.events import CancelToken, Log, Phase, PhaseChanged, RateMeter
 from flasher.writer.blockdev import OpenTarget, TargetKind
-from flasher.writer.engine import (
-    PREFETCH_DEPTH,
-    EmitFn,
-    OutcomeFn,
-    TargetJob,
-    TargetOutcome,
-    run_all,
-)
+from flasher.writer.engine import PREFETCH_DEPTH, EmitFn, TargetJob, TargetOutcome
 from flasher.writer.growing import FollowSource
 from flasher.writer.ioerrors import io_error
 from flasher.writer.plan import (
@@ -56,6 +49,7 @@ from flasher.writer.plan import (
     piece_bytes_for,
     round_up,
 )
+from flasher.writer.targets import OutcomeFn, run_all
 
 # While the decoder is the bottleneck, each target is flushed every this many bytes written, so
 # what its cache holds reaches the medium while the writer would otherwise wait for data, and
@@ -273,7 +267,7 @@ def follow_targets(
     on_outcome: OutcomeFn | None = None,
 ) -> list[TargetOutcome]:
     """Write (and verify) every target while `source` is decoded; one outcome per target, in
-    order. `on_event` and `on_outcome` must be thread-safe, as for `engine.write_targets`."""
+    order. `on_event` and `on_outcome` must be thread-safe, as for `targets.write_targets`."""
     piece_bytes = piece_bytes_for(len(targets), chunk_bytes, PREFETCH_DEPTH)
     job = _Job(source, chunk_bytes, piece_bytes, verify)
     workers = [_Target(job, t, on_event, cancel) for t in targets]

@@ -61,6 +61,7 @@ from flasher.writer.protocol import (
 )
 from flasher.writer.sessionwire import is_session_request
 from flasher.writer.strictjson import fail
+from flasher.writer.targets import verify_targets, write_targets
 
 
 class _Emitter:
@@ -204,7 +205,7 @@ def _execute(
         overlay_ranges=request.overlay,
     )
     if request.op is Op.VERIFY and isinstance(source, RandomAccessSource):
-        return engine.verify_targets(
+        return verify_targets(
             source,
             plan,
             targets,
@@ -213,7 +214,7 @@ def _execute(
             on_outcome=emitter.outcome,
             budget_targets=budget_targets,
         )
-    return engine.write_targets(
+    return write_targets(
         source,
         plan,
         targets,

@@ -29,7 +29,7 @@ from flasher.image.byteio import FileReader
 from flasher.image.integrity import Integrity, source_integrity
 from flasher.image.sources import open_source
 from flasher.provider import ImageProvider, SourceSpec
-from flasher.writer import engine
+from flasher.writer import engine, targets
 from flasher.writer.blockdev import BlockDevicePolicy, OpenTarget, open_regular_file
 from flasher.writer.client import ImageFeed, write_file_targets
 from flasher.writer.imagesource import RandomAccessSource
@@ -333,7 +333,7 @@ def _write(
     with open(random_image, "rb") as f:
         source = RandomAccessSource(f.fileno(), IMAGE_BYTES)
         try:
-            (outcome,) = engine.write_targets(
+            (outcome,) = targets.write_targets(
                 source,
                 WritePlan.build(IMAGE_BYTES, None),
                 [target],

@@ -16,7 +16,7 @@ from flasher.drives.discovery import find_drive
 from flasher.errors import Cancelled, ImageError, VerificationFailed, WriteFailed
 from flasher.events import CancelToken, Event, Phase, PhaseChanged, Progress
 from flasher.models import Drive
-from flasher.writer import engine
+from flasher.writer import targets
 from flasher.writer.blockdev import BlockDevicePolicy
 from flasher.writer.client import ImageFeed, verify_image, write_image
 from flasher.writer.imagesource import Overlay, RandomAccessSource
@@ -112,7 +112,7 @@ def test_verify_reports_the_offset_of_a_flipped_byte(
     with open(path, "rb") as f:
         source = RandomAccessSource(f.fileno(), IMAGE_BYTES, Overlay(OVERLAY))
         try:
-            (outcome,) = engine.verify_targets(
+            (outcome,) = targets.verify_targets(
                 source,
                 WritePlan.build(IMAGE_BYTES, None),
                 [target],
