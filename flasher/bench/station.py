@@ -13,16 +13,16 @@ taken gets exactly one report record. Core: never prints, imports no Qt.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from flasher.balena.registration import RegisteredDevice
-from flasher.bench.cardsteps import CardOutcome, CardSteps
+from flasher.bench.card import Card, card_record
+from flasher.bench.cardsteps import CardSteps
 from flasher.bench.events import (
     BenchCallback,
     BenchEvent,
@@ -37,7 +37,7 @@ from flasher.bench.events import (
 )
 from flasher.bench.image import BenchJob, CardFacts, check_hostname_template, render_hostname
 from flasher.bench.policy import DrivePolicy, Slot, card_identity
-from flasher.bench.report import CardRecord, ReportLog, utc_timestamp
+from flasher.bench.report import CardRecord, ReportLog
 from flasher.drives.discovery import find_drive, list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
@@ -79,19 +79,6 @@ class StationSummary:
     failed: int
     records: tuple[CardRecord, ...]
     report_path: str | None
-
-
-@dataclass(eq=False)
-class _Card:
-    n: int
-    slot: Slot
-    drive: Drive
-    cancel: CancelToken = field(default_factory=CancelToken)
-    date: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())
-    removed: bool = False
-    writing: bool = False
-    finished: bool = False
-    outcome: CardOutcome = field(default_factory=CardOutcome)
 
 
 class Station:
@@ -156,8 +143,8 @@ class Station:
         self._image: PreparedJob | None = None
         self._present: set[tuple[str, str, str, int]] = set()
         self._seen: dict[str, Drive] = {}
-        self._cards: dict[str, _Card] = {}
-        self._active: dict[_Card, threading.Thread] = {}
+        self._cards: dict[str, Card] = {}
+        self._active: dict[Card, threading.Thread] = {}
         self._records: list[CardRecord] = []
         self._taken = 0
         self._first_number = (report.count() if report is not None else 0) + 1
@@ -309,7 +296,7 @@ class Station:
             self._seen[drive.path] = drive
             reason = self._refusal(drive)
             if reason is None:
-                card = _Card(n=self._first_number + self._taken, slot=slot, drive=drive)
+                card = Card(n=self._first_number + self._taken, slot=slot, drive=drive)
                 self._taken += 1
                 self._cards[drive.path] = card
                 thread = threading.Thread(
@@ -363,7 +350,7 @@ class Station:
 
     # One card ----------------------------------------------------------------------------
 
-    def _flash(self, card: _Card) -> None:
+    def _flash(self, card: Card) -> None:
         # Announced from the card's own thread, so it comes before any of the card's events.
         self._emit(CardInserted(card.slot, card.drive, card.n))
         started = time.monotonic()
@@ -399,7 +386,9 @@ class Station:
                 ),
             )
         error = self._explain(card, result)
-        record = self._record(card, card_image, result, error, time.monotonic() - started)
+        record = card_record(
+            card, self._image, card_image, result, error, time.monotonic() - started
+        )
         steps = self._steps
         if steps is not None and steps.after_write and not card.cancel.cancelled:
             # powering off, the boot check; the card's thread waits for them, the other slots
@@ -410,7 +399,7 @@ class Station:
             )
         self._finish(card, record)
 
-    def _before_write(self, card: _Card, image: PreparedJob) -> RegisteredDevice | None:
+    def _before_write(self, card: Card, image: PreparedJob) -> RegisteredDevice | None:
         """The card steps (capacity probe, registration), after the card's checks; the device
         registered for the card, if any."""
         if self._steps is None or not self._steps.before_write:
@@ -428,7 +417,7 @@ class Station:
         )
 
     def _card_image(
-        self, card: _Card, image: PreparedJob, device: RegisteredDevice | None
+        self, card: Card, image: PreparedJob, device: RegisteredDevice | None
     ) -> CardImage:
         template = self.job.hostname_template
         hostname = (
@@ -438,7 +427,7 @@ class Station:
         )
         return image.card(hostname=hostname, device=device)
 
-    def _card_events(self, card: _Card) -> EventCallback:
+    def _card_events(self, card: Card) -> EventCallback:
         """The card's events, as CardUpdates; a phase without a target is this card's."""
 
         def emit(event: Event) -> None:
@@ -450,7 +439,7 @@ class Station:
 
         return emit
 
-    def _explain(self, card: _Card, result: TargetResult) -> FlasherError | None:
+    def _explain(self, card: Card, result: TargetResult) -> FlasherError | None:
         """The error to record: a write that failed because the card was pulled says so."""
         if result.ok:
             return None
@@ -469,48 +458,7 @@ class Station:
             )
         return err
 
-    def _record(
-        self,
-        card: _Card,
-        card_image: CardImage | None,
-        result: TargetResult,
-        error: FlasherError | None,
-        seconds: float,
-    ) -> CardRecord:
-        drive = card.drive
-        image = self._image
-        return CardRecord(
-            timestamp=utc_timestamp(),
-            card=card.n,
-            slot=card.slot.name,
-            slot_number=card.slot.number,
-            slot_name=card.slot.title,
-            device=drive.path,
-            serial=drive.serial or None,
-            vendor=drive.vendor or None,
-            model=drive.model or None,
-            size_bytes=drive.size_bytes,
-            image_sha256=image.sha256() if image is not None else None,
-            device_type=image.identity.device_type if image is not None else None,
-            os_version=image.identity.os_version if image is not None else None,
-            config_sha256=card_image.config_sha256 if card_image is not None else None,
-            hostname=card_image.hostname if card_image is not None else None,
-            ok=error is None,
-            verified=error is None and result.verified,
-            bytes_written=result.bytes_written,
-            seconds=seconds,
-            write_seconds=result.seconds,
-            written_sha256=result.sha256 if error is None else None,
-            error_code=error.code if error is not None else None,
-            error_message=error.message if error is not None else None,
-            error_hint=error.hint if error is not None else None,
-            device_uuid=card.outcome.device.uuid if card.outcome.device is not None else None,
-            capacity_bytes=(
-                card.outcome.capacity.real_bytes if card.outcome.capacity is not None else None
-            ),
-        )
-
-    def _finish(self, card: _Card, record: CardRecord) -> None:
+    def _finish(self, card: Card, record: CardRecord) -> None:
         try:
             if self.report is not None:
                 self.report.append(record)
