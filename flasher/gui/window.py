@@ -168,6 +168,7 @@ class MainWindow(QMainWindow):
         if focus is not None:
             focus()
         self._update_nav()
+        self._update_title()
 
     def _go_step(self, index: int) -> None:
         if index < self._current():
@@ -277,9 +278,10 @@ class MainWindow(QMainWindow):
         self.controller.start_flash()
 
     def _update_title(self) -> None:
-        """The job's state in the title, so it shows in the task bar while the window is away."""
+        """The job's state in the title, so it shows in the task bar while the window is away;
+        a finished job's only while its result is on screen."""
         job = self.controller.job
-        if job is None:
+        if job is None or (job.state.finished and self._current() != PROGRESS):
             title = self._base_title
         elif job.state in (FlashState.WRITING, FlashState.VERIFYING):
             title = f"{job.fraction:.0%} {job.state.value} — {self._base_title}"

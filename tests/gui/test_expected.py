@@ -105,6 +105,21 @@ def test_overall_progress_and_the_title_follow_the_write(
     assert re.search(r"[kMG]?B written( at [\d.]+ [kMG]?B/s average)? · flashed in \d+ s", line)
 
 
+def test_flash_another_takes_the_finished_state_out_of_the_title(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    app = make_app()
+    at_start = app.window.windowTitle()
+    app.to_configure()
+    app.to_targets()
+    app.add_file_target(tmp_path / "card.img")
+    app.flash()
+    assert app.window.windowTitle().startswith("Done — Flasher")
+    app.click(app.window.progress_page.again)
+    assert app.window.stack.currentWidget() is app.window.os_page
+    assert app.window.windowTitle() == at_start
+
+
 def test_the_log_can_be_seen_after_a_success(make_app: MakeApp, tmp_path: Path) -> None:
     app = make_app()
     app.to_configure()
