@@ -177,6 +177,19 @@ def test_search_without_a_match_says_so_and_clears_the_version(make_app: MakeApp
     assert not app.window.next.isEnabled()
 
 
+def test_a_search_that_keeps_the_device_type_keeps_its_download_size(make_app: MakeApp) -> None:
+    app = make_app()
+    app.choose_device_type("raspberrypi4-64", "raspberrypi4-64")
+    page = app.window.os_page
+    app.qtbot.waitUntil(lambda: page.size_label.text().startswith("about"))
+    size = page.size_label.text()
+    page.search.clear()  # every device type listed, the Pi 4 still chosen
+    app.type_into(page.search, "aarch64")  # it and others match: its row moves
+    assert page.current_device_type() is not None
+    assert page.current_device_type().slug == "raspberrypi4-64"  # type: ignore[union-attr]
+    assert page.size_label.text() == size
+
+
 def test_a_digit_does_not_match_an_architecture(make_app: MakeApp) -> None:
     app = make_app()
     app.qtbot.waitUntil(

@@ -150,6 +150,7 @@ class OsPage(QWidget):
         self.known_issue.hide()
         form.addRow("", self.known_issue)
         self.size_label = note("", panel)
+        self._device_slug: str | None = None  # the device type the size and warning are for
         form.addRow("Download:", self.size_label)
         layout.addLayout(form)
         self.catalog_status = note("Asking the balena API…", panel)
@@ -267,8 +268,10 @@ class OsPage(QWidget):
 
     def _device_selected(self, _new: QItemSelection, _old: QItemSelection) -> None:
         device = self.current_device_type()
-        self.size_label.clear()
-        self.known_issue.hide()
+        if device is None or device.slug != self._device_slug:  # not the search re-selecting it
+            self.size_label.clear()
+            self.known_issue.hide()
+        self._device_slug = device.slug if device is not None else None
         if device is not None:
             self.controller.choose_device_type(device.slug)
         self.changed.emit()
