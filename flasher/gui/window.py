@@ -160,7 +160,6 @@ class MainWindow(QMainWindow):
         self._reachable = max(self._reachable, index) if wizard else self._reachable
         self.nav.setVisible(wizard)
         self.steps.setVisible(wizard)
-        self.steps.set_current(index, self._reachable)
         if index == TARGETS:
             self.controller.start_drive_watch()
         page = self.stack.currentWidget()
@@ -177,6 +176,7 @@ class MainWindow(QMainWindow):
             # Forward through the header only as far as the pages allow.
             while self._current() < index and self._advance():
                 pass
+        self._update_nav()  # a step the pages did not allow does not stay pressed
 
     def go_back(self) -> None:
         if OS < self._current() < PROGRESS:
@@ -222,6 +222,9 @@ class MainWindow(QMainWindow):
             self.next.setText("&Next")
             self.next.setIcon(QIcon())
         why = self.next_blocker()
+        if current not in (PROGRESS, BENCH):
+            # Steps past a page that cannot be left yet cannot be clicked either.
+            self.steps.set_current(current, self._reachable if why is None else current)
         self.next.setEnabled(current != PROGRESS and why is None)
         self.why.setText(why or "")
         self.why.setVisible(bool(why))

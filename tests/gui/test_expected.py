@@ -211,3 +211,21 @@ def test_every_device_type_in_the_list_has_a_picture(make_app: MakeApp) -> None:
     for row in range(model.rowCount()):
         picture = model.data(model.index(row, 0), Qt.ItemDataRole.DecorationRole)
         assert isinstance(picture, QIcon) and not picture.isNull()
+
+
+def test_steps_past_a_page_that_cannot_be_left_cannot_be_clicked(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    app = make_app()
+    app.to_configure()
+    app.to_targets()
+    app.add_file_target(tmp_path / "card.img")
+    app.flash()
+    app.click(app.window.progress_page.again)
+    steps = app.window.steps.buttons
+    assert [b.isEnabled() for b in steps] == [True, True, True]  # the choice is still whole
+    app.click(app.window.os_page.file_radio)  # no image file chosen yet
+    assert [b.isEnabled() for b in steps] == [True, False, False]
+    assert [b.isChecked() for b in steps] == [True, False, False]
+    app.click(app.window.os_page.catalog_radio)
+    assert [b.isEnabled() for b in steps] == [True, True, True]
