@@ -51,7 +51,8 @@ class MainWindow(QMainWindow):
     def __init__(self, controller: FlashController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controller = controller
-        self._base_title = "Flasher" + (" — sandbox" if controller.services.sandbox else "")
+        # Ending in the application's name, which the window system would otherwise add again.
+        self._base_title = ("Sandbox — " if controller.services.sandbox else "") + "Flasher"
         self.setWindowTitle(self._base_title)
         self.setWindowIcon(app_icon())
         self._reachable = OS

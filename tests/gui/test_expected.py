@@ -99,8 +99,8 @@ def test_overall_progress_and_the_title_follow_the_write(
     app.flash(timeout_ms=120_000)
     assert seen
     title, bar_shown = seen[-1]
-    assert re.match(r"\d+% writing — Flasher", title) and bar_shown
-    assert app.window.windowTitle().startswith("Done — Flasher")
+    assert re.fullmatch(r"\d+% writing — Sandbox — Flasher", title) and bar_shown
+    assert app.window.windowTitle() == "Done — Sandbox — Flasher"
     line = page.overall_label.text()
     assert re.search(r"[kMG]?B written( at [\d.]+ [kMG]?B/s average)? · flashed in \d+ s", line)
 
@@ -110,11 +110,12 @@ def test_flash_another_takes_the_finished_state_out_of_the_title(
 ) -> None:
     app = make_app()
     at_start = app.window.windowTitle()
+    assert at_start == "Sandbox — Flasher"  # ends in the app name: X11 adds no second one
     app.to_configure()
     app.to_targets()
     app.add_file_target(tmp_path / "card.img")
     app.flash()
-    assert app.window.windowTitle().startswith("Done — Flasher")
+    assert app.window.windowTitle() == "Done — Sandbox — Flasher"
     app.click(app.window.progress_page.again)
     assert app.window.stack.currentWidget() is app.window.os_page
     assert app.window.windowTitle() == at_start
