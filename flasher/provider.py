@@ -187,7 +187,6 @@ class ImageProvider:
             plain = _PlainRequester()
             try:
                 request = DownloadRequest(spec.url, meta=ImageMeta(source_url=spec.url))
-                on_event(PhaseChanged(Phase.DOWNLOADING))
                 result = download_image(
                     plain, request, self.cache, on_event=on_event, cancel=cancel
                 )
@@ -211,7 +210,7 @@ class ImageProvider:
                 file_type=spec.file_type,
                 image_type=spec.image_type,
             )
-            on_event(PhaseChanged(Phase.DOWNLOADING))
+            # download_image says "downloading" itself, and only when it does download.
             result = download_image(session, request, self.cache, on_event=on_event, cancel=cancel)
         entry = result.entry
         on_event(PhaseChanged(Phase.UNPACKING))

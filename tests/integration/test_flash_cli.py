@@ -103,6 +103,22 @@ def test_flash_reports_per_target_progress_events(
     assert any(e["event"] == "progress" and e["phase"] == "downloading" for e in events)
 
 
+def test_downloading_is_said_once_and_not_for_a_cached_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def phases(card: Path) -> list[object]:
+        argv = ["--sandbox", "--json", "flash", "--device-type", "raspberrypi4-64"]
+        assert main([*argv, "--target", str(card)]) == 0
+        events = _json_lines(capsys.readouterr().out)
+        return [e["phase"] for e in events if e["event"] == "phase" and e["target"] is None]
+
+    first = phases(tmp_path / "one.img")
+    assert first.count("downloading") == 1, first
+    second = phases(tmp_path / "two.img")  # the same image, from the cache
+    assert "downloading" not in second, second
+    assert "configuring" in second
+
+
 @pytest.fixture
 def local_image(mbr_image: ImageFactory) -> Path:
     return mbr_image().path
