@@ -52,11 +52,14 @@ class ConfirmEraseDialog(QDialog):
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Erase and flash")
+        devices = [d for d in drives if not d.is_file]
+        files = len(drives) - len(devices)
+        new_files = sum(1 for d in drives if d.is_file and not os.path.exists(d.path))
+        erases = bool(devices) or new_files < files  # else only new files are made
+        self.setWindowTitle("Erase and flash" if erases else "Flash")
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
-        devices = [d for d in drives if not d.is_file]
-        headline, consequence = erase_words(len(devices), len(drives) - len(devices))
+        headline, consequence = erase_words(len(devices), files, new_files=new_files)
         self.question = heading(headline, self, factor=1.2)
         layout.addWidget(self.question)
         what = note(f"Flasher will write {image_title} to:", self)
@@ -104,7 +107,7 @@ class ConfirmEraseDialog(QDialog):
         self.setMinimumWidth(em(self, 30))
         buttons = QDialogButtonBox(self)
         self.cancel = buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
-        self.erase = QPushButton(icon("flash"), "&Erase and flash", self)
+        self.erase = QPushButton(icon("flash"), "&Erase and flash" if erases else "&Flash", self)
         buttons.addButton(self.erase, QDialogButtonBox.ButtonRole.AcceptRole)
         # Enter must never erase a drive by accident.
         self.cancel.setDefault(True)
@@ -114,9 +117,13 @@ class ConfirmEraseDialog(QDialog):
         layout.addWidget(buttons)
 
 
-def erase_words(drives: int, files: int) -> tuple[str, str]:
-    """The question and its consequence for `drives` drives and `files` image files: a file is
-    not called a drive, and one of them is not "these"."""
+def erase_words(drives: int, files: int, *, new_files: int = 0) -> tuple[str, str]:
+    """The question and its consequence for `drives` drives and `files` image files, `new_files`
+    of them not there yet: a file is not called a drive, one of them is not "these", and
+    nothing is said to be erased when only new files are made."""
+    if not drives and files and new_files == files:
+        which = "This file" if files == 1 else "These files"
+        return f"Create {count_words(0, files)}?", f"{which} will be made from the image."
     question = f"Erase {count_words(drives, files)}?"
     if drives and files:
         return question, "Everything on the drives will be lost, and the files replaced."

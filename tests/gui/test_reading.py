@@ -130,9 +130,23 @@ def test_erase_dialog_for_one_file_calls_it_a_file(make_app: MakeApp, tmp_path: 
     app.to_configure()
     app.to_targets()
     app.add_file_target(tmp_path / "card.img")
+    (tmp_path / "card.img").write_bytes(b"an earlier card")  # there by the time it is asked
     dialog = app.confirm_dialog()
     assert dialog.question.text() == "Erase 1 file?"
     assert dialog.consequence.text() == "Anything in this file will be replaced."
+    assert dialog.erase.text() == "&Erase and flash"
+    dialog.reject()
+
+
+def test_a_new_file_is_made_not_erased(make_app: MakeApp, tmp_path: Path) -> None:
+    app = make_app()
+    app.to_configure()
+    app.to_targets()
+    app.add_file_target(tmp_path / "card.img")
+    dialog = app.confirm_dialog()
+    assert dialog.question.text() == "Create 1 file?"
+    assert dialog.consequence.text() == "This file will be made from the image."
+    assert dialog.erase.text() == "&Flash" and dialog.windowTitle() == "Flash"
     dialog.reject()
 
 
@@ -152,6 +166,16 @@ def test_erase_dialog_for_one_file_calls_it_a_file(make_app: MakeApp, tmp_path: 
 )
 def test_erase_words(drives: int, files: int, question: str, consequence: str) -> None:
     assert erase_words(drives, files) == (question, consequence)
+
+
+def test_erase_words_for_new_files() -> None:
+    assert erase_words(0, 2, new_files=2) == (
+        "Create 2 files?",
+        "These files will be made from the image.",
+    )
+    # one of them exists: it is replaced, so the question stays an erase
+    assert erase_words(0, 2, new_files=1)[0] == "Erase 2 files?"
+    assert erase_words(1, 1, new_files=1)[0] == "Erase 1 drive and 1 file?"
 
 
 def test_no_device_type_is_picked_on_the_first_launch(make_app: MakeApp) -> None:
