@@ -191,16 +191,19 @@ class TargetJob:
         self._verify_hasher = PieceHasher(io, digests)
         self.scrub = TargetScrub(self.target, scrub, self._error, self._pwrite)
 
-    def scrub_journals(self) -> None:
-        """Zero what could pass for journal blocks in the scrub ranges, durably (before the
-        first MiB is written)."""
-        if self.scrub.run(self.io.plan, self.cancel.check):
-            self._fsync()
-            self._log_zeroed()
+    def start_scrub(self) -> ScrubRun | None:
+        """Start zeroing what could pass for journal blocks in the scrub ranges, on a thread of
+        its own while the mapped data is written (no chunk touches them); `end_scrub` before
+        the flush that precedes the first MiB. None when there is nothing to scrub."""
+        if not self.scrub.ranges:
+            return None
+        return ScrubRun(self.scrub, self.io.plan, self.cancel.check)
 
-    def _log_zeroed(self) -> None:
-        zeroed = len(self.scrub.zeroed)
-        self.emit(Log("info", f"zeroed {zeroed} stale journal block(s)", self.target.path))
+    def end_scrub(self, scan: ScrubRun | None) -> None:
+        """Wait for the scan `start_scrub` began; its error is raised here."""
+        if scan is not None and scan.result():
+            zeroed = len(self.scrub.zeroed)
+            self.emit(Log("info", f"zeroed {zeroed} stale journal block(s)", self.target.path))
 
     def erase_ends(self) -> None:
         """Zero the first and last MiB, durably, before anything else is written."""
@@ -215,7 +218,7 @@ class TargetJob:
         t = self.target
         self.emit(PhaseChanged(Phase.WRITING, t.path))
         self.erase_ends()
-        scan = ScrubRun(self.scrub, self.io.plan, self.cancel.check) if self.scrub.ranges else None
+        scan = self.start_scrub()
         meter = RateMeter(Phase.WRITING, self.plan.total_bytes, target=t.path)
         head = mmap.mmap(-1, HEAD_BYTES)
         head_view = memoryview(head)
@@ -245,8 +248,7 @@ class TargetJob:
                     self.emit(progress)
             self.cancel.check()
             self.emit(PhaseChanged(Phase.SYNCING, t.path))
-            if scan is not None and scan.result():
-                self._log_zeroed()
+            self.end_scrub(scan)
             self._fsync()  # the data and the zeroed journal blocks, before the first MiB
         finally:
             if scan is not None:

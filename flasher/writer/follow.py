@@ -7,13 +7,12 @@ Per target: zero the first and last MiB (as the engine does), then write every d
 decoder publishes (its non-zero blocks, overlay patched in) past the first MiB as it arrives.
 Once the stream has ended intact the allocation map is known: the pieces of the plan built from
 it that no data extent covered (zero blocks the card must still get) are written from the now
-complete file, then fsync, the scrub ranges scanned (flasher.writer.scrub), the first MiB last,
-fsync, and every mapped range is read back and
-compared with the complete file exactly as the engine does (`TargetJob.verify`). The chunk
-digests (the job's sha256) are taken from the complete file on a thread of their own, from the
-last chunk back, while the targets finish writing and verify from the first chunk on. A failed
-or cancelled decode fails every target with the first MiB zeroed, so a card is never left
-looking good.
+complete file while the scrub ranges are scanned (flasher.writer.scrub), then fsync, the first
+MiB last, fsync, and every mapped range is read back and compared with the complete file
+exactly as the engine does (`TargetJob.verify`). The chunk digests (the job's sha256) are taken
+from the complete file on a thread of their own, from the last chunk back, while the targets
+finish writing and verify from the first chunk on. A failed or cancelled decode fails every
+target with the first MiB zeroed, so a card is never left looking good.
 """
 
 from __future__ import annotations
@@ -228,11 +227,16 @@ class _Target:
             io, digests = self.job.planned(self.cancel)
             self.engine.use_plan(io, digests, self.job.source.growth.scrub)
             self.engine.check_fits()
-            self.fill_gaps(io)
-            self.cancel.check()
-            self.emit(PhaseChanged(Phase.SYNCING, t.path))
-            self.engine.fsync()
-            self.engine.scrub_journals()
+            scan = self.engine.start_scrub()
+            try:
+                self.fill_gaps(io)
+                self.cancel.check()
+                self.emit(PhaseChanged(Phase.SYNCING, t.path))
+                self.engine.end_scrub(scan)
+            finally:
+                if scan is not None:
+                    scan.abandon()
+            self.engine.fsync()  # the data and the zeroed journal blocks, before the first MiB
             self.write_head(io)
             self._release_buffer()  # not needed while verifying: N targets' buffers add up
             self.engine.fsync()
