@@ -20,7 +20,7 @@ from pathlib import Path
 from flasher.errors import FlasherError
 from flasher.image.byteio import FileReader
 from flasher.image.partitions import read_partition_table
-from flasher.image.sources import SourceKind, open_source
+from flasher.image.sources import packed_kind
 from flasher.image.sparse import AllocationMap, allocation_map
 
 FileIdentity = tuple[int, int, int, int, int]
@@ -34,7 +34,8 @@ def file_identity(fd: int) -> FileIdentity:
 
 class EarlyMap:
     """`allocation_map` of the raw image at `path` (no .bmap, nothing written whole), started
-    now; a compressed file is left alone (its map comes from the decoded image)."""
+    now; a compressed file is left alone after a look at its magic (sniffing it whole, or
+    decoding its head, is the job's to do once)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).resolve()
@@ -45,10 +46,10 @@ class EarlyMap:
 
     def _run(self) -> None:
         try:
-            if open_source(self.path).kind is not SourceKind.RAW:
-                return
             io = FileReader(self.path)
             try:
+                if packed_kind(io.pread(16, 0)) is not None:
+                    return  # its map comes from the decoded image
                 identity = file_identity(io.fd)
                 name = str(self.path)
                 self._map = allocation_map(io, read_partition_table(io, name=name), name=name)

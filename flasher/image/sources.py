@@ -428,24 +428,43 @@ def _zip_member(path: Path, fd: int) -> ZipMember:
     )
 
 
+def packed_kind(head: bytes) -> SourceKind | None:
+    """The compressed format or archive a file starting with `head` is in, by its magic alone
+    (`open_source` checks the rest); None for anything else."""
+    if head.startswith(dec.GZIP_MAGIC):
+        return SourceKind.GZIP
+    if head.startswith(dec.XZ_MAGIC):
+        return SourceKind.XZ
+    if _is_zstd(head):
+        return SourceKind.ZSTD
+    if _is_bzip2(head):
+        return SourceKind.BZIP2
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return SourceKind.ZIP
+    return None
+
+
 def _sniff(path: Path, fd: int, size: int) -> ImageSource:
     head = os.pread(fd, HEAD_BYTES, 0)
     pread = dec.file_pread(fd)
     name = str(path)
-    if head.startswith(dec.GZIP_MAGIC):
-        return ImageSource(path, SourceKind.GZIP, size, dec.gzip_uncompressed_size(pread, size))
-    if head.startswith(dec.XZ_MAGIC):
-        return ImageSource(path, SourceKind.XZ, size, dec.xz_uncompressed_size(pread, size))
-    if _is_zstd(head):
+    kind = packed_kind(head)
+    if kind is SourceKind.GZIP:
+        return ImageSource(path, kind, size, dec.gzip_uncompressed_size(pread, size))
+    if kind is SourceKind.XZ:
+        return ImageSource(path, kind, size, dec.xz_uncompressed_size(pread, size))
+    if kind is SourceKind.ZSTD:
         layout = dec.zstd_layout(pread, size)
-        return ImageSource(path, SourceKind.ZSTD, size, layout.content_size, zstd_layout=layout)
-    if _is_bzip2(head):
-        return ImageSource(path, SourceKind.BZIP2, size, None)
-    if head.startswith(b"PK\x03\x04"):
+        return ImageSource(path, kind, size, layout.content_size, zstd_layout=layout)
+    if kind is SourceKind.BZIP2:
+        return ImageSource(path, kind, size, None)
+    if kind is SourceKind.ZIP:
+        if head.startswith(b"PK\x05\x06"):
+            raise ImageError(
+                name, "the zip archive is empty", problem=ProblemCode.NO_IMAGE_IN_ARCHIVE
+            )
         member = _zip_member(path, fd)
-        return ImageSource(path, SourceKind.ZIP, member.compressed_size, member.file_size, member)
-    if head.startswith(b"PK\x05\x06"):
-        raise ImageError(name, "the zip archive is empty", problem=ProblemCode.NO_IMAGE_IN_ARCHIVE)
+        return ImageSource(path, kind, member.compressed_size, member.file_size, member)
     if size >= SECTOR_BYTES and os.pread(fd, 4, size - SECTOR_BYTES) == b"koly":
         raise _unsupported(name, "an Apple disk image (.dmg)", _CONVERT_HINT)
     check_payload(name, head, size)
