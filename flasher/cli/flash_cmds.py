@@ -123,10 +123,10 @@ def _is_block_device(path: str) -> bool:
         return False
 
 
-def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
-    """Block devices are erased only after --yes or a typed "yes", however they are spelled
-    (a symlink to a disk too). A device path that is not a block device is refused later."""
-    devices = [t for t in args.targets if _is_block_device(t)]
+def _erase_consent(args: argparse.Namespace, ctx: CliContext, devices: Sequence[str]) -> None:
+    """Block devices (`devices`, the targets that are one) are erased only after --yes or a
+    typed "yes", however they are spelled (a symlink to a disk too). A device path that is not
+    a block device is refused later."""
     if not devices or args.yes:
         return
     names = ", ".join(devices)
@@ -137,10 +137,11 @@ def _erase_consent(args: argparse.Namespace, ctx: CliContext) -> None:
     )
 
 
-def _early_helper(args: argparse.Namespace) -> SharedHelper | None:
-    """As root, the writer helper for the drives starts now, while the image is prepared. (As a
-    user it starts when the drives are written: pkexec asks then, once the image is known.)"""
-    if os.geteuid() != 0 or not any(_is_block_device(t) for t in args.targets):
+def _early_helper(devices: Sequence[str]) -> SharedHelper | None:
+    """As root, the writer helper for the drives (`devices`) starts now, while the image is
+    prepared. (As a user it starts when the drives are written: pkexec asks then, once the
+    image is known.)"""
+    if os.geteuid() != 0 or not devices:
         return None
     from flasher.writer.shared import SharedHelper
 
@@ -168,8 +169,9 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if configure:
         precheck_device_config(args, version_from_catalog=True)
     source = source_spec(args)
-    _erase_consent(args, ctx)
-    helper = _early_helper(args)
+    devices = [t for t in args.targets if _is_block_device(t)]
+    _erase_consent(args, ctx, devices)
+    helper = _early_helper(devices)
     try:
         return _flash(args, ctx, source, configure, helper, _early_map(args, source))
     finally:
