@@ -3,6 +3,7 @@
 `ReadAt` and `WriteAt` are what partition, FAT, ext4 and allocation-map code read through, so the
 same code works on a raw image file, on one partition of it, and on a copy-on-write overlay.
 `atomic_file` is how a whole image file is written: complete and synced, or not at all;
+`write_data_runs` writes only a piece's non-zero blocks into it, so zeros stay holes;
 `start_writeback` lets a long write reach the disk while it goes on. Imports only the standard
 library.
 """
@@ -16,6 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, cast, runtime_checkable
+
+HOLE_BLOCK_BYTES = 4096
+_ZERO_BLOCK = bytes(HOLE_BLOCK_BYTES)
+_SPAN_BYTES = 64 * 1024
+_ZERO_SPAN = bytes(_SPAN_BYTES)
+_ZERO_PIECE = bytes(4 * 1024 * 1024)
 
 
 @runtime_checkable
@@ -206,3 +213,53 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
     error; this only spreads the work."""
     call = _sync_file_range()
     return call is not None and call(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
+
+
+def data_runs(chunk: bytes, offset: int) -> Iterator[tuple[int, int]]:
+    """(start, end) in `chunk` of its runs of non-zero blocks; blocks are aligned to absolute
+    offsets, and an aligned 64 KiB of zeros is skipped in one step (free space comes in runs)."""
+    size = len(chunk)
+    run_start = -1
+    pos = 0
+    while pos < size:
+        at = offset + pos
+        if (
+            at % _SPAN_BYTES == 0
+            and pos + _SPAN_BYTES <= size
+            and chunk.startswith(_ZERO_SPAN, pos)
+        ):
+            end, zero = pos + _SPAN_BYTES, True
+        else:
+            end = min(size, pos + HOLE_BLOCK_BYTES - at % HOLE_BLOCK_BYTES)
+            if end - pos == HOLE_BLOCK_BYTES:
+                zero = chunk.startswith(_ZERO_BLOCK, pos)
+            else:
+                zero = chunk.count(0, pos, end) == end - pos
+        if zero and run_start >= 0:
+            yield run_start, pos
+            run_start = -1
+        elif not zero and run_start < 0:
+            run_start = pos
+        pos = end
+    if run_start >= 0:
+        yield run_start, size
+
+
+def write_data_runs(fd: int, chunk: bytes, offset: int) -> list[tuple[int, int]]:
+    """pwrite the non-zero blocks of `chunk` at `offset` of a new file, where the skipped zero
+    blocks read back as zeros and stay holes; what was written, as (offset, length)."""
+    if len(chunk) <= len(_ZERO_PIECE) and _ZERO_PIECE.startswith(chunk):
+        return []
+    view = memoryview(chunk)
+    written: list[tuple[int, int]] = []
+    for start, end in data_runs(chunk, offset):
+        pwrite_all(fd, view[start:end], offset + start)
+        written.append((offset + start, end - start))
+    return written
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flasher.image.byteio import FileReader, FileReadWriter, ReadAt, atomic_file
+from flasher.image.byteio import FileReader, FileReadWriter, ReadAt, atomic_file, pwrite_all
 
 SECTOR_BYTES = 512
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -137,7 +137,7 @@ class Overlay:
             _copy_sparse(self.base, fd)
             os.ftruncate(fd, self.size)
             for offset, data in self.extents():
-                _pwrite_all(fd, data, offset)
+                pwrite_all(fd, data, offset)
 
     def apply_in_place(self, rw: FileReadWriter) -> None:
         """Write the replaced ranges into `rw`, a copy of the base opened for writing."""
@@ -248,14 +248,6 @@ def _zero_fill(view: memoryview) -> None:
         piece[:] = zero[: len(piece)]
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
 def _data_segments(fd: int, size: int) -> Iterator[tuple[int, int]]:
     """(start, end) of the regions of `fd` that hold data; holes are skipped."""
     pos = 0
@@ -300,5 +292,5 @@ def _copy_sparse(base: ReadAt, out_fd: int) -> None:
             # Whole-buffer equality is a memcmp; slicing a memoryview compares byte by byte.
             is_zero = buf == _ZERO_CHUNK if got == CHUNK_BYTES else buf.count(0, 0, got) == got
             if not is_zero:
-                _pwrite_all(out_fd, chunk[:got], pos)
+                pwrite_all(out_fd, chunk[:got], pos)
             pos += got

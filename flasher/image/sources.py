@@ -17,7 +17,7 @@ import errno
 import os
 import stat
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,17 +27,12 @@ from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.events import CancelToken, EventCallback, Phase, RateMeter, ignore_event
 from flasher.image import decoders as dec
-from flasher.image.byteio import atomic_file, start_writeback
+from flasher.image.byteio import atomic_file, start_writeback, write_data_runs
 
 SECTOR_BYTES = 512
 HEAD_BYTES = 64 * 1024  # enough for the MBR, the GPT header and the ISO 9660 descriptor
 MIN_UNPARTITIONED_BYTES = 1024 * 1024  # smallest member taken as an image without a table
 ZIP_MEMBERS_SCANNED = 32
-HOLE_BLOCK_BYTES = 4096
-_ZERO_BLOCK = bytes(HOLE_BLOCK_BYTES)
-_SPAN_BYTES = 64 * 1024
-_ZERO_SPAN = bytes(_SPAN_BYTES)
-_ZERO_CHUNK = bytes(dec.OUT_CHUNK_BYTES)
 # The unpacked file's pages start going to the disk every this many bytes decoded, while
 # decoding keeps the CPU busy and the disk would otherwise idle: the fsync before the file is
 # renamed into place then waits for the last few MiB only, not for all of it at once while the
@@ -180,24 +175,27 @@ class ImageSource:
         return f"{self.path}:{self.member.name}" if self.member else str(self.path)
 
     @contextmanager
-    def _chunks(self) -> Iterator[tuple[dec.Chunks, dec.Input]]:
+    def _input(self) -> Iterator[tuple[dec.Input, int]]:
+        """The compressed bytes from their start, and the file's fd."""
         try:
             file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed below)
         except OSError as err:
             raise _open_error(self.path, err) from None
-        try:
+        with file:
             start, limit = (
                 (self.member.data_offset, self.compressed_size) if self.member else (0, None)
             )
             file.seek(start)
-            src = dec.Input(file, limit)
-            chunks = self._decoder(src, file.fileno())
+            yield dec.Input(file, limit), file.fileno()
+
+    @contextmanager
+    def _chunks(self) -> Iterator[tuple[dec.Chunks, dec.Input]]:
+        with self._input() as (src, fd):
+            chunks = self._decoder(src, fd)
             try:
                 yield chunks, src
             finally:
                 chunks.close()
-        finally:
-            file.close()
 
     def _decoder(self, src: dec.Input, fd: int) -> dec.Chunks:
         name = self.name
@@ -245,24 +243,29 @@ class ImageSource:
         meter = RateMeter(
             Phase.UNPACKING, self.uncompressed_size if by_output else self.compressed_size
         )
-        done = flushed = 0
+        flushed = 0
         with atomic_file(dest, mode=0o644, wrap_error=lambda err: _write_error(dest, err)) as fd:
             if watch is not None:
                 watch.opened(fd)
-            with self._chunks() as (chunks, src):
-                for chunk in chunks:
+            with self._input() as (src, source_fd):
+
+                def write(piece: bytes, offset: int) -> list[tuple[int, int]]:
+                    return _write_sparse(fd, piece, offset, dest)
+
+                def step(end: int, runs: list[tuple[int, int]]) -> None:
+                    nonlocal flushed
                     if cancel is not None:
                         cancel.check()
-                    runs = _write_sparse(fd, chunk, done, dest)
-                    done += len(chunk)
-                    if done - flushed >= WRITEBACK_BYTES:
-                        start_writeback(fd, flushed, done - flushed)
-                        flushed = done
+                    if end - flushed >= WRITEBACK_BYTES:
+                        start_writeback(fd, flushed, end - flushed)
+                        flushed = end
                     if watch is not None:
-                        watch.decoded(done, runs)
-                    event = meter.update(done if by_output else src.consumed_bytes)
+                        watch.decoded(end, runs)
+                    event = meter.update(end if by_output else src.consumed_bytes)
                     if event is not None:
                         on_event(event)
+
+                done = self._decode_into(src, source_fd, write, step, cancel)
             try:
                 os.ftruncate(fd, done)
             except OSError as err:
@@ -270,6 +273,38 @@ class ImageSource:
             if watch is not None:
                 watch.finished(done)
         on_event(meter.snapshot(done if by_output else self.compressed_size))
+        return done
+
+    def _decode_into(
+        self,
+        src: dec.Input,
+        fd: int,
+        write: Callable[[bytes, int], list[tuple[int, int]]],
+        step: Callable[[int, list[tuple[int, int]]], None],
+        cancel: CancelToken | None,
+    ) -> int:
+        """Decode the whole source through `write` (a piece, its raw offset), `step` after
+        each piece or block in order (raw bytes done, extents written); the raw size."""
+        if self.kind is SourceKind.XZ:
+            from flasher.image import xzparallel, xzunpack  # loaded for .xz files only
+
+            parallel = xzparallel.parallel_plan(dec.file_pread(fd), os.fstat(fd).st_size)
+            if parallel is not None:
+                stopped = (lambda: cancel.cancelled) if cancel is not None else (lambda: False)
+                return xzunpack.unpack_blocks(
+                    src, self.name, *parallel, write=write, step=step, cancelled=stopped
+                )
+        done = 0
+        chunks = self._decoder(src, fd)
+        try:
+            for chunk in chunks:
+                if cancel is not None:
+                    cancel.check()
+                runs = write(chunk, done)
+                done += len(chunk)
+                step(done, runs)
+        finally:
+            chunks.close()
         return done
 
 
@@ -283,56 +318,11 @@ def _write_error(dest: Path, err: OSError) -> ImageError:
     )
 
 
-def _data_runs(chunk: bytes, offset: int) -> Iterator[tuple[int, int]]:
-    """(start, end) in `chunk` of its runs of non-zero blocks; blocks are aligned to absolute
-    offsets, and an aligned 64 KiB of zeros is skipped in one step (free space comes in runs)."""
-    size = len(chunk)
-    run_start = -1
-    pos = 0
-    while pos < size:
-        at = offset + pos
-        if (
-            at % _SPAN_BYTES == 0
-            and pos + _SPAN_BYTES <= size
-            and chunk.startswith(_ZERO_SPAN, pos)
-        ):
-            end, zero = pos + _SPAN_BYTES, True
-        else:
-            end = min(size, pos + HOLE_BLOCK_BYTES - at % HOLE_BLOCK_BYTES)
-            if end - pos == HOLE_BLOCK_BYTES:
-                zero = chunk.startswith(_ZERO_BLOCK, pos)
-            else:
-                zero = chunk.count(0, pos, end) == end - pos
-        if zero and run_start >= 0:
-            yield run_start, pos
-            run_start = -1
-        elif not zero and run_start < 0:
-            run_start = pos
-        pos = end
-    if run_start >= 0:
-        yield run_start, size
-
-
 def _write_sparse(fd: int, chunk: bytes, offset: int, dest: Path) -> list[tuple[int, int]]:
-    """pwrite the non-zero blocks of `chunk`; the file is new, so skipped zero blocks read back
-    as zeros and stay holes. Returns what was written, as (offset, length) in the file."""
-    if len(chunk) <= len(_ZERO_CHUNK) and _ZERO_CHUNK.startswith(chunk):
-        return []
-    view = memoryview(chunk)
-    written: list[tuple[int, int]] = []
     try:
-        for start, end in _data_runs(chunk, offset):
-            _pwrite_all(fd, view[start:end], offset + start)
-            written.append((offset + start, end - start))
+        return write_data_runs(fd, chunk, offset)
     except OSError as err:
         raise _write_error(dest, err) from None
-    return written
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
 
 
 def _open_error(path: Path, err: OSError) -> ImageError:

@@ -258,31 +258,37 @@ class _BlockOutput:
             yield piece
 
 
+def block_pieces(header: bytes, block: XzBlock, data: list[bytes]) -> Iterator[bytes]:
+    """One block (its stored bytes in slices, dropped from `data` as they are consumed)
+    decoded as a one-block stream, in pieces of at most `OUT_CHUNK_BYTES`; raises LZMAError
+    (check, sizes, data) or EOFError after the pieces decoded before the fault."""
+    index = _index_for(block)
+    trailer = index + _footer_for(index, header[6:8])
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    decoder.decompress(header)
+    # Input goes in slices, each let go once given: liblzma copies whatever input it has not
+    # consumed when the output limit stops it, so a whole block given at once would be held
+    # twice.
+    data.reverse()
+    while True:
+        if decoder.needs_input:
+            if not data:
+                break
+            piece = decoder.decompress(data.pop(), dec.OUT_CHUNK_BYTES)
+        else:
+            piece = decoder.decompress(b"", dec.OUT_CHUNK_BYTES)
+        if piece:
+            yield piece
+    decoder.decompress(trailer)
+    if not decoder.eof or decoder.unused_data:
+        raise EOFError("the block does not end where the index says")
+
+
 def _decode_block(header: bytes, block: XzBlock, data: list[bytes], out: _BlockOutput) -> None:
-    """One block (its stored bytes in slices, dropped from `data` as they are consumed) as a
-    one-block stream, its pieces put into `out`; LZMAError (check, sizes, data) or EOFError
-    end `out` with that error."""
+    """One block's pieces put into `out`; LZMAError or EOFError end `out` with that error."""
     try:
-        index = _index_for(block)
-        trailer = index + _footer_for(index, header[6:8])
-        decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
-        decoder.decompress(header)
-        # Input goes in slices, each let go once given: liblzma copies whatever input it has
-        # not consumed when the output limit stops it, so a whole block given at once would be
-        # held twice.
-        data.reverse()
-        while True:
-            if decoder.needs_input:
-                if not data:
-                    break
-                piece = decoder.decompress(data.pop(), dec.OUT_CHUNK_BYTES)
-            else:
-                piece = decoder.decompress(b"", dec.OUT_CHUNK_BYTES)
-            if piece:
-                out.put(piece)
-        decoder.decompress(trailer)
-        if not decoder.eof or decoder.unused_data:
-            raise EOFError("the block does not end where the index says")
+        for piece in block_pieces(header, block, data):
+            out.put(piece)
     except _Cancelled:
         return
     except (lzma.LZMAError, EOFError) as err:
@@ -321,7 +327,7 @@ def _read_slices(src: dec.Input, size: int, name: str, what: str) -> list[bytes]
     return parts
 
 
-def _jobs(
+def blocks_in_order(
     plan: XzPlan, src: dec.Input, name: str
 ) -> Iterator[tuple[bytes, XzBlock, list[bytes], str]]:
     """(stream header, block, block bytes, what a decoding error means) in file order,
@@ -360,7 +366,7 @@ def parallel_xz_chunks(src: dec.Input, name: str, plan: XzPlan, workers: int) ->
     starts and let go as it is decoded. Until the first chunk has been taken only the first
     block is decoded, so a reader that wants just the head (sniffing) costs one block.
     """
-    jobs = _jobs(plan, src, name)
+    jobs = blocks_in_order(plan, src, name)
     pending: deque[tuple[_BlockOutput, str]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xz-block")
 
@@ -405,8 +411,16 @@ def parallel_xz_chunks(src: dec.Input, name: str, plan: XzPlan, workers: int) ->
 def xz_chunks(src: dec.Input, name: str, pread: dec.PreadFn, size_bytes: int) -> dec.Chunks:
     """The whole .xz file read through `src` (positioned at its start): in parallel when the
     plan allows, else sequentially."""
+    parallel = parallel_plan(pread, size_bytes)
+    if parallel is not None:
+        return parallel_xz_chunks(src, name, *parallel)
+    return dec.xz_chunks(src, name)
+
+
+def parallel_plan(pread: dec.PreadFn, size_bytes: int) -> tuple[XzPlan, int] | None:
+    """The file's plan and the threads to decode it on, when it decodes in parallel here."""
     workers = worker_count()
     plan = plan_xz(pread, size_bytes)
     if plan is not None and parallel_worth_it(plan, workers):
-        return parallel_xz_chunks(src, name, plan, workers)
-    return dec.xz_chunks(src, name)
+        return plan, workers
+    return None

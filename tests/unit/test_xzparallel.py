@@ -4,8 +4,6 @@ truncation, concatenated streams, the sequential fallback and the memory bounds.
 from __future__ import annotations
 
 import lzma
-import random
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -16,44 +14,28 @@ import pytest
 from flasher.errors import ImageError
 from flasher.image import decoders, xzparallel
 from flasher.image.sources import open_source
+from tests.support import xzfiles
 from tests.support.images import require_tools
 
-MiB = 1024 * 1024
-BLOCK_BYTES = 256 * 1024
 Output = xzparallel._BlockOutput
-CHECKS = {"none": 0, "crc32": 4, "crc64": 8, "sha256": 32}
+CHECKS = xzfiles.CHECK_BYTES
+BLOCK_BYTES = xzfiles.BLOCK_BYTES
 
 
 @pytest.fixture(scope="module")
 def disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 MiB like a disk: an MBR signature, random, repetitive text and zero regions."""
-    rng = random.Random(11)
-    data = bytearray(3 * MiB + 12345)
-    data[510:512] = b"\x55\xaa"
-    data[MiB : MiB + 700_000] = rng.randbytes(700_000)
-    data[2 * MiB : 3 * MiB] = (b"resin-rootA supervisor\n" * 50000)[:MiB]
-    path = tmp_path_factory.mktemp("xzdisk") / "disk.img"
-    path.write_bytes(bytes(data))
-    return path
+    return xzfiles.write_disk(tmp_path_factory.mktemp("xzdisk") / "disk.img")
 
 
 @pytest.fixture(scope="module")
 def make_xz(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     require_tools("xz")
     folder = tmp_path_factory.mktemp("xz")
-
-    def make(source: Path, *args: str) -> Path:
-        out = folder / f"{source.stem}{''.join(args).replace('=', '_')}.img.xz"
-        if not out.exists():
-            with open(out, "wb") as f:
-                subprocess.run(["xz", "-c", "-3", *args, str(source)], stdout=f, check=True)
-        return out
-
-    return make
+    return lambda source, *args: xzfiles.make_xz(folder, source, *args)
 
 
 def _multi_block(make_xz: Callable[..., Path], disk: Path, check: str = "crc64") -> Path:
-    return make_xz(disk, "-T2", f"--block-size={BLOCK_BYTES}", f"--check={check}")
+    return make_xz(disk, *xzfiles.multi_block_args(check))
 
 
 def _stream(path: Path) -> bytes:
@@ -61,11 +43,8 @@ def _stream(path: Path) -> bytes:
         return stream.read()
 
 
-def _plan(path: Path) -> xzparallel.XzPlan:
-    data = path.read_bytes()
-    plan = xzparallel.plan_xz(lambda n, at: data[at : at + n], len(data))
-    assert plan is not None
-    return plan
+_plan = xzfiles.plan_of
+_block_offsets = xzfiles.block_offsets
 
 
 @pytest.mark.parametrize("check", list(CHECKS))
@@ -114,15 +93,6 @@ def test_blocks_above_the_size_cap_take_the_sequential_decoder(
     monkeypatch.setattr(xzparallel, "MAX_BLOCK_BYTES", BLOCK_BYTES - 1)
     monkeypatch.setattr(xzparallel, "_decode_block", None)
     assert _stream(_multi_block(make_xz, disk)) == disk.read_bytes()
-
-
-def _block_offsets(plan: xzparallel.XzPlan) -> list[tuple[int, xzparallel.XzBlock]]:
-    stream = plan.streams[0]
-    offset, out = 12, []
-    for block in stream.blocks:
-        out.append((offset, block))
-        offset += block.stored_bytes
-    return out
 
 
 @pytest.mark.parametrize("check", ["crc32", "crc64", "sha256"])
