@@ -67,7 +67,8 @@ class SourceSpec:
 @dataclass(frozen=True)
 class ResolvedImage:
     """`raw_path` is the raw image; with `unpacking` it is still being decoded there (it
-    exists once the unpacking has ended well)."""
+    exists once the unpacking has ended well). `source` is the file it came from, as sniffed
+    on the way, when it was."""
 
     raw_path: Path
     sha256: str | None = None
@@ -75,6 +76,7 @@ class ResolvedImage:
     os_version: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     unpacking: BackgroundUnpack | None = field(default=None, compare=False)
+    source: ImageSource | None = field(default=None, compare=False)
 
 
 def resolve_version(model: OsModel, slug: str, version: str) -> str:
@@ -229,6 +231,7 @@ class ImageProvider:
             raw = self.cache.unpacked(entry, on_event=on_event, cancel=cancel)
         return ResolvedImage(
             unpacking=unpacking,
+            source=source,
             raw_path=raw,
             sha256=entry.sha256,
             device_type=entry.meta.device_type,
@@ -246,7 +249,9 @@ class ImageProvider:
     ) -> ResolvedImage:
         source = open_source(path)  # ImageError for missing, unsupported or empty files
         if source.kind is SourceKind.RAW:
-            return ResolvedImage(raw_path=path.resolve(), details={"kind": source.kind.value})
+            return ResolvedImage(
+                raw_path=path.resolve(), source=source, details={"kind": source.kind.value}
+            )
         on_event(PhaseChanged(Phase.UNPACKING))
         key = _local_key(path)
         unpacking = None
@@ -261,6 +266,7 @@ class ImageProvider:
             raw = self.cache.unpacked_local(path, key, on_event=on_event, cancel=cancel)
         return ResolvedImage(
             unpacking=unpacking,
+            source=source,
             raw_path=raw,
             details={
                 "kind": source.kind.value,

@@ -126,14 +126,17 @@ def check_image(
     expected_sha256: str | None,
     *,
     known_sha256: Mapping[Path, str] | None = None,
+    sniffed: ImageSource | None = None,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
 ) -> IntegrityReport:
     """The source's own integrity, and with `expected_sha256` the proof that the decoded image
     (or the file as given) has it; ImageError (problem "checksum") before anything is written
     when neither does. `known_sha256` holds digests already taken (by resolved path), so no file
-    is hashed twice."""
-    kind = source_integrity(open_source(source_path))
+    is hashed twice; `sniffed`, the source file as already opened, if it is that file."""
+    if sniffed is None or sniffed.path.resolve() != source_path.resolve():
+        sniffed = open_source(source_path)
+    kind = source_integrity(sniffed)
     if expected_sha256 is None:
         return IntegrityReport(kind)
     known = {path.resolve(): digest for path, digest in (known_sha256 or {}).items()}

@@ -287,6 +287,7 @@ def prepare(
         resolved.raw_path,
         expected_sha256,
         known_sha256=known,
+        sniffed=resolved.source,
         on_event=on_event,
         cancel=cancel,
     )
@@ -361,7 +362,7 @@ def _prepare_following(
     """`prepare` for an image being decoded: identity and configuration from its boot
     partition as soon as that is decoded; the map when the whole stream is."""
     source_path = source_file(source, resolved)
-    integrity = check_image(source_path, resolved.raw_path, None)
+    integrity = check_image(source_path, resolved.raw_path, None, sniffed=resolved.source)
     if require_integrity:
         refuse_unproven(integrity, source_path)
     reader = unpack.reader()

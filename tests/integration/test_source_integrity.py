@@ -18,12 +18,15 @@ from typing import BinaryIO
 import pytest
 import zstandard
 
+from flasher import provider as provider_module
 from flasher.bench.image import BenchJob
 from flasher.cache import ImageCache
 from flasher.cli.main import main
 from flasher.drives.discovery import find_drive
 from flasher.errors import ImageError, VerificationFailed
 from flasher.events import CancelToken, Event, Phase, PhaseChanged
+from flasher.image import integrity as integrity_module
+from flasher.image import sources
 from flasher.image.bmap import write_bmap
 from flasher.image.byteio import FileReader
 from flasher.image.integrity import Integrity, source_integrity
@@ -389,3 +392,33 @@ def test_streamed_card_with_a_wrong_sha256_is_not_reported_good_and_cannot_boot(
     assert not result.ok and isinstance(result.error, ImageError)
     assert result.error.problem == "checksum"
     assert card.read_bytes()[:MiB] == bytes(MiB)
+
+
+@pytest.mark.parametrize("kind", ["raw", "gzip", "xz-default", "zstd-checksum"])
+def test_a_flash_sniffs_its_source_file_once(
+    tmp_path: Path,
+    image: Path,
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The provider's look at the file serves the integrity check too: a compressed file's
+    head is decoded once, not once more to name its check."""
+    encode, expected = ENCODERS[kind]
+    source = tmp_path / f"image.{kind}"
+    source.write_bytes(encode(image.read_bytes()))
+    opened: list[Path] = []
+    real = sources.open_source
+
+    def counting(path: str | os.PathLike[str]) -> sources.ImageSource:
+        opened.append(Path(path).resolve())
+        return real(path)
+
+    for module in (sources, provider_module, integrity_module):
+        monkeypatch.setattr(module, "open_source", counting)
+    card = tmp_path / "card.img"
+    code = main(["--json", "flash", str(source), "--target", str(card)])
+    summary = _events(capsys.readouterr().out)[-1]
+    assert code == 0, summary
+    assert summary["source_integrity"] == expected.value
+    assert opened.count(source.resolve()) == 1
