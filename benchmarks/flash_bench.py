@@ -174,6 +174,8 @@ def machine_info(flasher_cmd: Sequence[str], env: dict[str, str]) -> dict[str, A
         "zstandard": versions[1] if len(versions) > 1 else "?",
         "dd": tool_version(["dd", "--version"]),
         "bmaptool": tool_version(["bmaptool", "--version"]),
+        # bmaptool decodes a .gz with pigz when it is installed (Debian only suggests it)
+        "bmaptool_gzip": "pigz" if shutil.which("pigz") else "gzip",
         "flasher": tool_version([*flasher_cmd, "--version"], env=env),
         "flasher_commit": commit,
     }
