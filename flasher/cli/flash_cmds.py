@@ -32,6 +32,7 @@ import stat
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -61,11 +62,11 @@ from flasher.events import CancelToken, Event
 
 if TYPE_CHECKING:  # the flash machinery loads when the command runs, not for --help
     from flasher.drives.constraints import Problem
+    from flasher.drives.early import EarlyDrives
     from flasher.image.earlymap import EarlyMap
     from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport
     from flasher.provider import ImageProvider, SourceSpec
     from flasher.writer.client import TargetResult
-    from flasher.writer.launchers import Launcher
     from flasher.writer.shared import SharedHelper
 
 
@@ -160,6 +161,24 @@ def _early_map(args: argparse.Namespace, source: SourceSpec) -> EarlyMap | None:
     return EarlyMap(source.path)
 
 
+def _early_drives(devices: Sequence[str]) -> EarlyDrives | None:
+    """The drives (`devices`) looked up from now, while the rest of the flash loads."""
+    if not devices:
+        return None
+    from flasher.drives.early import EarlyDrives
+
+    return EarlyDrives(devices)
+
+
+@dataclass(frozen=True)
+class _Early:
+    """What `flash` starts before the rest of it loads."""
+
+    helper: SharedHelper | None
+    map: EarlyMap | None
+    drives: EarlyDrives | None
+
+
 def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     if not args.source and not args.device_type:
         raise FlasherError(
@@ -173,7 +192,8 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     _erase_consent(args, ctx, devices)
     helper = _early_helper(devices)
     try:
-        return _flash(args, ctx, source, configure, helper, _early_map(args, source))
+        early = _Early(helper, _early_map(args, source), _early_drives(devices))
+        return _flash(args, ctx, source, configure, early)
     finally:
         if helper is not None:
             helper.close()
@@ -184,8 +204,7 @@ def _flash(
     ctx: CliContext,
     source: SourceSpec,
     configure: bool,
-    launcher: Launcher | None,
-    early_map: EarlyMap | None,
+    early: _Early,
 ) -> int:
     from flasher.cache import ImageCache
     from flasher.pipeline import FlashJob
@@ -208,7 +227,7 @@ def _flash(
     session_factory = ctx.session if (source.device_type or ctx.args.sandbox) else None
     provider = ImageProvider(ImageCache(), session_factory, origin=ctx.cache_origin)
     try:
-        report = _run(job, provider, args, ctx, launcher, early_map)
+        report = _run(job, provider, args, ctx, early)
     except DriveRejected as err:
         if any(p.code is ProblemCode.INTERNAL for p in err.problems):
             err.action = Action.ALLOW_INTERNAL_DISK
@@ -221,8 +240,7 @@ def _run(
     provider: ImageProvider,
     args: argparse.Namespace,
     ctx: CliContext,
-    launcher: Launcher | None,
-    early_map: EarlyMap | None,
+    early: _Early,
 ) -> FlashReport:
     """Run the job on a worker thread so Ctrl-C cancels it cleanly (cards left unbootable)."""
     from flasher.cli.progress import MultiBar
@@ -248,8 +266,9 @@ def _run(
                 on_event=on_event,
                 cancel=cancel,
                 confirm=_confirm(args, ctx),
-                launcher=launcher,
-                early_map=early_map,
+                launcher=early.helper,
+                early_map=early.map,
+                early_drives=early.drives,
             )
         except BaseException as err:  # re-raised on the main thread
             box["error"] = err

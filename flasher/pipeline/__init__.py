@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flasher.drives.constraints import Problem
+from flasher.drives.early import EarlyDrives
 from flasher.events import CancelToken, EventCallback, Phase, PhaseChanged, ignore_event
 from flasher.image.earlymap import EarlyMap
 from flasher.image.inspection import ImageIdentity
@@ -41,6 +42,7 @@ from flasher.writer.launchers import Launcher
 __all__ = [
     "CardImage",
     "ConfirmWarnings",
+    "EarlyDrives",
     "EarlyMap",
     "FlashJob",
     "FlashReport",
@@ -107,6 +109,7 @@ def run_flash(
     launcher: Launcher | None = None,
     drives: Sequence[Drive] | None = None,
     early_map: EarlyMap | None = None,
+    early_drives: EarlyDrives | None = None,
 ) -> FlashReport:
     """Flash `job`: `prepare` it, then `write` it to every target at once.
 
@@ -114,14 +117,18 @@ def run_flash(
     writing for invalid settings (ConfigError), unusable sources (ImageError, DownloadError,
     CatalogError) and rejected targets (DriveRejected; warnings the `confirm` callback
     declines also reject). `drives` are already-resolved targets (the GUI's list); otherwise
-    `job.targets` paths are resolved here. `early_map`: see `prepare`.
+    `job.targets` paths are resolved here (`early_drives`: see `resolve_target`).
+    `early_map`: see `prepare`.
     """
     cancel = cancel or CancelToken()
     started = time.monotonic()
     if job.config is not None:
         validate_device_config(job.config)
     require_targets(drives or job.targets)
-    targets = list(drives) if drives is not None else [resolve_target(t) for t in job.targets]
+    if drives is not None:
+        targets = list(drives)
+    else:
+        targets = [resolve_target(t, early_drives) for t in job.targets]
     with prepare(
         job.source,
         provider,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flasher.drives.constraints import Problem, check_targets
+from flasher.drives.early import EarlyDrives
 from flasher.error_codes import Action
 from flasher.errors import ConfigError, DriveError, DriveRejected
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
@@ -58,11 +59,12 @@ def require_targets(targets: Sequence[object]) -> None:
         )
 
 
-def resolve_target(path: str) -> Drive:
+def resolve_target(path: str, early: EarlyDrives | None = None) -> Drive:
     """A Drive for `path`: the block device as the system sees it now, or a regular file.
 
     A missing path is a new regular file (a card image to ship, a VM disk), except in the
-    device namespace (/dev, /proc, /sys), where it is a drive that was not found.
+    device namespace (/dev, /proc, /sys), where it is a drive that was not found. `early`
+    may hold the block device's drive, looked up since the command started.
     """
     try:
         st = os.stat(path)
@@ -94,9 +96,11 @@ def resolve_target(path: str) -> Drive:
             hint="Choose a listed drive or a file path.",
             action=Action.LIST_DRIVES,
         )
-    from flasher.drives.discovery import find_drive  # udev is needed for drives only
+    drive = early.take(path, st.st_rdev) if early is not None else None
+    if drive is None:
+        from flasher.drives.discovery import find_drive  # udev is needed for drives only
 
-    drive = find_drive(path)
+        drive = find_drive(path)
     if drive is None:
         raise DriveError(
             f"{path} is not a drive Flasher can write.",
