@@ -5,10 +5,11 @@ order, so a block decoded ahead of the reader waits in memory until the reader g
 when the one reader stalls (on a write, a flush), every decoding thread soon stalls with it.
 A file needs no order: the index gives every block's offset in the raw image, so here each
 thread writes its block's pieces where they belong as it decodes them (`write`) and nothing
-waits for the block before it. The blocks are still reported in file order (`step`), each
-once it is fully written and has passed its check, so whoever follows the file sees exactly
-what a sequential decode would have written by then, and a block that fails its check is
-reported after the blocks before it.
+waits for the block before it. The pieces are still reported in file order (`step`): those of
+the first block not yet reported as they are written, those of a block decoded ahead once
+every block before it is reported. So whoever follows the file sees exactly what a sequential
+decode would have written by then, and a block that fails its check raises after the pieces
+decoded before the fault, as it would there.
 
 Memory: every thread holds one decoded piece and its block's compressed bytes; at most two
 blocks more than there are threads are read and not yet decoded, and blocks are handed out
@@ -35,7 +36,6 @@ Extents = list[tuple[int, int]]
 WriteFn = Callable[[bytes, int], Extents]
 # (raw bytes complete from the start, extents written since the previous step), in file order
 StepFn = Callable[[int, Extents], None]
-StartFn = Callable[[bytes, XzBlock, list[bytes], int], Future[Extents]]
 
 AHEAD_PER_WORKER = 4
 
@@ -44,74 +44,94 @@ class _Halted(Exception):
     """The unpacking stopped; a block's thread gives up at its next piece."""
 
 
-def _decode_to(
-    header: bytes,
-    block: XzBlock,
-    data: list[bytes],
-    offset: int,
-    write: WriteFn,
-    halted: Callable[[], bool],
-) -> Extents:
-    written: Extents = []
-    for piece in block_pieces(header, block, data):
-        if halted():
-            raise _Halted
-        written += write(piece, offset)
-        offset += len(piece)
-    return written
+class _Block:
+    """One block handed to a thread: the pieces it has written and not yet reported, as (the
+    piece's end in the raw image, the extents written)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.future: Future[None] | None = None
+        self.pieces: deque[tuple[int, Extents]] = deque()
 
 
 class _Feed:
     """The blocks handed to the threads and not yet reported, filled by a thread of its own so
     that a slow `step` does not keep the threads from their next blocks."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, write: WriteFn, cancelled: Callable[[], bool]) -> None:
         self.workers = workers
+        self.write = write
+        self.cancelled = cancelled
         self.cond = threading.Condition()
-        self.queue: deque[tuple[Future[Extents], int, str]] = deque()
+        self.queue: deque[_Block] = deque()
         self.halt = threading.Event()
         self.fed = False
         self.error: BaseException | None = None
 
-    def room(self) -> bool:
+    def _decode(
+        self, out: _Block, header: bytes, block: XzBlock, data: list[bytes], offset: int
+    ) -> None:
+        for piece in block_pieces(header, block, data):
+            if self.halt.is_set() or self.cancelled():
+                raise _Halted
+            written = self.write(piece, offset)
+            offset += len(piece)
+            with self.cond:
+                out.pieces.append((offset, written))
+                self.cond.notify_all()
+
+    def _room(self) -> bool:
         """Whether another block may start (called holding `cond`)."""
-        undone = sum(not future.done() for future, _end, _where in self.queue)
+        undone = sum(not b.future.done() for b in self.queue if b.future is not None)
         return len(self.queue) < AHEAD_PER_WORKER * self.workers and undone <= self.workers
 
     def notify(self, _future: object = None) -> None:
         with self.cond:
             self.cond.notify_all()
 
-    def fill(self, jobs: Iterator[tuple[bytes, XzBlock, list[bytes], str]], start: StartFn) -> None:
+    def fill(self, jobs: Iterator[tuple[bytes, XzBlock, list[bytes], str]]) -> None:
+        """Hand the blocks out (on the feeding thread) while there is room."""
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="xz-unpack")
         offset = 0
         try:
             for header, block, data, where in jobs:  # past the last: the indexes are checked
+                out = _Block(where)
                 with self.cond:
-                    while not self.room() and not self.halt.is_set():
+                    while not self._room() and not self.halt.is_set():
                         self.cond.wait()
                     if self.halt.is_set():
                         return
-                    future = start(header, block, data, offset)
-                    offset += block.uncompressed_bytes
-                    self.queue.append((future, offset, where))
-                future.add_done_callback(self.notify)
+                    out.future = pool.submit(self._decode, out, header, block, data, offset)
+                    self.queue.append(out)
+                out.future.add_done_callback(self.notify)
+                offset += block.uncompressed_bytes
         except BaseException as err:  # handed to the reporting thread, in order
             self.error = err
         finally:
             with self.cond:
                 self.fed = True
                 self.cond.notify_all()
+            # blocks not yet started are dropped only once the unpacking stops
+            pool.shutdown(wait=True, cancel_futures=self.halt.is_set())
 
-    def next_done(self) -> tuple[Future[Extents], int, str] | None:
-        """The first block not yet reported once it is decoded; None when all are."""
+    def next_pieces(self) -> tuple[_Block, list[tuple[int, Extents]], bool] | None:
+        """The first block not yet reported once it has pieces to report or is done: the
+        block, those pieces and whether it is done; None when every block is reported."""
         with self.cond:
-            while not (self.queue and self.queue[0][0].done()):
-                if self.fed and not self.queue:
+            while True:
+                if self.queue:
+                    out = self.queue[0]
+                    assert out.future is not None
+                    done = out.future.done()  # its thread adds its pieces before it is done
+                    if out.pieces or done:
+                        pieces = list(out.pieces)
+                        out.pieces.clear()
+                        return out, pieces, done
+                elif self.fed:
                     if self.error is not None:
                         raise self.error
                     return None
                 self.cond.wait()
-            return self.queue[0]
 
     def reported(self) -> None:
         with self.cond:
@@ -130,41 +150,36 @@ def unpack_blocks(
     cancelled: Callable[[], bool] = lambda: False,
 ) -> int:
     """Decode the planned blocks of the file read through `src` (at its start) on `workers`
-    threads, each piece written through `write` at its raw offset; `step` learns each block,
-    in file order, once it is written. Returns the raw size. Raises ImageError (corrupt,
-    truncated) for the first bad block after stepping the ones before it, Cancelled once
-    `cancelled()` turns true, and whatever `write` or `step` raise."""
-    feed = _Feed(workers)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xz-unpack")
-
-    def halted() -> bool:
-        return feed.halt.is_set() or cancelled()
-
-    def start(header: bytes, block: XzBlock, data: list[bytes], offset: int) -> Future[Extents]:
-        return pool.submit(_decode_to, header, block, data, offset, write, halted)
-
+    threads, each piece written through `write` at its raw offset; `step` learns the pieces in
+    file order, those of a block decoded ahead once the blocks before it are reported. Returns
+    the raw size. Raises ImageError (corrupt, truncated) for the first bad block after stepping
+    what was decoded before the fault, Cancelled once `cancelled()` turns true, and whatever
+    `write` or `step` raise."""
+    feed = _Feed(workers, write, cancelled)
     feeder = threading.Thread(
         target=feed.fill,
-        args=(blocks_in_order(plan, src, name), start),
+        args=(blocks_in_order(plan, src, name),),
         name="xz-unpack-feed",
         daemon=True,
     )
     feeder.start()
     size = 0
     try:
-        while (head := feed.next_done()) is not None:
-            future, size, where = head
-            try:
-                written = future.result()
-            except (lzma.LZMAError, EOFError) as err:
-                raise dec.corrupt(name, f"xz {where}: {err}") from None
-            except _Halted:
-                raise Cancelled() from None
-            step(size, written)
-            feed.reported()
+        while (ready := feed.next_pieces()) is not None:
+            out, pieces, done = ready
+            for size, written in pieces:
+                step(size, written)
+            if done:
+                assert out.future is not None
+                try:
+                    out.future.result()
+                except (lzma.LZMAError, EOFError) as err:
+                    raise dec.corrupt(name, f"xz {out.where}: {err}") from None
+                except _Halted:
+                    raise Cancelled() from None
+                feed.reported()
         return size
     finally:
         feed.halt.set()
         feed.notify()
         feeder.join()
-        pool.shutdown(wait=True, cancel_futures=True)

@@ -228,3 +228,54 @@ def test_unpack_to_takes_this_path_for_a_multi_block_file(
     assert open_source(xz).unpack_to(out) == disk.stat().st_size
     assert out.read_bytes() == disk.read_bytes()
     assert calls == [1]
+
+
+def test_a_block_still_waiting_for_a_thread_when_the_last_is_handed_out_is_decoded(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With every thread busy (slow writes), the last blocks wait in the pool's queue after
+    the feeding thread has handed out the last one: they are decoded all the same."""
+    disk, xz = files
+    out = tmp_path / "out.img"
+    job = Unpacking(xz, out)
+
+    def slow(piece: bytes, offset: int) -> Extents:
+        time.sleep(0.02)
+        return job.write(piece, offset)
+
+    size = job.run(write=slow)
+    os.truncate(out, size)
+    assert out.read_bytes() == disk.read_bytes()
+
+
+def test_the_first_block_not_yet_reported_is_reported_piece_by_piece(
+    files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Followers see the block at the front as it is written, not once it is whole."""
+    _disk, xz = files
+    piece = 64 * 1024
+    monkeypatch.setattr(decoders, "OUT_CHUNK_BYTES", piece)
+    job = Unpacking(xz, tmp_path / "out.img", workers=2)
+    second_piece = threading.Event()
+    release = threading.Event()
+
+    def write(data: bytes, offset: int) -> Extents:
+        assert len(data) <= piece
+        if offset == piece:  # block 0's second piece waits until its first is reported
+            second_piece.set()
+            assert release.wait(10)
+        return job.write(data, offset)
+
+    runner = threading.Thread(target=job.run, kwargs={"write": write})
+    runner.start()
+    assert second_piece.wait(10)
+    deadline = time.monotonic() + 10
+    while not job.steps:
+        assert time.monotonic() < deadline, "block 0's first piece was not reported"
+        time.sleep(0.01)
+    assert job.steps[0][0] == piece
+    release.set()
+    runner.join(10)
+    ends = [end for end, _ in job.steps]
+    assert ends == sorted(ends) and ends[-1] == xz_size(xz)
+    assert len(ends) == -(-xz_size(xz) // piece)
