@@ -150,10 +150,18 @@ class Input:
             if size <= 0:
                 return b""
         data = self._file.read(size)
-        self.consumed_bytes += len(data)
-        if self._left is not None:
-            self._left -= len(data)
+        self._count(len(data))
         return data
+
+    def skip(self, size: int) -> None:
+        """Move on by `size` bytes without reading them (they are read by position)."""
+        self._file.seek(size, os.SEEK_CUR)
+        self._count(size)
+
+    def _count(self, size: int) -> None:
+        self.consumed_bytes += size
+        if self._left is not None:
+            self._left -= size
 
 
 def corrupt(name: str, detail: str) -> ImageError:

@@ -292,7 +292,13 @@ class ImageSource:
             if parallel is not None:
                 stopped = (lambda: cancel.cancelled) if cancel is not None else (lambda: False)
                 return xzunpack.unpack_blocks(
-                    src, self.name, *parallel, write=write, step=step, cancelled=stopped
+                    src,
+                    self.name,
+                    *parallel,
+                    pread=dec.file_pread(fd),
+                    write=write,
+                    step=step,
+                    cancelled=stopped,
                 )
         done = 0
         chunks = self._decoder(src, fd)

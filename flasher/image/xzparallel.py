@@ -34,8 +34,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flasher.image import decoders as dec
+
+_Body = TypeVar("_Body")
 
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
 # Decoded output the blocks ahead of the one being read may hold, all together, before no
@@ -258,10 +261,10 @@ class _BlockOutput:
             yield piece
 
 
-def block_pieces(header: bytes, block: XzBlock, data: list[bytes]) -> Iterator[bytes]:
-    """One block (its stored bytes in slices, dropped from `data` as they are consumed)
-    decoded as a one-block stream, in pieces of at most `OUT_CHUNK_BYTES`; raises LZMAError
-    (check, sizes, data) or EOFError after the pieces decoded before the fault."""
+def block_pieces(header: bytes, block: XzBlock, slices: Iterator[bytes]) -> Iterator[bytes]:
+    """One block (its stored bytes, as `slices` gives them) decoded as a one-block stream, in
+    pieces of at most `OUT_CHUNK_BYTES`; raises LZMAError (check, sizes, data) or EOFError
+    after the pieces decoded before the fault."""
     index = _index_for(block)
     trailer = index + _footer_for(index, header[6:8])
     decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
@@ -269,12 +272,12 @@ def block_pieces(header: bytes, block: XzBlock, data: list[bytes]) -> Iterator[b
     # Input goes in slices, each let go once given: liblzma copies whatever input it has not
     # consumed when the output limit stops it, so a whole block given at once would be held
     # twice.
-    data.reverse()
     while True:
         if decoder.needs_input:
-            if not data:
+            data = next(slices, None)
+            if data is None:
                 break
-            piece = decoder.decompress(data.pop(), dec.OUT_CHUNK_BYTES)
+            piece = decoder.decompress(data, dec.OUT_CHUNK_BYTES)
         else:
             piece = decoder.decompress(b"", dec.OUT_CHUNK_BYTES)
         if piece:
@@ -284,10 +287,31 @@ def block_pieces(header: bytes, block: XzBlock, data: list[bytes]) -> Iterator[b
         raise EOFError("the block does not end where the index says")
 
 
+def _draining(data: list[bytes]) -> Iterator[bytes]:
+    """The slices of `data` in order, each dropped from it once given."""
+    data.reverse()
+    while data:
+        yield data.pop()
+
+
+def file_slices(
+    pread: dec.PreadFn, offset: int, size: int, name: str, what: str
+) -> Iterator[bytes]:
+    """`size` bytes of the file at `offset`, read by position in slices of at most
+    `_IN_SLICE_BYTES`; ImageError (truncated) where the file ends before."""
+    end = offset + size
+    while offset < end:
+        data = pread(min(end - offset, _IN_SLICE_BYTES), offset)
+        if not data:
+            raise dec.truncated(name, f"the xz file ends inside {what}")
+        yield data
+        offset += len(data)
+
+
 def _decode_block(header: bytes, block: XzBlock, data: list[bytes], out: _BlockOutput) -> None:
     """One block's pieces put into `out`; LZMAError or EOFError end `out` with that error."""
     try:
-        for piece in block_pieces(header, block, data):
+        for piece in block_pieces(header, block, _draining(data)):
             out.put(piece)
     except _Cancelled:
         return
@@ -332,16 +356,39 @@ def blocks_in_order(
 ) -> Iterator[tuple[bytes, XzBlock, list[bytes], str]]:
     """(stream header, block, block bytes, what a decoding error means) in file order,
     checking the bytes between blocks against the plan as the reader passes them."""
+    return _walk(plan, src, name, lambda _offset, size, what: _read_slices(src, size, name, what))
+
+
+def block_places(
+    plan: XzPlan, src: dec.Input, name: str
+) -> Iterator[tuple[bytes, XzBlock, tuple[int, str], str]]:
+    """(stream header, block, (its offset in the file, which block it is), what a decoding
+    error means) in file order: `blocks_in_order` that leaves each block's bytes to be read
+    by position."""
+
+    def skip(offset: int, size: int, what: str) -> tuple[int, str]:
+        src.skip(size)
+        return offset, what
+
+    return _walk(plan, src, name, skip)
+
+
+def _walk(
+    plan: XzPlan, src: dec.Input, name: str, body: Callable[[int, int, str], _Body]
+) -> Iterator[tuple[bytes, XzBlock, _Body, str]]:
+    """The blocks in file order with what `body` (the block's offset in the file, its stored
+    size, what it is) makes of each, the bytes between them read and checked against the
+    plan."""
     offset = 0
     for stream in plan.streams:
         if _read_exact(src, _HEADER_BYTES, name, "a stream header") != stream.header:
             raise dec.corrupt(name, f"xz stream header at byte {offset} changed while reading")
         offset += _HEADER_BYTES
         for number, block in enumerate(stream.blocks):
-            data = _read_slices(src, block.stored_bytes, name, f"block {number}")
+            got = body(offset, block.stored_bytes, f"block {number}")
             check = _CHECK_NAMES[stream.check_id]
             fault = f"fails its {check} check or is damaged" if check else "is damaged"
-            yield stream.header, block, data, f"block {number} at byte {offset} {fault}"
+            yield stream.header, block, got, f"block {number} at byte {offset} {fault}"
             offset += block.stored_bytes
         if _read_exact(src, len(stream.trailer), name, "the index") != stream.trailer:
             raise dec.corrupt(name, f"xz index at byte {offset} changed while reading")

@@ -11,12 +11,13 @@ every block before it is reported. So whoever follows the file sees exactly what
 decode would have written by then, and a block that fails its check raises after the pieces
 decoded before the fault, as it would there.
 
-Memory: every thread holds one decoded piece and its block's compressed bytes; at most two
-blocks more than there are threads are read and not yet decoded, and blocks are handed out
-only while fewer than `AHEAD_PER_WORKER` per thread wait to be reported (the one being
-reported included). The blocks are read and handed out on a thread of their own, so a slow
-`step` (a follower that is behind) does not keep the decoding threads waiting. Imports
-only the standard library, flasher.errors and flasher.image modules.
+Memory: every thread holds one decoded piece and the slice of its block's compressed bytes
+it is decoding (it reads them by position as it goes; the feeding thread only checks the
+bytes between blocks), and blocks are handed out only while fewer than `AHEAD_PER_WORKER`
+per thread wait to be reported (the one being reported included). The blocks are handed
+out on a thread of their own, so a slow `step` (a follower that is behind) does not keep the
+decoding threads waiting. Imports only the standard library, flasher.errors and
+flasher.image modules.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from flasher.errors import Cancelled
 from flasher.image import decoders as dec
-from flasher.image.xzparallel import XzBlock, XzPlan, block_pieces, blocks_in_order
+from flasher.image.xzparallel import XzBlock, XzPlan, block_pieces, block_places, file_slices
 
 Extents = list[tuple[int, int]]
 # (a decoded piece, its offset in the raw image) -> the (offset, length) extents written
@@ -58,8 +59,17 @@ class _Feed:
     """The blocks handed to the threads and not yet reported, filled by a thread of its own so
     that a slow `step` does not keep the threads from their next blocks."""
 
-    def __init__(self, workers: int, write: WriteFn, cancelled: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        name: str,
+        workers: int,
+        pread: dec.PreadFn,
+        write: WriteFn,
+        cancelled: Callable[[], bool],
+    ) -> None:
+        self.name = name
         self.workers = workers
+        self.pread = pread
         self.write = write
         self.cancelled = cancelled
         self.cond = threading.Condition()
@@ -69,9 +79,13 @@ class _Feed:
         self.error: BaseException | None = None
 
     def _decode(
-        self, out: _Block, header: bytes, block: XzBlock, data: list[bytes], offset: int
+        self, out: _Block, header: bytes, block: XzBlock, place: tuple[int, str], offset: int
     ) -> None:
-        for piece in block_pieces(header, block, data):
+        """The block stored at `place` (its offset in the file, which block it is), written
+        from `offset` in the raw image."""
+        at, what = place
+        slices = file_slices(self.pread, at, block.stored_bytes, self.name, what)
+        for piece in block_pieces(header, block, slices):
             if self.halt.is_set() or self.cancelled():
                 raise _Halted
             written = self.write(piece, offset)
@@ -89,19 +103,19 @@ class _Feed:
         with self.cond:
             self.cond.notify_all()
 
-    def fill(self, jobs: Iterator[tuple[bytes, XzBlock, list[bytes], str]]) -> None:
+    def fill(self, jobs: Iterator[tuple[bytes, XzBlock, tuple[int, str], str]]) -> None:
         """Hand the blocks out (on the feeding thread) while there is room."""
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="xz-unpack")
         offset = 0
         try:
-            for header, block, data, where in jobs:  # past the last: the indexes are checked
+            for header, block, place, where in jobs:  # past the last: the indexes are checked
                 out = _Block(where)
                 with self.cond:
                     while not self._room() and not self.halt.is_set():
                         self.cond.wait()
                     if self.halt.is_set():
                         return
-                    out.future = pool.submit(self._decode, out, header, block, data, offset)
+                    out.future = pool.submit(self._decode, out, header, block, place, offset)
                     self.queue.append(out)
                 out.future.add_done_callback(self.notify)
                 offset += block.uncompressed_bytes
@@ -145,20 +159,22 @@ def unpack_blocks(
     plan: XzPlan,
     workers: int,
     *,
+    pread: dec.PreadFn,
     write: WriteFn,
     step: StepFn,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Decode the planned blocks of the file read through `src` (at its start) on `workers`
+    """Decode the planned blocks of the file read through `src` (at its start; each block's
+    bytes are read by position, through `pread`, by the thread decoding it) on `workers`
     threads, each piece written through `write` at its raw offset; `step` learns the pieces in
     file order, those of a block decoded ahead once the blocks before it are reported. Returns
     the raw size. Raises ImageError (corrupt, truncated) for the first bad block after stepping
     what was decoded before the fault, Cancelled once `cancelled()` turns true, and whatever
     `write` or `step` raise."""
-    feed = _Feed(workers, write, cancelled)
+    feed = _Feed(name, workers, pread, write, cancelled)
     feeder = threading.Thread(
         target=feed.fill,
-        args=(blocks_in_order(plan, src, name),),
+        args=(block_places(plan, src, name),),
         name="xz-unpack-feed",
         daemon=True,
     )

@@ -55,6 +55,7 @@ class Unpacking:
                     str(self.path),
                     plan or xzfiles.plan_of(self.path),
                     self.workers,
+                    pread=decoders.file_pread(f.fileno()),
                     **kwargs,  # type: ignore[arg-type]
                 )
         finally:
@@ -279,3 +280,24 @@ def test_the_first_block_not_yet_reported_is_reported_piece_by_piece(
     ends = [end for end, _ in job.steps]
     assert ends == sorted(ends) and ends[-1] == xz_size(xz)
     assert len(ends) == -(-xz_size(xz) // piece)
+
+
+def test_a_block_cut_short_is_truncated_after_the_blocks_before_it(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Each thread reads its block's bytes by position: where the file ends inside block 5,
+    blocks 0-4 are reported, then what block 5 decoded up to the cut, then the cut."""
+    _disk, xz = files
+    plan = xzfiles.plan_of(xz)
+    offset, block = xzfiles.block_offsets(plan)[5]
+    cut = tmp_path / "cut5.img.xz"
+    cut.write_bytes(xz.read_bytes()[: offset + block.stored_bytes // 2])
+    job = Unpacking(cut, tmp_path / "out.img")
+    with pytest.raises(ImageError) as caught:
+        job.run(plan=plan)
+    assert caught.value.problem == "truncated"
+    assert "the xz file ends inside block 5" in str(caught.value)
+    ends = [end for end, _ in job.steps]
+    assert ends[:5] == [BLOCK_BYTES * n for n in range(1, 6)]
+    assert all(5 * BLOCK_BYTES < end < 6 * BLOCK_BYTES for end in ends[5:])  # what it decoded
+    assert not _xz_threads()
