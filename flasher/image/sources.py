@@ -283,8 +283,9 @@ class ImageSource:
         step: Callable[[int, list[tuple[int, int]]], None],
         cancel: CancelToken | None,
     ) -> int:
-        """Decode the whole source through `write` (a piece, its raw offset), `step` after
-        each piece or block in order (raw bytes done, extents written); the raw size."""
+        """Decode the whole source through `write` (a piece, its raw offset), with `step` after
+        each piece, in file order (raw bytes done, extents written; it checks `cancel`); the
+        raw size."""
         if self.kind is SourceKind.XZ:
             from flasher.image import xzparallel, xzunpack  # loaded for .xz files only
 
@@ -304,8 +305,6 @@ class ImageSource:
         chunks = self._decoder(src, fd)
         try:
             for chunk in chunks:
-                if cancel is not None:
-                    cancel.check()
                 runs = write(chunk, done)
                 done += len(chunk)
                 step(done, runs)
