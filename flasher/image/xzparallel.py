@@ -4,14 +4,15 @@
 records each block's sizes in the stream's index at the end of the file. `plan_xz` reads the
 stream footers and indexes backwards from the end; `xz_chunks` then reads the blocks
 sequentially and decodes them on a thread pool (liblzma releases the GIL), yielding the output
-in file order. Each block is decoded by liblzma as a one-block .xz stream rebuilt around it
-(the stream's own header, the block as stored, a one-record index with the block's recorded
-sizes, a footer), so liblzma verifies everything it would in the whole file: the block header
-CRC-32, the block's check (CRC-32, CRC-64 or SHA-256, as the stream flags say) and both sizes
-against the index. The real index and the stream header and footer are checked here (CRC-32s,
-flags, the same bytes the plan was made from). Blocks written with `--check=none` carry no
-integrity check; they decode like the others (the card's read-back verify still compares the
-written bytes with the decoded image).
+in file order; unpacking into a file (`flasher.image.xzunpack`) decodes the same blocks with
+`block_pieces`, each straight to its offset. Each block is decoded by liblzma as a one-block
+.xz stream rebuilt around it (the stream's own header, the block as stored, a one-record index
+with the block's recorded sizes, a footer), so liblzma verifies everything it would in the
+whole file: the block header CRC-32, the block's check (CRC-32, CRC-64 or SHA-256, as the
+stream flags say) and both sizes against the index. The real index and the stream header and
+footer are checked here (CRC-32s, flags, the same bytes the plan was made from). Blocks written
+with `--check=none` carry no integrity check; they decode like the others (the card's read-back
+verify still compares the written bytes with the decoded image).
 
 Memory is bounded: a file whose blocks are larger than `MAX_BLOCK_BYTES` decoded is not decoded
 in parallel; the block being read streams through a few pieces at a time, and the blocks
@@ -351,7 +352,7 @@ def _read_slices(src: dec.Input, size: int, name: str, what: str) -> list[bytes]
     return parts
 
 
-def blocks_in_order(
+def _blocks_in_order(
     plan: XzPlan, src: dec.Input, name: str
 ) -> Iterator[tuple[bytes, XzBlock, list[bytes], str]]:
     """(stream header, block, block bytes, what a decoding error means) in file order,
@@ -363,7 +364,7 @@ def block_places(
     plan: XzPlan, src: dec.Input, name: str
 ) -> Iterator[tuple[bytes, XzBlock, tuple[int, str], str]]:
     """(stream header, block, (its offset in the file, which block it is), what a decoding
-    error means) in file order: `blocks_in_order` that leaves each block's bytes to be read
+    error means) in file order: `_blocks_in_order` that leaves each block's bytes to be read
     by position."""
 
     def skip(offset: int, size: int, what: str) -> tuple[int, str]:
@@ -413,7 +414,7 @@ def parallel_xz_chunks(src: dec.Input, name: str, plan: XzPlan, workers: int) ->
     starts and let go as it is decoded. Until the first chunk has been taken only the first
     block is decoded, so a reader that wants just the head (sniffing) costs one block.
     """
-    jobs = blocks_in_order(plan, src, name)
+    jobs = _blocks_in_order(plan, src, name)
     pending: deque[tuple[_BlockOutput, str]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xz-block")
 
