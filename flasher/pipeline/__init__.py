@@ -35,7 +35,6 @@ from flasher.pipeline.write import (
     write,
 )
 from flasher.provider import ImageProvider, SourceSpec
-from flasher.validation import validate_device_config
 from flasher.writer.client import TargetResult
 from flasher.writer.launchers import Launcher
 
@@ -123,6 +122,8 @@ def run_flash(
     cancel = cancel or CancelToken()
     started = time.monotonic()
     if job.config is not None:
+        from flasher.validation import validate_device_config  # loaded only to configure
+
         validate_device_config(job.config)
     require_targets(drives or job.targets)
     if drives is not None:

@@ -24,7 +24,6 @@ from flasher.cache import sha256_file
 from flasher.errors import ConfigError, ImageError
 from flasher.events import CancelToken, EventCallback, Log, Phase, PhaseChanged, ignore_event
 from flasher.image.byteio import FileReader, ReadAt
-from flasher.image.configure import prepare_image
 from flasher.image.earlymap import EarlyMap
 from flasher.image.inspection import ImageIdentity, read_identity_at, read_image_identity
 from flasher.image.integrity import (
@@ -39,7 +38,6 @@ from flasher.image.sparse import AllocationMap, allocation_map
 from flasher.models import DeviceConfig
 from flasher.provider import ImageProvider, ResolvedImage, SourceSpec
 from flasher.unpacking import BackgroundUnpack, GrowingReader
-from flasher.validation import validate_device_config
 from flasher.writer.job import ImageFeed
 
 if TYPE_CHECKING:
@@ -190,6 +188,8 @@ class PreparedJob:
 def _configure(
     raw_path: Path, base: ReadAt, base_map: AllocationMap | None, config: DeviceConfig
 ) -> CardImage:
+    from flasher.image.configure import prepare_image  # loaded only to configure
+
     with prepare_image(raw_path, config, base=base) as configured:
         card_map = None if base_map is None else base_map.including(configured.overlay.ranges())
         return CardImage(
@@ -247,6 +247,8 @@ def prepare(
     """
     cancel = cancel or CancelToken()
     if config is not None:
+        from flasher.validation import validate_device_config  # loaded only to configure
+
         validate_device_config(config)
     background = one_flash and bmap_path is None and not write_all and expected_sha256 is None
     resolved = provider.obtain(source, on_event=on_event, cancel=cancel, background=background)
@@ -386,6 +388,8 @@ def _prepare_following(
     overlay: tuple[tuple[int, bytes], ...] = ()
     config_sha256 = None
     if config is not None:
+        from flasher.image.configure import prepare_image  # loaded only to configure
+
         with prepare_image(resolved.raw_path, config, base=reader, table=table) as configured:
             overlay = tuple(configured.overlay.extents())
             config_sha256 = configured.config_sha256
