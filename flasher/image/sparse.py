@@ -35,7 +35,7 @@ from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
 from flasher.image.bmap import read_bmap, verify_bmap
-from flasher.image.byteio import ReadAt, SliceIO
+from flasher.image.byteio import ReadAt, SliceIO, data_runs
 from flasher.image.ext4 import Ext4Filesystem
 from flasher.image.ext4journal import zero_body_ranges
 from flasher.image.fat.filesystem import FatFilesystem
@@ -50,10 +50,9 @@ from flasher.image.partitions import Partition, PartitionTable, filesystem_of, w
 DEFAULT_COALESCE_GAP_BYTES = 1024 * 1024
 DEFAULT_BLOCK_BYTES = 4096
 SCRUB_BLOCK_BYTES = 4096
-# The gaps between partitions are read in pieces of GAP_READ_BYTES and mapped in blocks of
-# GAP_BLOCK_BYTES (on the image's own block grid) wherever a block holds a non-zero byte.
+# The gaps between partitions are read in pieces of GAP_READ_BYTES and mapped in 4 KiB blocks
+# (on the image's own block grid, byteio.data_runs) wherever a block holds a non-zero byte.
 GAP_READ_BYTES = 1024 * 1024
-GAP_BLOCK_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -231,7 +230,7 @@ def _outside(
 
 
 def _nonzero_blocks(io: ReadAt, start: int, end: int) -> Iterator[rng.Range]:
-    """The GAP_BLOCK_BYTES blocks of [start, end) that hold a non-zero byte (the blocks at the
+    """The 4 KiB blocks of [start, end) that hold a non-zero byte, in runs (the blocks at the
     ends cut at `start` and `end`), read GAP_READ_BYTES at a time; bytes `io` cannot give count
     as non-zero."""
     zeros = bytes(min(GAP_READ_BYTES, end - start))
@@ -241,10 +240,8 @@ def _nonzero_blocks(io: ReadAt, start: int, end: int) -> Iterator[rng.Range]:
         data = io.pread(stop - pos, pos)
         got = pos + len(data)
         if data != zeros[: len(data)]:
-            for block in range(pos - pos % GAP_BLOCK_BYTES, got, GAP_BLOCK_BYTES):
-                lo, hi = max(block, pos), min(block + GAP_BLOCK_BYTES, got)
-                if data[lo - pos : hi - pos].count(0) < hi - lo:
-                    yield lo, hi - lo
+            for lo, hi in data_runs(data, pos):
+                yield pos + lo, hi - lo
         if got < stop:
             yield got, end - got
             return
