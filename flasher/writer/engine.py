@@ -26,7 +26,8 @@ import hashlib
 import mmap
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flasher.error_codes import ProblemCode
@@ -191,19 +192,24 @@ class TargetJob:
         self._verify_hasher = PieceHasher(io, digests)
         self.scrub = TargetScrub(self.target, scrub, self._error, self._pwrite)
 
-    def start_scrub(self) -> ScrubRun | None:
-        """Start zeroing what could pass for journal blocks in the scrub ranges, on a thread of
-        its own while the mapped data is written (no chunk touches them); `end_scrub` before
-        the flush that precedes the first MiB. None when there is nothing to scrub."""
-        if not self.scrub.ranges:
-            return None
-        return ScrubRun(self.scrub, self.io.plan, self.cancel.check)
+    @contextmanager
+    def scrubbing(self) -> Iterator[Callable[[], None]]:
+        """The journal areas scrubbed on a thread of their own while the block writes the
+        mapped data (no chunk touches them). The block calls what it is given to wait for the
+        scan (its error is raised there), before the flush that precedes the first MiB;
+        leaving the block early stops the scan."""
+        scan = ScrubRun(self.scrub, self.io.plan, self.cancel.check) if self.scrub.ranges else None
 
-    def end_scrub(self, scan: ScrubRun | None) -> None:
-        """Wait for the scan `start_scrub` began; its error is raised here."""
-        if scan is not None and scan.result():
-            zeroed = len(self.scrub.zeroed)
-            self.emit(Log("info", f"zeroed {zeroed} stale journal block(s)", self.target.path))
+        def finish() -> None:
+            if scan is not None and scan.result():
+                zeroed = len(self.scrub.zeroed)
+                self.emit(Log("info", f"zeroed {zeroed} stale journal block(s)", self.target.path))
+
+        try:
+            yield finish
+        finally:
+            if scan is not None:
+                scan.abandon()
 
     def erase_ends(self) -> None:
         """Zero the first and last MiB, durably, before anything else is written."""
@@ -218,7 +224,6 @@ class TargetJob:
         t = self.target
         self.emit(PhaseChanged(Phase.WRITING, t.path))
         self.erase_ends()
-        scan = self.start_scrub()
         meter = RateMeter(Phase.WRITING, self.plan.total_bytes, target=t.path)
         head = mmap.mmap(-1, HEAD_BYTES)
         head_view = memoryview(head)
@@ -228,33 +233,32 @@ class TargetJob:
             if self.claims is not None
             else None
         )
-        try:
-            for index, buf in feed:
+        with self.scrubbing() as end_scrub:
+            try:
+                for index, buf in feed:
+                    self.cancel.check()
+                    chunk = self.plan.chunks[index]
+                    n = self._io_len(chunk.length)
+                    if chunk.offset < HEAD_BYTES:
+                        # Held back: the partition table goes on last, once the rest is durable.
+                        n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
+                        head_view[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
+                    else:
+                        self._pwrite(memoryview(buf)[:n], chunk.offset)
+                    if hasher is not None:
+                        hasher.submit(index, buf)
+                    else:
+                        feed.release(buf)
+                    done += chunk.length
+                    if (progress := meter.update(done)) is not None:
+                        self.emit(progress)
                 self.cancel.check()
-                chunk = self.plan.chunks[index]
-                n = self._io_len(chunk.length)
-                if chunk.offset < HEAD_BYTES:
-                    # Held back: the partition table goes on last, once the rest is durable.
-                    n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
-                    head_view[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
-                else:
-                    self._pwrite(memoryview(buf)[:n], chunk.offset)
+                self.emit(PhaseChanged(Phase.SYNCING, t.path))
+                end_scrub()
+                self._fsync()  # the data and the zeroed journal blocks, before the first MiB
+            finally:
                 if hasher is not None:
-                    hasher.submit(index, buf)
-                else:
-                    feed.release(buf)
-                done += chunk.length
-                if (progress := meter.update(done)) is not None:
-                    self.emit(progress)
-            self.cancel.check()
-            self.emit(PhaseChanged(Phase.SYNCING, t.path))
-            self.end_scrub(scan)
-            self._fsync()  # the data and the zeroed journal blocks, before the first MiB
-        finally:
-            if scan is not None:
-                scan.abandon()
-            if hasher is not None:
-                hasher.finish()
+                    hasher.finish()
         for index in self.plan.head_indices():
             chunk = self.plan.chunks[index]
             self._pwrite(

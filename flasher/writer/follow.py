@@ -227,15 +227,11 @@ class _Target:
             io, digests = self.job.planned(self.cancel)
             self.engine.use_plan(io, digests, self.job.source.growth.scrub)
             self.engine.check_fits()
-            scan = self.engine.start_scrub()
-            try:
+            with self.engine.scrubbing() as end_scrub:
                 self.fill_gaps(io)
                 self.cancel.check()
                 self.emit(PhaseChanged(Phase.SYNCING, t.path))
-                self.engine.end_scrub(scan)
-            finally:
-                if scan is not None:
-                    scan.abandon()
+                end_scrub()
             self.engine.fsync()  # the data and the zeroed journal blocks, before the first MiB
             self.write_head(io)
             self._release_buffer()  # not needed while verifying: N targets' buffers add up
