@@ -289,14 +289,15 @@ class ImageSource:
         if self.kind is SourceKind.XZ:
             from flasher.image import xzparallel, xzunpack  # loaded for .xz files only
 
-            parallel = xzparallel.parallel_plan(dec.file_pread(fd), os.fstat(fd).st_size)
+            pread = dec.file_pread(fd)
+            parallel = xzparallel.parallel_plan(pread, os.fstat(fd).st_size)
             if parallel is not None:
                 stopped = (lambda: cancel.cancelled) if cancel is not None else (lambda: False)
                 return xzunpack.unpack_blocks(
                     src,
                     self.name,
                     *parallel,
-                    pread=dec.file_pread(fd),
+                    pread=pread,
                     write=write,
                     step=step,
                     cancelled=stopped,

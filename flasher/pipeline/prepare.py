@@ -313,16 +313,17 @@ def prepare(
     try:
         name = str(resolved.raw_path)
         base_map = None
-        if not write_all and bmap_path is None and early_map is not None:
-            base_map = early_map.take(resolved.raw_path, base)
-        if not write_all and base_map is None:
-            base_map = allocation_map(
-                base,
-                read_partition_table(base, name=name),
-                bmap_path=bmap_path,
-                verify_bmap_checksums=bmap_proves,
-                name=name,
-            )
+        if not write_all:
+            if bmap_path is None and early_map is not None:
+                base_map = early_map.take(resolved.raw_path, base)
+            if base_map is None:
+                base_map = allocation_map(
+                    base,
+                    read_partition_table(base, name=name),
+                    bmap_path=bmap_path,
+                    verify_bmap_checksums=bmap_proves,
+                    name=name,
+                )
         if bmap_proves:
             integrity = replace(integrity, bmap_checked=True)
         if config is not None:
