@@ -151,14 +151,14 @@ def _early_helper(devices: Sequence[str]) -> SharedHelper | None:
     return helper
 
 
-def _early_map(args: argparse.Namespace, source: SourceSpec) -> EarlyMap | None:
+def _early_map(args: argparse.Namespace) -> EarlyMap | None:
     """A local file's allocation map, started now: the image's disk reads it while the rest
-    of the flash loads (used only if it is a raw image that stays unchanged)."""
-    if source.path is None or args.bmap or args.write_all:
+    of the flash loads (used only if it is the raw image the flash opens, unchanged)."""
+    if not args.source or args.bmap or args.write_all:
         return None
     from flasher.image.earlymap import EarlyMap
 
-    return EarlyMap(source.path)
+    return EarlyMap(args.source)
 
 
 def _early_drives(devices: Sequence[str]) -> EarlyDrives | None:
@@ -187,13 +187,12 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     configure = not args.source or config_requested(args)
     if configure:
         precheck_device_config(args, version_from_catalog=True)
-    source = source_spec(args)
     devices = [t for t in args.targets if _is_block_device(t)]
     _erase_consent(args, ctx, devices)
     helper = _early_helper(devices)
     try:
-        early = _Early(helper, _early_map(args, source), _early_drives(devices))
-        return _flash(args, ctx, source, configure, early)
+        early = _Early(helper, _early_map(args), _early_drives(devices))
+        return _flash(args, ctx, source_spec(args), configure, early)
     finally:
         if helper is not None:
             helper.close()

@@ -1,4 +1,4 @@
-"""Drive discovery: whole disks from udev (pyudev) and sysfs, with mounts from psutil and procfs.
+"""Drive discovery: whole disks from udev (pyudev) and sysfs, with mounts and swaps from procfs.
 
 `list_drives()` returns the drives a person may flash; `list_drives(all=True)` adds the system
 drives, flagged. Mount, swap, holder and serial facts come from flasher.writer.sysblock, the same
@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import psutil  # type: ignore[import-untyped]  # no stubs installed (types-psutil)
 import pyudev
 
 from flasher.models import Drive, DrivePartition
@@ -31,15 +30,9 @@ class SystemState:
 
     @classmethod
     def read(cls) -> SystemState:
-        mounts = list(sysblock.read_mounts())
-        known = {(m.source, m.mountpoint) for m in mounts}
-        # psutil sees the same table; it is merged so a mount reported only by its device
-        # node (e.g. btrfs, whose mountinfo number is anonymous) still maps to the drive.
-        for part in psutil.disk_partitions(all=True):
-            if (part.device, part.mountpoint) not in known and part.device.startswith("/dev/"):
-                dev = sysblock.rdev_of(part.device) or ""
-                mounts.append(sysblock.Mount(dev, part.device, part.mountpoint, part.fstype))
-        return cls(tuple(mounts), tuple(sysblock.read_swaps()))
+        # A mount whose mountinfo number is anonymous (btrfs) still maps to its drive:
+        # sysblock.mounts_of also matches the mount's source node.
+        return cls(tuple(sysblock.read_mounts()), tuple(sysblock.read_swaps()))
 
 
 def list_drives(

@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flasher.errors import FlasherError
-from flasher.image.byteio import FileReader
-from flasher.image.partitions import read_partition_table
-from flasher.image.sources import packed_kind
-from flasher.image.sparse import AllocationMap, allocation_map
+
+if TYPE_CHECKING:  # the image engine loads on the map's thread, beside the rest of the flash
+    from flasher.image.byteio import FileReader
+    from flasher.image.sparse import AllocationMap
 
 FileIdentity = tuple[int, int, int, int, int]
 
@@ -35,7 +36,7 @@ def file_identity(fd: int) -> FileIdentity:
 class EarlyMap:
     """`allocation_map` of the raw image at `path` (no .bmap, nothing written whole), started
     now; a compressed file is left alone after a look at its magic (sniffing it whole, or
-    decoding its head, is the job's to do once)."""
+    decoding its head, is the job's to do once), and so is a path that opens no file (a URL)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).resolve()
@@ -45,6 +46,11 @@ class EarlyMap:
         self._thread.start()
 
     def _run(self) -> None:
+        from flasher.image.byteio import FileReader
+        from flasher.image.partitions import read_partition_table
+        from flasher.image.sources import packed_kind
+        from flasher.image.sparse import allocation_map
+
         try:
             io = FileReader(self.path)
             try:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from flasher.writer.sysblock import (
     DiskUse,
     Mount,
+    dev_string,
     is_system_mountpoint,
+    mounts_of,
     parse_mountinfo,
     parse_swaps,
 )
@@ -27,6 +32,25 @@ def test_parse_mountinfo_reads_device_source_mountpoint_and_type() -> None:
         Mount("8:18", "/dev/sdb2", "/run/media/u/root", "ext4"),
         Mount("0:21", "proc", "/proc", "proc"),
     ]
+
+
+def _a_block_device() -> str:
+    for name in sorted(os.listdir("/dev")):
+        path = os.path.join("/dev", name)
+        if stat.S_ISBLK(os.lstat(path).st_mode):
+            return path
+    pytest.skip("no block device node in /dev")
+
+
+def test_a_mount_with_an_anonymous_number_is_found_by_its_source_node() -> None:
+    """btrfs gives its mounts an anonymous device number (0:N); the source names the node."""
+    node = _a_block_device()
+    rdev = dev_string(os.stat(node).st_rdev)
+    btrfs = Mount("0:45", node, "/media/u/data", "btrfs")
+    by_number = Mount(rdev, "overlay", "/media/u/other", "ext4")
+    elsewhere = Mount("0:46", "/dev/null-not-a-disk", "/media/u/x", "btrfs")
+    assert mounts_of([rdev], [btrfs, by_number, elsewhere]) == [btrfs, by_number]
+    assert mounts_of(["0:1"], [btrfs, by_number]) == []
 
 
 def test_parse_swaps_lists_the_swap_areas() -> None:
