@@ -5,9 +5,9 @@ Standard library plus flasher.errors, flasher.events and flasher.writer modules 
 the random-access image at its own pace, or a read-back). `FanOut` reads a stream once and
 offers each chunk to every target's bounded `Inbox`; a target that does not take a chunk within
 the stall timeout is dropped, so memory stays bounded and one dead card cannot stop the rest.
-`WrittenHasher` hashes a random-access target's chunks after they are written, on its own
-thread, with `HashClaims` making N targets hash each chunk once. Feeds carry I/O pieces
-(`IoPlan`); digests are per chunk, built from the pieces.
+`ImageHasher` takes a random-access image's chunk digests on its own thread, once for all
+targets. Feeds carry I/O pieces (`IoPlan`); digests are per chunk,
+built from the pieces.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from flasher.errors import FlasherError, WriteFailed
 from flasher.events import CancelToken
 from flasher.writer.imagesource import ImageSourceLike
-from flasher.writer.plan import IoPlan, PieceHasher, round_up
+from flasher.writer.plan import ChunkDigests, IoPlan, PieceHasher, WritePlan, round_up
 
 QUEUE_DEPTH = 3
 POLL_S = 0.1
@@ -199,60 +199,54 @@ class FanOut(threading.Thread):
             self._broadcast(err)
 
 
-class HashClaims:
-    """Which chunks some target's hasher has taken on, so N targets hash each chunk once.
+class ImageHasher:
+    """The chunk digests (the job's sha256) taken from a random-access image on a thread of its
+    own, once for all targets, so no write ever waits for a digest. One chunk-sized buffer per
+    job. A read error ends the thread quietly: the targets read the same file and report it.
 
-    A target that skips a chunk claimed elsewhere still gets its digest before it reports:
-    verifying hashes any chunk whose digest is not there yet.
-    """
-
-    def __init__(self) -> None:
-        self._taken: set[int] = set()
-        self._lock = threading.Lock()
-
-    def claim(self, index: int) -> bool:
-        with self._lock:
-            if index in self._taken:
-                return False
-            self._taken.add(index)
-            return True
-
-
-class WrittenHasher:
-    """Hashes written pieces on a thread of its own, then hands their buffers back to the feed.
-
-    Reading the image, writing the target and hashing then overlap (hashing in the reader's
-    thread made it the slowest step of the write phase); `finish()` waits for the last digest.
+    Verifying hashes any chunk it reaches whose digest is not there yet. While the targets
+    still write, the thread goes from the first chunk on, behind the writers' reads, in pages
+    they have just brought in (from the end it would compete with them for the disk); once the
+    image is complete and the targets are about to verify from the front (decode-while-writing),
+    `last_first` starts it from the end, so the two meet in the middle instead of hashing the
+    same chunks.
     """
 
     def __init__(
         self,
-        io: IoPlan,
-        hasher: PieceHasher,
-        claims: HashClaims,
-        release: Callable[[mmap.mmap], None],
+        source: ImageSourceLike,
+        plan: WritePlan,
+        digests: ChunkDigests,
+        *,
+        last_first: bool = False,
     ) -> None:
-        self._io = io
-        self._hasher = hasher
-        self._claims = claims
-        self._release = release
-        self._queue: queue.SimpleQueue[tuple[int, mmap.mmap] | None] = queue.SimpleQueue()
+        self._source = source
+        self._plan = plan
+        self._digests = digests
+        indices = range(len(plan.chunks))
+        self._order = reversed(indices) if last_first else indices
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flasher-hash", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        mine = False  # whether this target hashes the chunk its current piece belongs to
-        while (item := self._queue.get()) is not None:
-            index, buf = item
-            if self._io.is_first(index):
-                mine = self._claims.claim(self._io.owner[index])
-            if mine:
-                self._hasher.add(index, memoryview(buf)[: self._io.pieces.chunks[index].length])
-            self._release(buf)
+        buf = mmap.mmap(-1, round_up(self._plan.chunk_bytes, 4096))
+        try:
+            for index in self._order:
+                if self._stop.is_set():
+                    return
+                if self._digests.get(index) is not None:
+                    continue
+                chunk = self._plan.chunks[index]
+                with memoryview(buf) as view:
+                    self._source.read_into(view, chunk)
+                    self._digests.ensure(index, view[: chunk.length])
+        except (FlasherError, OSError):
+            return
+        finally:
+            buf.close()
 
-    def submit(self, index: int, buf: mmap.mmap) -> None:
-        self._queue.put((index, buf))
-
-    def finish(self) -> None:
-        self._queue.put(None)
+    def stop(self) -> None:
+        """Stop after the chunk in hand (the targets have ended) and wait for the thread."""
+        self._stop.set()
         self._thread.join()

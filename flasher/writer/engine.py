@@ -9,8 +9,8 @@ every chunk except the first MiB in large aligned O_DIRECT writes while the jour
 scrubbed on another thread (flasher.writer.scrub), fsync, write the first MiB (the partition
 table) last, fsync; then drop cached pages and read everything back, comparing it with the
 image bytes re-read from a random-access source, or with the per-chunk sha256 digests taken
-from a stream (the digests also make the job's sha256; with a random-access source they are
-taken after each write, off the write path). I/O goes in pieces of a chunk, smaller when many
+from a stream (the digests also make the job's sha256; a random-access source's are taken by
+the job's ImageHasher, never on the write path). I/O goes in pieces of a chunk, smaller when many
 targets share the process's memory (`piece_bytes_for`); the digests stay per chunk, so the
 job's sha256 does not depend on the number of targets. A target fed from a shared stream that
 stalls for `STALL_TIMEOUT_S` is dropped, so no card holds the others back for long.
@@ -43,7 +43,7 @@ from flasher.errors import (
 from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMeter
 from flasher.writer.aligned import aligned_bytearray
 from flasher.writer.blockdev import OpenTarget, TargetKind
-from flasher.writer.chunkfeed import Feed, HashClaims, Prefetch, WrittenHasher
+from flasher.writer.chunkfeed import Feed, Prefetch
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
 from flasher.writer.ioerrors import io_error
 from flasher.writer.plan import (
@@ -57,7 +57,7 @@ from flasher.writer.plan import (
 from flasher.writer.scrub import Range, ScrubRun, TargetScrub
 
 STALL_TIMEOUT_S = 120.0
-# Buffers per target: one being read, one being written, one being hashed, one spare.
+# Buffers per target: one being read, one being written, two to ride out a stall on either side.
 PREFETCH_DEPTH = 4
 
 EmitFn = Callable[[Event], None]
@@ -113,13 +113,11 @@ class TargetJob:
         self._zeros = mmap.mmap(-1, HEAD_BYTES)
         self._scratch: bytearray | None = None
         # Verifying: hashes the read-back pieces of a chunk whose digest is not known yet
-        # (random-access source) or to compare with the stream's digest.
+        # (random-access source: the job's ImageHasher takes the others) or to compare with
+        # the stream's digest.
         self._verify_hasher = PieceHasher(io, digests)
         self._hashing = False
         self._read_back = hashlib.sha256()  # a stream's read-back chunk, compared at its end
-        # Set for random-access sources when verifying: hash chunks once written, for the job
-        # digest, sharing the work with the other targets.
-        self.claims: HashClaims | None = None
         self.scrub = TargetScrub(target, scrub, self._error, self._pwrite)
 
     # I/O primitives ----------------------------------------------------------------------
@@ -228,37 +226,25 @@ class TargetJob:
         head = mmap.mmap(-1, HEAD_BYTES)
         head_view = memoryview(head)
         done = 0
-        hasher = (
-            WrittenHasher(self.io, PieceHasher(self.io, self.digests), self.claims, feed.release)
-            if self.claims is not None
-            else None
-        )
         with self.scrubbing() as end_scrub:
-            try:
-                for index, buf in feed:
-                    self.cancel.check()
-                    chunk = self.plan.chunks[index]
-                    n = self._io_len(chunk.length)
-                    if chunk.offset < HEAD_BYTES:
-                        # Held back: the partition table goes on last, once the rest is durable.
-                        n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
-                        head_view[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
-                    else:
-                        self._pwrite(memoryview(buf)[:n], chunk.offset)
-                    if hasher is not None:
-                        hasher.submit(index, buf)
-                    else:
-                        feed.release(buf)
-                    done += chunk.length
-                    if (progress := meter.update(done)) is not None:
-                        self.emit(progress)
+            for index, buf in feed:
                 self.cancel.check()
-                self.emit(PhaseChanged(Phase.SYNCING, t.path))
-                end_scrub()
-                self._fsync()  # the data and the zeroed journal blocks, before the first MiB
-            finally:
-                if hasher is not None:
-                    hasher.finish()
+                chunk = self.plan.chunks[index]
+                n = self._io_len(chunk.length)
+                if chunk.offset < HEAD_BYTES:
+                    # Held back: the partition table goes on last, once the rest is durable.
+                    n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
+                    head_view[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
+                else:
+                    self._pwrite(memoryview(buf)[:n], chunk.offset)
+                feed.release(buf)
+                done += chunk.length
+                if (progress := meter.update(done)) is not None:
+                    self.emit(progress)
+            self.cancel.check()
+            self.emit(PhaseChanged(Phase.SYNCING, t.path))
+            end_scrub()
+            self._fsync()  # the data and the zeroed journal blocks, before the first MiB
         for index in self.plan.head_indices():
             chunk = self.plan.chunks[index]
             self._pwrite(

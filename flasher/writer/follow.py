@@ -36,6 +36,7 @@ from flasher.errors import (
 )
 from flasher.events import CancelToken, Log, Phase, PhaseChanged, RateMeter
 from flasher.writer.blockdev import OpenTarget, TargetKind
+from flasher.writer.chunkfeed import ImageHasher
 from flasher.writer.engine import PREFETCH_DEPTH, EmitFn, TargetJob, TargetOutcome
 from flasher.writer.growing import FollowSource
 from flasher.writer.ioerrors import io_error
@@ -68,13 +69,13 @@ class _Job:
         self.verify = verify
         self._lock = threading.Lock()
         self._planned: tuple[IoPlan, ChunkDigests] | None = None
-        self._hasher: threading.Thread | None = None
+        self._hasher: ImageHasher | None = None
 
     def empty_plan(self) -> tuple[IoPlan, ChunkDigests]:
         plan = WritePlan(self.source.size_bytes, self.chunk_bytes, ())
         return IoPlan.split(plan, self.piece_bytes), ChunkDigests(plan)
 
-    def planned(self, cancel: CancelToken) -> tuple[IoPlan, ChunkDigests]:
+    def planned(self) -> tuple[IoPlan, ChunkDigests]:
         """The plan from the complete image's allocation map (built once), and its digests."""
         with self._lock:
             if self._planned is None:
@@ -87,37 +88,12 @@ class _Job:
                 digests = ChunkDigests(plan)
                 self._planned = IoPlan.split(plan, self.piece_bytes), digests
                 if self.verify:
-                    self._hasher = threading.Thread(
-                        target=self._hash_all,
-                        args=(plan, digests, cancel),
-                        name="flasher-follow-hash",
-                        daemon=True,
-                    )
-                    self._hasher.start()
+                    self._hasher = ImageHasher(self.source, plan, digests, last_first=True)
             return self._planned
 
-    def _hash_all(self, plan: WritePlan, digests: ChunkDigests, cancel: CancelToken) -> None:
-        """Take every chunk's digest from the complete file, last chunk first: verifying
-        hashes the chunks it reaches before this thread from the front, so the two meet in the
-        middle, each on a core of its own, instead of hashing the same chunks twice."""
-        buf = mmap.mmap(-1, round_up(plan.chunk_bytes, 4096))
-        try:
-            for index in reversed(range(len(plan.chunks))):
-                chunk = plan.chunks[index]
-                if cancel.cancelled or digests.get(index) is not None:
-                    continue
-                view = memoryview(buf)
-                self.source.read_into(view, chunk)
-                digests.ensure(index, view[: chunk.length])
-                view.release()
-        except (FlasherError, OSError):
-            pass  # the targets read the same file and report what is wrong
-        finally:
-            buf.close()
-
-    def join(self) -> None:
+    def stop(self) -> None:
         if self._hasher is not None:
-            self._hasher.join()
+            self._hasher.stop()
 
 
 class _Target:
@@ -224,7 +200,7 @@ class _Target:
             writing = True
             self.engine.erase_ends()
             self.follow()
-            io, digests = self.job.planned(self.cancel)
+            io, digests = self.job.planned()
             self.engine.use_plan(io, digests, self.job.source.growth.scrub)
             self.engine.check_fits()
             with self.engine.scrubbing() as end_scrub:
@@ -274,4 +250,4 @@ def follow_targets(
     try:
         return run_all([partial(_Target.run, w) for w in workers], on_outcome)
     finally:
-        job.join()
+        job.stop()

@@ -5,8 +5,8 @@ Standard library plus flasher.errors, flasher.events and flasher.writer modules 
 helper runs it; the unprivileged process runs it too, for regular-file targets). A random-access
 source is read by each target at its own pace through a `Prefetch` (the page cache is shared); a
 stream is read once by a `FanOut` into small per-target inboxes (flasher.writer.chunkfeed). With
-verify, a random-access source's chunks are hashed once for all targets as they are written
-(`HashClaims`), a stream's as they are read.
+verify, a random-access source's chunks are hashed once for all targets by an `ImageHasher`
+beside the writes, a stream's as they are read.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from functools import partial
 
 from flasher.events import CancelToken
 from flasher.writer.blockdev import OpenTarget
-from flasher.writer.chunkfeed import FanOut, Feed, HashClaims, Inbox, Prefetch
+from flasher.writer.chunkfeed import FanOut, Feed, ImageHasher, Inbox, Prefetch
 from flasher.writer.engine import PREFETCH_DEPTH, STALL_TIMEOUT_S, EmitFn, TargetJob, TargetOutcome
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
 from flasher.writer.plan import (
@@ -85,14 +85,16 @@ def write_targets(
         def fill(index: int, buf: memoryview) -> None:
             random_source.read_into(buf, pieces[index])
 
-        claims = HashClaims()
-
         def run_one(job: TargetJob) -> TargetOutcome:
-            job.claims = claims if verify else None
             feed = Prefetch(range(len(pieces)), fill, buf_bytes=buf_bytes, depth=PREFETCH_DEPTH)
             return job.run(feed, write=True, verify=verify)
 
-        return run_all([partial(run_one, job) for job in jobs], on_outcome)
+        image_hasher = ImageHasher(source, plan, digests) if verify else None
+        try:
+            return run_all([partial(run_one, job) for job in jobs], on_outcome)
+        finally:
+            if image_hasher is not None:
+                image_hasher.stop()
     inboxes = [Inbox(cancel) for _ in jobs]
     hasher = PieceHasher(io, digests) if verify else None
     fanout = FanOut(source, io, hasher, inboxes, stall_timeout_s)
