@@ -1,5 +1,5 @@
 """`python -m flasher` runs the command-line interface."""
 
-from flasher.cli.main import main
+from flasher.cli.main import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

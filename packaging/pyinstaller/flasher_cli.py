@@ -2,6 +2,6 @@
 
 import sys
 
-from flasher.cli.main import main
+from flasher.cli.main import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -38,3 +39,27 @@ def test_flash_help_loads_no_image_writer_or_network_module() -> None:
     loaded = _modules_after(["flash", "--help"])
     assert "flasher.cli.flash_cmds" in loaded
     assert [m for m in loaded if m.startswith(HEAVY)] == []
+
+
+def test_the_command_entry_returns_mains_code_and_skips_the_last_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`flasher` and `python -m flasher` run `entry`: main's exit code, with what is alive at
+    exit frozen out of the interpreter's final garbage collection."""
+    from flasher.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main, "main", lambda: 3)
+    gc.unfreeze()
+    try:
+        assert cli_main.entry() == 3
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_python_dash_m_flasher_exits_with_mains_code() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flasher", "flash"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2  # a usage error: no --target
+    assert "--target" in done.stderr
