@@ -12,7 +12,9 @@ built from the pieces.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
+import os
 import queue
 import threading
 import time
@@ -25,6 +27,8 @@ from flasher.writer.plan import ChunkDigests, IoPlan, PieceHasher, WritePlan, ro
 
 QUEUE_DEPTH = 3
 POLL_S = 0.1
+# The image hasher yields the CPU to the reads, writes and the kernel's copies it runs beside.
+HASHER_NICE = 10
 
 
 class Feed:
@@ -230,6 +234,8 @@ class ImageHasher:
         self._thread.start()
 
     def _run(self) -> None:
+        with contextlib.suppress(OSError):  # this thread only (a Linux thread is a task)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHER_NICE)
         buf = mmap.mmap(-1, round_up(self._plan.chunk_bytes, 4096))
         try:
             for index in self._order:
