@@ -189,9 +189,10 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
         precheck_device_config(args, version_from_catalog=True)
     devices = [t for t in args.targets if _is_block_device(t)]
     _erase_consent(args, ctx, devices)
+    early_map = _early_map(args)  # the longest: its disk reads start first
     helper = _early_helper(devices)
     try:
-        early = _Early(helper, _early_map(args), _early_drives(devices))
+        early = _Early(helper, early_map, _early_drives(devices))
         return _flash(args, ctx, source_spec(args), configure, early)
     finally:
         if helper is not None:
