@@ -6,7 +6,7 @@ the random-access image at its own pace, or a read-back). `FanOut` reads a strea
 offers each chunk to every target's bounded `Inbox`; a target that does not take a chunk within
 the stall timeout is dropped, so memory stays bounded and one dead card cannot stop the rest.
 `ImageHasher` takes a random-access image's chunk digests on its own thread, once for all
-targets. Feeds carry I/O pieces (`IoPlan`); digests are per chunk,
+targets, at a lower CPU priority. Feeds carry I/O pieces (`IoPlan`); digests are per chunk,
 built from the pieces.
 """
 
@@ -20,14 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from flasher.errors import FlasherError, WriteFailed
+from flasher.errors import FlasherError, ImageError, WriteFailed
 from flasher.events import CancelToken
-from flasher.writer.imagesource import ImageSourceLike
+from flasher.writer.imagesource import STREAM_NAME, ImageSourceLike
 from flasher.writer.plan import ChunkDigests, IoPlan, PieceHasher, WritePlan, round_up
 
 QUEUE_DEPTH = 3
 POLL_S = 0.1
-# The image hasher yields the CPU to the reads, writes and the kernel's copies it runs beside.
+# Beside the writes, the image hasher yields the CPU to the reads, writes and kernel copies.
 HASHER_NICE = 10
 
 
@@ -206,14 +206,16 @@ class FanOut(threading.Thread):
 class ImageHasher:
     """The chunk digests (the job's sha256) taken from a random-access image on a thread of its
     own, once for all targets, so no write ever waits for a digest. One chunk-sized buffer per
-    job. A read error ends the thread quietly: the targets read the same file and report it.
+    job.
 
-    Verifying hashes any chunk it reaches whose digest is not there yet. While the targets
-    still write, the thread goes from the first chunk on, behind the writers' reads, in pages
-    they have just brought in (from the end it would compete with them for the disk); once the
-    image is complete and the targets are about to verify from the front (decode-while-writing),
-    `last_first` starts it from the end, so the two meet in the middle instead of hashing the
-    same chunks.
+    While the targets still write (`write_targets`), it goes from the first chunk on, behind
+    the writers' reads, in pages they have just brought in, at a lower CPU priority: the reads,
+    writes and kernel copies come first, and it catches up while the targets flush and read
+    back. The targets hash nothing themselves then; each waits for it (`wait`) before it
+    reports, so N targets never hash a chunk twice. Once the image is complete and the targets
+    are about to verify from the front (decode-while-writing), `last_first` starts it from the
+    end at the usual priority, and verifying hashes the chunks it reaches first: the two meet
+    in the middle, each on a core of its own.
     """
 
     def __init__(
@@ -229,13 +231,16 @@ class ImageHasher:
         self._digests = digests
         indices = range(len(plan.chunks))
         self._order = reversed(indices) if last_first else indices
+        self._nice = 0 if last_first else HASHER_NICE
         self._stop = threading.Event()
+        self._error: FlasherError | None = None
         self._thread = threading.Thread(target=self._run, name="flasher-hash", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        with contextlib.suppress(OSError):  # this thread only (a Linux thread is a task)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHER_NICE)
+        if self._nice:
+            with contextlib.suppress(OSError):  # this thread only (a Linux thread is a task)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         buf = mmap.mmap(-1, round_up(self._plan.chunk_bytes, 4096))
         try:
             for index in self._order:
@@ -247,10 +252,22 @@ class ImageHasher:
                 with memoryview(buf) as view:
                     self._source.read_into(view, chunk)
                     self._digests.ensure(index, view[: chunk.length])
-        except (FlasherError, OSError):
-            return
+        except FlasherError as err:
+            self._error = err
+        except OSError as err:
+            self._error = ImageError(
+                STREAM_NAME, f"could not be read again to hash it: {err.strerror or err}"
+            )
         finally:
             buf.close()
+
+    def wait(self, cancel: CancelToken) -> None:
+        """Return once every chunk is hashed; raise what stopped the hashing, or Cancelled."""
+        while self._thread.is_alive():
+            cancel.check()
+            self._thread.join(POLL_S)
+        if self._error is not None:
+            raise self._error
 
     def stop(self) -> None:
         """Stop after the chunk in hand (the targets have ended) and wait for the thread."""

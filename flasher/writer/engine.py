@@ -43,7 +43,7 @@ from flasher.errors import (
 from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMeter
 from flasher.writer.aligned import aligned_bytearray
 from flasher.writer.blockdev import OpenTarget, TargetKind
-from flasher.writer.chunkfeed import Feed, Prefetch
+from flasher.writer.chunkfeed import Feed, ImageHasher, Prefetch
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
 from flasher.writer.ioerrors import io_error
 from flasher.writer.plan import (
@@ -112,12 +112,15 @@ class TargetJob:
         self.cancel = cancel
         self._zeros = mmap.mmap(-1, HEAD_BYTES)
         self._scratch: bytearray | None = None
-        # Verifying: hashes the read-back pieces of a chunk whose digest is not known yet
-        # (random-access source: the job's ImageHasher takes the others) or to compare with
-        # the stream's digest.
+        # Verifying: hashes the read-back pieces of a chunk whose digest is not known yet (a
+        # random-access source without the job's ImageHasher) or to compare with the stream's
+        # digest.
         self._verify_hasher = PieceHasher(io, digests)
         self._hashing = False
         self._read_back = hashlib.sha256()  # a stream's read-back chunk, compared at its end
+        # Set by write_targets for a random-access source: it takes every chunk's digest, and
+        # a verified target waits for it before reporting.
+        self.hasher: ImageHasher | None = None
         self.scrub = TargetScrub(target, scrub, self._error, self._pwrite)
 
     # I/O primitives ----------------------------------------------------------------------
@@ -293,12 +296,12 @@ class TargetJob:
         piece = self.plan.chunks[index]
         owner = self.io.owner[index]
         if self.io.is_first(index):
-            self._hashing = self.digests.get(owner) is None
+            self._hashing = self.hasher is None and self.digests.get(owner) is None
         if isinstance(self.source, RandomAccessSource):
             expected = self._image_bytes(piece)
             if expected != actual:
                 return piece.offset + _first_difference(expected, actual)
-            if self._hashing:  # nothing hashed this chunk while writing (a verify-only job)
+            if self._hashing:  # nothing else hashes this chunk (verify-only, decode-while-writing)
                 self._verify_hasher.add(index, actual)
             return None
         known = self.digests.get(owner)
@@ -373,6 +376,8 @@ class TargetJob:
             feed.close()
             if verify:
                 self.verify()
+                if self.hasher is not None:
+                    self.hasher.wait(self.cancel)
             if write:
                 reason = t.reread_partitions()
                 if reason:

@@ -85,11 +85,13 @@ def write_targets(
         def fill(index: int, buf: memoryview) -> None:
             random_source.read_into(buf, pieces[index])
 
+        image_hasher = ImageHasher(source, plan, digests) if verify else None
+
         def run_one(job: TargetJob) -> TargetOutcome:
+            job.hasher = image_hasher
             feed = Prefetch(range(len(pieces)), fill, buf_bytes=buf_bytes, depth=PREFETCH_DEPTH)
             return job.run(feed, write=True, verify=verify)
 
-        image_hasher = ImageHasher(source, plan, digests) if verify else None
         try:
             return run_all([partial(run_one, job) for job in jobs], on_outcome)
         finally:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from flasher.errors import Cancelled, ImageError
 from flasher.events import CancelToken, Event, Phase, PhaseChanged
 from flasher.writer import plan as plan_module
 from flasher.writer import targets
 from flasher.writer.blockdev import open_regular_file
 from flasher.writer.chunkfeed import ImageHasher
 from flasher.writer.imagesource import RandomAccessSource
-from flasher.writer.plan import Chunk, ChunkDigests, WritePlan
+from flasher.writer.plan import Chunk, ChunkDigests, PieceHasher, WritePlan
 
 MiB = 1024 * 1024
 IMAGE_BYTES = 10 * MiB  # chunks 0-1 (the head), 1-4, 4-8 and 8-10 MiB
@@ -100,7 +101,7 @@ def test_stop_ends_the_thread_after_the_chunk_in_hand(image: Path) -> None:
     assert not digests.complete()
 
 
-def test_a_short_image_ends_the_hasher_quietly_after_the_chunks_it_could_read(
+def test_a_short_image_stops_the_hasher_after_the_chunks_it_could_read_and_wait_says_why(
     tmp_path: Path,
 ) -> None:
     short = tmp_path / "short.img"
@@ -110,10 +111,66 @@ def test_a_short_image_ends_the_hasher_quietly_after_the_chunks_it_could_read(
     with open(short, "rb") as f:
         source = RandomAccessSource(f.fileno(), IMAGE_BYTES)
         os.truncate(short, 6 * MiB)  # the file shrinks under the flash
-        _run_to_end(ImageHasher(source, plan, digests))
+        hasher = ImageHasher(source, plan, digests)
+        with pytest.raises(ImageError, match="ended at byte"):
+            hasher.wait(CancelToken())
     whole = [c.end <= 6 * MiB for c in plan.chunks]
     assert whole == [True, True, False, False]
     assert [digests.get(i) is not None for i in range(len(plan.chunks))] == whole
+
+
+def test_waiting_for_the_hasher_ends_on_cancel(image: Path) -> None:
+    plan = WritePlan.build(IMAGE_BYTES, None)
+    cancel = CancelToken()
+    with open(image, "rb") as f:
+        source = _Recorded(f.fileno(), IMAGE_BYTES)
+        source.hasher_may_read.clear()
+        hasher = ImageHasher(source, plan, ChunkDigests(plan))
+        cancel.cancel()
+        with pytest.raises(Cancelled):
+            hasher.wait(cancel)
+        source.hasher_may_read.set()
+        hasher.stop()
+
+
+def test_with_many_targets_each_chunk_is_hashed_once_and_verifying_hashes_nothing(
+    tmp_path: Path, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = WritePlan.build(IMAGE_BYTES, None)
+    verify_hashed: list[int] = []
+    original_add = PieceHasher.add
+
+    def add(self: PieceHasher, piece: int, data: memoryview | bytes) -> bytes | None:
+        verify_hashed.append(piece)
+        return original_add(self, piece, data)
+
+    monkeypatch.setattr(PieceHasher, "add", add)
+    cards = [tmp_path / f"card{n}.img" for n in range(4)]
+    opened = [open_regular_file(str(c), size_bytes=IMAGE_BYTES, create=True) for c in cards]
+    verifying: list[str] = []
+    with open(image, "rb") as f:
+        source = _Recorded(f.fileno(), IMAGE_BYTES)
+        source.hasher_may_read.clear()  # until every target reads back
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, PhaseChanged) and event.phase is Phase.VERIFYING:
+                verifying.append(event.target or "")
+                if len(verifying) == len(opened):
+                    source.hasher_may_read.set()
+
+        try:
+            outcomes = targets.write_targets(
+                source, plan, opened, on_event=on_event, cancel=CancelToken()
+            )
+        finally:
+            source.hasher_may_read.set()
+            for target in opened:
+                target.close()
+    assert len(verifying) == 4
+    assert verify_hashed == []
+    assert sorted(source.hashed) == [c.offset for c in plan.chunks]
+    expected = hashlib.sha256(b"".join(_expected(image, plan))).hexdigest()
+    assert [(o.ok, o.verified, o.sha256) for o in outcomes] == [(True, True, expected)] * 4
 
 
 class _HeldHashlib:
@@ -133,8 +190,8 @@ class _HeldHashlib:
 def test_writing_never_waits_for_the_hasher(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With hashing held on the hasher's thread, the card is still written and synced: the
-    writes never wait for a digest. Verifying hashes what the hasher has not, and the job's
+    """With hashing held on the hasher's thread, the card is still written, synced and read
+    back: no write waits for a digest. The target then waits for the hasher, and the job's
     sha256 is the image's."""
     size = 40 * MiB  # more pieces than a target's buffers
     image = tmp_path / "image.img"
