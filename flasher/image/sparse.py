@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -307,21 +308,57 @@ def _from_filesystems(
     scrub: list[rng.Range] = []
     breakdown: list[PartitionAllocation] = []
     warnings: list[str] = []
-    for p in partitions:
-        usage, used = _analyse(io, p)
+    for p, (usage, used, journal) in zip(partitions, _side_by_side(io, partitions), strict=True):
         if used is None:
             breakdown.append(usage)
             if usage.filesystem != "unknown":
                 warnings.append(f"partition {p.number}: {usage.reason}; copying all of it")
             inside.append((p.start_bytes, min(p.end_bytes, io.size) - p.start_bytes))
             continue
-        journal = _journal_scrub(io, p) if usage.method == "ext4" else []
         relative = [(off - p.start_bytes, n) for off, n in journal]
         used = rng.subtract(used, relative)
         scrub += journal
         breakdown.append(replace(usage, mapped_bytes=rng.total(used)))
         inside += [(p.start_bytes + off, length) for off, length in used]
     return inside, breakdown, warnings, scrub
+
+
+_PartitionMap = tuple[PartitionAllocation, list[rng.Range] | None, list[rng.Range]]
+
+
+def _side_by_side(io: ReadAt, partitions: tuple[Partition, ...]) -> list[_PartitionMap]:
+    """Each partition's breakdown entry, used ranges (None: map all of it) and zero journal
+    blocks, the partitions read on threads side by side: their metadata and journals lie
+    apart in the image, and on a cold disk the reads then queue together (the four journals
+    of a balenaOS image, 54 MB, read in 40 ms one after the other, 30 ms side by side)."""
+    results: list[_PartitionMap | BaseException | None] = [None] * len(partitions)
+
+    def one(n: int) -> None:
+        try:
+            p = partitions[n]
+            usage, used = _analyse(io, p)
+            ext4 = used is not None and usage.method == "ext4"
+            results[n] = (usage, used, _journal_scrub(io, p) if ext4 else [])
+        except BaseException as err:  # raised in the caller, as if mapped there
+            results[n] = err
+
+    threads = [
+        threading.Thread(target=one, args=(n,), name="flasher-map", daemon=True)
+        for n in range(1, len(partitions))
+    ]
+    for thread in threads:
+        thread.start()
+    if partitions:
+        one(0)
+    for thread in threads:
+        thread.join()
+    done: list[_PartitionMap] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        done.append(result)
+    return done
 
 
 def _analyse(io: ReadAt, p: Partition) -> tuple[PartitionAllocation, list[rng.Range] | None]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import random
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from flasher.errors import ImageError
 from flasher.image import ranges as rng
+from flasher.image import sparse
 from flasher.image.bmap import read_bmap, verify_bmap, write_bmap
 from flasher.image.byteio import FileReader, MemoryIO, SliceIO
 from flasher.image.ext4 import Ext4Filesystem
@@ -236,6 +239,51 @@ def exact_map(path: Path, *, bmap_path: Path | None = None, verify: bool = False
             coalesce_gap_bytes=0,
             block_bytes=1,
         )
+
+
+class _Reader:
+    """A FileReader that names the threads that read each partition, and fails on demand."""
+
+    def __init__(self, io: FileReader, failing: tuple[int, int] | None = None) -> None:
+        self.io = io
+        self.size = io.size
+        self.failing = failing
+        self.threads: set[str] = set()
+
+    def pread(self, length: int, offset: int) -> bytes:
+        self.threads.add(threading.current_thread().name)
+        if self.failing and self.failing[0] <= offset < self.failing[0] + self.failing[1]:
+            raise OSError(errno.EIO, "Input/output error")
+        return self.io.pread(length, offset)
+
+
+def test_partitions_are_mapped_side_by_side_as_one_at_a_time_would(
+    disk: Disk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _parts = disk
+    with FileReader(path) as io:
+        table = read_partition_table(io, name=str(path))
+        reader = _Reader(io)
+        together = allocation_map(reader, table)
+        alone = sparse.allocation_map(io, table)
+        monkeypatch.setattr(
+            sparse,
+            "_side_by_side",
+            lambda io, parts: [
+                (*sparse._analyse(io, p), sparse._journal_scrub(io, p)) for p in parts
+            ],
+        )
+        sequential = sparse.allocation_map(io, table)
+    assert together == alone == sequential
+    assert "flasher-map" in reader.threads
+
+
+def test_a_read_error_in_one_partition_reaches_the_caller(disk: Disk) -> None:
+    path, parts = disk
+    with FileReader(path) as io:
+        table = read_partition_table(io, name=str(path))
+        with pytest.raises(OSError, match="Input/output error"):
+            allocation_map(_Reader(io, failing=parts[1]), table)
 
 
 def test_area_before_first_partition_is_mapped_and_a_zero_gap_is_not(disk: Disk) -> None:
