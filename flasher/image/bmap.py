@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +193,8 @@ def write_bmap(
 
     With `image`, each range carries its SHA-256 so `bmaptool copy` verifies what it reads.
     """
+    import tempfile  # here: a flash never calls this
+
     size = BMAP_BLOCK_BYTES
     # Ceiling division for the end: the image's last block may be partial.
     blocks = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,6 +164,8 @@ def atomic_file(
     `mode`, sync it and rename it over `dest`. On any failure the temporary file is removed, so
     `dest` is either untouched or complete. `wrap_error` turns an OSError from creating,
     chmodding or syncing the temporary file into the caller's error."""
+    import tempfile  # here: most users of this module never write a file
+
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as err:

@@ -11,15 +11,12 @@ isal, zstandard and flasher.errors.
 
 from __future__ import annotations
 
-import bz2
+import functools
 import io
-import lzma
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, BinaryIO, Protocol, cast
-
-from isal import igzip_lib, isal_zlib
 
 from flasher.error_codes import ProblemCode
 from flasher.errors import ImageError
@@ -38,11 +35,23 @@ _ZSTD_SKIPPABLE_MASK, _ZSTD_SKIPPABLE = 0xFFFFFFF0, 0x184D2A50
 _DEFLATE_MAX_RATIO = 1032  # deflate cannot expand a byte of input into more than ~1032 bytes
 
 PreadFn = Callable[[int, int], bytes]
-# isal's stubs declare its errors as instances; they are the classes raised on bad deflate data
-INFLATE_ERRORS = (
-    cast(type[Exception], igzip_lib.IsalError),
-    cast(type[Exception], isal_zlib.error),
-)
+
+
+@functools.cache
+def inflate_errors() -> tuple[type[Exception], ...]:
+    """What isal raises on bad deflate data. The decoders' libraries load when a format needs
+    them (here, or in its `*_chunks`): a raw image's flash loads none of them."""
+    from isal import igzip_lib, isal_zlib
+
+    # isal's stubs declare its errors as instances; they are the classes raised
+    return (cast(type[Exception], igzip_lib.IsalError), cast(type[Exception], isal_zlib.error))
+
+
+@functools.cache
+def _decode_errors() -> tuple[type[Exception], ...]:
+    import lzma
+
+    return (lzma.LZMAError, OSError, EOFError, *inflate_errors())
 
 
 class Decompressor(Protocol):
@@ -202,11 +211,15 @@ def _next_member(rest: bytes, src: Input, magic: bytes, name: str, fmt: str) -> 
 
 
 def _gzip_decoder() -> Decompressor:
+    from isal import igzip_lib
+
     return cast(Decompressor, igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP))
 
 
 def inflater() -> Decompressor:
     """A raw deflate decoder (zip members), through isal."""
+    from isal import igzip_lib
+
     return cast(Decompressor, igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_DEFLATE))
 
 
@@ -217,6 +230,8 @@ def gzip_chunks(src: Input, name: str) -> Chunks:
 
 def zip_member_chunks(src: Input, name: str, *, method: int, file_size: int, crc32: int) -> Chunks:
     """One zip member (stored or deflated), checked against the archive's size and CRC-32."""
+    from isal import isal_zlib
+
     inner = raw_chunks(src) if method == 0 else _streams(src, name, "deflate", inflater, None)
     done, crc = 0, 0
     for chunk in inner:
@@ -255,7 +270,7 @@ def _streams(
             data = b""  # the decoder holds output it had no room for
         try:
             out = decoder.decompress(data, OUT_CHUNK_BYTES)
-        except (lzma.LZMAError, OSError, EOFError, *INFLATE_ERRORS) as err:
+        except _decode_errors() as err:
             raise corrupt(name, f"{fmt}: {err}") from None
         if out:
             yield out
@@ -264,11 +279,15 @@ def _streams(
 def xz_chunks(src: Input, name: str) -> Chunks:
     """xz, including concatenated streams and stream padding; liblzma checks every block's
     check (CRC-32/CRC-64/SHA-256) and the index."""
+    import lzma
+
     return _streams(src, name, "xz", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ), XZ_MAGIC)
 
 
 def bzip2_chunks(src: Input, name: str) -> Chunks:
     """bzip2, including concatenated streams (pbzip2); each block's CRC is checked."""
+    import bz2
+
     return _streams(src, name, "bzip2", bz2.BZ2Decompressor, BZIP2_MAGIC)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,6 +279,8 @@ def inspect_image(
     """Describe the image at `path` (raw or compressed). Problems that would stop `os configure`
     (no boot partition, no config.json, unreadable manifests) are reported in `problems`;
     unreadable, corrupt or truncated images raise ImageError."""
+    import tempfile  # here: a flash never calls this
+
     source = open_source(path)
     if source.kind is SourceKind.RAW:
         return _inspect_raw(Path(path), Path(path), source.kind, source.compressed_size, False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import struct
-import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,13 @@ EXT_MAGIC_OFFSET = 1024 + 0x38
 EXT_LABEL_OFFSET = 1024 + 0x78
 
 Scheme = Literal["mbr", "gpt", "none"]
+
+
+def _guid(raw: bytes) -> str:
+    """A GUID as GPT stores it (mixed-endian) in its usual text form; uuid loads for GPT only."""
+    import uuid
+
+    return str(uuid.UUID(bytes_le=raw))
 
 
 @dataclass(frozen=True)
@@ -302,7 +308,7 @@ class _GptReader:
             ss,
             tuple(sorted(set(meta))),
             tuple(warnings),
-            str(uuid.UUID(bytes_le=header.disk_guid)),
+            _guid(header.disk_guid),
         )
 
     def _first_header(self, lba_for: Callable[[int], int]) -> _GptHeader | str:
@@ -383,10 +389,10 @@ class _GptReader:
                     number,
                     first * ss,
                     (last - first + 1) * ss,
-                    str(uuid.UUID(bytes_le=type_guid)),
+                    _guid(type_guid),
                     name=raw_name.decode("utf-16-le", "replace").split("\0", 1)[0],
                     bootable=bool(attrs & 0b100),
-                    uuid=str(uuid.UUID(bytes_le=part_guid)),
+                    uuid=_guid(part_guid),
                 )
             )
         return parts

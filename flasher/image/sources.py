@@ -16,7 +16,6 @@ import enum
 import errno
 import os
 import stat
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -359,6 +358,8 @@ def _head(source: ImageSource) -> bytes:
 
 
 def _zip_member(path: Path, fd: int) -> ZipMember:
+    import zipfile  # for .zip sources only
+
     name = str(path)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -396,7 +397,7 @@ def _zip_member(path: Path, fd: int) -> ZipMember:
         raw = os.pread(fd, min(info.compress_size, 4 * HEAD_BYTES), data_offset)
         try:
             head = raw if member.method == 0 else dec.inflater().decompress(raw, HEAD_BYTES)
-        except dec.INFLATE_ERRORS as err:
+        except dec.inflate_errors() as err:
             raise dec.corrupt(f"{name}:{info.filename}", f"deflate: {err}") from None
         if _has_table(head):
             with_table.append(member)

@@ -118,6 +118,22 @@ def test_writer_helper_loads_only_stdlib_and_writer_modules() -> None:
     assert out == "", f"the writer helper imports {out}"
 
 
+def test_the_flash_machinery_loads_no_decoder_until_a_format_needs_one() -> None:
+    """A raw image's flash starts without isal, zstandard or uuid (GPT only): each decoder's
+    library loads in the function that decodes its format."""
+    code = (
+        "import sys\n"
+        "import flasher.cli.flash_cmds, flasher.pipeline, flasher.image.earlymap, "
+        "flasher.image.sparse, flasher.writer.client, flasher.cache, flasher.provider\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('isal', 'zstandard', 'uuid'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"loaded by the flash machinery: {out}"
+
+
 def test_flashing_a_local_file_does_not_load_the_network_stack() -> None:
     """`flasher flash card.img …` starts fast: requests and the API client load only when an
     image is to be downloaded."""
