@@ -13,6 +13,7 @@ built from the pieces.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import mmap
 import os
 import queue
@@ -23,10 +24,13 @@ from collections.abc import Callable, Iterator, Sequence
 from flasher.errors import FlasherError, ImageError, WriteFailed
 from flasher.events import CancelToken
 from flasher.writer.imagesource import STREAM_NAME, ImageSourceLike
-from flasher.writer.plan import ChunkDigests, IoPlan, PieceHasher, WritePlan, round_up
+from flasher.writer.plan import Chunk, ChunkDigests, IoPlan, PieceHasher, WritePlan, round_up
 
 QUEUE_DEPTH = 3
 POLL_S = 0.1
+# The image hasher reads a chunk this much at a time: one buffer per job, and a bench station
+# runs a job per card.
+HASHER_READ_BYTES = 256 * 1024
 # Beside the writes, the image hasher yields the CPU to the reads, writes and kernel copies.
 HASHER_NICE = 10
 
@@ -205,14 +209,14 @@ class FanOut(threading.Thread):
 
 class ImageHasher:
     """The chunk digests (the job's sha256) taken from a random-access image on a thread of its
-    own, once for all targets, so no write ever waits for a digest. One chunk-sized buffer per
-    job.
+    own, once for all targets, so no write ever waits for a digest. One 256 KiB buffer per job.
 
     While the targets still write (`write_targets`), it goes from the first chunk on, behind
     the writers' reads, in pages they have just brought in, at a lower CPU priority: the reads,
-    writes and kernel copies come first, and it catches up while the targets flush and read
-    back. The targets hash nothing themselves then; each waits for it (`wait`) before it
-    reports, so N targets never hash a chunk twice. Once the image is complete and the targets
+    writes and kernel copies come first. Once a target has written everything (`hurry`) it
+    runs at the usual priority and catches up while the targets flush and read back. The
+    targets hash nothing themselves then; each waits for it (`wait`) before it reports, so N
+    targets never hash a chunk twice. Once the image is complete and the targets
     are about to verify from the front (decode-while-writing), `last_first` starts it from the
     end at the usual priority, and verifying hashes the chunks it reaches first: the two meet
     in the middle, each on a core of its own.
@@ -231,17 +235,21 @@ class ImageHasher:
         self._digests = digests
         indices = range(len(plan.chunks))
         self._order = reversed(indices) if last_first else indices
-        self._nice = 0 if last_first else HASHER_NICE
+        self._nice = 0 if last_first else HASHER_NICE  # above the process's own
+        self._base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        self._tid = 0  # the thread's id for setpriority, once it runs
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._error: FlasherError | None = None
         self._thread = threading.Thread(target=self._run, name="flasher-hash", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        if self._nice:
-            with contextlib.suppress(OSError):  # this thread only (a Linux thread is a task)
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
-        buf = mmap.mmap(-1, round_up(self._plan.chunk_bytes, 4096))
+        with self._lock:
+            self._tid = threading.get_native_id()
+            self._renice()
+        step = min(HASHER_READ_BYTES, self._plan.chunk_bytes)
+        buf = mmap.mmap(-1, round_up(step, 4096))
         try:
             for index in self._order:
                 if self._stop.is_set():
@@ -249,9 +257,13 @@ class ImageHasher:
                 if self._digests.get(index) is not None:
                     continue
                 chunk = self._plan.chunks[index]
+                digest = hashlib.sha256()
                 with memoryview(buf) as view:
-                    self._source.read_into(view, chunk)
-                    self._digests.ensure(index, view[: chunk.length])
+                    for offset in range(chunk.offset, chunk.end, step):
+                        piece = Chunk(offset, min(step, chunk.end - offset))
+                        self._source.read_into(view, piece)
+                        digest.update(view[: piece.length])
+                self._digests.record(index, digest.digest())
         except FlasherError as err:
             self._error = err
         except OSError as err:
@@ -260,6 +272,19 @@ class ImageHasher:
             )
         finally:
             buf.close()
+
+    def _renice(self) -> None:
+        if self._tid:
+            with contextlib.suppress(OSError):  # this thread only (a Linux thread is a task)
+                os.setpriority(os.PRIO_PROCESS, self._tid, min(19, self._base_nice + self._nice))
+
+    def hurry(self) -> None:
+        """A target has written everything: from now on the hashing is what it will wait for,
+        so it runs at the usual priority (where lowering a nice value is allowed: as root)."""
+        with self._lock:
+            if self._nice:
+                self._nice = 0
+                self._renice()
 
     def wait(self, cancel: CancelToken) -> None:
         """Return once every chunk is hashed; raise what stopped the hashing, or Cancelled."""

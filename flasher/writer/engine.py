@@ -246,6 +246,8 @@ class TargetJob:
                     self.emit(progress)
             self.cancel.check()
             self.emit(PhaseChanged(Phase.SYNCING, t.path))
+            if self.hasher is not None:
+                self.hasher.hurry()
             end_scrub()
             self._fsync()  # the data and the zeroed journal blocks, before the first MiB
         for index in self.plan.head_indices():

@@ -11,8 +11,8 @@ import pytest
 
 from flasher.errors import Cancelled, ImageError
 from flasher.events import CancelToken, Event, Phase, PhaseChanged
+from flasher.writer import chunkfeed, targets
 from flasher.writer import plan as plan_module
-from flasher.writer import targets
 from flasher.writer.blockdev import open_regular_file
 from flasher.writer.chunkfeed import ImageHasher
 from flasher.writer.imagesource import RandomAccessSource
@@ -65,8 +65,9 @@ def test_every_chunk_is_hashed_once_in_the_order_asked(image: Path, last_first: 
     with open(image, "rb") as f:
         source = _Recorded(f.fileno(), IMAGE_BYTES)
         _run_to_end(ImageHasher(source, plan, digests, last_first=last_first))
-    offsets = [c.offset for c in plan.chunks]
-    assert source.hashed == (offsets[::-1] if last_first else offsets)
+    chunks = plan.chunks[::-1] if last_first else plan.chunks
+    step = chunkfeed.HASHER_READ_BYTES  # a chunk at a time, in small reads: one small buffer
+    assert source.hashed == [off for c in chunks for off in range(c.offset, c.end, step)]
     assert [digests.get(i) for i in range(len(plan.chunks))] == _expected(image, plan)
 
 
@@ -77,7 +78,7 @@ def test_chunks_with_a_digest_already_are_not_read_again(image: Path) -> None:
     with open(image, "rb") as f:
         source = _Recorded(f.fileno(), IMAGE_BYTES)
         _run_to_end(ImageHasher(source, plan, digests))
-    assert plan.chunks[1].offset not in source.hashed
+    assert not [off for off in source.hashed if plan.chunks[1].offset <= off < plan.chunks[1].end]
     assert digests.get(1) == b"\x01" * 32
     assert digests.complete()
 
@@ -97,7 +98,8 @@ def test_stop_ends_the_thread_after_the_chunk_in_hand(image: Path) -> None:
         source.hasher_may_read.set()
         stopper.join(10)
         assert not stopper.is_alive()
-    assert source.hashed == [0]
+    assert [off < plan.chunks[0].end for off in source.hashed] == [True] * len(source.hashed)
+    assert source.hashed[0] == 0  # the chunk it was held in, and no other
     assert not digests.complete()
 
 
@@ -168,13 +170,13 @@ def test_with_many_targets_each_chunk_is_hashed_once_and_verifying_hashes_nothin
                 target.close()
     assert len(verifying) == 4
     assert verify_hashed == []
-    assert sorted(source.hashed) == [c.offset for c in plan.chunks]
+    assert sorted(source.hashed) == list(range(0, IMAGE_BYTES, chunkfeed.HASHER_READ_BYTES))
     expected = hashlib.sha256(b"".join(_expected(image, plan))).hexdigest()
     assert [(o.ok, o.verified, o.sha256) for o in outcomes] == [(True, True, expected)] * 4
 
 
 class _HeldHashlib:
-    """hashlib for flasher.writer.plan whose sha256 waits, on the hasher's thread, for `go`."""
+    """hashlib for the writer's modules whose sha256 waits, on the hasher's thread, for `go`."""
 
     def __init__(self) -> None:
         self.go = threading.Event()
@@ -200,7 +202,8 @@ def test_writing_never_waits_for_the_hasher(
     card = tmp_path / "card.img"
     target = open_regular_file(str(card), size_bytes=size, create=True)
     held = _HeldHashlib()
-    monkeypatch.setattr(plan_module, "hashlib", held)
+    monkeypatch.setattr(chunkfeed, "hashlib", held)  # the hasher's
+    monkeypatch.setattr(plan_module, "hashlib", held)  # the digests' and the read-back's
     reached: list[bool] = []
 
     def on_event(event: Event) -> None:
@@ -228,3 +231,22 @@ def test_writing_never_waits_for_the_hasher(
     assert outcome.ok and outcome.verified, outcome.error
     assert outcome.sha256 == hashlib.sha256(b"".join(_expected(image, plan))).hexdigest()
     assert card.read_bytes() == image.read_bytes()
+
+
+def test_the_hasher_runs_lower_until_a_target_has_written_everything(image: Path) -> None:
+    plan = WritePlan.build(IMAGE_BYTES, None)
+    with open(image, "rb") as f:
+        source = _Recorded(f.fileno(), IMAGE_BYTES)
+        source.hasher_may_read.clear()
+        hasher = ImageHasher(source, plan, ChunkDigests(plan))
+        try:
+            assert source.hasher_reading.wait(10)
+            before = os.getpriority(os.PRIO_PROCESS, hasher._tid)
+            hasher.hurry()
+            after = os.getpriority(os.PRIO_PROCESS, hasher._tid)
+        finally:
+            source.hasher_may_read.set()
+            hasher.stop()
+    assert before == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    if os.geteuid() == 0:  # only root may lower a nice value again
+        assert after == os.getpriority(os.PRIO_PROCESS, 0)
