@@ -99,6 +99,12 @@ def test_no_module_grows_past_the_size_limit(path: Path) -> None:
     assert lines <= 550, f"{_relative(path)} has {lines} lines; split it"
 
 
+def _printed_by(code: str) -> str:
+    """What `code` prints in a fresh interpreter (a module list: nothing loaded before it)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def test_writer_helper_loads_only_stdlib_and_writer_modules() -> None:
     """Importing the root helper must not drag in requests, the pipeline, the API client or Qt."""
     helper = PACKAGE / "writer" / "helper.py"
@@ -112,9 +118,7 @@ def test_writer_helper_loads_only_stdlib_and_writer_modules() -> None:
         "'flasher.image', 'flasher.gui', 'flasher.cli', 'flasher.download', 'flasher.cache')))\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    out = _printed_by(code)
     assert out == "", f"the writer helper imports {out}"
 
 
@@ -128,9 +132,7 @@ def test_the_flash_machinery_loads_no_decoder_until_a_format_needs_one() -> None
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('isal', 'zstandard', 'uuid'))))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    out = _printed_by(code)
     assert out == "", f"loaded by the flash machinery: {out}"
 
 
@@ -144,7 +146,5 @@ def test_flashing_a_local_file_does_not_load_the_network_stack() -> None:
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'requests'"
         " or m.startswith('flasher.balena.os_model') or m.startswith('flasher.sandbox'))))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    out = _printed_by(code)
     assert out == "", f"loaded at start-up: {out}"
