@@ -30,6 +30,11 @@ SYSTEM_PREFIXES = ("/usr/", "/opt/")
 # Everything the helper's environment holds: no tokens, keys or proxies reach the root process.
 HELPER_PATH_ENV = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLKIT_ACTION = "io.balena.flasher.write"
+# How an app already running as root starts the helper with its own interpreter: -P, because
+# `-m` would otherwise import from the working folder first (root would run whatever
+# `flasher/writer` the folder the command was started in holds); -s, nor from the user's
+# site-packages. A frozen app recognises these arguments (packaging/pyinstaller).
+DIRECT_HELPER_ARGS = ("-P", "-s", "-m", "flasher.writer")
 PKEXEC_DISMISSED = 126
 PKEXEC_NOT_AUTHORIZED = 127
 
@@ -101,6 +106,7 @@ class _ProcessHandle:
         env: dict[str, str],
         *,
         new_session: bool = False,
+        cwd: str | None = None,
     ) -> None:
         try:
             self._proc = subprocess.Popen(
@@ -109,6 +115,7 @@ class _ProcessHandle:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 env=env,
+                cwd=cwd,
                 close_fds=True,
                 start_new_session=new_session,
             )
@@ -191,10 +198,11 @@ class DirectLauncher:
         # Its own session: a Ctrl-C or hangup of the terminal reaches only the app, which
         # cancels by closing the socket, so the helper still leaves unfinished cards unbootable.
         return _ProcessHandle(
-            [self.python, "-s", "-m", "flasher.writer"],
+            [self.python, *DIRECT_HELPER_ARGS],
             sock,
             helper_environment({"PYTHONPATH": package_parent}),
             new_session=True,
+            cwd="/",
         )
 
 

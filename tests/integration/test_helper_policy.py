@@ -330,6 +330,28 @@ def test_direct_helper_gets_its_own_session_and_no_secrets(
     assert b"secret" not in environ
 
 
+def test_direct_helper_never_runs_code_from_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sudo flasher flash` started in a folder another user controls: a `flasher` package
+    there must not be what root runs as the writer helper."""
+    marker = tmp_path / "ran"
+    fake = tmp_path / "flasher" / "writer"
+    fake.mkdir(parents=True)
+    for init in (tmp_path / "flasher" / "__init__.py", fake / "__init__.py"):
+        init.write_text("")
+    (fake / "__main__.py").write_text(f"open({str(marker)!r}, 'w').write('root ran this')\n")
+    monkeypatch.chdir(tmp_path)
+    ours, theirs = socket.socketpair()
+    handle = DirectLauncher().launch(theirs)
+    try:
+        assert ours.recv(64).startswith(b'{"event":"hello"')
+    finally:
+        ours.close()
+        handle.wait()
+    assert not marker.exists()
+
+
 def test_pkexec_launcher_never_takes_the_helper_or_pkexec_from_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

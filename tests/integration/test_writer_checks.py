@@ -27,6 +27,7 @@ from flasher.writer import sysblock
 from flasher.writer.blockdev import BlockDevicePolicy
 from flasher.writer.client import ImageFeed, TargetResult, write_image
 from flasher.writer.launchers import (
+    DIRECT_HELPER_ARGS,
     INSTALLED_HELPER,
     POLKIT_ACTION,
     DirectLauncher,
@@ -266,6 +267,25 @@ def test_helper_entry_point_refuses_arguments_and_non_socket_stdin(
     )
     assert done.returncode == 2
     assert "flasher-writer" in done.stderr
+
+
+def test_frozen_app_runs_the_helper_when_started_as_the_direct_launcher_starts_it() -> None:
+    """The bundle's entry point has no `python -m`: it must recognise the launcher's
+    arguments and run the helper (which refuses a stdin that is not a socket)."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "packaging" / "pyinstaller" / "flasher_gui.py"),
+            *DIRECT_HELPER_ARGS,
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert done.returncode == 2
+    assert "flasher-writer: stdin must be the socket" in done.stderr
 
 
 def _script(tmp_path: Path, body: str) -> str:
