@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from flasher.errors import FlasherError, ImageError, WriteFailed
 from flasher.events import CancelToken
@@ -49,7 +50,10 @@ class Feed:
 
 
 class Prefetch(Feed):
-    """A thread filling a small pool of aligned buffers ahead of the consumer."""
+    """Threads filling a small pool of aligned buffers ahead of the consumer, in order.
+
+    With `workers` > 1, worker k fills indices k, k + workers, ... (one more read in flight
+    keeps a device busy while another is copied); the consumer still gets them in order."""
 
     def __init__(
         self,
@@ -58,28 +62,62 @@ class Prefetch(Feed):
         *,
         buf_bytes: int,
         depth: int = QUEUE_DEPTH,
+        workers: int = 1,
     ) -> None:
         self._free: queue.Queue[mmap.mmap] = queue.Queue()
-        for _ in range(depth):
+        for _ in range(max(depth, workers)):
             self._free.put(mmap.mmap(-1, buf_bytes))
-        self._ready: queue.Queue[tuple[int, mmap.mmap] | BaseException | None] = queue.Queue()
+        self._ready: list[queue.Queue[tuple[int, mmap.mmap] | BaseException | None]] = [
+            queue.Queue() for _ in range(workers)
+        ]
         self._stop = threading.Event()
-        self._indices = indices
         self._fill = fill
-        self._thread = threading.Thread(target=self._run, name="flasher-prefetch", daemon=True)
-        self._thread.start()
+        # Each worker takes a buffer only for its index that comes next in order, so the
+        # shared pool never fills up with chunks the consumer cannot take yet.
+        self._turn = threading.Condition()
+        self._next = 0
+        self._threads = [
+            threading.Thread(
+                target=self._run,
+                args=(k, indices[k::workers], self._ready[k]),
+                name="flasher-prefetch",
+                daemon=True,
+            )
+            for k in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self) -> None:
+    def _run(
+        self,
+        first: int,
+        indices: Sequence[int],
+        ready: queue.Queue[tuple[int, mmap.mmap] | BaseException | None],
+    ) -> None:
+        workers = len(self._ready)
         try:
-            for index in self._indices:
+            for n, index in enumerate(indices):
+                if not self._wait_turn(first + n * workers):
+                    return
                 buf = self._take()
+                with self._turn:
+                    self._next += 1
+                    self._turn.notify_all()
                 if buf is None:
                     return
                 self._fill(index, memoryview(buf))
-                self._ready.put((index, buf))
-            self._ready.put(None)
+                ready.put((index, buf))
+            ready.put(None)
         except BaseException as err:  # handed to the consumer, which reports it
-            self._ready.put(err)
+            ready.put(err)
+
+    def _wait_turn(self, position: int) -> bool:
+        with self._turn:
+            while self._next != position:
+                if self._stop.is_set():
+                    return False
+                self._turn.wait(POLL_S)
+        return True
 
     def _take(self) -> mmap.mmap | None:
         while not self._stop.is_set():
@@ -90,25 +128,35 @@ class Prefetch(Feed):
         return None
 
     def __iter__(self) -> Iterator[tuple[int, mmap.mmap]]:
+        k = 0
         while True:
-            item = self._ready.get()
+            item = self._ready[k].get()
             if item is None:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
+            k = (k + 1) % len(self._ready)
 
     def release(self, buf: mmap.mmap) -> None:
         self._free.put(buf)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        with self._turn:
+            self._turn.notify_all()
+        for thread in self._threads:
+            thread.join()
         # Free the pool now rather than when the feed object goes: a target's write feed stays
         # referenced while it verifies, and N targets' idle buffers would add up.
-        for pool in (self._free, self._ready):
-            while not pool.empty():
-                pool.get_nowait()
+        _drain(self._free)
+        for ready in self._ready:
+            _drain(ready)
+
+
+def _drain(pool: queue.Queue[Any]) -> None:
+    while not pool.empty():
+        pool.get_nowait()
 
 
 class Inbox(Feed):

@@ -328,6 +328,7 @@ class TargetJob:
             range(len(self.plan.chunks)),
             self._read_target,
             buf_bytes=round_up(self.plan.chunk_bytes, 4096),
+            workers=2,
         )
         done = 0
         try:

@@ -32,9 +32,11 @@ HELPER_PATH_ENV = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLKIT_ACTION = "io.balena.flasher.write"
 # How an app already running as root starts the helper with its own interpreter: -P, because
 # `-m` would otherwise import from the working folder first (root would run whatever
-# `flasher/writer` the folder the command was started in holds); -s, nor from the user's
-# site-packages. A frozen app recognises these arguments (packaging/pyinstaller).
-DIRECT_HELPER_ARGS = ("-P", "-s", "-m", "flasher.writer")
+# `flasher/writer` the folder the command was started in holds); -S, no site-packages and none
+# of their .pth hooks: the helper needs only the standard library and this package, whose
+# folder is its PYTHONPATH (and it starts sooner). A frozen app recognises these arguments
+# (packaging/pyinstaller).
+DIRECT_HELPER_ARGS = ("-P", "-S", "-m", "flasher.writer")
 PKEXEC_DISMISSED = 126
 PKEXEC_NOT_AUTHORIZED = 127
 

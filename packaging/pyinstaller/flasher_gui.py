@@ -1,6 +1,6 @@
 """PyInstaller entry point of the desktop app (flasher-gui in the bundle).
 
-A frozen app has no `python -m`: when the writer launcher starts "<this executable> -P -s -m
+A frozen app has no `python -m`: when the writer launcher starts "<this executable> -P -S -m
 flasher.writer" (an app already running as root, e.g. a bench), run the helper instead.
 """
 
