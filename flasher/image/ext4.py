@@ -461,18 +461,18 @@ class Ext4Filesystem:
 
         Kept although zero in a freshly made image, because something may read them before
         writing them:
-        - The journal body, here; the allocation map then takes its zero blocks out again as
-          scrub ranges (flasher.image.ext4journal). After a crash, jbd2 replays from the
-          journal superblock's tail and stops at the first block whose magic or sequence
-          number does not follow. On a card that held this same image before (same UUID,
+        - The journal body, here; the allocation map then takes the body of a clean journal
+          out again as scrub ranges (flasher.image.ext4journal). After a crash, jbd2 replays
+          from the journal superblock's tail and stops at the first block whose magic or
+          sequence number does not follow. On a card that held this same image before (same UUID,
           hence the same checksum seed, and the same starting sequence number), the previous
           life's log may still be there, and a stale transaction with the next sequence
           number would pass every check and be replayed over newer metadata. jbd2 takes only
           blocks starting with its magic for log blocks (it escapes data blocks that would),
-          so instead of writing the zeros the writer reads the scrub ranges back from the
-          card and zeroes each block holding the magic (flasher.writer.scrub). The journal
-          superblock and any non-zero body block stay mapped, and so does the whole journal
-          when its inode, extents or superblock are not as expected.
+          so instead of writing the body the writer reads the scrub ranges back from the card
+          and zeroes each block holding the magic (flasher.writer.scrub). The journal
+          superblock stays mapped, and so does the whole journal when it needs recovery or
+          its inode, extents or superblock are not as expected.
         - Bitmaps of BLOCK_UNINIT/INODE_UNINIT groups and the backup copies of the reserved
           GDT blocks: the kernel and e2fsck build uninitialised bitmaps in memory and never
           read the backups, but together they are a few hundred KiB per filesystem and sit

@@ -1,10 +1,13 @@
 """The internal jbd2 journal of an ext3/4 filesystem: where it lies, and what may be scrubbed.
 
-A journal body that is all zeros in the image need not be written: a card only has to hold no
-block there that jbd2 could take for a log block of a previous life (flasher.writer.scrub makes
-sure of that on the card). `zero_body_ranges` finds those blocks from the journal inode's
-extent tree, cross-checked with the superblock's backup of that inode's block map and with the
-journal's own superblock. Anything unexpected (no extents, a hole, an uninitialised extent, a
+jbd2 reads a journal's body only to replay it, and only when its superblock says there is
+something to replay (s_start set). The body of a clean journal is never read before it is
+written again, so what the image holds there (zeros, or the log of the session that built it)
+means nothing and need not be read nor copied: a card only has to hold no block there that jbd2
+could take for a log block of a previous life (flasher.writer.scrub makes sure of that on the
+card). `body_ranges` finds that body from the journal inode's extent tree, cross-checked with
+the superblock's backup of that inode's block map and with the journal's own superblock,
+without reading the body. Anything unexpected (no extents, a hole, an uninitialised extent, a
 journal needing recovery, fast commits, a size mismatch) gives no ranges: the caller then keeps
 the whole journal mapped, as before.
 
@@ -31,18 +34,17 @@ MAX_EXTENT_DEPTH = 5
 MAX_INIT_EXTENT_LEN = 32768  # longer ee_len values mark uninitialised extents
 JSB_V1, JSB_V2 = 3, 4  # jbd2 superblock block types
 JBD2_INCOMPAT_FAST_COMMIT = 0x20
-READ_STEP_BYTES = 1024 * 1024
 
 
 class _Unsupported(Exception):
     """Something about this journal is not what the scrub relies on: keep it mapped."""
 
 
-def zero_body_ranges(fs: Ext4Filesystem, io: ReadAt) -> list[rng.Range]:
-    """Byte ranges (relative to the filesystem) of journal body blocks that are all zero.
+def body_ranges(fs: Ext4Filesystem, io: ReadAt) -> list[rng.Range]:
+    """Byte ranges (relative to the filesystem) of a clean journal's body.
 
     The body is every journal block after its superblock (logical block 0, never included).
-    Empty when the filesystem has no internal journal or it cannot be read with confidence.
+    Empty when the filesystem has no internal journal or it cannot be vouched for.
     """
     if not fs.compat & COMPAT_HAS_JOURNAL:
         return []
@@ -50,37 +52,15 @@ def zero_body_ranges(fs: Ext4Filesystem, io: ReadAt) -> list[rng.Range]:
         blocks = _journal_blocks(fs, io)
     except (_Unsupported, ImageError, struct.error, IndexError):
         return []
+    size = fs.block_size
     body: list[rng.Range] = []
     logical = 0
     for physical, count in blocks:
         skip = 1 if logical == 0 else 0
         if count > skip:
-            body.append((physical + skip, count - skip))
+            body.append(((physical + skip) * size, (count - skip) * size))
         logical += count
-    size = fs.block_size
-    out: list[rng.Range] = []
-    for physical, count in body:
-        out += _zero_blocks(io, physical * size, count * size, size)
-    return rng.merge(out)
-
-
-def _zero_blocks(io: ReadAt, offset: int, length: int, block: int) -> list[rng.Range]:
-    out: list[rng.Range] = []
-    step = max(block, READ_STEP_BYTES // block * block)
-    zeros = bytes(step)
-    for start in range(offset, offset + length, step):
-        n = min(step, offset + length - start)
-        data = io.pread(n, start)
-        if len(data) != n:
-            return out  # past the end: leave the rest mapped
-        if data == zeros[:n]:
-            out.append((start, n))
-            continue
-        view = memoryview(data)
-        for pos in range(0, n, block):
-            if view[pos : pos + block] == zeros[:block]:
-                out.append((start + pos, block))
-    return out
+    return rng.merge(body)  # inside the filesystem, which Ext4Filesystem found inside `io`
 
 
 def _u32(data: bytes, offset: int) -> int:

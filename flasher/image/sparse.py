@@ -14,8 +14,8 @@ arrays) are always mapped. Small unmapped gaps are then filled in (see
 DEFAULT_COALESCE_GAP_BYTES) and edges aligned to whole blocks, because a few extra bytes written
 cost less than breaking a sequential write into many small ones.
 
-The zero blocks of ext3/4 journal bodies are not mapped but listed apart as `scrub` ranges
-(flasher.image.ext4journal), with a .bmap too: the writer does not write them but makes sure
+The bodies of clean ext3/4 journals are neither read nor mapped but listed apart as `scrub`
+ranges (flasher.image.ext4journal), with a .bmap too: the writer does not write them but makes sure
 no block there on the card could pass for a journal block (flasher.writer.scrub). Scrub ranges
 are whole 4 KiB blocks, disjoint from the final mapped ranges: gaps are filled as before and
 whatever filling (or an overlay) maps again is taken out of the scrub ranges afterwards.
@@ -38,7 +38,7 @@ from flasher.image import ranges as rng
 from flasher.image.bmap import read_bmap, verify_bmap
 from flasher.image.byteio import ReadAt, SliceIO, data_runs
 from flasher.image.ext4 import Ext4Filesystem
-from flasher.image.ext4journal import zero_body_ranges
+from flasher.image.ext4journal import body_ranges
 from flasher.image.fat.filesystem import FatFilesystem
 from flasher.image.fat.table import parse_boot_sector
 from flasher.image.partitions import Partition, PartitionTable, filesystem_of, whole_image
@@ -102,7 +102,7 @@ class OutsideAllocation:
 @dataclass(frozen=True)
 class AllocationMap:
     """Sorted, non-overlapping `(offset, length)` ranges of an image of `size_bytes`, and the
-    zero journal blocks to scrub instead of writing (`scrub`, disjoint from `ranges`).
+    clean journal bodies to scrub instead of writing (`scrub`, disjoint from `ranges`).
     `partitions` and `outside` say how each area was mapped."""
 
     size_bytes: int
@@ -186,8 +186,8 @@ def allocation_map(
     structures are mapped whole, and the rest of the area outside the partitions where it holds
     a non-zero byte: its bytes are read, so `io` must hold the whole image (an image still being
     decoded is mapped once it is complete, flasher.pipeline.prepare). Gaps shorter than
-    `coalesce_gap_bytes` are filled and edges widened to `block_bytes`. The zero blocks of every
-    readable ext3/4 journal body that stay unmapped become the map's `scrub` ranges.
+    `coalesce_gap_bytes` are filled and edges widened to `block_bytes`. The body of every clean
+    ext3/4 journal, where it stays unmapped, becomes the map's `scrub` ranges.
     """
     partitions = table.data_partitions()
     if table.scheme == "none" and not partitions:
@@ -255,8 +255,8 @@ def _without(scrub: Iterable[rng.Range], mapped: Iterable[rng.Range]) -> tuple[r
 
 
 def _journal_scrub(io: ReadAt, p: Partition) -> list[rng.Range]:
-    """Image byte ranges of the zero journal body blocks of `p`'s ext3/4 filesystem, in whole
-    scrub blocks; empty for any other partition or a filesystem that cannot be read."""
+    """Image byte ranges of the clean journal body of `p`'s ext3/4 filesystem, in whole scrub
+    blocks; empty for any other partition or a filesystem that cannot be read."""
     if filesystem_of(io, p).kind != "ext4":
         return []
     part = SliceIO(io, p.start_bytes, min(p.size_bytes, io.size - p.start_bytes))
@@ -264,7 +264,7 @@ def _journal_scrub(io: ReadAt, p: Partition) -> list[rng.Range]:
         fs = Ext4Filesystem(part, name="ext4")
     except ImageError:
         return []
-    body = [(p.start_bytes + off, n) for off, n in zero_body_ranges(fs, part)]
+    body = [(p.start_bytes + off, n) for off, n in body_ranges(fs, part)]
     return rng.align_in(body, SCRUB_BLOCK_BYTES)
 
 
@@ -327,10 +327,9 @@ _PartitionMap = tuple[PartitionAllocation, list[rng.Range] | None, list[rng.Rang
 
 
 def _side_by_side(io: ReadAt, partitions: tuple[Partition, ...]) -> list[_PartitionMap]:
-    """Each partition's breakdown entry, used ranges (None: map all of it) and zero journal
-    blocks, the partitions read on threads side by side: their metadata and journals lie
-    apart in the image, and on a cold disk the reads then queue together (the four journals
-    of a balenaOS image, 54 MB, read in 40 ms one after the other, 30 ms side by side)."""
+    """Each partition's breakdown entry, used ranges (None: map all of it) and clean journal
+    body, the partitions read on threads side by side: their metadata lie apart in the image,
+    and on a cold disk the reads then queue together."""
     results: list[_PartitionMap | BaseException | None] = [None] * len(partitions)
 
     def one(n: int) -> None:

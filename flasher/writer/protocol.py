@@ -32,12 +32,12 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
 4. Cancel: the client shuts down its sending side (or just goes away). The helper treats EOF on
    the socket as cancel, zeroes the first MiB of each unfinished target, and still reports.
 
-`scrub` (optional, default empty) lists byte ranges the image holds zeros in and the map leaves
-out (ext3/4 journal bodies): whole 4 KiB blocks, sorted, disjoint from each other and from
-`ranges`, and only with a map (`ranges` not null, not `write_all`, op `write`). Each target's
-scrub ranges are read back before its first MiB is written, and any 4 KiB block holding the
-jbd2 magic is zeroed (flasher.writer.scrub); `target_done` reports `scanned_bytes` and
-`zeroed_blocks`, and its `bytes_written` counts the zeroed blocks. A followed image's scrub
+`scrub` (optional, default empty) lists byte ranges whose content nothing reads before writing it
+and the map leaves out (the bodies of clean ext3/4 journals): whole 4 KiB blocks, sorted, disjoint
+from each other and from `ranges`, and only with a map (`ranges` not null, not `write_all`, op
+`write`). Each target's scrub ranges are read back before its first MiB is written, and any 4 KiB
+block holding the jbd2 magic is zeroed (flasher.writer.scrub); `target_done` reports `scanned_bytes`
+and `zeroed_blocks`, and its `bytes_written` counts the zeroed blocks. A followed image's scrub
 ranges come with its `ranges` on the growth pipe.
 
 Version 2 adds the session (flasher.writer.sessionwire): instead of a request, the first line

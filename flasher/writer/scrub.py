@@ -1,18 +1,17 @@
-"""Scrubbing a target's journal areas: the zero journal blocks an allocation map does not write.
+"""Scrubbing a target's journal areas: the journal bodies an allocation map does not write.
 
 Standard library plus flasher.errors and flasher.writer.{blockdev,plan,strictjson} only (the
 root helper runs it).
 
-The image holds zeros in its scrub ranges (the bodies of ext3/4 journals, flasher.image.sparse),
-and nothing reads them before writing them except jbd2 recovery, which stops at the first block
-that does not start with the jbd2 magic. So instead of writing them, each target's scrub
-ranges are read back from the medium (while its mapped data is written: `ScrubRun`; no chunk
-touches them), and every 4 KiB block holding the magic at any 1 KiB-aligned offset (a journal
-block of 1, 2 or 4 KiB could start there) is written as zeros, flushed before the first MiB.
-A card that held this image in a previous life thus keeps none of that life's log. The zeroed
-blocks count in the target's bytes written and are read back and compared with zeros when the
-target is verified; the job's digest covers the mapped ranges only, so it stays the same for
-every target.
+The scrub ranges are the bodies of clean ext3/4 journals (flasher.image.ext4journal): nothing reads
+them before writing them except jbd2 recovery, which stops at the first block that does not start
+with the jbd2 magic, so what the image holds there does not matter. Instead of writing them, each
+target's scrub ranges are read back from the medium (while its mapped data is written: `ScrubRun`;
+no chunk touches them), and every 4 KiB block holding the magic at any 1 KiB-aligned offset (a
+journal block of 1, 2 or 4 KiB could start there) is written as zeros, flushed before the first MiB.
+A card that held this image in a previous life thus keeps none of that life's log. The zeroed blocks
+count in the target's bytes written and are read back and compared with zeros when the target is
+verified; the job's digest covers the mapped ranges only, so it stays the same for every target.
 """
 
 from __future__ import annotations

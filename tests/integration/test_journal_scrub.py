@@ -180,6 +180,30 @@ def test_a_previous_lifes_journal_blocks_are_zeroed_reported_and_verified(
         assert code == 0, part.label
 
 
+def test_the_log_an_image_was_built_with_does_not_reach_the_card(
+    image: BuiltImage, loops: LoopDevices, tmp_path: Path
+) -> None:
+    """Log blocks left in an image's clean journals (the session that built it) are neither
+    written nor left standing: the card holds no block jbd2 could take for its log, and every
+    filesystem checks clean."""
+    built = copy_image(image, tmp_path)
+    dead = []
+    for offset, length in _scrub_ranges(image.path):
+        for block in (offset, offset + length // 3 // BLOCK * BLOCK):
+            patch_bytes(built.path, block, DESCRIPTOR + random.Random(block).randbytes(64))
+            dead.append(block)
+    assert _scrub_ranges(built.path) == _scrub_ranges(image.path)
+    card = _random_card(loops, built)
+    for block in dead:  # as if the card held that log too, so the scrub must find it
+        card.poke(block, _image_bytes(built, block, BLOCK))
+    result, _ = _flash(built.path, card, tmp_path / "cache")
+    assert result.zeroed_blocks == len(dead)
+    for part in _ext4_parts(built):
+        assert _journal_blocks_starting_with_magic(card, part, tmp_path) == [0], part.label
+        code, _ = _readback(card.backing, part, tmp_path / "card")
+        assert code == 0, part.label
+
+
 def test_a_flash_that_follows_a_gz_decoding_scrubs_too(
     image: BuiltImage,
     loops: LoopDevices,
