@@ -18,6 +18,7 @@ from flasher.image.partitions import read_partition_table
 from flasher.image.sparse import AllocationMap, allocation_map
 from tests.support.ext4tools import build, patch
 from tests.support.filesystems import MiB, nonzero_blocks, require, run
+from tests.support.recording import Recording
 
 BLOCK = 4096
 
@@ -80,22 +81,6 @@ def test_mapped_bytes_drop_by_the_journal_body(fs4k: Path) -> None:
     assert amap.to_dict()["scrub_bytes"] == amap.scrub_bytes
 
 
-class _Reads:
-    """A ReadAt over a file that records every byte range read."""
-
-    def __init__(self, io: FileReader) -> None:
-        self._io = io
-        self.ranges: list[tuple[int, int]] = []
-
-    @property
-    def size(self) -> int:
-        return self._io.size
-
-    def pread(self, length: int, offset: int) -> bytes:
-        self.ranges.append((offset, length))
-        return self._io.pread(length, offset)
-
-
 def test_a_clean_journals_body_is_scrubbed_whatever_it_holds_and_never_read(fs4k: Path) -> None:
     """jbd2 reads a clean journal's body only after writing it again: what the image holds there
     (here, a log block of the session that built it) means nothing, so it is neither mapped nor
@@ -105,12 +90,12 @@ def test_a_clean_journals_body_is_scrubbed_whatever_it_holds_and_never_read(fs4k
     patch(fs4k, dead, bytes.fromhex("c03b3998") + (1).to_bytes(4, "big") + b"old log")
     body = byte_ranges(blocks[1:], BLOCK)
     with FileReader(fs4k) as io:
-        reads = _Reads(io)
+        reads = Recording(io)
         table = read_partition_table(reads, name=str(fs4k))
         amap = allocation_map(reads, table, coalesce_gap_bytes=0, block_bytes=1)
     assert not amap.contains(dead)
     assert list(amap.scrub) == body
-    assert rng.subtract(body, rng.merge(reads.ranges)) == body
+    assert rng.subtract(body, rng.merge(reads.reads)) == body
 
 
 def test_journal_of_1k_blocks_is_scrubbed_in_whole_4k_blocks(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from flasher.image import ranges as rng
 from flasher.image.bmap import write_bmap
-from flasher.image.byteio import FileReader, ReadAt
+from flasher.image.byteio import FileReader
 from flasher.image.partitions import PartitionTable, read_partition_table
 from flasher.image.sparse import GAP_READ_BYTES, AllocationMap, OutsideAllocation, allocation_map
 from tests.support.filesystems import (
@@ -22,6 +22,7 @@ from tests.support.filesystems import (
     nonzero_blocks,
     patch_bytes,
 )
+from tests.support.recording import Recording
 
 BLOCK = 4096
 SPECS = [
@@ -198,26 +199,6 @@ def test_the_breakdown_accounts_for_the_area_outside_the_partitions(
         "head_bytes": first,
         "mapped_bytes": mapped_outside,
     }
-
-
-class Recording:
-    """A ReadAt that records what is read, and ends its reads short at `end_at` as at the end
-    of a file."""
-
-    def __init__(self, io: ReadAt, end_at: int | None = None) -> None:
-        self.io = io
-        self.end_at = end_at
-        self.reads: list[tuple[int, int]] = []
-
-    @property
-    def size(self) -> int:
-        return self.io.size
-
-    def pread(self, length: int, offset: int) -> bytes:
-        self.reads.append((offset, length))
-        if self.end_at is not None and offset <= self.end_at < offset + length:
-            length = self.end_at - offset
-        return self.io.pread(length, offset)
 
 
 def test_gaps_are_read_in_pieces_of_at_most_a_mebibyte(disk: Path) -> None:
