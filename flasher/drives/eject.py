@@ -3,7 +3,8 @@
 loop devices and system drives are never ejected, nor a card that failed or was not verified.
 Shared by the desktop app and the bench station.
 
-Imports the standard library and core values only; never prints.
+The tool gets the caller's environment without its secrets (flasher.childenv). Imports the
+standard library and core values only; never prints.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from flasher.childenv import child_environment
 from flasher.models import Drive
 from flasher.writer.job import TargetResult
 
@@ -55,7 +57,11 @@ def power_off(path: str) -> str | None:
         return "neither udisksctl nor eject is installed"
     try:
         finished = subprocess.run(
-            command, capture_output=True, timeout=EJECT_TIMEOUT_S, check=False
+            command,
+            capture_output=True,
+            timeout=EJECT_TIMEOUT_S,
+            check=False,
+            env=child_environment(),  # never the caller's keys or tokens
         )
     except subprocess.TimeoutExpired:
         return f"{command[0]} did not answer within {EJECT_TIMEOUT_S:.0f} s"

@@ -2,16 +2,19 @@
 freedesktop notification service through `notify-send` or `gdbus` when one is installed, and
 the task bar's attention hint in any case.
 
-The notification carries counts and the image's title only, never a setting or a secret.
-Imports Qt and the standard library only.
+The notification carries counts and the image's title only, never a setting or a secret, and
+the tool gets the app's environment without its secrets (flasher.childenv). Imports Qt, the
+standard library and flasher.childenv only.
 """
 
 from __future__ import annotations
 
 import shutil
 
-from PySide6.QtCore import QProcess
+from PySide6.QtCore import QProcess, QProcessEnvironment
 from PySide6.QtWidgets import QApplication, QWidget
+
+from flasher.childenv import child_environment
 
 LONG_FLASH_S = 30.0  # shorter flashes are watched to the end; no need to call the user back
 
@@ -49,4 +52,11 @@ def notify_finished(window: QWidget, summary: str, body: str, *, elapsed_s: floa
     command = notification_command(summary, body)
     if command is None:
         return False
-    return QProcess.startDetached(command[0], command[1:])[0]
+    env = QProcessEnvironment()
+    for name, value in child_environment().items():
+        env.insert(name, value)
+    process = QProcess()
+    process.setProgram(command[0])
+    process.setArguments(command[1:])
+    process.setProcessEnvironment(env)
+    return bool(process.startDetached())

@@ -13,6 +13,7 @@ import pytest
 from PySide6.QtCore import QMimeData, QPoint, QSize, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
 
 from flasher.events import Phase
 from flasher.gui.dialogs import ErrorDetailsDialog
@@ -157,6 +158,26 @@ def test_notify_send_is_preferred_when_installed(
     command = notification_command("Done: 2 drives", "balenaOS 6.5")
     assert command is not None and command[0] == "notify-send"
     assert command[-2:] == ["Done: 2 drives", "balenaOS 6.5"]
+
+
+def test_a_long_flash_notifies_without_passing_the_apps_secrets_on(
+    make_app: MakeApp, qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tmp_path / "environment"
+    tool = tmp_path / "notify-send"
+    tool.write_text(f"#!/bin/sh\nenv > {seen}.part && mv {seen}.part {seen}\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FLASHER_WIFI_KEY", "wifi-k3y-1")
+    monkeypatch.setenv("FLASHER_PROVISIONING_KEY", "prov-k3y-2")
+    app = make_app()
+    app.window.showMinimized()
+    assert not app.window.isActiveWindow()
+    assert notify_finished(app.window, "Done: 1 drive", "balenaOS", elapsed_s=60.0)
+    qtbot.waitUntil(seen.exists, timeout=5000)
+    environment = seen.read_text()
+    assert f"PATH={tmp_path}" in environment
+    assert "wifi-k3y-1" not in environment and "prov-k3y-2" not in environment
 
 
 def test_a_short_flash_calls_nobody_back(make_app: MakeApp) -> None:

@@ -66,3 +66,21 @@ def test_only_the_cards_that_powered_off_are_reported(fake_udisksctl: Path) -> N
         "power-off --no-user-interaction -b /dev/sdx",
         "power-off --no-user-interaction -b /dev/sdy",
     ]
+
+
+def test_the_tool_never_gets_the_callers_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tmp_path / "environment"
+    tool = tmp_path / "udisksctl"
+    tool.write_text(f"#!/bin/sh\nenv > {seen}\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    secrets = {"wifi-k3y-1", "api-k3y-2", "db-pa55-3"}
+    monkeypatch.setenv("FLASHER_WIFI_KEY", "wifi-k3y-1")
+    monkeypatch.setenv("BALENA_API_KEY", "api-k3y-2")
+    monkeypatch.setenv("FLASHER_BENCH_REPORT_DB", "postgresql://u:db-pa55-3@host/cards")
+    assert eject(["/dev/sdx"]) == ["/dev/sdx"]
+    environment = seen.read_text()
+    assert f"PATH={tmp_path}" in environment  # the caller's environment, otherwise
+    assert not [value for value in secrets if value in environment]
