@@ -26,6 +26,7 @@ from tests.conftest import ImageFactory
 from tests.gui.conftest import MakeApp
 from tests.gui.driving import FLASH_TIMEOUT_MS, App
 from tests.gui.test_outcomes import _big_image
+from tests.support.envspy import environment_spy
 from tests.support.httpserver import HttpTestServer
 
 
@@ -163,11 +164,7 @@ def test_notify_send_is_preferred_when_installed(
 def test_a_long_flash_notifies_without_passing_the_apps_secrets_on(
     make_app: MakeApp, qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = tmp_path / "environment"
-    tool = tmp_path / "notify-send"
-    tool.write_text(f"#!/bin/sh\nenv > {seen}.part && mv {seen}.part {seen}\n")
-    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    seen = environment_spy(tmp_path, "notify-send", monkeypatch)
     monkeypatch.setenv("FLASHER_WIFI_KEY", "wifi-k3y-1")
     monkeypatch.setenv("FLASHER_PROVISIONING_KEY", "prov-k3y-2")
     app = make_app()

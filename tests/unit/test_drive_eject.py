@@ -15,6 +15,7 @@ from flasher.drives.eject import eject, eject_command, ejectable
 from flasher.errors import WriteFailed
 from flasher.models import Drive
 from flasher.writer.job import TargetResult
+from tests.support.envspy import environment_spy
 
 USB = Drive("/dev/sdx", 32 * 10**9, bus="usb")
 LOOP = Drive("/dev/loop9", 32 * 10**9, bus="loop")
@@ -71,11 +72,7 @@ def test_only_the_cards_that_powered_off_are_reported(fake_udisksctl: Path) -> N
 def test_the_tool_never_gets_the_callers_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = tmp_path / "environment"
-    tool = tmp_path / "udisksctl"
-    tool.write_text(f"#!/bin/sh\nenv > {seen}\n")
-    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    seen = environment_spy(tmp_path, "udisksctl", monkeypatch)
     secrets = {"wifi-k3y-1", "api-k3y-2", "db-pa55-3"}
     monkeypatch.setenv("FLASHER_WIFI_KEY", "wifi-k3y-1")
     monkeypatch.setenv("BALENA_API_KEY", "api-k3y-2")
