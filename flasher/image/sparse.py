@@ -254,16 +254,24 @@ def _without(scrub: Iterable[rng.Range], mapped: Iterable[rng.Range]) -> tuple[r
     return tuple(rng.align_in(rng.subtract(scrub, mapped), SCRUB_BLOCK_BYTES))
 
 
+def _slice(io: ReadAt, p: Partition) -> SliceIO:
+    return SliceIO(io, p.start_bytes, min(p.size_bytes, io.size - p.start_bytes))
+
+
 def _journal_scrub(io: ReadAt, p: Partition) -> list[rng.Range]:
     """Image byte ranges of the clean journal body of `p`'s ext3/4 filesystem, in whole scrub
     blocks; empty for any other partition or a filesystem that cannot be read."""
     if filesystem_of(io, p).kind != "ext4":
         return []
-    part = SliceIO(io, p.start_bytes, min(p.size_bytes, io.size - p.start_bytes))
+    part = _slice(io, p)
     try:
         fs = Ext4Filesystem(part, name="ext4")
     except ImageError:
         return []
+    return _journal_body(fs, part, p)
+
+
+def _journal_body(fs: Ext4Filesystem, part: ReadAt, p: Partition) -> list[rng.Range]:
     body = [(p.start_bytes + off, n) for off, n in body_ranges(fs, part)]
     return rng.align_in(body, SCRUB_BLOCK_BYTES)
 
@@ -334,10 +342,7 @@ def _side_by_side(io: ReadAt, partitions: tuple[Partition, ...]) -> list[_Partit
 
     def one(n: int) -> None:
         try:
-            p = partitions[n]
-            usage, used = _analyse(io, p)
-            ext4 = used is not None and usage.method == "ext4"
-            results[n] = (usage, used, _journal_scrub(io, p) if ext4 else [])
+            results[n] = _analyse(io, partitions[n])
         except BaseException as err:  # raised in the caller, as if mapped there
             results[n] = err
 
@@ -360,8 +365,9 @@ def _side_by_side(io: ReadAt, partitions: tuple[Partition, ...]) -> list[_Partit
     return done
 
 
-def _analyse(io: ReadAt, p: Partition) -> tuple[PartitionAllocation, list[rng.Range] | None]:
-    """The partition's breakdown entry and its used ranges, or None when all of it is mapped."""
+def _analyse(io: ReadAt, p: Partition) -> _PartitionMap:
+    """The partition's breakdown entry, its used ranges (None when all of it is mapped) and,
+    for ext3/4, its clean journal body (read from the same filesystem object)."""
     kind = filesystem_of(io, p).kind
     whole = PartitionAllocation(
         p.number,
@@ -372,22 +378,25 @@ def _analyse(io: ReadAt, p: Partition) -> tuple[PartitionAllocation, list[rng.Ra
         p.size_bytes,
         "no filesystem that can be analysed",
     )
-    part = SliceIO(io, p.start_bytes, min(p.size_bytes, io.size - p.start_bytes))
+    part = _slice(io, p)
+    journal: list[rng.Range] = []
     try:
         if kind == "ext4":
             method = "ext4"
-            used = Ext4Filesystem(part, name="ext4").allocated_ranges()
+            fs = Ext4Filesystem(part, name="ext4")
+            used = fs.allocated_ranges()
+            journal = _journal_body(fs, part, p)
         elif kind.startswith("fat"):
             method = "fat"
             used = rng.merge([*FatFilesystem(part).allocated_ranges(), *_after_fat(part)])
         else:
-            return whole, None
+            return whole, None, []
     except ImageError as e:
-        return replace(whole, reason=e.message), None
+        return replace(whole, reason=e.message), None, []
     usage = PartitionAllocation(
         p.number, p.start_bytes, p.size_bytes, kind, method, rng.total(used)
     )
-    return usage, used
+    return usage, used, journal
 
 
 def _after_fat(part: ReadAt) -> list[rng.Range]:

@@ -269,7 +269,7 @@ def test_partitions_are_mapped_side_by_side_as_one_at_a_time_would(
             sparse,
             "_side_by_side",
             lambda io, parts: [
-                (*sparse._analyse(io, p), sparse._journal_scrub(io, p)) for p in parts
+                (*sparse._analyse(io, p)[:2], sparse._journal_scrub(io, p)) for p in parts
             ],
         )
         sequential = sparse.allocation_map(io, table)
