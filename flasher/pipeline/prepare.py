@@ -49,7 +49,7 @@ ConfigFromImage = Callable[[ImageIdentity], DeviceConfig]
 @dataclass(frozen=True)
 class CardImage:
     """What one card is written with: the feed (base file + overlay), the ranges to write
-    (None: every byte), the zero journal areas to scrub instead, and the configuration's facts
+    (None: every byte), the clean journal bodies to scrub instead, and the configuration's facts
     for the report."""
 
     feed: ImageFeed

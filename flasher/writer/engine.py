@@ -59,6 +59,9 @@ from flasher.writer.scrub import Range, ScrubRun, TargetScrub
 STALL_TIMEOUT_S = 120.0
 # Buffers per target: one being read, one being written, two to ride out a stall on either side.
 PREFETCH_DEPTH = 4
+# Reads of the card in flight while verifying: one more keeps the device busy while a piece is
+# copied and compared.
+VERIFY_READERS = 2
 
 EmitFn = Callable[[Event], None]
 
@@ -328,7 +331,7 @@ class TargetJob:
             range(len(self.plan.chunks)),
             self._read_target,
             buf_bytes=round_up(self.plan.chunk_bytes, 4096),
-            workers=2,
+            workers=VERIFY_READERS,
         )
         done = 0
         try:

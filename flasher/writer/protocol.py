@@ -22,7 +22,7 @@ Transport: a SOCK_STREAM unix socketpair; the helper gets its end as stdin (fd 0
                 "allow_internal":false}],           # true only for a separately confirmed disk
     "image":{"size":1073741824,"source":"fd"|"stream"|"follow","sha256":null},
     "ranges":[[0,4194304],…] | null,        # allocation map; null = the whole image
-    "scrub":[[331354112,16773120],…],       # zero journal areas to scan, not write (see below)
+    "scrub":[[331354112,16773120],…],       # journal bodies to scan, not write (see below)
     "overlay":[[4194304,16384],…],          # replaced byte ranges, bytes in the memfd
     "options":{"verify":true,"write_all":false,"chunk_bytes":4194304}}
    ```
