@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # the flash machinery loads when the command runs, not for --
     from flasher.pipeline import ConfirmWarnings, FlashJob, FlashReport
     from flasher.provider import ImageProvider, SourceSpec
     from flasher.writer.client import TargetResult
+    from flasher.writer.launchers import StartedHelper
     from flasher.writer.shared import SharedHelper
 
 
@@ -138,15 +139,29 @@ def _erase_consent(args: argparse.Namespace, ctx: CliContext, devices: Sequence[
     )
 
 
-def _early_helper(devices: Sequence[str]) -> SharedHelper | None:
-    """As root, the writer helper for the drives (`devices`) starts now, while the image is
-    prepared. (As a user it starts when the drives are written: pkexec asks then, once the
-    image is known.)"""
+def _early_helper(devices: Sequence[str]) -> StartedHelper | None:
+    """As root, the writer helper for the drives (`devices`), started now: its interpreter
+    starts while this one loads the rest of the flash (which greets it: `_share_helper`). As a
+    user it starts when the drives are written: pkexec asks then, once the image is known.
+    Loads the launchers alone; a helper that cannot start is started again, and reported, by
+    the first job."""
     if os.geteuid() != 0 or not devices:
+        return None
+    from flasher.writer.launchers import DirectLauncher, start_helper
+
+    try:
+        return start_helper(DirectLauncher())
+    except (FlasherError, OSError):
+        return None
+
+
+def _share_helper(started: StartedHelper | None) -> SharedHelper | None:
+    """The helper started ahead, for the flash's jobs, greeted on a thread of its own."""
+    if started is None:
         return None
     from flasher.writer.shared import SharedHelper
 
-    helper = SharedHelper()
+    helper = SharedHelper(started=started)
     helper.start_soon()
     return helper
 
@@ -190,13 +205,19 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     devices = [t for t in args.targets if _is_block_device(t)]
     _erase_consent(args, ctx, devices)
     early_map = _early_map(args)  # the longest: its disk reads start first
-    helper = _early_helper(devices)
+    started = _early_helper(devices)
+    helper = None
     try:
-        early = _Early(helper, early_map, _early_drives(devices))
+        drives = _early_drives(devices)
+        helper = _share_helper(started)
+        early = _Early(helper, early_map, drives)
         return _flash(args, ctx, source_spec(args), configure, early)
     finally:
         if helper is not None:
             helper.close()
+        elif started is not None:  # not handed over: it ends with its socket
+            started[0].close()
+            started[1].wait()
 
 
 def _flash(

@@ -18,7 +18,12 @@ from flasher.events import CancelToken, EventCallback, Log, Phase, RateMeter, ig
 from flasher.models import Drive
 from flasher.writer.blockdev import open_regular_file
 from flasher.writer.framing import LineReader
-from flasher.writer.launchers import Launcher, authorization_denied, default_launcher
+from flasher.writer.launchers import (
+    Launcher,
+    authorization_denied,
+    default_launcher,
+    start_helper,
+)
 from flasher.writer.probe import DEFAULT_POSITIONS, CapacityReport, FdSectorIO, probe_capacity
 from flasher.writer.probe_service import (
     ProbeRequest,
@@ -84,8 +89,7 @@ class _Probe:
         self.error: FlasherError | None = None
 
     def run(self) -> CapacityReport:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        handle = self.launcher.launch(theirs)
+        ours, handle = start_helper(self.launcher)
         self.cancel.on_cancel(lambda: _shutdown(ours))
         reader = LineReader(ours)
         try:

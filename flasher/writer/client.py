@@ -44,7 +44,7 @@ from flasher.writer.job import (
     overlay_memfd,
     stream_readinto,
 )
-from flasher.writer.launchers import Launcher, await_hello, default_launcher
+from flasher.writer.launchers import Launcher, await_hello, default_launcher, start_helper
 from flasher.writer.plan import WritePlan
 from flasher.writer.protocol import (
     DEFAULT_CHUNK_BYTES,
@@ -180,8 +180,7 @@ class _Session:
     def run(self, fds: list[int], pump: StreamPump | GrowthPump | None) -> list[TargetResult]:
         """Run the job; takes ownership of `fds` (closed once the helper holds copies)."""
         try:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            handle = self.launcher.launch(theirs)
+            ours, handle = start_helper(self.launcher)
         except BaseException:
             _release(fds, pump)
             raise

@@ -2,7 +2,8 @@
 
 Every launcher hands the helper one end of a socketpair as its stdin, which is all pkexec keeps
 (it drops the environment and every other fd). Imports only the standard library and
-flasher.writer modules.
+flasher.errors/flasher.events; the protocol's modules load when a helper's hello is read, so
+`start_helper` can start one before the rest of the writer's code has loaded.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from flasher.error_codes import Action
 from flasher.errors import AuthorizationDenied, WriterError, WriterProtocolError
-from flasher.events import CancelToken
-from flasher.writer.framing import LineReader
-from flasher.writer.protocol import MAX_EVENT_BYTES, PROTOCOL_VERSION, Hello, decode_event
 
 # Where packaging installs the helper; the polkit action's exec.path names this file.
 INSTALLED_HELPER = "/usr/libexec/flasher/flasher-writer"
@@ -41,7 +39,9 @@ PKEXEC_DISMISSED = 126
 PKEXEC_NOT_AUTHORIZED = 127
 
 if TYPE_CHECKING:  # the helper's engine is imported where a job runs in this process
+    from flasher.events import CancelToken
     from flasher.writer.blockdev import TargetPolicy
+    from flasher.writer.framing import LineReader
 
 
 class WriterHandle(Protocol):
@@ -247,6 +247,20 @@ class _ThreadHandle:
         return self._error
 
 
+# A helper that `start_helper` started: our end of the socket it speaks on, and its process.
+StartedHelper = tuple[socket.socket, WriterHandle]
+
+
+def start_helper(launcher: Launcher) -> StartedHelper:
+    """A helper started by `launcher` now, not yet greeted (`await_hello` reads its hello)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        return ours, launcher.launch(theirs)
+    except BaseException:
+        ours.close()
+        raise
+
+
 def default_launcher() -> Launcher:
     """Directly when already root, else through pkexec."""
     return DirectLauncher() if os.geteuid() == 0 else PkexecLauncher()
@@ -273,6 +287,8 @@ def await_hello(reader: LineReader, sock: socket.socket, handle: WriterHandle) -
     A helper that ends before saying it (closing `sock`) raises why: authorization refused,
     or its exit code and diagnostics; one that speaks another version, WriterProtocolError.
     """
+    from flasher.writer.protocol import MAX_EVENT_BYTES, PROTOCOL_VERSION, Hello, decode_event
+
     first = reader.read_line(MAX_EVENT_BYTES)
     if first is None:
         sock.close()

@@ -22,7 +22,14 @@ import threading
 from flasher.error_codes import Action
 from flasher.errors import FlasherError, WriterError, WriterProtocolError
 from flasher.writer.framing import LineReader
-from flasher.writer.launchers import Launcher, WriterHandle, await_hello, default_launcher
+from flasher.writer.launchers import (
+    Launcher,
+    StartedHelper,
+    WriterHandle,
+    await_hello,
+    default_launcher,
+    start_helper,
+)
 from flasher.writer.protocol import MAX_EVENT_BYTES
 from flasher.writer.sessionwire import (
     JobExit,
@@ -57,13 +64,8 @@ class _JobHandle:
 class _Session:
     """One helper process and its control connection."""
 
-    def __init__(self, launcher: Launcher) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._handle = launcher.launch(theirs)
-        except BaseException:
-            ours.close()
-            raise
+    def __init__(self, launcher: Launcher, started: StartedHelper | None = None) -> None:
+        ours, self._handle = started or start_helper(launcher)
         self._sock = ours
         self._reader = LineReader(ours)
         self._lock = threading.Lock()
@@ -157,10 +159,14 @@ class _Session:
 class SharedHelper:
     """A Launcher whose jobs share one helper process; see the module docstring."""
 
-    def __init__(self, launcher: Launcher | None = None) -> None:
+    def __init__(
+        self, launcher: Launcher | None = None, *, started: StartedHelper | None = None
+    ) -> None:
+        """`started`: a helper `launcher` already started (`start_helper`), the first to use."""
         self._launcher = launcher or default_launcher()
         self._lock = threading.Lock()
         self._session: _Session | None = None
+        self._waiting = started
         self._closed = False
         self.started = 0  # helpers started so far
 
@@ -173,8 +179,7 @@ class SharedHelper:
                     "The station's writer helper was stopped.", hint="Start the station again."
                 )
             if self._session is None or not self._session.alive:
-                self._session = _Session(self._launcher)
-                self.started += 1
+                self._new_session()
 
     def start_soon(self) -> None:
         """`start` on a thread of its own, so the helper's start-up overlaps the caller's work.
@@ -198,8 +203,7 @@ class SharedHelper:
                 for _attempt in range(2):
                     session = self._session
                     if session is None or not session.alive:
-                        session = self._session = _Session(self._launcher)
-                        self.started += 1
+                        session = self._new_session()
                     try:
                         return session.attach(sock)
                     except OSError:
@@ -212,10 +216,22 @@ class SharedHelper:
         finally:
             sock.close()  # the helper holds its own copy
 
+    def _new_session(self) -> _Session:
+        """A session on the helper started ahead, the first time; on a new helper after."""
+        started, self._waiting = self._waiting, None
+        self._session = _Session(self._launcher, started)
+        self.started += 1
+        return self._session
+
     def close(self) -> None:
         """Stop the helper (after its jobs have ended; any still running are cancelled)."""
         with self._lock:
             self._closed = True
             session, self._session = self._session, None
+            waiting, self._waiting = self._waiting, None
         if session is not None:
             session.close()
+        if waiting is not None:  # started ahead, never greeted: it ends when its socket does
+            sock, handle = waiting
+            sock.close()
+            handle.wait()

@@ -24,7 +24,7 @@ from flasher.errors import Cancelled, DriveRejected, WriterError
 from flasher.events import CancelToken
 from flasher.models import Drive
 from flasher.writer.client import ImageFeed, TargetResult, write_image
-from flasher.writer.launchers import DirectLauncher, PkexecLauncher, WriterHandle
+from flasher.writer.launchers import DirectLauncher, PkexecLauncher, WriterHandle, start_helper
 from flasher.writer.shared import SharedHelper
 from tests.support.helper_driver import (
     HelperProcess,
@@ -412,3 +412,46 @@ def test_the_client_rejects_an_exit_for_a_connection_it_never_opened() -> None:
     assert "job connection 7, which is not open" in handle.diagnostics()
     ours.close()
     shared.close()
+
+
+class _CountingLauncher:
+    """A DirectLauncher that counts the helpers it starts."""
+
+    def __init__(self) -> None:
+        self.launched = 0
+
+    def launch(self, sock: socket.socket) -> WriterHandle:
+        self.launched += 1
+        return DirectLauncher().launch(sock)
+
+
+@pytest.mark.root
+def test_a_helper_started_ahead_serves_the_first_job_and_no_other_starts(
+    loops: LoopDevices, image: tuple[Path, bytes]
+) -> None:
+    """`flash` as root starts its helper before the rest of it loads (start_helper) and hands
+    it over: the job runs on that process, greeted then, with no second helper."""
+    path, raw = image
+    card = loops.create(24 * MiB, fill=FILL)
+    launcher = _CountingLauncher()
+    started = start_helper(launcher)
+    (ahead,) = running_helpers()
+    shared = SharedHelper(launcher, started=started)
+    try:
+        result = _one(ImageFeed.from_file(path), card, shared)
+        assert [p.pid for p in running_helpers()] == [ahead.pid]
+    finally:
+        shared.close()
+    assert result.ok and result.verified, result.error
+    assert card.read(0, IMAGE_BYTES) == raw
+    assert launcher.launched == 1 and shared.started == 1
+    assert running_helpers() == []
+
+
+@pytest.mark.root
+def test_a_helper_started_ahead_and_never_used_ends_when_the_station_closes() -> None:
+    shared = SharedHelper(DirectLauncher(), started=start_helper(DirectLauncher()))
+    assert len(running_helpers()) == 1
+    shared.close()
+    assert running_helpers() == []
+    assert shared.started == 0
