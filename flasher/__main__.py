@@ -1,5 +1,5 @@
 """`python -m flasher` runs the command-line interface."""
 
-from flasher.cli.main import entry
+from flasher.cli.entry import main
 
-raise SystemExit(entry())
+raise SystemExit(main())

@@ -17,7 +17,6 @@ that does keeps its own, which must then default to SUPPRESS too.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import os
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 from flasher import __version__
 from flasher.cli.context import CliContext
+from flasher.cli.entry import command_of
 from flasher.cli.output import Output
 from flasher.errors import EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, Cancelled, FlasherError
 
@@ -54,7 +54,6 @@ COMMAND_HELP = {
     "release-update": "what updating a fleet between two releases costs; build its deltas ahead",
     "device": "talk to a device's supervisor",
 }
-_VALUE_OPTIONS = ("--api-url", "--token")
 _VERBOSE_AFTER = "verbose_after_command"
 
 GROUPS = {
@@ -74,22 +73,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message}\nhint: run '{self.prog} --help'\n")
 
 
-def _command_of(argv: Sequence[str]) -> str | None:
-    """The top-level command word in `argv` (skipping the global options and their values)."""
-    words = iter(argv)
-    for word in words:
-        if word in _VALUE_OPTIONS:
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
-
-
 def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...] | None:
     """The modules to import for `argv`; None when it names no command (`flasher --help`,
     a bare `flasher`, a misspelt command): the top-level parser is built from COMMAND_HELP
     alone."""
-    command = _command_of(argv) if argv is not None else None
+    command = command_of(argv) if argv is not None else None
     if command in COMMAND_MODULES:
         return COMMAND_MODULES[command]
     if argv is not None:
@@ -216,16 +204,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     finally:
         ctx.close()
-
-
-def entry() -> int:
-    """The installed `flasher` command and `python -m flasher`: `main()`, then no last garbage
-    collection over what is still alive when the process exits (the operating system frees
-    it; the interpreter's final passes over the ~250 loaded modules took about 10 ms)."""
-    code = main()
-    gc.freeze()
-    return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(entry())

@@ -2,6 +2,6 @@
 
 import sys
 
-from flasher.cli.main import entry
+from flasher.cli.entry import main
 
-sys.exit(entry())
+sys.exit(main())
