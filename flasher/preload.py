@@ -9,10 +9,11 @@ follow find their files in the page cache. It reads nothing itself and changes n
 with no file is skipped.
 
 What a command loads is listed in flasher/data/preload-<command>.txt, one module per line,
-recorded by `scripts/preload_list.py` (tests/unit/test_preload.py keeps flasher's part of it
-current). As root, a file is opened only without following a link (O_NOFOLLOW) and advised
-only if it is a regular file, so a link or a device planted among the modules is never opened
-or read.
+recorded by `scripts/preload_list.py` (tests/integration/test_preload_list.py fails when a
+flasher module the flash loads is missing from it); the list is read as a plain file beside
+this module, so an install whose modules are not files (a frozen app) preloads nothing. A file
+is opened only without following a link (O_NOFOLLOW) and advised only if it is a regular file,
+so a link or a device planted among the modules is never followed or read.
 
 Imports only the standard library.
 """

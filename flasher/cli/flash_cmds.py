@@ -215,9 +215,10 @@ def flash_command(args: argparse.Namespace, ctx: CliContext) -> int:
     finally:
         if helper is not None:
             helper.close()
-        elif started is not None:  # not handed over: it ends with its socket
-            started[0].close()
-            started[1].wait()
+        elif started is not None:  # not handed over
+            from flasher.writer.launchers import end_started
+
+            end_started(started)
 
 
 def _flash(

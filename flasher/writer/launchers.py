@@ -261,6 +261,13 @@ def start_helper(launcher: Launcher) -> StartedHelper:
         raise
 
 
+def end_started(started: StartedHelper) -> None:
+    """End a helper that was started and never greeted (it exits when its socket closes)."""
+    sock, handle = started
+    sock.close()
+    handle.wait()
+
+
 def default_launcher() -> Launcher:
     """Directly when already root, else through pkexec."""
     return DirectLauncher() if os.geteuid() == 0 else PkexecLauncher()

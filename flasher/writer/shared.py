@@ -28,6 +28,7 @@ from flasher.writer.launchers import (
     WriterHandle,
     await_hello,
     default_launcher,
+    end_started,
     start_helper,
 )
 from flasher.writer.protocol import MAX_EVENT_BYTES
@@ -231,7 +232,5 @@ class SharedHelper:
             waiting, self._waiting = self._waiting, None
         if session is not None:
             session.close()
-        if waiting is not None:  # started ahead, never greeted: it ends when its socket does
-            sock, handle = waiting
-            sock.close()
-            handle.wait()
+        if waiting is not None:
+            end_started(waiting)
