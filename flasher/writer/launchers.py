@@ -2,8 +2,8 @@
 
 Every launcher hands the helper one end of a socketpair as its stdin, which is all pkexec keeps
 (it drops the environment and every other fd). Imports only the standard library and
-flasher.errors/flasher.events; the protocol's modules load when a helper's hello is read, so
-`start_helper` can start one before the rest of the writer's code has loaded.
+flasher.errors; the protocol's modules load when a helper's hello is read, so `start_helper` can
+start one before the rest of the writer's code has loaded.
 """
 
 from __future__ import annotations
