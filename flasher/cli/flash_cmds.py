@@ -161,7 +161,7 @@ def _share_helper(started: StartedHelper | None) -> SharedHelper | None:
         return None
     from flasher.writer.shared import SharedHelper
 
-    helper = SharedHelper(started=started)
+    helper = SharedHelper(running=started)
     helper.start_soon()
     return helper
 

@@ -161,13 +161,13 @@ class SharedHelper:
     """A Launcher whose jobs share one helper process; see the module docstring."""
 
     def __init__(
-        self, launcher: Launcher | None = None, *, started: StartedHelper | None = None
+        self, launcher: Launcher | None = None, *, running: StartedHelper | None = None
     ) -> None:
-        """`started`: a helper `launcher` already started (`start_helper`), the first to use."""
+        """`running`: a helper `launcher` already started (`start_helper`), the first to use."""
         self._launcher = launcher or default_launcher()
         self._lock = threading.Lock()
         self._session: _Session | None = None
-        self._waiting = started
+        self._waiting = running
         self._closed = False
         self.started = 0  # helpers started so far
 

@@ -436,7 +436,7 @@ def test_a_helper_started_ahead_serves_the_first_job_and_no_other_starts(
     launcher = _CountingLauncher()
     started = start_helper(launcher)
     (ahead,) = running_helpers()
-    shared = SharedHelper(launcher, started=started)
+    shared = SharedHelper(launcher, running=started)
     try:
         result = _one(ImageFeed.from_file(path), card, shared)
         assert [p.pid for p in running_helpers()] == [ahead.pid]
@@ -450,7 +450,7 @@ def test_a_helper_started_ahead_serves_the_first_job_and_no_other_starts(
 
 @pytest.mark.root
 def test_a_helper_started_ahead_and_never_used_ends_when_the_station_closes() -> None:
-    shared = SharedHelper(DirectLauncher(), started=start_helper(DirectLauncher()))
+    shared = SharedHelper(DirectLauncher(), running=start_helper(DirectLauncher()))
     assert len(running_helpers()) == 1
     shared.close()
     assert running_helpers() == []

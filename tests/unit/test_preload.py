@@ -4,6 +4,7 @@ and the flash's list kept to modules that exist."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -35,17 +36,7 @@ def test_a_standard_library_module_may_be_an_extension_in_lib_dynload() -> None:
     assert files[0].startswith(os.path.dirname(os.__file__))
     assert files[-1].startswith(os.path.join(os.path.dirname(os.__file__), "lib-dynload"))
     found = [f for f in preload.candidate_files("json", roots) if os.path.isfile(f)]
-    assert found == [os.path.join(os.path.dirname(json_init()), "__pycache__", json_pyc())]
-
-
-def json_init() -> str:
-    spec = importlib.util.find_spec("json")
-    assert spec is not None and spec.origin is not None
-    return spec.origin
-
-
-def json_pyc() -> str:
-    return f"__init__.{sys.implementation.cache_tag}.pyc"
+    assert found == [json.__cached__]
 
 
 def test_a_module_found_in_no_folder_has_no_files() -> None:
