@@ -8,7 +8,9 @@ balena.img.{zip,gz,xz,zst} (how to make them: docs/performance.md); a missing de
 in the scratch folder, cases of a missing format are left out, and the loop devices grow to fit
 the image. Every run of every case starts from blank loop devices and a dropped page
 cache, and is timed until a trailing `sync` returns. Cases run round-robin (run 1 of every case,
-then run 2, ...) so drift on the machine hits them alike. Writes runs.json (every run) and
+then run 2, ...) so drift on the machine hits them alike; the sub-second ones (one card from a raw
+image or a warm cache) run --short-runs times a round, since a median of three cannot tell them
+apart on a disk whose runs spread by a third. Writes runs.json (every run) and
 results.md (table and goal check) into a new folder under --results, and prints the table.
 Needs root; touches only the loop devices and scratch files it creates, and removes them.
 """
@@ -62,6 +64,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rebuild RESULTS/results.md from RESULTS/runs.json without running anything",
     )
     parser.add_argument("--runs", type=int, help="runs per case (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--short-runs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="times each sub-second case (one card from a raw image or a warm cache) runs in "
+        "every round, in the round's shuffled order (default 3)",
+    )
     parser.add_argument("--quick", action="store_true", help="a few representative cases only")
     parser.add_argument(
         "--only",
@@ -105,6 +115,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.runs = 1 if args.quick else 3
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.short_runs < 1:
+        parser.error("--short-runs must be at least 1")
     return args
 
 
@@ -211,7 +223,7 @@ class Bench:
         config.mkdir()
         return cache, config
 
-    def run_case(self, case: Case, run: int) -> dict[str, Any]:
+    def run_case(self, case: Case, run: int, repeat: int = 0) -> dict[str, Any]:
         devices = self.devices[: case.targets]
         paths = [d.path for d in devices]
         argv = case.argv(self.images, paths, self.flasher_cmd)
@@ -222,6 +234,7 @@ class Bench:
             "key": case.key,
             "label": case.label,
             "run": run,
+            "repeat": repeat,
             "argv": argv,
         }
         try:
@@ -262,7 +275,9 @@ class Bench:
             decoded = m.stdout.strip()
             row["decoded_bytes"] = int(decoded) if decoded.isdigit() else None
             row["ok"] = row["decoded_bytes"] == self.image_bytes
-        wants_check = self.args.check == "all" or (self.args.check == "first" and run == 0)
+        wants_check = self.args.check == "all" or (
+            self.args.check == "first" and run == repeat == 0
+        )
         if case.targets and m.returncode == 0 and wants_check:
             drop_caches()
             row["checks"] = [
@@ -272,11 +287,13 @@ class Bench:
         return row
 
 
-def round_order(cases: Sequence[Case], run: int) -> list[Case]:
-    """The cases of round `run` in an order of their own (the same for every re-run): a case that
-    always followed the same one would always pay what that one leaves behind on the machine
-    (on this virtual machine, the case after four parallel bmaptools wrote slowly)."""
-    order = list(cases)
+def round_order(cases: Sequence[Case], run: int, short_runs: int = 1) -> list[tuple[Case, int]]:
+    """The cases of round `run`, each with its repeat number, in an order of their own (the same
+    for every re-run): a case that always followed the same one would always pay what that one
+    leaves behind on the machine (on this virtual machine, the case after four parallel
+    bmaptools wrote slowly). Sub-second cases come `short_runs` times, apart: their medians
+    then rest on more runs than a round count alone gives."""
+    order = [(c, k) for c in cases for k in range(short_runs if c.sub_second else 1)]
     random.Random(run).shuffle(order)
     return order
 
@@ -287,8 +304,9 @@ def print_row(row: dict[str, Any]) -> None:
     if "checks" in row:
         check = " check " + ("ok" if all(c["ok"] for c in row["checks"]) else "FAILED")
     written = sum(row["bytes_written"]) / 1e6
+    run = f"{row['run'] + 1}" + (f".{row['repeat'] + 1}" if row.get("repeat") else "")
     print(
-        f"  run {row['run'] + 1}  {row['key']:<40} {row['seconds']:7.3f} s  "
+        f"  run {run:<4} {row['key']:<40} {row['seconds']:7.3f} s  "
         f"{written:8.1f} MB written  {status}{check}",
         flush=True,
     )
@@ -388,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {
         **machine_info(args.flasher.split(), env),
         "runs": args.runs,
+        "short_runs": args.short_runs,
         "quick": args.quick,
         "images": str(args.images),
         "image_bytes": images.dense.stat().st_size,
@@ -406,8 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = Bench(args, images, scratch, devices)
             for run in range(args.runs):
                 print(f"run {run + 1} of {args.runs}", flush=True)
-                for case in round_order(cases, run):
-                    row = bench.run_case(case, run)
+                for case, repeat in round_order(cases, run, args.short_runs):
+                    row = bench.run_case(case, run, repeat)
                     rows.append(row)
                     print_row(row)
                 write_results(out_dir, meta, rows)

@@ -93,9 +93,9 @@ def _check_text(s: Summary) -> str:
 def markdown_table(summaries: Sequence[Summary], image_bytes: int) -> str:
     dd = _find(summaries, tool="dd", source="raw")
     lines = [
-        "| case | median s | min–max s | MB/s (image) | bytes written / target | vs dd "
+        "| case | runs | median s | min–max s | MB/s (image) | bytes written / target | vs dd "
         "| vs bmaptool | peak RSS tree (max proc) MB | check |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in summaries:
         bmap = _find(summaries, tool="bmaptool", source=s.source, verify=True, targets=s.targets)
@@ -106,7 +106,8 @@ def markdown_table(summaries: Sequence[Summary], image_bytes: int) -> str:
         failed = f" ({s.failures}/{s.runs} runs failed)" if s.failures else ""
         decode = s.tool == "decode"
         lines.append(
-            f"| {s.label}{failed} | {_fmt_s(s.median_s)} | {spread} | {rate} | {written} "
+            f"| {s.label}{failed} | {s.runs} | {_fmt_s(s.median_s)} | {spread} | {rate} "
+            f"| {written} "
             f"| {'-' if decode else _ratio(s.median_s, dd)} "
             f"| {'-' if decode or s.tool == 'bmaptool' else _ratio(s.median_s, bmap)} "
             f"| {rss} | {_check_text(s)} |"

@@ -1,0 +1,44 @@
+"""The flash benchmark's rounds: every case once, the sub-second ones several times, shuffled."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import flash_bench
+from benchlib.cases import full_matrix
+
+
+def test_sub_second_cases_come_several_times_a_round_and_the_rest_once() -> None:
+    cases = full_matrix(with_flasher=True)
+    order = flash_bench.round_order(cases, 0, 3)
+    counts = Counter(case.key for case, _ in order)
+    for key in (
+        "bmaptool/raw/1t/noverify",
+        "flasher/raw/1t/verify",
+        "flasher/raw/1t/noverify",
+        "flasher/gz/1t/verify/warmcache",
+    ):
+        assert counts[key] == 3, key
+    for key in (
+        "dd/raw/1t",
+        "flasher/raw/4t/verify",
+        "flasher/xz/1t/verify",
+        "bmaptool/gz/1t/verify",
+    ):
+        assert counts[key] == 1, key
+    assert set(counts) == {case.key for case in cases}
+    repeats = sorted(k for case, k in order if case.key == "flasher/raw/1t/verify")
+    assert repeats == [0, 1, 2]
+
+
+def test_each_round_has_an_order_of_its_own_that_a_rerun_repeats() -> None:
+    cases = full_matrix(with_flasher=True)
+    first = [(c.key, k) for c, k in flash_bench.round_order(cases, 0, 3)]
+    assert first == [(c.key, k) for c, k in flash_bench.round_order(cases, 0, 3)]
+    assert first != [(c.key, k) for c, k in flash_bench.round_order(cases, 1, 3)]
+    once = flash_bench.round_order(cases, 0, 1)
+    assert sorted(c.key for c, _ in once) == sorted(c.key for c in cases)
