@@ -61,6 +61,24 @@ def test_a_dropped_image_file_opens(
     assert page.path_edit.text() == str(image)
 
 
+def test_a_typed_image_path_opens_when_the_field_is_left(
+    make_app: MakeApp, mbr_image: ImageFactory
+) -> None:
+    """Typing a path and moving on (Tab, or a click elsewhere) opens it; Enter is not needed."""
+    app = make_app()
+    image = mbr_image().path
+    page = app.window.os_page
+    app.click(page.file_radio)
+    app.window.activateWindow()
+    app.qtbot.waitUntil(app.window.isActiveWindow)
+    app.type_into(page.path_edit, str(image))
+    assert page.path_edit.hasFocus() and page.selection() is None
+    app.qtbot.keyClick(page.path_edit, Qt.Key.Key_Tab)
+    app.qtbot.waitUntil(lambda: page.selection() is not None, timeout=FLASH_TIMEOUT_MS)
+    assert not page.path_edit.hasFocus()
+    assert page.file_status.text()
+
+
 def test_a_dropped_link_goes_to_the_url_panel(make_app: MakeApp) -> None:
     app = make_app()
     mime = QMimeData()

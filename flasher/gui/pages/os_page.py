@@ -165,7 +165,8 @@ class OsPage(QWidget):
         self.path_edit = QLineEdit(panel)
         self.path_edit.setPlaceholderText("balena-raspberrypi4-64-6.5.50.img.zip")
         self.path_edit.setAccessibleName("image file")
-        self.path_edit.returnPressed.connect(self._open_path)
+        # Enter, or leaving the field after typing in it (Tab, a click elsewhere), opens the path.
+        self.path_edit.editingFinished.connect(self._open_path)
         label = QLabel("Fi&le:", panel)
         label.setBuddy(self.path_edit)
         self.browse = QPushButton(icon("folder"), "Bro&wse…", panel)
