@@ -223,7 +223,7 @@ class Bench:
         config.mkdir()
         return cache, config
 
-    def run_case(self, case: Case, run: int, repeat: int = 0) -> dict[str, Any]:
+    def run_case(self, case: Case, run: int, repeat: int) -> dict[str, Any]:
         devices = self.devices[: case.targets]
         paths = [d.path for d in devices]
         argv = case.argv(self.images, paths, self.flasher_cmd)
@@ -287,12 +287,12 @@ class Bench:
         return row
 
 
-def round_order(cases: Sequence[Case], run: int, short_runs: int = 1) -> list[tuple[Case, int]]:
+def round_order(cases: Sequence[Case], run: int, short_runs: int) -> list[tuple[Case, int]]:
     """The cases of round `run`, each with its repeat number, in an order of their own (the same
     for every re-run): a case that always followed the same one would always pay what that one
     leaves behind on the machine (on this virtual machine, the case after four parallel
-    bmaptools wrote slowly). Sub-second cases come `short_runs` times, apart: their medians
-    then rest on more runs than a round count alone gives."""
+    bmaptools wrote slowly). Sub-second cases come `short_runs` times, each at a place of its
+    own in that order: their medians then rest on more runs than the rounds alone give."""
     order = [(c, k) for c in cases for k in range(short_runs if c.sub_second else 1)]
     random.Random(run).shuffle(order)
     return order
