@@ -1,5 +1,6 @@
 """Fixtures for the desktop app's tests: offscreen Qt, the built-in sandbox (tiny images), a
-shared image cache, and `make_app`, which builds the app's real object graph around them.
+shared image cache, `make_app`, which builds the app's real object graph around them, and a
+1 GiB image that takes a while to write whole.
 
 QT_QPA_PLATFORM is set here, before anything imports Qt.
 """
@@ -10,6 +11,7 @@ import os
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,9 +23,11 @@ from flasher.sandbox.images import ImageScale
 from flasher.sandbox.server import SandboxServer
 from flasher.settings import Settings
 from flasher.writer.launchers import Launcher
+from tests.conftest import ImageFactory
 from tests.gui.driving import App
 
 MakeApp = Callable[..., App]
+BIG_IMAGE_BYTES = 1024 * 1024 * 1024
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +83,15 @@ def make_app(
     yield make
     for app in made:
         app.controller.shutdown()
+
+
+@pytest.fixture
+def big_image(mbr_image: ImageFactory, tmp_path: Path) -> Path:
+    """A balenaOS image padded to 1 GiB (sparse): with "Write every byte" it takes long enough
+    to write that a cancel lands mid-write."""
+    built = mbr_image()
+    big = tmp_path / "big.img"
+    subprocess.run(["cp", "--sparse=always", str(built.path), str(big)], check=True)
+    big.chmod(0o644)
+    os.truncate(big, BIG_IMAGE_BYTES)
+    return big

@@ -25,7 +25,6 @@ from flasher.models import DeviceType
 from tests.conftest import ImageFactory
 from tests.gui.conftest import MakeApp
 from tests.gui.driving import FLASH_TIMEOUT_MS, App
-from tests.gui.test_outcomes import _big_image
 from tests.support.envspy import environment_spy
 from tests.support.httpserver import HttpTestServer
 
@@ -99,10 +98,10 @@ def test_dropped_text_that_is_no_image_link_is_refused(make_app: MakeApp, text: 
 
 
 def test_overall_progress_and_the_title_follow_the_write(
-    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+    make_app: MakeApp, tmp_path: Path, big_image: Path
 ) -> None:
     app = make_app()
-    app.open_image_file(_big_image(mbr_image, tmp_path))
+    app.open_image_file(big_image)
     app.next()
     app.to_targets()
     app.click(app.window.targets_page.write_all_check)

@@ -19,13 +19,11 @@ from flasher.events import Phase
 from flasher.gui.dialogs import ErrorDetailsDialog
 from flasher.gui.progress import FlashState
 from flasher.writer.launchers import DirectLauncher
-from tests.conftest import ImageFactory
 from tests.gui.conftest import MakeApp
 from tests.gui.test_flow import _boot_file
 from tests.support.loopdev import LoopDevices, require_loop
 
 MiB = 1024 * 1024
-BIG_IMAGE_BYTES = 1024 * MiB
 # Larger than the catalog's size estimate for the default Raspberry Pi 4 release (371.5 MB).
 CARD_BYTES = 512 * MiB
 
@@ -119,24 +117,12 @@ def test_failed_target_details_can_be_copied(
     assert str(bad) in copied
 
 
-def _big_image(mbr_image: ImageFactory, tmp_path: Path) -> Path:
-    """A balenaOS image padded to 1 GiB (sparse): with "Write every byte" it takes long
-    enough to write that a cancel lands mid-write."""
-    built = mbr_image()
-    big = tmp_path / "big.img"
-    subprocess.run(["cp", "--sparse=always", str(built.path), str(big)], check=True)
-    big.chmod(0o644)
-    os.truncate(big, BIG_IMAGE_BYTES)
-    return big
-
-
 def test_cancel_mid_write_leaves_the_target_unbootable(
-    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+    make_app: MakeApp, tmp_path: Path, big_image: Path
 ) -> None:
     app = make_app()
-    image = _big_image(mbr_image, tmp_path)
     target = tmp_path / "card.img"
-    app.open_image_file(image)
+    app.open_image_file(big_image)
     app.next()
     app.to_targets()
     app.click(app.window.targets_page.write_all_check)
@@ -185,10 +171,10 @@ def test_flash_to_a_loop_device_through_the_writer_helper(
 
 
 def test_closing_while_flashing_asks_then_cancels_and_quits(
-    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+    make_app: MakeApp, tmp_path: Path, big_image: Path
 ) -> None:
     app = make_app()
-    app.open_image_file(_big_image(mbr_image, tmp_path))
+    app.open_image_file(big_image)
     app.next()
     app.to_targets()
     app.click(app.window.targets_page.write_all_check)

@@ -18,10 +18,8 @@ from flasher.gui.dialogs import erase_words
 from flasher.gui.progress import FlashState
 from flasher.gui.qtmodels import ValueRole
 from flasher.gui.wording import desktop_hint, desktop_message, size_words
-from tests.conftest import ImageFactory
 from tests.gui.conftest import MakeApp
 from tests.gui.driving import CATALOG_TIMEOUT_MS, App
-from tests.gui.test_outcomes import _big_image
 
 
 def _writing(app: App, path: str) -> bool:
@@ -61,11 +59,11 @@ def test_an_inline_error_does_not_move_the_fields_below(make_app: MakeApp) -> No
 
 
 def test_cancelling_a_write_asks_and_keep_writing_finishes(
-    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+    make_app: MakeApp, tmp_path: Path, big_image: Path
 ) -> None:
     app = make_app()
     target = tmp_path / "card.img"
-    _big_flash_to(app, _big_image(mbr_image, tmp_path), target)
+    _big_flash_to(app, big_image, target)
     page = app.window.progress_page
     asked: list[bool] = []
 
@@ -83,11 +81,11 @@ def test_cancelling_a_write_asks_and_keep_writing_finishes(
 
 
 def test_a_cancelled_flash_looks_like_a_cancel(
-    make_app: MakeApp, tmp_path: Path, mbr_image: ImageFactory
+    make_app: MakeApp, tmp_path: Path, big_image: Path
 ) -> None:
     app = make_app()
     target = tmp_path / "card.img"
-    _big_flash_to(app, _big_image(mbr_image, tmp_path), target)
+    _big_flash_to(app, big_image, target)
     page = app.window.progress_page
 
     def stop_once(path: str) -> None:
