@@ -82,6 +82,10 @@ class BlkioGroup:
                 (self.path / f"blkio.throttle.{kind}_bps_device").write_text(f"{number} 0\n")
         self._limited.clear()
 
+    def add(self, pid: int) -> None:
+        """Move the running process `pid`, every thread of it, into the group."""
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """`argv` run by a shell that first moves itself into the group (then execs)."""
         procs = self.path / "cgroup.procs"

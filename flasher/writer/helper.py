@@ -345,12 +345,26 @@ def _close_all(fds: Sequence[int]) -> None:
 def _shield(cancel: CancelToken) -> None:
     """Keep a terminal from killing the helper mid-write, which would leave a half-written card
     that may boot: leave the terminal's session, ignore SIGINT and SIGHUP (the app cancels by
-    closing the socket), and turn SIGTERM into a cancel, so unfinished cards are still erased."""
+    closing the socket), and turn SIGTERM into a cancel, so unfinished cards are still erased.
+
+    Called before any other thread starts. SIGTERM is blocked in every thread (they inherit the
+    mask) and taken by a thread of its own: a Python signal handler runs only on the main thread,
+    and when the kernel hands the signal to a writing or verifying thread instead, the main
+    thread, waiting for those, would not run the handler until the job had finished."""
     with contextlib.suppress(OSError):
         os.setsid()  # fails only for a process group leader, which a child never is
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: cancel.cancel())
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(
+        target=_cancel_on_sigterm, args=(cancel,), name="flasher-sigterm", daemon=True
+    ).start()
+
+
+def _cancel_on_sigterm(cancel: CancelToken) -> None:
+    while True:
+        signal.sigwait({signal.SIGTERM})
+        cancel.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

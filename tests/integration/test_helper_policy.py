@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -29,6 +30,10 @@ from flasher.writer.protocol import TargetSpec
 from tests.conftest import ImageFactory
 from tests.support.helper_driver import HelperProcess, target_entry, write_request
 from tests.support.loopdev import LoopDevice, LoopDevices, require_loop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from benchlib.cards import BLKIO_ROOT, BlkioGroup, blkio_group
 
 MiB = 1024 * 1024
 ZRAM_CONTROL = Path("/sys/class/zram-control")
@@ -235,6 +240,7 @@ def test_plan_is_bounded_by_the_real_target_not_the_claimed_image(loops: LoopDev
 
 
 VERIFY_IMAGE_BYTES = 192 * MiB
+VERIFY_READ_BPS = 64 * MiB  # 3 s to read the image back: far longer than a signal takes
 
 
 @pytest.fixture
@@ -247,8 +253,19 @@ def big_image(tmp_path: Path) -> Path:
     return path
 
 
-def _stopped_in_verify(loop: LoopDevice, image: Path) -> HelperProcess:
-    """A helper writing `image` to `loop`, stopped (SIGSTOP) as soon as it starts verifying."""
+@pytest.fixture
+def slow_reads() -> Iterator[BlkioGroup]:
+    """A blkio group that makes the verify phase last: a helper moved into it (while stopped)
+    reads its card at `VERIFY_READ_BPS`, so a signal sent then always lands mid-verify."""
+    if not (BLKIO_ROOT / "blkio.throttle.read_bps_device").exists():
+        pytest.skip(f"no cgroup v1 blkio throttling at {BLKIO_ROOT}")
+    with blkio_group(f"flasher-test-{os.getpid()}") as group:
+        yield group
+
+
+def _stopped_in_verify(loop: LoopDevice, image: Path, slow: BlkioGroup) -> HelperProcess:
+    """A helper writing `image` to `loop`, stopped (SIGSTOP) as soon as it starts verifying,
+    and from then on reading `loop` slowly (`slow_reads`)."""
     helper = HelperProcess()
     fd = os.open(image, os.O_RDONLY)
     try:
@@ -258,6 +275,8 @@ def _stopped_in_verify(loop: LoopDevice, image: Path) -> HelperProcess:
     while (event := helper.event()) is not None:
         if event["event"] == "phase" and event["phase"] == "verifying":
             os.kill(helper.proc.pid, signal.SIGSTOP)
+            slow.limit(loop.path, VERIFY_READ_BPS)
+            slow.add(helper.proc.pid)
             return helper
         assert event["event"] not in ("target_error", "end"), event
     pytest.fail("the helper never reached the verify phase")
@@ -272,10 +291,13 @@ def _head_is_valid(loop: LoopDevice, image: Path) -> bool:
     "signals", [(signal.SIGINT,), (signal.SIGHUP,)], ids=["ctrl-c", "terminal-closed"]
 )
 def test_terminal_signals_in_verify_still_leave_the_card_unbootable(
-    loops: LoopDevices, big_image: Path, signals: tuple[signal.Signals, ...]
+    loops: LoopDevices,
+    big_image: Path,
+    slow_reads: BlkioGroup,
+    signals: tuple[signal.Signals, ...],
 ) -> None:
     loop = loops.create(VERIFY_IMAGE_BYTES + 8 * MiB)
-    helper = _stopped_in_verify(loop, big_image)
+    helper = _stopped_in_verify(loop, big_image, slow_reads)
     assert _head_is_valid(loop, big_image)  # the partition table is on: the dangerous phase
     pgid = os.getpgid(helper.proc.pid)
     for sig in signals:
@@ -284,23 +306,21 @@ def test_terminal_signals_in_verify_still_leave_the_card_unbootable(
     os.kill(helper.proc.pid, signal.SIGCONT)
     events = helper.events_until_end()
     code, _stderr = helper.finish()
-    if any(e["event"] == "target_done" for e in events):
-        pytest.skip("verify finished before the signal arrived")
+    assert not any(e["event"] == "target_done" for e in events), events
     assert code == 130, events
     assert loop.read(0, MiB) == bytes(MiB)
 
 
 def test_sigterm_in_verify_cancels_and_leaves_the_card_unbootable(
-    loops: LoopDevices, big_image: Path
+    loops: LoopDevices, big_image: Path, slow_reads: BlkioGroup
 ) -> None:
     loop = loops.create(VERIFY_IMAGE_BYTES + 8 * MiB)
-    helper = _stopped_in_verify(loop, big_image)
+    helper = _stopped_in_verify(loop, big_image, slow_reads)
     os.kill(helper.proc.pid, signal.SIGTERM)  # as systemctl stop sends it
     os.kill(helper.proc.pid, signal.SIGCONT)
     events = helper.events_until_end()
     code, _stderr = helper.finish()
-    if any(e["event"] == "target_done" for e in events):
-        pytest.skip("verify finished before the signal arrived")
+    assert not any(e["event"] == "target_done" for e in events), events
     assert _terminal(events)["code"] == "cancelled"
     assert code == 130
     assert loop.read(0, MiB) == bytes(MiB)
