@@ -154,6 +154,7 @@ class CardsBench:
             "seconds": m.seconds,
             "returncode": m.returncode,
             "peak_tree_rss_bytes": m.peak_tree_rss_bytes,
+            "sampled_tree_rss_bytes": m.sampled_tree_rss_bytes,
             "max_process_rss_bytes": m.max_process_rss_bytes,
             "cpu_seconds": m.cpu_seconds,
             "load_avg_1min": os.getloadavg()[0],
@@ -242,6 +243,7 @@ class CardsBench:
             "returncode": proc.returncode,
             "seconds": (max(ends) - inserted_at) if ends and inserted_at else None,
             "peak_tree_rss_bytes": rss.peak_bytes,
+            "sampled_tree_rss_bytes": rss.sampled_bytes,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "load_avg_1min": os.getloadavg()[0],
             "cards": [
@@ -311,6 +313,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "median_total_s": _median([r["seconds"] for r in runs if r["seconds"]]),
             "per_speed": per_speed,
             "peak_tree_rss_mb": max(r["peak_tree_rss_bytes"] for r in runs) / MB,
+            "sampled_tree_rss_mb": max(r.get("sampled_tree_rss_bytes", 0) for r in runs) / MB,
             "median_cpu_s": _median([r["cpu_seconds"] for r in runs if "cpu_seconds" in r]),
             "all_verified": all(c["ok"] and c["verified"] and c.get("check_ok") for c in cards),
             "load_avg_1min": [round(r["load_avg_1min"], 1) for r in runs],
@@ -342,7 +345,7 @@ def _cards_per_hour(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(summaries: list[dict[str, Any]]) -> str:
     lines = [
         "| mode | set | runs | total s | card s (median) by speed | vs alone | cards/h "
-        "(vs card speed) | peak RSS MB | CPU s | all verified | load |",
+        "(vs card speed) | peak RSS MB (sampled) | CPU s | all verified | load |",
         "|---|---|---:|---:|---|---|---|---:|---:|---|---|",
     ]
     for s in summaries:
@@ -361,7 +364,7 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
         cpu = f"{s['median_cpu_s']:.1f}" if s["median_cpu_s"] is not None else "-"
         lines.append(
             f"| {s['mode']} | {s['set']} | {s['runs']} | {total} | {times} | {ratios or '-'} "
-            f"| {per_hour} | {s['peak_tree_rss_mb']:.0f} | {cpu} "
+            f"| {per_hour} | {s['peak_tree_rss_mb']:.0f} ({s['sampled_tree_rss_mb']:.0f}) | {cpu} "
             f"| {'yes' if s['all_verified'] else 'NO'} "
             f"| {', '.join(map(str, s['load_avg_1min']))} |"
         )
@@ -429,7 +432,8 @@ def _print_row(row: dict[str, Any]) -> None:
     print(
         f"run {row['run'] + 1} {row['mode']:<5} {row['set']:<12} total {total} s, "
         f"cards {spread} s, {good}/{len(cards)} verified, "
-        f"RSS {row['peak_tree_rss_bytes'] / MB:.0f} MB, rc {row['returncode']}",
+        f"RSS {row['peak_tree_rss_bytes'] / MB:.0f} MB "
+        f"(sampled {row.get('sampled_tree_rss_bytes', 0) / MB:.0f}), rc {row['returncode']}",
         flush=True,
     )
     if "stderr" in row:

@@ -10,11 +10,19 @@ arenas held freed pieces besides. One arena, pieces up to 32 MiB taken from the 
 a faster decode and a lower peak (see docs/performance.md).
 
 Called once at the start of the command-line and desktop entry points, before any thread
-allocates: arenas already made stay. Does nothing off glibc (or where mallopt is missing).
-Imports only the standard library (ctypes, when called).
+allocates: arenas already made stay. The free heap kept for the next pieces outlives the
+stream: `release_free_memory` gives it back once no more come (a bench station's image is
+prepared once, then every card is written from the file, so those 64 MiB would sit idle beside
+the writer's buffers all day). Both do nothing off glibc. Imports only the standard library
+(ctypes, when called).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ctypes
 
 # mallopt's parameters (glibc malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -26,15 +34,24 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest dynamic threshold
 TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 
-def tune_for_streaming() -> bool:
-    """Set the allocator's options for large hand-over buffers; whether glibc took them all."""
+def _glibc() -> ctypes.CDLL | None:
     import ctypes  # not needed by --help and usage errors
 
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018  # glibc's own function: not musl or another libc
-        mallopt = libc.mallopt
     except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def tune_for_streaming() -> bool:
+    """Set the allocator's options for large hand-over buffers; whether glibc took them all."""
+    import ctypes
+
+    libc = _glibc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
@@ -44,3 +61,16 @@ def tune_for_streaming() -> bool:
         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
     )
     return all(mallopt(option, value) == 1 for option, value in settings)
+
+
+def release_free_memory() -> bool:
+    """Give the heap's free memory back to the kernel (glibc's malloc_trim); whether any was."""
+    import ctypes
+
+    libc = _glibc()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
+    return bool(trim(0))

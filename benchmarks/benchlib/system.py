@@ -125,6 +125,7 @@ class Measured:
     stdout: str
     stderr: str
     cpu_seconds: float = 0.0  # user + system, the command and every descendant it waited for
+    sampled_tree_rss_bytes: int = 0  # the largest total the polls saw at one moment
 
 
 class TreeRss(threading.Thread):
@@ -132,7 +133,10 @@ class TreeRss(threading.Thread):
 
     The kernel keeps each process's high-water mark, so a slow poll (cheap on a 2-CPU machine
     that is also running the benchmark) still catches every peak of a process it sees once;
-    the sum of the per-process peaks is at least the largest simultaneous total.
+    the sum of the per-process peaks is at least the largest simultaneous total. It overstates
+    that total when the processes peak at different times, so the largest total of current
+    RSS (VmRSS) seen at one poll is kept too (`sampled_bytes`): at most the true simultaneous
+    peak, since a poll can miss a short one. The truth lies between the two.
     """
 
     def __init__(self, pid: int) -> None:
@@ -140,12 +144,14 @@ class TreeRss(threading.Thread):
         self._pid = pid
         self._done = threading.Event()
         self._peaks: dict[int, int] = {}
+        self.sampled_bytes = 0
 
     @property
     def peak_bytes(self) -> int:
         return sum(self._peaks.values())
 
     def _sample(self, pids: list[int]) -> None:
+        now = 0
         for pid in pids:
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
@@ -155,7 +161,9 @@ class TreeRss(threading.Thread):
                 if line.startswith("VmHWM:"):
                     hwm = int(line.split()[1]) * 1024
                     self._peaks[pid] = max(self._peaks.get(pid, 0), hwm)
-                    break
+                elif line.startswith("VmRSS:"):
+                    now += int(line.split()[1]) * 1024
+        self.sampled_bytes = max(self.sampled_bytes, now)
 
     def run(self) -> None:
         try:
@@ -217,4 +225,5 @@ def run_measured(
         stdout=stdout.decode("utf-8", "replace"),
         stderr=stderr.decode("utf-8", "replace"),
         cpu_seconds=usage.ru_utime + usage.ru_stime,
+        sampled_tree_rss_bytes=poller.sampled_bytes,
     )

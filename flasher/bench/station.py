@@ -42,6 +42,7 @@ from flasher.drives.discovery import find_drive, list_drives
 from flasher.drives.monitor import DriveAction, DriveEvent, DriveMonitor
 from flasher.errors import Cancelled, ConfigError, DriveGone, FlasherError
 from flasher.events import CancelToken, Event, EventCallback, Log, Phase, PhaseChanged
+from flasher.heap import release_free_memory
 from flasher.models import Drive
 from flasher.pipeline import CardImage, PreparedJob, accept_warnings, check, write
 from flasher.provider import ImageProvider
@@ -224,6 +225,7 @@ class Station:
         image = job.prepare(
             self._provider, on_event=lambda ev: self._emit(StationUpdate(ev)), cancel=cancel
         )
+        release_free_memory()  # what unpacking it left free: every card reads the file
         self._image = image
         try:
             # Started (and, without root, authorised) once, before the first card needs it.

@@ -1,4 +1,5 @@
-"""flasher.heap: after tuning, a thread's multi-MiB buffer comes from the one shared heap."""
+"""flasher.heap: after tuning, a thread's multi-MiB buffer comes from the one shared heap, and the
+free heap kept for the next buffers goes back to the kernel when released."""
 
 from __future__ import annotations
 
@@ -74,3 +75,41 @@ def test_tuned_threads_take_large_buffers_from_the_shared_heap() -> None:
     assert result["tuned"] is True
     assert result["mmapped"] == 0
     assert isinstance(result["main_arena"], int) and result["main_arena"] >= 8 * MiB
+
+
+# Tuned, a freed 48 MiB stays in the heap (under the 64 MiB trim threshold) until it is released.
+RELEASE_PROBE = textwrap.dedent(
+    """
+    import json
+    from pathlib import Path
+
+    from flasher.heap import release_free_memory, tune_for_streaming
+
+    def rss() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    tuned = tune_for_streaming()
+    pieces = [bytearray(1 << 20) for _ in range(48)]
+    held = rss()
+    del pieces
+    freed = rss()
+    released = release_free_memory()
+    print(json.dumps({"tuned": tuned, "held": held, "freed": freed,
+                      "released": released, "after": rss()}))
+    """
+)
+
+
+@pytest.mark.usefixtures("glibc")
+def test_releasing_gives_the_kept_free_heap_back() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout)
+    assert result["tuned"] is True
+    assert result["held"] - result["freed"] < 8 * MiB  # freed, but kept for the next pieces
+    assert result["released"] is True
+    assert result["freed"] - result["after"] >= 40 * MiB
