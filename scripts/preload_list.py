@@ -22,7 +22,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LIST = ROOT / "flasher" / "data" / "preload-flash.txt"
+sys.path.insert(0, str(ROOT))
+
+from flasher.preload import LISTS, module_names  # noqa: E402  # this checkout's, not an install's
+
+LIST = Path(LISTS) / "preload-flash.txt"
 HEADER = (
     "# The modules `flasher flash` and its writer helper load, in the order they load them:\n"
     "# flasher.preload reads their files ahead. Recorded by scripts/preload_list.py.\n"
@@ -72,7 +76,7 @@ def main() -> int:
     args = parser.parse_args()
     names = record(args.image, args.target)
     if args.check:
-        listed = set(LIST.read_text(encoding="utf-8").split())
+        listed = set(module_names("flash"))
         missing = [n for n in names if n.startswith("flasher") and n not in listed]
         if missing:
             print(f"not in {LIST.name}: {', '.join(missing)}; run {Path(__file__).name}")
