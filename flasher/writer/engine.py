@@ -65,6 +65,10 @@ VERIFY_READERS = 2
 
 EmitFn = Callable[[Event], None]
 
+# What erasing writes, for every target of the process: a read-only private mapping is the
+# kernel's zero page, so it takes no memory however many targets a station runs.
+_ZEROS = mmap.mmap(-1, HEAD_BYTES, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+
 
 @dataclass(frozen=True)
 class TargetOutcome:
@@ -113,7 +117,6 @@ class TargetJob:
         self.source = source
         self.emit = emit
         self.cancel = cancel
-        self._zeros = mmap.mmap(-1, HEAD_BYTES)
         self._scratch: bytearray | None = None
         # Verifying: hashes the read-back pieces of a chunk whose digest is not known yet (a
         # random-access source without the job's ImageHasher) or to compare with the stream's
@@ -166,7 +169,7 @@ class TargetJob:
             raise self._error(err, "flushing its cache") from None
 
     def _zero(self, offset: int, length: int) -> None:
-        zeros = memoryview(self._zeros)
+        zeros = memoryview(_ZEROS)
         while length > 0:
             step = min(length, len(zeros))
             self._pwrite(zeros[:step], offset, "erasing")
@@ -229,20 +232,20 @@ class TargetJob:
         self.emit(PhaseChanged(Phase.WRITING, t.path))
         self.erase_ends()
         meter = RateMeter(Phase.WRITING, self.plan.total_bytes, target=t.path)
-        head = mmap.mmap(-1, HEAD_BYTES)
-        head_view = memoryview(head)
+        # The partition table goes on last, once the rest is durable: a random-access source
+        # gives it again then; a stream's is held back here until then.
+        head = None if isinstance(self.source, RandomAccessSource) else mmap.mmap(-1, HEAD_BYTES)
         done = 0
         with self.scrubbing() as end_scrub:
             for index, buf in feed:
                 self.cancel.check()
                 chunk = self.plan.chunks[index]
                 n = self._io_len(chunk.length)
-                if chunk.offset < HEAD_BYTES:
-                    # Held back: the partition table goes on last, once the rest is durable.
-                    n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
-                    head_view[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
-                else:
+                if chunk.offset >= HEAD_BYTES:
                     self._pwrite(memoryview(buf)[:n], chunk.offset)
+                elif head is not None:
+                    n = min(round_up(chunk.length, 4096), HEAD_BYTES - chunk.offset)
+                    head[chunk.offset : chunk.offset + n] = memoryview(buf)[:n]
                 feed.release(buf)
                 done += chunk.length
                 if (progress := meter.update(done)) is not None:
@@ -253,15 +256,26 @@ class TargetJob:
                 self.hasher.hurry()
             end_scrub()
             self._fsync()  # the data and the zeroed journal blocks, before the first MiB
-        for index in self.plan.head_indices():
-            chunk = self.plan.chunks[index]
-            self._pwrite(
-                head_view[chunk.offset : chunk.offset + self._io_len(chunk.length)], chunk.offset
-            )
+        feed.close()  # its buffers are not needed again: N targets' idle buffers add up
+        self._write_head(head)
         self._fsync()
         if t.kind is TargetKind.FILE and os.fstat(t.fd).st_size > t.size_bytes:
             os.ftruncate(t.fd, t.size_bytes)  # drop the O_DIRECT padding past the image end
         return done
+
+    def _write_head(self, held: mmap.mmap | None) -> None:
+        """Write the pieces in the first MiB: from `held`, or read again from the source."""
+        head = held if held is not None else mmap.mmap(-1, HEAD_BYTES)
+        with memoryview(head) as view:
+            for index in self.plan.head_indices():
+                chunk = self.plan.chunks[index]
+                n = self._io_len(chunk.length)
+                if held is None:
+                    assert isinstance(self.source, RandomAccessSource)
+                    self.source.read_into(view[:n], chunk)  # zero-pads to n
+                    self._pwrite(view[:n], chunk.offset)
+                else:
+                    self._pwrite(view[chunk.offset : chunk.offset + n], chunk.offset)
 
     def _read_target(self, index: int, buf: memoryview) -> None:
         chunk = self.plan.chunks[index]
