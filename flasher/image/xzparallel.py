@@ -262,10 +262,12 @@ class _BlockOutput:
             yield piece
 
 
-def block_pieces(header: bytes, block: XzBlock, slices: Iterator[bytes]) -> Iterator[bytes]:
+def block_pieces(
+    header: bytes, block: XzBlock, slices: Iterator[bytes], piece_bytes: int
+) -> Iterator[bytes]:
     """One block (its stored bytes, as `slices` gives them) decoded as a one-block stream, in
-    pieces of at most `OUT_CHUNK_BYTES`; raises LZMAError (check, sizes, data) or EOFError
-    after the pieces decoded before the fault."""
+    pieces of at most `piece_bytes`; raises LZMAError (check, sizes, data) or EOFError after
+    the pieces decoded before the fault."""
     index = _index_for(block)
     trailer = index + _footer_for(index, header[6:8])
     decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
@@ -278,9 +280,9 @@ def block_pieces(header: bytes, block: XzBlock, slices: Iterator[bytes]) -> Iter
             data = next(slices, None)
             if data is None:
                 break
-            piece = decoder.decompress(data, dec.OUT_CHUNK_BYTES)
+            piece = decoder.decompress(data, piece_bytes)
         else:
-            piece = decoder.decompress(b"", dec.OUT_CHUNK_BYTES)
+            piece = decoder.decompress(b"", piece_bytes)
         if piece:
             yield piece
     decoder.decompress(trailer)
@@ -312,7 +314,7 @@ def file_slices(
 def _decode_block(header: bytes, block: XzBlock, data: list[bytes], out: _BlockOutput) -> None:
     """One block's pieces put into `out`; LZMAError or EOFError end `out` with that error."""
     try:
-        for piece in block_pieces(header, block, _draining(data)):
+        for piece in block_pieces(header, block, _draining(data), dec.OUT_CHUNK_BYTES):
             out.put(piece)
     except _Cancelled:
         return

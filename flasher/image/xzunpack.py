@@ -39,6 +39,9 @@ WriteFn = Callable[[bytes, int], Extents]
 StepFn = Callable[[int, Extents], None]
 
 AHEAD_PER_WORKER = 4
+# What a thread decodes at once and then writes: small, since it stays in memory only until
+# written (the pieces that the stream reader waits for are larger).
+PIECE_BYTES = 1024 * 1024
 
 
 class _Halted(Exception):
@@ -85,7 +88,7 @@ class _Feed:
         from `offset` in the raw image."""
         at, what = place
         slices = file_slices(self.pread, at, block.stored_bytes, self.name, what)
-        for piece in block_pieces(header, block, slices):
+        for piece in block_pieces(header, block, slices, PIECE_BYTES):
             if self.halt.is_set() or self.cancelled():
                 raise _Halted
             written = self.write(piece, offset)

@@ -4,8 +4,10 @@ thread, reported in file order; bad blocks, cancelling, write failures and the b
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from tests.support import xzfiles
 from tests.support.images import require_tools
 
 BLOCK_BYTES = xzfiles.BLOCK_BYTES
+MiB = xzfiles.MiB
 Extents = list[tuple[int, int]]
 
 
@@ -231,6 +234,29 @@ def test_unpack_to_takes_this_path_for_a_multi_block_file(
     assert calls == [1]
 
 
+def test_threads_hold_small_pieces_of_large_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of 16 MiB decode in PIECE_BYTES pieces: what two threads hold stays small."""
+    rng = random.Random(5)
+    disk = tmp_path / "big.img"
+    words = [rng.randbytes(64) for _ in range(256)]
+    disk.write_bytes(b"".join(rng.choice(words) for _ in range(48 * MiB // 64)))
+    xz = xzfiles.make_xz(tmp_path, disk, "-T2", f"--block-size={16 * MiB}")
+    monkeypatch.setattr("flasher.image.xzparallel.worker_count", lambda: 2)
+    out = tmp_path / "unpacked.img"
+    tracemalloc.start()
+    try:
+        assert open_source(xz).unpack_to(out) == 48 * MiB
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.read_bytes() == disk.read_bytes()
+    # Two threads, each with liblzma's 4 MiB dictionary (xz -3), the input it holds and one
+    # piece: 16.8 MiB with 1 MiB pieces (or 256 KiB ones); 25.6 MiB with 4 MiB pieces.
+    assert peak < 20 * MiB
+
+
 def test_a_block_still_waiting_for_a_thread_when_the_last_is_handed_out_is_decoded(
     files: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -255,7 +281,7 @@ def test_the_first_block_not_yet_reported_is_reported_piece_by_piece(
     """Followers see the block at the front as it is written, not once it is whole."""
     _disk, xz = files
     piece = 64 * 1024
-    monkeypatch.setattr(decoders, "OUT_CHUNK_BYTES", piece)
+    monkeypatch.setattr(xzunpack, "PIECE_BYTES", piece)
     job = Unpacking(xz, tmp_path / "out.img", workers=2)
     second_piece = threading.Event()
     release = threading.Event()
