@@ -9,7 +9,7 @@ validation and writer values only.
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -20,8 +20,9 @@ from flasher.drives.constraints import Problem, Severity, check_drive, rejection
 from flasher.errors import ConfigError
 from flasher.events import CancelToken, EventCallback, Phase, PhaseChanged
 from flasher.gui.wording import word_problem
+from flasher.image.inspection import ImageIdentity
 from flasher.models import DeviceConfig, Drive, NetworkKind
-from flasher.pipeline import FlashJob, FlashReport, run_flash
+from flasher.pipeline import FlashJob, FlashReport, finish_flash, prepare, write
 from flasher.provider import ImageProvider, SessionFactory
 from flasher.settings import Settings
 from flasher.validation import validate_device_config
@@ -148,32 +149,50 @@ def flash_work(
     launcher: Launcher | None,
     session_factory: SessionFactory,
 ) -> Callable[[EventCallback, CancelToken], Outcome]:
-    """The flash as a worker's job: each drive is checked on its own (one that cannot be
-    written fails alone and the others are written), a fleet chosen with the saved login gets
-    its config.json from the API, then the core's run_flash."""
+    """The flash as a worker's job, the core's prepare and write as run_flash does them, with
+    each drive checked on its own once the image's size is known (one that cannot be written
+    fails alone and the others are written), and a fleet chosen with the saved login getting
+    its config.json from the API once the image is known."""
 
     def work(emit: EventCallback, cancel: CancelToken) -> Outcome:
-        resolved = provider.obtain(job.source, on_event=emit, cancel=cancel)
-        size_bytes = os.path.getsize(resolved.raw_path)
-        refused, usable = refuse_unusable(drives, size_bytes, str(resolved.raw_path))
-        for result in refused:
-            emit(PhaseChanged(Phase.FAILED, target=result.target))
-        if not usable:
-            return Outcome(None, tuple(refused))
-        config = job.config
+        started = time.monotonic()
+        config, config_from_image = job.config, job.config_from_image
         if config is not None and needs_fleet_config(config):
             # The saved login instead of a provisioning key: the API makes the fleet's
             # config.json (with a new key), as the CLI's flash --fleet does when logged in.
-            config = with_fleet_config(config, session_factory)
-        report = run_flash(
-            replace(job, targets=tuple(d.path for d in usable), config=config),
+            fleet = config
+            config = None
+
+            def config_from_image(_identity: ImageIdentity) -> DeviceConfig:
+                return with_fleet_config(fleet, session_factory)
+
+        with prepare(
+            job.source,
             provider,
+            config=config,
+            config_from_image=config_from_image,
+            bmap_path=job.bmap_path,
+            write_all=job.write_all,
+            expected_sha256=job.expected_sha256,
+            one_flash=True,
             on_event=emit,
             cancel=cancel,
-            confirm=confirm,
-            launcher=launcher,
-            drives=usable,
-        )
-        return Outcome(report, tuple(refused))
+        ) as prepared:
+            refused, usable = refuse_unusable(drives, prepared.size_bytes, str(prepared.raw_path))
+            for result in refused:
+                emit(PhaseChanged(Phase.FAILED, target=result.target))
+            if not usable:
+                return Outcome(None, tuple(refused))
+            outcome = write(
+                prepared,
+                usable,
+                verify=job.verify,
+                confirm=confirm,
+                allow_internal=job.allow_internal,
+                on_event=emit,
+                cancel=cancel,
+                launcher=launcher,
+            )
+        return Outcome(finish_flash(prepared, outcome, started, emit), tuple(refused))
 
     return work

@@ -49,6 +49,7 @@ __all__ = [
     "WriteOutcome",
     "accept_warnings",
     "check",
+    "finish_flash",
     "prepare",
     "require_targets",
     "resolve_target",
@@ -153,6 +154,14 @@ def run_flash(
             cancel=cancel,
             launcher=launcher,
         )
+    return finish_flash(prepared, outcome, started, on_event)
+
+
+def finish_flash(
+    prepared: PreparedJob, outcome: WriteOutcome, started: float, on_event: EventCallback
+) -> FlashReport:
+    """After the prepared job is closed: raise its image's error if the decode found one, say
+    done or failed, and report (`started`: the job's time.monotonic() start)."""
     prepared.raise_source_error()  # the image was bad: a job failure, as when found unpacking
     on_event(PhaseChanged(Phase.DONE if outcome.ok else Phase.FAILED))
     return FlashReport(

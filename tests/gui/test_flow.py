@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
@@ -15,6 +16,7 @@ from flasher.image.byteio import FileReader
 from flasher.image.inspection import boot_filesystem, inspect_image, open_boot_partition
 from flasher.image.network import WIFI_KEYFILE_NAME
 from flasher.image.partitions import read_partition_table
+from tests.conftest import ImageFactory
 from tests.gui.conftest import MakeApp
 from tests.gui.driving import App
 
@@ -101,3 +103,29 @@ def test_event_loop_keeps_ticking_while_flashing(
     seconds = time.monotonic() - started
     timer.stop()
     assert len(ticks_while_flashing) >= 20, f"{len(ticks_while_flashing)} ticks in {seconds:.2f} s"
+
+
+def test_a_compressed_image_is_unpacked_once_while_it_is_written(
+    make_app: MakeApp,
+    tmp_path: Path,
+    mbr_image: ImageFactory,
+    compressed_image: Callable[[Path, str], Path],
+) -> None:
+    """The flash decodes a .gz once, writing as it goes; it is not unpacked whole first (to
+    check the drives' sizes) and then opened again from the cache."""
+    image = mbr_image(device_type="raspberrypi4-64", os_version="5.3.21")
+    app = make_app()
+    app.open_image_file(compressed_image(image.path, "gz"))
+    app.next()
+    app.to_targets()
+    target = tmp_path / "card.img"
+    app.add_file_target(target)
+    app.flash()
+    assert app.controller.state is FlashState.DONE
+    job = app.controller.job
+    assert job is not None
+    assert job.log.count("[phase] job: unpacking") == 1, job.log
+    report = app.controller.report
+    assert report is not None and report.results[0].verified
+    with open(target, "rb") as card, open(image.path, "rb") as raw:
+        assert card.read(1024 * 1024) == raw.read(1024 * 1024)  # the partition table
