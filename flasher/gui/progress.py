@@ -311,9 +311,11 @@ def human_speed(speed_bps: float | None) -> str:
 
 
 def human_duration(seconds: float | None) -> str:
-    """ "45 s", "3 min 05 s", "1 h 02 min"; empty when unknown."""
+    """ "under 1 s", "45 s", "3 min 05 s", "1 h 02 min"; empty when unknown."""
     if seconds is None:
         return ""
+    if seconds < 0.5:  # a flash from the cache to a fast card: "0 s" reads as nothing done
+        return "under 1 s"
     total = round(seconds)
     if total < 60:
         return f"{total} s"

@@ -105,14 +105,14 @@ def test_event_loop_keeps_ticking_while_flashing(
     assert len(ticks_while_flashing) >= 20, f"{len(ticks_while_flashing)} ticks in {seconds:.2f} s"
 
 
-def test_a_compressed_image_is_unpacked_once_while_it_is_written(
+def test_a_compressed_image_is_obtained_once_by_the_flash(
     make_app: MakeApp,
     tmp_path: Path,
     mbr_image: ImageFactory,
     compressed_image: Callable[[Path, str], Path],
 ) -> None:
-    """The flash decodes a .gz once, writing as it goes; it is not unpacked whole first (to
-    check the drives' sizes) and then opened again from the cache."""
+    """The flash obtains its image once: it no longer obtains it whole first (to check the
+    drives' sizes) and then again inside the flash, which logged the unpacking twice."""
     image = mbr_image(device_type="raspberrypi4-64", os_version="5.3.21")
     app = make_app()
     app.open_image_file(compressed_image(image.path, "gz"))

@@ -291,7 +291,16 @@ def test_human_bytes(size: int, text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(None, ""), (45.2, "45 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")]
+    ("seconds", "text"),
+    [
+        (None, ""),
+        (0.0, "under 1 s"),
+        (0.4, "under 1 s"),
+        (0.6, "1 s"),
+        (45.2, "45 s"),
+        (185, "3 min 05 s"),
+        (3720, "1 h 02 min"),
+    ],
 )
 def test_human_duration(seconds: float | None, text: str) -> None:
     assert human_duration(seconds) == text
