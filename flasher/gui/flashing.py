@@ -22,7 +22,7 @@ from flasher.events import CancelToken, EventCallback, Phase, PhaseChanged
 from flasher.gui.wording import word_problem
 from flasher.image.inspection import ImageIdentity
 from flasher.models import DeviceConfig, Drive, NetworkKind
-from flasher.pipeline import FlashJob, FlashReport, finish_flash, prepare, write
+from flasher.pipeline import FlashJob, FlashReport, finish_flash, prepare_flash, write_flash
 from flasher.provider import ImageProvider, SessionFactory
 from flasher.settings import Settings
 from flasher.validation import validate_device_config
@@ -156,42 +156,29 @@ def flash_work(
 
     def work(emit: EventCallback, cancel: CancelToken) -> Outcome:
         started = time.monotonic()
-        config, config_from_image = job.config, job.config_from_image
+        config = job.config
+        configured = job
         if config is not None and needs_fleet_config(config):
             # The saved login instead of a provisioning key: the API makes the fleet's
             # config.json (with a new key), as the CLI's flash --fleet does when logged in.
-            fleet = config
-            config = None
+            def fleet_config(_identity: ImageIdentity) -> DeviceConfig:
+                return with_fleet_config(config, session_factory)
 
-            def config_from_image(_identity: ImageIdentity) -> DeviceConfig:
-                return with_fleet_config(fleet, session_factory)
-
-        with prepare(
-            job.source,
-            provider,
-            config=config,
-            config_from_image=config_from_image,
-            bmap_path=job.bmap_path,
-            write_all=job.write_all,
-            expected_sha256=job.expected_sha256,
-            one_flash=True,
-            on_event=emit,
-            cancel=cancel,
-        ) as prepared:
+            configured = replace(job, config=None, config_from_image=fleet_config)
+        with prepare_flash(configured, provider, on_event=emit, cancel=cancel) as prepared:
             refused, usable = refuse_unusable(drives, prepared.size_bytes, str(prepared.raw_path))
             for result in refused:
                 emit(PhaseChanged(Phase.FAILED, target=result.target))
             if not usable:
                 return Outcome(None, tuple(refused))
-            outcome = write(
+            outcome = write_flash(
+                job,
                 prepared,
                 usable,
-                verify=job.verify,
                 confirm=confirm,
-                allow_internal=job.allow_internal,
+                launcher=launcher,
                 on_event=emit,
                 cancel=cancel,
-                launcher=launcher,
             )
         return Outcome(finish_flash(prepared, outcome, started, emit), tuple(refused))
 

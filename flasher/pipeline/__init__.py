@@ -3,11 +3,12 @@
     prepare (flasher.pipeline.prepare): resolve → download → unpack → configure → map, once
     write   (flasher.pipeline.write):   check → confirm → write → verify, per target or card
 
-`run_flash` composes the two for the CLI's `flash` and the desktop app; the bench station
-prepares once and writes each card as it arrives (`PreparedJob.card` derives a card's own
-configuration). Steps 2–4 are cached, so the second card of a batch starts at the check.
-Synchronous; events go to `on_event`; cancellation through a CancelToken. Never prints; imports
-no Qt.
+`run_flash` composes the two for the CLI's `flash`; the desktop app composes the same parts
+(`prepare_flash`, `write_flash`, `finish_flash`) to check each drive once the image's size is
+known; the bench station prepares once and writes each card as it arrives (`PreparedJob.card`
+derives a card's own configuration). Steps 2–4 are cached, so the second card of a batch starts
+at the check. Synchronous; events go to `on_event`; cancellation through a CancelToken. Never
+prints; imports no Qt.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ __all__ = [
     "check",
     "finish_flash",
     "prepare",
+    "prepare_flash",
     "require_targets",
     "resolve_target",
     "run_flash",
     "write",
+    "write_flash",
 ]
 
 
@@ -131,7 +134,31 @@ def run_flash(
         targets = list(drives)
     else:
         targets = [resolve_target(t, early_drives) for t in job.targets]
-    with prepare(
+    with prepare_flash(
+        job, provider, on_event=on_event, cancel=cancel, early_map=early_map
+    ) as prepared:
+        outcome = write_flash(
+            job,
+            prepared,
+            targets,
+            confirm=confirm,
+            launcher=launcher,
+            on_event=on_event,
+            cancel=cancel,
+        )
+    return finish_flash(prepared, outcome, started, on_event)
+
+
+def prepare_flash(
+    job: FlashJob,
+    provider: ImageProvider,
+    *,
+    on_event: EventCallback,
+    cancel: CancelToken,
+    early_map: EarlyMap | None = None,
+) -> PreparedJob:
+    """`prepare` `job`'s image as its settings say, to be written once (see `prepare`)."""
+    return prepare(
         job.source,
         provider,
         config=job.config,
@@ -143,18 +170,30 @@ def run_flash(
         on_event=on_event,
         cancel=cancel,
         early_map=early_map,
-    ) as prepared:
-        outcome = write(
-            prepared,
-            targets,
-            verify=job.verify,
-            confirm=confirm,
-            allow_internal=job.allow_internal,
-            on_event=on_event,
-            cancel=cancel,
-            launcher=launcher,
-        )
-    return finish_flash(prepared, outcome, started, on_event)
+    )
+
+
+def write_flash(
+    job: FlashJob,
+    prepared: PreparedJob,
+    targets: Sequence[Drive],
+    *,
+    confirm: ConfirmWarnings | None,
+    launcher: Launcher | None,
+    on_event: EventCallback,
+    cancel: CancelToken,
+) -> WriteOutcome:
+    """`write` the prepared image to `targets` as `job`'s settings say (see `write`)."""
+    return write(
+        prepared,
+        targets,
+        verify=job.verify,
+        confirm=confirm,
+        allow_internal=job.allow_internal,
+        on_event=on_event,
+        cancel=cancel,
+        launcher=launcher,
+    )
 
 
 def finish_flash(
