@@ -257,25 +257,33 @@ class TargetJob:
             end_scrub()
             self._fsync()  # the data and the zeroed journal blocks, before the first MiB
         feed.close()  # its buffers are not needed again: N targets' idle buffers add up
-        self._write_head(head)
+        if head is None:
+            with memoryview(mmap.mmap(-1, HEAD_BYTES)) as view:
+                self.write_head_again(view)
+        else:
+            with memoryview(head) as view:
+                for index in self.plan.head_indices():
+                    chunk = self.plan.chunks[index]
+                    self._pwrite(
+                        view[chunk.offset : chunk.offset + self._io_len(chunk.length)],
+                        chunk.offset,
+                    )
         self._fsync()
         if t.kind is TargetKind.FILE and os.fstat(t.fd).st_size > t.size_bytes:
             os.ftruncate(t.fd, t.size_bytes)  # drop the O_DIRECT padding past the image end
         return done
 
-    def _write_head(self, held: mmap.mmap | None) -> None:
-        """Write the pieces in the first MiB: from `held`, or read again from the source."""
-        head = held if held is not None else mmap.mmap(-1, HEAD_BYTES)
-        with memoryview(head) as view:
-            for index in self.plan.head_indices():
-                chunk = self.plan.chunks[index]
-                n = self._io_len(chunk.length)
-                if held is None:
-                    assert isinstance(self.source, RandomAccessSource)
-                    self.source.read_into(view[:n], chunk)  # zero-pads to n
-                    self._pwrite(view[:n], chunk.offset)
-                else:
-                    self._pwrite(view[chunk.offset : chunk.offset + n], chunk.offset)
+    def write_head_again(self, buf: memoryview) -> int:
+        """Write the pieces in the first MiB, each read again from the random-access source
+        into `buf` (a MiB at least); the bytes written."""
+        assert isinstance(self.source, RandomAccessSource)
+        done = 0
+        for index in self.plan.head_indices():
+            chunk = self.plan.chunks[index]
+            self.source.read_into(buf, chunk)  # zero-pads what O_DIRECT writes past its end
+            self.pwrite_piece(buf, chunk)
+            done += chunk.length
+        return done
 
     def _read_target(self, index: int, buf: memoryview) -> None:
         chunk = self.plan.chunks[index]

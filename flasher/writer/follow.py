@@ -175,14 +175,10 @@ class _Target:
                 problem=ProblemCode.TOO_SMALL,
             )
 
-    def write_head(self, io: IoPlan) -> None:
+    def write_head(self) -> None:
         view = memoryview(self._buf)
         try:
-            for index in io.pieces.head_indices():
-                chunk = io.pieces.chunks[index]
-                self.job.source.read_into(view, chunk)
-                self.engine.pwrite_piece(view, chunk)
-                self.written += chunk.length
+            self.written += self.engine.write_head_again(view)
         finally:
             view.release()
 
@@ -209,7 +205,7 @@ class _Target:
                 self.emit(PhaseChanged(Phase.SYNCING, t.path))
                 end_scrub()
             self.engine.fsync()  # the data and the zeroed journal blocks, before the first MiB
-            self.write_head(io)
+            self.write_head()
             self._release_buffer()  # not needed while verifying: N targets' buffers add up
             self.engine.fsync()
             if t.kind is TargetKind.FILE and os.fstat(t.fd).st_size > t.size_bytes:
