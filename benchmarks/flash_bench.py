@@ -2,11 +2,13 @@
 """Flash benchmark: flasher side by side with dd and bmaptool on loop devices, cold cache.
 
     sudo python3 benchmarks/flash_bench.py --images DIR [--runs 3] [--quick]
+    sudo python3 benchmarks/flash_bench.py --image FILE.img [--runs 3] [--quick]
 
 DIR holds balena.img and balena.img.bmap, and any of balena-dense.img and
-balena.img.{zip,gz,xz,zst} (how to make them: docs/performance.md); a missing dense copy is made
-in the scratch folder, cases of a missing format are left out, and the loop devices grow to fit
-the image. Every run of every case starts from blank loop devices and a dropped page
+balena.img.{zip,gz,xz,zst} (how to make them: docs/performance.md); --image names any raw image
+with the same files beside it (FILE.img.bmap, FILE-dense.img, FILE.img.gz, ...). A missing dense
+copy is made in the scratch folder, cases of a missing format are left out, and the loop devices
+grow to fit the image. Every run of every case starts from blank loop devices and a dropped page
 cache, and is timed until a trailing `sync` returns. Cases run round-robin (run 1 of every case,
 then run 2, ...) so drift on the machine hits them alike; the sub-second ones (one card from a raw
 image or a warm cache) run --short-runs times a round, since a median of three cannot tell them
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,7 +58,14 @@ MAX_TARGETS = 4
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, help="folder with the test images")
+    image_args = parser.add_mutually_exclusive_group()
+    image_args.add_argument("--images", type=Path, help="folder with the test images (balena.img…)")
+    image_args.add_argument(
+        "--image",
+        type=Path,
+        metavar="FILE",
+        help="a raw image of any name, with FILE.bmap and any compressed copies beside it",
+    )
     parser.add_argument(
         "--report-only",
         type=Path,
@@ -109,8 +118,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default), after every run, or never",
     )
     args = parser.parse_args(argv)
-    if args.images is None and args.report_only is None:
-        parser.error("--images is required")
+    if args.images is None and args.image is None and args.report_only is None:
+        parser.error("--images or --image is required")
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if args.runs < 1:
@@ -355,13 +364,13 @@ def help_seconds(flasher_cmd: Sequence[str], env: dict[str, str]) -> dict[str, f
 
 
 def _with_dense_copy(images: ImageSet, scratch: Path) -> ImageSet:
-    """Use the folder's balena-dense.img, or make one in the scratch folder (what a download is)."""
+    """Use the folder's dense copy, or make one in the scratch folder (what a download is)."""
     if images.dense.is_file():
         return images
-    copy = scratch / "balena-dense.img"
+    copy = scratch / images.dense_name
     print(f"making a dense copy of {images.sparse} in {copy}", flush=True)
     subprocess.run(["cp", "--sparse=never", str(images.sparse), str(copy)], check=True)
-    return ImageSet(images.folder, dense_copy=copy)
+    return replace(images, dense_copy=copy)
 
 
 def _terminate(signum: int, _frame: object) -> NoReturn:
@@ -375,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(write_results(args.report_only, saved["meta"], saved["runs"]))
         return 0
     require_root()
-    images = ImageSet(args.images)
+    images = ImageSet(args.images) if args.image is None else ImageSet.of(args.image)
     if missing := images.missing():
         raise SystemExit(
             "missing images: "
@@ -388,7 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     images = _with_dense_copy(images, scratch)
     if absent := images.absent_kinds():
-        print(f"no balena.img.{{{','.join(absent)}}} in {args.images}: leaving those cases out")
+        kinds = ",".join(absent)
+        print(f"no {images.name}.{{{kinds}}} in {images.folder}: leaving those cases out")
     probe_dirs = (scratch / "probe-cache", scratch / "probe-config")
     env = flasher_env(*probe_dirs)
     with_flasher = not args.no_flasher and flasher_can_flash(args.flasher.split(), env)
@@ -408,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": args.runs,
         "short_runs": args.short_runs,
         "quick": args.quick,
-        "images": str(args.images),
+        "images": str(images.folder if args.image is None else images.sparse),
         "image_bytes": images.dense.stat().st_size,
         "cases": [c.key for c in cases],
     }

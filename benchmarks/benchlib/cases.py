@@ -18,32 +18,44 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class ImageSet:
-    """The files made by make_test_image.py (see docs/performance.md).
+    """A raw image and the files made beside it by make_test_image.py (docs/performance.md):
+    NAME.bmap, any of NAME.{zip,gz,xz,zst}, and a dense copy STEM-dense.SUFFIX.
 
     `dense_copy` names a dense copy made by the benchmark when the folder has none.
     """
 
     folder: Path
+    name: str = "balena.img"
     dense_copy: Path | None = None
+
+    @classmethod
+    def of(cls, image: Path) -> ImageSet:
+        """The set around one image file, whatever it is called."""
+        return cls(image.parent, image.name)
 
     @property
     def sparse(self) -> Path:
-        return self.folder / "balena.img"
+        return self.folder / self.name
+
+    @property
+    def dense_name(self) -> str:
+        path = Path(self.name)
+        return f"{path.stem}-dense{path.suffix}"
 
     @property
     def dense(self) -> Path:
-        given = self.folder / "balena-dense.img"
+        given = self.folder / self.dense_name
         if self.dense_copy is not None and not given.is_file():
             return self.dense_copy
         return given
 
     @property
     def bmap(self) -> Path:
-        return self.folder / "balena.img.bmap"
+        return self.folder / f"{self.name}.bmap"
 
     def source(self, kind: str) -> Path:
         """What a user would download: the dense raw image, or a compressed file."""
-        return self.dense if kind == "raw" else self.folder / f"balena.img.{kind}"
+        return self.dense if kind == "raw" else self.folder / f"{self.name}.{kind}"
 
     def missing(self) -> list[Path]:
         """The files every case needs: the raw image and its .bmap."""
@@ -64,7 +76,7 @@ class Case:
     verify: bool = False  # flasher: read-back verify; bmaptool: checks the bmap's hashes
     image_cache: str = "fresh"  # flasher: "fresh" (empty cache) or "warm" (second card)
     decoder: str = ""  # decode rows: "lib" or "flasher"
-    with_bmap: bool = False  # flasher: --bmap balena.img.bmap instead of its own block map
+    with_bmap: bool = False  # flasher: --bmap NAME.bmap instead of its own block map
 
     @property
     def sub_second(self) -> bool:
