@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import flash_bench
-from benchlib.cases import full_matrix
+from benchlib.cases import ImageSet, full_matrix
 
 
 def test_sub_second_cases_come_several_times_a_round_and_the_rest_once() -> None:
@@ -42,3 +42,26 @@ def test_each_round_has_an_order_of_its_own_that_a_rerun_repeats() -> None:
     assert first != [(c.key, k) for c, k in flash_bench.round_order(cases, 1, 3)]
     once = flash_bench.round_order(cases, 0, 1)
     assert sorted(c.key for c, _ in once) == sorted(c.key for c in cases)
+
+
+def test_an_image_of_any_name_brings_its_own_files(tmp_path: Path) -> None:
+    image = tmp_path / "u.img"
+    for name in ("u.img", "u.img.bmap", "u.img.gz", "u-dense.img", "balena.img.xz"):
+        (tmp_path / name).write_bytes(b"x")
+    images = ImageSet.of(image)
+    assert images.missing() == []
+    assert images.bmap == tmp_path / "u.img.bmap"
+    assert images.source("raw") == tmp_path / "u-dense.img"
+    assert images.source("gz") == tmp_path / "u.img.gz"
+    assert images.absent_kinds() == ["zip", "xz", "zst"]  # balena.img.xz is another image's
+    args = flash_bench.parse_args(["--image", str(image)])
+    assert args.image == image and args.images is None
+
+
+def test_a_folder_means_its_balena_img() -> None:
+    images = ImageSet(Path("/d"))
+    assert (images.sparse, images.bmap, images.dense) == (
+        Path("/d/balena.img"),
+        Path("/d/balena.img.bmap"),
+        Path("/d/balena-dense.img"),
+    )
