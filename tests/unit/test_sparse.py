@@ -150,6 +150,21 @@ def test_bmap_range_checksum_mismatch_is_reported(tmp_path: Path) -> None:
     assert info.value.problem == "bmap_mismatch"
 
 
+def test_the_first_range_that_does_not_match_is_named(tmp_path: Path) -> None:
+    # Ranges are hashed on several threads; the error still names the first in image order.
+    image = MemoryIO(12 * 4096)
+    for block in range(12):
+        image.pwrite(bytes([block + 1]) * 4096, block * 4096)
+    spans = [(block * 4096, 4096) for block in range(0, 12, 2)]
+    path = write_bmap(tmp_path / "a.bmap", spans, image.size, image=image)
+    verify_bmap(image, read_bmap(path), name="image")
+    image.pwrite(b"changed", 10 * 4096 + 5)
+    image.pwrite(b"changed", 4 * 4096 + 5)
+    with pytest.raises(ImageError) as info:
+        verify_bmap(image, read_bmap(path), name="image")
+    assert "blocks 4-4 do not match" in str(info.value)
+
+
 def test_bmaptool_bmap_is_read(tmp_path: Path) -> None:
     require("bmaptool")
     image = tmp_path / "sparse.img"
