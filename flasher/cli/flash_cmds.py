@@ -169,11 +169,11 @@ def _share_helper(started: StartedHelper | None) -> SharedHelper | None:
 def _early_map(args: argparse.Namespace) -> EarlyMap | None:
     """A local file's allocation map, started now: the image's disk reads it while the rest
     of the flash loads (used only if it is the raw image the flash opens, unchanged)."""
-    if not args.source or args.bmap or args.write_all:
-        return None
+    if not args.source or args.write_all or (args.bmap and args.sha256):
+        return None  # nothing to map, or a .bmap that the image's SHA-256 makes unneeded
     from flasher.image.earlymap import EarlyMap
 
-    return EarlyMap(args.source)
+    return EarlyMap(args.source, bmap_path=args.bmap)
 
 
 def _early_drives(devices: Sequence[str]) -> EarlyDrives | None:

@@ -49,6 +49,11 @@ class Bmap:
     checksum_type: str | None
     ranges: tuple[BmapRange, ...]
 
+    @property
+    def checksummed(self) -> bool:
+        """Whether every range carries a checksum (bmap formats 1.3 and later can)."""
+        return self.checksum_type is not None and all(r.checksum for r in self.ranges)
+
     def byte_ranges(self) -> list[rng.Range]:
         """The mapped bytes, merged, clipped to the image (its last block may be partial)."""
         size = self.block_size

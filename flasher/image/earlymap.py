@@ -34,18 +34,25 @@ def file_identity(fd: int) -> FileIdentity:
 
 
 class EarlyMap:
-    """`allocation_map` of the raw image at `path` (no .bmap, nothing written whole), started
-    now; a compressed file is left alone after a look at its magic (sniffing it whole, or
-    decoding its head, is the job's to do once), and so is a path that opens no file (a URL)."""
+    """`allocation_map` of the raw image at `path` (nothing written whole), started now; a
+    compressed file is left alone after a look at its magic (sniffing it whole, or decoding its
+    head, is the job's to do once), and so is a path that opens no file (a URL). With
+    `bmap_path` the map is that .bmap's, its range checksums checked when it has them all (what
+    proves a raw image): the longest part of a flash with `--bmap` before the first write."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, bmap_path: str | os.PathLike[str] | None = None
+    ) -> None:
         self.path = Path(path).resolve()
+        self.bmap_path = None if bmap_path is None else Path(bmap_path).resolve()
+        self._verified = False
         self._map: AllocationMap | None = None
         self._identity: FileIdentity | None = None
         self._thread = threading.Thread(target=self._run, name="flasher-early-map", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        from flasher.image.bmap import read_bmap
         from flasher.image.byteio import FileReader
         from flasher.image.partitions import read_partition_table
         from flasher.image.sources import packed_kind
@@ -58,18 +65,38 @@ class EarlyMap:
                     return  # its map comes from the decoded image
                 identity = file_identity(io.fd)
                 name = str(self.path)
-                self._map = allocation_map(io, read_partition_table(io, name=name), name=name)
-                self._identity = identity
+                bmap = self.bmap_path
+                verify = bmap is not None and read_bmap(bmap).checksummed
+                self._map = allocation_map(
+                    io,
+                    read_partition_table(io, name=name),
+                    bmap_path=bmap,
+                    verify_bmap_checksums=verify,
+                    name=name,
+                )
+                self._identity, self._verified = identity, verify
             finally:
                 io.close()
         except (FlasherError, OSError):
             return  # prepare maps the image itself and says what is wrong
 
-    def take(self, path: Path, io: FileReader) -> AllocationMap | None:
-        """The map, if it was made of the file `io` has open at `path`, unchanged since; else
-        None (the caller maps it)."""
+    def take(
+        self,
+        path: Path,
+        io: FileReader,
+        *,
+        bmap_path: str | os.PathLike[str] | None = None,
+        verified: bool = False,
+    ) -> AllocationMap | None:
+        """The map, if it was made of the file `io` has open at `path`, unchanged since, from
+        the same .bmap (`bmap_path`) and with its checksums checked if `verified` is asked for;
+        else None (the caller maps it)."""
         self._thread.join()
         if self._map is None or path.resolve() != self.path:
+            return None
+        if (None if bmap_path is None else Path(bmap_path).resolve()) != self.bmap_path:
+            return None
+        if verified and not self._verified:
             return None
         if file_identity(io.fd) != self._identity:
             return None

@@ -116,8 +116,7 @@ def source_file(spec: SourceSpec, resolved: ResolvedImage) -> Path:
 def bmap_checksummed(bmap_path: str | os.PathLike[str]) -> bool:
     """Whether every range of a .bmap carries a checksum (bmap formats 1.3 and later can; a
     checksum type with ranges that lack one proves nothing about them)."""
-    bmap = read_bmap(bmap_path)
-    return bmap.checksum_type is not None and all(r.checksum for r in bmap.ranges)
+    return read_bmap(bmap_path).checksummed
 
 
 def check_image(

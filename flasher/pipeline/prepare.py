@@ -314,8 +314,10 @@ def prepare(
         name = str(resolved.raw_path)
         base_map = None
         if not write_all:
-            if bmap_path is None and early_map is not None:
-                base_map = early_map.take(resolved.raw_path, base)
+            if early_map is not None:
+                base_map = early_map.take(
+                    resolved.raw_path, base, bmap_path=bmap_path, verified=bmap_proves
+                )
             if base_map is None:
                 base_map = allocation_map(
                     base,

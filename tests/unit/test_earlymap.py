@@ -8,7 +8,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from flasher.cache import ImageCache
+from flasher.errors import ImageError
+from flasher.image.bmap import write_bmap
 from flasher.image.byteio import FileReader
 from flasher.image.earlymap import EarlyMap
 from flasher.image.partitions import read_partition_table
@@ -87,3 +91,51 @@ def test_prepare_with_an_early_map_plans_the_same_card(
     with prepare(source, provider, one_flash=True, early_map=EarlyMap(path)) as early:
         got = (early.image.ranges, early.image.scrub, early.mapped_bytes)
     assert got == want
+
+
+def test_a_bmap_map_is_taken_only_for_that_bmap_and_checked_when_asked(
+    mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    path = _copy(mbr_image().path, tmp_path)
+    with FileReader(path) as io:
+        mapped = allocation_map(io, read_partition_table(io, name=str(path)), name=str(path))
+        bmap = write_bmap(tmp_path / "balena.img.bmap", mapped.ranges, io.size, image=io)
+        plain = write_bmap(tmp_path / "plain.bmap", mapped.ranges, io.size)  # no checksums
+    early = EarlyMap(path, bmap_path=bmap)
+    with FileReader(path) as io:
+        assert early.take(path, io) is None  # prepare maps from the filesystems, not a .bmap
+        assert early.take(path, io, bmap_path=tmp_path / "other.bmap") is None
+        got = early.take(path, io, bmap_path=bmap, verified=True)
+        assert got is not None and got.source == "bmap"
+    unchecked = EarlyMap(path, bmap_path=plain)
+    with FileReader(path) as io:
+        assert unchecked.take(path, io, bmap_path=plain) is not None
+        assert unchecked.take(path, io, bmap_path=plain, verified=True) is None
+
+
+def test_an_image_that_does_not_match_its_bmap_is_left_to_prepare(
+    mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    path = _copy(mbr_image().path, tmp_path)
+    with FileReader(path) as io:
+        mapped = allocation_map(io, read_partition_table(io, name=str(path)), name=str(path))
+        bmap = write_bmap(tmp_path / "balena.img.bmap", mapped.ranges, io.size, image=io)
+    offset, _length = mapped.ranges[-1]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        first = f.read(1)
+        f.seek(offset)
+        f.write(bytes([first[0] ^ 0xFF]))
+    early = EarlyMap(path, bmap_path=bmap)
+    with FileReader(path) as io:
+        assert early.take(path, io, bmap_path=bmap, verified=True) is None
+    provider = ImageProvider(ImageCache(tmp_path / "cache"))
+    with pytest.raises(ImageError) as info:
+        prepare(
+            SourceSpec(path=str(path)),
+            provider,
+            bmap_path=str(bmap),
+            one_flash=True,
+            early_map=EarlyMap(path, bmap_path=bmap),
+        )
+    assert info.value.problem == "bmap_mismatch"
