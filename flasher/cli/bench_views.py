@@ -24,7 +24,13 @@ from flasher.bench.report import CardRecord
 from flasher.bench.station import StationSummary
 from flasher.cli import bench_boot
 from flasher.cli.context import CliContext
-from flasher.cli.output import event_to_dict, human_bytes, human_duration, printable
+from flasher.cli.output import (
+    event_to_dict,
+    human_bytes,
+    human_duration,
+    human_seconds,
+    printable,
+)
 from flasher.events import Log
 
 REDRAW_INTERVAL_S = 0.2
@@ -103,7 +109,7 @@ def _card_line(record: CardRecord) -> str:
         off = {True: ", powered off", False: ", not powered off", None: ""}[record.ejected]
         return (
             f"card {record.card} {state}{name}: {human_bytes(record.bytes_written)} in "
-            f"{record.seconds:.1f} s{rate}{device}{off}{bench_boot.describe(record.boot)}"
+            f"{human_seconds(record.seconds)}{rate}{device}{off}{bench_boot.describe(record.boot)}"
         )
     hint = f" ({record.error_hint})" if record.error_hint else ""
     left = f"; device {record.device_uuid} is registered, not flashed" if record.device_uuid else ""

@@ -46,7 +46,7 @@ from flasher.cli.context import CliContext
 from flasher.cli.hints import cli_error_dict, cli_hint
 from flasher.cli.integrity_opts import integrity_text
 from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
-from flasher.cli.output import human_bytes, printable
+from flasher.cli.output import human_bytes, human_seconds, printable
 from flasher.error_codes import Action, ProblemCode
 from flasher.errors import (
     EXIT_CANCELLED,
@@ -377,7 +377,8 @@ def _report(report: FlashReport, args: argparse.Namespace, ctx: CliContext) -> i
             state = "verified" if r.verified else "written (not verified)"
             rate = f", {row['mb_per_s']} MB/s" if row["mb_per_s"] is not None else ""
             lines.append(
-                f"  {r.target}: {state}, {human_bytes(r.bytes_written)} in {r.seconds:.1f} s{rate}"
+                f"  {r.target}: {state}, {human_bytes(r.bytes_written)} in "
+                f"{human_seconds(r.seconds)}{rate}"
             )
         else:
             message = r.error.message if r.error is not None else "failed"

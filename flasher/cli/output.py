@@ -47,6 +47,11 @@ def human_bytes(n: float | None) -> str:
     return f"{value:.1f} TB"
 
 
+def human_seconds(seconds: float) -> str:
+    """A measured time: "0.04 s" (a sub-second flash does not read "0.0 s"), "3.2 s"."""
+    return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
+
+
 def human_duration(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
