@@ -43,7 +43,7 @@ from flasher.errors import (
 from flasher.events import CancelToken, Event, Log, Phase, PhaseChanged, RateMeter
 from flasher.writer.aligned import aligned_bytearray
 from flasher.writer.blockdev import OpenTarget, TargetKind
-from flasher.writer.chunkfeed import Feed, ImageHasher, Prefetch
+from flasher.writer.chunkfeed import QUEUE_DEPTH, Feed, ImageHasher, Prefetch
 from flasher.writer.imagesource import ImageSourceLike, RandomAccessSource
 from flasher.writer.ioerrors import io_error
 from flasher.writer.plan import (
@@ -109,6 +109,8 @@ class TargetJob:
         emit: EmitFn,
         cancel: CancelToken,
         scrub: Sequence[Range] = (),
+        *,
+        buffers: int = PREFETCH_DEPTH,
     ) -> None:
         self.target = target
         self.io = io
@@ -128,6 +130,9 @@ class TargetJob:
         # a verified target waits for it before reporting.
         self.hasher: ImageHasher | None = None
         self.scrub = TargetScrub(target, scrub, self._error, self._pwrite)
+        # The pieces this target may hold at once, writing or reading back (fewer when many
+        # targets share the helper's memory: plan.buffers_for).
+        self.buffers = buffers
 
     # I/O primitives ----------------------------------------------------------------------
 
@@ -353,6 +358,7 @@ class TargetJob:
             range(len(self.plan.chunks)),
             self._read_target,
             buf_bytes=round_up(self.plan.chunk_bytes, 4096),
+            depth=min(QUEUE_DEPTH, self.buffers),
             workers=VERIFY_READERS,
         )
         done = 0

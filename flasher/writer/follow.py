@@ -46,6 +46,7 @@ from flasher.writer.plan import (
     ChunkDigests,
     IoPlan,
     WritePlan,
+    buffers_for,
     piece_bytes_for,
     round_up,
 )
@@ -61,12 +62,14 @@ class _Job:
     """What the targets share: the source, and the plan once the allocation map is known."""
 
     def __init__(
-        self, source: FollowSource, chunk_bytes: int, piece_bytes: int, verify: bool
+        self, source: FollowSource, chunk_bytes: int, piece_bytes: int, verify: bool, targets: int
     ) -> None:
         self.source = source
         self.chunk_bytes = chunk_bytes
         self.piece_bytes = piece_bytes
         self.verify = verify
+        # The pieces each target holds at once while reading back (plan.buffers_for).
+        self.buffers = buffers_for(targets, piece_bytes, PREFETCH_DEPTH)
         self._lock = threading.Lock()
         self._planned: tuple[IoPlan, ChunkDigests] | None = None
         self._hasher: ImageHasher | None = None
@@ -103,7 +106,7 @@ class _Target:
         self.emit = emit
         self.cancel = cancel
         io, digests = job.empty_plan()
-        self.engine = TargetJob(target, io, digests, job.source, emit, cancel)
+        self.engine = TargetJob(target, io, digests, job.source, emit, cancel, buffers=job.buffers)
         self._buf = mmap.mmap(-1, round_up(job.piece_bytes, 4096))
         self.written = 0
 
@@ -241,7 +244,7 @@ def follow_targets(
     """Write (and verify) every target while `source` is decoded; one outcome per target, in
     order. `on_event` and `on_outcome` must be thread-safe, as for `targets.write_targets`."""
     piece_bytes = piece_bytes_for(len(targets), chunk_bytes, PREFETCH_DEPTH)
-    job = _Job(source, chunk_bytes, piece_bytes, verify)
+    job = _Job(source, chunk_bytes, piece_bytes, verify, len(targets))
     workers = [_Target(job, t, on_event, cancel) for t in targets]
     try:
         return run_all([partial(_Target.run, w) for w in workers], on_outcome)

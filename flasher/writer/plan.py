@@ -156,6 +156,15 @@ class ChunkDigests:
         return h.hexdigest()
 
 
+def buffers_for(target_count: int, piece_bytes: int, most: int) -> int:
+    """How many buffers of `piece_bytes` each of `target_count` targets fills ahead: `most`,
+    fewer where the pieces cannot shrink further (`piece_bytes_for`) and the budget would still
+    be exceeded, but never under two (one filled while the other is written). Sixteen cards at
+    a bench held 4 MiB each for writing and 3 MiB for reading back, 32 cards twice that."""
+    fit = WRITE_BUFFERS_BUDGET_BYTES // max(1, target_count * piece_bytes)
+    return max(2, min(most, fit))
+
+
 def piece_bytes_for(target_count: int, chunk_bytes: int, buffers_per_target: int) -> int:
     """The I/O piece size for `target_count` targets: the chunk size, halved while the targets'
     write buffers would exceed the budget, down to 1 MiB."""

@@ -25,6 +25,7 @@ from flasher.writer.plan import (
     IoPlan,
     PieceHasher,
     WritePlan,
+    buffers_for,
     piece_bytes_for,
     round_up,
 )
@@ -77,7 +78,10 @@ def write_targets(
     sharing = max(len(targets), budget_targets)
     io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
     pieces = io.pieces.chunks
-    jobs = [TargetJob(t, io, digests, source, on_event, cancel, scrub) for t in targets]
+    depth = buffers_for(sharing, io.pieces.chunk_bytes, PREFETCH_DEPTH)
+    jobs = [
+        TargetJob(t, io, digests, source, on_event, cancel, scrub, buffers=depth) for t in targets
+    ]
     if isinstance(source, RandomAccessSource):
         random_source = source
         buf_bytes = round_up(io.pieces.chunk_bytes, 4096)
@@ -89,7 +93,7 @@ def write_targets(
 
         def run_one(job: TargetJob) -> TargetOutcome:
             job.hasher = image_hasher
-            feed = Prefetch(range(len(pieces)), fill, buf_bytes=buf_bytes, depth=PREFETCH_DEPTH)
+            feed = Prefetch(range(len(pieces)), fill, buf_bytes=buf_bytes, depth=depth)
             return job.run(feed, write=True, verify=verify)
 
         try:
@@ -129,5 +133,6 @@ def verify_targets(
     digests = ChunkDigests(plan)
     sharing = max(len(targets), budget_targets)
     io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
-    jobs = [TargetJob(t, io, digests, source, on_event, cancel) for t in targets]
+    depth = buffers_for(sharing, io.pieces.chunk_bytes, PREFETCH_DEPTH)
+    jobs = [TargetJob(t, io, digests, source, on_event, cancel, buffers=depth) for t in targets]
     return run_all([partial(job.run, Feed(), write=False, verify=True) for job in jobs], on_outcome)

@@ -15,11 +15,13 @@ from flasher.errors import ImageError
 from flasher.writer.imagesource import Overlay, RandomAccessSource, StreamSource
 from flasher.writer.plan import (
     HEAD_BYTES,
+    WRITE_BUFFERS_BUDGET_BYTES,
     Chunk,
     ChunkDigests,
     IoPlan,
     PieceHasher,
     WritePlan,
+    buffers_for,
     extents,
     piece_bytes_for,
 )
@@ -201,3 +203,20 @@ def test_many_targets_halve_the_piece_down_to_one_mib() -> None:
         MiB,
         MiB,
     ]
+
+
+def test_past_the_smallest_piece_many_targets_fill_fewer_buffers_ahead() -> None:
+    # 4 buffers of 1 MiB for up to 8 targets (32 MiB), then what the budget leaves, but two at
+    # least: one filled while the other is written.
+    counts = (1, 8, 9, 16, 32, 64)
+    pieces = [piece_bytes_for(n, 4 * MiB, 4) for n in counts]
+    assert [buffers_for(n, piece, 4) for n, piece in zip(counts, pieces, strict=True)] == [
+        4,
+        4,
+        3,
+        2,
+        2,
+        2,
+    ]
+    for n, piece in zip(counts[:4], pieces[:4], strict=True):
+        assert n * buffers_for(n, piece, 4) * piece <= WRITE_BUFFERS_BUDGET_BYTES
