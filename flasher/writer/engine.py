@@ -10,10 +10,11 @@ scrubbed on another thread (flasher.writer.scrub), fsync, write the first MiB (t
 table) last, fsync; then drop cached pages and read everything back, comparing it with the
 image bytes re-read from a random-access source, or with the per-chunk sha256 digests taken
 from a stream (the digests also make the job's sha256; a random-access source's are taken by
-the job's ImageHasher, never on the write path). I/O goes in pieces of a chunk, smaller when many
-targets share the process's memory (`piece_bytes_for`); the digests stay per chunk, so the
-job's sha256 does not depend on the number of targets. A target fed from a shared stream that
-stalls for `STALL_TIMEOUT_S` is dropped, so no card holds the others back for long.
+the job's ImageHasher, never on the write path). I/O goes in pieces of a chunk, smaller and fewer
+at once when many targets share the process's memory (`piece_bytes_for`, `buffers_for`); the
+digests stay per chunk, so the job's sha256 does not depend on the number of targets. A target
+fed from a shared stream that stalls for `STALL_TIMEOUT_S` is dropped, so no card holds the
+others back for long.
 
 Card readers can cache, so a read-back can pass falsely on a lying reader; it never fails
 falsely.
