@@ -16,7 +16,7 @@ from flasher.image.bmap import write_bmap
 from flasher.image.byteio import FileReader
 from flasher.image.earlymap import EarlyMap
 from flasher.image.partitions import read_partition_table
-from flasher.image.sparse import allocation_map
+from flasher.image.sparse import AllocationMap, allocation_map
 from flasher.pipeline import prepare
 from flasher.provider import ImageProvider, SourceSpec
 from tests.conftest import ImageFactory
@@ -93,14 +93,20 @@ def test_prepare_with_an_early_map_plans_the_same_card(
     assert got == want
 
 
-def test_a_bmap_map_is_taken_only_for_that_bmap_and_checked_when_asked(
-    mbr_image: ImageFactory, tmp_path: Path
-) -> None:
+def _with_bmap(mbr_image: ImageFactory, tmp_path: Path) -> tuple[Path, AllocationMap, Path]:
+    """An image, its map, and a .bmap of that map with every range's checksum."""
     path = _copy(mbr_image().path, tmp_path)
     with FileReader(path) as io:
         mapped = allocation_map(io, read_partition_table(io, name=str(path)), name=str(path))
         bmap = write_bmap(tmp_path / "balena.img.bmap", mapped.ranges, io.size, image=io)
-        plain = write_bmap(tmp_path / "plain.bmap", mapped.ranges, io.size)  # no checksums
+    return path, mapped, bmap
+
+
+def test_a_bmap_map_is_taken_only_for_that_bmap_and_checked_when_asked(
+    mbr_image: ImageFactory, tmp_path: Path
+) -> None:
+    path, mapped, bmap = _with_bmap(mbr_image, tmp_path)
+    plain = write_bmap(tmp_path / "plain.bmap", mapped.ranges, path.stat().st_size)  # no sums
     early = EarlyMap(path, bmap_path=bmap)
     with FileReader(path) as io:
         assert early.take(path, io) is None  # prepare maps from the filesystems, not a .bmap
@@ -116,10 +122,7 @@ def test_a_bmap_map_is_taken_only_for_that_bmap_and_checked_when_asked(
 def test_an_image_that_does_not_match_its_bmap_is_left_to_prepare(
     mbr_image: ImageFactory, tmp_path: Path
 ) -> None:
-    path = _copy(mbr_image().path, tmp_path)
-    with FileReader(path) as io:
-        mapped = allocation_map(io, read_partition_table(io, name=str(path)), name=str(path))
-        bmap = write_bmap(tmp_path / "balena.img.bmap", mapped.ranges, io.size, image=io)
+    path, mapped, bmap = _with_bmap(mbr_image, tmp_path)
     offset, _length = mapped.ranges[-1]
     with open(path, "r+b") as f:
         f.seek(offset)
