@@ -407,8 +407,7 @@ class TargetJob:
         try:
             if write:
                 self.check_fits()
-                written = self.write(feed)
-            feed.close()
+                written = self.write(feed)  # closes the feed before the first MiB goes on
             if verify:
                 self.verify()
                 if self.hasher is not None:

@@ -75,10 +75,8 @@ def write_targets(
     other jobs' too, in a helper serving several); at least `len(targets)`.
     """
     digests = ChunkDigests(plan)
-    sharing = max(len(targets), budget_targets)
-    io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
+    io, depth = _shared(plan, max(len(targets), budget_targets))
     pieces = io.pieces.chunks
-    depth = buffers_for(sharing, io.pieces.chunk_bytes, PREFETCH_DEPTH)
     jobs = [
         TargetJob(t, io, digests, source, on_event, cancel, scrub, buffers=depth) for t in targets
     ]
@@ -131,8 +129,13 @@ def verify_targets(
 ) -> list[TargetOutcome]:
     """Read every target back and compare it with the image, without writing."""
     digests = ChunkDigests(plan)
-    sharing = max(len(targets), budget_targets)
-    io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
-    depth = buffers_for(sharing, io.pieces.chunk_bytes, PREFETCH_DEPTH)
+    io, depth = _shared(plan, max(len(targets), budget_targets))
     jobs = [TargetJob(t, io, digests, source, on_event, cancel, buffers=depth) for t in targets]
     return run_all([partial(job.run, Feed(), write=False, verify=True) for job in jobs], on_outcome)
+
+
+def _shared(plan: WritePlan, sharing: int) -> tuple[IoPlan, int]:
+    """`plan` cut into pieces for `sharing` targets sharing the buffer budget, and how many
+    pieces each of them holds at once."""
+    io = IoPlan.split(plan, piece_bytes_for(sharing, plan.chunk_bytes, PREFETCH_DEPTH))
+    return io, buffers_for(sharing, io.pieces.chunk_bytes, PREFETCH_DEPTH)
