@@ -43,6 +43,7 @@ from flasher.cli.config_opts import (
     precheck_device_config,
 )
 from flasher.cli.context import CliContext
+from flasher.cli.entry import code_loaded
 from flasher.cli.hints import cli_error_dict, cli_hint
 from flasher.cli.integrity_opts import integrity_text
 from flasher.cli.job_opts import add_source_argument, add_write_arguments, source_spec
@@ -101,7 +102,8 @@ def register(groups: dict[str, Any]) -> None:
         action="store_true",
         help="also write internal (non-removable) disks named with --target; --yes never does",
     )
-    parser.set_defaults(handler=flash_command)
+    # flash loads its machinery when it runs: it resumes the collector itself (`_run`).
+    parser.set_defaults(handler=flash_command, resumes_collector=True)
 
 
 def _confirm(args: argparse.Namespace, ctx: CliContext) -> ConfirmWarnings:
@@ -297,6 +299,7 @@ def _run(
         finally:
             finished.set()
 
+    code_loaded()  # the flash's code is in (see flasher.cli.entry)
     threading.Thread(target=work, name="flasher-flash", daemon=True).start()
     # Wait on an Event, not Thread.join: a Ctrl-C that interrupts join() can make the thread
     # look finished. After Ctrl-C keep waiting: the writer zeroes the cards' first MiB first.

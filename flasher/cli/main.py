@@ -25,7 +25,7 @@ from typing import Any
 
 from flasher import __version__
 from flasher.cli.context import CliContext
-from flasher.cli.entry import command_of
+from flasher.cli.entry import code_loaded, command_of
 from flasher.cli.output import Output
 from flasher.errors import EXIT_CANCELLED, EXIT_OK, EXIT_USAGE, Cancelled, FlasherError
 
@@ -190,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     ctx = CliContext(args=args, out=out)
+    if not getattr(args, "resumes_collector", False):
+        code_loaded()
     try:
         return int(handler(args, ctx))
     except FlasherError as err:
