@@ -2,7 +2,7 @@
 """Flash benchmark: flasher side by side with dd and bmaptool on loop devices, cold cache.
 
     sudo python3 benchmarks/flash_bench.py --images DIR [--runs 3] [--quick]
-    sudo python3 benchmarks/flash_bench.py --image FILE.img [--runs 3] [--quick]
+    sudo python3 benchmarks/flash_bench.py --image FILE.img [--runs 3] [--quick] [--installed]
 
 DIR holds balena.img and balena.img.bmap, and any of balena-dense.img and
 balena.img.{zip,gz,xz,zst} (how to make them: docs/performance.md); --image names any raw image
@@ -14,6 +14,9 @@ then run 2, ...) so drift on the machine hits them alike; the sub-second ones (o
 image or a warm cache) run --short-runs times a round, since a median of three cannot tell them
 apart on a disk whose runs spread by a third. Writes runs.json (every run) and
 results.md (table and goal check) into a new folder under --results, and prints the table.
+flasher runs from this checkout (`python -m flasher`), or with --installed as `pip install` puts
+it in a new virtual environment: what a user runs, without the import hooks that this
+interpreter's site-packages or an editable install add to every start.
 Needs root; touches only the loop devices and scratch files it creates, and removes them.
 """
 
@@ -44,6 +47,7 @@ from benchlib.system import (
     LoopDevice,
     compile_package,
     drop_caches,
+    install_in_venv,
     loop_devices,
     require_root,
     run_measured,
@@ -108,6 +112,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="how to run flasher (default: %(default)s, from this checkout)",
     )
     parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="run flasher as a user installs it: this checkout installed with pip into a new "
+        "virtual environment in the scratch folder (instead of --flasher)",
+    )
+    parser.add_argument(
         "--no-flasher", action="store_true", help="only the dd, bmaptool and decoding rows"
     )
     parser.add_argument(
@@ -129,9 +139,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def flasher_env(cache_dir: Path, config_dir: Path) -> dict[str, str]:
+def flasher_env(cache_dir: Path, config_dir: Path, *, checkout: bool = True) -> dict[str, str]:
+    """The environment of a flasher run: its own cache and settings folders, and (`checkout`)
+    this checkout first on the module path; an installed flasher runs its own copy."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if checkout:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["FLASHER_CACHE_DIR"] = str(cache_dir)
     env["FLASHER_CONFIG_DIR"] = str(config_dir)
     return env
@@ -237,7 +250,7 @@ class Bench:
         paths = [d.path for d in devices]
         argv = case.argv(self.images, paths, self.flasher_cmd)
         cache, config = self._dirs()
-        env = flasher_env(cache, config)
+        env = flasher_env(cache, config, checkout=not self.args.installed)
         row: dict[str, Any] = {
             **asdict(case),
             "key": case.key,
@@ -399,8 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if absent := images.absent_kinds():
         kinds = ",".join(absent)
         print(f"no {images.name}.{{{kinds}}} in {images.folder}: leaving those cases out")
+    if args.installed:
+        args.flasher = str(install_in_venv(REPO, scratch / "venv"))
     probe_dirs = (scratch / "probe-cache", scratch / "probe-config")
-    env = flasher_env(*probe_dirs)
+    env = flasher_env(*probe_dirs, checkout=not args.installed)
     with_flasher = not args.no_flasher and flasher_can_flash(args.flasher.split(), env)
     if not args.no_flasher and not with_flasher:
         print(
@@ -418,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": args.runs,
         "short_runs": args.short_runs,
         "quick": args.quick,
+        "flasher_command": args.flasher,
         "images": str(images.folder if args.image is None else images.sparse),
         "image_bytes": images.dense.stat().st_size,
         "cases": [c.key for c in cases],

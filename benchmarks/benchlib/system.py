@@ -41,6 +41,20 @@ def compile_package(package: Path) -> None:
     )
 
 
+def install_in_venv(project: Path, folder: Path) -> Path:
+    """`project` as a user installs it: `pip install` into a new virtual environment `folder`
+    (its dependencies from the package index, its bytecode compiled by pip); the installed
+    `flasher` command. Runs without this interpreter's site-packages, their .pth hooks and an
+    editable install's import hook."""
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    subprocess.run(
+        [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", str(project)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return folder / "bin" / "flasher"
+
+
 def drop_caches() -> None:
     """Flush dirty pages, then drop the page cache, dentries and inodes: a cold start."""
     os.sync()

@@ -5,7 +5,7 @@ on their way from a cold disk while the command line's own code loads (see flash
 
 The cyclic garbage collector is paused while the command's code loads: loading makes tens of
 thousands of objects (a flash ~250 modules and ~70 dataclasses) and no garbage cycles, and the
-collector's passes over them cost a cold flash ~17 ms before its first write. `code_loaded`
+collector's passes over them delayed a flash's first write by 9–17 ms. `code_loaded`
 resumes it, with what was loaded frozen out of every later pass: flasher.cli.main calls it
 before a command's handler runs, or the handler does once its own code is in (`flash`, which
 loads its machinery when it runs).

@@ -6,6 +6,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import flash_bench
@@ -65,3 +67,18 @@ def test_a_folder_means_its_balena_img() -> None:
         Path("/d/balena.img.bmap"),
         Path("/d/balena-dense.img"),
     )
+
+
+def test_a_checkout_run_finds_this_checkout_first_and_an_installed_one_its_own_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    checkout = flash_bench.flasher_env(tmp_path / "c", tmp_path / "s")
+    assert checkout["PYTHONPATH"].split(":") == [str(flash_bench.REPO), "/elsewhere"]
+    assert checkout["FLASHER_CACHE_DIR"] == str(tmp_path / "c")
+    assert checkout["FLASHER_CONFIG_DIR"] == str(tmp_path / "s")
+    installed = flash_bench.flasher_env(tmp_path / "c", tmp_path / "s", checkout=False)
+    assert installed["PYTHONPATH"] == "/elsewhere"
+    assert installed["FLASHER_CACHE_DIR"] == str(tmp_path / "c")
+    assert flash_bench.parse_args(["--image", "x.img", "--installed"]).installed is True
+    assert flash_bench.parse_args(["--image", "x.img"]).installed is False
