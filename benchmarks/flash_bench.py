@@ -405,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             + " (see docs/performance.md for how to make them)"
         )
     signal.signal(signal.SIGTERM, _terminate)
-    compile_package(REPO / "flasher")
+    if not args.installed:  # pip compiles what it installs
+        compile_package(REPO / "flasher")
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="flasher-bench-", dir="/var/tmp"))
     scratch.mkdir(parents=True, exist_ok=True)
     images = _with_dense_copy(images, scratch)

@@ -267,17 +267,20 @@ class TargetJob:
             with memoryview(mmap.mmap(-1, HEAD_BYTES)) as view:
                 self.write_head_again(view)
         else:
-            with memoryview(head) as view:
-                for index in self.plan.head_indices():
-                    chunk = self.plan.chunks[index]
-                    self._pwrite(
-                        view[chunk.offset : chunk.offset + self._io_len(chunk.length)],
-                        chunk.offset,
-                    )
+            self._write_held_head(head)
         self._fsync()
         if t.kind is TargetKind.FILE and os.fstat(t.fd).st_size > t.size_bytes:
             os.ftruncate(t.fd, t.size_bytes)  # drop the O_DIRECT padding past the image end
         return done
+
+    def _write_held_head(self, head: mmap.mmap) -> None:
+        """Write the pieces in the first MiB from `head`, where a stream's were kept."""
+        with memoryview(head) as view:
+            for index in self.plan.head_indices():
+                chunk = self.plan.chunks[index]
+                self._pwrite(
+                    view[chunk.offset : chunk.offset + self._io_len(chunk.length)], chunk.offset
+                )
 
     def write_head_again(self, buf: memoryview) -> int:
         """Write the pieces in the first MiB, each read again from the random-access source
