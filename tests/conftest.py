@@ -6,6 +6,7 @@ The cached images are read-only; a test that modifies one copies it first
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from flasher import dataclass_code
 from tests.support.images import BuiltImage, build_image, compress
 from tests.support.loopdev import LoopDevices, require_loop
 
@@ -76,3 +78,14 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An image cache of the test's own, and no API URL from the environment."""
     monkeypatch.setenv("FLASHER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("FLASHER_API_URL", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_dataclass_code(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test that runs the `flasher` entry in this process neither reads nor writes the
+    package's kept dataclass code (flasher.dataclass_code), and leaves `dataclasses` as it was."""
+    monkeypatch.setattr(dataclass_code, "cache_path", lambda: None)
+    yield
+    vars(dataclasses).pop("exec", None)
+    dataclass_code._kept.clear()
+    dataclass_code._new.clear()

@@ -62,6 +62,32 @@ def test_the_command_entry_returns_mains_code_and_skips_the_last_collection(
         gc.unfreeze()
 
 
+def test_the_entry_runs_the_command_on_kept_dataclass_code_and_keeps_what_is_new(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The command's classes take the code earlier runs kept (flasher.dataclass_code); what the
+    run compiled anew is kept once the command has ended, even one that exits (--version)."""
+    import dataclasses
+
+    from flasher import dataclass_code
+    from flasher.cli import entry
+    from flasher.cli import main as cli_main
+
+    seen: list[str] = []
+
+    def run() -> int:
+        seen.append("kept" if vars(dataclasses).get("exec") is dataclass_code._exec else "not")
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_main, "main", run)
+    monkeypatch.setattr(dataclass_code, "save", lambda: seen.append("saved"))
+    monkeypatch.setattr(sys, "argv", ["flasher", "--version"])
+    with pytest.raises(SystemExit):
+        entry.main()
+    assert seen == ["kept", "saved"]
+    gc.unfreeze()
+
+
 def test_python_dash_m_flasher_exits_with_mains_code() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "flasher", "flash"], capture_output=True, text=True, check=False
@@ -164,9 +190,11 @@ def test_the_writer_helper_loads_with_the_collector_paused_and_runs_with_it() ->
         "seen = []\n"
         "gc.callbacks.append(lambda phase, info: seen.append(phase))\n"
         "main = ns['_load']()\n"
-        "print(main.__module__, gc.isenabled(), gc.get_freeze_count() > 0, len(seen))\n"
+        "kept = 'exec' in vars(__import__('dataclasses'))\n"
+        "print(main.__module__, gc.isenabled(), gc.get_freeze_count() > 0, kept, len(seen))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    module, enabled, frozen, passes = out.stdout.split()
+    module, enabled, frozen, kept, passes = out.stdout.split()
     assert (module, enabled, frozen) == ("flasher.writer.helper", "True", "True")
+    assert kept == "True"  # its classes take the code earlier runs kept
     assert int(passes) == 0  # no collection ran while the helper's code loaded
