@@ -13,9 +13,11 @@ The file lives where Python keeps this package's bytecode (`importlib.util.cache
 is used only by the interpreter that wrote it (its header is `importlib.util.MAGIC_NUMBER`, its
 name carries the cache tag and the optimization level), and is written as Python writes
 bytecode: never with PYTHONDONTWRITEBYTECODE, only where the process may write, through a new
-file renamed into place. It is trusted as the package's bytecode beside it is: whoever can
-change it can change the modules themselves. A file that cannot be read, or holds anything but
-texts and their code, is ignored.
+file renamed into place. It is trusted as the package's bytecode beside it is (whoever can
+change it can change the modules themselves), and only in a folder that is no link, belongs to
+this process's user or to root, and no one else may write: a root process (the writer helper)
+never takes code from, or writes into, another user's folder, nor follows a link to one. A
+file that cannot be read, or holds anything but texts and their code, is ignored.
 
 Imports only the standard library.
 """
@@ -23,9 +25,11 @@ Imports only the standard library.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib.util
 import marshal
 import os
+import stat
 import sys
 from types import CodeType
 from typing import Any
@@ -61,12 +65,33 @@ def _exec(source: Any, globals: Any = None, locals: Any = None, /) -> None:
     builtins.exec(_compiled(source) if isinstance(source, str) else source, globals, locals)
 
 
-def _read(path: str) -> dict[str, CodeType]:
+def _open_folder(folder: str) -> int | None:
+    """`folder` opened, if it is a folder (not a link) of this process's user or root that no
+    one else may write; its files are then reached through the descriptor, so the folder
+    checked is the folder used."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if st.st_uid in (os.geteuid(), 0) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return fd
+    os.close(fd)
+    return None
+
+
+def _read(path: str) -> dict[str, CodeType]:
+    folder = _open_folder(os.path.dirname(path))
+    if folder is None:
+        return {}
+    try:
+        fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        with os.fdopen(fd, "rb") as f:
             data = f.read()
     except OSError:
         return {}
+    finally:
+        os.close(folder)
     magic = importlib.util.MAGIC_NUMBER
     if not data.startswith(magic):
         return {}
@@ -98,18 +123,30 @@ def save() -> None:
     if len(table) > MOST_TEXTS:
         table = dict(_new)
     data = importlib.util.MAGIC_NUMBER + marshal.dumps(table)
-    temporary = f"{path}.{os.getpid()}"
+    name = os.path.basename(path)
+    temporary = f"{name}.{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
     except OSError:
-        return  # a folder this process may not write: nothing is kept, as with bytecode
+        return  # a folder this process may not make: nothing is kept, as with bytecode
+    folder = _open_folder(os.path.dirname(path))
+    if folder is None:
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temporary, flags, 0o644, dir_fd=folder)
+    except OSError:  # not writable, or a name taken (never followed)
+        os.close(folder)
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=folder)
+        return  # a full disk: nothing is kept, as with bytecode
+    finally:
+        os.close(folder)
     _kept.update(_new)
     _new.clear()

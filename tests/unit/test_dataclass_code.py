@@ -185,3 +185,39 @@ def test_the_file_lives_beside_the_packages_bytecode(monkeypatch: pytest.MonkeyP
     expected = Path(importlib.util.cache_from_source(str(package / "_dc.py")))
     assert Path(path) == expected.with_suffix(".marshal")
     assert sys.implementation.cache_tag in Path(path).name
+
+
+def test_a_folder_others_may_write_is_neither_read_nor_written(kept_at: Path) -> None:
+    dataclass_code.start()
+    _make()
+    dataclass_code.save()
+    kept = kept_at.read_bytes()
+    kept_at.parent.chmod(0o777)
+    _new_run()
+    dataclass_code.start()
+    assert dataclass_code._kept == {}  # not taken from a folder anyone may write
+    _make()
+    kept_at.unlink()
+    dataclass_code.save()
+    assert not kept_at.exists()
+    assert kept  # what the trusted folder held before
+
+
+def test_a_linked_folder_or_file_is_not_followed(kept_at: Path, tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    kept_at.parent.symlink_to(real, target_is_directory=True)
+    dataclass_code.start()
+    _make()
+    dataclass_code.save()
+    assert list(real.iterdir()) == []  # nothing written through the linked folder
+
+    kept_at.parent.unlink()
+    kept_at.parent.mkdir()
+    source = tmp_path / "kept elsewhere"
+    dataclass_code.save()
+    kept_at.rename(source)
+    kept_at.symlink_to(source)
+    _new_run()
+    dataclass_code.start()
+    assert dataclass_code._kept == {}  # the file is a link: not read
