@@ -34,7 +34,7 @@ import sys
 from types import CodeType
 from typing import Any
 
-# More texts than flasher's classes make (~1,100 for every command) means the file holds the
+# More texts than flasher's classes make (~1,060 for all its modules) means the file holds the
 # methods of classes that are gone: it is then written with this run's new texts alone.
 MOST_TEXTS = 4096
 
