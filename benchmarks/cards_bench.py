@@ -48,6 +48,7 @@ from benchlib.system import (
     loop_devices,
     require_root,
     run_measured,
+    user_environ,
 )
 
 REPO = BENCH_DIR.parent
@@ -86,7 +87,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def flasher_env(scratch: Path, tag: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = user_environ()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     for var, sub in (("FLASHER_CACHE_DIR", "cache"), ("FLASHER_CONFIG_DIR", "config")):
         folder = scratch / f"{sub}-{tag}"

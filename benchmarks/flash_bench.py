@@ -52,6 +52,7 @@ from benchlib.system import (
     require_root,
     run_measured,
     tool_version,
+    user_environ,
 )
 
 REPO = BENCH_DIR.parent
@@ -142,7 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def flasher_env(cache_dir: Path, config_dir: Path, *, checkout: bool = True) -> dict[str, str]:
     """The environment of a flasher run: its own cache and settings folders, and (`checkout`)
     this checkout first on the module path; an installed flasher runs its own copy."""
-    env = dict(os.environ)
+    env = user_environ()
     if checkout:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["FLASHER_CACHE_DIR"] = str(cache_dir)

@@ -82,3 +82,17 @@ def test_a_checkout_run_finds_this_checkout_first_and_an_installed_one_its_own_c
     assert installed["FLASHER_CACHE_DIR"] == str(tmp_path / "c")
     assert flash_bench.parse_args(["--image", "x.img", "--installed"]).installed is True
     assert flash_bench.parse_args(["--image", "x.img"]).installed is False
+
+
+def test_flasher_runs_in_the_benchmarks_keep_what_they_compile_as_a_users_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PYTHONDONTWRITEBYTECODE (set in some shells, never by an install) stays out of every
+    flasher run the benchmarks time, so flasher keeps its dataclasses' code as for a user."""
+    import cards_bench
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    for checkout in (True, False):
+        env = flash_bench.flasher_env(tmp_path / "c", tmp_path / "s", checkout=checkout)
+        assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert "PYTHONDONTWRITEBYTECODE" not in cards_bench.flasher_env(tmp_path, "flash")
