@@ -45,10 +45,10 @@ from benchlib.system import (
     TreeRss,
     compile_package,
     drop_caches,
+    flasher_environ,
     loop_devices,
     require_root,
     run_measured,
-    user_environ,
 )
 
 REPO = BENCH_DIR.parent
@@ -87,8 +87,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def flasher_env(scratch: Path, tag: str) -> dict[str, str]:
-    env = user_environ()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = flasher_environ()
     for var, sub in (("FLASHER_CACHE_DIR", "cache"), ("FLASHER_CONFIG_DIR", "config")):
         folder = scratch / f"{sub}-{tag}"
         shutil.rmtree(folder, ignore_errors=True)

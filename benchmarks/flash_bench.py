@@ -47,12 +47,12 @@ from benchlib.system import (
     LoopDevice,
     compile_package,
     drop_caches,
+    flasher_environ,
     install_in_venv,
     loop_devices,
     require_root,
     run_measured,
     tool_version,
-    user_environ,
 )
 
 REPO = BENCH_DIR.parent
@@ -143,9 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def flasher_env(cache_dir: Path, config_dir: Path, *, checkout: bool = True) -> dict[str, str]:
     """The environment of a flasher run: its own cache and settings folders, and (`checkout`)
     this checkout first on the module path; an installed flasher runs its own copy."""
-    env = user_environ()
-    if checkout:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = flasher_environ(checkout=checkout)
     env["FLASHER_CACHE_DIR"] = str(cache_dir)
     env["FLASHER_CONFIG_DIR"] = str(config_dir)
     return env

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # no stubs installed (types-psutil)
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout the benchmarks belong to
 SECTOR_BYTES = 512  # /sys/block/*/stat counts 512-byte sectors whatever the device's block size
 RSS_POLL_S = 0.05
 _LOOP_NAME = re.compile(r"^/dev/loop\d+$")
@@ -41,13 +42,18 @@ def compile_package(package: Path) -> None:
     )
 
 
-def user_environ() -> dict[str, str]:
-    """This process's environment as a user's flasher meets it: without PYTHONDONTWRITEBYTECODE,
-    which some shells set (this project's machine does) and no install does. With it, flasher
-    would keep none of the dataclass code it compiles (flasher.dataclass_code) and every run
-    would compile it again: ~25 ms that no user pays after a command's first run."""
+def flasher_environ(*, checkout: bool = True) -> dict[str, str]:
+    """The environment of a timed flasher run, as a user's flasher meets it: without
+    PYTHONDONTWRITEBYTECODE, which some shells set (this project's machine does) and no install
+    does (with it, flasher would keep none of the dataclass code it compiles, see
+    flasher.dataclass_code, and every run would compile it again: ~25 ms that no user pays
+    after a command's first run);
+    with `checkout`, this checkout first on the module path (an installed flasher runs its own
+    copy)."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if checkout:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
