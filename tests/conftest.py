@@ -6,7 +6,6 @@ The cached images are read-only; a test that modifies one copies it first
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from flasher import dataclass_code
 from tests.support.images import BuiltImage, build_image, compress
+from tests.support.keptcode import forget_kept_code
 from tests.support.loopdev import LoopDevices, require_loop
 
 ImageFactory = Callable[..., BuiltImage]
@@ -86,6 +86,4 @@ def _no_kept_dataclass_code(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     package's kept dataclass code (flasher.dataclass_code), and leaves `dataclasses` as it was."""
     monkeypatch.setattr(dataclass_code, "cache_path", lambda: None)
     yield
-    vars(dataclasses).pop("exec", None)
-    dataclass_code._kept.clear()
-    dataclass_code._new.clear()
+    forget_kept_code()

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 from flasher import dataclass_code
+from tests.support.keptcode import forget_kept_code
 
 
 @pytest.fixture
@@ -25,13 +26,6 @@ def kept_at(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(dataclass_code, "cache_path", lambda: str(path))
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     return path
-
-
-def _new_run() -> None:
-    """What a new process starts with: nothing kept in memory, `dataclasses` untouched."""
-    vars(dataclasses).pop("exec", None)
-    dataclass_code._kept.clear()
-    dataclass_code._new.clear()
 
 
 def _make() -> type:
@@ -69,7 +63,7 @@ def test_classes_made_from_kept_code_behave_as_compiled_ones(kept_at: Path) -> N
     dataclass_code.save()
     assert kept_at.read_bytes().startswith(importlib.util.MAGIC_NUMBER)
 
-    _new_run()
+    forget_kept_code()
     dataclass_code.start()
     assert len(dataclass_code._kept) == compiled
     assert _behaviour(_make()) == plain
@@ -90,7 +84,7 @@ def test_a_texts_kept_code_is_what_runs(kept_at: Path) -> None:
     kept_at.parent.mkdir()
     kept_at.write_bytes(importlib.util.MAGIC_NUMBER + marshal.dumps(texts))
 
-    _new_run()
+    forget_kept_code()
     dataclass_code.start()
     assert repr(_make()("a")) == "kept"
 
@@ -130,7 +124,7 @@ def test_a_run_that_compiled_nothing_new_leaves_the_file_alone(kept_at: Path) ->
     _make()
     dataclass_code.save()
     os.utime(kept_at, ns=(0, 0))
-    _new_run()
+    forget_kept_code()
     dataclass_code.start()
     _make()
     dataclass_code.save()
@@ -193,7 +187,7 @@ def test_a_folder_others_may_write_is_neither_read_nor_written(kept_at: Path) ->
     dataclass_code.save()
     kept = kept_at.read_bytes()
     kept_at.parent.chmod(0o777)
-    _new_run()
+    forget_kept_code()
     dataclass_code.start()
     assert dataclass_code._kept == {}  # not taken from a folder anyone may write
     _make()
@@ -218,6 +212,6 @@ def test_a_linked_folder_or_file_is_not_followed(kept_at: Path, tmp_path: Path) 
     dataclass_code.save()
     kept_at.rename(source)
     kept_at.symlink_to(source)
-    _new_run()
+    forget_kept_code()
     dataclass_code.start()
     assert dataclass_code._kept == {}  # the file is a link: not read
